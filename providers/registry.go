@@ -1,0 +1,211 @@
+package providers
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keywarden/keywarden/providers/codes"
+	"github.com/keywarden/keywarden/providers/driver"
+)
+
+// OpenFunc opens a driver for a store URL and returns it with the name of the
+// secret the URL points at. The URL's query holds only the driver's own
+// parameters: providers removes the portable ones (field, refresh, jitter,
+// max_stale) first. A driver must reject parameters it does not know, with
+// Query.Done.
+type OpenFunc func(ctx context.Context, u *url.URL) (d driver.Reader, name string, err error)
+
+var (
+	regMu sync.RWMutex
+	reg   = map[string]OpenFunc{}
+)
+
+// Register makes a driver available to Open under a URL scheme. Driver
+// packages call it from init, so importing a driver package is enough to use
+// its scheme. It panics when the scheme is registered twice.
+func Register(scheme string, open OpenFunc) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	if _, dup := reg[scheme]; dup {
+		panic("providers: scheme registered twice: " + scheme)
+	}
+	reg[scheme] = open
+}
+
+// Schemes returns the registered URL schemes, sorted.
+func Schemes() []string {
+	regMu.RLock()
+	defer regMu.RUnlock()
+	s := make([]string, 0, len(reg))
+	for k := range reg {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return s
+}
+
+// portableParams are the query parameters that providers handles itself.
+var portableParams = []string{"field", "refresh", "jitter", "max_stale"}
+
+// OpenDriver parses a store URL and opens its driver. It returns the driver,
+// the secret's name, and the portable parameters removed from the query.
+func OpenDriver(ctx context.Context, rawURL string) (driver.Reader, string, url.Values, error) {
+	u, err := parseURL(rawURL)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	regMu.RLock()
+	open, ok := reg[u.Scheme]
+	regMu.RUnlock()
+	if !ok {
+		return nil, "", nil, codes.Errorf(codes.InvalidArgument,
+			"providers: unknown store scheme %q in %q (known schemes: %s; import the driver package to register it)",
+			u.Scheme, Redact(u), strings.Join(Schemes(), ", "))
+	}
+	q := u.Query()
+	portable := url.Values{}
+	for _, p := range portableParams {
+		if v, ok := q[p]; ok {
+			portable[p] = v
+			delete(q, p)
+		}
+	}
+	u.RawQuery = q.Encode()
+	d, name, err := open(ctx, u)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("providers: open %s: %w", Redact(u), err)
+	}
+	return d, name, portable, nil
+}
+
+// OpenStager opens a store URL for rotation: its driver must implement
+// driver.Stager.
+func OpenStager(ctx context.Context, rawURL string) (driver.Stager, string, error) {
+	d, name, _, err := OpenDriver(ctx, rawURL)
+	if err != nil {
+		return nil, "", err
+	}
+	st, err := AsStager(d)
+	if err != nil {
+		_ = d.Close()
+		return nil, "", err
+	}
+	return st, name, nil
+}
+
+// AsStager returns d as a driver.Stager, or a clear error when d is a
+// read-only driver.
+func AsStager(d driver.Reader) (driver.Stager, error) {
+	st, ok := d.(driver.Stager)
+	if !ok {
+		return nil, codes.Errorf(codes.Unimplemented,
+			"providers: store %T is read-only: it cannot hold PENDING versions or rotation records; rotate keys kept in file, awssm, gcpsm or vault stores", d)
+	}
+	return st, nil
+}
+
+func parseURL(rawURL string) (*url.URL, error) {
+	if strings.TrimSpace(rawURL) == "" {
+		return nil, codes.Errorf(codes.InvalidArgument, "providers: empty store URL (want scheme://..., known schemes: %s)", strings.Join(Schemes(), ", "))
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// url.Parse errors quote the input; keep only the reason.
+		var ue *url.Error
+		reason := err.Error()
+		if e, ok := err.(*url.Error); ok {
+			ue = e
+			reason = ue.Err.Error()
+		}
+		return nil, codes.Errorf(codes.InvalidArgument, "providers: malformed store URL: %s", reason)
+	}
+	if u.Scheme == "" {
+		return nil, codes.Errorf(codes.InvalidArgument,
+			"providers: store URL %q has no scheme (want scheme://..., known schemes: %s)", Redact(u), strings.Join(Schemes(), ", "))
+	}
+	if u.User != nil {
+		return nil, codes.Errorf(codes.InvalidArgument, "providers: store URL must not carry credentials (user info); use the store's own credential chain")
+	}
+	return u, nil
+}
+
+// Redact returns the URL as a string without user info, for messages.
+func Redact(u *url.URL) string {
+	c := *u
+	c.User = nil
+	return c.String()
+}
+
+// Query reads a driver's URL parameters and reports the ones it did not read.
+// Drivers use it so that every driver validates its URL the same way.
+type Query struct {
+	vals url.Values
+	used map[string]bool
+	errs []string
+}
+
+// NewQuery wraps a URL query.
+func NewQuery(v url.Values) *Query { return &Query{vals: v, used: map[string]bool{}} }
+
+// String returns parameter key, or def when absent.
+func (q *Query) String(key, def string) string {
+	q.used[key] = true
+	if v, ok := q.vals[key]; ok && len(v) > 0 {
+		return v[len(v)-1]
+	}
+	return def
+}
+
+// Bool returns parameter key parsed as a boolean ("true", "false", "1", "0").
+func (q *Query) Bool(key string, def bool) bool {
+	s := q.String(key, "")
+	switch strings.ToLower(s) {
+	case "":
+		return def
+	case "true", "1", "yes":
+		return true
+	case "false", "0", "no":
+		return false
+	}
+	q.errs = append(q.errs, fmt.Sprintf("parameter %s=%q is not a boolean (use true or false)", key, s))
+	return def
+}
+
+// Duration returns parameter key parsed as a Go duration such as 30s or 5m.
+func (q *Query) Duration(key string, def time.Duration) time.Duration {
+	s := q.String(key, "")
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		q.errs = append(q.errs, fmt.Sprintf("parameter %s=%q is not a positive Go duration (e.g. 30s, 5m)", key, s))
+		return def
+	}
+	return d
+}
+
+// Done returns an InvalidArgument error naming any parameter that was not
+// read, listing the known ones, or any parameter that failed to parse.
+func (q *Query) Done(known ...string) error {
+	var unknown []string
+	for k := range q.vals {
+		if !q.used[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	if len(unknown) > 0 {
+		q.errs = append(q.errs, fmt.Sprintf("unknown parameter(s) %s (known: %s)",
+			strings.Join(unknown, ", "), strings.Join(append(known, portableParams...), ", ")))
+	}
+	if len(q.errs) > 0 {
+		return codes.Errorf(codes.InvalidArgument, "%s", strings.Join(q.errs, "; "))
+	}
+	return nil
+}
