@@ -1,0 +1,470 @@
+// Package file is keywarden's file store driver and its embedded default: a
+// JSON file, mode 0600, holding named secrets with their versions, stages and
+// rotation records. Writes are atomic (temp file, fsync, rename) and guarded
+// by an advisory lock, so several processes may share one file.
+//
+// URL form: file:///etc/keywarden/keys.json?name=prod (absolute path), or
+// file:keys.json?name=prod (relative to the working directory). The name
+// parameter selects the secret and is required.
+//
+// A hand-managed file needs only versions; the newest version is CURRENT
+// while no stage is marked:
+//
+//	{"secrets": {"prod": {"versions": [{"id": "1", "value": "sk-ant-api03-..."}]}}}
+package file
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/codes"
+	"github.com/keywarden/keywarden/providers/driver"
+)
+
+// Scheme is the URL scheme of the file driver.
+const Scheme = "file"
+
+func init() { providers.Register(Scheme, openURL) }
+
+func openURL(ctx context.Context, u *url.URL) (driver.Reader, string, error) {
+	path := u.Opaque
+	if path == "" {
+		path = u.Host + u.Path
+	}
+	if path == "" {
+		return nil, "", codes.Errorf(codes.InvalidArgument, "file: URL has no path (want file:///path/keys.json?name=NAME)")
+	}
+	q := providers.NewQuery(u.Query())
+	name := q.String("name", "")
+	if err := q.Done("name"); err != nil {
+		return nil, "", fmt.Errorf("file: %w", err)
+	}
+	if name == "" {
+		return nil, "", codes.Errorf(codes.InvalidArgument, "file: URL has no name parameter (want file://%s?name=NAME)", path)
+	}
+	return New(path), name, nil
+}
+
+// Store is a file store. It implements driver.Stager.
+type Store struct {
+	path string
+	mu   sync.Mutex // serialises this process's writers; the flock serialises processes
+}
+
+var _ driver.Stager = (*Store)(nil)
+
+// New returns a Store on the file at path. The file is created, mode 0600,
+// on the first write.
+func New(path string) *Store { return &Store{path: path} }
+
+// Path returns the file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close does nothing: a Store holds no resources between calls.
+func (s *Store) Close() error { return nil }
+
+// fileData is the file's JSON form.
+type fileData struct {
+	Secrets map[string]*secret `json:"secrets"`
+}
+
+type secret struct {
+	Versions []version   `json:"versions"`
+	Current  string      `json:"current,omitempty"`
+	Pending  string      `json:"pending,omitempty"`
+	Previous string      `json:"previous,omitempty"`
+	Record   *recordData `json:"record,omitempty"`
+	Next     int         `json:"next_id,omitempty"`
+}
+
+type version struct {
+	ID      string    `json:"id"`
+	Value   string    `json:"value"`
+	Created time.Time `json:"created,omitzero"`
+	Token   string    `json:"token,omitempty"`
+}
+
+type recordData struct {
+	Rev  int               `json:"rev"`
+	Data map[string]string `json:"data,omitempty"`
+}
+
+func (sec *secret) find(id string) *version {
+	for i := range sec.Versions {
+		if sec.Versions[i].ID == id {
+			return &sec.Versions[i]
+		}
+	}
+	return nil
+}
+
+func (v *version) toDriver() *driver.Version {
+	return &driver.Version{ID: v.ID, Value: []byte(v.Value), Created: v.Created, Token: v.Token}
+}
+
+func (s *Store) load() (*fileData, error) {
+	f, err := os.Open(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &fileData{Secrets: map[string]*secret{}}, nil
+	}
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, codes.Errorf(codes.PermissionDenied,
+			"file: %s is readable or writable by group or others (mode %04o); run: chmod 600 %s", s.path, perm, s.path)
+	}
+	if fi.Size() > 16<<20 {
+		return nil, codes.Errorf(codes.InvalidArgument, "file: %s is %d bytes, larger than 16 MiB: not a keywarden store", s.path, fi.Size())
+	}
+	var d fileData
+	dec := json.NewDecoder(f)
+	if err := dec.Decode(&d); err != nil {
+		// Decoder errors can quote file content: report only the offset.
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return nil, codes.Errorf(codes.InvalidArgument, "file: %s is not valid JSON (syntax error at byte %d)", s.path, se.Offset)
+		}
+		return nil, codes.Errorf(codes.InvalidArgument, "file: %s does not hold a keywarden store (want {\"secrets\": {NAME: {\"versions\": [...]}}})", s.path)
+	}
+	if d.Secrets == nil {
+		d.Secrets = map[string]*secret{}
+	}
+	return &d, nil
+}
+
+// save writes d atomically: temp file in the same directory, fsync, rename,
+// fsync of the directory.
+func (s *Store) save(d *fileData) error {
+	b, err := json.MarshalIndent(d, "", "  ")
+	if err != nil {
+		return codes.Wrap(codes.Internal, "file: encode", err)
+	}
+	dir := filepath.Dir(s.path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return mapErr(err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(s.path)+".tmp-*")
+	if err != nil {
+		return mapErr(err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return mapErr(err)
+	}
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return mapErr(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return mapErr(err)
+	}
+	if err := tmp.Close(); err != nil {
+		return mapErr(err)
+	}
+	if err := os.Rename(tmp.Name(), s.path); err != nil {
+		return mapErr(err)
+	}
+	if df, err := os.Open(dir); err == nil {
+		_ = df.Sync()
+		df.Close()
+	}
+	return nil
+}
+
+// update runs fn on the file's content under the process mutex and an
+// exclusive flock, and saves the result when fn returns nil.
+func (s *Store) update(ctx context.Context, fn func(d *fileData) error) error {
+	if err := ctx.Err(); err != nil {
+		return codes.FromContext(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	d, err := s.load()
+	if err != nil {
+		return err
+	}
+	if err := fn(d); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return codes.FromContext(err)
+	}
+	return s.save(d)
+}
+
+func (s *Store) lock() (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
+		return nil, mapErr(err)
+	}
+	f, err := os.OpenFile(s.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, codes.Wrap(codes.Unavailable, "file: lock "+s.path, err)
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+func (s *Store) secret(ctx context.Context, name string) (*secret, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, codes.FromContext(err)
+	}
+	d, err := s.load()
+	if err != nil {
+		return nil, err
+	}
+	sec := d.Secrets[name]
+	if sec == nil || len(sec.Versions) == 0 {
+		return nil, codes.Errorf(codes.NotFound, "file: secret %q not found in %s", name, s.path)
+	}
+	return sec, nil
+}
+
+// Read implements driver.Reader.
+func (s *Store) Read(ctx context.Context, name string, stage driver.Stage) (*driver.Version, error) {
+	sec, err := s.secret(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	var id string
+	switch stage {
+	case driver.Current:
+		id = sec.Current
+		if id == "" {
+			if sec.Pending != "" || sec.Previous != "" {
+				return nil, codes.Errorf(codes.NotFound, "file: secret %q has no CURRENT version", name)
+			}
+			// Hand-managed: the newest version.
+			return sec.Versions[len(sec.Versions)-1].toDriver(), nil
+		}
+	case driver.Previous:
+		id = sec.Previous
+	case driver.Pending:
+		id = sec.Pending
+	default:
+		return nil, codes.Errorf(codes.InvalidArgument, "file: unknown stage %q", stage)
+	}
+	if id == "" {
+		return nil, codes.Errorf(codes.NotFound, "file: secret %q has no %s version", name, stage)
+	}
+	v := sec.find(id)
+	if v == nil {
+		return nil, codes.Errorf(codes.Internal, "file: secret %q: stage %s names version %s, which does not exist", name, stage, id)
+	}
+	return v.toDriver(), nil
+}
+
+// ReadPending implements driver.Stager.
+func (s *Store) ReadPending(ctx context.Context, name string) (*driver.Version, error) {
+	return s.Read(ctx, name, driver.Pending)
+}
+
+// currentID is the id readers see as CURRENT ("" for none).
+func (sec *secret) currentID() string {
+	if sec.Current == "" && sec.Pending == "" && sec.Previous == "" && len(sec.Versions) > 0 {
+		return sec.Versions[len(sec.Versions)-1].ID
+	}
+	return sec.Current
+}
+
+// PutPending implements driver.Stager.
+func (s *Store) PutPending(ctx context.Context, name, token string, value []byte) (*driver.Version, error) {
+	if token == "" {
+		return nil, codes.Errorf(codes.InvalidArgument, "file: PutPending needs a rotation token")
+	}
+	var out *driver.Version
+	err := s.update(ctx, func(d *fileData) error {
+		sec := d.Secrets[name]
+		if sec == nil {
+			sec = &secret{}
+			d.Secrets[name] = sec
+		}
+		if sec.Pending != "" {
+			p := sec.find(sec.Pending)
+			if p != nil && p.Token == token {
+				out = p.toDriver()
+				return errNoWrite
+			}
+			return codes.Errorf(codes.FailedPrecondition, "file: secret %q already has a PENDING version %s from another rotation", name, sec.Pending)
+		}
+		// Pin the hand-managed CURRENT before adding a newer version.
+		sec.Current = sec.currentID()
+		id := sec.nextID()
+		sec.Versions = append(sec.Versions, version{ID: id, Value: string(value), Created: time.Now().UTC(), Token: token})
+		sec.Pending = id
+		out = sec.find(id).toDriver()
+		return nil
+	})
+	if errors.Is(err, errNoWrite) {
+		err = nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// errNoWrite ends an update without saving.
+var errNoWrite = errors.New("no write")
+
+func (sec *secret) nextID() string {
+	n := sec.Next
+	for _, v := range sec.Versions {
+		if i, err := strconv.Atoi(v.ID); err == nil && i > n {
+			n = i
+		}
+	}
+	sec.Next = n + 1
+	return strconv.Itoa(n + 1)
+}
+
+// Promote implements driver.Stager.
+func (s *Store) Promote(ctx context.Context, name, pendingID, currentID string) error {
+	err := s.update(ctx, func(d *fileData) error {
+		sec := d.Secrets[name]
+		if sec == nil {
+			return codes.Errorf(codes.Aborted, "file: promote %q: secret does not exist", name)
+		}
+		if sec.Current == pendingID && sec.Previous == currentID && sec.Pending == "" {
+			return errNoWrite // retried promote
+		}
+		if sec.Pending != pendingID || pendingID == "" {
+			return codes.Errorf(codes.Aborted, "file: promote %q: version %s is not PENDING (PENDING is %q)", name, pendingID, sec.Pending)
+		}
+		if cur := sec.currentID(); cur != currentID {
+			return codes.Errorf(codes.Aborted, "file: promote %q: CURRENT is %q, not %q", name, cur, currentID)
+		}
+		sec.Previous, sec.Current, sec.Pending = currentID, pendingID, ""
+		return nil
+	})
+	if errors.Is(err, errNoWrite) {
+		return nil
+	}
+	return err
+}
+
+// DiscardPending implements driver.Stager.
+func (s *Store) DiscardPending(ctx context.Context, name, pendingID string) error {
+	err := s.update(ctx, func(d *fileData) error {
+		sec := d.Secrets[name]
+		switch {
+		case sec == nil || sec.Pending == "":
+			return errNoWrite
+		case sec.Pending != pendingID:
+			return codes.Errorf(codes.Aborted, "file: discard %q: PENDING is version %s, not %s", name, sec.Pending, pendingID)
+		}
+		sec.Pending = ""
+		return nil
+	})
+	if errors.Is(err, errNoWrite) {
+		return nil
+	}
+	return err
+}
+
+// ReadRecord implements driver.Stager.
+func (s *Store) ReadRecord(ctx context.Context, name string) (*driver.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, codes.FromContext(err)
+	}
+	d, err := s.load()
+	if err != nil {
+		return nil, err
+	}
+	sec := d.Secrets[name]
+	if sec == nil || sec.Record == nil {
+		return &driver.Record{}, nil
+	}
+	return &driver.Record{Rev: strconv.Itoa(sec.Record.Rev), Data: copyMap(sec.Record.Data)}, nil
+}
+
+// WriteRecord implements driver.Stager.
+func (s *Store) WriteRecord(ctx context.Context, name, rev string, data map[string]string) (*driver.Record, error) {
+	var out *driver.Record
+	err := s.update(ctx, func(d *fileData) error {
+		sec := d.Secrets[name]
+		if sec == nil {
+			sec = &secret{}
+			d.Secrets[name] = sec
+		}
+		have := ""
+		next := 1
+		if sec.Record != nil {
+			have = strconv.Itoa(sec.Record.Rev)
+			next = sec.Record.Rev + 1
+		}
+		if have != rev {
+			return codes.Errorf(codes.Aborted, "file: record of %q changed (revision %s, expected %q)", name, have, rev)
+		}
+		sec.Record = &recordData{Rev: next, Data: copyMap(data)}
+		out = &driver.Record{Rev: strconv.Itoa(next), Data: copyMap(data)}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// PutByHand appends value as the newest version of name with no stage
+// change, the way an operator edits the file; while no stage is marked, the
+// newest version is CURRENT.
+func (s *Store) PutByHand(ctx context.Context, name string, value []byte) error {
+	return s.update(ctx, func(d *fileData) error {
+		sec := d.Secrets[name]
+		if sec == nil {
+			sec = &secret{}
+			d.Secrets[name] = sec
+		}
+		sec.Versions = append(sec.Versions, version{ID: sec.nextID(), Value: string(value), Created: time.Now().UTC()})
+		return nil
+	})
+}
+
+func copyMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func mapErr(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return codes.Wrap(codes.NotFound, "file", err)
+	case errors.Is(err, fs.ErrPermission):
+		return codes.Wrap(codes.PermissionDenied, "file", err)
+	default:
+		return codes.Wrap(codes.Unavailable, "file", err)
+	}
+}

@@ -1,0 +1,108 @@
+package file_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/codes"
+	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/file"
+	"github.com/keywarden/keywarden/providers/providertest"
+)
+
+func TestConformance(t *testing.T) {
+	st := file.New(filepath.Join(t.TempDir(), "keys.json"))
+	providertest.Run(t, providertest.Harness{Stager: st, PutByHand: st.PutByHand})
+}
+
+func TestRefusesReadableByOthers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.json")
+	st := file.New(path)
+	ctx := context.Background()
+	if err := st.PutByHand(ctx, "prod", []byte("sk-ant-api03-secretvalue-0123456789")); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("store written with mode %04o, want 0600", fi.Mode().Perm())
+	}
+	for _, mode := range []os.FileMode{0o640, 0o604, 0o660} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := st.Read(ctx, "prod", driver.Current)
+		if !codes.Is(err, codes.PermissionDenied) || !strings.Contains(err.Error(), "chmod 600") {
+			t.Errorf("mode %04o: got %v, want PermissionDenied telling to chmod 600", mode, err)
+		}
+	}
+}
+
+func TestMalformedFileDoesNotEcho(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.json")
+	const secret = "sk-ant-api03-THISMUSTNOTLEAK0123456789"
+	if err := os.WriteFile(path, []byte(`{"secrets": {"prod": "`+secret+`"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := file.New(path).Read(context.Background(), "prod", driver.Current)
+	if !codes.Is(err, codes.InvalidArgument) {
+		t.Fatalf("got %v, want InvalidArgument", err)
+	}
+	if strings.Contains(err.Error(), "THISMUSTNOTLEAK") {
+		t.Fatalf("error echoes the file content: %v", err)
+	}
+}
+
+func TestOpenURL(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys.json")
+	st := file.New(path)
+	ctx := context.Background()
+	if err := st.PutByHand(ctx, "prod", []byte(`{"api_key":"sk-ant-api03-abcdefghijklmnopqrstuvwxyz","key_id":"apikey_01"}`)); err != nil {
+		t.Fatal(err)
+	}
+	src, err := providers.Open(ctx, "file://"+path+"?name=prod&refresh=1h", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if got := src.Current(); got.KeyID != "apikey_01" || got.Value.Reveal() != "sk-ant-api03-abcdefghijklmnopqrstuvwxyz" {
+		t.Fatalf("opened key id %q fingerprint %s", got.KeyID, got.Fingerprint)
+	}
+	for _, tc := range []struct{ url, want string }{
+		{"file://" + path, "no name parameter"},
+		{"file://" + path + "?name=prod&colour=blue", "unknown parameter(s) colour"},
+		{"file://" + path + "?name=missing", "not found"},
+		{"file://" + path + "?name=prod&refresh=soon", "not a positive Go duration"},
+	} {
+		_, err := providers.Open(ctx, tc.url, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Open(%q): got %v, want an error containing %q", tc.url, err, tc.want)
+		}
+	}
+}
+
+// TestTwoProcessesShareAFile runs two Stores on one path, as two processes
+// would, and checks the record CAS across them.
+func TestTwoStoresShareAFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.json")
+	a, b := file.New(path), file.New(path)
+	ctx := context.Background()
+	r, err := a.WriteRecord(ctx, "k", "", map[string]string{"lease": "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WriteRecord(ctx, "k", "", map[string]string{"lease": "b"}); !codes.Is(err, codes.Aborted) {
+		t.Fatalf("second store's stale write: %v, want Aborted", err)
+	}
+	got, err := b.ReadRecord(ctx, "k")
+	if err != nil || got.Rev != r.Rev || got.Data["lease"] != "a" {
+		t.Fatalf("b reads %+v, %v; want a's record", got, err)
+	}
+}
