@@ -18,6 +18,7 @@ package providers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -133,6 +134,30 @@ type Key struct {
 	Fingerprint string
 
 	header []string // the value as a ready header value slice, shared read-only
+}
+
+// String describes the key by version and fingerprint, never its value.
+func (k Key) String() string {
+	return "key{version " + k.VersionID + ", " + k.Fingerprint + "}"
+}
+
+// Format prints String for every verb, so that no verb (not even %d or %#v
+// walking the fields) prints the value.
+func (k Key) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(k.String())) }
+
+// LogValue makes slog log the version and fingerprint.
+func (k Key) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("version", k.VersionID), slog.String("fingerprint", k.Fingerprint))
+}
+
+// MarshalJSON encodes the version, key id and fingerprint.
+func (k Key) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		VersionID   string    `json:"version_id"`
+		KeyID       string    `json:"key_id,omitempty"`
+		Created     time.Time `json:"created,omitzero"`
+		Fingerprint string    `json:"fingerprint"`
+	}{k.VersionID, k.KeyID, k.Created, k.Fingerprint})
 }
 
 // HeaderValue returns the key as a one-element slice for an http.Header

@@ -1,0 +1,383 @@
+package providers_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/codes"
+	_ "github.com/keywarden/keywarden/providers/env"
+	"github.com/keywarden/keywarden/providers/file"
+	"github.com/keywarden/keywarden/providers/providertest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const (
+	keyA = "sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA-aaaa"
+	keyB = "sk-ant-api03-BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB-bbbb"
+	keyC = "sk-ant-api03-CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC-cccc"
+)
+
+// store returns a file store holding keyA as CURRENT of "prod".
+func store(t testing.TB) *file.Store {
+	t.Helper()
+	st := file.New(filepath.Join(t.TempDir(), "keys.json"))
+	rotate(t, st, keyA)
+	return st
+}
+
+// rotate makes val the CURRENT of "prod" through PENDING and Promote.
+func rotate(t testing.TB, st *file.Store, val string) {
+	t.Helper()
+	ctx := context.Background()
+	cur := ""
+	if v, err := st.Read(ctx, "prod", "CURRENT"); err == nil {
+		cur = v.ID
+	}
+	p, err := st.PutPending(ctx, "prod", fmt.Sprintf("tok-%d", time.Now().UnixNano()), []byte(val))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Promote(ctx, "prod", p.ID, cur); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newSource(t testing.TB, d *providertest.Faulty, o providers.Options) *providers.Source {
+	t.Helper()
+	src, err := providers.New(context.Background(), d, "prod", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return src
+}
+
+func TestFirstLoadAndRefresh(t *testing.T) {
+	st := store(t)
+	d := providertest.NewFaulty(st)
+	src := newSource(t, d, providers.Options{Refresh: -1})
+	if src.Key().Reveal() != keyA {
+		t.Fatal("first load did not install the CURRENT key")
+	}
+	if src.Previous() != nil {
+		t.Fatal("PREVIOUS set on a secret with one version")
+	}
+	var changes []providers.Change
+	var mu sync.Mutex
+	unsub := src.Subscribe(func(c providers.Change) { mu.Lock(); changes = append(changes, c); mu.Unlock() })
+	defer unsub()
+	old := src.Current()
+	rotate(t, st, keyB)
+	k, err := src.Refresh(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Value.Reveal() != keyB || src.Key().Reveal() != keyB {
+		t.Fatal("refresh did not install the new key")
+	}
+	if p := src.Previous(); p == nil || p.Value.Reveal() != keyA {
+		t.Fatal("PREVIOUS is not the old key after a rotation")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(changes) != 1 {
+		t.Fatalf("%d change notifications, want 1", len(changes))
+	}
+	c := changes[0]
+	if c.OldVersion != old.VersionID || c.NewVersion != k.VersionID || c.OldFingerprint != old.Fingerprint || c.NewFingerprint != k.Fingerprint {
+		t.Fatalf("change %+v does not match old %s new %s", c, old.VersionID, k.VersionID)
+	}
+	// A refresh without change notifies nobody and keeps the snapshot.
+	if _, err := src.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if src.Current() != k || len(changes) != 1 {
+		t.Fatal("an unchanged refresh replaced the snapshot or notified")
+	}
+}
+
+func TestFirstLoadBlocksUntilCtx(t *testing.T) {
+	st := store(t)
+	d := providertest.NewFaulty(st)
+	d.Fail(codes.Errorf(codes.Unavailable, "test: backend down"))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := providers.New(ctx, d, "prod", providers.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "backend down") {
+		t.Fatalf("got %v, want the deadline and the last error", err)
+	}
+	if d.Reads() < 2 {
+		t.Fatalf("first load tried %d times, want retries with backoff", d.Reads())
+	}
+	// A permanent error fails at once.
+	d.Fail(codes.Errorf(codes.PermissionDenied, "test: denied"))
+	_, err = providers.New(context.Background(), d, "prod", providers.Options{})
+	if !codes.Is(err, codes.PermissionDenied) {
+		t.Fatalf("got %v, want PermissionDenied at once", err)
+	}
+}
+
+func TestServesLastGoodUntilMaxStale(t *testing.T) {
+	st := store(t)
+	d := providertest.NewFaulty(st)
+	src := newSource(t, d, providers.Options{Refresh: 5 * time.Millisecond, Jitter: time.Millisecond,
+		MaxStale: 150 * time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	d.Fail(codes.Errorf(codes.Unavailable, "test: outage"))
+	// Through the outage, the last good key is served and health stays OK
+	// until max_stale.
+	deadline := time.Now().Add(5 * time.Second)
+	for src.CheckHealth() == nil {
+		if src.Key().Reveal() != keyA {
+			t.Fatal("the last good key was not served during the outage")
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("health never went bad past max_stale")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	err := src.CheckHealth()
+	if !codes.Is(err, codes.Unavailable) || !strings.Contains(err.Error(), "outage") || !strings.Contains(err.Error(), "max_stale") {
+		t.Fatalf("health: %v", err)
+	}
+	if _, err := src.Usable(); err == nil {
+		t.Fatal("Usable returned a key past max_stale")
+	}
+	if src.Key().IsZero() {
+		t.Fatal("the Source served an empty key")
+	}
+	st2 := src.Stats()
+	if st2.Failures < 2 {
+		t.Fatalf("%d failures counted", st2.Failures)
+	}
+	// Recovery.
+	d.Fail(nil)
+	for src.CheckHealth() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("health did not recover")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRefreshCoalesces(t *testing.T) {
+	st := store(t)
+	d := providertest.NewFaulty(st)
+	src := newSource(t, d, providers.Options{Refresh: -1})
+	before := d.Reads()
+	d.Delay(50 * time.Millisecond)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := 0; i < 1000; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := src.Refresh(context.Background()); err != nil {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d refreshes failed", failed.Load())
+	}
+	// The goroutines start over a few ms; a 50 ms read absorbs them in one
+	// or a few flights, never one per caller.
+	if n := d.Reads() - before; n > 5 {
+		t.Fatalf("1000 concurrent Refresh calls cost %d store reads", n)
+	}
+}
+
+func TestRefreshIfCurrent(t *testing.T) {
+	st := store(t)
+	d := providertest.NewFaulty(st)
+	src := newSource(t, d, providers.Options{Refresh: -1})
+	seen := src.Current()
+	rotate(t, st, keyB)
+	k, err := src.RefreshIfCurrent(context.Background(), seen)
+	if err != nil || k.Value.Reveal() != keyB {
+		t.Fatalf("RefreshIfCurrent of the failed key: %v", err)
+	}
+	n := d.Reads()
+	k2, err := src.RefreshIfCurrent(context.Background(), seen)
+	if err != nil || k2 != k || d.Reads() != n {
+		t.Fatal("RefreshIfCurrent of an already replaced key read the store again")
+	}
+}
+
+func TestCloseIdempotentNoLeak(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	st := store(t)
+	d := providertest.NewFaulty(st)
+	src, err := providers.New(context.Background(), d, "prod", providers.Options{Refresh: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Delay(time.Second)
+	go src.Refresh(context.Background()) //nolint:errcheck // cut by Close
+	time.Sleep(5 * time.Millisecond)
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Refresh(context.Background()); err == nil {
+		t.Fatal("Refresh after Close succeeded")
+	}
+}
+
+// TestNoKeyInLogsOrErrors runs the Source's paths with a known key and scans
+// every captured log line and error string for it.
+func TestNoKeyInLogsOrErrors(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	logger := slog.New(slog.NewJSONHandler(lockedWriter{&logs, &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	st := store(t)
+	d := providertest.NewFaulty(st)
+	src := newSource(t, d, providers.Options{Refresh: 2 * time.Millisecond, Jitter: time.Millisecond,
+		MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, MaxStale: time.Millisecond, Logger: logger})
+	var errs []error
+	rotate(t, st, keyB)
+	_, err := src.Refresh(context.Background())
+	errs = append(errs, err)
+	d.Fail(codes.Errorf(codes.Unavailable, "test: outage"))
+	time.Sleep(20 * time.Millisecond)
+	errs = append(errs, src.CheckHealth())
+	d.Fail(nil)
+	// A malformed payload, an oversized one, and one missing its field.
+	for _, bad := range []string{`{"api_key": "` + keyC + `"`, `{"other":"` + keyC + `"}`, keyC + strings.Repeat("x", providers.MaxPayload), keyC + "\n" + keyC} {
+		_, err := providers.DecodePayload([]byte(bad), "")
+		if err == nil {
+			t.Fatalf("payload of len %d decoded", len(bad))
+		}
+		errs = append(errs, err)
+	}
+	rotate(t, st, `{"api_key": 12}`)
+	_, err = src.Refresh(context.Background())
+	errs = append(errs, err)
+	rotate(t, st, keyC)
+	_, _ = src.Refresh(context.Background())
+	k := src.Current()
+	logger.Info("key printed every way", "secret", k.Value, "key", k)
+	w := lockedWriter{&logs, &mu}
+	fmt.Fprintf(w, "%v %+v %#v %s %q %x %d\n", k.Value, k.Value, k.Value, k.Value, k.Value, k.Value, k.Value)
+	fmt.Fprintf(w, "%v %+v %#v %d %v %+v %#v %x\n", k, k, k, k, *k, *k, *k, *k)
+	b, _ := json.Marshal(k)
+	w.Write(b)
+
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	for _, e := range errs {
+		if e != nil {
+			out += "\n" + e.Error()
+		}
+	}
+	if !strings.Contains(out, "key changed") || !strings.Contains(out, "outage") {
+		t.Fatalf("the capture misses the log lines it should hold:\n%s", out)
+	}
+	for _, secret := range []string{keyA, keyB, keyC, keyA[13:40], keyC[13:40]} {
+		if strings.Contains(out, secret) {
+			t.Errorf("a key value (or a part of it) appears in logs or errors")
+		}
+	}
+}
+
+type lockedWriter struct {
+	b  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func TestOpenErrors(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ url, want string }{
+		{"", "empty store URL"},
+		{"nosuch://x", `unknown store scheme "nosuch"`},
+		{"nosuch://x", "known schemes: env, file"},
+		{"keys.json", "has no scheme"},
+		{"file://%zz", "malformed store URL"},
+		{"awssm://user:pw@x/y", "must not carry credentials"},
+	} {
+		_, err := providers.Open(ctx, tc.url, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Open(%q): got %v, want an error containing %q", tc.url, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "pw") {
+			t.Errorf("Open(%q) echoes credentials: %v", tc.url, err)
+		}
+	}
+}
+
+func TestSecretRedaction(t *testing.T) {
+	s := providers.NewSecret(keyA)
+	for _, out := range []string{
+		s.String(), s.GoString(), fmt.Sprint(s), fmt.Sprintf("%v|%+v|%#v|%s|%q|%x|%X|%d|%10s", s, s, s, s, s, s, s, s, s),
+		fmt.Sprint([]providers.Secret{s}), fmt.Sprintf("%+v", struct{ K providers.Secret }{s}),
+	} {
+		if strings.Contains(out, keyA[13:]) || strings.Contains(out, "AAAAAAAA") {
+			t.Fatalf("redaction failed: %s", out)
+		}
+	}
+	j, _ := json.Marshal(map[string]any{"k": s})
+	if strings.Contains(string(j), "AAAAAAAA") {
+		t.Fatalf("JSON: %s", j)
+	}
+	if got := providers.Fingerprint(keyA); !strings.HasPrefix(got, "sk-ant-api03-…sha256:") {
+		t.Fatalf("fingerprint %q", got)
+	}
+	if providers.Fingerprint("short") == providers.Fingerprint("other") {
+		t.Fatal("fingerprints collide")
+	}
+}
+
+func TestDecodePayload(t *testing.T) {
+	for _, tc := range []struct {
+		in, field, key, id, err string
+	}{
+		{in: "  " + keyA + "\n", key: keyA},
+		{in: `{"api_key":"` + keyA + `","key_id":"apikey_1"}`, key: keyA, id: "apikey_1"},
+		{in: `{"token":"` + keyA + `"}`, field: "token", key: keyA},
+		{in: `{"api_key":""}`, err: "is empty"},
+		{in: `{"api_key":1}`, err: "not a string"},
+		{in: `{"api_key":"x","key_id":2}`, err: `"key_id" is not a string`},
+		{in: `{"x":"y"}`, err: `no field "api_key" (fields present: ["x"])`},
+		{in: `{`, err: "not a valid JSON object"},
+		{in: "", err: "empty"},
+		{in: "\xff\xfe", err: "UTF-8"},
+	} {
+		p, err := providers.DecodePayload([]byte(tc.in), tc.field)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !codes.Is(err, codes.InvalidArgument) {
+				t.Errorf("DecodePayload(%.20q): %v, want InvalidArgument containing %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || p.Key.Reveal() != tc.key || p.KeyID != tc.id {
+			t.Errorf("DecodePayload(%.20q) = %s %q, %v", tc.in, p.Key, p.KeyID, err)
+		}
+	}
+	round, err := providers.DecodePayload(providers.EncodePayload(providers.Payload{Key: providers.NewSecret(keyB), KeyID: "apikey_9"}), "")
+	if err != nil || round.Key.Reveal() != keyB || round.KeyID != "apikey_9" {
+		t.Fatal("EncodePayload does not round-trip")
+	}
+}
