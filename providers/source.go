@@ -44,6 +44,10 @@ const (
 	refreshTimeout = 30 * time.Second // bound of one shared store read
 )
 
+// MinForcedGap is how fresh a store read must be for RefreshIfCurrent to
+// skip reading again.
+var MinForcedGap = time.Second
+
 // Options tune a Source. The zero value of each field means its default.
 type Options struct {
 	// Field is the JSON field holding the key when the payload is a JSON
@@ -196,6 +200,7 @@ type Stats struct {
 }
 
 type snapshot struct {
+	val       Secret // cur.Value, inline so that Key is one load and one copy
 	cur, prev *Key
 }
 
@@ -295,7 +300,7 @@ func newSource(ctx context.Context, d driver.Reader, name string, o Options) (*S
 func (s *Source) Name() string { return s.name }
 
 // Key returns the CURRENT key value: one atomic load, no allocation.
-func (s *Source) Key() Secret { return s.snap.Load().cur.Value }
+func (s *Source) Key() Secret { return s.snap.Load().val }
 
 // Current returns the CURRENT key snapshot: one atomic load.
 func (s *Source) Current() *Key { return s.snap.Load().cur }
@@ -378,8 +383,16 @@ func (s *Source) Refresh(ctx context.Context) (*Key, error) {
 // another caller already replaced it, the newer key is returned without a
 // store read. An upstream that rejects seen calls it, so that a storm of
 // rejections costs one store read.
+//
+// When the store was read successfully less than MinForcedGap ago, the
+// store's answer is that fresh already and the CURRENT key is returned
+// without another read.
 func (s *Source) RefreshIfCurrent(ctx context.Context, seen *Key) (*Key, error) {
-	if cur := s.Current(); cur != seen && cur.VersionID != seen.VersionID {
+	cur := s.Current()
+	if seen == nil || (cur != seen && cur.VersionID != seen.VersionID) {
+		return cur, nil
+	}
+	if time.Since(time.Unix(0, s.lastSuccess.Load())) < MinForcedGap {
 		return cur, nil
 	}
 	return s.Refresh(ctx)
@@ -442,11 +455,11 @@ func (s *Source) load(ctx context.Context) (*Key, error) {
 		// Unchanged: keep the old pointers so that callers comparing
 		// snapshots see no change; take a new PREVIOUS if the store has one.
 		if prevChanged(old.prev, prev) {
-			s.snap.Store(&snapshot{cur: old.cur, prev: prev})
+			s.snap.Store(&snapshot{val: old.val, cur: old.cur, prev: prev})
 		}
 		return old.cur, nil
 	}
-	s.snap.Store(&snapshot{cur: cur, prev: prev})
+	s.snap.Store(&snapshot{val: cur.Value, cur: cur, prev: prev})
 	if old != nil {
 		s.notify(Change{
 			Name: s.name, OldVersion: old.cur.VersionID, NewVersion: cur.VersionID,

@@ -207,6 +207,12 @@ func TestRefreshIfCurrent(t *testing.T) {
 	src := newSource(t, d, providers.Options{Refresh: -1})
 	seen := src.Current()
 	rotate(t, st, keyB)
+	// Within MinForcedGap of the last read, the store is not read again.
+	if k, err := src.RefreshIfCurrent(context.Background(), seen); err != nil || k != seen {
+		t.Fatalf("RefreshIfCurrent right after a read: %v", err)
+	}
+	defer func(g time.Duration) { providers.MinForcedGap = g }(providers.MinForcedGap)
+	providers.MinForcedGap = 0
 	k, err := src.RefreshIfCurrent(context.Background(), seen)
 	if err != nil || k.Value.Reveal() != keyB {
 		t.Fatalf("RefreshIfCurrent of the failed key: %v", err)
