@@ -86,9 +86,9 @@ func Config(t testing.TB) aws.Config {
 	t.Helper()
 	ep := Start(t)
 	return aws.Config{
-		Region:           Region,
-		Credentials:      credentials.NewStaticCredentialsProvider("testing", "testing", "testing"),
-		BaseEndpoint:     aws.String(ep),
+		Region:       Region,
+		Credentials:  credentials.NewStaticCredentialsProvider("testing", "testing", "testing"),
+		BaseEndpoint: aws.String(ep),
 	}
 }
 
