@@ -1,0 +1,16 @@
+// Command keywarden keeps LLM API keys in a secret manager, serves them from
+// memory to services (sidecar proxy, file, environment) and rotates them.
+// It only assembles subcommands; their logic lives in internal/ packages.
+package main
+
+import (
+	"os"
+
+	"github.com/keywarden/keywarden/internal/cli"
+	_ "github.com/keywarden/keywarden/providers/all"
+)
+
+func main() {
+	root := cli.Root()
+	os.Exit(cli.Main(root))
+}

@@ -1,0 +1,111 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/driver"
+)
+
+func checkCmd() *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Validate the config and read every key once; prints fingerprints, never keys",
+		Long: `check loads the config, reads every key once from its store, and prints its
+name, store, version id and fingerprint. It never prints a key. It exits 0 when
+every key was read, 1 when a store failed, and 2 on a configuration error.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := LoadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			return Check(ctx, c, cmd)
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for all stores")
+	return cmd
+}
+
+// Check reads every key of c once and prints a table of name, store,
+// version, fingerprint and key id to cmd's output.
+func Check(ctx context.Context, c *config.Config, cmd *cobra.Command) error {
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "KEY\tSTORE\tVERSION\tFINGERPRINT\tKEY ID\tPREVIOUS\tSTATUS")
+	failed := 0
+	for _, name := range c.Names() {
+		k := c.Keys[name]
+		cur, prev, err := ReadOnce(ctx, k)
+		if err != nil {
+			failed++
+			fmt.Fprintf(w, "%s\t%s\t-\t-\t-\t-\tFAILED: %v\n", name, k.Store, err)
+			continue
+		}
+		p := "-"
+		if prev != nil {
+			p = prev.VersionID + " " + prev.Fingerprint
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\tok\n", name, k.Store, cur.VersionID, cur.Fingerprint, orDash(cur.KeyID), p)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return Exit(ExitFailed, fmt.Errorf("check: %d of %d keys could not be read", failed, len(c.Keys)))
+	}
+	return nil
+}
+
+// ReadOnce opens the key's store, reads CURRENT (and PREVIOUS when there is
+// one) once, and closes it.
+func ReadOnce(ctx context.Context, k *config.Key) (cur, prev *providers.Key, err error) {
+	src, err := OpenSource(ctx, k, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer src.Close()
+	return src.Current(), src.Previous(), nil
+}
+
+// OpenSource opens a Source for a configured key, with the config's refresh
+// settings. o may be nil; its Logger is kept.
+func OpenSource(ctx context.Context, k *config.Key, o *providers.Options) (*providers.Source, error) {
+	opts := providers.Options{}
+	if o != nil {
+		opts = *o
+	}
+	opts.Field = k.Field
+	opts.Refresh = k.RefreshInterval()
+	opts.Jitter = k.JitterInterval()
+	opts.MaxStale = k.MaxStaleInterval()
+	src, err := providers.Open(ctx, k.Store, &opts)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", k.Name, err)
+	}
+	return src, nil
+}
+
+// OpenStager opens a configured key's store for rotation.
+func OpenStager(ctx context.Context, k *config.Key) (driver.Stager, string, error) {
+	st, name, err := providers.OpenStager(ctx, k.Store)
+	if err != nil {
+		return nil, "", fmt.Errorf("key %s: %w", k.Name, err)
+	}
+	return st, name, nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

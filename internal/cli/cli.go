@@ -1,0 +1,132 @@
+// Package cli holds what keywarden's subcommands share: the root command,
+// config loading with the embedded default, logging, and exit codes. Each
+// way in adds its subcommands from its own package; cmd/keywarden only
+// assembles them.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/internal/version"
+)
+
+// Exit codes shared by every subcommand. Subcommands with outcomes of their
+// own (rotate) define further codes from 10 up.
+const (
+	ExitOK     = 0
+	ExitFailed = 1 // a runtime failure: store, network, upstream
+	ExitConfig = 2 // bad flags or configuration
+)
+
+// ExitError carries an exit code out of a command.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// Exit wraps err with an exit code; nil stays nil.
+func Exit(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ExitError{Code: code, Err: err}
+}
+
+// Root returns the root command with the version and check subcommands, and
+// the --config and --log-level flags.
+func Root() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "keywarden",
+		Short:         "keywarden keeps LLM API keys in a secret manager, serves them from memory and rotates them",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringP("config", "c", "", "config file (YAML); without it, the embedded default: a local file store under $KEYWARDEN_HOME or ./.keywarden")
+	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().String("log-format", "text", "log format: text or json")
+	root.AddCommand(versionCmd(), checkCmd())
+	return root
+}
+
+// Main runs root with the process's arguments and returns the exit code.
+func Main(root *cobra.Command) int {
+	err := root.ExecuteContext(context.Background())
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(os.Stderr, "keywarden:", err)
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		return ee.Code
+	}
+	// Flag and argument errors from cobra are usage errors.
+	return ExitConfig
+}
+
+// LoadConfig loads --config, or the embedded default when it is not set.
+func LoadConfig(cmd *cobra.Command) (*config.Config, error) {
+	path, _ := cmd.Flags().GetString("config")
+	if path == "" {
+		if env := os.Getenv("KEYWARDEN_CONFIG"); env != "" {
+			path = env
+		}
+	}
+	if path != "" {
+		c, err := config.Load(path)
+		return c, Exit(ExitConfig, err)
+	}
+	c, created, err := config.Default(cmd.Context())
+	if err != nil {
+		return nil, Exit(ExitConfig, err)
+	}
+	if created {
+		fmt.Fprintf(cmd.ErrOrStderr(), `keywarden: no --config given: created the embedded default store %s
+keywarden: it holds key %q with a PLACEHOLDER value, not a real key. Put your key in with:
+keywarden:     keywarden pool add %s --config ...   or edit the file (mode 0600)
+keywarden: or point --config at a config file naming your secret manager (see README).
+`, config.DefaultStorePath(), config.DefaultKeyName, config.DefaultKeyName)
+	}
+	return c, nil
+}
+
+// Logger returns the logger selected by --log-level and --log-format,
+// writing to w.
+func Logger(cmd *cobra.Command, w io.Writer) (*slog.Logger, error) {
+	lvl, _ := cmd.Flags().GetString("log-level")
+	format, _ := cmd.Flags().GetString("log-format")
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(lvl)); err != nil {
+		return nil, Exit(ExitConfig, fmt.Errorf("--log-level %q: want debug, info, warn or error", lvl))
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, Exit(ExitConfig, fmt.Errorf("--log-format %q: want text or json", format))
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintln(cmd.OutOrStdout(), version.String())
+			return nil
+		},
+	}
+}

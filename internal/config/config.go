@@ -1,0 +1,238 @@
+// Package config loads keywarden's YAML configuration: the named keys with
+// their stores and refresh settings, their rotation, and the sidecar.
+//
+// Unknown fields are errors; every error names the field and what would fix
+// it; durations are Go durations ("30s", "5m", "168h").
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Keys are the named keys keywarden serves and rotates.
+	Keys map[string]*Key `yaml:"keys"`
+	// Sidecar configures `keywarden sidecar`.
+	Sidecar Sidecar `yaml:"sidecar"`
+	// Rotator configures `keywarden rotate` and `keywarden rotator`.
+	Rotator Rotator `yaml:"rotator"`
+
+	// Path is the file the config was loaded from ("" when parsed from bytes).
+	Path string `yaml:"-"`
+}
+
+// Key is one named key.
+type Key struct {
+	// Name is the key's name in the config (the map key).
+	Name string `yaml:"-"`
+	// Store is the store URL, e.g. awssm://anthropic/prod?region=us-east-1.
+	Store string `yaml:"store"`
+	// Field is the JSON field holding the key when the payload is JSON.
+	Field string `yaml:"field"`
+	// Refresh is the background refresh interval (default 5m).
+	Refresh Duration `yaml:"refresh"`
+	// Jitter is added at random to each refresh interval (default refresh/10).
+	Jitter Duration `yaml:"jitter"`
+	// MaxStale bounds serving the last good key through store outages (default 1h).
+	MaxStale Duration `yaml:"max_stale"`
+	// Rotation configures rotation of this key; nil when it is not rotated.
+	Rotation *Rotation `yaml:"rotation"`
+}
+
+// Defaults of Key.
+const (
+	DefaultRefresh  = 5 * time.Minute
+	DefaultMaxStale = time.Hour
+)
+
+// RefreshInterval returns Refresh or its default.
+func (k *Key) RefreshInterval() time.Duration {
+	if k.Refresh.D == 0 {
+		return DefaultRefresh
+	}
+	return k.Refresh.D
+}
+
+// JitterInterval returns Jitter or its default (a tenth of the refresh).
+func (k *Key) JitterInterval() time.Duration {
+	if k.Jitter.D == 0 {
+		return k.RefreshInterval() / 10
+	}
+	return k.Jitter.D
+}
+
+// MaxStaleInterval returns MaxStale or its default.
+func (k *Key) MaxStaleInterval() time.Duration {
+	if k.MaxStale.D == 0 {
+		return DefaultMaxStale
+	}
+	return k.MaxStale.D
+}
+
+// LongestRefreshGap is the longest time a consumer of this key can go
+// between two store reads: refresh plus jitter. A rotation's grace period
+// must be at least that.
+func (k *Key) LongestRefreshGap() time.Duration { return k.RefreshInterval() + k.JitterInterval() }
+
+// Names returns the key names, sorted.
+func (c *Config) Names() []string {
+	names := make([]string, 0, len(c.Keys))
+	for n := range c.Keys {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Key returns the named key, or an error listing the known names.
+func (c *Config) Key(name string) (*Key, error) {
+	if k, ok := c.Keys[name]; ok {
+		return k, nil
+	}
+	return nil, fmt.Errorf("config: no key named %q (keys: %s)", name, strings.Join(c.Names(), ", "))
+}
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c.Path = path
+	return c, nil
+}
+
+// Parse parses and validates a config document.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("config: the file is empty; it needs at least a keys: section")
+		}
+		return nil, fmt.Errorf("config: %s", explainYAML(err))
+	}
+	for name, k := range c.Keys {
+		if k == nil {
+			return nil, fmt.Errorf("config: keys.%s is empty; give it at least a store: URL", name)
+		}
+		k.Name = name
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+var keyName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+func (c *Config) validate() error {
+	var errs []string
+	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	if len(c.Keys) == 0 {
+		add("keys: no keys configured; add one, e.g. keys: {prod: {store: \"file:///etc/keywarden/keys.json?name=prod\"}}")
+	}
+	for _, name := range c.Names() {
+		k := c.Keys[name]
+		p := "keys." + name
+		if !keyName.MatchString(name) {
+			add("%s: key name must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", p)
+		}
+		if strings.TrimSpace(k.Store) == "" {
+			add("%s.store: missing; set the store URL, e.g. awssm://anthropic/prod?region=us-east-1", p)
+		} else if !strings.Contains(k.Store, ":") {
+			add("%s.store: %q is not a URL; use scheme://..., e.g. file:///etc/keywarden/keys.json?name=%s", p, k.Store, name)
+		}
+		if k.Refresh.D < 0 {
+			add("%s.refresh: must be positive", p)
+		}
+		if k.Jitter.D < 0 {
+			add("%s.jitter: must not be negative", p)
+		}
+		if k.MaxStale.D != 0 && k.MaxStale.D < k.RefreshInterval() {
+			add("%s.max_stale: %v is shorter than refresh %v; the key would go stale between two refreshes", p, k.MaxStale.D, k.RefreshInterval())
+		}
+		if k.Rotation != nil {
+			errs = append(errs, k.Rotation.validate(p+".rotation", k, c)...)
+		}
+	}
+	errs = append(errs, c.Sidecar.validate("sidecar", c)...)
+	errs = append(errs, c.Rotator.validate("rotator", c)...)
+	if len(errs) > 0 {
+		return fmt.Errorf("config: %s", strings.Join(errs, "\n  "))
+	}
+	return nil
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s", "5m").
+// A bare number is refused: it would be read as nanoseconds.
+type Duration struct{ D time.Duration }
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a duration such as 30s or 5m", n.Line)
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a Go duration; write it with a unit, such as 30s, 5m or 168h", n.Line, n.Value)
+	}
+	d.D = v
+	return nil
+}
+
+// MarshalYAML writes the duration as a Go duration string.
+func (d Duration) MarshalYAML() (any, error) { return d.D.String(), nil }
+
+var fieldNotFound = regexp.MustCompile(`field (\S+) not found in type (\S+)`)
+
+// explainYAML rewrites yaml.v3's errors to name the section and list the
+// known fields.
+func explainYAML(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
+	return fieldNotFound.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := fieldNotFound.FindStringSubmatch(m)
+		known := knownFields[sub[2]]
+		return fmt.Sprintf("unknown field %q (known fields here: %s)", sub[1], strings.Join(known, ", "))
+	})
+}
+
+// knownFields maps "config.Type" to its YAML field names, for error messages.
+var knownFields = map[string][]string{}
+
+func registerFields(v any) {
+	t := reflect.TypeOf(v)
+	var names []string
+	for i := 0; i < t.NumField(); i++ {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if tag != "" && tag != "-" {
+			names = append(names, tag)
+		}
+	}
+	sort.Strings(names)
+	knownFields["config."+t.Name()] = names
+}
+
+func init() {
+	for _, v := range []any{Config{}, Key{}, Rotation{}, Sidecar{}, Rotator{}} {
+		registerFields(v)
+	}
+}

@@ -1,0 +1,8 @@
+// Package all registers every keywarden store driver: import it for its side
+// effect to make every URL scheme available to providers.Open.
+package all
+
+import (
+	_ "github.com/keywarden/keywarden/providers/env"  // env://
+	_ "github.com/keywarden/keywarden/providers/file" // file://
+)
