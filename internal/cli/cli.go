@@ -55,7 +55,7 @@ func Root() *cobra.Command {
 	root.PersistentFlags().StringP("config", "c", "", "config file (YAML); without it, the embedded default: a local file store under $KEYWARDEN_HOME or ./.keywarden")
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
-	root.AddCommand(versionCmd(), checkCmd())
+	root.AddCommand(versionCmd(), checkCmd(), putCmd())
 	return root
 }
 
@@ -92,8 +92,8 @@ func LoadConfig(cmd *cobra.Command) (*config.Config, error) {
 	}
 	if created {
 		fmt.Fprintf(cmd.ErrOrStderr(), `keywarden: no --config given: created the embedded default store %s
-keywarden: it holds key %q with a PLACEHOLDER value, not a real key. Put your key in with:
-keywarden:     keywarden pool add %s --config ...   or edit the file (mode 0600)
+keywarden: it holds key %q with a PLACEHOLDER value, not a real key. Put your key in with
+keywarden:     keywarden put %s < key.txt      (reads stdin; never pass a key as an argument)
 keywarden: or point --config at a config file naming your secret manager (see README).
 `, config.DefaultStorePath(), config.DefaultKeyName, config.DefaultKeyName)
 	}
