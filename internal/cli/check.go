@@ -83,7 +83,7 @@ func OpenSource(ctx context.Context, k *config.Key, o *providers.Options) (*prov
 	if o != nil {
 		opts = *o
 	}
-	opts.Field = k.Field
+	opts.Field = k.FieldName()
 	opts.Refresh = k.RefreshInterval()
 	opts.Jitter = k.JitterInterval()
 	opts.MaxStale = k.MaxStaleInterval()

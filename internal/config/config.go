@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -57,28 +58,43 @@ const (
 	DefaultMaxStale = time.Hour
 )
 
-// RefreshInterval returns Refresh or its default.
-func (k *Key) RefreshInterval() time.Duration {
-	if k.Refresh.D == 0 {
-		return DefaultRefresh
-	}
-	return k.Refresh.D
-}
+// RefreshInterval returns Refresh, else the store URL's refresh parameter,
+// else the default.
+func (k *Key) RefreshInterval() time.Duration { return k.pick(k.Refresh.D, "refresh", DefaultRefresh) }
 
-// JitterInterval returns Jitter or its default (a tenth of the refresh).
+// JitterInterval returns Jitter, else the store URL's jitter parameter, else
+// a tenth of the refresh interval.
 func (k *Key) JitterInterval() time.Duration {
-	if k.Jitter.D == 0 {
-		return k.RefreshInterval() / 10
-	}
-	return k.Jitter.D
+	return k.pick(k.Jitter.D, "jitter", k.RefreshInterval()/10)
 }
 
-// MaxStaleInterval returns MaxStale or its default.
+// MaxStaleInterval returns MaxStale, else the store URL's max_stale
+// parameter, else the default.
 func (k *Key) MaxStaleInterval() time.Duration {
-	if k.MaxStale.D == 0 {
-		return DefaultMaxStale
+	return k.pick(k.MaxStale.D, "max_stale", DefaultMaxStale)
+}
+
+// FieldName returns Field, else the store URL's field parameter, else "".
+func (k *Key) FieldName() string {
+	if k.Field != "" {
+		return k.Field
 	}
-	return k.MaxStale.D
+	if u, err := url.Parse(k.Store); err == nil {
+		return u.Query().Get("field")
+	}
+	return ""
+}
+
+func (k *Key) pick(set time.Duration, param string, def time.Duration) time.Duration {
+	if set != 0 {
+		return set
+	}
+	if u, err := url.Parse(k.Store); err == nil {
+		if d, err := time.ParseDuration(u.Query().Get(param)); err == nil && d > 0 {
+			return d
+		}
+	}
+	return def
 }
 
 // LongestRefreshGap is the longest time a consumer of this key can go

@@ -36,10 +36,14 @@ keys:
 	if dev.RefreshInterval() != config.DefaultRefresh || dev.JitterInterval() != config.DefaultRefresh/10 || dev.LongestRefreshGap() != 330*time.Second {
 		t.Fatal("defaults not applied")
 	}
-	if got := strings.Join(c.Names(), ","); got != "dev,prod" {
+	u, _ := c.Key("url")
+	if u.RefreshInterval() != 2*time.Minute || u.JitterInterval() != 12*time.Second || u.MaxStaleInterval() != 3*time.Hour || u.FieldName() != "token" {
+		t.Fatal("store URL parameters not used")
+	}
+	if got := strings.Join(c.Names(), ","); got != "dev,prod,url" {
 		t.Fatalf("names %s", got)
 	}
-	if _, err := c.Key("staging"); err == nil || !strings.Contains(err.Error(), "keys: dev, prod") {
+	if _, err := c.Key("staging"); err == nil || !strings.Contains(err.Error(), "keys: dev, prod, url") {
 		t.Fatalf("unknown key: %v", err)
 	}
 }
