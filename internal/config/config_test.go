@@ -21,6 +21,8 @@ keys:
     max_stale: 2h
   dev:
     store: env://ANTHROPIC_API_KEY
+  url:
+    store: file:///k.json?name=x&refresh=2m&max_stale=3h&field=token
 `))
 	if err != nil {
 		t.Fatal(err)
