@@ -1,0 +1,120 @@
+package aws
+
+import (
+	"context"
+	"errors"
+	"net"
+
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/keywarden/keywarden/providers/codes"
+)
+
+// apiCodes maps Secrets Manager and generic AWS error codes to portable
+// codes. Decisions worth a word:
+//   - DecryptionFailure and EncryptionFailure are FailedPrecondition: the KMS
+//     key is disabled, pending deletion or not usable by the caller; retrying
+//     does not help until someone fixes the key or its policy.
+//   - InvalidRequestException is FailedPrecondition: AWS uses it for requests
+//     that the secret's state forbids (marked for deletion, rotation in
+//     progress), not for malformed input.
+//   - InvalidParameterException is InvalidArgument, except where the driver
+//     uses it as the outcome of a compare-and-swap (UpdateSecretVersionStage
+//     with a stale RemoveFromVersionId), which Promote reports as Aborted.
+//   - ResourceExistsException is Aborted: the driver only meets it when
+//     another writer won a race for the same ClientRequestToken or name.
+var apiCodes = map[string]codes.Code{
+	"ResourceNotFoundException": codes.NotFound,
+
+	"AccessDeniedException": codes.PermissionDenied,
+	"AccessDenied":          codes.PermissionDenied,
+
+	"UnrecognizedClientException": codes.Unauthenticated,
+	"InvalidClientTokenId":        codes.Unauthenticated,
+	"ExpiredTokenException":       codes.Unauthenticated,
+	"ExpiredToken":                codes.Unauthenticated,
+	"IncompleteSignature":         codes.Unauthenticated,
+	"InvalidSignatureException":   codes.Unauthenticated,
+	"SignatureDoesNotMatch":       codes.Unauthenticated,
+	"MissingAuthenticationToken":  codes.Unauthenticated,
+
+	"ThrottlingException":       codes.ResourceExhausted,
+	"Throttling":                codes.ResourceExhausted,
+	"TooManyRequestsException":  codes.ResourceExhausted,
+	"RequestLimitExceeded":      codes.ResourceExhausted,
+	"LimitExceededException":    codes.ResourceExhausted,
+	"ServiceQuotaExceededError": codes.ResourceExhausted,
+
+	"DecryptionFailure":           codes.FailedPrecondition,
+	"EncryptionFailure":           codes.FailedPrecondition,
+	"InvalidRequestException":     codes.FailedPrecondition,
+	"PreconditionNotMetException": codes.FailedPrecondition,
+
+	"InvalidParameterException":        codes.InvalidArgument,
+	"InvalidParameterValue":            codes.InvalidArgument,
+	"ValidationException":              codes.InvalidArgument,
+	"InvalidNextTokenException":        codes.InvalidArgument,
+	"MalformedPolicyDocumentException": codes.InvalidArgument,
+
+	"ResourceExistsException": codes.Aborted,
+
+	"InternalServiceError":        codes.Unavailable,
+	"InternalFailure":             codes.Unavailable,
+	"ServiceUnavailable":          codes.Unavailable,
+	"ServiceUnavailableException": codes.Unavailable,
+}
+
+// codeOf classifies an error returned by the SDK.
+func codeOf(ctx context.Context, err error) codes.Code {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	}
+	if ctx.Err() != nil {
+		// The SDK may report a cancelled request as a transport error.
+		return codes.Of(codes.FromContext(ctx.Err()))
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		if c, ok := apiCodes[ae.ErrorCode()]; ok {
+			return c
+		}
+		if ae.ErrorFault() == smithy.FaultServer {
+			return codes.Unavailable
+		}
+		return codes.Unknown
+	}
+	var (
+		se *v4.SigningError
+		qe ratelimit.QuotaExceededError
+		rs *smithyhttp.RequestSendError
+		ne net.Error
+	)
+	switch {
+	case errors.As(err, &se):
+		return codes.Unauthenticated // no credentials, or the chain failed
+	case errors.As(err, &qe), errors.As(err, &rs), errors.As(err, &ne):
+		return codes.Unavailable
+	}
+	return codes.Unknown
+}
+
+// wrap maps an SDK error once: msg says what failed ("aws: read CURRENT of
+// secret \"x\""); the SDK error, which never holds a secret value, follows.
+func wrap(ctx context.Context, msg string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return codes.Wrap(codeOf(ctx, err), msg, err)
+}
+
+// isAPI reports whether err is an AWS API error with code name.
+func isAPI(err error, name string) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == name
+}

@@ -1,0 +1,120 @@
+package aws
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"strings"
+
+	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/codes"
+	"github.com/keywarden/keywarden/providers/driver"
+)
+
+// Scheme is the URL scheme of the driver.
+const Scheme = "awssm"
+
+func init() { providers.Register(Scheme, openURL) }
+
+// urlConfig is what a store URL says.
+type urlConfig struct {
+	name     string // secret name or ARN
+	region   string
+	endpoint string
+	profile  string
+	kmsKey   string
+}
+
+// parseURL reads an awssm URL; see the package documentation.
+func parseURL(u *url.URL) (*urlConfig, error) {
+	if u.Opaque != "" {
+		return nil, codes.Errorf(codes.InvalidArgument, "aws: write the secret as awssm://NAME or awssm:///NAME-OR-ARN, not awssm:%s", u.Opaque)
+	}
+	c := &urlConfig{name: strings.TrimPrefix(u.Host+u.Path, "/")}
+	if err := checkName(c.name); err != nil {
+		return nil, err
+	}
+	q := providers.NewQuery(u.Query())
+	c.region = q.String("region", "")
+	c.endpoint = q.String("endpoint", "")
+	c.profile = q.String("profile", "")
+	c.kmsKey = q.String("kms_key", "")
+	if err := q.Done("region", "endpoint", "profile", "kms_key"); err != nil {
+		return nil, codes.Wrap(codes.InvalidArgument, "aws", err)
+	}
+	if c.region == "" && strings.HasPrefix(c.name, "arn:") {
+		c.region = strings.Split(c.name, ":")[3]
+	}
+	if c.endpoint != "" {
+		e, err := url.Parse(c.endpoint)
+		if err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" {
+			return nil, codes.Errorf(codes.InvalidArgument, "aws: parameter endpoint=%q is not an http(s) URL such as https://secretsmanager.us-east-1.amazonaws.com", c.endpoint)
+		}
+	}
+	return c, nil
+}
+
+// checkName accepts a secret name (1 to 512 of letters, digits and
+// /_+=.@-) or a Secrets Manager ARN.
+func checkName(name string) error {
+	if strings.HasPrefix(name, "arn:") {
+		p := strings.SplitN(name, ":", 7)
+		if len(p) != 7 || p[2] != "secretsmanager" || p[3] == "" || p[5] != "secret" || p[6] == "" {
+			return codes.Errorf(codes.InvalidArgument, "aws: %q is not a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)", name)
+		}
+		return nil
+	}
+	if name == "" || len(name) > 512 {
+		return codes.Errorf(codes.InvalidArgument, "aws: secret name must have 1 to 512 characters (got %d); write awssm://NAME", len(name))
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/_+=.@-", r)) {
+			return codes.Errorf(codes.InvalidArgument, "aws: secret name %q has the character %q; AWS allows letters, digits and /_+=.@-", name, r)
+		}
+	}
+	return nil
+}
+
+func openURL(ctx context.Context, u *url.URL) (driver.Reader, string, error) {
+	c, err := parseURL(u)
+	if err != nil {
+		return nil, "", err
+	}
+	client, err := newClient(ctx, c)
+	if err != nil {
+		return nil, "", err
+	}
+	return New(client, &Options{KMSKeyID: c.kmsKey}), c.name, nil
+}
+
+// newClient loads the SDK's default configuration (credential chain, region,
+// retries) with the URL's overrides.
+func newClient(ctx context.Context, c *urlConfig) (*secretsmanager.Client, error) {
+	var opts []func(*config.LoadOptions) error
+	if c.region != "" {
+		opts = append(opts, config.WithRegion(c.region))
+	}
+	if c.profile != "" {
+		opts = append(opts, config.WithSharedConfigProfile(c.profile))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		var pe config.SharedConfigProfileNotExistError
+		if errors.As(err, &pe) {
+			return nil, codes.Wrap(codes.InvalidArgument, "aws: parameter profile", err)
+		}
+		return nil, codes.Wrap(codes.FailedPrecondition, "aws: load AWS configuration", err)
+	}
+	if cfg.Region == "" {
+		return nil, codes.Errorf(codes.InvalidArgument, "aws: no AWS region for secret %q: add ?region=REGION to the URL or set AWS_REGION", c.name)
+	}
+	return secretsmanager.NewFromConfig(cfg, func(o *secretsmanager.Options) {
+		if c.endpoint != "" {
+			o.BaseEndpoint = sdkaws.String(c.endpoint)
+		}
+	}), nil
+}
