@@ -1,0 +1,411 @@
+package providers
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+)
+
+// DefaultAnthropicVersion is the anthropic-version a Transport made by
+// NewClient sets on requests that carry none.
+const DefaultAnthropicVersion = "2023-06-01"
+
+// DefaultMaxRetryBody is the largest request body a Transport keeps in
+// memory so that it can send it again after a 401 (Transport.MaxRetryBody).
+const DefaultMaxRetryBody = 1 << 20
+
+// maxErrorBody bounds how much of a 401 body is read to classify it; the
+// API's error bodies are about a hundred bytes.
+const maxErrorBody = 16 << 10
+
+// Auth says how a Transport presents the key to the upstream.
+type Auth uint8
+
+const (
+	// AuthAPIKey sends "x-api-key: KEY", as the Claude API wants.
+	AuthAPIKey Auth = iota
+	// AuthBearer sends "Authorization: Bearer KEY", for upstreams that use it.
+	AuthBearer
+)
+
+// String returns the config spelling: "x-api-key" or "bearer".
+func (a Auth) String() string {
+	if a == AuthBearer {
+		return "bearer"
+	}
+	return "x-api-key"
+}
+
+// VersionPolicy says what a Transport does with the anthropic-version header.
+type VersionPolicy uint8
+
+const (
+	// VersionSetIfAbsent sets Transport.Version on requests that carry no
+	// anthropic-version, and leaves the client's own version alone.
+	VersionSetIfAbsent VersionPolicy = iota
+	// VersionEnforce replaces whatever the client sent with Transport.Version.
+	VersionEnforce
+)
+
+// String returns the config spelling: "set-if-absent" or "enforce".
+func (p VersionPolicy) String() string {
+	if p == VersionEnforce {
+		return "enforce"
+	}
+	return "set-if-absent"
+}
+
+// EventKind names what happened in a Transport's 401 handling.
+type EventKind uint8
+
+// The events a Transport reports to Transport.OnEvent.
+const (
+	// EventUnauthorized: the upstream answered 401 authentication_error to
+	// Event.Key.
+	EventUnauthorized EventKind = iota + 1
+	// EventRetryRefreshed: the request is sent again with Event.Key, the
+	// CURRENT key after a refresh.
+	EventRetryRefreshed
+	// EventRetryPrevious: the refreshed key was the rejected one, and the
+	// request is sent again with Event.Key, the PREVIOUS key.
+	EventRetryPrevious
+	// EventNotReplayable: no retry, as the body was too large to keep or
+	// could not be replayed.
+	EventNotReplayable
+	// EventNoOtherKey: no retry, as the store holds no other key to try.
+	EventNoOtherKey
+	// EventRefreshFailed: the refresh after a 401 failed (Event.Err); the
+	// PREVIOUS key is tried when there is one.
+	EventRefreshFailed
+)
+
+var eventNames = [...]string{"", "unauthorized", "retry_refreshed", "retry_previous", "not_replayable", "no_other_key", "refresh_failed"}
+
+// String returns the event's name as metrics and logs spell it.
+func (k EventKind) String() string {
+	if int(k) < len(eventNames) {
+		return eventNames[k]
+	}
+	return fmt.Sprintf("event(%d)", uint8(k))
+}
+
+// Event is one step of a Transport's 401 handling. It carries key snapshots,
+// which print as version and fingerprint only.
+type Event struct {
+	Kind EventKind
+	Key  *Key  // the rejected key, or the key of the retry
+	Err  error // set for EventRefreshFailed
+}
+
+// Transport is an http.RoundTripper that sends the key of a Source on every
+// request, and that survives a rotation: when the upstream answers 401
+// authentication_error, it refreshes the Source (one store read shared by
+// every caller, see Source.RefreshIfCurrent) and sends the request once more
+// with the new key; when the store still holds the rejected key as CURRENT
+// and has a PREVIOUS, it tries that once instead. It never retries twice.
+//
+// A retry needs the body again: bodies with GetBody (as http.NewRequest makes
+// for byte and string readers) are replayed from it; other bodies are kept in
+// memory when their size is at most MaxRetryBody, and otherwise the 401 is
+// returned as it came.
+//
+// The client's own credentials (x-api-key, Authorization) never reach the
+// upstream: they are replaced or removed. Transport does not modify the
+// caller's request. Set the fields before first use and do not change them
+// afterwards; a Transport is safe for concurrent use. The sidecar proxy uses
+// this same Transport, so the library and the proxy share one retry rule.
+type Transport struct {
+	// Source supplies the key. Required.
+	Source *Source
+	// Base sends the requests (http.DefaultTransport when nil).
+	Base http.RoundTripper
+	// Auth selects the header the key goes in (AuthAPIKey).
+	Auth Auth
+	// Version is the anthropic-version to send; "" leaves the header alone.
+	Version string
+	// VersionPolicy says when Version replaces the client's header
+	// (VersionSetIfAbsent).
+	VersionPolicy VersionPolicy
+	// MaxRetryBody is the largest body without GetBody that is kept in memory
+	// for a retry (DefaultMaxRetryBody when 0; negative: none is kept).
+	MaxRetryBody int64
+	// OnEvent, when set, is called on every step of the 401 handling, for
+	// metrics and logs. It must be quick and safe for concurrent use.
+	OnEvent func(Event)
+
+	once    sync.Once
+	version []string                   // Version as a shared header value
+	bearer  atomic.Pointer[bearerValue] // "Bearer KEY" of the last key used
+}
+
+type bearerValue struct {
+	k *Key
+	h []string
+}
+
+var _ http.RoundTripper = (*Transport)(nil)
+
+// NewClient returns an *http.Client that sends src's key on every request,
+// with the Transport's 401 rule, and anthropic-version DefaultAnthropicVersion
+// when the request has none. It has no overall timeout, so long streams are
+// not cut; bound requests with their context. Hand it to an SDK, e.g.
+// anthropic.NewClient(option.WithHTTPClient(providers.NewClient(src))).
+func NewClient(src *Source) *http.Client {
+	return &http.Client{Transport: &Transport{Source: src, Version: DefaultAnthropicVersion}}
+}
+
+// Canonical header names.
+const (
+	hdrAPIKey  = "X-Api-Key"
+	hdrAuth    = "Authorization"
+	hdrVersion = "Anthropic-Version"
+)
+
+func (t *Transport) init() {
+	t.once.Do(func() {
+		if t.Version != "" {
+			t.version = []string{t.Version}
+		}
+	})
+}
+
+func (t *Transport) base() http.RoundTripper {
+	if t.Base != nil {
+		return t.Base
+	}
+	return http.DefaultTransport
+}
+
+func (t *Transport) maxRetryBody() int64 {
+	if t.MaxRetryBody == 0 {
+		return DefaultMaxRetryBody
+	}
+	return t.MaxRetryBody
+}
+
+// RoundTrip sends req with the Source's key, and once more after a 401
+// authentication_error when a new or previous key may succeed.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	out := new(http.Request)
+	*out = *req
+	out.Header = req.Header.Clone()
+	if out.Header == nil {
+		out.Header = make(http.Header, 2)
+	}
+	return t.roundTrip(out)
+}
+
+// RoundTripOwned is RoundTrip for a caller that owns req and does not use it
+// afterwards, such as a reverse proxy's outgoing request: it sets the key
+// headers on req's own header map instead of a copy, which saves copying
+// every header on every request.
+func (t *Transport) RoundTripOwned(req *http.Request) (*http.Response, error) {
+	if req.Header == nil {
+		req.Header = make(http.Header, 2)
+	}
+	return t.roundTrip(req)
+}
+
+func (t *Transport) roundTrip(out *http.Request) (*http.Response, error) {
+	t.init()
+	if t.Source == nil {
+		closeBody(out)
+		return nil, errors.New("providers: Transport has no Source")
+	}
+	replayable, err := t.prepareBody(out)
+	if err != nil {
+		return nil, err
+	}
+	k := t.Source.Current()
+	t.setHeaders(out.Header, k)
+	resp, err := t.base().RoundTrip(out)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	if !rejectsKey(resp) {
+		return resp, nil
+	}
+	t.emit(Event{Kind: EventUnauthorized, Key: k})
+	if !replayable {
+		t.emit(Event{Kind: EventNotReplayable, Key: k})
+		return resp, nil
+	}
+	next, kind := t.nextKey(out, k)
+	if next == nil {
+		t.emit(Event{Kind: EventNoOtherKey, Key: k})
+		return resp, nil
+	}
+	retry, err := retryRequest(out)
+	if err != nil {
+		// The body cannot be had again: the first answer stands.
+		t.emit(Event{Kind: EventNotReplayable, Key: k})
+		return resp, nil
+	}
+	_ = resp.Body.Close()
+	t.emit(Event{Kind: kind, Key: next})
+	t.setHeaders(retry.Header, next)
+	return t.base().RoundTrip(retry)
+}
+
+// nextKey returns the key to retry with after k was rejected: the CURRENT
+// key after a coalesced refresh when it differs, else the PREVIOUS key when
+// it differs, else nil.
+func (t *Transport) nextKey(req *http.Request, k *Key) (*Key, EventKind) {
+	cur, err := t.Source.RefreshIfCurrent(req.Context(), k)
+	if err != nil {
+		t.emit(Event{Kind: EventRefreshFailed, Key: k, Err: err})
+	} else if cur != nil && !sameKey(cur, k) {
+		return cur, EventRetryRefreshed
+	}
+	if req.Context().Err() != nil {
+		return nil, 0
+	}
+	if p := t.Source.Previous(); p != nil && !sameKey(p, k) {
+		return p, EventRetryPrevious
+	}
+	return nil, 0
+}
+
+func sameKey(a, b *Key) bool { return a == b || a.Value.Equal(b.Value) }
+
+func (t *Transport) emit(ev Event) {
+	if t.OnEvent != nil {
+		t.OnEvent(ev)
+	}
+}
+
+// setHeaders puts k in the auth header, removes the other auth header, and
+// applies the version policy. The values are shared slices: no allocation.
+func (t *Transport) setHeaders(h http.Header, k *Key) {
+	if t.Auth == AuthBearer {
+		delete(h, hdrAPIKey)
+		h[hdrAuth] = t.bearerHeader(k)
+	} else {
+		delete(h, hdrAuth)
+		h[hdrAPIKey] = k.HeaderValue()
+	}
+	if t.version != nil && (t.VersionPolicy == VersionEnforce || len(h[hdrVersion]) == 0) {
+		h[hdrVersion] = t.version
+	}
+}
+
+func (t *Transport) bearerHeader(k *Key) []string {
+	if b := t.bearer.Load(); b != nil && b.k == k {
+		return b.h
+	}
+	b := &bearerValue{k: k, h: []string{"Bearer " + k.Value.Reveal()}}
+	t.bearer.Store(b)
+	return b.h
+}
+
+// prepareBody makes out's body replayable when it can be: it reports true
+// when GetBody can produce the body again (or there is none).
+func (t *Transport) prepareBody(out *http.Request) (bool, error) {
+	if out.Body == nil || out.Body == http.NoBody {
+		return true, nil
+	}
+	if out.GetBody != nil {
+		return true, nil
+	}
+	limit := t.maxRetryBody()
+	if limit < 0 || out.ContentLength > limit {
+		return false, nil
+	}
+	orig := out.Body
+	if out.ContentLength > 0 {
+		b := make([]byte, out.ContentLength)
+		if _, err := io.ReadFull(orig, b); err != nil {
+			_ = orig.Close()
+			return false, fmt.Errorf("providers: read request body: %w", err)
+		}
+		_ = orig.Close()
+		setBytesBody(out, b)
+		return true, nil
+	}
+	// Unknown length: keep up to limit bytes; past it, send what was read
+	// followed by the rest, without a retry.
+	var buf bytes.Buffer
+	n, err := io.Copy(&buf, io.LimitReader(orig, limit+1))
+	if err != nil {
+		_ = orig.Close()
+		return false, fmt.Errorf("providers: read request body: %w", err)
+	}
+	if n > limit {
+		out.Body = &prefixBody{Reader: io.MultiReader(bytes.NewReader(buf.Bytes()), orig), c: orig}
+		return false, nil
+	}
+	_ = orig.Close()
+	setBytesBody(out, buf.Bytes())
+	return true, nil
+}
+
+func setBytesBody(out *http.Request, b []byte) {
+	out.ContentLength = int64(len(b))
+	out.TransferEncoding = nil
+	if len(b) == 0 {
+		out.Body = http.NoBody
+		out.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
+		return
+	}
+	out.Body = io.NopCloser(bytes.NewReader(b))
+	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+}
+
+type prefixBody struct {
+	io.Reader
+	c io.Closer
+}
+
+func (p *prefixBody) Close() error { return p.c.Close() }
+
+// retryRequest returns a copy of out with its own header map and a fresh
+// body from GetBody: the first attempt's request may still be read by the
+// base transport.
+func retryRequest(out *http.Request) (*http.Request, error) {
+	r := new(http.Request)
+	*r = *out
+	r.Header = out.Header.Clone()
+	if out.GetBody != nil {
+		b, err := out.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		r.Body = b
+	}
+	return r, nil
+}
+
+func closeBody(r *http.Request) {
+	if r.Body != nil {
+		_ = r.Body.Close()
+	}
+}
+
+// rejectsKey reports whether a 401 response says the key was rejected: its
+// body is an error of type authentication_error, or not an error in the
+// Claude API's shape at all (an upstream of another kind). A body larger
+// than maxErrorBody is not classified. It reads the body and puts it back,
+// so that the caller still gets it whole.
+func rejectsKey(resp *http.Response) bool {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody+1))
+	if err != nil || len(b) > maxErrorBody {
+		resp.Body = &prefixBody{Reader: io.MultiReader(bytes.NewReader(b), resp.Body), c: resp.Body}
+		return false
+	}
+	_ = resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	var e struct {
+		Error struct {
+			Type string `json:"type"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(b, &e) != nil || e.Error.Type == "" {
+		return true
+	}
+	return e.Error.Type == "authentication_error"
+}
