@@ -139,7 +139,7 @@ type Transport struct {
 	OnEvent func(Event)
 
 	once    sync.Once
-	version []string                   // Version as a shared header value
+	version []string                    // Version as a shared header value
 	bearer  atomic.Pointer[bearerValue] // "Bearer KEY" of the last key used
 }
 
