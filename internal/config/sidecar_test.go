@@ -1,0 +1,172 @@
+package config_test
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keywarden/keywarden/internal/config"
+)
+
+func TestSidecarDefaults(t *testing.T) {
+	c, err := config.Parse([]byte(`keys: {prod: {store: "env://K"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &c.Sidecar
+	if s.ListenAddr() != config.DefaultListen || s.MetricsAddr() != config.DefaultMetricsListen {
+		t.Fatalf("listen %q metrics %q", s.ListenAddr(), s.MetricsAddr())
+	}
+	routes := s.EffectiveRoutes(c)
+	want := config.Route{Prefix: "/", Key: "prod", Upstream: config.DefaultUpstream, Auth: "x-api-key",
+		AnthropicVersion: config.DefaultAnthropicVersion, VersionPolicy: "set-if-absent"}
+	if len(routes) != 1 || routes[0] != want {
+		t.Fatalf("routes %+v, want [%+v]", routes, want)
+	}
+	rps, burst, conc := s.Limits()
+	if rps != config.DefaultRPS || burst != 2*config.DefaultRPS || conc != config.DefaultConcurrency {
+		t.Fatalf("limits %v %d %d", rps, burst, conc)
+	}
+	if s.RetryBody() != config.DefaultMaxRetryBody || s.HeaderTimeout() != config.DefaultHeaderTimeout ||
+		s.IdleTimeout() != config.DefaultIdleTimeout || s.ShutdownTimeout() != config.DefaultShutdownTimeout ||
+		s.ClientHeaderTimeout() != config.DefaultClientHeader {
+		t.Fatal("size or timeout defaults not applied")
+	}
+	if strings.Join(s.Paths(), ",") != "/v1/messages,/v1/models,/v1/files" {
+		t.Fatalf("paths %v", s.Paths())
+	}
+	if s.ExecKey(c) != "prod" || s.SinkKey(c) != "prod" || s.ExecEnv() != "ANTHROPIC_API_KEY" || !s.ExecRestarts() || s.ExecSignal() != syscall.SIGHUP {
+		t.Fatal("exec defaults not applied")
+	}
+}
+
+func TestSidecarFull(t *testing.T) {
+	c, err := config.Parse([]byte(`
+keys:
+  prod: {store: "env://P"}
+  staging: {store: "env://S"}
+sidecar:
+  listen: 0.0.0.0:8787
+  unix_socket: /run/keywarden.sock
+  metrics_listen: "off"
+  client_token_file: /etc/keywarden/token
+  routes:
+    - {prefix: /, key: prod}
+    - {prefix: /staging/, key: staging, version_policy: enforce, anthropic_version: "2023-06-01"}
+    - {listener: "127.0.0.1:8790", key: staging, upstream: "http://127.0.0.1:9000/", auth: bearer}
+  allow_paths: [/v1/messages]
+  max_retry_body: 512KiB
+  rate_limit: {rps: 0, concurrency: 8}
+  timeouts: {header: 1m, idle: 2m, shutdown: 5s}
+  file_sink: {path: /run/key, key: staging}
+  exec: {on_change: signal, signal: USR1, env: CLAUDE_KEY}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &c.Sidecar
+	if s.MetricsAddr() != "" || s.RetryBody() != 512<<10 || s.HeaderTimeout() != time.Minute || s.ShutdownTimeout() != 5*time.Second {
+		t.Fatal("explicit values not kept")
+	}
+	if rps, _, conc := s.Limits(); rps != 0 || conc != 8 {
+		t.Fatalf("rps %v conc %d; rps: 0 must turn the limit off", rps, conc)
+	}
+	r := s.EffectiveRoutes(c)
+	if r[1].Prefix != "/staging" || r[2].Upstream != "http://127.0.0.1:9000" || r[2].AnthropicVersion != "" || r[2].Auth != "bearer" {
+		t.Fatalf("routes %+v", r)
+	}
+	if s.SinkKey(c) != "staging" || s.ExecKey(c) != "prod" || s.ExecRestarts() || s.ExecSignal() != syscall.SIGUSR1 || s.ExecEnv() != "CLAUDE_KEY" {
+		t.Fatal("sink or exec settings not kept")
+	}
+	// Only a unix socket: no TCP listener.
+	s2 := config.Sidecar{UnixSocket: "/run/k.sock"}
+	if s2.ListenAddr() != "" {
+		t.Fatal("a unix-socket-only sidecar listens on TCP")
+	}
+}
+
+func TestSidecarErrors(t *testing.T) {
+	const keys = "keys: {prod: {store: \"env://P\"}, dev: {store: \"env://D\"}}\n"
+	for _, tc := range []struct{ doc, want string }{
+		{"sidecar: {routes: [{prefix: /, key: prod}], listen: 8787}", `sidecar.listen: "8787" is not host:port`},
+		{"sidecar: {routes: [{prefix: /, key: prod}], listen: \"0.0.0.0:8787\"}", "sidecar.listen: \"0.0.0.0:8787\" is not a loopback address, so clients must authenticate: set client_token_file"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], listen: \":8787\"}", "not a loopback address"},
+		{"sidecar: {listen: \"127.0.0.1:1\"}", "sidecar.routes: several keys (dev, prod) and no route names one"},
+		{"sidecar: {routes: [{prefix: /, key: nope}]}", `sidecar.routes[0].key: no key named "nope"; use one of dev, prod`},
+		{"sidecar: {routes: [{key: prod}]}", "sidecar.routes[0]: set prefix (e.g. /) or listener"},
+		{"sidecar: {routes: [{prefix: /, listener: \"127.0.0.1:1\", key: prod}]}", "set prefix or listener, not both"},
+		{"sidecar: {routes: [{prefix: staging, key: prod}]}", `sidecar.routes[0].prefix: "staging" must start with /`},
+		{"sidecar: {routes: [{prefix: /v1/x, key: prod}]}", "would hide API paths"},
+		{"sidecar: {routes: [{prefix: /, key: prod}, {prefix: /, key: dev}]}", `sidecar.routes[1].prefix: "/" is also routes[0]'s prefix`},
+		{"sidecar: {routes: [{listener: \"10.0.0.1:9\", key: prod}]}", "sidecar.routes[0].listener: \"10.0.0.1:9\" is not a loopback address"},
+		{"sidecar: {routes: [{listener: \"127.0.0.1:8787\", key: prod}]}", "already the sidecar's listen or metrics_listen address"},
+		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"http://api.example.com\"}]}", "would send the key in clear text to another host; use https"},
+		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"api.example.com\"}]}", "is not an absolute URL"},
+		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"ftp://x\"}]}", "scheme must be https"},
+		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"https://u:p@x\"}]}", "must not carry credentials"},
+		{"sidecar: {routes: [{prefix: /, key: prod, auth: basic}]}", `sidecar.routes[0].auth: "basic"; use x-api-key (the Claude API) or bearer`},
+		{"sidecar: {routes: [{prefix: /, key: prod, version_policy: always}]}", "use set-if-absent or enforce"},
+		{"sidecar: {routes: [{prefix: /, key: prod, auth: bearer, version_policy: enforce}]}", "enforce needs anthropic_version"},
+		{"sidecar: {routes: [{prefix: /, key: prod, anthropic_version: latest}]}", `"latest" is not a date such as 2023-06-01`},
+		{"sidecar: {routes: [{prefix: /, key: prod}], allow_paths: [/v1/organizations/api_keys]}", "would expose the Admin API"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], allow_paths: [/v1]}", "would expose the Admin API"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], allow_paths: [/admin]}", "must be an API path under /v1/"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], allow_paths: [/v1/messages/../x]}", "is not a clean path"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], max_retry_body: 1TB}", `"1TB" is not a size`},
+		{"sidecar: {routes: [{prefix: /, key: prod}], max_retry_body: 1GiB}", "sidecar.max_retry_body: 1073741824 bytes is out of range"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: -1}}", "sidecar.rate_limit.rps: must not be negative"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {concurrency: -1}}", "sidecar.rate_limit.concurrency: must not be negative"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], timeouts: {idle: -1s}}", "sidecar.timeouts.idle: must be positive"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], timeouts: {idle: 5}}", "not a Go duration"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], file_sink: {key: prod}}", "sidecar.file_sink.path: missing"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], file_sink: {path: /k, key: x}}", `sidecar.file_sink.key: no key named "x"`},
+		{"sidecar: {routes: [{prefix: /, key: prod}], exec: {on_change: reload}}", `sidecar.exec.on_change: "reload"; use restart or signal`},
+		{"sidecar: {routes: [{prefix: /, key: prod}], exec: {signal: SIGFOO}}", `sidecar.exec.signal: unknown signal "SIGFOO"`},
+		{"sidecar: {routes: [{prefix: /, key: prod}], exec: {env: 1KEY}}", "sidecar.exec.env: \"1KEY\" is not an environment variable name"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], exec: {key: zzz}}", `sidecar.exec.key: no key named "zzz"`},
+		{"sidecar: {routes: [{prefix: /, key: prod}], unix_socket: run/k.sock}", "sidecar.unix_socket: \"run/k.sock\" must be a path starting with / or ./"},
+		{"sidecar: {routes: [{prefix: /, key: prod, colour: red}]}", `unknown field "colour" (known fields here: anthropic_version, auth, key, listener, prefix, upstream, version_policy)`},
+		{"sidecar: {rate_limit: {qps: 1}}", `unknown field "qps" (known fields here: burst, concurrency, rps)`},
+	} {
+		_, err := config.Parse([]byte(keys + tc.doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q):\n got %v\nwant an error containing %q", tc.doc, err, tc.want)
+		}
+	}
+}
+
+func TestSidecarReady(t *testing.T) {
+	c, err := config.Parse([]byte("keys: {prod: {store: \"env://P\"}, dev: {store: \"env://D\"}}"))
+	if err != nil {
+		t.Fatalf("a config without a sidecar section must parse: %v", err)
+	}
+	if err := c.Sidecar.Ready(c); err == nil || !strings.Contains(err.Error(), "add routes: [{prefix: /, key: NAME}]") {
+		t.Fatalf("Ready: %v", err)
+	}
+	c.Sidecar.Routes = []config.Route{{Prefix: "/", Key: "dev"}}
+	if err := c.Sidecar.Ready(c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSidecarTokenAllowsPublicListen(t *testing.T) {
+	_, err := config.Parse([]byte(`
+keys: {prod: {store: "env://P"}}
+sidecar: {listen: "0.0.0.0:8787", client_token_file: /etc/kw/token, routes: [{listener: "0.0.0.0:8788", key: prod}, {prefix: /, key: prod}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	for in, want := range map[string]syscall.Signal{"HUP": syscall.SIGHUP, "sigterm": syscall.SIGTERM, "SIGUSR2": syscall.SIGUSR2} {
+		if got, err := config.ParseSignal(in); err != nil || got != want {
+			t.Errorf("ParseSignal(%q) = %v, %v", in, got, err)
+		}
+	}
+	if !config.IsLoopback("localhost:1") || !config.IsLoopback("[::1]:1") || config.IsLoopback("0.0.0.0:1") || config.IsLoopback("x") {
+		t.Fatal("IsLoopback")
+	}
+}
