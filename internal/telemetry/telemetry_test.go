@@ -1,0 +1,126 @@
+package telemetry_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keywarden/keywarden/internal/telemetry"
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/file"
+)
+
+const secret = "sk-ant-api03-TELEMETRYSECRETVALUE0123456789abcdefghijklmnop-AAAA"
+
+func source(t *testing.T) *providers.Source {
+	t.Helper()
+	st := file.New(filepath.Join(t.TempDir(), "keys.json"))
+	if err := st.PutByHand(context.Background(), "prod", []byte(secret)); err != nil {
+		t.Fatal(err)
+	}
+	src, err := providers.New(context.Background(), st, "prod", providers.Options{Refresh: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return src
+}
+
+func TestMetrics(t *testing.T) {
+	m := telemetry.New()
+	r := m.Route("/")
+	if m.Route("/") != r {
+		t.Fatal("Route does not return the same metrics for a name")
+	}
+	for _, code := range []int{200, 200, 429, 499, 999} {
+		r.Request(code)
+	}
+	r.RetryRefreshed.Inc()
+	r.Unauthorized.Inc()
+	r.RateLimited.Inc()
+	r.Upstream.Observe(0.01)
+	src := source(t)
+	m.WatchKey("prod", src)
+
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`keywarden_sidecar_requests_total{code="200",route="/"} 2`,
+		`keywarden_sidecar_requests_total{code="429",route="/"} 1`,
+		`keywarden_sidecar_requests_total{code="999",route="/"} 1`,
+		`keywarden_sidecar_retries_total{reason="refreshed",route="/"} 1`,
+		`keywarden_sidecar_upstream_unauthorized_total{route="/"} 1`,
+		`keywarden_sidecar_rate_limited_total{limit="rate",route="/"} 1`,
+		`keywarden_sidecar_upstream_duration_seconds_count{route="/"} 1`,
+		`keywarden_key_info{fingerprint="` + src.Current().Fingerprint + `",key="prod",version="` + src.Current().VersionID + `"} 1`,
+		`keywarden_key_refresh_total{key="prod",result="success"} 1`,
+		`keywarden_key_stale{key="prod"} 0`,
+		`keywarden_key_age_seconds{key="prod"}`,
+		`keywarden_key_last_refresh_timestamp_seconds{key="prod"}`,
+		`process_resident_memory_bytes`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(body, "TELEMETRYSECRETVALUE") {
+		t.Fatal("a metric holds the key value")
+	}
+	if n := strings.Count(body, "\nkeywarden_key_info{"); n != 1 {
+		t.Fatalf("%d key_info series, want 1", n)
+	}
+}
+
+func TestRouteRequestAllocates(t *testing.T) {
+	r := telemetry.New().Route("/")
+	r.Request(200)
+	if n := testing.AllocsPerRun(100, func() { r.Request(200) }); n != 0 {
+		t.Fatalf("Request allocates %v times per call after the first, want 0", n)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for _, tc := range []struct{ in, gone string }{
+		{"upstream said: invalid key " + secret, "TELEMETRYSECRETVALUE"},
+		{"authorization: Bearer abcdefghijklmnopqrstuvwxyz0123", "abcdefghijklmnop"},
+		{"sk-proj-OPENAIKEYVALUE1234567890", "OPENAIKEYVALUE"},
+	} {
+		out := telemetry.Redact(tc.in)
+		if strings.Contains(out, tc.gone) || !strings.Contains(out, "[redacted ") {
+			t.Errorf("Redact(%q) = %q", tc.in, out)
+		}
+	}
+	if s := "nothing to hide here: sk-short"; telemetry.Redact(s) != s {
+		t.Fatal("Redact changed text without a key")
+	}
+}
+
+type stringer struct{}
+
+func (stringer) String() string { return "x-api-key=" + secret }
+
+func TestRedactingHandler(t *testing.T) {
+	var buf bytes.Buffer
+	log := telemetry.NewLogger(slog.NewJSONHandler(&buf, nil))
+	log = log.With("static", secret).WithGroup("g")
+	log.Info("got "+secret, "err", errors.New("bad key "+secret), "s", stringer{}, "any", []string{secret},
+		slog.Group("nested", "v", secret), "n", 3, "key", source(t).Key())
+	out := buf.String()
+	if strings.Contains(out, "TELEMETRYSECRETVALUE") {
+		t.Fatalf("a log line holds the key: %s", out)
+	}
+	if !strings.Contains(out, `"n":3`) || !strings.Contains(out, "[redacted sk-ant-api03-…sha256:") {
+		t.Fatalf("log line lost its structure: %s", out)
+	}
+	if !log.Enabled(context.Background(), slog.LevelInfo) || log.Enabled(context.Background(), slog.LevelDebug) {
+		t.Fatal("Enabled does not follow the wrapped handler")
+	}
+}
