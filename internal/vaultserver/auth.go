@@ -1,0 +1,14 @@
+package main
+
+import (
+	"github.com/hashicorp/vault/builtin/credential/approle"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// credentialBackends are the auth methods the server offers.
+func credentialBackends() map[string]logical.Factory {
+	return map[string]logical.Factory{"approle": approle.Factory}
+}
+
+// authMounts are the auth methods enabled at start, each at its own name.
+func authMounts() []string { return []string{"approle"} }
