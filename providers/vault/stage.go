@@ -46,6 +46,10 @@ func stagesOf(m map[string]any) stages {
 	return st
 }
 
+// beforeStagesWrite, when set by a test, runs between the read of a stage
+// document and its check-and-set write, to let another writer in.
+var beforeStagesWrite func(name string)
+
 func (s *Store) stagesPath(name string) string { return s.prefix + "/stages/" + name }
 
 // readStages returns the stage document of name, its KV version (the CAS
@@ -65,6 +69,9 @@ func (s *Store) readStages(ctx context.Context, name string) (stages, int, bool,
 // writeStages writes st when the stage document is still at version rev,
 // mirrors it into the secret's custom_metadata, and returns the new version.
 func (s *Store) writeStages(ctx context.Context, name string, st stages, rev int) (int, error) {
+	if beforeStagesWrite != nil {
+		beforeStagesWrite(name)
+	}
 	v, err := s.writeKV(ctx, s.stagesPath(name), st.data(), rev)
 	if err != nil {
 		if codes.Is(err, codes.Aborted) {
