@@ -1,0 +1,124 @@
+package filesink_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/keywarden/keywarden/internal/filesink"
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/file"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const (
+	keyA = "sk-ant-api03-FILESINKAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA-aaaa"
+	keyB = "sk-ant-api03-FILESINKBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB-bbbb"
+)
+
+func rotate(t *testing.T, st *file.Store, val string) {
+	t.Helper()
+	ctx := context.Background()
+	cur := ""
+	if v, err := st.Read(ctx, "prod", "CURRENT"); err == nil {
+		cur = v.ID
+	}
+	p, err := st.PutPending(ctx, "prod", fmt.Sprintf("fs-%d", time.Now().UnixNano()), []byte(val))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Promote(ctx, "prod", p.ID, cur); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSinkFollowsTheKey(t *testing.T) {
+	dir := t.TempDir()
+	st := file.New(filepath.Join(dir, "keys.json"))
+	rotate(t, st, keyA)
+	src, err := providers.New(context.Background(), st, "prod", providers.Options{Refresh: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&logs, &logMu}, nil))
+	out := filepath.Join(dir, "run", "anthropic-key")
+	if err := os.Mkdir(filepath.Dir(out), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sink, err := filesink.Start(out, src, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	check := func(want string) {
+		t.Helper()
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != want {
+			t.Fatalf("file holds %s, want %s", providers.Fingerprint(string(b)), providers.Fingerprint(want))
+		}
+		fi, _ := os.Stat(out)
+		if fi.Mode().Perm() != 0o600 {
+			t.Fatalf("mode %04o, want 0600", fi.Mode().Perm())
+		}
+	}
+	check(keyA)
+	rotate(t, st, keyB)
+	if _, err := src.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	check(keyB)
+	// No temporary file is left behind.
+	ents, _ := os.ReadDir(filepath.Dir(out))
+	if len(ents) != 1 {
+		t.Fatalf("%d files in the sink's directory, want 1", len(ents))
+	}
+	sink.Close()
+	sink.Close()
+	rotate(t, st, keyA)
+	if _, err := src.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	check(keyB) // closed: no longer follows
+	logMu.Lock()
+	defer logMu.Unlock()
+	if strings.Contains(logs.String(), "FILESINK") {
+		t.Fatal("a log line holds the key")
+	}
+	if !strings.Contains(logs.String(), "fingerprint=sk-ant-api03-") {
+		t.Fatalf("no fingerprint logged: %s", logs.String())
+	}
+}
+
+func TestWriteErrorsHoldNoKey(t *testing.T) {
+	err := filesink.Write(filepath.Join(t.TempDir(), "missing-dir", "k"), providers.NewSecret(keyA))
+	if err == nil || strings.Contains(err.Error(), "FILESINK") {
+		t.Fatalf("got %v, want an error without the key", err)
+	}
+}
+
+type lockedWriter struct {
+	b  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
