@@ -426,6 +426,14 @@ func (s *Sidecar) Ready(c *Config) error {
 	return nil
 }
 
+// Validate checks the section again, after command-line flags changed it.
+func (s *Sidecar) Validate(c *Config) error {
+	if errs := s.validate("sidecar", c); len(errs) > 0 {
+		return fmt.Errorf("config: %s", strings.Join(errs, "\n  "))
+	}
+	return nil
+}
+
 func validateRoutes(p string, given, routes []Route, c *Config, taken [2]string, checkAddr func(field, addr string, needToken bool)) []string {
 	var errs []string
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }

@@ -1,0 +1,91 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"strings"
+)
+
+// DefaultAllowPaths are the upstream path prefixes forwarded by default:
+// Messages (with count_tokens and batches), Models and Files.
+var DefaultAllowPaths = []string{"/v1/messages", "/v1/models", "/v1/files"}
+
+// adminPrefix is the Admin API, never forwarded whatever the allowlist says.
+const adminPrefix = "/v1/organizations"
+
+// TokenHeader carries the client token. Clients may instead send the token
+// as their x-api-key or bearer token, so that SDKs need no extra header.
+const TokenHeader = "X-Keywarden-Token"
+
+// forwardProxyRequest reports a request in the absolute form or a CONNECT:
+// the sidecar is never an open proxy.
+func forwardProxyRequest(r *http.Request) bool {
+	return r.Method == http.MethodConnect || r.RequestURI == "" || r.RequestURI[0] != '/'
+}
+
+// cleanPath reports whether p is a plain absolute path: no empty, "." or
+// ".." segment (a trailing slash aside) and no backslash, so that no
+// allowlisted prefix can be walked out of, upstream or here.
+func cleanPath(p string) bool {
+	if p == "" || p[0] != '/' || strings.IndexByte(p, '\\') >= 0 {
+		return false
+	}
+	for i := 1; i < len(p); {
+		j := strings.IndexByte(p[i:], '/')
+		seg := p[i:]
+		if j >= 0 {
+			seg = p[i : i+j]
+		}
+		if seg == "." || seg == ".." || (seg == "" && j >= 0) {
+			return false
+		}
+		if j < 0 {
+			break
+		}
+		i += j + 1
+	}
+	return true
+}
+
+// underPrefix reports whether p is prefix or below it.
+func underPrefix(p, prefix string) bool {
+	return strings.HasPrefix(p, prefix) && (len(p) == len(prefix) || p[len(prefix)] == '/')
+}
+
+// checkPath returns the refusal for an upstream path, or nil.
+func (p *Proxy) checkPath(path string) *apiError {
+	if !cleanPath(path) {
+		return &errBadPath
+	}
+	if underPrefix(path, adminPrefix) {
+		return &errAdmin
+	}
+	for _, a := range p.allow {
+		if underPrefix(path, a) {
+			return nil
+		}
+	}
+	return &errNotAllowed
+}
+
+// tokenOK reports whether the request carries the client token, in
+// TokenHeader, x-api-key or as a bearer token. Digests are compared in
+// constant time, so that neither the token nor its length leaks.
+func (p *Proxy) tokenOK(r *http.Request) bool {
+	if v := r.Header[TokenHeader]; len(v) == 1 {
+		return p.tokenEqual(v[0])
+	}
+	if v := r.Header["X-Api-Key"]; len(v) == 1 {
+		return p.tokenEqual(v[0])
+	}
+	if v := r.Header["Authorization"]; len(v) == 1 && len(v[0]) > 7 && strings.EqualFold(v[0][:7], "bearer ") {
+		return p.tokenEqual(v[0][7:])
+	}
+	return false
+}
+
+func (p *Proxy) tokenEqual(got string) bool {
+	sum := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(sum[:], p.token[:]) == 1
+}

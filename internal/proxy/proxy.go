@@ -1,0 +1,320 @@
+// Package proxy is keywarden's sidecar: a reverse proxy to the Claude API
+// (or another upstream) that puts the key of a providers.Source on every
+// request, so that applications hold no key at all.
+//
+// In front of the upstream it refuses what a key-holding proxy must never
+// do: forward-proxy requests (absolute URIs, CONNECT), paths outside the
+// allowlist, the Admin API, clients without the client token when one is
+// set, and clients over their rate or concurrency limit; each refusal is an
+// error in the API's own shape. Behind it, the providers.Transport shared
+// with the Go library injects the key and, on a 401, refreshes the Source
+// and retries once. Responses, SSE streams included, are flushed on every
+// write; a client that goes away cancels its upstream request.
+package proxy
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/keywarden/keywarden/internal/telemetry"
+	"github.com/keywarden/keywarden/providers"
+)
+
+// Route sends the requests under a path prefix, or those on a listener of
+// its own, to an upstream with the key of a Source.
+type Route struct {
+	// Name labels the route's metrics and logs (default: Prefix, or
+	// "listener " + Listener).
+	Name string
+	// Prefix is "/" or a prefix such as "/staging", removed before
+	// forwarding. Exactly one of Prefix and Listener.
+	Prefix string
+	// Listener is a TCP address that serves this route alone.
+	Listener string
+	// Key names the key, for logs.
+	Key string
+	// Source supplies the key. Required.
+	Source *providers.Source
+	// Upstream is the upstream base URL, e.g. https://api.anthropic.com.
+	Upstream *url.URL
+	// Auth, Version and VersionPolicy configure the providers.Transport.
+	Auth          providers.Auth
+	Version       string
+	VersionPolicy providers.VersionPolicy
+}
+
+// Options configure a Proxy. Zero fields take the defaults noted.
+type Options struct {
+	// Routes are the routes; at least one.
+	Routes []Route
+	// AllowPaths are the upstream path prefixes forwarded (DefaultAllowPaths).
+	AllowPaths []string
+	// ClientToken, when not empty, must come with every request.
+	ClientToken string
+	// MaxRetryBody is the largest body kept for a retry after a 401
+	// (providers.DefaultMaxRetryBody; negative keeps none).
+	MaxRetryBody int64
+	// RPS and Burst limit each client's request rate (0: off); Concurrency
+	// limits its requests under way (0: off).
+	RPS         float64
+	Burst       int
+	Concurrency int
+	// HeaderTimeout bounds the wait for upstream response headers (10m).
+	HeaderTimeout time.Duration
+	// ClientHeaderTimeout bounds reading a client's request headers (30s).
+	ClientHeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections (90s).
+	IdleTimeout time.Duration
+	// ShutdownTimeout bounds the drain of in-flight requests (30s).
+	ShutdownTimeout time.Duration
+	// Listen is the main TCP address; UnixSocket a unix socket path; both
+	// serve the prefix routes. MetricsListen serves /healthz, /readyz and
+	// /metrics. Empty: not opened.
+	Listen, UnixSocket, MetricsListen string
+	// Metrics receives the metrics (a new set when nil).
+	Metrics *telemetry.Metrics
+	// Logger receives events; never key values (slog.Default()).
+	Logger *slog.Logger
+	// Base is the upstream transport (a tuned http.Transport when nil).
+	Base http.RoundTripper
+}
+
+// Proxy is the sidecar's request handling. Create it with New.
+type Proxy struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *telemetry.Metrics
+	allow   []string
+	token   [sha256.Size]byte
+	limit   *limiter
+	buffers bufferPool
+	base    http.RoundTripper
+	refused *telemetry.Route // refusals before a route is known
+
+	prefixes  []*route // longest prefix first
+	listeners map[string]*route
+	sources   []namedSource
+}
+
+type namedSource struct {
+	name string
+	src  *providers.Source
+}
+
+type route struct {
+	Route
+	m  *telemetry.Route
+	tr *providers.Transport
+	rp http.Handler
+}
+
+// New validates o and builds the Proxy.
+func New(o Options) (*Proxy, error) {
+	if len(o.Routes) == 0 {
+		return nil, errors.New("proxy: no routes")
+	}
+	if o.HeaderTimeout == 0 {
+		o.HeaderTimeout = 10 * time.Minute
+	}
+	if o.ClientHeaderTimeout == 0 {
+		o.ClientHeaderTimeout = 30 * time.Second
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 90 * time.Second
+	}
+	if o.ShutdownTimeout == 0 {
+		o.ShutdownTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Metrics == nil {
+		o.Metrics = telemetry.New()
+	}
+	p := &Proxy{
+		opts:      o,
+		log:       o.Logger,
+		metrics:   o.Metrics,
+		allow:     o.AllowPaths,
+		limit:     newLimiter(o.RPS, o.Burst, o.Concurrency),
+		buffers:   make(bufferPool, 256),
+		listeners: map[string]*route{},
+		refused:   o.Metrics.Route("-"),
+	}
+	if len(p.allow) == 0 {
+		p.allow = DefaultAllowPaths
+	}
+	if o.ClientToken != "" {
+		p.token = sha256.Sum256([]byte(o.ClientToken))
+	}
+	p.base = o.Base
+	if p.base == nil {
+		p.base = newBaseTransport(&o)
+	}
+	seen := map[string]bool{}
+	for i, r := range o.Routes {
+		if r.Source == nil || r.Upstream == nil {
+			return nil, fmt.Errorf("proxy: route %d has no Source or no Upstream", i)
+		}
+		if (r.Prefix == "") == (r.Listener == "") {
+			return nil, fmt.Errorf("proxy: route %d needs exactly one of Prefix and Listener", i)
+		}
+		if r.Name == "" {
+			r.Name = r.Prefix
+			if r.Listener != "" {
+				r.Name = "listener " + r.Listener
+			}
+		}
+		rt := &route{Route: r, m: o.Metrics.Route(r.Name)}
+		rt.rp = p.newReverseProxy(rt, p.base)
+		if r.Listener != "" {
+			p.listeners[r.Listener] = rt
+		} else {
+			rt.Prefix = "/" + strings.Trim(r.Prefix, "/")
+			p.prefixes = append(p.prefixes, rt)
+		}
+		if !seen[r.Key] {
+			seen[r.Key] = true
+			p.sources = append(p.sources, namedSource{r.Key, r.Source})
+			o.Metrics.WatchKey(r.Key, r.Source)
+		}
+	}
+	sort.SliceStable(p.prefixes, func(i, j int) bool { return len(p.prefixes[i].Prefix) > len(p.prefixes[j].Prefix) })
+	return p, nil
+}
+
+// Handler returns the handler of the main listener and the unix socket: it
+// serves the prefix routes.
+func (p *Proxy) Handler() http.Handler { return handler{p: p} }
+
+// ListenerHandler returns the handler of a route's own listener, nil when
+// no route has that listener.
+func (p *Proxy) ListenerHandler(addr string) http.Handler {
+	rt, ok := p.listeners[addr]
+	if !ok {
+		return nil
+	}
+	return handler{p: p, fixed: rt}
+}
+
+// Transport returns the providers.Transport of the route called name, nil
+// when there is none: the one implementation of the 401 rule, shared with
+// the library.
+func (p *Proxy) Transport(name string) *providers.Transport {
+	for _, rt := range p.prefixes {
+		if rt.Name == name {
+			return rt.tr
+		}
+	}
+	for _, rt := range p.listeners {
+		if rt.Name == name {
+			return rt.tr
+		}
+	}
+	return nil
+}
+
+// CloseIdleConnections closes the upstream connections not in use.
+func (p *Proxy) CloseIdleConnections() {
+	if c, ok := p.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// handler serves one listener: fixed is its route, or nil to route by
+// prefix.
+type handler struct {
+	p     *Proxy
+	fixed *route
+}
+
+// ServeHTTP admits or refuses a request, then forwards it.
+func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := h.p
+	if forwardProxyRequest(r) {
+		p.refuse(w, p.refused, &errNotProxy)
+		return
+	}
+	if r.Method == http.MethodTrace || r.Method == http.MethodOptions {
+		p.refuse(w, p.refused, &errMethod)
+		return
+	}
+	if p.opts.ClientToken != "" && !p.tokenOK(r) {
+		p.refuse(w, p.refused, &errToken)
+		return
+	}
+	rt, path := h.fixed, r.URL.Path
+	if rt == nil {
+		rt, path = p.match(path)
+		if rt == nil {
+			p.refuse(w, p.refused, &errNoRoute)
+			return
+		}
+	}
+	if e := p.checkPath(path); e != nil {
+		p.refuse(w, rt.m, e)
+		return
+	}
+	if p.limit != nil {
+		c, why, after := p.limit.acquire(r.RemoteAddr)
+		switch why {
+		case overRate:
+			rt.m.RateLimited.Inc()
+			rt.m.Request(http.StatusTooManyRequests)
+			errRate.write(w, after)
+			return
+		case overConcurrency:
+			rt.m.ConcurrencyLimited.Inc()
+			rt.m.Request(http.StatusTooManyRequests)
+			errConcurrency.write(w, after)
+			return
+		}
+		defer p.limit.release(c)
+	}
+	if path != r.URL.Path {
+		r = stripPrefix(r, path)
+	}
+	rt.rp.ServeHTTP(w, r)
+}
+
+func (p *Proxy) refuse(w http.ResponseWriter, m *telemetry.Route, e *apiError) {
+	m.Request(e.status)
+	e.write(w, 0)
+}
+
+// match returns the route of the longest prefix holding path, and the path
+// with the prefix removed.
+func (p *Proxy) match(path string) (*route, string) {
+	for _, rt := range p.prefixes {
+		if rt.Prefix == "/" {
+			return rt, path
+		}
+		if underPrefix(path, rt.Prefix) {
+			rest := path[len(rt.Prefix):]
+			if rest == "" {
+				rest = "/"
+			}
+			return rt, rest
+		}
+	}
+	return nil, ""
+}
+
+// stripPrefix returns a shallow copy of r for path, as http.StripPrefix
+// does.
+func stripPrefix(r *http.Request, path string) *http.Request {
+	r2 := new(http.Request)
+	*r2 = *r
+	r2.URL = new(url.URL)
+	*r2.URL = *r.URL
+	r2.URL.Path = path
+	r2.URL.RawPath = ""
+	return r2
+}
