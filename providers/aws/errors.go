@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 
+	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/smithy-go"
@@ -79,12 +81,19 @@ func codeOf(ctx context.Context, err error) codes.Code {
 		// The SDK may report a cancelled request as a transport error.
 		return codes.Of(codes.FromContext(ctx.Err()))
 	}
+	var ce *credentialsError
+	if errors.As(err, &ce) || strings.Contains(err.Error(), "get identity: ") {
+		// The credential chain failed: tagged by credentials, or, for
+		// clients made by the caller, recognised by the SDK's message.
+		return codes.Unauthenticated
+	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		if c, ok := apiCodes[ae.ErrorCode()]; ok {
 			return c
 		}
-		if ae.ErrorFault() == smithy.FaultServer {
+		var re *smithyhttp.ResponseError
+		if ae.ErrorFault() == smithy.FaultServer || errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
 			return codes.Unavailable
 		}
 		return codes.Unknown
@@ -97,7 +106,7 @@ func codeOf(ctx context.Context, err error) codes.Code {
 	)
 	switch {
 	case errors.As(err, &se):
-		return codes.Unauthenticated // no credentials, or the chain failed
+		return codes.Unauthenticated // signing found no credentials
 	case errors.As(err, &qe), errors.As(err, &rs), errors.As(err, &ne):
 		return codes.Unavailable
 	}
@@ -118,3 +127,26 @@ func isAPI(err error, name string) bool {
 	var ae smithy.APIError
 	return errors.As(err, &ae) && ae.ErrorCode() == name
 }
+
+// credentials tags the errors of a credential provider, so that codeOf
+// reports them as Unauthenticated whatever the chain failed on.
+type credentials struct{ p sdkaws.CredentialsProvider }
+
+// Retrieve returns the credentials of the wrapped provider.
+func (c credentials) Retrieve(ctx context.Context) (sdkaws.Credentials, error) {
+	v, err := c.p.Retrieve(ctx)
+	if err != nil && ctx.Err() == nil {
+		return v, &credentialsError{err: err}
+	}
+	return v, err
+}
+
+// IsCredentialsProvider lets the SDK see the wrapped provider's type.
+func (c credentials) IsCredentialsProvider(t sdkaws.CredentialsProvider) bool {
+	return sdkaws.IsCredentialsProvider(c.p, t)
+}
+
+type credentialsError struct{ err error }
+
+func (e *credentialsError) Error() string { return "no usable AWS credentials: " + e.err.Error() }
+func (e *credentialsError) Unwrap() error { return e.err }

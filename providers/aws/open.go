@@ -112,6 +112,9 @@ func newClient(ctx context.Context, c *urlConfig) (*secretsmanager.Client, error
 	if cfg.Region == "" {
 		return nil, codes.Errorf(codes.InvalidArgument, "aws: no AWS region for secret %q: add ?region=REGION to the URL or set AWS_REGION", c.name)
 	}
+	if cfg.Credentials != nil {
+		cfg.Credentials = credentials{p: cfg.Credentials}
+	}
 	return secretsmanager.NewFromConfig(cfg, func(o *secretsmanager.Options) {
 		if c.endpoint != "" {
 			o.BaseEndpoint = sdkaws.String(c.endpoint)
