@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/api/auth/approle"
 
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
@@ -191,6 +193,21 @@ func openAppRole(t *testing.T, name, roleIDFile, secretIDFile string) *vault.Sto
 	return st.(*vault.Store)
 }
 
+// newAppRoleStore opens a driver with AppRole auth through vault.New, for
+// parallel tests (openAppRole sets environment variables).
+func newAppRoleStore(t *testing.T, roleIDFile, secretIDFile string) *vault.Store {
+	t.Helper()
+	rid, err := os.ReadFile(roleIDFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := approle.NewAppRoleAuth(string(rid), &approle.SecretID{FromFile: secretIDFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newStore(t, clientWith(t, ""), vault.Options{Auth: m})
+}
+
 func TestAppRoleLogin(t *testing.T) {
 	rid, sid := appRole(t, "1h", "2h")
 	name := uniqueName("approle")
@@ -257,9 +274,10 @@ func TestReloginAfterRevoke(t *testing.T) {
 // them, then the driver logs in again, and reads keep working long after
 // the first token died.
 func TestReloginAfterMaxTTL(t *testing.T) {
+	t.Parallel()
 	rid, sid := appRole(t, "2s", "3s")
 	name := uniqueName("maxttl")
-	s := openAppRole(t, name, rid, sid)
+	s := newAppRoleStore(t, rid, sid)
 	val := fakeKey()
 	rotate(t, s, name, "", val)
 	first := s.Client().Token()
@@ -282,6 +300,7 @@ func TestReloginAfterMaxTTL(t *testing.T) {
 // TestStaticTokenRenewed checks that a renewable VAULT_TOKEN-style token is
 // kept alive by renewal, without any login.
 func TestStaticTokenRenewed(t *testing.T) {
+	t.Parallel()
 	writePolicies(t)
 	sec, err := vaulttest.Client(t).Auth().Token().CreateWithContext(context.Background(), &api.TokenCreateRequest{
 		Policies: []string{"keywarden-rotator"}, TTL: "2s", ExplicitMaxTTL: "1h",
