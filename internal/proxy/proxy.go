@@ -166,6 +166,9 @@ func New(o Options) (*Proxy, error) {
 		if (r.Prefix == "") == (r.Listener == "") {
 			return nil, fmt.Errorf("proxy: route %d needs exactly one of Prefix and Listener", i)
 		}
+		if r.Prefix != "" {
+			r.Prefix = "/" + strings.Trim(r.Prefix, "/")
+		}
 		if r.Name == "" {
 			r.Name = r.Prefix
 			if r.Listener != "" {
@@ -177,7 +180,6 @@ func New(o Options) (*Proxy, error) {
 		if r.Listener != "" {
 			p.listeners[r.Listener] = rt
 		} else {
-			rt.Prefix = "/" + strings.Trim(r.Prefix, "/")
 			p.prefixes = append(p.prefixes, rt)
 		}
 		if !seen[r.Key] {

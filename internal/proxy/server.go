@@ -17,7 +17,7 @@ import (
 // Server is a Proxy's open listeners. Create it with Listen.
 type Server struct {
 	p     *Proxy
-	addrs map[string]net.Addr // by configured address; "unix" for the socket
+	addrs map[string]net.Addr // see Addr
 
 	mu      sync.Mutex
 	servers []*http.Server
@@ -39,7 +39,7 @@ func (p *Proxy) Listen() (*Server, error) {
 		return nil, err
 	}
 	if a := p.opts.Listen; a != "" {
-		if err := s.listenTCP(a, p.Handler()); err != nil {
+		if err := s.listenTCP("listen", a, p.Handler()); err != nil {
 			return fail(err)
 		}
 	}
@@ -49,28 +49,29 @@ func (p *Proxy) Listen() (*Server, error) {
 		}
 	}
 	for addr := range p.listeners {
-		if err := s.listenTCP(addr, p.ListenerHandler(addr)); err != nil {
+		if err := s.listenTCP(addr, addr, p.ListenerHandler(addr)); err != nil {
 			return fail(err)
 		}
 	}
 	if a := p.opts.MetricsListen; a != "" {
-		if err := s.listenTCP(a, p.HealthHandler()); err != nil {
+		if err := s.listenTCP("metrics", a, p.HealthHandler()); err != nil {
 			return fail(err)
 		}
 	}
 	return s, nil
 }
 
-// Addr returns the bound address of a configured address (useful with port
-// 0), or of the unix socket for "unix"; nil when not listening there.
-func (s *Server) Addr(configured string) net.Addr { return s.addrs[configured] }
+// Addr returns the bound address (useful with port 0) of "listen" (the
+// main address), "unix" (the socket), "metrics", or of a route's listener
+// by its configured address; nil when there is no such listener.
+func (s *Server) Addr(which string) net.Addr { return s.addrs[which] }
 
-func (s *Server) listenTCP(addr string, h http.Handler) error {
+func (s *Server) listenTCP(name, addr string, h http.Handler) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("proxy: listen on %s: %w", addr, err)
 	}
-	s.add(addr, ln, h)
+	s.add(name, ln, h)
 	return nil
 }
 

@@ -123,7 +123,7 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 	}
 	attrs := []any{"metrics", orDash(o.MetricsListen), "routes", len(o.Routes)}
 	if o.Listen != "" {
-		attrs = append(attrs, "listen", srv.Addr(o.Listen).String())
+		attrs = append(attrs, "listen", srv.Addr("listen").String())
 	}
 	if o.UnixSocket != "" {
 		attrs = append(attrs, "unix_socket", o.UnixSocket)

@@ -1,0 +1,208 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/telemetry"
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/file"
+	"github.com/keywarden/keywarden/providers/providertest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const (
+	keyA = "sk-ant-api03-PROXYKEYAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA-aaaa"
+	keyB = "sk-ant-api03-PROXYKEYBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB-bbbb"
+	keyS = "sk-ant-api03-PROXYKEYSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS-ssss"
+)
+
+// secretParts are substrings of the test keys that no log line or metric
+// may ever hold.
+var secretParts = []string{"PROXYKEYAAAA", "PROXYKEYBBBB", "PROXYKEYSSSS"}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// keyStore is a real file store for one secret.
+type keyStore struct {
+	st   *file.Store
+	name string
+}
+
+func newKeyStore(t *testing.T, name string, values ...string) *keyStore {
+	t.Helper()
+	ks := &keyStore{st: file.New(filepath.Join(t.TempDir(), "keys.json")), name: name}
+	for _, v := range values {
+		ks.rotate(t, v)
+	}
+	return ks
+}
+
+// rotate makes val CURRENT through PENDING and Promote, as the rotator does.
+func (ks *keyStore) rotate(t *testing.T, val string) {
+	t.Helper()
+	ctx := context.Background()
+	cur := ""
+	if v, err := ks.st.Read(ctx, ks.name, "CURRENT"); err == nil {
+		cur = v.ID
+	}
+	p, err := ks.st.PutPending(ctx, ks.name, fmt.Sprintf("t-%d", time.Now().UnixNano()), []byte(val))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.st.Promote(ctx, ks.name, p.ID, cur); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (ks *keyStore) source(t *testing.T, o providers.Options) (*providers.Source, *providertest.Faulty) {
+	t.Helper()
+	d := providertest.NewFaulty(ks.st)
+	if o.Refresh == 0 {
+		o.Refresh = -1
+	}
+	src, err := providers.New(context.Background(), d, ks.name, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return src, d
+}
+
+// env is a proxy in front of an upstream, with a Source over a file store.
+type env struct {
+	up      *upstream
+	store   *keyStore
+	src     *providers.Source
+	faulty  *providertest.Faulty
+	p       *proxy.Proxy
+	srv     *httptest.Server
+	logs    *syncBuffer
+	metrics *telemetry.Metrics
+}
+
+// newEnv starts a proxy with one route "/" to up, holding keyA; edit
+// adjusts the options before New.
+func newEnv(t *testing.T, up *upstream, edit func(*proxy.Options)) *env {
+	t.Helper()
+	g := providers.MinForcedGap
+	providers.MinForcedGap = 0
+	t.Cleanup(func() { providers.MinForcedGap = g })
+	e := &env{up: up, store: newKeyStore(t, "prod", keyA), logs: &syncBuffer{}, metrics: telemetry.New()}
+	e.src, e.faulty = e.store.source(t, providers.Options{})
+	u, _ := url.Parse(up.URL())
+	o := proxy.Options{
+		Routes:  []proxy.Route{{Prefix: "/", Key: "prod", Source: e.src, Upstream: u, Version: "2023-06-01"}},
+		Metrics: e.metrics,
+		Logger:  telemetry.NewLogger(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if edit != nil {
+		edit(&o)
+	}
+	p, err := proxy.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.p = p
+	e.srv = httptest.NewServer(p.Handler())
+	t.Cleanup(func() {
+		e.srv.Close()
+		p.CloseIdleConnections()
+	})
+	return e
+}
+
+// do sends a request through the proxy and returns the status, headers and
+// body.
+func (e *env) do(t *testing.T, method, path, body string, hdr ...string) (int, http.Header, string) {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// scrape returns the metrics text.
+func (e *env) scrape(t *testing.T) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	e.p.HealthHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
+}
+
+// assertNoKeys fails when a log line or a metric holds a key value.
+func (e *env) assertNoKeys(t *testing.T) {
+	t.Helper()
+	logs, metrics := e.logs.String(), e.scrape(t)
+	for _, s := range secretParts {
+		if strings.Contains(logs, s) {
+			t.Errorf("a log line holds a key:\n%s", logs)
+		}
+		if strings.Contains(metrics, s) {
+			t.Errorf("a metric holds a key")
+		}
+	}
+}
+
+// apiErrorType decodes an error body in the API's shape and returns its
+// error type, failing when the shape is wrong.
+func apiErrorType(t *testing.T, body string) string {
+	t.Helper()
+	var e struct {
+		Type  string `json:"type"`
+		Error struct {
+			Type    string `json:"type"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Type != "error" || e.Error.Type == "" || e.Error.Message == "" {
+		t.Fatalf("body %q is not an error in the API's shape", body)
+	}
+	return e.Error.Type
+}
