@@ -80,9 +80,9 @@ func saToken(t *testing.T) string {
 		return base64.RawURLEncoding.EncodeToString(b)
 	}
 	signing := enc(map[string]string{"alg": "ES256", "typ": "JWT"}) + "." + enc(map[string]string{
-		"iss": "kubernetes/serviceaccount",
-		"sub": "system:serviceaccount:default:keywarden",
-		"kubernetes.io/serviceaccount/namespace":            "default",
+		"iss":                                    "kubernetes/serviceaccount",
+		"sub":                                    "system:serviceaccount:default:keywarden",
+		"kubernetes.io/serviceaccount/namespace": "default",
 		"kubernetes.io/serviceaccount/service-account.name": "keywarden",
 		"kubernetes.io/serviceaccount/service-account.uid":  "uid-keywarden",
 		"jti": token(),
