@@ -1,0 +1,143 @@
+package sidecarcli_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/file"
+)
+
+// child is a shell program that writes its key to $OUT/key.<pid> (the test
+// compares it without printing it), appends "hup" to $OUT/signals on
+// SIGHUP, and runs until SIGTERM.
+const child = `printf %s "$ANTHROPIC_API_KEY" > "$OUT/key.$$"
+trap 'echo hup >> "$OUT/signals"' HUP
+trap 'exit 0' TERM
+while :; do sleep 0.02; done`
+
+func keysWritten(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, _ := os.ReadDir(dir)
+	var keys []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "key.") {
+			b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+			keys = append(keys, string(b))
+		}
+	}
+	return keys
+}
+
+func supervisorSource(t *testing.T) (*providers.Source, *file.Store) {
+	t.Helper()
+	st := file.New(filepath.Join(t.TempDir(), "keys.json"))
+	rotate(t, st, "prod", keyA)
+	src, err := providers.New(context.Background(), st, "prod", providers.Options{Refresh: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return src, st
+}
+
+func TestSupervisorRestartsOnChange(t *testing.T) {
+	out := t.TempDir()
+	t.Setenv("OUT", out)
+	t.Setenv("ANTHROPIC_API_KEY", "inherited-must-be-replaced")
+	src, st := supervisorSource(t)
+	sup := &sidecarcli.Supervisor{Path: "/bin/sh", Args: []string{"-c", child}, Env: "ANTHROPIC_API_KEY", Source: src,
+		Restart: true, Grace: 10 * time.Second, Stdout: io.Discard, Stderr: io.Discard, Log: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() { c, err := sup.Run(ctx, nil); done <- result{c, err} }()
+	waitFor(t, "first program", func() bool { return len(keysWritten(t, out)) == 1 })
+	if keysWritten(t, out)[0] != keyA {
+		t.Fatal("the program did not get the key in its environment")
+	}
+	rotate(t, st, "prod", keyB)
+	if _, err := src.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "restart with the new key", func() bool { return len(keysWritten(t, out)) == 2 })
+	got := keysWritten(t, out)
+	if !(got[0] == keyA && got[1] == keyB || got[0] == keyB && got[1] == keyA) {
+		t.Fatal("the restarted program did not get the new key")
+	}
+	cancel()
+	r := <-done
+	if !errors.Is(r.err, context.Canceled) || r.code != 0 {
+		t.Fatalf("after cancel: code %d err %v", r.code, r.err)
+	}
+}
+
+func TestSupervisorSignalsOnChange(t *testing.T) {
+	out := t.TempDir()
+	t.Setenv("OUT", out)
+	src, st := supervisorSource(t)
+	sup := &sidecarcli.Supervisor{Path: "/bin/sh", Args: []string{"-c", child}, Env: "ANTHROPIC_API_KEY", Source: src,
+		Signal: syscall.SIGHUP, Grace: 10 * time.Second, Stdout: io.Discard, Stderr: io.Discard, Log: slog.New(slog.DiscardHandler)}
+	forward := make(chan os.Signal, 1)
+	done := make(chan int, 1)
+	go func() { c, _ := sup.Run(context.Background(), forward); done <- c }()
+	waitFor(t, "program", func() bool { return len(keysWritten(t, out)) == 1 })
+	rotate(t, st, "prod", keyB)
+	if _, err := src.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "SIGHUP", func() bool { b, _ := os.ReadFile(filepath.Join(out, "signals")); return string(b) == "hup\n" })
+	if n := len(keysWritten(t, out)); n != 1 {
+		t.Fatalf("%d programs started, want 1 (signal, not restart)", n)
+	}
+	// A signal sent to exec goes to the program; it exits 0 on SIGTERM.
+	forward <- syscall.SIGTERM
+	if c := <-done; c != 0 {
+		t.Fatalf("exit code %d", c)
+	}
+}
+
+func TestExecCommandExitCode(t *testing.T) {
+	t.Setenv("KEYWARDEN_HOME", t.TempDir())
+	t.Setenv("KEYWARDEN_CONFIG", "")
+	out, err := run(t, "exec", "--", "sh", "-c", `case "$ANTHROPIC_API_KEY" in sk-ant-api03-placeholder-*) exit 3;; esac; exit 4`)
+	var ee *cli.ExitError
+	if !errors.As(err, &ee) || ee.Code != 3 {
+		t.Fatalf("got %v, want exit code 3 (the program saw the key)\n%s", err, out)
+	}
+	t.Setenv("ANTHROPIC_API_KEY", "")
+	if _, err := run(t, "exec", "--env", "MY_KEY", "--", "sh", "-c", `test -n "$MY_KEY" && test -z "$ANTHROPIC_API_KEY"`); err != nil {
+		t.Fatalf("--env: %v", err)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"exec"}, cli.ExitConfig, "no program given"},
+		{[]string{"exec", "--on-change", "reload", "--", "true"}, cli.ExitConfig, "on_change"},
+		{[]string{"exec", "--signal", "SIGFOO", "--", "true"}, cli.ExitConfig, "unknown signal"},
+		{[]string{"exec", "--key", "nope", "--", "true"}, cli.ExitConfig, `no key named "nope"`},
+		{[]string{"exec", "--", "/no/such/program"}, 127, "no/such/program"},
+	} {
+		_, err := run(t, tc.args...)
+		var ee *cli.ExitError
+		if !errors.As(err, &ee) || ee.Code != tc.code || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want code %d and %q", tc.args, err, tc.code, tc.want)
+		}
+	}
+}

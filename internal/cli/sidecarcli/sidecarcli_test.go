@@ -1,0 +1,279 @@
+package sidecarcli_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
+	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/providers"
+	_ "github.com/keywarden/keywarden/providers/all"
+	"github.com/keywarden/keywarden/providers/file"
+)
+
+const (
+	keyA = "sk-ant-api03-SIDECARCLIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA-aaaa"
+	keyB = "sk-ant-api03-SIDECARCLIBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB-bbbb"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// start runs the CLI with args in the background; stop cancels it and
+// returns its error.
+func start(t *testing.T, args ...string) (stop func() error, out *syncBuffer) {
+	t.Helper()
+	root := cli.Root()
+	root.AddCommand(sidecarcli.Commands()...)
+	out = &syncBuffer{}
+	root.SetArgs(args)
+	root.SetOut(out)
+	root.SetErr(out)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			err = <-done
+		})
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return stop, out
+}
+
+// run runs the CLI with args to the end.
+func run(t *testing.T, args ...string) (*syncBuffer, error) {
+	t.Helper()
+	root := cli.Root()
+	root.AddCommand(sidecarcli.Commands()...)
+	out := &syncBuffer{}
+	root.SetArgs(args)
+	root.SetOut(out)
+	root.SetErr(out)
+	err := root.ExecuteContext(context.Background())
+	return out, err
+}
+
+func unixClient(path string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		},
+	}}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func rotate(t *testing.T, st *file.Store, name, val string) {
+	t.Helper()
+	ctx := context.Background()
+	cur := ""
+	if v, err := st.Read(ctx, name, "CURRENT"); err == nil {
+		cur = v.ID
+	}
+	p, err := st.PutPending(ctx, name, fmt.Sprintf("t-%d", time.Now().UnixNano()), []byte(val))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Promote(ctx, name, p.ID, cur); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSidecarOnEmbeddedDefault(t *testing.T) {
+	t.Setenv("KEYWARDEN_HOME", t.TempDir())
+	t.Setenv("KEYWARDEN_CONFIG", "")
+	sock := filepath.Join(t.TempDir(), "kw.sock")
+	stop, out := start(t, "sidecar", "--listen", "", "--unix-socket", sock, "--metrics-listen", "off")
+	waitFor(t, "socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	c := unixClient(sock)
+	// The Admin API is refused by the sidecar itself: no upstream needed.
+	resp, err := c.Get("http://sidecar/v1/organizations/api_keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	c.CloseIdleConnections()
+	if resp.StatusCode != 403 || !strings.Contains(string(b), "permission_error") {
+		t.Fatalf("got %d %s", resp.StatusCode, b)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("sidecar after SIGTERM-like cancel: %v", err)
+	}
+	if !strings.Contains(out.String(), "PLACEHOLDER") || !strings.Contains(out.String(), "sidecar: stopped") {
+		t.Fatalf("output:\n%s", out)
+	}
+	if strings.Contains(out.String(), config.PlaceholderPrefix) {
+		t.Fatal("the placeholder key value was printed")
+	}
+}
+
+func TestSidecarConfigRoutesAndFileSink(t *testing.T) {
+	dir := t.TempDir()
+	storePath := filepath.Join(dir, "keys.json")
+	st := file.New(storePath)
+	rotate(t, st, "prod", keyA)
+	var mu sync.Mutex
+	var seen []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("x-api-key"))
+		mu.Unlock()
+		io.WriteString(w, `{"data":[]}`)
+	}))
+	defer up.Close()
+	sock := filepath.Join(dir, "kw.sock")
+	sink := filepath.Join(dir, "key.txt")
+	cfg := filepath.Join(dir, "kw.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+keys:
+  prod: {store: "file://%s?name=prod", refresh: 20ms, jitter: 1ms}
+sidecar:
+  unix_socket: %s
+  metrics_listen: "off"
+  routes: [{prefix: /, key: prod, upstream: "%s"}]
+  file_sink: {path: %s}
+  timeouts: {shutdown: 5s}
+`, storePath, sock, up.URL, sink)), 0o600)
+	stop, out := start(t, "sidecar", "--config", cfg, "--log-level", "debug")
+	waitFor(t, "socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	c := unixClient(sock)
+	defer c.CloseIdleConnections()
+	get := func() int {
+		resp, err := c.Get("http://sidecar/v1/models")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if get() != 200 {
+		t.Fatal("request through the sidecar failed")
+	}
+	if b, _ := os.ReadFile(sink); string(b) != keyA {
+		t.Fatal("the file sink does not hold the key")
+	}
+	rotate(t, st, "prod", keyB)
+	waitFor(t, "file sink follows the rotation", func() bool { b, _ := os.ReadFile(sink); return string(b) == keyB })
+	if get() != 200 {
+		t.Fatal("request after the rotation failed")
+	}
+	mu.Lock()
+	last := seen[len(seen)-1]
+	mu.Unlock()
+	if last != keyB {
+		t.Fatal("the sidecar did not send the new key")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{keyA, keyB} {
+		if strings.Contains(out.String(), k) {
+			t.Fatalf("the output holds a key:\n%s", out)
+		}
+	}
+}
+
+func TestOptionsAndToken(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	c, err := config.Parse([]byte(fmt.Sprintf(`
+keys: {prod: {store: "env://P"}, dev: {store: "env://D"}}
+sidecar:
+  listen: "0.0.0.0:8787"
+  client_token_file: %s
+  max_retry_body: 0
+  rate_limit: {rps: 5, burst: 1, concurrency: 0}
+  routes:
+    - {prefix: /, key: prod, version_policy: enforce}
+    - {listener: "127.0.0.1:8790", key: dev, auth: bearer, upstream: "http://127.0.0.1:9"}
+`, tok)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		content string
+		mode    os.FileMode
+		want    string
+	}{
+		{"short", 0o600, "fewer than 16 characters"},
+		{"0123456789abcdef0123", 0o644, "chmod 600"},
+	} {
+		os.WriteFile(tok, []byte(tc.content), tc.mode)
+		os.Chmod(tok, tc.mode)
+		if _, err := sidecarcli.Options(c); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("token %q mode %o: got %v, want %q", tc.content, tc.mode, err, tc.want)
+		}
+	}
+	os.Chmod(tok, 0o600)
+	os.WriteFile(tok, []byte("0123456789abcdef0123\n"), 0o600)
+	o, err := sidecarcli.Options(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.ClientToken != "0123456789abcdef0123" || o.MaxRetryBody != -1 || o.RPS != 5 || o.Burst != 1 || o.Concurrency != 0 {
+		t.Fatalf("options %+v", o)
+	}
+	r0, r1 := o.Routes[0], o.Routes[1]
+	if r0.VersionPolicy != providers.VersionEnforce || r0.Upstream.String() != config.DefaultUpstream || r0.Version != config.DefaultAnthropicVersion {
+		t.Fatalf("route 0 %+v", r0)
+	}
+	if r1.Auth != providers.AuthBearer || r1.Listener != "127.0.0.1:8790" || r1.Version != "" {
+		t.Fatalf("route 1 %+v", r1)
+	}
+}
+
+func TestSidecarConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "kw.yaml")
+	os.WriteFile(cfg, []byte(`keys: {prod: {store: "env://P"}, dev: {store: "env://D"}}`), 0o600)
+	out, err := run(t, "sidecar", "--config", cfg)
+	var ee *cli.ExitError
+	if !errors.As(err, &ee) || ee.Code != cli.ExitConfig || !strings.Contains(err.Error(), "add routes") {
+		t.Fatalf("got %v\n%s", err, out)
+	}
+	if _, err := run(t, "sidecar", "--config", cfg, "--listen", "0.0.0.0:1"); err == nil || !strings.Contains(err.Error(), "sidecar.listen") {
+		t.Fatalf("a public --listen without a token: %v", err)
+	}
+}
