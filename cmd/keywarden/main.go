@@ -7,10 +7,12 @@ import (
 	"os"
 
 	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
 	_ "github.com/keywarden/keywarden/providers/all"
 )
 
 func main() {
 	root := cli.Root()
+	root.AddCommand(sidecarcli.Commands()...)
 	os.Exit(cli.Main(root))
 }
