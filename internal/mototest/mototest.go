@@ -44,8 +44,12 @@ const EnvEndpoint = "KEYWARDEN_MOTO_ENDPOINT"
 // Region is the region of the configs this package returns.
 const Region = "us-east-1"
 
-// startTimeout bounds how long Start waits for a new server to answer.
-const startTimeout = 60 * time.Second
+// startTimeout bounds how long Start waits for a new server to answer, and
+// externalTimeout how long it waits for the one named by EnvEndpoint.
+const (
+	startTimeout    = 60 * time.Second
+	externalTimeout = 10 * time.Second
+)
 
 var (
 	once sync.Once
@@ -127,7 +131,7 @@ type server struct {
 
 func start() (*server, error) {
 	if ep := os.Getenv(EnvEndpoint); ep != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), externalTimeout)
 		defer cancel()
 		if err := waitReady(ctx, ep, nil); err != nil {
 			return nil, fmt.Errorf("server at %s=%s does not answer: %w", EnvEndpoint, ep, err)
