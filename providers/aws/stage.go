@@ -146,8 +146,8 @@ func (s *store) PutPending(ctx context.Context, name, token string, value []byte
 // moves AWSPREVIOUS to the former), then removes AWSPENDING. A Promote
 // interrupted between the two steps is completed by the next one.
 func (s *store) Promote(ctx context.Context, name, pendingID, currentID string) error {
-	if pendingID == "" {
-		return codes.Errorf(codes.InvalidArgument, "aws: promote secret %q: empty PENDING version id", name)
+	if pendingID == "" || hidden(pendingID) {
+		return codes.Errorf(codes.InvalidArgument, "aws: promote secret %q: %q is not a PENDING version id", name, pendingID)
 	}
 	l, err := s.describe(ctx, name)
 	if err != nil {
