@@ -14,18 +14,28 @@
 // token is the root token. The server runs until standard input closes or
 // the process gets SIGINT or SIGTERM, and then removes its files.
 //
+// With -exec, vaultserver instead runs the command after "--" with the
+// server in its environment (KEYWARDEN_VAULT_ADDR, KEYWARDEN_VAULT_TOKEN,
+// KEYWARDEN_VAULT_CACERT, which providers/vault/vaulttest uses instead of
+// starting a server of its own), stops the server when the command ends, and
+// exits with the command's status. The JSON line then goes to stderr.
+//
 // Usage:
 //
-//	go run .            # from internal/vaultserver
-//	go build -o vaultserver . && ./vaultserver </dev/tty
+//	go run .                                   # from internal/vaultserver
+//	go build -o ../../bin/vaultserver .
+//	bin/vaultserver -exec -- go test ./...     # one server for every package
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -49,16 +59,30 @@ type ready struct {
 }
 
 func main() {
-	if err := run(); err != nil {
+	execute := flag.Bool("exec", false, "run the command after -- with the server in its environment, then stop")
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: vaultserver [-exec -- command args...]")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if *execute && flag.NArg() == 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	code, err := run(flag.Args())
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "vaultserver:", err)
 		os.Exit(1)
 	}
+	os.Exit(code)
 }
 
-func run() error {
+// run starts the server, then runs command (when not empty) or waits for
+// the end of standard input or a signal, and returns the exit status.
+func run(command []string) (int, error) {
 	dir, err := os.MkdirTemp("", "keywarden-vaultserver-")
 	if err != nil {
-		return fmt.Errorf("temp dir: %w", err)
+		return 0, fmt.Errorf("temp dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
 
@@ -88,28 +112,61 @@ func run() error {
 	var auth []string
 	for _, m := range authMounts() {
 		if err := client.Sys().EnableAuthWithOptionsWithContext(ctx, m, &api.EnableAuthOptions{Type: m}); err != nil {
-			return fmt.Errorf("enable auth %s: %w", m, err)
+			return 0, fmt.Errorf("enable auth %s: %w", m, err)
 		}
 		auth = append(auth, m)
 	}
 	if err := waitKVv2(ctx, client, "secret"); err != nil {
-		return err
+		return 0, err
 	}
 
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, cluster.CACertPEM, 0o600); err != nil {
-		return fmt.Errorf("write CA file: %w", err)
+		return 0, fmt.Errorf("write CA file: %w", err)
 	}
-	line, err := json.Marshal(ready{Addr: client.Address(), CAFile: caFile, Token: cluster.RootToken, KVMount: "secret", Auth: auth})
+	r := ready{Addr: client.Address(), CAFile: caFile, Token: cluster.RootToken, KVMount: "secret", Auth: auth}
+	line, err := json.Marshal(r)
 	if err != nil {
-		return err
+		return 0, err
+	}
+	if len(command) > 0 {
+		fmt.Fprintf(os.Stderr, "%s\n", line)
+		return runCommand(command, r)
 	}
 	if _, err := fmt.Fprintf(os.Stdout, "%s\n", line); err != nil {
-		return fmt.Errorf("write ready line: %w", err)
+		return 0, fmt.Errorf("write ready line: %w", err)
 	}
-
 	waitForStop()
-	return nil
+	return 0, nil
+}
+
+// runCommand runs command with the server in its environment, passing
+// SIGINT and SIGTERM on, and returns its exit status.
+func runCommand(command []string, r ready) (int, error) {
+	cmd := exec.Command(command[0], command[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(),
+		"KEYWARDEN_VAULT_ADDR="+r.Addr, "KEYWARDEN_VAULT_TOKEN="+r.Token, "KEYWARDEN_VAULT_CACERT="+r.CAFile)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("start %s: %w", command[0], err)
+	}
+	go func() {
+		for s := range sig {
+			_ = cmd.Process.Signal(s)
+		}
+	}()
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &ee):
+		return ee.ExitCode(), nil
+	}
+	return 0, err
 }
 
 // waitKVv2 writes and deletes a probe secret until the KV v2 mount has
