@@ -84,12 +84,10 @@ func lookup(ctx context.Context, c *api.Client, token string) (*api.Secret, erro
 	c.SetToken(token)
 	auth := &api.SecretAuth{ClientToken: token}
 	sec, err := c.Auth().Token().LookupSelfWithContext(ctx)
-	if err != nil {
-		if err := mapErr("look up token", err); codes.Is(err, codes.PermissionDenied) {
-			return &api.Secret{Auth: auth}, nil
-		} else {
-			return nil, err
-		}
+	if err = mapErr("look up token", err); codes.Is(err, codes.PermissionDenied) {
+		return &api.Secret{Auth: auth}, nil
+	} else if err != nil {
+		return nil, err
 	}
 	if ttl, err := sec.TokenTTL(); err == nil {
 		auth.LeaseDuration = int(ttl / time.Second)

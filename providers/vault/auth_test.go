@@ -91,6 +91,13 @@ func TestTokenAuthWithPolicies(t *testing.T) {
 	if err := rot.DiscardPending(ctx, name, vc.ID); err != nil {
 		t.Fatal(err)
 	}
+	// The reader reads a secret managed by hand (no stage document).
+	hand := uniqueName("policies-hand")
+	handVal := fakeKey()
+	if err := putByHand(ctx, vaulttest.Client(t), hand, handVal); err != nil {
+		t.Fatal(err)
+	}
+	wantCurrent(t, rd, hand, handVal)
 	// Neither policy reaches outside anthropic/.
 	if _, err := rot.PutPending(ctx, "other/kwt-"+token(), token(), fakeKey()); !codes.Is(err, codes.PermissionDenied) {
 		t.Fatalf("rotator PutPending outside its folder: %v, want PermissionDenied", err)
