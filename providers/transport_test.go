@@ -82,7 +82,7 @@ func (u *trUpstream) requests() []seenRequest {
 // trSource returns a Source over a real file store holding the given values
 // promoted in order (the last is CURRENT, the one before PREVIOUS), with
 // background refresh off and forced refreshes never skipped.
-func trSource(t *testing.T, values ...string) (*providers.Source, *file.Store, *providertest.Faulty) {
+func trSource(t testing.TB, values ...string) (*providers.Source, *file.Store, *providertest.Faulty) {
 	t.Helper()
 	st := file.New(filepath.Join(t.TempDir(), "keys.json"))
 	for _, v := range values {
@@ -100,7 +100,7 @@ func trSource(t *testing.T, values ...string) (*providers.Source, *file.Store, *
 	return src, st, d
 }
 
-func trRotate(t *testing.T, st *file.Store, val string) {
+func trRotate(t testing.TB, st *file.Store, val string) {
 	t.Helper()
 	ctx := context.Background()
 	cur := ""
@@ -136,33 +136,37 @@ func (r *recorder) String() string {
 func TestTransportHeaders(t *testing.T) {
 	up := newTrUpstream(t, keyA)
 	src, _, _ := trSource(t, keyA)
+	type opts struct {
+		auth    providers.Auth
+		version string
+		policy  providers.VersionPolicy
+	}
 	for _, tc := range []struct {
 		name          string
-		tr            providers.Transport
+		tr            opts
 		clientHeaders map[string]string
 		wantAuth      string
 		wantVersion   string
 	}{
-		{"api key replaces the client's key", providers.Transport{}, map[string]string{"x-api-key": "placeholder"}, "", ""},
-		{"client bearer removed", providers.Transport{}, map[string]string{"authorization": "Bearer placeholder"}, "", ""},
-		{"bearer", providers.Transport{Auth: providers.AuthBearer}, map[string]string{"x-api-key": "placeholder"}, "Bearer " + keyA, ""},
-		{"version set when absent", providers.Transport{Version: "2023-06-01"}, nil, "", "2023-06-01"},
-		{"client version kept", providers.Transport{Version: "2023-06-01"}, map[string]string{"anthropic-version": "2024-01-01"}, "", "2024-01-01"},
-		{"version enforced", providers.Transport{Version: "2023-06-01", VersionPolicy: providers.VersionEnforce}, map[string]string{"anthropic-version": "2024-01-01"}, "", "2023-06-01"},
-		{"no version leaves it alone", providers.Transport{}, map[string]string{"anthropic-version": "2024-01-01"}, "", "2024-01-01"},
+		{"api key replaces the client's key", opts{}, map[string]string{"x-api-key": "placeholder"}, "", ""},
+		{"client bearer removed", opts{}, map[string]string{"authorization": "Bearer placeholder"}, "", ""},
+		{"bearer", opts{auth: providers.AuthBearer}, map[string]string{"x-api-key": "placeholder"}, "Bearer " + keyA, ""},
+		{"version set when absent", opts{version: "2023-06-01"}, nil, "", "2023-06-01"},
+		{"client version kept", opts{version: "2023-06-01"}, map[string]string{"anthropic-version": "2024-01-01"}, "", "2024-01-01"},
+		{"version enforced", opts{version: "2023-06-01", policy: providers.VersionEnforce}, map[string]string{"anthropic-version": "2024-01-01"}, "", "2023-06-01"},
+		{"no version leaves it alone", opts{}, map[string]string{"anthropic-version": "2024-01-01"}, "", "2024-01-01"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			up.mu.Lock()
 			up.seen = nil
 			up.mu.Unlock()
-			tr := tc.tr
-			tr.Source = src
+			tr := &providers.Transport{Source: src, Auth: tc.tr.auth, Version: tc.tr.version, VersionPolicy: tc.tr.policy}
 			req, _ := http.NewRequest("POST", up.URL+"/v1/messages", strings.NewReader(`{}`))
 			for k, v := range tc.clientHeaders {
 				req.Header.Set(k, v)
 			}
 			before := req.Header.Clone()
-			resp, err := (&http.Client{Transport: &tr}).Do(req)
+			resp, err := (&http.Client{Transport: tr}).Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -412,5 +416,53 @@ func TestAuthAndPolicyNames(t *testing.T) {
 		providers.VersionSetIfAbsent.String() != "set-if-absent" || providers.VersionEnforce.String() != "enforce" ||
 		providers.EventKind(99).String() != "event(99)" {
 		t.Fatal("names do not match the config spelling")
+	}
+}
+
+// okTransport answers 200 without I/O, so that benchmarks measure the
+// Transport alone.
+type okTransport struct{}
+
+func (okTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+	return &http.Response{StatusCode: 200, Body: http.NoBody, Header: http.Header{}, Request: r}, nil
+}
+
+func benchRequest(b *testing.B) *http.Request {
+	req, _ := http.NewRequest("POST", "http://upstream/v1/messages", nil)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Api-Key", "placeholder")
+	req.Header.Set("User-Agent", "bench")
+	req.Header.Set("Anthropic-Beta", "x")
+	return req
+}
+
+// BenchmarkTransportRoundTrip is the library path: the caller's request is
+// left alone, so its headers are copied.
+func BenchmarkTransportRoundTrip(b *testing.B) {
+	src, _, _ := trSource(b, keyA)
+	tr := &providers.Transport{Source: src, Base: okTransport{}, Version: "2023-06-01"}
+	req := benchRequest(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := tr.RoundTrip(req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkTransportRoundTripOwned is the proxy path: the request is the
+// proxy's own, and its headers are set in place without allocating.
+func BenchmarkTransportRoundTripOwned(b *testing.B) {
+	src, _, _ := trSource(b, keyA)
+	tr := &providers.Transport{Source: src, Base: okTransport{}, Version: "2023-06-01"}
+	req := benchRequest(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := tr.RoundTripOwned(req); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -61,7 +61,7 @@ type keyStore struct {
 	name string
 }
 
-func newKeyStore(t *testing.T, name string, values ...string) *keyStore {
+func newKeyStore(t testing.TB, name string, values ...string) *keyStore {
 	t.Helper()
 	ks := &keyStore{st: file.New(filepath.Join(t.TempDir(), "keys.json")), name: name}
 	for _, v := range values {
@@ -71,7 +71,7 @@ func newKeyStore(t *testing.T, name string, values ...string) *keyStore {
 }
 
 // rotate makes val CURRENT through PENDING and Promote, as the rotator does.
-func (ks *keyStore) rotate(t *testing.T, val string) {
+func (ks *keyStore) rotate(t testing.TB, val string) {
 	t.Helper()
 	ctx := context.Background()
 	cur := ""

@@ -1,0 +1,112 @@
+package proxy_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/telemetry"
+	"github.com/keywarden/keywarden/providers"
+)
+
+const benchResponse = `{"id":"msg_01","type":"message","role":"assistant","content":[{"type":"text","text":"Hello!"}],"model":"claude-sonnet-4-5","stop_reason":"end_turn","usage":{"input_tokens":12,"output_tokens":6}}`
+
+// canned answers every request in memory, so that BenchmarkHandler
+// measures the proxy's own work.
+type canned struct{}
+
+func (canned) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	return &http.Response{
+		StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, ContentLength: int64(len(benchResponse)),
+		Header:  http.Header{"Content-Type": {"application/json"}, "Request-Id": {"req_01"}},
+		Body:    io.NopCloser(strings.NewReader(benchResponse)),
+		Request: r,
+	}, nil
+}
+
+// discardWriter is a ResponseWriter that keeps nothing.
+type discardWriter struct{ h http.Header }
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *discardWriter) WriteHeader(int)             {}
+func (w *discardWriter) Flush()                      {}
+
+func benchProxy(b *testing.B, base http.RoundTripper, upstreamURL string) *proxy.Proxy {
+	ks := newKeyStore(b, "prod", keyA)
+	src, err := providers.New(b.Context(), ks.st, "prod", providers.Options{Refresh: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { src.Close() })
+	u, _ := url.Parse(upstreamURL)
+	p, err := proxy.New(proxy.Options{
+		Routes:  []proxy.Route{{Prefix: "/", Key: "prod", Source: src, Upstream: u, Version: "2023-06-01"}},
+		Metrics: telemetry.New(), Base: base, RPS: 1e9, Burst: 1e9, Concurrency: 1 << 20,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// BenchmarkHandler is the proxy's per-request cost without network I/O:
+// guards, limits, routing, header injection, metrics, response copy.
+func BenchmarkHandler(b *testing.B) {
+	p := benchProxy(b, canned{}, "http://upstream")
+	h := p.Handler()
+	body := `{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}`
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		w := &discardWriter{h: http.Header{}}
+		for pb.Next() {
+			req := httptest.NewRequest("POST", "/v1/messages", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("X-Api-Key", "placeholder")
+			req.Header.Set("Anthropic-Version", "2023-06-01")
+			req.RemoteAddr = "127.0.0.1:40000"
+			clear(w.h)
+			h.ServeHTTP(w, req)
+		}
+	})
+}
+
+// BenchmarkLoopback compares a request through the proxy with the same
+// request sent straight to the upstream, both over loopback TCP.
+func BenchmarkLoopback(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, benchResponse)
+	}))
+	defer up.Close()
+	p := benchProxy(b, nil, up.URL)
+	defer p.CloseIdleConnections()
+	ps := httptest.NewServer(p.Handler())
+	defer ps.Close()
+	for _, tc := range []struct{ name, url string }{{"direct", up.URL}, {"proxy", ps.URL}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			defer c.CloseIdleConnections()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := c.Post(tc.url+"/v1/messages", "application/json", strings.NewReader(`{"max_tokens":16}`))
+					if err != nil {
+						b.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
