@@ -109,8 +109,12 @@ func (p *Proxy) newReverseProxy(rt *route, base http.RoundTripper) *httputil.Rev
 			// other; the token header never leaves.
 			delete(h, TokenHeader)
 		},
-		Transport:     owned{rt.tr},
-		FlushInterval: -1,
+		Transport: owned{rt.tr},
+		// 0, not -1: the reverse proxy flushes every write by itself for
+		// SSE and for bodies of unknown length (chunked), and writes a
+		// response of known length in one piece; -1 would flush its
+		// headers on their own first, from a timer, costing a write.
+		FlushInterval: 0,
 		BufferPool:    p.buffers,
 		ErrorLog:      log.New(slogWriter{lg}, "", 0),
 		ModifyResponse: func(resp *http.Response) error {
