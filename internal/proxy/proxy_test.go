@@ -273,12 +273,19 @@ func TestConcurrencyLimit(t *testing.T) {
 }
 
 func TestStreamingIsFlushedOnEveryWrite(t *testing.T) {
-	// The upstream sends one event, then waits until the client has read it
-	// through the proxy before it sends the next: a proxy that buffers
-	// deadlocks here, which the test's context turns into a failure.
+	// SSE, and any chunked body (no content-length), pass through unbuffered.
+	for _, ct := range []string{"text/event-stream", "application/x-ndjson"} {
+		t.Run(ct, func(t *testing.T) { testFlushed(t, ct) })
+	}
+}
+
+// testFlushed: the upstream sends one event, then waits until the client
+// has read it through the proxy before it sends the next. A proxy that
+// buffers deadlocks here, which the test's context turns into a failure.
+func testFlushed(t *testing.T, contentType string) {
 	next := make(chan struct{})
 	up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("content-type", "text/event-stream")
+		w.Header().Set("content-type", contentType)
 		for i := 0; i < 3; i++ {
 			fmt.Fprintf(w, "event: content_block_delta\ndata: {\"i\":%d}\n\n", i)
 			w.(http.Flusher).Flush()
@@ -298,7 +305,7 @@ func TestStreamingIsFlushedOnEveryWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.Header.Get("content-type") != "text/event-stream" {
+	if resp.Header.Get("content-type") != contentType {
 		t.Fatalf("content-type %q", resp.Header.Get("content-type"))
 	}
 	br := bufio.NewReader(resp.Body)
