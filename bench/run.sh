@@ -47,7 +47,8 @@ wait_port() {
 
 # The upstream.
 "$OUT/benchtool" upstream -listen "127.0.0.1:$UP_PORT" &
-pids+=($!)
+UP_PID=$!
+pids+=($UP_PID)
 
 # A fake key in a real file store, and the sidecar on it, limits off.
 KEY="sk-ant-api03-bench-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -70,11 +71,19 @@ sed -e "s#@DIR@#$OUT#g" -e "s#@UPSTREAM@#127.0.0.1:$UP_PORT#g" -e "s#@LISTEN@#12
   -e "s#@KEY@#$KEY#g" bench/nginx.conf.tmpl >"$OUT/nginx.conf"
 mkdir -p "$OUT/client_body" "$OUT/proxy"
 nginx -c "$OUT/nginx.conf" -p "$OUT" -g 'daemon off;' 2>"$OUT/nginx.stderr" &
-pids+=($!)
+NGINX_PID=$!
+pids+=($NGINX_PID)
 
 wait_port "$UP_PORT"; wait_port "$SIDECAR_PORT"; wait_port "$NGINX_PORT"
 sleep 0.5
 IDLE_RSS=$("$OUT/benchtool" rss -pid "$SIDECAR_PID")
+
+# CPU time (clock ticks) used so far by the given processes; the proxies'
+# CPU per request is robust to other load on the machine, unlike requests/s.
+cpu_ticks() { for p in "$@"; do awk '{print $14+$15}' "/proc/$p/stat"; done | awk '{s+=$1} END {print s+0}'; }
+NGINX_PIDS=("$NGINX_PID" $(pgrep -P "$NGINX_PID" || true))
+HZ=$(getconf CLK_TCK)
+declare -A PROXY_PIDS=([direct]="" [nginx]="${NGINX_PIDS[*]}" [sidecar]="$SIDECAR_PID")
 
 declare -A URL=([direct]="http://127.0.0.1:$UP_PORT" [nginx]="http://127.0.0.1:$NGINX_PORT" [sidecar]="http://127.0.0.1:$SIDECAR_PORT")
 TARGETS=(direct nginx sidecar)
@@ -89,8 +98,8 @@ report="$OUT/report.md"
   echo "$(nproc) cores, $(uname -r), $(go version | cut -d' ' -f3), $(nginx -v 2>&1 | cut -d' ' -f3), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)."
   echo "wrk -t$THREADS -c$CONNS -d$DURATION, POST /v1/messages (~250-byte JSON answer), $ROUNDS rounds interleaved."
   echo
-  echo "| round | target | requests/s | p50 ms | p99 ms | errors |"
-  echo "|---|---|---:|---:|---:|---:|"
+  echo "| round | target | requests/s | p50 ms | p99 ms | errors | proxy CPU µs/request |"
+  echo "|---|---|---:|---:|---:|---:|---:|"
 } >"$report"
 
 # Warm every path once.
@@ -99,12 +108,19 @@ for t in "${TARGETS[@]}"; do wrk -t1 -c8 -d2s -s bench/post.lua "${URL[$t]}/v1/m
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     f="$OUT/wrk-$t-$r.txt"
+    c0=0; [ -n "${PROXY_PIDS[$t]}" ] && c0=$(cpu_ticks ${PROXY_PIDS[$t]})
     wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s bench/post.lua "${URL[$t]}/v1/messages" >"$f"
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
     p50=$(awk '$1=="50%" {print $2}' "$f" | to_ms)
     p99=$(awk '$1=="99%" {print $2}' "$f" | to_ms)
     errs=$(awk '/Non-2xx/ {n+=$NF} /Socket errors/ {n+=1} END {print n+0}' "$f")
-    echo "| $r | $t | $rps | $p50 | $p99 | $errs |" >>"$report"
+    reqs=$(awk '/requests in/ {print $1}' "$f")
+    cpu="-"
+    if [ -n "${PROXY_PIDS[$t]}" ]; then
+      c1=$(cpu_ticks ${PROXY_PIDS[$t]})
+      cpu=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+    fi
+    echo "| $r | $t | $rps | $p50 | $p99 | $errs | $cpu |" >>"$report"
   done
 done
 

@@ -36,8 +36,9 @@ func newBaseTransport(o *Options) *http.Transport {
 		ExpectContinueTimeout: time.Second,
 		ResponseHeaderTimeout: o.HeaderTimeout,
 		DisableCompression:    true,
-		ReadBufferSize:        32 << 10,
-		WriteBufferSize:       32 << 10,
+		// Default 4 KiB connection buffers: a held stream costs two of them;
+		// large bodies bypass them (reads of a buffer's size or more go to
+		// the connection directly).
 	}
 }
 
@@ -60,7 +61,12 @@ type owned struct{ t *providers.Transport }
 
 func (o owned) RoundTrip(r *http.Request) (*http.Response, error) { return o.t.RoundTripOwned(r) }
 
-// bufferPool lends the 32 KiB buffers the reverse proxy copies bodies with.
+// copyBufferSize is the reverse proxy's copy buffer: large enough for most
+// non-streaming answers in one read, small enough that a thousand held
+// streams cost 16 MiB.
+const copyBufferSize = 16 << 10
+
+// bufferPool lends the buffers the reverse proxy copies bodies with.
 // A channel, unlike sync.Pool, takes a []byte back without allocating.
 type bufferPool chan []byte
 
@@ -69,7 +75,7 @@ func (p bufferPool) Get() []byte {
 	case b := <-p:
 		return b
 	default:
-		return make([]byte, 32<<10)
+		return make([]byte, copyBufferSize)
 	}
 }
 
