@@ -1,0 +1,155 @@
+package rotation
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// ServeOptions tune Serve. Zero fields take the defaults.
+type ServeOptions struct {
+	// MinRetry and MaxRetry bound the backoff before a failed rotation is
+	// tried again (default 1m and 30m). A parked rotation is probed again at
+	// the next scheduled time instead.
+	MinRetry, MaxRetry time.Duration
+	// ShutdownTimeout bounds how long runs under way may go on after ctx is
+	// done (default 30s); past it they are cancelled and leave their lease to
+	// expire.
+	ShutdownTimeout time.Duration
+	// OnResult, when set, receives every run's result and error.
+	OnResult func(*Result, error)
+}
+
+// Serve rotates every key that has a Schedule until ctx is done: one loop
+// per key, so one key never has two runs at once in this process (the lease
+// guards across processes). Each loop resumes a rotation under way at once,
+// revokes old keys when their grace ends, and starts a rotation when the
+// schedule makes the key due, after a random start jitter. When ctx is done,
+// Serve lets runs under way finish (up to ShutdownTimeout) and returns.
+func (r *Rotator) Serve(ctx context.Context, o ServeOptions) error {
+	if o.MinRetry <= 0 {
+		o.MinRetry = time.Minute
+	}
+	if o.MaxRetry < o.MinRetry {
+		o.MaxRetry = 30 * time.Minute
+		if o.MaxRetry < o.MinRetry {
+			o.MaxRetry = o.MinRetry
+		}
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 30 * time.Second
+	}
+	runCtx, cancelRuns := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRuns()
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(o.ShutdownTimeout, cancelRuns)
+		context.AfterFunc(runCtx, func() { t.Stop() })
+	})
+	defer stop()
+	var wg sync.WaitGroup
+	n := 0
+	for _, name := range r.Keys() {
+		k := r.keys[name]
+		if k.Schedule == nil {
+			r.log.Info("key has no schedule; rotate it with `keywarden rotate`", slog.String("key", name))
+			continue
+		}
+		n++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.serveKey(ctx, runCtx, k, o)
+		}()
+	}
+	r.log.Info("rotator started", slog.Int("keys", n), slog.String("holder", r.opts.Holder))
+	wg.Wait()
+	r.log.Info("rotator stopped")
+	return nil
+}
+
+func (r *Rotator) serveKey(ctx, runCtx context.Context, k *Key, o ServeOptions) {
+	lg := r.log.With(slog.String("key", k.Name))
+	retry := time.Duration(0)
+	for {
+		wake, reason, err := r.nextWake(ctx, k)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			retry = nextRetry(retry, o)
+			lg.Warn("could not read the rotation state; trying again", slog.String("error", err.Error()), slog.Duration("in", retry))
+			wake, reason = r.opts.Now().Add(retry), "retry"
+		}
+		if reason == "schedule" && k.StartJitter > 0 {
+			wake = wake.Add(rand.N(k.StartJitter))
+		}
+		if d := wake.Sub(r.opts.Now()); d > 0 {
+			lg.Debug("next rotation run", slog.Time("at", wake), slog.String("reason", reason))
+			if sleepCtx(ctx, d) != nil {
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		res, err := r.Run(runCtx, k.Name, RunOptions{})
+		if o.OnResult != nil {
+			o.OnResult(res, err)
+		}
+		switch {
+		case err == nil:
+			retry = 0
+		case KindOf(err) == KindProbe || KindOf(err) == KindConfig:
+			// Parked or discarded: the next scheduled time tries again.
+			retry = 0
+		default:
+			retry = nextRetry(retry, o)
+			lg.Warn("rotation run failed; trying again", slog.String("error", err.Error()), slog.Duration("in", retry))
+			if sleepCtx(ctx, retry) != nil {
+				return
+			}
+		}
+	}
+}
+
+func nextRetry(prev time.Duration, o ServeOptions) time.Duration {
+	if prev <= 0 {
+		return o.MinRetry
+	}
+	if prev *= 2; prev > o.MaxRetry {
+		prev = o.MaxRetry
+	}
+	return prev
+}
+
+// nextWake returns when the key's loop should run next, and why.
+func (r *Rotator) nextWake(ctx context.Context, k *Key) (time.Time, string, error) {
+	ru := &run{r: r, k: k, res: &Result{Key: k.Name}}
+	if err := ru.load(ctx); err != nil {
+		return time.Time{}, "", err
+	}
+	s, now := ru.s, r.opts.Now()
+	switch s.Phase {
+	case PhaseIdle:
+		_, next, err := ru.due(ctx)
+		if err != nil {
+			return time.Time{}, "", err
+		}
+		if next.IsZero() || next.Before(now) {
+			next = now
+		}
+		return next, "schedule", nil
+	case PhaseGrace:
+		return ru.revokeDue(), "revocation", nil
+	case PhaseParked:
+		// Probe the parked key again at the next scheduled time.
+		return k.Schedule.Next(now), "schedule", nil
+	default:
+		if ru.leaseHeld() {
+			return s.LeaseUntil, "lease", nil
+		}
+		return now, "resume", nil
+	}
+}

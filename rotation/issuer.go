@@ -1,0 +1,55 @@
+package rotation
+
+import (
+	"context"
+
+	"github.com/keywarden/keywarden/providers"
+)
+
+// Credential is a key handed out by an Issuer: its value and the issuer's id
+// for it (for revocation), "" when the issuer has none.
+type Credential struct {
+	Key   providers.Secret
+	KeyID string
+}
+
+// Issuer obtains new keys and revokes old ones. Implementations must be
+// safe for concurrent use by rotations of different keys.
+type Issuer interface {
+	// Type names the issuer for messages and status ("anthropic", "exec",
+	// "random").
+	Type() string
+	// Create returns a new key for the rotation identified by token. It
+	// should be idempotent on token: the rotator calls it again with the
+	// same token when a run died between Create and writing the key to the
+	// store. Issuers that draw from a pool fail with an error wrapping
+	// ErrPoolEmpty when the pool is empty.
+	Create(ctx context.Context, token string) (Credential, error)
+	// Revoke revokes an old key so that it no longer authenticates. c holds
+	// the id, and the value when the store still had it. Revoking a key that
+	// is already revoked must succeed.
+	Revoke(ctx context.Context, c Credential) error
+}
+
+// Activator is an optional Issuer interface: Activate makes a created key
+// usable (for example sets an Anthropic key active). The rotator calls it
+// after the key is safely PENDING in the store and before the probe; it
+// must be idempotent.
+type Activator interface {
+	Activate(ctx context.Context, c Credential) error
+}
+
+// Committer is an optional Issuer interface: Commit tells the issuer that
+// the key it created for token is safely PENDING in the store, so that it
+// can forget it (for example remove it from its pool). The rotator may call
+// it more than once for a token; calls after the first must do nothing.
+type Committer interface {
+	Commit(ctx context.Context, token string) error
+}
+
+// PoolReporter is an optional Issuer interface of issuers that draw from a
+// pool: Available returns how many keys are left, for dry runs, status and
+// the keywarden_pool_keys metric.
+type PoolReporter interface {
+	Available(ctx context.Context) (int, error)
+}

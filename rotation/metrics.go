@@ -1,0 +1,114 @@
+package rotation
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the rotator's Prometheus metrics. Create them with NewMetrics
+// and pass them in Options; a nil *Metrics records nothing. No metric
+// carries a key value.
+type Metrics struct {
+	runs      *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	lastOK    *prometheus.GaugeVec
+	revokeDue *prometheus.GaugeVec
+	pool      *prometheus.GaugeVec
+	probes    *prometheus.CounterVec
+}
+
+// NewMetrics creates the rotator's metrics and registers them with reg
+// (nothing is registered when reg is nil):
+//
+//   - keywarden_rotation_runs_total{key,outcome}: runs by outcome (rotated,
+//     revoked, grace, nothing_due, parked, discarded, probe_failed,
+//     conflict, store_error, issuer_error, pool_empty, ...).
+//   - keywarden_rotation_duration_seconds{key}: time a run worked, grace
+//     waits excluded.
+//   - keywarden_rotation_last_success_timestamp_seconds{key}: when a new key
+//     was last promoted.
+//   - keywarden_rotation_revoke_due_timestamp_seconds{key}: when the old key
+//     of the rotation in grace is due for revocation (0 when none).
+//   - keywarden_rotation_probe_attempts_total{key,result}: probe attempts.
+//   - keywarden_pool_keys{key}: keys left in the issuer's pool.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keywarden", Subsystem: "rotation", Name: "runs_total",
+			Help: "Rotation runs by key and outcome.",
+		}, []string{"key", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "keywarden", Subsystem: "rotation", Name: "duration_seconds",
+			Help:    "Time a rotation run worked, grace waits excluded.",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+		}, []string{"key"}),
+		lastOK: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "keywarden", Subsystem: "rotation", Name: "last_success_timestamp_seconds",
+			Help: "Unix time of the last promotion of a new key.",
+		}, []string{"key"}),
+		revokeDue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "keywarden", Subsystem: "rotation", Name: "revoke_due_timestamp_seconds",
+			Help: "Unix time the old key of a rotation in grace is due for revocation; 0 when none.",
+		}, []string{"key"}),
+		pool: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "keywarden", Name: "pool_keys",
+			Help: "Keys left in the issuer's pool.",
+		}, []string{"key"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keywarden", Subsystem: "rotation", Name: "probe_attempts_total",
+			Help: "Probe attempts of new keys, by result (pass or fail).",
+		}, []string{"key", "result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.runs, m.duration, m.lastOK, m.revokeDue, m.pool, m.probes)
+	}
+	return m
+}
+
+func (m *Metrics) run(key, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.runs.WithLabelValues(key, outcome).Inc()
+	m.duration.WithLabelValues(key).Observe(d.Seconds())
+}
+
+func (m *Metrics) rotated(key string, at time.Time, revokeDue time.Time) {
+	if m == nil {
+		return
+	}
+	m.lastOK.WithLabelValues(key).Set(float64(at.UnixNano()) / 1e9)
+	m.due(key, revokeDue)
+}
+
+func (m *Metrics) due(key string, t time.Time) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if !t.IsZero() {
+		v = float64(t.UnixNano()) / 1e9
+	}
+	m.revokeDue.WithLabelValues(key).Set(v)
+}
+
+func (m *Metrics) poolKeys(key string, n int) {
+	if m == nil {
+		return
+	}
+	m.pool.WithLabelValues(key).Set(float64(n))
+}
+
+func (m *Metrics) probe(key string, attempts int, ok bool) {
+	if m == nil || attempts == 0 {
+		return
+	}
+	if ok {
+		m.probes.WithLabelValues(key, "pass").Inc()
+		attempts--
+	}
+	if attempts > 0 {
+		m.probes.WithLabelValues(key, "fail").Add(float64(attempts))
+	}
+}

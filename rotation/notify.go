@@ -1,0 +1,146 @@
+package rotation
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// EventType names what happened.
+type EventType string
+
+// The events a rotator emits.
+const (
+	// EventRotated: a new key was promoted to CURRENT.
+	EventRotated EventType = "rotation.promoted"
+	// EventRevoked: the old key was revoked; the rotation is complete.
+	EventRevoked EventType = "rotation.revoked"
+	// EventFailed: a run failed (probe failure, conflict, store or issuer
+	// error); Outcome and Reason say why.
+	EventFailed EventType = "rotation.failed"
+	// EventPoolLow: the issuer's pool is running low (or is empty).
+	EventPoolLow EventType = "pool.low"
+)
+
+// Event is what a Notifier receives. It holds version ids, key ids and
+// fingerprints, never a key value, so it is safe to send anywhere.
+type Event struct {
+	Type           EventType `json:"type"`
+	Key            string    `json:"key"`
+	Time           time.Time `json:"time"`
+	Outcome        string    `json:"outcome,omitempty"`
+	Reason         string    `json:"reason,omitempty"`
+	Phase          Phase     `json:"phase,omitempty"`
+	NewVersion     string    `json:"new_version,omitempty"`
+	NewFingerprint string    `json:"new_fingerprint,omitempty"`
+	NewKeyID       string    `json:"new_key_id,omitempty"`
+	OldVersion     string    `json:"old_version,omitempty"`
+	OldFingerprint string    `json:"old_fingerprint,omitempty"`
+	OldKeyID       string    `json:"old_key_id,omitempty"`
+	RevokeDue      time.Time `json:"revoke_due,omitzero"`
+	PoolKeys       *int      `json:"pool_keys,omitempty"`
+	ExitCode       int       `json:"exit_code,omitempty"`
+}
+
+// Notifier receives rotation events. Notify must not block for long; its
+// error is logged and does not change a run's outcome.
+type Notifier interface {
+	Notify(ctx context.Context, e Event) error
+}
+
+// NotifierFunc adapts a function to Notifier.
+type NotifierFunc func(ctx context.Context, e Event) error
+
+// Notify calls f.
+func (f NotifierFunc) Notify(ctx context.Context, e Event) error { return f(ctx, e) }
+
+// Webhook posts each event as JSON to a URL.
+type Webhook struct {
+	// URL receives POST requests with the Event as a JSON body.
+	URL string
+	// Timeout bounds one delivery (default 10s).
+	Timeout time.Duration
+	// Client sends the requests (default: a client with no redirects).
+	Client *http.Client
+}
+
+var _ Notifier = (*Webhook)(nil)
+
+// Notify posts e, trying once more after a second when the first attempt
+// fails with a network error or a 5xx status.
+func (w *Webhook) Notify(ctx context.Context, e Event) error {
+	body, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("rotation: webhook: encode event: %w", err)
+	}
+	timeout := w.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	c := w.Client
+	if c == nil {
+		c = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	var last error
+	for attempt := 0; attempt < 2; attempt++ {
+		if attempt > 0 {
+			if err := sleepCtx(ctx, time.Second); err != nil {
+				return err
+			}
+		}
+		retry, err := w.post(ctx, c, timeout, body)
+		if err == nil {
+			return nil
+		}
+		last = err
+		if !retry {
+			break
+		}
+	}
+	return last
+}
+
+func (w *Webhook) post(ctx context.Context, c *http.Client, timeout time.Duration, body []byte) (retry bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
+	if err != nil {
+		return false, fmt.Errorf("rotation: webhook %s: %w", redactURL(w.URL), err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "keywarden-rotator")
+	resp, err := c.Do(req)
+	if err != nil {
+		// url.Error quotes the URL, which may carry a token (Slack-style
+		// hooks): report the host only.
+		return true, fmt.Errorf("rotation: webhook %s: %w", redactURL(w.URL), unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 != 2 {
+		return resp.StatusCode >= 500, fmt.Errorf("rotation: webhook %s answered %s", redactURL(w.URL), resp.Status)
+	}
+	return false, nil
+}
+
+// redactURL returns scheme://host of raw: webhook paths and queries often
+// carry tokens.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(webhook URL)"
+	}
+	return u.Scheme + "://" + u.Host + "/…"
+}
+
+func unwrapURLError(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}

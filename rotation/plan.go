@@ -1,0 +1,130 @@
+package rotation
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// plan describes what a run would do from the current record, reading the
+// store and nothing else: no record is written, no issuer or probe called.
+func (ru *run) plan(ctx context.Context) (*Result, error) {
+	k, s := ru.k, ru.s
+	res := ru.res
+	res.Outcome = "dry_run"
+	add := func(format string, args ...any) { res.Plan = append(res.Plan, fmt.Sprintf(format, args...)) }
+	if (s.Phase.holdsLease() || s.Phase == PhaseParked) && ru.leaseHeld() {
+		add("stop: another rotator (%s) holds the key until %s, in phase %s (exit %d)", s.Holder, s.LeaseUntil.UTC().Format(time.RFC3339), s.Phase, ExitConflict)
+		res.Message = strings.Join(res.Plan, "; ")
+		return res, nil
+	}
+	cur, err := ru.currentVersion(ctx)
+	if err != nil {
+		return res, err
+	}
+	curDesc := "no CURRENT version"
+	if cur != nil {
+		p, fp := fingerprintOf(cur, k.Field)
+		curDesc = fmt.Sprintf("CURRENT version %s (%s, key id %s)", cur.ID, fp, orNone(p.KeyID))
+	}
+	probe := "promote without a probe (none configured)"
+	if k.Probe != nil {
+		r := k.Retry.withDefaults()
+		probe = fmt.Sprintf("probe it with the %s probe (up to %d attempts); on failure %s it", k.Probe.Type(), r.Attempts, orDefault(string(k.OnProbeFailure), string(Park)))
+	}
+	create := func() {
+		pool := ""
+		if pr, ok := k.Issuer.(PoolReporter); ok {
+			if n, err := pr.Available(ctx); err == nil {
+				pool = fmt.Sprintf(" (pool: %d keys left)", n)
+				if n == 0 {
+					add("stop: the issuer's pool is empty (exit %d)", ExitPoolEmpty)
+					return
+				}
+			} else {
+				pool = fmt.Sprintf(" (pool unreadable: %v)", err)
+			}
+		}
+		add("create a new key with the %s issuer%s and write it as PENDING", k.Issuer.Type(), pool)
+		if _, ok := k.Issuer.(Activator); ok {
+			add("activate it at the issuer")
+		}
+		add("%s", probe)
+		add("promote it over %s, which becomes PREVIOUS", curDesc)
+		add("after a grace of %v, revoke the old key with the %s issuer", k.Grace, k.Issuer.Type())
+	}
+	switch s.Phase {
+	case PhaseIdle:
+		pv, err := ru.pendingVersion(ctx)
+		if err != nil {
+			return res, err
+		}
+		if pv != nil {
+			add("stop: the store holds a PENDING version %s that no recorded rotation wrote (exit %d); --abandon discards it", pv.ID, ExitConflict)
+			break
+		}
+		if !ru.o.Force {
+			due, next, err := ru.due(ctx)
+			if err != nil {
+				return res, err
+			}
+			if !due {
+				add("nothing: the next rotation is due at %s", next.UTC().Format(time.RFC3339))
+				res.NextDue = next
+				break
+			}
+		}
+		create()
+	case PhaseCreating:
+		add("resume the rotation started at %s (token %s…)", s.StartedAt.UTC().Format(time.RFC3339), short(s.Token))
+		add("find its PENDING key, or create it with the %s issuer (idempotent on the token)", k.Issuer.Type())
+		add("%s", probe)
+		add("promote it over %s; revoke the old key after a grace of %v", curDesc, k.Grace)
+	case PhaseProbing, PhaseParked:
+		if s.Phase == PhaseParked {
+			add("probe the parked PENDING version %s (%s) again; it failed with: %s", s.PendingVersion, s.NewFP, s.Reason)
+		} else {
+			add("resume with PENDING version %s (%s)", s.PendingVersion, s.NewFP)
+		}
+		add("%s", probe)
+		add("promote it over %s; revoke the old key after a grace of %v", curDesc, k.Grace)
+	case PhaseDiscarding:
+		add("finish discarding PENDING version %s (%s): revoke it at the %s issuer and remove PENDING (reason: %s)", s.PendingVersion, s.NewFP, k.Issuer.Type(), s.Reason)
+	case PhasePromoting:
+		add("promote PENDING version %s (%s) over version %s (%s)", s.PendingVersion, s.NewFP, orNone(s.OldVersion), orNone(s.OldFP))
+		add("revoke the old key after a grace of %v", k.Grace)
+	case PhaseGrace:
+		due := ru.revokeDue()
+		res.RevokeDue = due
+		if ru.now().Before(due) {
+			wait := "exit 0"
+			if ru.o.Wait {
+				wait = "wait"
+			}
+			add("nothing yet: revocation of old version %s (%s) is due at %s (%s)", orNone(s.OldVersion), s.OldFP, due.UTC().Format(time.RFC3339), wait)
+			if !ru.o.Wait {
+				break
+			}
+		}
+		add("revoke old version %s (%s, key id %s) with the %s issuer", orNone(s.OldVersion), s.OldFP, orNone(s.OldKeyID), k.Issuer.Type())
+	case PhaseRevoking:
+		add("revoke old version %s (%s, key id %s) with the %s issuer", orNone(s.OldVersion), s.OldFP, orNone(s.OldKeyID), k.Issuer.Type())
+	}
+	res.Message = "dry run: would " + strings.Join(res.Plan, "; then ")
+	return res, nil
+}
+
+func short(token string) string {
+	if len(token) > 8 {
+		return token[:8]
+	}
+	return token
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

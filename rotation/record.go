@@ -1,0 +1,211 @@
+package rotation
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/keywarden/keywarden/providers/codes"
+	"github.com/keywarden/keywarden/providers/driver"
+)
+
+// Phase is where a key's rotation stands, as kept in its rotation record.
+type Phase string
+
+// The phases; see the package documentation for the table of what the next
+// run does in each.
+const (
+	// PhaseIdle: no rotation under way (none yet, or the last one ended).
+	PhaseIdle Phase = "idle"
+	// PhaseCreating: a rotation with a token started; the new key may or may
+	// not be PENDING yet.
+	PhaseCreating Phase = "creating"
+	// PhaseProbing: the new key is PENDING; it is activated and probed next.
+	PhaseProbing Phase = "probing"
+	// PhaseParked: the new key failed its probe and stays PENDING; the next
+	// run probes it again.
+	PhaseParked Phase = "parked"
+	// PhaseDiscarding: the new key failed its probe (or lost a race) and is
+	// being dropped: PENDING discarded, the key revoked at the issuer.
+	PhaseDiscarding Phase = "discarding"
+	// PhasePromoting: the new key passed; PENDING becomes CURRENT next.
+	PhasePromoting Phase = "promoting"
+	// PhaseGrace: the new key is CURRENT; the old one stays valid until the
+	// grace period is over.
+	PhaseGrace Phase = "grace"
+	// PhaseRevoking: grace is over; the old key is revoked next.
+	PhaseRevoking Phase = "revoking"
+)
+
+// holdsLease reports whether a run in phase p works under the lease.
+func (p Phase) holdsLease() bool {
+	switch p {
+	case PhaseCreating, PhaseProbing, PhaseDiscarding, PhasePromoting, PhaseRevoking:
+		return true
+	}
+	return false
+}
+
+// recordVersion is the format version of the record's data.
+const recordVersion = "1"
+
+// state is a decoded rotation record. Every field is persisted; the record
+// is written before each step's side effect, so a run killed anywhere
+// resumes from it.
+type state struct {
+	rev string // the record's revision, for compare-and-swap
+
+	Phase      Phase
+	Token      string    // the rotation's token (PutPending, issuer idempotence)
+	Holder     string    // who holds the lease, "" for nobody
+	LeaseUntil time.Time // when the holder's lease expires
+	StartedAt  time.Time // when the rotation began
+
+	PendingVersion string // the new key's store version, once PENDING
+	NewKeyID       string // the new key's issuer id
+	NewFP          string // the new key's fingerprint
+
+	OldVersion string // the version that was CURRENT when the new key was promoted
+	OldKeyID   string // its issuer id, when known
+	OldFP      string // its fingerprint
+
+	PromotedAt time.Time
+	RevokeDue  time.Time // PromotedAt + grace
+	RevokedAt  time.Time // when the old key of the last rotation was revoked
+
+	Reason string // why the rotation is parked or being discarded
+
+	LastOutcome    string    // outcome of the last run that ended a step: see Outcome*
+	LastReason     string    // its reason, when it failed
+	LastAttemptAt  time.Time // when the last rotation (of any outcome) started
+	LastRotatedAt  time.Time // when the last successful promotion happened
+	LastFinishedAt time.Time // when the last run ended
+	Rotations      int       // successful promotions so far
+}
+
+// Outcomes recorded in the record, reported in events and metrics.
+const (
+	OutcomeRotated   = "rotated" // a new key was promoted
+	OutcomeRevoked   = "revoked" // the old key was revoked: the rotation is complete
+	OutcomeNothing   = "nothing_due"
+	OutcomeWaiting   = "grace"     // promoted; revocation not due yet
+	OutcomeParked    = "parked"    // probe failed; pending key kept
+	OutcomeDiscarded = "discarded" // probe failed; pending key dropped
+)
+
+const timeFormat = time.RFC3339Nano
+
+func putTime(m map[string]string, k string, t time.Time) {
+	if !t.IsZero() {
+		m[k] = t.UTC().Format(timeFormat)
+	}
+}
+
+func putStr(m map[string]string, k, v string) {
+	if v != "" {
+		m[k] = v
+	}
+}
+
+// encode returns the record's data.
+func (s *state) encode() map[string]string {
+	m := map[string]string{"v": recordVersion, "phase": string(s.Phase)}
+	putStr(m, "token", s.Token)
+	putStr(m, "holder", s.Holder)
+	putTime(m, "lease_until", s.LeaseUntil)
+	putTime(m, "started_at", s.StartedAt)
+	putStr(m, "pending_version", s.PendingVersion)
+	putStr(m, "new_key_id", s.NewKeyID)
+	putStr(m, "new_fp", s.NewFP)
+	putStr(m, "old_version", s.OldVersion)
+	putStr(m, "old_key_id", s.OldKeyID)
+	putStr(m, "old_fp", s.OldFP)
+	putTime(m, "promoted_at", s.PromotedAt)
+	putTime(m, "revoke_due", s.RevokeDue)
+	putTime(m, "revoked_at", s.RevokedAt)
+	putStr(m, "reason", s.Reason)
+	putStr(m, "last_outcome", s.LastOutcome)
+	putStr(m, "last_reason", s.LastReason)
+	putTime(m, "last_attempt_at", s.LastAttemptAt)
+	putTime(m, "last_rotated_at", s.LastRotatedAt)
+	putTime(m, "last_finished_at", s.LastFinishedAt)
+	if s.Rotations > 0 {
+		m["rotations"] = strconv.Itoa(s.Rotations)
+	}
+	return m
+}
+
+// decode reads a record. A record without data is an idle key.
+func decode(r *driver.Record) (*state, error) {
+	s := &state{rev: r.Rev, Phase: PhaseIdle}
+	m := r.Data
+	if len(m) == 0 {
+		return s, nil
+	}
+	if v := m["v"]; v != recordVersion {
+		return nil, codes.Errorf(codes.FailedPrecondition, "rotation: the rotation record has format version %q; this keywarden reads %q: upgrade keywarden", v, recordVersion)
+	}
+	var errs []string
+	tm := func(k string) time.Time {
+		v, ok := m[k]
+		if !ok {
+			return time.Time{}
+		}
+		t, err := time.Parse(timeFormat, v)
+		if err != nil {
+			errs = append(errs, k)
+		}
+		return t
+	}
+	s.Phase = Phase(m["phase"])
+	switch s.Phase {
+	case PhaseIdle, PhaseCreating, PhaseProbing, PhaseParked, PhaseDiscarding, PhasePromoting, PhaseGrace, PhaseRevoking:
+	default:
+		errs = append(errs, "phase")
+	}
+	s.Token = m["token"]
+	s.Holder = m["holder"]
+	s.LeaseUntil = tm("lease_until")
+	s.StartedAt = tm("started_at")
+	s.PendingVersion = m["pending_version"]
+	s.NewKeyID = m["new_key_id"]
+	s.NewFP = m["new_fp"]
+	s.OldVersion = m["old_version"]
+	s.OldKeyID = m["old_key_id"]
+	s.OldFP = m["old_fp"]
+	s.PromotedAt = tm("promoted_at")
+	s.RevokeDue = tm("revoke_due")
+	s.RevokedAt = tm("revoked_at")
+	s.Reason = m["reason"]
+	s.LastOutcome = m["last_outcome"]
+	s.LastReason = m["last_reason"]
+	s.LastAttemptAt = tm("last_attempt_at")
+	s.LastRotatedAt = tm("last_rotated_at")
+	s.LastFinishedAt = tm("last_finished_at")
+	if v, ok := m["rotations"]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			errs = append(errs, "rotations")
+		}
+		s.Rotations = n
+	}
+	if len(errs) > 0 {
+		return nil, codes.Errorf(codes.Internal, "rotation: the rotation record is corrupt (fields %v); inspect it in the store, or delete it to start over", errs)
+	}
+	return s, nil
+}
+
+// clone returns a copy of s to modify before a write.
+func (s *state) clone() *state {
+	c := *s
+	return &c
+}
+
+// clearRotation forgets the fields of the rotation under way, keeping the
+// history.
+func (s *state) clearRotation() {
+	s.Phase = PhaseIdle
+	s.Token, s.Holder = "", ""
+	s.LeaseUntil, s.StartedAt = time.Time{}, time.Time{}
+	s.PendingVersion, s.NewKeyID, s.NewFP = "", "", ""
+	s.Reason = ""
+}

@@ -1,0 +1,128 @@
+package rotation
+
+import (
+	"context"
+	"time"
+
+	"github.com/keywarden/keywarden/providers/codes"
+	"github.com/keywarden/keywarden/providers/driver"
+)
+
+// VersionStatus describes one stage of a key: never its value.
+type VersionStatus struct {
+	Version     string        `json:"version"`
+	Fingerprint string        `json:"fingerprint"`
+	KeyID       string        `json:"key_id,omitempty"`
+	Created     time.Time     `json:"created,omitzero"`
+	Age         time.Duration `json:"age_ns,omitempty"`
+}
+
+// KeyStatus is what `keywarden status` shows for a key.
+type KeyStatus struct {
+	Key      string         `json:"key"`
+	Issuer   string         `json:"issuer"`
+	Current  *VersionStatus `json:"current,omitempty"`
+	Pending  *VersionStatus `json:"pending,omitempty"`
+	Previous *VersionStatus `json:"previous,omitempty"`
+
+	Phase      Phase     `json:"phase"`
+	Holder     string    `json:"holder,omitempty"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	Reason     string    `json:"reason,omitempty"`
+
+	LastAttempt  time.Time `json:"last_attempt,omitzero"`
+	LastRotated  time.Time `json:"last_rotated,omitzero"`
+	LastOutcome  string    `json:"last_outcome,omitempty"`
+	LastReason   string    `json:"last_reason,omitempty"`
+	LastFinished time.Time `json:"last_finished,omitzero"`
+	LastRevoked  time.Time `json:"last_revoked,omitzero"`
+	Rotations    int       `json:"rotations"`
+
+	// NextRun is when the schedule next makes the key due (zero without a
+	// schedule, or while a rotation is under way).
+	NextRun time.Time `json:"next_run,omitzero"`
+	// RevokeDue is when the old key of a rotation in grace is due for
+	// revocation; RevokeOverdue says that time has passed and a run will
+	// revoke it.
+	RevokeDue     time.Time `json:"revoke_due,omitzero"`
+	RevokeOverdue bool      `json:"revoke_overdue,omitempty"`
+	OldVersion    string    `json:"old_version,omitempty"`
+	OldKeyID      string    `json:"old_key_id,omitempty"`
+	// PoolKeys is the size of the issuer's pool (-1 when it has none or it
+	// could not be read).
+	PoolKeys int `json:"pool_keys"`
+	// Errors lists what could not be read.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// Status reads the key's stages and rotation record. It writes nothing and
+// calls no issuer other than to count a pool.
+func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
+	k, err := r.key(name)
+	if err != nil {
+		return nil, err
+	}
+	now := r.opts.Now()
+	st := &KeyStatus{Key: name, Issuer: k.Issuer.Type(), PoolKeys: -1}
+	version := func(stage driver.Stage) *VersionStatus {
+		var v *driver.Version
+		var err error
+		if stage == driver.Pending {
+			v, err = k.Store.ReadPending(ctx, k.Secret)
+		} else {
+			v, err = k.Store.Read(ctx, k.Secret, stage)
+		}
+		if err != nil {
+			if !codes.Is(err, codes.NotFound) {
+				st.Errors = append(st.Errors, "read "+string(stage)+": "+err.Error())
+			}
+			return nil
+		}
+		p, fp := fingerprintOf(v, k.Field)
+		vs := &VersionStatus{Version: v.ID, Fingerprint: fp, KeyID: p.KeyID, Created: v.Created}
+		if !v.Created.IsZero() {
+			vs.Age = now.Sub(v.Created).Round(time.Second)
+		}
+		return vs
+	}
+	st.Current = version(driver.Current)
+	st.Pending = version(driver.Pending)
+	st.Previous = version(driver.Previous)
+	rec, err := k.Store.ReadRecord(ctx, k.Secret)
+	if err != nil {
+		return st, fail(KindStore, err)
+	}
+	s, err := decode(rec)
+	if err != nil {
+		return st, fail(KindStore, err)
+	}
+	st.Phase, st.Holder, st.LeaseUntil, st.Reason = s.Phase, s.Holder, s.LeaseUntil, s.Reason
+	st.LastAttempt, st.LastRotated, st.LastOutcome, st.LastReason = s.LastAttemptAt, s.LastRotatedAt, s.LastOutcome, s.LastReason
+	st.LastFinished, st.LastRevoked, st.Rotations = s.LastFinishedAt, s.RevokedAt, s.Rotations
+	if s.Phase == PhaseGrace || s.Phase == PhaseRevoking {
+		ru := &run{r: r, k: k, s: s}
+		st.RevokeDue = ru.revokeDue()
+		st.RevokeOverdue = !now.Before(st.RevokeDue)
+		st.OldVersion, st.OldKeyID = s.OldVersion, s.OldKeyID
+	}
+	if s.Phase == PhaseIdle && k.Schedule != nil {
+		base := s.LastAttemptAt
+		if base.IsZero() && st.Current != nil {
+			base = st.Current.Created
+		}
+		if base.IsZero() {
+			st.NextRun = now
+		} else {
+			st.NextRun = nextDue(k.Schedule, base)
+		}
+	}
+	if pr, ok := k.Issuer.(PoolReporter); ok {
+		if n, err := pr.Available(ctx); err == nil {
+			st.PoolKeys = n
+			r.opts.Metrics.poolKeys(name, n)
+		} else {
+			st.Errors = append(st.Errors, "count the pool: "+err.Error())
+		}
+	}
+	return st, nil
+}
