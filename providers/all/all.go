@@ -3,6 +3,8 @@
 package all
 
 import (
-	_ "github.com/keywarden/keywarden/providers/env"  // env://
-	_ "github.com/keywarden/keywarden/providers/file" // file://
+	_ "github.com/keywarden/keywarden/providers/aws"   // awssm://
+	_ "github.com/keywarden/keywarden/providers/env"   // env://
+	_ "github.com/keywarden/keywarden/providers/file"  // file://
+	_ "github.com/keywarden/keywarden/providers/vault" // vault://
 )
