@@ -117,11 +117,18 @@ type env struct {
 // adjusts the options before New.
 func newEnv(t *testing.T, up *upstream, edit func(*proxy.Options)) *env {
 	t.Helper()
+	return newEnvWith(t, up, providers.Options{}, edit)
+}
+
+// newEnvWith is newEnv with the Source's options (background refresh
+// off unless so sets it).
+func newEnvWith(t *testing.T, up *upstream, so providers.Options, edit func(*proxy.Options)) *env {
+	t.Helper()
 	g := providers.MinForcedGap
 	providers.MinForcedGap = 0
 	t.Cleanup(func() { providers.MinForcedGap = g })
 	e := &env{up: up, store: newKeyStore(t, "prod", keyA), logs: &syncBuffer{}, metrics: telemetry.New()}
-	e.src, e.faulty = e.store.source(t, providers.Options{})
+	e.src, e.faulty = e.store.source(t, so)
 	u, _ := url.Parse(up.URL())
 	o := proxy.Options{
 		Routes:  []proxy.Route{{Prefix: "/", Key: "prod", Source: e.src, Upstream: u, Version: "2023-06-01"}},
