@@ -1,0 +1,158 @@
+package pool_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/keywarden/keywarden/internal/mototest"
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/aws"
+	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/file"
+	"github.com/keywarden/keywarden/rotation/pool"
+)
+
+func TestMain(m *testing.M) { mototest.Main(m) }
+
+func fakeKey() providers.Secret {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return providers.NewSecret("sk-ant-api03-" + hex.EncodeToString(b) + "AA")
+}
+
+func uniqueName() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "kwpool-" + hex.EncodeToString(b)
+}
+
+func stores(t *testing.T) map[string]driver.Stager {
+	return map[string]driver.Stager{
+		"file": file.New(filepath.Join(t.TempDir(), "pool.json")),
+		"aws":  aws.New(mototest.SecretsManager(t), nil),
+	}
+}
+
+func TestPool(t *testing.T) {
+	for name, st := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testPool(t, st)
+		})
+	}
+}
+
+func testPool(t *testing.T, st driver.Stager) {
+	ctx := context.Background()
+	p := pool.New(st, uniqueName())
+	if n, err := p.Available(ctx); err != nil || n != 0 {
+		t.Fatalf("new pool: %d %v", n, err)
+	}
+	if _, _, err := p.Claim(ctx, "tok-0"); !errors.Is(err, pool.ErrEmpty) {
+		t.Fatalf("claim on an empty pool: %v", err)
+	}
+	k1, k2 := fakeKey(), fakeKey()
+	if n, err := p.Add(ctx, k1, "apikey_1"); err != nil || n != 1 {
+		t.Fatalf("add: %d %v", n, err)
+	}
+	if n, err := p.Add(ctx, k2, ""); err != nil || n != 2 {
+		t.Fatalf("add: %d %v", n, err)
+	}
+	if _, err := p.Add(ctx, k1, ""); err == nil || !strings.Contains(err.Error(), "already in the pool") || strings.Contains(err.Error(), k1.Reveal()) {
+		t.Fatalf("duplicate add: %v", err)
+	}
+	e, left, err := p.Claim(ctx, "tok-1")
+	if err != nil || !e.Secret().Equal(k1) || e.KeyID != "apikey_1" || left != 1 {
+		t.Fatalf("claim: %v left %d", err, left)
+	}
+	again, left, err := p.Claim(ctx, "tok-1")
+	if err != nil || !again.Secret().Equal(k1) || left != 1 {
+		t.Fatal("a second claim with the same token took another key")
+	}
+	// A claimed key is still known: adding it again is refused.
+	if _, err := p.Add(ctx, k1, ""); err == nil {
+		t.Fatal("re-added a claimed key")
+	}
+	list, err := p.List(ctx)
+	if err != nil || len(list) != 2 || list[0].Claimed != "" || list[1].Claimed != "tok-1" || list[1].KeyID != "apikey_1" {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+	if err := p.Commit(ctx, "tok-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Commit(ctx, "tok-1"); err != nil {
+		t.Fatalf("second commit: %v", err)
+	}
+	if list, _ := p.List(ctx); len(list) != 1 {
+		t.Fatalf("after commit: %+v", list)
+	}
+	e, left, err = p.Claim(ctx, "tok-2")
+	if err != nil || !e.Secret().Equal(k2) || left != 0 {
+		t.Fatalf("claim 2: %v", err)
+	}
+	if _, _, err := p.Claim(ctx, "tok-3"); !errors.Is(err, pool.ErrEmpty) {
+		t.Fatalf("claim on an emptied pool: %v", err)
+	}
+}
+
+// TestConcurrentAdds adds keys from several goroutines at once: every key
+// lands (compare-and-swap retries), none twice.
+func TestConcurrentAdds(t *testing.T) {
+	for name, st := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			p := pool.New(st, uniqueName())
+			const n = 4
+			var wg sync.WaitGroup
+			errs := make(chan error, n)
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, err := p.Add(ctx, fakeKey(), fmt.Sprintf("apikey_%d", i))
+					errs <- err
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got, _ := p.Available(ctx); got != n {
+				t.Fatalf("%d keys in the pool, want %d", got, n)
+			}
+		})
+	}
+}
+
+// TestHandWritten reads a pool written by hand as a bare JSON list, and
+// refuses a document that is not a pool without quoting it.
+func TestHandWritten(t *testing.T) {
+	ctx := context.Background()
+	st := file.New(filepath.Join(t.TempDir(), "pool.json"))
+	k := fakeKey()
+	if err := st.PutByHand(ctx, "p", []byte(`[{"api_key": "`+k.Reveal()+`", "key_id": "apikey_x"}]`)); err != nil {
+		t.Fatal(err)
+	}
+	e, _, err := pool.New(st, "p").Claim(ctx, "t")
+	if err != nil || !e.Secret().Equal(k) {
+		t.Fatalf("claim from a hand-written list: %v", err)
+	}
+	if err := st.PutByHand(ctx, "bad", []byte(k.Reveal())); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pool.New(st, "bad").Available(ctx)
+	if err == nil || strings.Contains(err.Error(), k.Reveal()) {
+		t.Fatalf("bad pool: %v", err)
+	}
+}
