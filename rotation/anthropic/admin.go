@@ -1,0 +1,177 @@
+package anthropic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/keywarden/keywarden/providers"
+)
+
+// Key statuses of the Admin API.
+const (
+	StatusActive   = "active"
+	StatusInactive = "inactive"
+	StatusArchived = "archived"
+	StatusExpired  = "expired"
+)
+
+// apiKey is an Admin API key object. It never holds the key's value.
+type apiKey struct {
+	ID             string `json:"id"`
+	Type           string `json:"type"`
+	Name           string `json:"name"`
+	Status         string `json:"status"`
+	PartialKeyHint string `json:"partial_key_hint"`
+	WorkspaceID    string `json:"workspace_id"`
+}
+
+type listPage struct {
+	Data    []apiKey `json:"data"`
+	HasMore bool     `json:"has_more"`
+	FirstID string   `json:"first_id"`
+	LastID  string   `json:"last_id"`
+}
+
+// admin calls the Admin API's key endpoints with the Admin key.
+type admin struct {
+	c        *client
+	key      func(context.Context) (providers.Secret, error)
+	attempts int
+	backoff  time.Duration
+}
+
+// call sends one Admin API request, retrying rate limits, overloads,
+// server and network errors with backoff (honouring retry-after).
+func (a *admin) call(ctx context.Context, method, path string, body, out any) error {
+	key, err := a.key(ctx)
+	if err != nil {
+		return fmt.Errorf("read the Admin key: %w", err)
+	}
+	wait := a.backoff
+	var last error
+	for n := 1; n <= a.attempts; n++ {
+		err := a.c.do(ctx, key, method, path, body, out)
+		if err == nil {
+			return nil
+		}
+		last = err
+		var ae *APIError
+		if errors.As(err, &ae) && !ae.Retryable() {
+			return adminHint(ae)
+		}
+		if ctx.Err() != nil || n == a.attempts {
+			break
+		}
+		d := wait
+		if ae != nil && ae.RetryAfter > d {
+			d = ae.RetryAfter
+		}
+		if d > 30*time.Second {
+			d = 30 * time.Second
+		}
+		if err := sleep(ctx, d); err != nil {
+			return err
+		}
+		wait *= 2
+	}
+	return fmt.Errorf("gave up after %d attempts: %w", a.attempts, last)
+}
+
+// adminHint adds what to do to the Admin API's refusals.
+func adminHint(e *APIError) error {
+	switch e.Status {
+	case 401:
+		return fmt.Errorf("%w: the Admin key is invalid (an sk-ant-admin01-... key from Console > Settings > Admin keys)", e)
+	case 403:
+		return fmt.Errorf("%w: the Admin key may not manage this organization's API keys", e)
+	}
+	return e
+}
+
+func (a *admin) get(ctx context.Context, id string) (*apiKey, error) {
+	var k apiKey
+	if err := a.call(ctx, "GET", "/v1/organizations/api_keys/"+url.PathEscape(id), nil, &k); err != nil {
+		return nil, err
+	}
+	return &k, nil
+}
+
+func (a *admin) setStatus(ctx context.Context, id, status string) (*apiKey, error) {
+	var k apiKey
+	if err := a.call(ctx, "POST", "/v1/organizations/api_keys/"+url.PathEscape(id), map[string]string{"status": status}, &k); err != nil {
+		return nil, err
+	}
+	if k.Status != "" && k.Status != status {
+		return nil, fmt.Errorf("POST /v1/organizations/api_keys/%s: asked for status %s, got %s", id, status, k.Status)
+	}
+	return &k, nil
+}
+
+// findByHint lists every API key of the organization, page by page, and
+// returns the one whose partial_key_hint matches key.
+func (a *admin) findByHint(ctx context.Context, key providers.Secret) (*apiKey, error) {
+	var found []apiKey
+	after := ""
+	for page := 0; ; page++ {
+		if page >= 1000 {
+			return nil, errors.New("GET /v1/organizations/api_keys: more than 1000 pages; give the key id with --key-id")
+		}
+		q := url.Values{"limit": {"1000"}}
+		if after != "" {
+			q.Set("after_id", after)
+		}
+		var p listPage
+		if err := a.call(ctx, "GET", "/v1/organizations/api_keys?"+q.Encode(), nil, &p); err != nil {
+			return nil, err
+		}
+		for _, k := range p.Data {
+			if hintMatches(k.PartialKeyHint, key.Reveal()) {
+				found = append(found, k)
+			}
+		}
+		if !p.HasMore || p.LastID == "" || p.LastID == after {
+			break
+		}
+		after = p.LastID
+	}
+	switch len(found) {
+	case 0:
+		return nil, fmt.Errorf("no API key of the organization matches key %s (by partial_key_hint); is it from another organization? give its id with --key-id", key.Fingerprint())
+	case 1:
+		return &found[0], nil
+	}
+	ids := make([]string, len(found))
+	for i, k := range found {
+		ids[i] = k.ID
+	}
+	return nil, fmt.Errorf("%d API keys match key %s by partial_key_hint (%s); give its id with --key-id", len(found), key.Fingerprint(), strings.Join(ids, ", "))
+}
+
+// hintMatches reports whether a partial_key_hint such as
+// "sk-ant-api03-R2D...igAA" matches key: the key starts with the part before
+// the ellipsis and ends with the part after it.
+func hintMatches(hint, key string) bool {
+	pre, post, ok := strings.Cut(hint, "...")
+	if !ok {
+		pre, post, ok = strings.Cut(hint, "…")
+	}
+	if !ok || pre == "" || post == "" || len(pre)+len(post) > len(key) {
+		return false
+	}
+	return strings.HasPrefix(key, pre) && strings.HasSuffix(key, post)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

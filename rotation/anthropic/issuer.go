@@ -1,0 +1,222 @@
+// Package anthropic rotates Claude API keys: an Issuer that draws keys from
+// a pool of Console-created keys and activates and deactivates them through
+// the Admin API, and a Probe that proves a key works with the Claude API.
+//
+// The Admin API can list, retrieve and update API keys, but cannot create
+// them. So keys are created in the Console (left inactive), and added to a
+// pool (package pool) with `keywarden pool add NAME`, which reads each key
+// from stdin. A rotation then:
+//
+//   - Create: claims the next pool key for the rotation token (the same key
+//     again when a rotation resumes) and finds its id, when the pool entry
+//     has none, by matching partial_key_hint through
+//     GET /v1/organizations/api_keys, page by page;
+//   - Activate: sets it active, POST /v1/organizations/api_keys/{id}
+//     {"status": "active"};
+//   - Revoke: sets the old key inactive (or archived), after reading its
+//     status, so that a retried revocation changes nothing.
+//
+// The Admin key (sk-ant-admin01-...) is read from a store for every call,
+// so rotating it needs no restart.
+package anthropic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/rotation"
+	"github.com/keywarden/keywarden/rotation/pool"
+)
+
+// IssuerOptions configure an Issuer.
+type IssuerOptions struct {
+	// BaseURL is the API's base URL (DefaultBaseURL).
+	BaseURL string
+	// Version is the anthropic-version header (DefaultVersion).
+	Version string
+	// AdminKey returns the Admin key; see KeyFromStore. Required.
+	AdminKey func(context.Context) (providers.Secret, error)
+	// Pool holds the Console-created keys. Required.
+	Pool *pool.Pool
+	// RevokeStatus is the status old keys are set to: inactive (default)
+	// or archived (permanent).
+	RevokeStatus string
+	// HTTPClient sends the requests (a client with a one-minute timeout);
+	// redirects are never followed.
+	HTTPClient *http.Client
+	// Attempts and Backoff bound retries of failing Admin API calls
+	// (default 4 attempts, 500ms doubling).
+	Attempts int
+	Backoff  time.Duration
+}
+
+// Issuer hands out pool keys, activated through the Admin API. It is safe
+// for concurrent use.
+type Issuer struct {
+	a            *admin
+	pool         *pool.Pool
+	revokeStatus string
+}
+
+var (
+	_ rotation.Issuer       = (*Issuer)(nil)
+	_ rotation.Activator    = (*Issuer)(nil)
+	_ rotation.Committer    = (*Issuer)(nil)
+	_ rotation.PoolReporter = (*Issuer)(nil)
+)
+
+// NewIssuer returns an Issuer.
+func NewIssuer(o IssuerOptions) (*Issuer, error) {
+	switch {
+	case o.AdminKey == nil:
+		return nil, errors.New("anthropic: no Admin key source")
+	case o.Pool == nil:
+		return nil, errors.New("anthropic: no key pool")
+	}
+	switch o.RevokeStatus {
+	case "":
+		o.RevokeStatus = StatusInactive
+	case StatusInactive, StatusArchived:
+	default:
+		return nil, fmt.Errorf("anthropic: revoke status %q: want inactive or archived", o.RevokeStatus)
+	}
+	if o.Attempts <= 0 {
+		o.Attempts = 4
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = 500 * time.Millisecond
+	}
+	return &Issuer{
+		a:            &admin{c: newClient(o.BaseURL, o.Version, o.HTTPClient), key: o.AdminKey, attempts: o.Attempts, backoff: o.Backoff},
+		pool:         o.Pool,
+		revokeStatus: o.RevokeStatus,
+	}, nil
+}
+
+// Type returns "anthropic".
+func (*Issuer) Type() string { return "anthropic" }
+
+// Create claims the next pool key for token and returns it with its id.
+func (i *Issuer) Create(ctx context.Context, token string) (rotation.Credential, error) {
+	e, _, err := i.pool.Claim(ctx, token)
+	if errors.Is(err, pool.ErrEmpty) {
+		return rotation.Credential{}, fmt.Errorf("anthropic: pool %s: %w: create Claude API keys in the Console (Settings > API keys), leave them inactive, and add each with `keywarden pool add KEY < key.txt`", i.pool.Name(), rotation.ErrPoolEmpty)
+	}
+	if err != nil {
+		return rotation.Credential{}, fmt.Errorf("anthropic: %w", err)
+	}
+	c := rotation.Credential{Key: e.Secret(), KeyID: e.KeyID}
+	k, err := i.lookup(ctx, c)
+	if err != nil {
+		return rotation.Credential{}, err
+	}
+	switch k.Status {
+	case StatusArchived, StatusExpired:
+		return rotation.Credential{}, fmt.Errorf("anthropic: pool key %s (%s) is %s at the Admin API and cannot be used; run `keywarden rotate --abandon` for this key to drop it, and add fresh keys to the pool", k.ID, c.Key.Fingerprint(), k.Status)
+	}
+	c.KeyID = k.ID
+	return c, nil
+}
+
+// lookup returns the Admin API's object for c: by id, or by
+// partial_key_hint when c has no id. A key found by id must match the hint
+// too, so that a pool entry with a wrong id is caught before it is used.
+func (i *Issuer) lookup(ctx context.Context, c rotation.Credential) (*apiKey, error) {
+	if c.KeyID == "" {
+		if c.Key.IsZero() {
+			return nil, errors.New("anthropic: neither the key nor its id is known")
+		}
+		k, err := i.a.findByHint(ctx, c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("anthropic: find the id of key %s: %w", c.Key.Fingerprint(), err)
+		}
+		return k, nil
+	}
+	k, err := i.a.get(ctx, c.KeyID)
+	if err != nil {
+		return nil, fmt.Errorf("anthropic: read key %s: %w", c.KeyID, err)
+	}
+	if !c.Key.IsZero() && k.PartialKeyHint != "" && !hintMatches(k.PartialKeyHint, c.Key.Reveal()) {
+		return nil, fmt.Errorf("anthropic: key id %s does not belong to key %s (partial_key_hint %s); fix the id in the pool or the store", k.ID, c.Key.Fingerprint(), k.PartialKeyHint)
+	}
+	return k, nil
+}
+
+// Activate sets the key active, unless it already is.
+func (i *Issuer) Activate(ctx context.Context, c rotation.Credential) error {
+	k, err := i.lookup(ctx, c)
+	if err != nil {
+		return err
+	}
+	if k.Status == StatusActive {
+		return nil
+	}
+	if _, err := i.a.setStatus(ctx, k.ID, StatusActive); err != nil {
+		return fmt.Errorf("anthropic: activate key %s: %w", k.ID, err)
+	}
+	return nil
+}
+
+// Revoke sets the key to the revoke status (inactive or archived), unless
+// it is already there (or archived or expired, which are final).
+func (i *Issuer) Revoke(ctx context.Context, c rotation.Credential) error {
+	if c.KeyID == "" && strings.HasPrefix(c.Key.Reveal(), placeholderPrefix) {
+		return nil // the placeholder of the embedded default store: never a real key
+	}
+	k, err := i.lookup(ctx, c)
+	if err != nil {
+		return err
+	}
+	switch k.Status {
+	case i.revokeStatus, StatusArchived, StatusExpired:
+		return nil
+	}
+	if _, err := i.a.setStatus(ctx, k.ID, i.revokeStatus); err != nil {
+		return fmt.Errorf("anthropic: revoke key %s: %w", k.ID, err)
+	}
+	return nil
+}
+
+// Commit removes the key claimed by token from the pool.
+func (i *Issuer) Commit(ctx context.Context, token string) error {
+	if err := i.pool.Commit(ctx, token); err != nil {
+		return fmt.Errorf("anthropic: %w", err)
+	}
+	return nil
+}
+
+// Available returns the number of keys left in the pool.
+func (i *Issuer) Available(ctx context.Context) (int, error) {
+	n, err := i.pool.Available(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("anthropic: %w", err)
+	}
+	return n, nil
+}
+
+// placeholderPrefix starts the placeholder key of keywarden's embedded
+// default store (config.PlaceholderPrefix), which no issuer knows.
+const placeholderPrefix = "sk-ant-api03-placeholder-"
+
+// KeyFromStore returns an AdminKey function that reads the CURRENT version
+// of secret name from r at every call, with field as the payload's JSON
+// field ("" for the default).
+func KeyFromStore(r driver.Reader, name, field string) func(context.Context) (providers.Secret, error) {
+	return func(ctx context.Context) (providers.Secret, error) {
+		v, err := r.Read(ctx, name, driver.Current)
+		if err != nil {
+			return providers.Secret{}, err
+		}
+		p, err := providers.DecodePayload(v.Value, field)
+		if err != nil {
+			return providers.Secret{}, err
+		}
+		return p.Key, nil
+	}
+}
