@@ -67,12 +67,28 @@ func (p *Proxy) Listen() (*Server, error) {
 func (s *Server) Addr(which string) net.Addr { return s.addrs[which] }
 
 func (s *Server) listenTCP(name, addr string, h http.Handler) error {
+	if name != "metrics" && s.p.opts.ClientToken == "" && !loopback(addr) {
+		return fmt.Errorf("proxy: %s is not a loopback address and no client token is set: anyone who reaches it could spend the key", addr)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("proxy: listen on %s: %w", addr, err)
 	}
 	s.add(name, ln, h)
 	return nil
+}
+
+// loopback reports whether a host:port address listens on loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (s *Server) listenUnix(path string, h http.Handler) error {

@@ -193,6 +193,54 @@ func TestReadyzReportsStaleKey(t *testing.T) {
 	waitFor(t, func() bool { return newRecorder(p.HealthHandler(), "/readyz").code == 200 })
 }
 
+func TestPublicListenNeedsToken(t *testing.T) {
+	up := newUpstream(t, keyA)
+	e := newEnv(t, up, func(o *proxy.Options) { o.Listen = "0.0.0.0:0" })
+	if _, err := e.p.Listen(); err == nil || !strings.Contains(err.Error(), "no client token") {
+		t.Fatalf("got %v", err)
+	}
+	e = newEnv(t, up, func(o *proxy.Options) { o.Listen = "0.0.0.0:0"; o.ClientToken = "client-token-0123456789" })
+	srv, err := e.p.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+}
+
+func TestLongStreamOutlivesTimeouts(t *testing.T) {
+	// Header and idle timeouts far shorter than the stream: neither cuts it.
+	up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", "text/event-stream")
+		for i := 0; i < 10; i++ {
+			io.WriteString(w, "event: ping\ndata: {}\n\n")
+			w.(http.Flusher).Flush()
+			time.Sleep(30 * time.Millisecond)
+		}
+		io.WriteString(w, "event: message_stop\ndata: {}\n\n")
+	})
+	e := newEnv(t, up, func(o *proxy.Options) {
+		o.Listen = "127.0.0.1:0"
+		o.HeaderTimeout = 50 * time.Millisecond
+		o.IdleTimeout = 50 * time.Millisecond
+		o.ClientHeaderTimeout = 50 * time.Millisecond
+	})
+	srv, err := e.p.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+	resp, err := http.Post("http://"+srv.Addr("listen").String()+"/v1/messages", "application/json", strings.NewReader(`{"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || !strings.Contains(string(b), "message_stop") {
+		t.Fatalf("stream cut: %v %q", err, b)
+	}
+}
+
 func TestUnixSocketPathInUse(t *testing.T) {
 	up := newUpstream(t, keyA)
 	path := filepath.Join(t.TempDir(), "not-a-socket")
