@@ -96,4 +96,3 @@ func Put(cmd *cobra.Command, st driver.Stager, name string, p providers.Payload)
 	}
 	return pv.ID, nil
 }
-
