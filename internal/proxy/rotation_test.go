@@ -70,40 +70,8 @@ func testRotations(t *testing.T, revokeAtOnce bool) {
 		t.Fatal(err)
 	}
 	up.SetValid(keys[0])
-	url := rot.srv.URL
 
-	ctx, stop := context.WithCancel(context.Background())
-	var ok, failed atomic.Int64
-	var failures sync.Map
-	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			stream := w%2 == 0
-			for ctx.Err() == nil {
-				body := `{"model":"claude-sonnet-4-5","max_tokens":16}`
-				if stream {
-					body = `{"model":"claude-sonnet-4-5","max_tokens":16,"stream":true}`
-				}
-				resp, err := rot.srv.Client().Post(url+"/v1/messages", "application/json", strings.NewReader(body))
-				if err != nil {
-					failed.Add(1)
-					failures.Store(err.Error(), true)
-					continue
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				good := resp.StatusCode == 200 && (!stream || strings.Contains(string(b), "message_stop"))
-				if good {
-					ok.Add(1)
-				} else {
-					failed.Add(1)
-					failures.Store(fmt.Sprintf("%d %s", resp.StatusCode, b), true)
-				}
-			}
-		}()
-	}
+	load := startLoad(rot)
 	for i := 1; i <= rotations; i++ {
 		old, next := keys[i-1], keys[i]
 		up.SetValid(old, next) // the new key works before anyone uses it
@@ -116,21 +84,17 @@ func testRotations(t *testing.T, revokeAtOnce bool) {
 		// that no request (nor its retry) spans two of them.
 		time.Sleep(100 * time.Millisecond)
 	}
-	stop()
-	wg.Wait()
-	rot.srv.Client().CloseIdleConnections()
-
-	t.Logf("%d requests succeeded across %d rotations; %d failed", ok.Load(), rotations, failed.Load())
-	failures.Range(func(k, _ any) bool { t.Logf("failure: %v", k); return true })
-	if failed.Load() != 0 {
-		t.Fatalf("%d requests failed across %d rotations", failed.Load(), rotations)
+	ok, failed := load.stop(t)
+	t.Logf("%d requests succeeded across %d rotations; %d failed", ok, rotations, failed)
+	if failed != 0 {
+		t.Fatalf("%d requests failed across %d rotations", failed, rotations)
 	}
 	m := rot.scrape(t)
 	if revokeAtOnce && metricValue(m, `keywarden_sidecar_retries_total{reason="refreshed",route="/"}`) == "0" {
 		t.Fatal("no request needed the 401 rule: the test did not test it")
 	}
-	if ok.Load() < 4*rotations {
-		t.Fatalf("only %d requests ran: not a load", ok.Load())
+	if ok < 4*rotations {
+		t.Fatalf("only %d requests ran: not a load", ok)
 	}
 	if got := rot.src.Current().Value.Reveal(); got != keys[rotations] {
 		t.Fatal("the Source does not hold the last key")
@@ -155,4 +119,57 @@ func metricValue(text, series string) string {
 		return strconv.FormatFloat(f, 'f', -1, 64)
 	}
 	return m[1]
+}
+
+// load is eight clients sending Messages requests through an env's proxy,
+// half of them streaming, until stopped.
+type load struct {
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	e          *env
+	ok, failed atomic.Int64
+	failures   sync.Map
+}
+
+func startLoad(e *env) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{cancel: cancel, e: e}
+	for w := 0; w < 8; w++ {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			stream := w%2 == 0
+			for ctx.Err() == nil {
+				body := `{"model":"claude-sonnet-4-5","max_tokens":16}`
+				if stream {
+					body = `{"model":"claude-sonnet-4-5","max_tokens":16,"stream":true}`
+				}
+				resp, err := e.srv.Client().Post(e.srv.URL+"/v1/messages", "application/json", strings.NewReader(body))
+				if err != nil {
+					l.failed.Add(1)
+					l.failures.Store(err.Error(), true)
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 200 && (!stream || strings.Contains(string(b), "message_stop")) {
+					l.ok.Add(1)
+				} else {
+					l.failed.Add(1)
+					l.failures.Store(fmt.Sprintf("%d %s", resp.StatusCode, b), true)
+				}
+			}
+		}()
+	}
+	return l
+}
+
+// stop ends the load and returns the requests that succeeded and failed,
+// logging each distinct failure.
+func (l *load) stop(t *testing.T) (ok, failed int64) {
+	l.cancel()
+	l.wg.Wait()
+	l.e.srv.Client().CloseIdleConnections()
+	l.failures.Range(func(k, _ any) bool { t.Logf("failure: %v", k); return true })
+	return l.ok.Load(), l.failed.Load()
 }

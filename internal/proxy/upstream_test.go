@@ -58,6 +58,27 @@ func (u *upstream) SetValid(keys ...string) {
 	}
 }
 
+// Add makes key valid; Remove revokes it.
+func (u *upstream) Add(key string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.valid[key] = true
+}
+
+// Remove revokes key.
+func (u *upstream) Remove(key string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.valid, key)
+}
+
+// Valid returns how many keys are valid.
+func (u *upstream) Valid() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.valid)
+}
+
 // Requests returns the requests seen so far.
 func (u *upstream) Requests() []recorded {
 	u.mu.Lock()
