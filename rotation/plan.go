@@ -28,7 +28,7 @@ func (ru *run) plan(ctx context.Context) (*Result, error) {
 		p, fp := fingerprintOf(cur, k.Field)
 		curDesc = fmt.Sprintf("CURRENT version %s (%s, key id %s)", cur.ID, fp, orNone(p.KeyID))
 	}
-	probe := "promote without a probe (none configured)"
+	probe := "skip the probe (none configured)"
 	if k.Probe != nil {
 		r := k.Retry.withDefaults()
 		probe = fmt.Sprintf("probe it with the %s probe (up to %d attempts); on failure %s it", k.Probe.Type(), r.Attempts, orDefault(string(k.OnProbeFailure), string(Park)))

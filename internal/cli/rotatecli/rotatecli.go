@@ -1,0 +1,193 @@
+// Package rotatecli holds the rotation subcommands: `keywarden rotate` (one
+// run, for a Kubernetes CronJob), `keywarden rotator` (a daemon on each
+// key's cron schedule), `keywarden status`, and `keywarden pool add|list`
+// (the pool of Console-created Claude keys). Build turns a config into a
+// rotation.Rotator for them and for tests.
+package rotatecli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/internal/telemetry"
+	"github.com/keywarden/keywarden/rotation"
+)
+
+// Commands returns the rotate, rotator, status and pool subcommands.
+func Commands() []*cobra.Command {
+	return []*cobra.Command{rotateCmd(), rotatorCmd(), statusCmd(), poolCmd()}
+}
+
+// exit maps a run's error onto the process exit code.
+func exit(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ee *cli.ExitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	return cli.Exit(rotation.ExitCode(err), err)
+}
+
+// logger returns the --log-level/--log-format logger behind the redacting
+// handler, writing to stderr.
+func logger(cmd *cobra.Command) (*slog.Logger, error) {
+	lg, err := cli.Logger(cmd, cmd.ErrOrStderr())
+	if err != nil {
+		return nil, err
+	}
+	return telemetry.NewLogger(lg.Handler()), nil
+}
+
+// loadConfig loads the config; --config is required for rotation (the
+// embedded default has nothing to rotate).
+func loadConfig(cmd *cobra.Command) (*config.Config, error) {
+	return cli.LoadConfig(cmd)
+}
+
+// RotateOptions are the flags of `keywarden rotate`.
+type RotateOptions struct {
+	Keys    []string
+	Run     rotation.RunOptions
+	JSON    bool
+	Timeout time.Duration
+}
+
+func rotateCmd() *cobra.Command {
+	var o RotateOptions
+	var key string
+	cmd := &cobra.Command{
+		Use:   "rotate",
+		Short: "Run one rotation step sequence for each rotated key (for a CronJob); the exit code tells the outcome",
+		Long: `rotate runs once for each key with a rotation section (or only --key): it
+resumes a rotation that a killed run left, revokes an old key whose grace period
+is over, and starts a new rotation when the key's schedule makes one due (or
+with --force): create a key with the issuer, write it PENDING, probe it, promote
+it to CURRENT, and, once the grace period is over, revoke the old one. When the
+grace period outlives the run, rotate exits 0 and says when the revocation is
+due; the next run (run the CronJob more often than the schedule) finishes it,
+or --wait waits for it.
+
+Exit codes:
+  0   done, or nothing due (also: waiting for the grace period)
+  1   other failure (interrupted)
+  2   configuration error
+  10  the new key failed its probe; CURRENT is untouched (parked or discarded)
+  11  conflict: another rotator holds the key, or the store changed
+  12  store error
+  13  issuer error (Admin API, command)
+  14  the key pool is empty: keywarden pool add KEY < key.txt
+With several keys, the exit code is the first failing key's.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if key != "" {
+				o.Keys = []string{key}
+			}
+			c, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			lg, err := logger(cmd)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			if o.Timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, o.Timeout)
+				defer cancel()
+			}
+			return exit(Rotate(ctx, c, o, lg, cmd.OutOrStdout()))
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&key, "key", "", "rotate only this key (default: every key with a rotation section)")
+	f.BoolVar(&o.Run.DryRun, "dry-run", false, "say what would happen; touch nothing")
+	f.BoolVar(&o.Run.Wait, "wait", false, "wait out the grace period and revoke, instead of exiting 0 with the time it is due")
+	f.BoolVar(&o.Run.Force, "force", false, "start a rotation even if the schedule says it is not due")
+	f.BoolVar(&o.Run.Abandon, "abandon", false, "drop a parked rotation (or a stray PENDING version): revoke the new key, discard PENDING; CURRENT is untouched")
+	f.BoolVar(&o.JSON, "json", false, "print one JSON result per key")
+	f.DurationVar(&o.Timeout, "timeout", 0, "give up after this long (default: no limit)")
+	return cmd
+}
+
+// Rotate runs each selected key once and prints its result to w. It returns
+// the first failing key's error.
+func Rotate(ctx context.Context, c *config.Config, o RotateOptions, lg *slog.Logger, w io.Writer) error {
+	r, err := Build(ctx, c, BuildOptions{Keys: o.Keys, Logger: lg})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var first error
+	for _, name := range r.Keys() {
+		res, err := r.Run(ctx, name, o.Run)
+		if err != nil && first == nil {
+			first = err
+		}
+		printResult(w, res, err, o.JSON)
+	}
+	return first
+}
+
+func printResult(w io.Writer, res *rotation.Result, err error, asJSON bool) {
+	if asJSON {
+		out := struct {
+			*rotation.Result
+			Error    string `json:"error,omitempty"`
+			ExitCode int    `json:"exit_code"`
+		}{Result: res, ExitCode: rotation.ExitCode(err)}
+		if err != nil {
+			out.Error = err.Error()
+		}
+		b, _ := json.Marshal(out)
+		fmt.Fprintln(w, string(b))
+		return
+	}
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "%s: %s (exit %d): %v\n", res.Key, res.Outcome, rotation.ExitCode(err), err)
+	case len(res.Plan) > 0:
+		fmt.Fprintf(w, "%s: dry run, would:\n", res.Key)
+		for i, p := range res.Plan {
+			fmt.Fprintf(w, "  %d. %s\n", i+1, p)
+		}
+	default:
+		fmt.Fprintf(w, "%s: %s: %s\n", res.Key, res.Outcome, res.Message)
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func when(t time.Time, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := t.Sub(now).Round(time.Second)
+	rel := "in " + d.String()
+	switch {
+	case d == 0:
+		rel = "now"
+	case d < 0:
+		rel = (-d).String() + " ago"
+	}
+	return t.UTC().Format(time.RFC3339) + " (" + rel + ")"
+}

@@ -1,0 +1,136 @@
+package rotatecli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/rotation"
+)
+
+func statusCmd() *cobra.Command {
+	var asJSON bool
+	var key string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show each rotated key's versions (fingerprints, never keys), rotation state, next run and due revocation",
+		Long: `status reads each rotated key's store and rotation record, and prints the
+CURRENT, PENDING and PREVIOUS version ids with fingerprints and ages, the
+rotation's phase, the last rotation and its outcome, the next scheduled run,
+a revocation that is due, and the size of the key pool. It changes nothing.
+It exits 0, or 1 when a store could not be read.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			var keys []string
+			if key != "" {
+				keys = []string{key}
+			}
+			return exit(Status(cmd.Context(), c, keys, asJSON, cmd.OutOrStdout()))
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	cmd.Flags().StringVar(&key, "key", "", "only this key")
+	return cmd
+}
+
+// Status prints the status of the rotated keys of c (or keys) to w.
+func Status(ctx context.Context, c *config.Config, keys []string, asJSON bool, w io.Writer) error {
+	r, err := Build(ctx, c, BuildOptions{Keys: keys})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var all []*rotation.KeyStatus
+	failed := 0
+	for _, name := range r.Keys() {
+		st, err := r.Rotator.Status(ctx, name)
+		if st == nil {
+			return err
+		}
+		if err != nil {
+			st.Errors = append(st.Errors, err.Error())
+		}
+		if len(st.Errors) > 0 {
+			failed++
+		}
+		all = append(all, st)
+	}
+	if asJSON {
+		b, _ := json.MarshalIndent(all, "", "  ")
+		fmt.Fprintln(w, string(b))
+	} else {
+		now := time.Now()
+		for i, st := range all {
+			if i > 0 {
+				fmt.Fprintln(w)
+			}
+			printStatus(w, st, now)
+		}
+	}
+	if failed > 0 {
+		return cli.Exit(cli.ExitFailed, fmt.Errorf("status: %d of %d keys could not be read completely", failed, len(all)))
+	}
+	return nil
+}
+
+func printStatus(w io.Writer, st *rotation.KeyStatus, now time.Time) {
+	fmt.Fprintf(w, "%s (issuer %s, phase %s)\n", st.Key, st.Issuer, st.Phase)
+	ver := func(label string, v *rotation.VersionStatus) {
+		if v == nil {
+			fmt.Fprintf(w, "  %-13s -\n", label)
+			return
+		}
+		age := ""
+		if v.Age > 0 {
+			age = ", age " + v.Age.String()
+		}
+		fmt.Fprintf(w, "  %-13s version %s  %s  key id %s%s\n", label, v.Version, v.Fingerprint, orDash(v.KeyID), age)
+	}
+	ver("current", st.Current)
+	ver("pending", st.Pending)
+	ver("previous", st.Previous)
+	if st.Holder != "" {
+		fmt.Fprintf(w, "  %-13s %s until %s\n", "lease", st.Holder, when(st.LeaseUntil, now))
+	}
+	if st.Reason != "" {
+		fmt.Fprintf(w, "  %-13s %s\n", "reason", st.Reason)
+	}
+	last := "-"
+	if !st.LastAttempt.IsZero() {
+		last = fmt.Sprintf("%s, outcome %s", when(st.LastAttempt, now), orDash(st.LastOutcome))
+		if st.LastReason != "" {
+			last += ": " + st.LastReason
+		}
+	}
+	fmt.Fprintf(w, "  %-13s %s\n", "last attempt", last)
+	fmt.Fprintf(w, "  %-13s %s (%d rotations)\n", "last rotated", when(st.LastRotated, now), st.Rotations)
+	next := when(st.NextRun, now)
+	if st.NextRun.IsZero() && st.Phase == rotation.PhaseIdle {
+		next = "- (no schedule: every `keywarden rotate` rotates)"
+	}
+	fmt.Fprintf(w, "  %-13s %s\n", "next run", next)
+	if !st.RevokeDue.IsZero() {
+		due := when(st.RevokeDue, now)
+		if st.RevokeOverdue {
+			due += ": due now, the next run revokes it"
+		}
+		fmt.Fprintf(w, "  %-13s version %s (key id %s) at %s\n", "revoke", orDash(st.OldVersion), orDash(st.OldKeyID), due)
+	}
+	if st.PoolKeys >= 0 {
+		fmt.Fprintf(w, "  %-13s %d keys available\n", "pool", st.PoolKeys)
+	}
+	for _, e := range st.Errors {
+		fmt.Fprintf(w, "  %-13s %s\n", "error", strings.TrimSpace(e))
+	}
+}
