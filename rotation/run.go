@@ -412,6 +412,7 @@ func (ru *run) create(ctx context.Context) error {
 		return err
 	}
 	ru.commit(ctx, s.Token)
+	ru.reportPool(ctx)
 	return ru.step(ctx, AfterCommit)
 }
 
@@ -426,7 +427,6 @@ func (ru *run) commit(ctx context.Context, token string) {
 	if err := c.Commit(ctx, token); err != nil {
 		ru.log().Warn("issuer commit failed; retried at the end of the rotation", slog.String("error", err.Error()))
 	}
-	ru.reportPool(ctx)
 }
 
 // reportPool updates the pool metric and warns when the pool runs low.

@@ -1,0 +1,171 @@
+package rotation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/codes"
+	"github.com/keywarden/keywarden/providers/driver"
+)
+
+func TestRecordRoundTrip(t *testing.T) {
+	now := time.Date(2026, 11, 23, 3, 0, 0, 123, time.UTC)
+	s := &state{
+		Phase: PhaseGrace, Token: "tok", Holder: "h", LeaseUntil: now.Add(time.Minute), StartedAt: now,
+		PendingVersion: "3", NewKeyID: "apikey_new", NewFP: "sha256:aa", OldVersion: "2", OldKeyID: "apikey_old", OldFP: "sha256:bb",
+		PromotedAt: now, RevokeDue: now.Add(time.Hour), RevokedAt: now, Reason: "r", LastOutcome: OutcomeRotated,
+		LastReason: "lr", LastAttemptAt: now, LastRotatedAt: now, LastFinishedAt: now, Rotations: 7,
+	}
+	got, err := decode(&driver.Record{Rev: "5", Data: s.encode()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.rev = "5"
+	if *got != *s {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, s)
+	}
+	if empty, err := decode(&driver.Record{}); err != nil || empty.Phase != PhaseIdle {
+		t.Fatalf("empty record: %+v %v", empty, err)
+	}
+	for _, bad := range []map[string]string{
+		{"v": "9", "phase": "idle"},
+		{"v": "1", "phase": "dancing"},
+		{"v": "1", "phase": "grace", "promoted_at": "yesterday"},
+		{"v": "1", "phase": "idle", "rotations": "-1"},
+	} {
+		if _, err := decode(&driver.Record{Rev: "1", Data: bad}); err == nil {
+			t.Errorf("decode(%v) accepted", bad)
+		}
+	}
+}
+
+func TestEncodeValue(t *testing.T) {
+	key := providers.NewSecret("sk-ant-api03-new")
+	for _, tc := range []struct {
+		name    string
+		c       Credential
+		field   string
+		current string
+		want    map[string]any // nil: a bare key
+	}{
+		{"bare stays bare", Credential{Key: key}, "", "sk-ant-api03-old", nil},
+		{"no current", Credential{Key: key}, "", "", nil},
+		{"id makes JSON", Credential{Key: key, KeyID: "apikey_1"}, "", "sk-ant-api03-old", map[string]any{"api_key": "sk-ant-api03-new", "key_id": "apikey_1"}},
+		{"keeps metadata", Credential{Key: key, KeyID: "apikey_2"}, "", `{"api_key":"old","key_id":"apikey_1","base_url":"https://x"}`,
+			map[string]any{"api_key": "sk-ant-api03-new", "key_id": "apikey_2", "base_url": "https://x"}},
+		{"drops a stale id", Credential{Key: key}, "", `{"api_key":"old","key_id":"apikey_1"}`, map[string]any{"api_key": "sk-ant-api03-new"}},
+		{"custom field", Credential{Key: key, KeyID: "apikey_3"}, "token", `{"token":"old"}`, map[string]any{"token": "sk-ant-api03-new", "key_id": "apikey_3"}},
+	} {
+		got := encodeValue(tc.c, tc.field, []byte(tc.current))
+		if tc.want == nil {
+			if string(got) != key.Reveal() {
+				t.Errorf("%s: not a bare key", tc.name)
+			}
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(got, &m); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if len(m) != len(tc.want) {
+			t.Errorf("%s: %d fields, want %d", tc.name, len(m), len(tc.want))
+		}
+		for k, v := range tc.want {
+			if m[k] != v {
+				t.Errorf("%s: field %s", tc.name, k)
+			}
+		}
+		p, err := providers.DecodePayload(got, tc.field)
+		if err != nil || !p.Key.Equal(key) || p.KeyID != tc.c.KeyID {
+			t.Errorf("%s: consumers would not read it: %v", tc.name, err)
+		}
+	}
+}
+
+type scriptedProbe struct {
+	errs []error
+	n    int
+}
+
+func (p *scriptedProbe) Type() string { return "scripted" }
+
+func (p *scriptedProbe) Probe(ctx context.Context, _ providers.Secret) error {
+	p.n++
+	if p.n <= len(p.errs) {
+		return p.errs[p.n-1]
+	}
+	return nil
+}
+
+func TestRunProbe(t *testing.T) {
+	retry := func(after time.Duration) error {
+		return &ProbeError{Retryable: true, RetryAfter: after, Err: errors.New("429 rate_limit_error")}
+	}
+	final := &ProbeError{Err: errors.New("401 authentication_error")}
+	r := Retry{Attempts: 4, MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second, Timeout: time.Second}
+	for _, tc := range []struct {
+		name     string
+		errs     []error
+		attempts int
+		waits    []time.Duration
+		fail     string
+	}{
+		{"passes at once", nil, 1, nil, ""},
+		{"401 fails at once", []error{final}, 1, nil, "authentication_error"},
+		{"backoff doubles", []error{retry(0), retry(0), retry(0)}, 4, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}, ""},
+		{"retry-after honoured", []error{retry(2 * time.Second)}, 2, []time.Duration{2 * time.Second}, ""},
+		{"retry-after capped", []error{retry(time.Hour)}, 2, []time.Duration{5 * time.Second}, ""},
+		{"gives up", []error{retry(0), retry(0), retry(0), retry(0)}, 4, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}, "gave up after 4 attempts"},
+		{"attempt timeout retried", []error{context.DeadlineExceeded}, 2, []time.Duration{100 * time.Millisecond}, ""},
+		{"other errors fail", []error{errors.New("boom")}, 1, nil, "boom"},
+	} {
+		p := &scriptedProbe{errs: tc.errs}
+		var waits []time.Duration
+		n, err := runProbe(context.Background(), p, providers.NewSecret("k"), r, func(_ context.Context, d time.Duration) error {
+			waits = append(waits, d)
+			return nil
+		})
+		if n != tc.attempts || len(waits) != len(tc.waits) {
+			t.Errorf("%s: %d attempts, waits %v; want %d, %v", tc.name, n, waits, tc.attempts, tc.waits)
+			continue
+		}
+		for i := range waits {
+			if waits[i] != tc.waits[i] {
+				t.Errorf("%s: wait %d = %v, want %v", tc.name, i, waits[i], tc.waits[i])
+			}
+		}
+		if (err != nil) != (tc.fail != "") || (err != nil && !strings.Contains(err.Error(), tc.fail)) {
+			t.Errorf("%s: error %v, want %q", tc.name, err, tc.fail)
+		}
+	}
+	if b := (Retry{}).Budget(); b != 6*30*time.Second+5*30*time.Second {
+		t.Errorf("default budget %v", b)
+	}
+}
+
+func TestKindOf(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code int
+	}{
+		{nil, ExitOK},
+		{errors.New("x"), ExitFailed},
+		{fail(KindProbe, errors.New("x")), ExitProbe},
+		{fail(KindIssuer, fail(KindPoolEmpty, errors.New("x"))), ExitPoolEmpty},
+		{codes.Errorf(codes.Unavailable, "down"), ExitStore},
+		{failf(KindConflict, "x: %w", ErrInProgress), ExitConflict},
+		{&Error{Kind: KindConfig, Err: errors.New("x")}, ExitConfig},
+	} {
+		if got := ExitCode(tc.err); got != tc.code {
+			t.Errorf("ExitCode(%v) = %d, want %d", tc.err, got, tc.code)
+		}
+	}
+	if !errors.Is(failf(KindConflict, "x: %w", ErrInProgress), ErrInProgress) {
+		t.Error("ErrInProgress lost")
+	}
+}
