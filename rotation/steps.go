@@ -1,0 +1,552 @@
+package rotation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/keywarden/keywarden/providers/codes"
+	"github.com/keywarden/keywarden/providers/driver"
+)
+
+// create obtains the new key and writes it as PENDING, or finds the one an
+// interrupted run wrote.
+func (ru *run) create(ctx context.Context) error {
+	if err := ru.takeOver(ctx); err != nil {
+		return err
+	}
+	k, s := ru.k, ru.s
+	pv, err := ru.pendingVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if pv != nil && pv.Token != s.Token {
+		return fail(KindConflict, fmt.Errorf("rotation: %s: the store holds a PENDING version %s from another writer; run `keywarden rotate --key %s --abandon` to discard it", k.Name, pv.ID, k.Name))
+	}
+	if pv == nil {
+		cur, err := ru.currentVersion(ctx)
+		if err != nil {
+			return err
+		}
+		cred, err := k.Issuer.Create(ctx, s.Token)
+		if err != nil {
+			if errors.Is(err, ErrPoolEmpty) {
+				ru.poolLow(ctx, 0)
+				return fail(KindPoolEmpty, fmt.Errorf("rotation: %s: %w", k.Name, err))
+			}
+			if e := ctxError(err); e != nil {
+				return e
+			}
+			return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer: create: %w", k.Name, k.Issuer.Type(), err))
+		}
+		if cred.Key.IsZero() {
+			return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer returned an empty key", k.Name, k.Issuer.Type()))
+		}
+		if err := ru.step(ctx, AfterCreate); err != nil {
+			return err
+		}
+		var curRaw []byte
+		if cur != nil {
+			curRaw = cur.Value
+			if p, _ := fingerprintOf(cur, k.Field); p.Key.Equal(cred.Key) {
+				return fail(KindIssuer, fmt.Errorf("rotation: %s: the %s issuer returned the key that is CURRENT (%s); remove it from the issuer's pool", k.Name, k.Issuer.Type(), cred.Key.Fingerprint()))
+			}
+		}
+		pv, err = k.Store.PutPending(ctx, k.Secret, s.Token, encodeValue(cred, k.Field, curRaw))
+		if err != nil {
+			if codes.Is(err, codes.FailedPrecondition) {
+				return fail(KindConflict, fmt.Errorf("rotation: %s: write PENDING: another writer holds PENDING: %w", k.Name, err))
+			}
+			return ru.storeErr("write the new key as PENDING", err)
+		}
+		if err := ru.step(ctx, AfterPutPending); err != nil {
+			return err
+		}
+	}
+	p, fp := fingerprintOf(pv, k.Field)
+	if p.Key.IsZero() {
+		return ru.storeErr("decode the PENDING version", codes.Errorf(codes.Internal, "PENDING version %s does not hold a key", pv.ID))
+	}
+	next := s.clone()
+	next.Phase = PhaseProbing
+	next.PendingVersion, next.NewKeyID, next.NewFP = pv.ID, p.KeyID, fp
+	if err := ru.save(ctx, next); err != nil {
+		return err
+	}
+	ru.log().Info("new key pending", slog.String("version", pv.ID), slog.String("fingerprint", fp), slog.String("key_id", p.KeyID))
+	if err := ru.step(ctx, AfterRecordProbing); err != nil {
+		return err
+	}
+	ru.commit(ctx, s.Token)
+	ru.reportPool(ctx)
+	return ru.step(ctx, AfterCommit)
+}
+
+// commit tells a Committer issuer that the key of token is safe in the
+// store. A failure is logged: the key is safe, and a later step commits
+// again.
+func (ru *run) commit(ctx context.Context, token string) {
+	c, ok := ru.k.Issuer.(Committer)
+	if !ok || token == "" {
+		return
+	}
+	if err := c.Commit(ctx, token); err != nil {
+		ru.log().Warn("issuer commit failed; retried at the end of the rotation", slog.String("error", err.Error()))
+	}
+}
+
+// reportPool updates the pool metric and warns when the pool runs low.
+func (ru *run) reportPool(ctx context.Context) {
+	pr, ok := ru.k.Issuer.(PoolReporter)
+	if !ok {
+		return
+	}
+	n, err := pr.Available(ctx)
+	if err != nil {
+		ru.log().Warn("could not count the issuer's pool", slog.String("error", err.Error()))
+		return
+	}
+	ru.r.opts.Metrics.poolKeys(ru.k.Name, n)
+	low := ru.k.PoolLow
+	if low <= 0 {
+		low = 1
+	}
+	if n <= low {
+		ru.poolLow(ctx, n)
+	}
+}
+
+func (ru *run) poolLow(ctx context.Context, n int) {
+	ru.r.opts.Metrics.poolKeys(ru.k.Name, n)
+	ru.log().Warn("the issuer's key pool is running low; create keys in the Console and add them with `keywarden pool add`",
+		slog.Int("pool_keys", n))
+	ru.emit(ctx, Event{Type: EventPoolLow, PoolKeys: &n})
+}
+
+// pendingCredential reads the PENDING version the record names. ok is false
+// when PENDING no longer holds it.
+func (ru *run) pendingCredential(ctx context.Context) (Credential, bool, error) {
+	pv, err := ru.pendingVersion(ctx)
+	if err != nil {
+		return Credential{}, false, err
+	}
+	if pv == nil || pv.ID != ru.s.PendingVersion {
+		return Credential{KeyID: ru.s.NewKeyID}, false, nil
+	}
+	p, _ := fingerprintOf(pv, ru.k.Field)
+	if p.Key.IsZero() {
+		return Credential{}, false, ru.storeErr("decode the PENDING version", codes.Errorf(codes.Internal, "PENDING version %s does not hold a key", pv.ID))
+	}
+	id := p.KeyID
+	if id == "" {
+		id = ru.s.NewKeyID
+	}
+	return Credential{Key: p.Key, KeyID: id}, true, nil
+}
+
+// probe activates and probes the PENDING key.
+func (ru *run) probe(ctx context.Context) error {
+	if err := ru.takeOver(ctx); err != nil {
+		return err
+	}
+	k, s := ru.k, ru.s
+	cred, ok, err := ru.pendingCredential(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		cur, err := ru.currentVersion(ctx)
+		if err != nil {
+			return err
+		}
+		if cur != nil && cur.ID == s.PendingVersion {
+			// Promoted by a run that died before recording it: not
+			// possible through this package, which records promoting
+			// first; treat as promoting.
+			next := s.clone()
+			next.Phase = PhasePromoting
+			return ru.save(ctx, next)
+		}
+		next := s.clone()
+		next.clearRotation()
+		next.LastOutcome, next.LastReason = KindConflict.String(), "PENDING was discarded by someone else"
+		next.LastFinishedAt = ru.now()
+		if err := ru.save(ctx, next); err != nil {
+			return err
+		}
+		return fail(KindConflict, fmt.Errorf("rotation: %s: PENDING version %s was discarded by someone else; the rotation is abandoned (the new key %s may still be valid at the issuer)", k.Name, s.PendingVersion, orNone(s.NewKeyID)))
+	}
+	if a, ok := k.Issuer.(Activator); ok {
+		if err := a.Activate(ctx, cred); err != nil {
+			if e := ctxError(err); e != nil {
+				return e
+			}
+			return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer: activate %s: %w", k.Name, k.Issuer.Type(), orNone(cred.KeyID), err))
+		}
+		if err := ru.step(ctx, AfterActivate); err != nil {
+			return err
+		}
+	}
+	if k.Probe != nil {
+		ru.probed = true
+		n, err := runProbe(ctx, k.Probe, cred.Key, k.Retry, sleepCtx)
+		ru.res.ProbeAttempts += n
+		ru.r.opts.Metrics.probe(k.Name, n, err == nil)
+		if err != nil {
+			if e := ctxError(err); e != nil {
+				return e
+			}
+			return ru.probeFailed(ctx, err)
+		}
+		ru.log().Info("new key passed its probe", slog.String("probe", k.Probe.Type()), slog.Int("attempts", n), slog.String("fingerprint", s.NewFP))
+	}
+	if err := ru.step(ctx, AfterProbe); err != nil {
+		return err
+	}
+	cur, err := ru.currentVersion(ctx)
+	if err != nil {
+		return err
+	}
+	next := s.clone()
+	next.Phase = PhasePromoting
+	next.Reason = ""
+	next.OldVersion, next.OldKeyID, next.OldFP = "", "", ""
+	if cur != nil {
+		p, fp := fingerprintOf(cur, k.Field)
+		next.OldVersion, next.OldKeyID, next.OldFP = cur.ID, p.KeyID, fp
+	}
+	if err := ru.save(ctx, next); err != nil {
+		return err
+	}
+	return ru.step(ctx, AfterRecordPromote)
+}
+
+// probeFailed parks or discards the new key.
+func (ru *run) probeFailed(ctx context.Context, cause error) error {
+	k, s := ru.k, ru.s
+	reason := cause.Error()
+	next := s.clone()
+	next.Reason = reason
+	next.LastOutcome, next.LastReason = KindProbe.String(), reason
+	next.LastFinishedAt = ru.now()
+	if k.OnProbeFailure == Discard {
+		next.Phase = PhaseDiscarding
+		if err := ru.save(ctx, next); err != nil {
+			return err
+		}
+		if err := ru.step(ctx, AfterRecordDiscarding); err != nil {
+			return err
+		}
+		return ru.discard(ctx)
+	}
+	next.Phase = PhaseParked
+	if err := ru.save(ctx, next); err != nil {
+		return err
+	}
+	if err := ru.step(ctx, AfterRecordParked); err != nil {
+		return err
+	}
+	ru.res.NewVersion, ru.res.NewFingerprint, ru.res.NewKeyID = s.PendingVersion, s.NewFP, s.NewKeyID
+	return fail(KindProbe, fmt.Errorf("rotation: %s: the new key %s failed its probe and is parked as PENDING version %s; CURRENT is untouched: %w", k.Name, s.NewFP, s.PendingVersion, cause))
+}
+
+// discard revokes the new key at the issuer and removes its PENDING stage,
+// then ends the rotation. It fails with the reason recorded for the
+// discard.
+func (ru *run) discard(ctx context.Context) error {
+	if err := ru.takeOver(ctx); err != nil {
+		return err
+	}
+	k, s := ru.k, ru.s
+	cred, pending, err := ru.pendingCredential(ctx)
+	if err != nil {
+		return err
+	}
+	if s.Token != "" && (pending || cred.KeyID != "") {
+		cur, err := ru.currentVersion(ctx)
+		if err != nil {
+			return err
+		}
+		if cur != nil && cur.ID == s.PendingVersion {
+			return fail(KindConflict, fmt.Errorf("rotation: %s: the key to discard (version %s) is CURRENT; not revoking it", k.Name, s.PendingVersion))
+		}
+		if err := k.Issuer.Revoke(ctx, cred); err != nil {
+			if e := ctxError(err); e != nil {
+				return e
+			}
+			return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer: revoke the discarded key %s: %w", k.Name, k.Issuer.Type(), orNone(cred.KeyID), err))
+		}
+		if err := ru.step(ctx, AfterRevokeNew); err != nil {
+			return err
+		}
+	}
+	if s.PendingVersion != "" {
+		if err := k.Store.DiscardPending(ctx, k.Secret, s.PendingVersion); err != nil {
+			if codes.Is(err, codes.Aborted) {
+				return fail(KindConflict, fmt.Errorf("rotation: %s: discard PENDING version %s: PENDING holds another version: %w", k.Name, s.PendingVersion, err))
+			}
+			return ru.storeErr("discard PENDING", err)
+		}
+		if err := ru.step(ctx, AfterDiscard); err != nil {
+			return err
+		}
+	}
+	ru.commit(ctx, s.Token)
+	reason, why := s.Reason, s.LastOutcome
+	next := s.clone()
+	next.clearRotation()
+	next.LastOutcome, next.LastReason = OutcomeDiscarded, reason
+	next.LastFinishedAt = ru.now()
+	if err := ru.save(ctx, next); err != nil {
+		return err
+	}
+	if err := ru.step(ctx, AfterDone); err != nil {
+		return err
+	}
+	ru.res.NewVersion, ru.res.NewFingerprint, ru.res.NewKeyID = s.PendingVersion, s.NewFP, s.NewKeyID
+	ru.res.Outcome = OutcomeDiscarded
+	ru.log().Warn("new key discarded", slog.String("version", s.PendingVersion), slog.String("fingerprint", s.NewFP), slog.String("reason", reason))
+	switch why {
+	case outcomeAbandoned:
+		ru.res.Message = fmt.Sprintf("abandoned: PENDING version %s (%s) discarded; CURRENT is untouched", orNone(s.PendingVersion), orNone(s.NewFP))
+		return nil
+	case KindConflict.String():
+		return fail(KindConflict, fmt.Errorf("rotation: %s: %s; the new key %s was discarded", k.Name, reason, orNone(s.NewFP)))
+	}
+	return fail(KindProbe, fmt.Errorf("rotation: %s: the new key %s failed its probe and was discarded (revoked at the issuer, PENDING removed); CURRENT is untouched: %s", k.Name, orNone(s.NewFP), reason))
+}
+
+// promote makes PENDING CURRENT.
+func (ru *run) promote(ctx context.Context) error {
+	if err := ru.takeOver(ctx); err != nil {
+		return err
+	}
+	k, s := ru.k, ru.s
+	cur, err := ru.currentVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if cur == nil || cur.ID != s.PendingVersion {
+		if err := k.Store.Promote(ctx, k.Secret, s.PendingVersion, s.OldVersion); err != nil {
+			if !codes.Is(err, codes.Aborted) {
+				return ru.storeErr("promote PENDING", err)
+			}
+			cur, rerr := ru.currentVersion(ctx)
+			if rerr != nil {
+				return rerr
+			}
+			if cur == nil || cur.ID != s.PendingVersion {
+				// CURRENT moved under the rotation: drop the new key.
+				next := s.clone()
+				next.Phase = PhaseDiscarding
+				next.Reason = fmt.Sprintf("CURRENT changed during the rotation (expected version %s): %v", orNone(s.OldVersion), err)
+				next.LastOutcome, next.LastReason = KindConflict.String(), next.Reason
+				if err := ru.save(ctx, next); err != nil {
+					return err
+				}
+				if err := ru.step(ctx, AfterRecordDiscarding); err != nil {
+					return err
+				}
+				return ru.discard(ctx)
+			}
+		}
+	}
+	if err := ru.step(ctx, AfterPromote); err != nil {
+		return err
+	}
+	now := ru.now()
+	next := s.clone()
+	next.Phase = PhaseGrace
+	next.PromotedAt = now
+	next.RevokeDue = now.Add(k.Grace)
+	next.LastRotatedAt = now
+	next.Rotations++
+	next.LastOutcome, next.LastReason = OutcomeRotated, ""
+	next.LastFinishedAt = now
+	if err := ru.save(ctx, next); err != nil {
+		return err
+	}
+	ru.res.NewVersion, ru.res.NewFingerprint, ru.res.NewKeyID = s.PendingVersion, s.NewFP, s.NewKeyID
+	ru.res.OldVersion, ru.res.OldFingerprint, ru.res.OldKeyID = s.OldVersion, s.OldFP, s.OldKeyID
+	ru.res.Outcome = OutcomeRotated
+	ru.r.opts.Metrics.rotated(k.Name, now, next.RevokeDue)
+	ru.log().Info("new key promoted", slog.String("version", s.PendingVersion), slog.String("fingerprint", s.NewFP),
+		slog.String("old_version", s.OldVersion), slog.Time("revoke_due", next.RevokeDue))
+	ru.emit(ctx, Event{Type: EventRotated, Outcome: OutcomeRotated, RevokeDue: next.RevokeDue})
+	return ru.step(ctx, AfterRecordGrace)
+}
+
+// revokeDue is when the old key of the rotation in grace may be revoked:
+// the recorded due time, or later when the grace was raised since.
+func (ru *run) revokeDue() time.Time {
+	due := ru.s.RevokeDue
+	if alt := ru.s.PromotedAt.Add(ru.k.Grace); alt.After(due) {
+		due = alt
+	}
+	return due
+}
+
+// grace waits out the grace period (with Wait) or reports when it ends, then
+// starts the revocation. done reports that the run ends here.
+func (ru *run) grace(ctx context.Context) (done bool, err error) {
+	s := ru.s
+	if s.OldVersion == "" && s.OldKeyID == "" {
+		// The first key of the secret: nothing to revoke.
+		next := s.clone()
+		next.clearRotation()
+		next.LastOutcome = OutcomeRotated
+		if err := ru.save(ctx, next); err != nil {
+			return true, err
+		}
+		ru.res.Outcome = OutcomeRotated
+		ru.res.Message = fmt.Sprintf("rotated to version %s (%s); there was no old key to revoke", s.PendingVersion, s.NewFP)
+		return true, ru.step(ctx, AfterDone)
+	}
+	due := ru.revokeDue()
+	if now := ru.now(); now.Before(due) {
+		if !ru.o.Wait {
+			ru.res.RevokeDue = due
+			if ru.res.Outcome == "" {
+				ru.res.Outcome = OutcomeWaiting
+			}
+			ru.res.Message = fmt.Sprintf("new version %s (%s) is CURRENT; revocation of old version %s (%s) due at %s",
+				s.PendingVersion, s.NewFP, orNone(s.OldVersion), s.OldFP, due.UTC().Format(time.RFC3339))
+			ru.r.opts.Metrics.due(ru.k.Name, due)
+			return true, nil
+		}
+		ru.log().Info("waiting for the grace period before revoking the old key", slog.Time("revoke_due", due))
+		t0 := time.Now()
+		err := sleepCtx(ctx, due.Sub(now))
+		ru.waited += time.Since(t0)
+		if err != nil {
+			return true, ctxError(err)
+		}
+		return false, ru.load(ctx)
+	}
+	next := s.clone()
+	next.Phase = PhaseRevoking
+	if err := ru.save(ctx, next); err != nil {
+		return true, err
+	}
+	return false, ru.step(ctx, AfterRecordRevoking)
+}
+
+// revoke revokes the old key at the issuer, after checking that it is not
+// CURRENT.
+func (ru *run) revoke(ctx context.Context) error {
+	if err := ru.takeOver(ctx); err != nil {
+		return err
+	}
+	k, s := ru.k, ru.s
+	cur, err := ru.currentVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if cur != nil {
+		p, fp := fingerprintOf(cur, k.Field)
+		if cur.ID == s.OldVersion || fp == s.OldFP || (s.OldKeyID != "" && p.KeyID == s.OldKeyID) {
+			return fail(KindConflict, fmt.Errorf("rotation: %s: the old key (version %s, %s) is CURRENT again; not revoking it", k.Name, orNone(s.OldVersion), s.OldFP))
+		}
+	}
+	cred := Credential{KeyID: s.OldKeyID}
+	if s.OldVersion != "" {
+		prev, err := k.Store.Read(ctx, k.Secret, driver.Previous)
+		switch {
+		case err == nil && prev.ID == s.OldVersion:
+			p, _ := fingerprintOf(prev, k.Field)
+			cred.Key = p.Key
+			if cred.KeyID == "" {
+				cred.KeyID = p.KeyID
+			}
+		case err != nil && !codes.Is(err, codes.NotFound):
+			return ru.storeErr("read PREVIOUS", err)
+		}
+	}
+	if err := k.Issuer.Revoke(ctx, cred); err != nil {
+		if e := ctxError(err); e != nil {
+			return e
+		}
+		return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer: revoke the old key (version %s, %s, id %s): %w", k.Name, k.Issuer.Type(), orNone(s.OldVersion), s.OldFP, orNone(cred.KeyID), err))
+	}
+	if err := ru.step(ctx, AfterRevoke); err != nil {
+		return err
+	}
+	ru.commit(ctx, s.Token)
+	now := ru.now()
+	next := s.clone()
+	next.clearRotation()
+	next.RevokedAt = now
+	next.LastOutcome, next.LastReason = OutcomeRevoked, ""
+	next.LastFinishedAt = now
+	if err := ru.save(ctx, next); err != nil {
+		return err
+	}
+	ru.res.NewVersion, ru.res.NewFingerprint, ru.res.NewKeyID = s.PendingVersion, s.NewFP, s.NewKeyID
+	ru.res.Outcome = OutcomeRevoked
+	ru.res.Message = fmt.Sprintf("version %s (%s) is CURRENT; old version %s (%s) revoked", s.PendingVersion, s.NewFP, orNone(s.OldVersion), s.OldFP)
+	ru.r.opts.Metrics.due(k.Name, time.Time{})
+	ru.log().Info("old key revoked", slog.String("old_version", s.OldVersion), slog.String("old_fingerprint", s.OldFP), slog.String("old_key_id", cred.KeyID))
+	ru.emit(ctx, Event{Type: EventRevoked, Outcome: OutcomeRevoked, NewVersion: s.PendingVersion, NewFingerprint: s.NewFP, NewKeyID: s.NewKeyID})
+	ru.started = true // the loop ends on idle
+	return ru.step(ctx, AfterDone)
+}
+
+// abandon drops a parked (or stuck) rotation, or a stray PENDING version,
+// through the discarding phase, under the lease.
+func (ru *run) abandon(ctx context.Context) (*Result, error) {
+	s := ru.s
+	if ru.leaseHeld() {
+		return ru.res, ru.inProgress(s)
+	}
+	next := s.clone()
+	switch s.Phase {
+	case PhaseParked, PhaseProbing, PhaseDiscarding:
+	case PhaseCreating:
+		pv, err := ru.pendingVersion(ctx)
+		if err != nil {
+			return ru.res, err
+		}
+		if pv != nil && pv.Token == s.Token {
+			_, fp := fingerprintOf(pv, ru.k.Field)
+			next.PendingVersion, next.NewFP = pv.ID, fp
+		}
+	case PhaseIdle:
+		pv, err := ru.pendingVersion(ctx)
+		if err != nil {
+			return ru.res, err
+		}
+		if pv == nil {
+			ru.res.Outcome = OutcomeNothing
+			ru.res.Message = "nothing to abandon: no rotation under way and no PENDING version"
+			return ru.res, nil
+		}
+		// A stray PENDING (an interrupted put): discard it, revoke nothing.
+		_, fp := fingerprintOf(pv, ru.k.Field)
+		next.clearRotation()
+		next.PendingVersion, next.NewFP = pv.ID, fp
+	default:
+		return ru.res, fail(KindConflict, fmt.Errorf("rotation: %s: the rotation is in phase %s, past its probe; it cannot be abandoned: let it finish", ru.k.Name, s.Phase))
+	}
+	next.Phase = PhaseDiscarding
+	next.Reason = "abandoned by an operator"
+	next.LastOutcome, next.LastReason = outcomeAbandoned, next.Reason
+	if err := ru.save(ctx, next); err != nil {
+		return ru.res, err
+	}
+	if err := ru.step(ctx, AfterRecordDiscarding); err != nil {
+		return ru.res, err
+	}
+	return ru.res, ru.discard(ctx)
+}
+
+// outcomeAbandoned marks, while discarding, a discard an operator asked for.
+const outcomeAbandoned = "abandoned"
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
