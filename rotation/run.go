@@ -342,4 +342,3 @@ func (ru *run) takeOver(ctx context.Context) error {
 	}
 	return ru.save(ctx, ru.s.clone())
 }
-
