@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/cli/rotatecli"
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
 	_ "github.com/keywarden/keywarden/providers/all"
 )
@@ -14,5 +15,6 @@ import (
 func main() {
 	root := cli.Root()
 	root.AddCommand(sidecarcli.Commands()...)
+	root.AddCommand(rotatecli.Commands()...)
 	os.Exit(cli.Main(root))
 }
