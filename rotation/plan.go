@@ -54,6 +54,9 @@ func (ru *run) plan(ctx context.Context) (*Result, error) {
 		add("promote it over %s, which becomes PREVIOUS", curDesc)
 		add("after a grace of %v, revoke the old key with the %s issuer", k.Grace, k.Issuer.Type())
 	}
+	if ru.o.Abandon {
+		return ru.planAbandon(ctx)
+	}
 	switch s.Phase {
 	case PhaseIdle:
 		pv, err := ru.pendingVersion(ctx)
@@ -110,6 +113,32 @@ func (ru *run) plan(ctx context.Context) (*Result, error) {
 		add("revoke old version %s (%s, key id %s) with the %s issuer", orNone(s.OldVersion), s.OldFP, orNone(s.OldKeyID), k.Issuer.Type())
 	case PhaseRevoking:
 		add("revoke old version %s (%s, key id %s) with the %s issuer", orNone(s.OldVersion), s.OldFP, orNone(s.OldKeyID), k.Issuer.Type())
+	}
+	res.Message = "dry run: would " + strings.Join(res.Plan, "; then ")
+	return res, nil
+}
+
+// planAbandon describes what --abandon would do.
+func (ru *run) planAbandon(ctx context.Context) (*Result, error) {
+	k, s, res := ru.k, ru.s, ru.res
+	add := func(format string, args ...any) { res.Plan = append(res.Plan, fmt.Sprintf(format, args...)) }
+	switch s.Phase {
+	case PhaseParked, PhaseProbing, PhaseCreating, PhaseDiscarding:
+		add("abandon the rotation in phase %s: revoke the new key %s (key id %s) with the %s issuer", s.Phase, orNone(s.NewFP), orNone(s.NewKeyID), k.Issuer.Type())
+		add("discard PENDING version %s; CURRENT stays", orNone(s.PendingVersion))
+	case PhaseIdle:
+		pv, err := ru.pendingVersion(ctx)
+		if err != nil {
+			return res, err
+		}
+		if pv == nil {
+			add("nothing to abandon: no rotation under way and no PENDING version")
+		} else {
+			_, fp := fingerprintOf(pv, k.Field)
+			add("discard the stray PENDING version %s (%s); its key is not revoked", pv.ID, fp)
+		}
+	default:
+		add("stop: the rotation is in phase %s, past its probe, and cannot be abandoned (exit %d)", s.Phase, ExitConflict)
 	}
 	res.Message = "dry run: would " + strings.Join(res.Plan, "; then ")
 	return res, nil

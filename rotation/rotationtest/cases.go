@@ -232,6 +232,12 @@ func testPark(t *testing.T, h Harness) {
 	})
 	_, err = r2.Run(ctx, "k", force)
 	g.checkErr("park", err, rotation.ExitProbe)
+	recBefore := g.record()
+	res, err = r2.Run(ctx, "k", rotation.RunOptions{Abandon: true, DryRun: true})
+	g.checkErr("abandon dry run", err, 0)
+	if p, _ := g.read(driver.Pending); p == nil || !strings.Contains(res.Message, "discard PENDING") || fmt.Sprint(g.record()) != fmt.Sprint(recBefore) {
+		t.Fatalf("abandon dry run changed the store or said %q", res.Message)
+	}
 	res, err = r2.Run(ctx, "k", rotation.RunOptions{Abandon: true})
 	g.checkErr("abandon", err, 0)
 	if p, _ := g.read(driver.Pending); p != nil || res.Outcome != rotation.OutcomeDiscarded {
