@@ -15,9 +15,10 @@ TESTFLAGS ?= -race -count=1 -timeout 20m
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/keywarden
 
-## run: keywarden on the embedded default (a local file store in ./.keywarden, created on first run)
+## run: the sidecar on the embedded default (a local file store in ./.keywarden, created on first
+## run with a placeholder key): proxy on 127.0.0.1:8787, /healthz /readyz /metrics on 127.0.0.1:9787
 run: build
-	$(BIN) check
+	$(BIN) sidecar
 
 ## test: every test: lint, the main module under -race (starts moto, the Vault core and the fake APIs itself)
 test: lint test-go
