@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -261,11 +262,15 @@ func (r *Rotator) Run(ctx context.Context, name string, o RunOptions) (*Result, 
 	if err != nil {
 		res.Outcome = KindOf(err).String()
 		res.Message = err.Error()
-		if !ru.crashed {
+		level := slog.LevelError
+		if errors.Is(err, ErrInProgress) {
+			// Another rotator is at work: not a failure to alert on.
+			level = slog.LevelInfo
+		} else if !ru.crashed {
 			ru.release(ctx, err)
 			ru.emit(ctx, Event{Type: EventFailed, Outcome: res.Outcome, Reason: err.Error(), ExitCode: ExitCode(err)})
 		}
-		r.log.LogAttrs(ctx, slog.LevelError, "rotation failed", slog.String("key", name), slog.String("outcome", res.Outcome),
+		r.log.LogAttrs(ctx, level, "rotation run failed", slog.String("key", name), slog.String("outcome", res.Outcome),
 			slog.String("phase", string(res.Phase)), slog.String("error", err.Error()))
 	} else if !o.DryRun {
 		r.log.LogAttrs(ctx, slog.LevelInfo, "rotation run", slog.String("key", name), slog.String("outcome", res.Outcome),

@@ -423,6 +423,9 @@ func (ru *run) grace(ctx context.Context) (done bool, err error) {
 		if err != nil {
 			return true, ctxError(err)
 		}
+		// This run's work is this revocation, even if another rotator
+		// does it meanwhile: no new rotation after it.
+		ru.started = true
 		return false, ru.load(ctx)
 	}
 	next := s.clone()
