@@ -280,8 +280,30 @@ func checkRotator(w workload, c corev1.Container, cfg *config.Config) []string {
 		if w.cron != nil || w.job != nil {
 			add("the rotator daemon in a Job")
 		}
-		if c.ReadinessProbe == nil || c.LivenessProbe == nil {
-			add("no readiness or liveness probe")
+		metrics := cfg.Rotator.MetricsAddr()
+		for _, a := range c.Args {
+			if v, ok := strings.CutPrefix(a, "--metrics-listen="); ok {
+				metrics = v
+			}
+		}
+		host, portStr, err := net.SplitHostPort(metrics)
+		if err != nil {
+			add("metrics address %q: %v", metrics, err)
+			break
+		}
+		if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+			add("metrics address %q is loopback: the kubelet's probes cannot reach it", metrics)
+		}
+		port, _ := strconv.Atoi(portStr)
+		for name, p := range map[string]*corev1.Probe{"readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe} {
+			switch {
+			case p == nil || p.HTTPGet == nil:
+				add("no HTTP %s", name)
+			case p.HTTPGet.Path != "/healthz":
+				add("%s on %s; the rotator serves /healthz", name, p.HTTPGet.Path)
+			case resolvePort(c, p.HTTPGet.Port) != port:
+				add("%s on port %s, but the metrics address is %s", name, p.HTTPGet.Port.String(), metrics)
+			}
 		}
 	}
 	return ps
