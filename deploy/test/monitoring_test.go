@@ -76,6 +76,7 @@ func TestAlertRules(t *testing.T) {
 	}
 	anchors := markdownAnchors(string(ops))
 	declared := declaredMetrics(t)
+	t.Logf("%d metric names declared in keywarden's sources", len(declared))
 	metricRE := regexp.MustCompile(`\b(keywarden_[a-z0-9_]+|kube_[a-z0-9_]+)`)
 	want := []string{"KeywardenKeyTooOld", "KeywardenKeyRefreshFailing", "KeywardenRotationFailed", "KeywardenPoolLow", "KeywardenUpstream401Rate"}
 	var alerts []string
