@@ -93,6 +93,9 @@ func (ks *keyStore) source(t *testing.T, o providers.Options) (*providers.Source
 	if o.Refresh == 0 {
 		o.Refresh = -1
 	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	src, err := providers.New(context.Background(), d, ks.name, o)
 	if err != nil {
 		t.Fatal(err)

@@ -78,7 +78,10 @@ func TestRotatorUnderLoad(t *testing.T) {
 	var logs syncBuffer
 	r, err := rotation.New(rotation.Options{Logger: telemetry.NewLogger(slog.NewTextHandler(&logs, nil))}, &rotation.Key{
 		Name: "prod", Store: e.store.st, Secret: "prod", Issuer: iss, Probe: probe,
-		Grace: refresh + jitter + 10*time.Millisecond,
+		// refresh + jitter with room for a loaded machine's scheduling
+		// delays: a store read that began before a promotion must end
+		// before the revocation.
+		Grace: 150 * time.Millisecond,
 		Retry: rotation.Retry{MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond},
 	})
 	if err != nil {
