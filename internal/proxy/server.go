@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keywarden/keywarden/internal/telemetry"
 )
 
 // Server is a Proxy's open listeners. Create it with Listen.
@@ -225,7 +227,7 @@ func (p *Proxy) HealthHandler() http.Handler {
 		var bad []byte
 		for _, ns := range p.sources {
 			if err := ns.src.CheckHealth(); err != nil {
-				bad = fmt.Appendf(bad, "key %s: %v\n", ns.name, err)
+				bad = fmt.Appendf(bad, "key %s: %s\n", ns.name, telemetry.Redact(err.Error()))
 			}
 		}
 		if bad != nil {
