@@ -132,6 +132,9 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 		k := r.Source.Current()
 		lg.Info("sidecar: route", "route", r.Name, "key", r.Key, "upstream", r.Upstream.String(),
 			"version", k.VersionID, "fingerprint", k.Fingerprint)
+		if strings.HasPrefix(k.Value.Reveal(), config.PlaceholderPrefix) {
+			lg.Warn("sidecar: the key is the placeholder written on first run; the upstream will answer 401 until you put a real key: keywarden put "+r.Key+" < key.txt", "key", r.Key)
+		}
 	}
 	lg.Info("sidecar: serving", attrs...)
 	if err := srv.Run(ctx); err != nil {

@@ -141,7 +141,8 @@ func TestSidecarOnEmbeddedDefault(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("sidecar after SIGTERM-like cancel: %v", err)
 	}
-	if !strings.Contains(out.String(), "PLACEHOLDER") || !strings.Contains(out.String(), "sidecar: stopped") {
+	if !strings.Contains(out.String(), "PLACEHOLDER") || !strings.Contains(out.String(), "sidecar: stopped") ||
+		!strings.Contains(out.String(), "keywarden put default < key.txt") {
 		t.Fatalf("output:\n%s", out)
 	}
 	if strings.Contains(out.String(), config.PlaceholderPrefix) {
