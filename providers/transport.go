@@ -237,7 +237,9 @@ func (t *Transport) roundTrip(out *http.Request) (*http.Response, error) {
 	}
 	next, kind := t.nextKey(out, k)
 	if next == nil {
-		t.emit(Event{Kind: EventNoOtherKey, Key: k})
+		if out.Context().Err() == nil {
+			t.emit(Event{Kind: EventNoOtherKey, Key: k})
+		}
 		return resp, nil
 	}
 	retry, err := retryRequest(out)
