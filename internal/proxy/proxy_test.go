@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anthropics/anthropic-sdk-go"
+	"github.com/anthropics/anthropic-sdk-go/option"
+
 	"github.com/keywarden/keywarden/internal/proxy"
 	"github.com/keywarden/keywarden/providers"
 )
@@ -326,6 +329,47 @@ func testFlushed(t *testing.T, contentType string) {
 		}
 		next <- struct{}{}
 	}
+}
+
+func TestSDKStreamsThroughSidecar(t *testing.T) {
+	// The official Go SDK, pointed at the sidecar, streams a message while
+	// the key rotates underneath: the first stream is answered 401 and
+	// retried with the new key before any event reaches the SDK.
+	up := newUpstream(t, keyA)
+	e := newEnv(t, up, nil)
+	hc := &http.Client{}
+	defer hc.CloseIdleConnections()
+	client := anthropic.NewClient(option.WithBaseURL(e.srv.URL), option.WithAPIKey("placeholder"), option.WithHTTPClient(hc))
+	for i, rotate := range []bool{false, true} {
+		if rotate {
+			e.store.rotate(t, keyB)
+			up.SetValid(keyB)
+		}
+		stream := client.Messages.NewStreaming(context.Background(), anthropic.MessageNewParams{
+			Model: anthropic.ModelClaudeSonnet4_5, MaxTokens: 64,
+			Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("Hi"))},
+		})
+		var msg anthropic.Message
+		for stream.Next() {
+			if err := msg.Accumulate(stream.Current()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := stream.Err(); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		if len(msg.Content) != 1 || msg.Content[0].Text != "Hello there" || msg.StopReason != "end_turn" {
+			t.Fatalf("stream %d: accumulated %+v", i, msg)
+		}
+	}
+	reqs := up.Requests()
+	if len(reqs) != 3 || reqs[0].Key != keyA || reqs[1].Key != keyA || reqs[2].Key != keyB {
+		t.Fatalf("upstream saw %d requests, want A, A (rejected), B", len(reqs))
+	}
+	if ua := reqs[0].Header.Get("User-Agent"); !strings.Contains(ua, "Anthropic") && !strings.Contains(ua, "Go") {
+		t.Errorf("the SDK's User-Agent was not passed: %q", ua)
+	}
+	e.assertNoKeys(t)
 }
 
 func TestClientGoneCancelsUpstream(t *testing.T) {

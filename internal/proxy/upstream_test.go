@@ -110,12 +110,24 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	if req.Stream {
 		w.Header().Set("content-type", "text/event-stream")
 		f := w.(http.Flusher)
-		for _, ev := range []string{"message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"} {
-			fmt.Fprintf(w, "event: %s\ndata: {\"type\":%q}\n\n", ev, ev)
+		for _, ev := range sseEvents {
+			io.WriteString(w, ev)
 			f.Flush()
 		}
 		return
 	}
 	w.Header().Set("content-type", "application/json")
 	fmt.Fprintf(w, `{"type":"message","path":%q,"content":[{"type":"text","text":"ok"}]}`, r.URL.Path)
+}
+
+// sseEvents is a Messages stream as the API sends it.
+var sseEvents = []string{
+	"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
+	"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+	"event: ping\ndata: {\"type\": \"ping\"}\n\n",
+	"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n",
+	"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" there\"}}\n\n",
+	"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+	"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":3}}\n\n",
+	"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
 }
