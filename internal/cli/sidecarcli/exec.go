@@ -91,6 +91,8 @@ exec exits with the program's exit code.
 			return nil
 		},
 	}
+	// Flags after the program's name are the program's, even without "--".
+	cmd.Flags().SetInterspersed(false)
 	cmd.Flags().StringVar(&key, "key", "", "key to run with (default: sidecar.exec.key, else the only key)")
 	cmd.Flags().StringVar(&env, "env", "", "environment variable for the key (default ANTHROPIC_API_KEY)")
 	cmd.Flags().StringVar(&onChange, "on-change", "", "restart or signal (default restart)")

@@ -119,6 +119,10 @@ func TestExecCommandExitCode(t *testing.T) {
 	if !errors.As(err, &ee) || ee.Code != 3 {
 		t.Fatalf("got %v, want exit code 3 (the program saw the key)\n%s", err, out)
 	}
+	// Without "--", the program's own flags stay the program's.
+	if _, err := run(t, "exec", "sh", "-c", `test -n "$ANTHROPIC_API_KEY"`); err != nil {
+		t.Fatalf("program flags without --: %v", err)
+	}
 	t.Setenv("ANTHROPIC_API_KEY", "")
 	if _, err := run(t, "exec", "--env", "MY_KEY", "--", "sh", "-c", `test -n "$MY_KEY" && test -z "$ANTHROPIC_API_KEY"`); err != nil {
 		t.Fatalf("--env: %v", err)
