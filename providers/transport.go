@@ -115,7 +115,9 @@ type Event struct {
 // returned as it came.
 //
 // The client's own credentials (x-api-key, Authorization) never reach the
-// upstream: they are replaced or removed. Transport does not modify the
+// upstream: they are replaced or removed. The key goes on every request the
+// Transport sends: use it only in clients that talk to the upstream, and do
+// not let them follow redirects to other hosts (NewClient's does not). Transport does not modify the
 // caller's request. Set the fields before first use and do not change them
 // afterwards; a Transport is safe for concurrent use. The sidecar proxy uses
 // this same Transport, so the library and the proxy share one retry rule.
@@ -155,8 +157,27 @@ var _ http.RoundTripper = (*Transport)(nil)
 // when the request has none. It has no overall timeout, so long streams are
 // not cut; bound requests with their context. Hand it to an SDK, e.g.
 // anthropic.NewClient(option.WithHTTPClient(providers.NewClient(src))).
+//
+// The client follows redirects only within the host of the first request:
+// the Transport puts the key on every request it sends, so a redirect to
+// another host would carry the key there.
 func NewClient(src *Source) *http.Client {
-	return &http.Client{Transport: &Transport{Source: src, Version: DefaultAnthropicVersion}}
+	return &http.Client{
+		Transport:     &Transport{Source: src, Version: DefaultAnthropicVersion},
+		CheckRedirect: sameHostRedirects,
+	}
+}
+
+// sameHostRedirects stops at a redirect to another host, returning the
+// redirect response itself, and after 10 redirects.
+func sameHostRedirects(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("providers: stopped after 10 redirects")
+	}
+	if req.URL.Host != via[0].URL.Host || req.URL.Scheme != via[0].URL.Scheme {
+		return http.ErrUseLastResponse
+	}
+	return nil
 }
 
 // Canonical header names.

@@ -411,6 +411,39 @@ func TestNewClient(t *testing.T) {
 	}
 }
 
+func TestNewClientKeepsTheKeyOnItsHost(t *testing.T) {
+	var leaked atomic.Bool
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("x-api-key") != "" || r.Header.Get("authorization") != "" {
+			leaked.Store(true)
+		}
+	}))
+	defer elsewhere.Close()
+	var hops atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hops.Add(1) == 1 {
+			http.Redirect(w, r, "/v1/models/", http.StatusTemporaryRedirect) // same host: followed
+			return
+		}
+		http.Redirect(w, r, elsewhere.URL+"/steal", http.StatusTemporaryRedirect)
+	}))
+	defer up.Close()
+	src, _, _ := trSource(t, keyA)
+	c := providers.NewClient(src)
+	resp, err := c.Get(up.URL + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTemporaryRedirect || hops.Load() != 2 {
+		t.Fatalf("status %d after %d hops, want the cross-host redirect returned after following the same-host one", resp.StatusCode, hops.Load())
+	}
+	if leaked.Load() {
+		t.Fatal("the key followed a redirect to another host")
+	}
+	c.CloseIdleConnections()
+}
+
 func TestAuthAndPolicyNames(t *testing.T) {
 	if providers.AuthAPIKey.String() != "x-api-key" || providers.AuthBearer.String() != "bearer" ||
 		providers.VersionSetIfAbsent.String() != "set-if-absent" || providers.VersionEnforce.String() != "enforce" ||
