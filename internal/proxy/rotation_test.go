@@ -51,11 +51,11 @@ func testRotations(t *testing.T, revokeAtOnce bool) {
 		// grace is refresh + jitter with room for a loaded machine's
 		// scheduling delays: a store read that began before a promotion
 		// must end before the revocation.
-		grace = 150 * time.Millisecond
+		grace = 250 * time.Millisecond
 	)
 	gap := 20 * time.Millisecond
 	if revokeAtOnce {
-		gap = 250 * time.Millisecond
+		gap = 300 * time.Millisecond
 	}
 	keys := make([]string, rotations+1)
 	for i := range keys {

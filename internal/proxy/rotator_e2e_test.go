@@ -81,7 +81,7 @@ func TestRotatorUnderLoad(t *testing.T) {
 		// refresh + jitter with room for a loaded machine's scheduling
 		// delays: a store read that began before a promotion must end
 		// before the revocation.
-		Grace: 150 * time.Millisecond,
+		Grace: 250 * time.Millisecond,
 		Retry: rotation.Retry{MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond},
 	})
 	if err != nil {

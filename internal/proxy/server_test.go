@@ -211,18 +211,18 @@ func TestLongStreamOutlivesTimeouts(t *testing.T) {
 	// Header and idle timeouts far shorter than the stream: neither cuts it.
 	up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("content-type", "text/event-stream")
-		for i := 0; i < 10; i++ {
+		for i := 0; i < 12; i++ {
 			io.WriteString(w, "event: ping\ndata: {}\n\n")
 			w.(http.Flusher).Flush()
-			time.Sleep(30 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond)
 		}
 		io.WriteString(w, "event: message_stop\ndata: {}\n\n")
 	})
 	e := newEnv(t, up, func(o *proxy.Options) {
 		o.Listen = "127.0.0.1:0"
-		o.HeaderTimeout = 50 * time.Millisecond
-		o.IdleTimeout = 50 * time.Millisecond
-		o.ClientHeaderTimeout = 50 * time.Millisecond
+		o.HeaderTimeout = 250 * time.Millisecond
+		o.IdleTimeout = 250 * time.Millisecond
+		o.ClientHeaderTimeout = 250 * time.Millisecond
 	})
 	srv, err := e.p.Listen()
 	if err != nil {
