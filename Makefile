@@ -9,7 +9,7 @@ LDFLAGS   := -s -w -X github.com/keywarden/keywarden/internal/version.Version=$(
              -X github.com/keywarden/keywarden/internal/version.Date=$(DATE)
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: build run test test-go lint bench clean vaultserver
+.PHONY: build run test test-go lint bench clean vaultserver image image-test deploy-test
 
 ## build: a static, stamped binary in bin/
 build:
@@ -21,7 +21,7 @@ run: build
 	$(BIN) sidecar
 
 ## test: every test: lint, the main module under -race (starts moto, the Vault core and the fake APIs itself)
-test: lint test-go
+test: lint test-go deploy-test
 
 # One real Vault core (internal/vaultserver, its own Go module) serves every
 # package's tests; its first build downloads ~4 GB of modules and takes ~8 min.
@@ -31,6 +31,18 @@ test-go: vaultserver
 ## vaultserver: build the real Vault test server (separate module, kept out of go.mod)
 vaultserver:
 	cd internal/vaultserver && $(GO) build -o ../../bin/vaultserver .
+
+## image: the container image with podman (FROM scratch around a static binary; installs podman if missing)
+image:
+	scripts/image.sh
+
+## image-test: build, inspect, export and run the image
+image-test:
+	cd deploy/test && $(GO) test -mod=mod -count=1 -run 'TestImage|TestDockerfile' .
+
+## deploy-test: image, manifests (strict parse), Kustomize overlays, Helm lint/template, security settings, alert rules
+deploy-test:
+	cd deploy/test && $(GO) vet -mod=mod ./... && $(GO) test -mod=mod -count=1 ./...
 
 ## lint: go vet and a gofmt check
 lint:
