@@ -6,5 +6,6 @@ import (
 	_ "github.com/keywarden/keywarden/providers/aws"   // awssm://
 	_ "github.com/keywarden/keywarden/providers/env"   // env://
 	_ "github.com/keywarden/keywarden/providers/file"  // file://
+	_ "github.com/keywarden/keywarden/providers/gcp"   // gcpsm://
 	_ "github.com/keywarden/keywarden/providers/vault" // vault://
 )
