@@ -35,6 +35,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/keywarden/keywarden/internal/tailbuf"
 )
 
 // EnvEndpoint names the environment variable holding the endpoint of an
@@ -160,7 +162,7 @@ func launch(py string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &tailBuffer{max: 4096}
+	out := &tailbuf.Buffer{Max: 4096}
 	cmd := exec.Command(py, "-m", "moto.server", "-H", "127.0.0.1", "-p", strconv.Itoa(port))
 	cmd.Stdout = out
 	cmd.Stderr = out
@@ -235,28 +237,4 @@ func waitReady(ctx context.Context, endpoint string, done <-chan struct{}) error
 		case <-tick.C:
 		}
 	}
-}
-
-// tailBuffer keeps the last max bytes written to it, for error messages.
-type tailBuffer struct {
-	max int
-
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if len(b.buf) > b.max {
-		b.buf = append(b.buf[:0], b.buf[len(b.buf)-b.max:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }

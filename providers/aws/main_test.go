@@ -2,8 +2,6 @@ package aws_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"testing"
 
@@ -12,31 +10,16 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/keywarden/keywarden/internal/mototest"
+	"github.com/keywarden/keywarden/providers/providertest"
 )
 
 func TestMain(m *testing.M) { mototest.Main(m) }
 
-// uniqueName returns a fresh secret name; tests share one moto server.
-func uniqueName(kind string) string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return "kwt-" + kind + "-" + hex.EncodeToString(b)
-}
+// uniqueName returns a fresh secret name; tests share one server.
+func uniqueName(kind string) string { return providertest.UniqueName("kwt-" + kind) }
 
-// token returns a UUID-shaped rotation token, as the rotator makes them.
-func token() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	h := hex.EncodeToString(b)
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
-
-// fakeKey returns a unique Anthropic-shaped fake key.
-func fakeKey() []byte {
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	return []byte("sk-ant-api03-" + hex.EncodeToString(b) + "AA")
-}
+// token and fakeKey make rotation tokens and Anthropic-shaped fake keys.
+var token, fakeKey = providertest.Token, providertest.FakeKey
 
 // putByHand writes value as an operator would with the console or CLI: a
 // new secret, or a new version without labels (AWS moves AWSCURRENT to it).

@@ -604,23 +604,30 @@ func testPayloads(t *testing.T, s *suite) {
 	wantValue(t, "payload with newlines, quotes and UTF-8", s.mustRead(t, name, driver.Current), multi)
 }
 
-func uniqueName(kind string) string {
+func uniqueName(kind string) string { return UniqueName("kwc-" + kind) }
+
+// token and fakeKey are the suite's own names for Token and FakeKey.
+var token, fakeKey = Token, FakeKey
+
+// UniqueName returns prefix followed by "-" and 8 random hex digits: a fresh
+// secret name for tests that share one backend.
+func UniqueName(prefix string) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	return "kwc-" + kind + "-" + hex.EncodeToString(b)
+	return prefix + "-" + hex.EncodeToString(b)
 }
 
-// token returns a fresh rotation token, a 36-character UUID-shaped string as
+// Token returns a fresh rotation token, a 36-character UUID-shaped string as
 // the rotator makes them.
-func token() string {
+func Token() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	h := hex.EncodeToString(b)
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
-// fakeKey returns a unique Anthropic-shaped fake key.
-func fakeKey() []byte {
+// FakeKey returns a unique Anthropic-shaped fake key.
+func FakeKey() []byte {
 	b := make([]byte, 24)
 	_, _ = rand.Read(b)
 	return []byte("sk-ant-api03-" + hex.EncodeToString(b) + "AA")

@@ -2,7 +2,6 @@ package vault_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -11,34 +10,18 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/keywarden/keywarden/providers/providertest"
 	"github.com/keywarden/keywarden/providers/vault"
 	"github.com/keywarden/keywarden/providers/vault/vaulttest"
 )
 
 func TestMain(m *testing.M) { vaulttest.Main(m) }
 
-// uniqueName returns a fresh secret name under anthropic/, the folder the
-// policies in deploy/policies grant; tests share one server.
-func uniqueName(kind string) string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return "anthropic/kwt-" + kind + "-" + hex.EncodeToString(b)
-}
+// uniqueName returns a fresh secret name; tests share one server.
+func uniqueName(kind string) string { return providertest.UniqueName("anthropic/kwt-" + kind) }
 
-// token returns a UUID-shaped rotation token, as the rotator makes them.
-func token() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	h := hex.EncodeToString(b)
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
-
-// fakeKey returns a unique Anthropic-shaped fake key.
-func fakeKey() []byte {
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	return []byte("sk-ant-api03-" + hex.EncodeToString(b) + "AA")
-}
+// token and fakeKey make rotation tokens and Anthropic-shaped fake keys.
+var token, fakeKey = providertest.Token, providertest.FakeKey
 
 // fingerprint is what tests may log about a key.
 func fingerprint(v []byte) string {

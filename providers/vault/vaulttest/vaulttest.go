@@ -43,6 +43,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/keywarden/keywarden/internal/tailbuf"
 )
 
 // Environment variables naming an already running server to use instead of
@@ -221,7 +223,7 @@ type process struct {
 }
 
 func launch(goBin, dir string, timeout time.Duration) (*Server, *process, error) {
-	out := &tailBuffer{max: 8192}
+	out := &tailbuf.Buffer{Max: 8192}
 	cmd := exec.Command(goBin, "run", ".")
 	cmd.Dir = dir
 	cmd.Stderr = out
@@ -289,28 +291,4 @@ func redactLine(s string) string {
 		return s[:i] + "token...(redacted)"
 	}
 	return s
-}
-
-// tailBuffer keeps the last max bytes written to it, for error messages.
-type tailBuffer struct {
-	max int
-
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if len(b.buf) > b.max {
-		b.buf = append(b.buf[:0], b.buf[len(b.buf)-b.max:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }
