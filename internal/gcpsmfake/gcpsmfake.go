@@ -171,6 +171,15 @@ func parseVersion(name string) (string, string, error) {
 	return sec, v, nil
 }
 
+// lookup parses a secret name and finds the secret; s.mu must be held.
+func (s *Server) lookup(name string) (*secret, error) {
+	name, err := parseSecret(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.get(name)
+}
+
 func (s *Server) get(name string) (*secret, error) {
 	sec, ok := s.secrets[name]
 	if !ok {
@@ -239,13 +248,9 @@ func (s *Server) CreateSecret(_ context.Context, req *secretmanagerpb.CreateSecr
 
 // GetSecret implements the documented method.
 func (s *Server) GetSecret(_ context.Context, req *secretmanagerpb.GetSecretRequest) (*secretmanagerpb.Secret, error) {
-	name, err := parseSecret(req.GetName())
-	if err != nil {
-		return nil, err
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sec, err := s.get(name)
+	sec, err := s.lookup(req.GetName())
 	if err != nil {
 		return nil, err
 	}
@@ -256,17 +261,13 @@ func (s *Server) GetSecret(_ context.Context, req *secretmanagerpb.GetSecretRequ
 // annotations and version_aliases; the request's etag must match.
 func (s *Server) UpdateSecret(_ context.Context, req *secretmanagerpb.UpdateSecretRequest) (*secretmanagerpb.Secret, error) {
 	in := req.GetSecret()
-	name, err := parseSecret(in.GetName())
-	if err != nil {
-		return nil, err
-	}
 	paths := req.GetUpdateMask().GetPaths()
 	if len(paths) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "update_mask is required")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sec, err := s.get(name)
+	sec, err := s.lookup(in.GetName())
 	if err != nil {
 		return nil, err
 	}
@@ -316,29 +317,21 @@ func annotationSize(m map[string]string) int {
 
 // DeleteSecret implements the documented method.
 func (s *Server) DeleteSecret(_ context.Context, req *secretmanagerpb.DeleteSecretRequest) (*emptypb.Empty, error) {
-	name, err := parseSecret(req.GetName())
-	if err != nil {
-		return nil, err
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sec, err := s.get(name)
+	sec, err := s.lookup(req.GetName())
 	if err != nil {
 		return nil, err
 	}
 	if err := checkEtag(sec.pb.Etag, req.GetEtag()); err != nil {
 		return nil, err
 	}
-	delete(s.secrets, name)
+	delete(s.secrets, sec.pb.Name)
 	return &emptypb.Empty{}, nil
 }
 
 // AddSecretVersion implements the documented method.
 func (s *Server) AddSecretVersion(_ context.Context, req *secretmanagerpb.AddSecretVersionRequest) (*secretmanagerpb.SecretVersion, error) {
-	name, err := parseSecret(req.GetParent())
-	if err != nil {
-		return nil, err
-	}
 	data := req.GetPayload().GetData()
 	if len(data) > MaxPayload {
 		return nil, status.Errorf(codes.InvalidArgument, "payload is %d bytes, larger than the 65536-byte limit", len(data))
@@ -348,12 +341,12 @@ func (s *Server) AddSecretVersion(_ context.Context, req *secretmanagerpb.AddSec
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sec, err := s.get(name)
+	sec, err := s.lookup(req.GetParent())
 	if err != nil {
 		return nil, err
 	}
 	v := &version{data: append([]byte(nil), data...), pb: &secretmanagerpb.SecretVersion{
-		Name:       fmt.Sprintf("%s/versions/%d", name, len(sec.versions)+1),
+		Name:       fmt.Sprintf("%s/versions/%d", sec.pb.Name, len(sec.versions)+1),
 		CreateTime: timestamppb.Now(),
 		State:      secretmanagerpb.SecretVersion_ENABLED,
 		Etag:       s.newEtag(),
@@ -394,23 +387,20 @@ func (s *Server) AccessSecretVersion(_ context.Context, req *secretmanagerpb.Acc
 
 // ListSecretVersions implements the documented method, newest first, paged.
 func (s *Server) ListSecretVersions(_ context.Context, req *secretmanagerpb.ListSecretVersionsRequest) (*secretmanagerpb.ListSecretVersionsResponse, error) {
-	name, err := parseSecret(req.GetParent())
-	if err != nil {
-		return nil, err
-	}
 	size := int(req.GetPageSize())
 	if size <= 0 || size > 25000 {
 		size = 25000
 	}
 	start := 0
 	if t := req.GetPageToken(); t != "" {
+		var err error
 		if start, err = strconv.Atoi(t); err != nil || start < 0 {
 			return nil, status.Error(codes.InvalidArgument, "invalid page_token")
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sec, err := s.get(name)
+	sec, err := s.lookup(req.GetParent())
 	if err != nil {
 		return nil, err
 	}
