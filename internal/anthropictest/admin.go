@@ -3,160 +3,143 @@ package anthropictest
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 )
 
-type keyObject struct {
-	Type           string         `json:"type"`
-	ID             string         `json:"id"`
-	Name           string         `json:"name"`
-	Status         string         `json:"status"`
-	CreatedAt      string         `json:"created_at"`
-	CreatedBy      map[string]any `json:"created_by"`
-	ExpiresAt      *string        `json:"expires_at"`
-	PartialKeyHint string         `json:"partial_key_hint"`
-	WorkspaceID    *string        `json:"workspace_id"`
-}
+const apiKeysPath = "/v1/organizations/api_keys"
 
-func toObject(k *Key) keyObject {
-	return keyObject{
-		Type: "api_key", ID: k.ID, Name: k.Name, Status: k.Status,
-		CreatedAt: k.CreatedAt.Format(time.RFC3339), PartialKeyHint: k.Hint(),
-		CreatedBy: map[string]any{"id": "user_01fake", "type": "user"},
-	}
-}
-
-var validStatus = map[string]bool{StatusActive: true, StatusInactive: true, StatusArchived: true}
-
-// admin serves the Admin API's key endpoints.
-func (h *handler) admin(w http.ResponseWriter, r *http.Request, reqID string) int {
-	s := h.s
-	v := r.Header.Get("x-api-key")
-	switch {
-	case v == "":
-		return h.fail(w, reqID, errMissingKey)
-	case v != s.admin:
-		return h.fail(w, reqID, errNotAdmin)
-	case r.Header.Get("anthropic-version") == "":
-		return h.fail(w, reqID, errVersion)
-	}
-	const base = "/v1/organizations/api_keys"
+// admin serves the Admin API's key endpoints; the caller authenticated
+// the admin key.
+func (s *Server) admin(w http.ResponseWriter, r *http.Request, reqID string) int {
 	path := r.URL.Path
-	if path == base {
+	if path == apiKeysPath {
 		if r.Method != http.MethodGet {
-			return h.fail(w, reqID, errMethod)
+			return s.fail(w, reqID, errMethod)
 		}
-		return h.listKeys(w, r, reqID)
+		return s.listKeys(w, r, reqID)
 	}
-	if !strings.HasPrefix(path, base+"/") {
-		return h.fail(w, reqID, errNotFound)
+	id, ok := strings.CutPrefix(path, apiKeysPath+"/")
+	if !ok || id == "" || strings.Contains(id, "/") {
+		return s.fail(w, reqID, errNotFound)
 	}
-	id := strings.TrimPrefix(path, base+"/")
 	switch r.Method {
 	case http.MethodGet:
-		k, ok := s.Key(id)
-		if !ok {
-			return h.fail(w, reqID, &apiError{404, "not_found_error", "API key not found: " + id})
+		rg := &s.keys
+		rg.mu.Lock()
+		k := rg.byID[id]
+		var b []byte
+		if k != nil {
+			b = appendKeyObject(nil, k, s.now(), rg.userID)
 		}
-		b, _ := json.Marshal(toObject(&k))
-		return writeJSON(w, 200, b)
+		rg.mu.Unlock()
+		if k == nil {
+			return s.fail(w, reqID, notFoundKey(id))
+		}
+		return writeJSON(w, b)
 	case http.MethodPost:
-		if !jsonBody(r) {
-			return h.fail(w, reqID, errContentType)
-		}
-		var body struct {
-			Name   *string `json:"name"`
-			Status *string `json:"status"`
-		}
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil {
-			return h.fail(w, reqID, errBody)
-		}
-		if body.Status != nil && !validStatus[*body.Status] {
-			return h.fail(w, reqID, &apiError{400, "invalid_request_error", "status: Input should be 'active', 'inactive' or 'archived'"})
-		}
-		s.mu.Lock()
-		k, ok := s.byID[id]
-		if !ok {
-			s.mu.Unlock()
-			return h.fail(w, reqID, &apiError{404, "not_found_error", "API key not found: " + id})
-		}
-		if k.Status == StatusArchived && (body.Status == nil || *body.Status != StatusArchived) {
-			s.mu.Unlock()
-			return h.fail(w, reqID, &apiError{400, "invalid_request_error", "Cannot update an archived API key"})
-		}
-		if body.Name != nil {
-			k.Name = *body.Name
-		}
-		if body.Status != nil {
-			s.setStatusLocked(k, *body.Status)
-		}
-		obj := toObject(k)
-		s.mu.Unlock()
-		b, _ := json.Marshal(obj)
-		return writeJSON(w, 200, b)
+		return s.updateKey(w, r, reqID, id)
 	}
-	return h.fail(w, reqID, errMethod)
+	return s.fail(w, reqID, errMethod)
 }
 
-func (h *handler) listKeys(w http.ResponseWriter, r *http.Request, reqID string) int {
+func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, reqID, id string) int {
+	if !isJSON(r.Header.Get("Content-Type")) {
+		return s.fail(w, reqID, errContentType)
+	}
+	var body struct {
+		Name   *string `json:"name"`
+		Status *string `json:"status"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		msg := "the request body is not valid JSON"
+		if strings.Contains(err.Error(), "unknown field") {
+			msg = "Extra inputs are not permitted: " + strings.TrimPrefix(err.Error(), "json: ")
+		}
+		return s.fail(w, reqID, &apiError{400, "invalid_request_error", msg})
+	}
+	b, e := s.update(id, body.Name, body.Status)
+	if e != nil {
+		return s.fail(w, reqID, e)
+	}
+	return writeJSON(w, b)
+}
+
+var listStatuses = []string{StatusActive, StatusArchived, StatusExpired, StatusInactive}
+
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, reqID string) int {
 	q := r.URL.Query()
-	limit := 20
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 1000 {
-			return h.fail(w, reqID, &apiError{400, "invalid_request_error", "limit: Input should be between 1 and 1000"})
+	status, workspace, user := q.Get("status"), q.Get("workspace_id"), q.Get("created_by_user_id")
+	if status != "" && !slices.Contains(listStatuses, status) {
+		return s.fail(w, reqID, &apiError{400, "invalid_request_error", "status: Input should be 'active', 'archived', 'expired' or 'inactive'"})
+	}
+	rg := &s.keys
+	rg.mu.Lock()
+	defer rg.mu.Unlock()
+	now := s.now()
+	all := slices.Clone(rg.order)
+	slices.Reverse(all) // newest first
+	keep := func(k *key) bool {
+		return (status == "" || k.status(now) == status) &&
+			workspace == "" && // every key is in the default workspace
+			(user == "" || user == rg.userID)
+	}
+	page, more, e := paginate(q, all, func(k *key) string { return k.id }, keep)
+	if e != nil {
+		return s.fail(w, reqID, e)
+	}
+	b := append([]byte(nil), `{"data":[`...)
+	for i, k := range page {
+		if i > 0 {
+			b = append(b, ',')
 		}
-		limit = n
+		b = appendKeyObject(b, k, now, rg.userID)
 	}
-	status := q.Get("status")
-	if status != "" && !validStatus[status] && status != StatusExpired {
-		return h.fail(w, reqID, &apiError{400, "invalid_request_error", "status: invalid value"})
+	b = append(b, `],"has_more":`...)
+	if more {
+		b = append(b, "true"...)
+	} else {
+		b = append(b, "false"...)
 	}
-	all := h.s.list(status)
-	start, end := 0, len(all)
-	if after := q.Get("after_id"); after != "" {
-		start = indexOf(all, after) + 1
-		if start == 0 {
-			return h.fail(w, reqID, &apiError{400, "invalid_request_error", "after_id: unknown id"})
+	b = appendFirstLast(b, len(page) > 0, func(first bool) string {
+		if first {
+			return page[0].id
 		}
-	}
-	if before := q.Get("before_id"); before != "" {
-		end = indexOf(all, before)
-		if end < 0 {
-			return h.fail(w, reqID, &apiError{400, "invalid_request_error", "before_id: unknown id"})
-		}
-		if end-limit > start {
-			start = end - limit
-		}
-	}
-	hasMore := false
-	if end-start > limit {
-		end = start + limit
-		hasMore = true
-	} else if q.Get("before_id") != "" && start > 0 {
-		hasMore = true
-	}
-	data := make([]keyObject, 0, end-start)
-	for _, k := range all[start:end] {
-		data = append(data, toObject(k))
-	}
-	out := map[string]any{"data": data, "has_more": hasMore, "first_id": nil, "last_id": nil}
-	if len(data) > 0 {
-		out["first_id"], out["last_id"] = data[0].ID, data[len(data)-1].ID
-	}
-	b, _ := json.Marshal(out)
-	return writeJSON(w, 200, b)
+		return page[len(page)-1].id
+	})
+	return writeJSON(w, b)
 }
 
-func indexOf(keys []*Key, id string) int {
-	for i, k := range keys {
-		if k.ID == id {
-			return i
-		}
+// rfc3339Micro is the Admin API's timestamp format.
+const rfc3339Micro = "2006-01-02T15:04:05.000000Z07:00"
+
+// appendKeyObject appends the Admin API's object of k; the caller holds
+// the keyring's lock.
+func appendKeyObject(b []byte, k *key, now time.Time, userID string) []byte {
+	b = append(b, `{"id":`...)
+	b = appendString(b, k.id)
+	b = append(b, `,"type":"api_key","name":`...)
+	b = appendString(b, k.name)
+	b = append(b, `,"status":"`...)
+	b = append(b, k.status(now)...)
+	b = append(b, `","created_at":"`...)
+	b = k.createdAt.UTC().AppendFormat(b, rfc3339Micro)
+	b = append(b, `","created_by":{"id":"`...)
+	b = append(b, userID...)
+	b = append(b, `","type":"user"},"expires_at":`...)
+	if e := k.expiresAt.Load(); e != 0 {
+		b = append(b, '"')
+		b = time.Unix(0, e).UTC().AppendFormat(b, rfc3339Micro)
+		b = append(b, '"')
+	} else {
+		b = append(b, "null"...)
 	}
-	return -1
+	b = append(b, `,"partial_key_hint":`...)
+	b = appendString(b, k.hint)
+	b = append(b, `,"principal":{"type":"user_actor","user_id":"`...)
+	b = append(b, userID...)
+	return append(b, `"},"scope":{"type":"organization"},"workspace_id":null}`...)
 }

@@ -1,22 +1,18 @@
 package anthropictest
 
 import (
-	"encoding/json"
-	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// Handler returns the fake as an http.Handler, for a load run that serves it
-// from its own listener.
-func (s *Server) Handler() http.Handler { return &handler{s} }
+// handler serves a Server's HTTP API.
+type handler Server
 
-type handler struct{ s *Server }
+var _ http.Handler = (*handler)(nil)
 
+// apiError is one documented error answer.
 type apiError struct {
 	status int
 	typ    string
@@ -24,257 +20,248 @@ type apiError struct {
 }
 
 var (
-	errMissingKey       = &apiError{401, "authentication_error", "x-api-key header is required"}
-	errInvalidKey       = &apiError{401, "authentication_error", "invalid x-api-key"}
-	errExpiredKey       = &apiError{401, "authentication_error", "This API key has expired"}
-	errAdminOnDataPlane = &apiError{401, "authentication_error", "invalid x-api-key"}
-	errNotAdmin         = &apiError{401, "authentication_error", "invalid x-api-key: the Admin API requires an admin key (sk-ant-admin...)"}
-	errVersion          = &apiError{400, "invalid_request_error", "anthropic-version: header is required"}
-	errCORS             = &apiError{401, "authentication_error", "CORS requests are not allowed for this Organization because of the Origin header. Requests from a browser must not use an API key directly."}
-	errContentType      = &apiError{400, "invalid_request_error", "content-type: must be application/json"}
-	errNotFound         = &apiError{404, "not_found_error", "Not found"}
-	errMethod           = &apiError{405, "invalid_request_error", "Method not allowed"}
-	errBody             = &apiError{400, "invalid_request_error", "the request body is not valid JSON"}
+	errMissingKey  = &apiError{401, "authentication_error", "x-api-key header is required"}
+	errInvalidKey  = &apiError{401, "authentication_error", "invalid x-api-key"}
+	errExpiredKey  = &apiError{401, "authentication_error", "invalid x-api-key: this API key has expired"}
+	errNotAdmin    = &apiError{403, "permission_error", "this endpoint requires an Admin API key (sk-ant-admin01-...); API keys cannot use the Admin API"}
+	errNoVersion   = &apiError{400, "invalid_request_error", "anthropic-version: header is required"}
+	errCORS        = &apiError{401, "authentication_error", "CORS requests must set 'anthropic-dangerous-direct-browser-access' header"}
+	errContentType = &apiError{400, "invalid_request_error", "content-type: this endpoint takes application/json"}
+	errNotFound    = &apiError{404, "not_found_error", "Not found"}
+	errMethod      = &apiError{405, "invalid_request_error", "Method Not Allowed"}
+	errBadJSON     = &apiError{400, "invalid_request_error", "the request body is not valid JSON"}
+	errNotObject   = &apiError{400, "invalid_request_error", "the request body must be a JSON object"}
+	errTooLarge    = &apiError{413, "request_too_large", "Request exceeds the maximum allowed number of bytes."}
 )
 
-// errorTypes is the documented status → error type table.
-var errorTypes = map[int]string{
-	400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-	403: "permission_error", 404: "not_found_error", 409: "conflict_error",
-	413: "request_too_large", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error",
+// errorTypes is the documented status → error type table, with the
+// messages injected faults answer.
+var errorTypes = map[int][2]string{
+	400: {"invalid_request_error", "Invalid request"},
+	401: {"authentication_error", "invalid x-api-key"},
+	402: {"billing_error", "Your credit balance is too low to access the Claude API."},
+	403: {"permission_error", "Your API key does not have permission to use the specified resource."},
+	404: {"not_found_error", "The requested resource could not be found."},
+	409: {"conflict_error", "Conflict"},
+	413: {"request_too_large", "Request exceeds the maximum allowed number of bytes."},
+	429: {"rate_limit_error", "This request would exceed the rate limit for your organization. Please try again later."},
+	500: {"api_error", "Internal server error"},
+	529: {"overloaded_error", "Overloaded"},
 }
 
+func injected(status int) *apiError {
+	if t, ok := errorTypes[status]; ok {
+		return &apiError{status, t[0], t[1]}
+	}
+	if status >= 500 {
+		return &apiError{status, "api_error", "Internal server error"}
+	}
+	return &apiError{status, "invalid_request_error", http.StatusText(status)}
+}
+
+// Versions of anthropic-version the fake accepts.
+var versions = map[string]bool{"2023-06-01": true, "2023-01-01": true}
+
+// maxBody is the Messages API's request size limit.
+const maxBody = 32 << 20
+
+// Header values shared by every response: net/http only reads them.
+var (
+	hdrJSON   = []string{"application/json"}
+	hdrSSE    = []string{"text/event-stream; charset=utf-8"}
+	hdrNoCach = []string{"no-cache"}
+	hdrStar   = []string{"*"}
+)
+
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s := h.s
-	id := "req_011C" + strconv.FormatUint(s.reqID.Add(1)+1e12, 36)
-	w.Header().Set("request-id", id)
+	s := (*Server)(h)
+	n := s.counter.Add(1)
+	reqID := s.requestID(n)
+	w.Header()["Request-Id"] = []string{reqID}
 	if d := time.Duration(s.latency.Load()); d > 0 {
+		t := time.NewTimer(d)
 		select {
-		case <-time.After(d):
+		case <-t.C:
 		case <-r.Context().Done():
+			t.Stop()
 			return
 		}
 	}
-	keyID, status := h.route(w, r, id)
-	s.record(status, keyID)
+	o := s.route(w, r, reqID, n)
+	s.record(o, reqID, r)
 }
 
-func (h *handler) fail(w http.ResponseWriter, reqID string, e *apiError) int {
-	if e.status == 429 {
-		w.Header().Set("retry-after", "1")
-	}
-	w.Header().Set("content-type", "application/json")
-	w.WriteHeader(e.status)
-	b, _ := json.Marshal(map[string]any{
-		"type":       "error",
-		"error":      map[string]string{"type": e.typ, "message": e.msg},
-		"request_id": reqID,
-	})
-	_, _ = w.Write(b)
-	return e.status
-}
-
-func (h *handler) route(w http.ResponseWriter, r *http.Request, reqID string) (string, int) {
-	s := h.s
-	if r.Header.Get("Origin") != "" && !s.opts.AllowOrigin {
-		return "", h.fail(w, reqID, errCORS)
-	}
-	if st, ok := s.takeFault(r.URL.Path); ok {
-		typ := errorTypes[st]
-		if typ == "" {
-			typ = "api_error"
+// route authenticates r, then serves it.
+func (s *Server) route(w http.ResponseWriter, r *http.Request, reqID string, n uint64) outcome {
+	var o outcome
+	if len(r.Header["Origin"]) > 0 && !s.cfg.allowOrigin {
+		if !strings.EqualFold(r.Header.Get("Anthropic-Dangerous-Direct-Browser-Access"), "true") {
+			o.status = s.fail(w, reqID, errCORS)
+			return o
 		}
-		return "", h.fail(w, reqID, &apiError{st, typ, fmt.Sprintf("injected %d", st)})
+		w.Header()["Access-Control-Allow-Origin"] = hdrStar
+		w.Header()["Access-Control-Expose-Headers"] = hdrStar
 	}
 	path := r.URL.Path
-	if strings.HasPrefix(path, "/v1/organizations/") {
-		return "", h.admin(w, r, reqID)
+	admin := strings.HasPrefix(path, "/v1/organizations/")
+	var v string
+	if vs := r.Header["X-Api-Key"]; len(vs) > 0 {
+		v = vs[0]
 	}
-	keyID, aerr := s.lookup(r.Header.Get("x-api-key"))
-	if aerr != nil {
-		return "", h.fail(w, reqID, aerr)
+	var authErr *apiError
+	switch {
+	case v == "":
+		o.unknown, authErr = true, errMissingKey
+	case v == s.cfg.adminKey:
+		o.admin = true
+		if !admin {
+			authErr = errInvalidKey
+		}
+	default:
+		o.key = s.keys.lookup(v)
+		switch {
+		case o.key == nil:
+			o.unknown, authErr = true, errInvalidKey
+		case admin:
+			authErr = errNotAdmin
+		default:
+			if authErr = o.key.check(s.now); authErr != nil {
+				o.rejected = true
+			}
+		}
 	}
-	if r.Header.Get("anthropic-version") == "" {
-		return "", h.fail(w, reqID, errVersion)
+	if authErr != nil {
+		o.status = s.fail(w, reqID, authErr)
+		return o
+	}
+	if e := checkVersion(r.Header["Anthropic-Version"]); e != nil {
+		o.status = s.fail(w, reqID, e)
+		return o
+	}
+	if st, ok := s.fault.takeRequest(path); ok {
+		o.status = s.fail(w, reqID, injected(st))
+		return o
+	}
+	if admin {
+		o.status = s.admin(w, r, reqID)
+		return o
 	}
 	switch {
 	case path == "/v1/messages":
-		return keyID, h.messages(w, r, reqID)
+		if r.Method != http.MethodPost {
+			o.status = s.fail(w, reqID, errMethod)
+			return o
+		}
+		o.status, o.streamErr = s.messages(w, r, reqID, n)
 	case path == "/v1/messages/count_tokens":
-		return keyID, h.countTokens(w, r, reqID)
+		if r.Method != http.MethodPost {
+			o.status = s.fail(w, reqID, errMethod)
+			return o
+		}
+		o.status = s.countTokens(w, r, reqID)
 	case path == "/v1/models":
 		if r.Method != http.MethodGet {
-			return "", h.fail(w, reqID, errMethod)
+			o.status = s.fail(w, reqID, errMethod)
+			return o
 		}
-		return keyID, writeJSON(w, 200, modelList)
+		o.status = s.listModels(w, r, reqID)
 	case strings.HasPrefix(path, "/v1/models/"):
-		m, ok := modelByID[strings.TrimPrefix(path, "/v1/models/")]
-		if !ok {
-			return "", h.fail(w, reqID, &apiError{404, "not_found_error", "model: " + strings.TrimPrefix(path, "/v1/models/")})
+		if r.Method != http.MethodGet {
+			o.status = s.fail(w, reqID, errMethod)
+			return o
 		}
-		return keyID, writeJSON(w, 200, m)
+		o.status = s.getModel(w, reqID, strings.TrimPrefix(path, "/v1/models/"))
+	default:
+		o.status = s.fail(w, reqID, errNotFound)
 	}
-	return "", h.fail(w, reqID, errNotFound)
+	return o
 }
 
-func writeJSON(w http.ResponseWriter, status int, body []byte) int {
-	w.Header().Set("content-type", "application/json")
-	w.Header().Set("content-length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
-	return status
-}
-
-func jsonBody(r *http.Request) bool {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("content-type"))
-	return err == nil && mt == "application/json"
-}
-
-type messageRequest struct {
-	Model     string `json:"model"`
-	MaxTokens int    `json:"max_tokens"`
-	Stream    bool   `json:"stream"`
-	Messages  []struct {
-		Role string `json:"role"`
-	} `json:"messages"`
-}
-
-func (h *handler) readMessage(w http.ResponseWriter, r *http.Request, reqID string, needMax bool) (*messageRequest, int) {
-	if r.Method != http.MethodPost {
-		return nil, h.fail(w, reqID, errMethod)
-	}
-	if !jsonBody(r) {
-		return nil, h.fail(w, reqID, errContentType)
-	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, 32<<20+1))
-	if err != nil {
-		return nil, h.fail(w, reqID, errBody)
-	}
-	if len(b) > 32<<20 {
-		return nil, h.fail(w, reqID, &apiError{413, "request_too_large", "Request exceeds the maximum allowed number of bytes."})
-	}
-	var m messageRequest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, h.fail(w, reqID, errBody)
-	}
+func checkVersion(vs []string) *apiError {
 	switch {
-	case m.Model == "":
-		return nil, h.fail(w, reqID, &apiError{400, "invalid_request_error", "model: Field required"})
-	case len(m.Messages) == 0:
-		return nil, h.fail(w, reqID, &apiError{400, "invalid_request_error", "messages: Field required"})
-	case needMax && m.MaxTokens <= 0:
-		return nil, h.fail(w, reqID, &apiError{400, "invalid_request_error", "max_tokens: Field required"})
+	case len(vs) == 0 || (len(vs) == 1 && vs[0] == ""):
+		return errNoVersion
+	case len(vs) == 1 && versions[vs[0]]:
+		return nil
 	}
-	return &m, 0
+	return &apiError{400, "invalid_request_error", "anthropic-version: " + strconv.Quote(strings.Join(vs, ", ")) + " is not a valid version"}
 }
 
-func (h *handler) messages(w http.ResponseWriter, r *http.Request, reqID string) int {
-	m, st := h.readMessage(w, r, reqID, true)
-	if m == nil {
-		return st
+// fail writes the documented error body of e and returns its status.
+func (s *Server) fail(w http.ResponseWriter, reqID string, e *apiError) int {
+	hdr := w.Header()
+	hdr["Content-Type"] = hdrJSON
+	if e.status == http.StatusTooManyRequests {
+		ra := s.cfg.retryAfter
+		secs := int64((ra + time.Second - 1) / time.Second)
+		hdr["Retry-After"] = []string{strconv.FormatInt(secs, 10)}
+		hdr["Anthropic-Ratelimit-Requests-Limit"] = []string{"50"}
+		hdr["Anthropic-Ratelimit-Requests-Remaining"] = []string{"0"}
+		hdr["Anthropic-Ratelimit-Requests-Reset"] = []string{s.now().Add(ra).UTC().Format(time.RFC3339)}
 	}
-	if m.Stream {
-		return h.stream(w, r, m)
-	}
-	return writeJSON(w, 200, messageBody(m.Model))
+	bp := getBuf()
+	b := appendError(*bp, e, reqID)
+	w.WriteHeader(e.status)
+	_, _ = w.Write(b)
+	*bp = b
+	putBuf(bp)
+	return e.status
 }
 
-func (h *handler) countTokens(w http.ResponseWriter, r *http.Request, reqID string) int {
-	m, st := h.readMessage(w, r, reqID, false)
-	if m == nil {
-		return st
-	}
-	return writeJSON(w, 200, []byte(`{"input_tokens":`+strconv.Itoa(10*len(m.Messages))+`}`))
+func appendError(b []byte, e *apiError, reqID string) []byte {
+	b = append(b, `{"type":"error","error":{"type":"`...)
+	b = append(b, e.typ...)
+	b = append(b, `","message":`...)
+	b = appendString(b, e.msg)
+	b = append(b, `},"request_id":"`...)
+	b = append(b, reqID...)
+	return append(b, `"}`...)
 }
 
-// stream writes the documented SSE event order, flushing every event.
-func (h *handler) stream(w http.ResponseWriter, r *http.Request, m *messageRequest) int {
-	s := h.s
-	fl, _ := w.(http.Flusher)
-	w.Header().Set("content-type", "text/event-stream")
-	w.Header().Set("cache-control", "no-cache")
-	w.WriteHeader(200)
-	send := func(first bool, event, data string) bool {
-		if !first && s.opts.EventDelay > 0 {
-			select {
-			case <-time.After(s.opts.EventDelay):
-			case <-r.Context().Done():
-				return false
-			}
-		}
-		if _, err := io.WriteString(w, "event: "+event+"\ndata: "+data+"\n\n"); err != nil {
-			return false
-		}
-		if fl != nil {
-			fl.Flush()
-		}
-		return true
-	}
-	if !send(true, "message_start", `{"type":"message_start","message":{"id":"msg_01fake","type":"message","role":"assistant","model":"`+m.Model+`","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":1}}}`) {
-		return 200
-	}
-	if n := s.streamErr.Load(); n > 0 && s.streamErr.CompareAndSwap(n, n-1) {
-		send(false, "error", `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`)
-		return 200
-	}
-	steps := []struct{ ev, data string }{
-		{"content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`},
-		{"ping", `{"type":"ping"}`},
-	}
-	for i := 0; i < s.opts.Deltas; i++ {
-		steps = append(steps, struct{ ev, data string }{"content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"tok` + strconv.Itoa(i) + ` "}}`})
-	}
-	steps = append(steps,
-		struct{ ev, data string }{"content_block_stop", `{"type":"content_block_stop","index":0}`},
-		struct{ ev, data string }{"message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":` + strconv.Itoa(s.opts.Deltas) + `}}`},
-		struct{ ev, data string }{"message_stop", `{"type":"message_stop"}`},
-	)
-	for _, st := range steps {
-		if !send(false, st.ev, st.data) {
-			return 200
-		}
-	}
-	return 200
+// writeJSON writes a 200 with body b.
+func writeJSON(w http.ResponseWriter, b []byte) int {
+	w.Header()["Content-Type"] = hdrJSON
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+	return http.StatusOK
 }
 
-var (
-	models = []map[string]string{
-		{"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"},
-		{"type": "model", "id": "claude-haiku-4-5", "display_name": "Claude Haiku 4.5", "created_at": "2025-10-01T00:00:00Z"},
-		{"type": "model", "id": "claude-opus-4-1", "display_name": "Claude Opus 4.1", "created_at": "2025-08-05T00:00:00Z"},
+// isJSON reports whether a content-type is application/json, with or
+// without parameters.
+func isJSON(ct string) bool {
+	ct = strings.TrimLeft(ct, " \t")
+	const mt = "application/json"
+	if len(ct) < len(mt) || !strings.EqualFold(ct[:len(mt)], mt) {
+		return false
 	}
-	modelList = func() []byte {
-		b, _ := json.Marshal(map[string]any{"data": models, "has_more": false, "first_id": models[0]["id"], "last_id": models[len(models)-1]["id"]})
-		return b
-	}()
-	modelByID = func() map[string][]byte {
-		out := map[string][]byte{}
-		for _, m := range models {
-			b, _ := json.Marshal(m)
-			out[m["id"]] = b
-		}
-		return out
-	}()
-	msgBodies = map[string][]byte{}
-)
-
-func messageBody(model string) []byte {
-	if b, ok := msgBodies[model]; ok {
-		return b
-	}
-	b, _ := json.Marshal(map[string]any{
-		"id": "msg_01fake", "type": "message", "role": "assistant", "model": model,
-		"content":     []map[string]string{{"type": "text", "text": "Hello from the fake Claude API."}},
-		"stop_reason": "end_turn", "stop_sequence": nil,
-		"usage": map[string]int{"input_tokens": 10, "output_tokens": 8},
-	})
-	return b
+	rest := strings.TrimLeft(ct[len(mt):], " \t")
+	return rest == "" || rest[0] == ';'
 }
 
-func init() {
-	for _, m := range models {
-		msgBodies[m["id"]] = messageBody(m["id"])
-	}
+// requestID returns the request id of request n: "req_011C" and 20
+// characters, as the real ones.
+func (s *Server) requestID(n uint64) string {
+	var b [28]byte
+	copy(b[:], "req_011C")
+	copy(b[8:16], s.idSalt[:8])
+	putBase58(b[16:], n)
+	return string(b[:])
 }
 
-var _ http.Handler = (*handler)(nil)
+// appendMessageID appends the message id of request n: "msg_01" and 22
+// characters.
+func (s *Server) appendMessageID(b []byte, n uint64) []byte {
+	var id [28]byte
+	copy(id[:], "msg_01")
+	copy(id[6:16], s.idSalt[:])
+	putBase58(id[16:], n)
+	return append(b, id[:]...)
+}
+
+// putBase58 writes n in base58 into all of dst, zero-padded.
+func putBase58(dst []byte, n uint64) {
+	for i := len(dst) - 1; i >= 0; i-- {
+		dst[i] = base58[n%58]
+		n /= 58
+	}
+}

@@ -166,6 +166,9 @@ func (e *env) do(t *testing.T, method, path, body string, hdr ...string) (int, h
 	if err != nil {
 		t.Fatal(err)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}

@@ -25,10 +25,10 @@ import (
 func TestInjectsKeyAndStripsClientAuth(t *testing.T) {
 	up := newUpstream(t, keyA)
 	e := newEnv(t, up, func(o *proxy.Options) { o.ClientToken = "client-token-0123456789" })
-	code, hdr, body := e.do(t, "POST", "/v1/messages", `{"model":"claude-sonnet-4-5"}`,
+	code, hdr, body := e.do(t, "POST", "/v1/messages", msgBody,
 		"x-api-key", "client-token-0123456789", "authorization", "Bearer placeholder",
 		"x-keywarden-token", "client-token-0123456789", "anthropic-beta", "files-api-2025-04-14")
-	if code != 200 || hdr.Get("request-id") != "req_test" || !strings.Contains(body, `"type":"message"`) {
+	if code != 200 || !strings.HasPrefix(hdr.Get("request-id"), "req_") || !strings.Contains(body, `"type":"message"`) {
 		t.Fatalf("got %d %s", code, body)
 	}
 	got := up.Requests()[0]
@@ -58,8 +58,8 @@ func TestVersionPolicyAndBearer(t *testing.T) {
 		wantBearer bool
 	}{
 		{"set when absent", func(r *proxy.Route) {}, "", "2023-06-01", false},
-		{"client's kept", func(r *proxy.Route) {}, "2024-10-22", "2024-10-22", false},
-		{"enforced", func(r *proxy.Route) { r.VersionPolicy = providers.VersionEnforce }, "2024-10-22", "2023-06-01", false},
+		{"client's kept", func(r *proxy.Route) {}, "2023-01-01", "2023-01-01", false},
+		{"enforced", func(r *proxy.Route) { r.VersionPolicy = providers.VersionEnforce }, "2023-01-01", "2023-06-01", false},
 		{"bearer", func(r *proxy.Route) { r.Auth = providers.AuthBearer; r.Version = "" }, "", "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,8 +69,11 @@ func TestVersionPolicyAndBearer(t *testing.T) {
 			if tc.clientVer != "" {
 				hdr = []string{"anthropic-version", tc.clientVer}
 			}
-			if code, _, body := e.do(t, "GET", "/v1/models", "", append(hdr, "x-api-key", "placeholder")...); code != 200 {
-				t.Fatalf("got %d %s", code, body)
+			code, _, body := e.do(t, "GET", "/v1/models", "", append(hdr, "x-api-key", "placeholder")...)
+			// The Claude API takes x-api-key only: a bearer route to it is
+			// refused, which is beside the point here.
+			if want := map[bool]int{false: 200, true: 401}[tc.wantBearer]; code != want {
+				t.Fatalf("got %d %s, want %d", code, body, want)
 			}
 			got := up.Requests()[0]
 			if v := got.Header.Get("anthropic-version"); v != tc.wantVer {
@@ -94,36 +97,37 @@ func TestAllowlist(t *testing.T) {
 	})
 	for _, tc := range []struct {
 		method, path string
-		want         int
+		forwarded    bool
 	}{
-		{"POST", "/v1/messages", 200},
-		{"POST", "/v1/messages/count_tokens", 200},
-		{"GET", "/v1/messages/batches/msgbatch_01", 200},
-		{"GET", "/v1/models", 200},
-		{"GET", "/v1/models/claude-sonnet-4-5", 200},
-		{"DELETE", "/v1/files/file_01", 200},
-		{"GET", "/v1/organizations/api_keys", 403},
-		{"GET", "/v1/organizations", 403},
-		{"GET", "/v1/complete", 403},
-		{"GET", "/v1/messagesX", 403},
-		{"GET", "/v2/messages", 403},
-		{"GET", "/", 403},
-		{"GET", "/v1/messages/../organizations/api_keys", 403},
-		{"GET", "/v1/models/%2e%2e/%2e%2e/v1/organizations", 403},
-		{"GET", "/v1/models%2F..%2F..%2Fv1%2Forganizations", 403},
-		{"GET", "/v1//organizations", 403},
-		{"GET", "/v1/models/.", 403},
-		{"OPTIONS", "/v1/messages", 403},
-		{"TRACE", "/v1/messages", 403},
+		{"POST", "/v1/messages", true},
+		{"POST", "/v1/messages/count_tokens", true},
+		{"GET", "/v1/messages/batches/msgbatch_01", true},
+		{"GET", "/v1/models", true},
+		{"GET", "/v1/models/claude-sonnet-4-5", true},
+		{"DELETE", "/v1/files/file_01", true},
+		{"GET", "/v1/organizations/api_keys", false},
+		{"GET", "/v1/organizations", false},
+		{"GET", "/v1/complete", false},
+		{"GET", "/v1/messagesX", false},
+		{"GET", "/v2/messages", false},
+		{"GET", "/", false},
+		{"GET", "/v1/messages/../organizations/api_keys", false},
+		{"GET", "/v1/models/%2e%2e/%2e%2e/v1/organizations", false},
+		{"GET", "/v1/models%2F..%2F..%2Fv1%2Forganizations", false},
+		{"GET", "/v1//organizations", false},
+		{"GET", "/v1/models/.", false},
+		{"OPTIONS", "/v1/messages", false},
+		{"TRACE", "/v1/messages", false},
 	} {
 		// Send the path raw, as a client could, without Go's cleaning.
+		before := len(up.Requests())
 		code, body := rawRequest(t, e.srv.Listener.Addr().String(), tc.method+" "+tc.path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-		if code != tc.want {
-			t.Errorf("%s %s: got %d, want %d", tc.method, tc.path, code, tc.want)
+		if forwarded := len(up.Requests()) > before; forwarded != tc.forwarded {
+			t.Errorf("%s %s: forwarded %v, want %v (status %d)", tc.method, tc.path, forwarded, tc.forwarded, code)
 			continue
 		}
-		if code == 403 && apiErrorType(t, body) != "permission_error" {
-			t.Errorf("%s %s: error type not permission_error: %s", tc.method, tc.path, body)
+		if !tc.forwarded && (code != 403 || apiErrorType(t, body) != "permission_error") {
+			t.Errorf("%s %s: got %d %s, want 403 permission_error", tc.method, tc.path, code, body)
 		}
 	}
 	for _, r := range up.Requests() {
@@ -358,7 +362,7 @@ func TestSDKStreamsThroughSidecar(t *testing.T) {
 		if err := stream.Err(); err != nil {
 			t.Fatalf("stream %d: %v", i, err)
 		}
-		if len(msg.Content) != 1 || msg.Content[0].Text != "Hello there" || msg.StopReason != "end_turn" {
+		if len(msg.Content) != 1 || msg.Content[0].Text == "" || msg.StopReason != "end_turn" {
 			t.Fatalf("stream %d: accumulated %+v", i, msg)
 		}
 	}
@@ -407,7 +411,7 @@ func TestRetryOnceAfterRotation(t *testing.T) {
 	// before the Source's next refresh.
 	e.store.rotate(t, keyB)
 	up.SetValid(keyB)
-	code, _, body := e.do(t, "POST", "/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":8}`)
+	code, _, body := e.do(t, "POST", "/v1/messages", msgBody)
 	if code != 200 {
 		t.Fatalf("got %d %s, want 200 after one retry", code, body)
 	}
@@ -428,7 +432,7 @@ func TestRetryOnceAfterRotation(t *testing.T) {
 	}
 	// Both keys rejected: one retry, then the 401 as the upstream sent it.
 	up.SetValid()
-	code, _, body = e.do(t, "POST", "/v1/messages", `{}`)
+	code, _, body = e.do(t, "POST", "/v1/messages", msgBody)
 	if code != 401 || apiErrorType(t, body) != "authentication_error" {
 		t.Fatalf("got %d %s", code, body)
 	}
@@ -472,8 +476,8 @@ func TestRoutesByPrefixAndListener(t *testing.T) {
 	u, _ := url.Parse(up.URL())
 	e := newEnv(t, up, func(o *proxy.Options) {
 		o.Routes = append(o.Routes,
-			proxy.Route{Prefix: "/staging/", Key: "staging", Source: ssrc, Upstream: u},
-			proxy.Route{Listener: "127.0.0.1:0", Key: "staging", Source: ssrc, Upstream: u})
+			proxy.Route{Prefix: "/staging/", Key: "staging", Source: ssrc, Upstream: u, Version: "2023-06-01"},
+			proxy.Route{Listener: "127.0.0.1:0", Key: "staging", Source: ssrc, Upstream: u, Version: "2023-06-01"})
 	})
 	if code, _, _ := e.do(t, "GET", "/staging/v1/models", ""); code != 200 {
 		t.Fatalf("prefix route: %d", code)
@@ -519,7 +523,7 @@ func TestManyConcurrentStreamsAcrossRotation(t *testing.T) {
 			if i > 20 {
 				<-rotated
 			}
-			code, _, body := e.do(t, "POST", "/v1/messages", `{"stream":true}`)
+			code, _, body := e.do(t, "POST", "/v1/messages", streamBody)
 			if code != 200 || !strings.Contains(body, "message_stop") {
 				failed.Add(1)
 			}

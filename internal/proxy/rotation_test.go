@@ -149,9 +149,9 @@ func startLoad(e *env) *load {
 			defer l.wg.Done()
 			stream := w%2 == 0
 			for ctx.Err() == nil {
-				body := `{"model":"claude-sonnet-4-5","max_tokens":16}`
+				body := msgBody
 				if stream {
-					body = `{"model":"claude-sonnet-4-5","max_tokens":16,"stream":true}`
+					body = streamBody
 				}
 				resp, err := e.srv.Client().Post(e.srv.URL+"/v1/messages", "application/json", strings.NewReader(body))
 				if err != nil {

@@ -1,23 +1,33 @@
 package proxy_test
 
 import (
-	"encoding/json"
-	"fmt"
+	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/keywarden/keywarden/internal/anthropictest"
 )
 
-// upstream is the Claude API the proxy talks to in these tests.
-type upstream struct {
-	srv *httptest.Server
+// Request bodies the fake Claude API accepts.
+const (
+	msgBody    = `{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}`
+	streamBody = `{"model":"claude-sonnet-4-5","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"Hi"}]}`
+)
 
-	mu    sync.Mutex
-	valid map[string]bool
-	reqs  []recorded
+// upstream is the Claude API the proxy talks to in these tests: the fake of
+// internal/anthropictest, behind a recorder of every request it gets (the
+// headers the sidecar sent, which the fake does not expose).
+type upstream struct {
+	fake *anthropictest.Server
+	srv  *httptest.Server
+
+	mu   sync.Mutex
+	ids  map[string]string // key value → fake key id
+	reqs []recorded
 }
 
 // recorded is one request as the upstream saw it.
@@ -28,12 +38,25 @@ type recorded struct {
 	Key          string
 }
 
+// newUpstream starts the fake with the given keys active.
 func newUpstream(t *testing.T, valid ...string) *upstream {
 	t.Helper()
-	u := &upstream{}
-	u.SetValid(valid...)
-	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
+	u := &upstream{fake: anthropictest.New(), ids: map[string]string{}}
+	h := u.fake.Handler()
+	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		key := r.Header.Get("x-api-key")
+		if v, ok := strings.CutPrefix(r.Header.Get("authorization"), "Bearer "); ok {
+			key = v
+		}
+		u.mu.Lock()
+		u.reqs = append(u.reqs, recorded{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: string(b), Key: key})
+		u.mu.Unlock()
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(u.srv.Close)
+	u.SetValid(valid...)
 	return u
 }
 
@@ -48,35 +71,52 @@ func newUpstreamFunc(t *testing.T, h http.HandlerFunc) *upstream {
 
 func (u *upstream) URL() string { return u.srv.URL }
 
-// SetValid replaces the keys the upstream accepts.
+// SetValid makes exactly keys active at the fake; every other key it knows
+// becomes inactive, as the Admin API deactivates a key.
 func (u *upstream) SetValid(keys ...string) {
+	want := map[string]bool{}
+	for _, k := range keys {
+		want[k] = true
+		u.Add(k)
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.valid = map[string]bool{}
-	for _, k := range keys {
-		u.valid[k] = true
+	for v, id := range u.ids {
+		if !want[v] {
+			u.fake.SetStatus(id, anthropictest.StatusInactive)
+		}
 	}
 }
 
-// Add makes key valid; Remove revokes it.
+// Add makes key active, adding it to the fake when new.
 func (u *upstream) Add(key string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.valid[key] = true
+	if id, ok := u.ids[key]; ok {
+		u.fake.SetStatus(id, anthropictest.StatusActive)
+		return
+	}
+	u.ids[key] = u.fake.AddKey(key, anthropictest.StatusActive).ID
 }
 
-// Remove revokes key.
+// Remove deactivates key.
 func (u *upstream) Remove(key string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	delete(u.valid, key)
+	if id, ok := u.ids[key]; ok {
+		u.fake.SetStatus(id, anthropictest.StatusInactive)
+	}
 }
 
-// Valid returns how many keys are valid.
+// Valid returns how many keys are active at the fake.
 func (u *upstream) Valid() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return len(u.valid)
+	n := 0
+	for _, k := range u.fake.Keys() {
+		if k.Status == anthropictest.StatusActive {
+			n++
+		}
+	}
+	return n
 }
 
 // Requests returns the requests seen so far.
@@ -84,50 +124,4 @@ func (u *upstream) Requests() []recorded {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return append([]recorded(nil), u.reqs...)
-}
-
-func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
-	b, _ := io.ReadAll(r.Body)
-	key := r.Header.Get("x-api-key")
-	if v, ok := strings.CutPrefix(r.Header.Get("authorization"), "Bearer "); ok {
-		key = v
-	}
-	u.mu.Lock()
-	u.reqs = append(u.reqs, recorded{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: string(b), Key: key})
-	ok := u.valid[key]
-	u.mu.Unlock()
-	w.Header().Set("request-id", "req_test")
-	if !ok {
-		w.Header().Set("content-type", "application/json")
-		w.WriteHeader(http.StatusUnauthorized)
-		io.WriteString(w, `{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}`)
-		return
-	}
-	var req struct {
-		Stream bool `json:"stream"`
-	}
-	_ = json.Unmarshal(b, &req)
-	if req.Stream {
-		w.Header().Set("content-type", "text/event-stream")
-		f := w.(http.Flusher)
-		for _, ev := range sseEvents {
-			io.WriteString(w, ev)
-			f.Flush()
-		}
-		return
-	}
-	w.Header().Set("content-type", "application/json")
-	fmt.Fprintf(w, `{"type":"message","path":%q,"content":[{"type":"text","text":"ok"}]}`, r.URL.Path)
-}
-
-// sseEvents is a Messages stream as the API sends it.
-var sseEvents = []string{
-	"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
-	"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
-	"event: ping\ndata: {\"type\": \"ping\"}\n\n",
-	"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n",
-	"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" there\"}}\n\n",
-	"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
-	"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":3}}\n\n",
-	"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
 }
