@@ -9,7 +9,7 @@ LDFLAGS   := -s -w -X github.com/keywarden/keywarden/internal/version.Version=$(
              -X github.com/keywarden/keywarden/internal/version.Date=$(DATE)
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: build run test test-go lint bench clean vaultserver image image-test deploy-test
+.PHONY: build run test test-go e2e lint bench clean vaultserver image image-test deploy-test
 
 ## build: a static, stamped binary in bin/
 build:
@@ -27,6 +27,11 @@ test: lint test-go deploy-test
 # package's tests; its first build downloads ~4 GB of modules and takes ~8 min.
 test-go: vaultserver
 	bin/vaultserver -exec -- $(GO) test $(TESTFLAGS) ./...
+
+## e2e: zero-downtime rotation under load (sidecar and library client, 20 rotations by the real
+## rotator) on every store: file, AWS (moto), GCP (gcpsmfake), Vault; logs each rotation's propagation
+e2e: vaultserver
+	bin/vaultserver -exec -- $(GO) test $(TESTFLAGS) -v -run '^TestZeroDowntime$$' ./internal/e2e/
 
 ## vaultserver: build the real Vault test server (separate module, kept out of go.mod)
 vaultserver:

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,13 +11,13 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/tailbuf"
 	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/file"
@@ -36,24 +35,6 @@ const (
 // secretParts are substrings of the test keys that no log line or metric
 // may ever hold.
 var secretParts = []string{"PROXYKEYAAAA", "PROXYKEYBBBB", "PROXYKEYSSSS"}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // keyStore is a real file store for one secret.
 type keyStore struct {
@@ -112,7 +93,7 @@ type env struct {
 	faulty  *providertest.Faulty
 	p       *proxy.Proxy
 	srv     *httptest.Server
-	logs    *syncBuffer
+	logs    *tailbuf.Buffer
 	metrics *telemetry.Metrics
 }
 
@@ -130,7 +111,7 @@ func newEnvWith(t *testing.T, up *upstream, so providers.Options, edit func(*pro
 	g := providers.MinForcedGap
 	providers.MinForcedGap = 0
 	t.Cleanup(func() { providers.MinForcedGap = g })
-	e := &env{up: up, store: newKeyStore(t, "prod", keyA), logs: &syncBuffer{}, metrics: telemetry.New()}
+	e := &env{up: up, store: newKeyStore(t, "prod", keyA), logs: &tailbuf.Buffer{}, metrics: telemetry.New()}
 	e.src, e.faulty = e.store.source(t, so)
 	u, _ := url.Parse(up.URL())
 	o := proxy.Options{

@@ -108,17 +108,6 @@ func (u *upstream) Remove(key string) {
 	}
 }
 
-// Valid returns how many keys are active at the fake.
-func (u *upstream) Valid() int {
-	n := 0
-	for _, k := range u.fake.Keys() {
-		if k.Status == anthropictest.StatusActive {
-			n++
-		}
-	}
-	return n
-}
-
 // Requests returns the requests seen so far.
 func (u *upstream) Requests() []recorded {
 	u.mu.Lock()

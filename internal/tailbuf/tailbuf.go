@@ -1,10 +1,13 @@
 // Package tailbuf keeps the last bytes of a stream, such as a test server's
-// output, for error messages.
+// output, for error messages, or all of them, such as the log lines a test
+// scans for key values.
 package tailbuf
 
 import "sync"
 
-// Buffer keeps the last Max bytes written to it. It is safe for concurrent use.
+// Buffer keeps the last Max bytes written to it, or everything when Max is
+// 0. It is safe for concurrent use, so loggers on many goroutines can share
+// one.
 type Buffer struct {
 	Max int
 
@@ -12,12 +15,12 @@ type Buffer struct {
 	buf []byte
 }
 
-// Write appends p, dropping the oldest bytes beyond Max.
+// Write appends p, dropping the oldest bytes beyond Max (when set).
 func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.buf = append(b.buf, p...)
-	if len(b.buf) > b.Max {
+	if b.Max > 0 && len(b.buf) > b.Max {
 		b.buf = append(b.buf[:0], b.buf[len(b.buf)-b.Max:]...)
 	}
 	return len(p), nil

@@ -16,7 +16,6 @@
 package rotationtest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -28,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/tailbuf"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
@@ -88,7 +88,7 @@ type fixture struct {
 	st     driver.Stager
 	name   string
 	ledger *Ledger
-	logs   *syncBuffer
+	logs   *tailbuf.Buffer
 	events *eventLog
 	clock  *Clock // nil: real time
 }
@@ -96,7 +96,7 @@ type fixture struct {
 func newFixture(t *testing.T, h Harness) *fixture {
 	b := make([]byte, 5)
 	_, _ = rand.Read(b)
-	f := &fixture{t: t, st: h.Stager, name: h.Prefix + hex.EncodeToString(b), ledger: NewLedger(), logs: &syncBuffer{}, events: &eventLog{}}
+	f := &fixture{t: t, st: h.Stager, name: h.Prefix + hex.EncodeToString(b), ledger: NewLedger(), logs: &tailbuf.Buffer{}, events: &eventLog{}}
 	t.Cleanup(f.checkNoSecrets)
 	return f
 }
@@ -297,23 +297,6 @@ func crashAt(b rotation.Boundary) func(context.Context, string, rotation.Boundar
 		}
 		return nil
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // eventLog records events.

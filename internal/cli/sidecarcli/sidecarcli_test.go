@@ -1,7 +1,6 @@
 package sidecarcli_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
 	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/internal/tailbuf"
 	"github.com/keywarden/keywarden/providers"
 	_ "github.com/keywarden/keywarden/providers/all"
 	"github.com/keywarden/keywarden/providers/file"
@@ -29,30 +29,13 @@ const (
 	keyB = "sk-ant-api03-SIDECARCLIBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB-bbbb"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // start runs the CLI with args in the background; stop cancels it and
 // returns its error.
-func start(t *testing.T, args ...string) (stop func() error, out *syncBuffer) {
+func start(t *testing.T, args ...string) (stop func() error, out *tailbuf.Buffer) {
 	t.Helper()
 	root := cli.Root()
 	root.AddCommand(sidecarcli.Commands()...)
-	out = &syncBuffer{}
+	out = &tailbuf.Buffer{}
 	root.SetArgs(args)
 	root.SetOut(out)
 	root.SetErr(out)
@@ -73,11 +56,11 @@ func start(t *testing.T, args ...string) (stop func() error, out *syncBuffer) {
 }
 
 // run runs the CLI with args to the end.
-func run(t *testing.T, args ...string) (*syncBuffer, error) {
+func run(t *testing.T, args ...string) (*tailbuf.Buffer, error) {
 	t.Helper()
 	root := cli.Root()
 	root.AddCommand(sidecarcli.Commands()...)
-	out := &syncBuffer{}
+	out := &tailbuf.Buffer{}
 	root.SetArgs(args)
 	root.SetOut(out)
 	root.SetErr(out)
