@@ -9,7 +9,7 @@ LDFLAGS   := -s -w -X github.com/keywarden/keywarden/internal/version.Version=$(
              -X github.com/keywarden/keywarden/internal/version.Date=$(DATE)
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: build run test test-go e2e lint bench clean vaultserver image image-test deploy-test
+.PHONY: build run test test-go e2e lint bench bench-load clean vaultserver image image-test deploy-test
 
 ## build: a static, stamped binary in bin/
 build:
@@ -58,6 +58,10 @@ lint:
 ## bench: Go benchmarks (ns/op, allocs/op)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## bench-load: the sidecar against nginx and a direct call with wrk, side by side (docs/benchmarks.md)
+bench-load:
+	bash bench/run.sh
 
 clean:
 	rm -rf bin .keywarden
