@@ -15,3 +15,10 @@ func TestGCP(t *testing.T) {
 	st := gcp.New(srv.Client(t), "kw-rotation", gcp.Options{})
 	rotationtest.Run(t, rotationtest.Harness{Stager: st, Prefix: "kwrot-"})
 }
+
+// BenchmarkRotationGCP is BenchmarkRotationAWS on the GCP driver and the
+// in-process Secret Manager.
+func BenchmarkRotationGCP(b *testing.B) {
+	srv := gcpsmfake.Start(b)
+	benchmarkRotation(b, gcp.New(srv.Client(b), "kw-rotation", gcp.Options{}), "kwbench-"+randomHex())
+}
