@@ -42,18 +42,7 @@ func store(t testing.TB) *file.Store {
 // rotate makes val the CURRENT of "prod" through PENDING and Promote.
 func rotate(t testing.TB, st *file.Store, val string) {
 	t.Helper()
-	ctx := context.Background()
-	cur := ""
-	if v, err := st.Read(ctx, "prod", "CURRENT"); err == nil {
-		cur = v.ID
-	}
-	p, err := st.PutPending(ctx, "prod", fmt.Sprintf("tok-%d", time.Now().UnixNano()), []byte(val))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Promote(ctx, "prod", p.ID, cur); err != nil {
-		t.Fatal(err)
-	}
+	providertest.Rotate(t, st, "prod", []byte(val))
 }
 
 func newSource(t testing.TB, d *providertest.Faulty, o providers.Options) *providers.Source {

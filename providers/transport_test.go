@@ -13,7 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/file"
@@ -86,7 +85,7 @@ func trSource(t testing.TB, values ...string) (*providers.Source, *file.Store, *
 	t.Helper()
 	st := file.New(filepath.Join(t.TempDir(), "keys.json"))
 	for _, v := range values {
-		trRotate(t, st, v)
+		rotate(t, st, v)
 	}
 	d := providertest.NewFaulty(st)
 	src, err := providers.New(context.Background(), d, "prod", providers.Options{Refresh: -1})
@@ -98,22 +97,6 @@ func trSource(t testing.TB, values ...string) (*providers.Source, *file.Store, *
 	providers.MinForcedGap = 0
 	t.Cleanup(func() { providers.MinForcedGap = g })
 	return src, st, d
-}
-
-func trRotate(t testing.TB, st *file.Store, val string) {
-	t.Helper()
-	ctx := context.Background()
-	cur := ""
-	if v, err := st.Read(ctx, "prod", "CURRENT"); err == nil {
-		cur = v.ID
-	}
-	p, err := st.PutPending(ctx, "prod", fmt.Sprintf("tr-%d", time.Now().UnixNano()), []byte(val))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Promote(ctx, "prod", p.ID, cur); err != nil {
-		t.Fatal(err)
-	}
 }
 
 type recorder struct {
@@ -221,7 +204,7 @@ func TestTransportRetriesWithRefreshedKey(t *testing.T) {
 			c := &http.Client{Transport: &providers.Transport{Source: src, OnEvent: rec.on}}
 			// The store moves to B and the upstream revokes A before the
 			// Source's next refresh.
-			trRotate(t, st, keyB)
+			rotate(t, st, keyB)
 			up.setValid(keyB)
 			reads := d.Reads()
 			r, n := body()
@@ -338,7 +321,7 @@ func TestTransportStormCostsOneRead(t *testing.T) {
 	up := newTrUpstream(t, keyA)
 	src, st, d := trSource(t, keyA)
 	c := &http.Client{Transport: &providers.Transport{Source: src}}
-	trRotate(t, st, keyB)
+	rotate(t, st, keyB)
 	up.setValid(keyB)
 	reads := d.Reads()
 	var wg sync.WaitGroup

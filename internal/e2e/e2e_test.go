@@ -112,8 +112,8 @@ func runZeroDowntime(t *testing.T, b backend) {
 	// Console-created keys that are inactive until the issuer takes them.
 	api := anthropictest.Start(t, anthropictest.WithStream(4, 15*time.Millisecond))
 	first := api.AddKey("", anthropictest.StatusActive)
-	put(t, st, secret, providers.EncodePayload(providers.Payload{Key: providers.NewSecret(first.Value), KeyID: first.ID}))
-	put(t, st, adminName, []byte(api.AdminKey()))
+	providertest.Rotate(t, st, secret, providers.EncodePayload(providers.Payload{Key: providers.NewSecret(first.Value), KeyID: first.ID}))
+	providertest.Rotate(t, st, adminName, []byte(api.AdminKey()))
 	p := pool.New(st, poolName)
 	var issued []anthropictest.Key
 	for range rotations {
@@ -245,19 +245,6 @@ func runZeroDowntime(t *testing.T, b backend) {
 	}
 	if strings.Contains(all, api.AdminKey()[len("sk-ant-admin01-"):]) {
 		t.Fatal("a log line or metric holds the Admin key")
-	}
-}
-
-// put writes value as the CURRENT version of name, as a person would.
-func put(t *testing.T, st driver.Stager, name string, value []byte) {
-	t.Helper()
-	ctx := context.Background()
-	v, err := st.PutPending(ctx, name, providertest.Token(), value)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Promote(ctx, name, v.ID, ""); err != nil {
-		t.Fatal(err)
 	}
 }
 

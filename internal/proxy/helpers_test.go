@@ -3,7 +3,6 @@ package proxy_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -54,18 +52,7 @@ func newKeyStore(t testing.TB, name string, values ...string) *keyStore {
 // rotate makes val CURRENT through PENDING and Promote, as the rotator does.
 func (ks *keyStore) rotate(t testing.TB, val string) {
 	t.Helper()
-	ctx := context.Background()
-	cur := ""
-	if v, err := ks.st.Read(ctx, ks.name, "CURRENT"); err == nil {
-		cur = v.ID
-	}
-	p, err := ks.st.PutPending(ctx, ks.name, fmt.Sprintf("t-%d", time.Now().UnixNano()), []byte(val))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ks.st.Promote(ctx, ks.name, p.ID, cur); err != nil {
-		t.Fatal(err)
-	}
+	providertest.Rotate(t, ks.st, ks.name, []byte(val))
 }
 
 func (ks *keyStore) source(t *testing.T, o providers.Options) (*providers.Source, *providertest.Faulty) {

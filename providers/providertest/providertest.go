@@ -626,6 +626,30 @@ func Token() string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
+// Rotate makes value the CURRENT version of secret name in st, as a person
+// or the rotator would: PENDING with a fresh token, then Promote over the
+// present CURRENT (none when the secret does not exist yet). It returns the
+// new version.
+func Rotate(t testing.TB, st driver.Stager, name string, value []byte) *driver.Version {
+	t.Helper()
+	ctx := context.Background()
+	cur := ""
+	switch v, err := st.Read(ctx, name, driver.Current); {
+	case err == nil:
+		cur = v.ID
+	case !codes.Is(err, codes.NotFound):
+		t.Fatalf("read CURRENT of %s: %v", name, err)
+	}
+	v, err := st.PutPending(ctx, name, Token(), value)
+	if err != nil {
+		t.Fatalf("PutPending(%s): %v", name, err)
+	}
+	if err := st.Promote(ctx, name, v.ID, cur); err != nil {
+		t.Fatalf("Promote(%s): %v", name, err)
+	}
+	return v
+}
+
 // FakeKey returns a unique Anthropic-shaped fake key.
 func FakeKey() []byte {
 	b := make([]byte, 24)

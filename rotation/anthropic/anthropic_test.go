@@ -55,30 +55,13 @@ func setup(t *testing.T, withID bool, opts ...anthropictest.Option) *env {
 	e.pool = pool.New(e.st, poolName)
 	e.first = api.AddKey("", anthropictest.StatusActive)
 	if withID {
-		e.put(secretName, providers.EncodePayload(providers.Payload{Key: providers.NewSecret(e.first.Value), KeyID: e.first.ID}))
+		providertest.Rotate(e.t, e.st, secretName, providers.EncodePayload(providers.Payload{Key: providers.NewSecret(e.first.Value), KeyID: e.first.ID}))
 	} else {
-		e.put(secretName, []byte(e.first.Value)) // a hand-managed secret: the raw key
+		providertest.Rotate(e.t, e.st, secretName, []byte(e.first.Value)) // a hand-managed secret: the raw key
 	}
-	e.put(adminName, []byte(api.AdminKey()))
+	providertest.Rotate(e.t, e.st, adminName, []byte(api.AdminKey()))
 	t.Cleanup(e.checkNoSecrets)
 	return e
-}
-
-// put writes value as the CURRENT version of name, as a person would.
-func (e *env) put(name string, value []byte) {
-	e.t.Helper()
-	ctx := context.Background()
-	v, err := e.st.PutPending(ctx, name, providertest.Token(), value)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	old := ""
-	if cur, err := e.st.Read(ctx, name, driver.Current); err == nil {
-		old = cur.ID
-	}
-	if err := e.st.Promote(ctx, name, v.ID, old); err != nil {
-		e.t.Fatal(err)
-	}
 }
 
 // addPool creates n inactive Console keys and adds them to the pool, with
@@ -355,11 +338,11 @@ func TestIssuerErrors(t *testing.T) {
 		}, []string{"read key apikey_01Nope", "404 not_found_error"}, nil, 0, nil},
 		{"Admin key invalid", func(e *env) {
 			e.addPool(1, true)
-			e.put(adminName, []byte("sk-ant-admin01-"+strings.Repeat("x", 86)+"AA"))
+			providertest.Rotate(e.t, e.st, adminName, []byte("sk-ant-admin01-"+strings.Repeat("x", 86)+"AA"))
 		}, []string{"401 authentication_error", "the Admin key is invalid"}, nil, 0, nil},
 		{"an API key as the Admin key", func(e *env) {
 			e.addPool(1, true)
-			e.put(adminName, []byte(e.first.Value))
+			providertest.Rotate(e.t, e.st, adminName, []byte(e.first.Value))
 		}, []string{"403 permission_error", "may not manage"}, nil, 0, nil},
 		{"Admin key missing", func(e *env) { e.addPool(1, true) }, []string{"read the Admin key"}, nil, 0,
 			func(e *env, o *claude.IssuerOptions) { o.AdminKey = claude.KeyFromStore(e.st, "no-such-admin", "") }},

@@ -12,6 +12,7 @@ import (
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/driver"
 	"github.com/keywarden/keywarden/providers/file"
+	"github.com/keywarden/keywarden/providers/providertest"
 	"github.com/keywarden/keywarden/rotation"
 
 	"github.com/keywarden/keywarden/internal/mototest"
@@ -40,13 +41,7 @@ func benchmarkRotation(b *testing.B, st driver.Stager, name string) {
 	ctx := context.Background()
 	l := rotationtest.NewLedger()
 	c := l.Seed()
-	v, err := st.PutPending(ctx, name, "seed-"+name, providers.EncodePayload(providers.Payload{Key: c.Key, KeyID: c.KeyID}))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := st.Promote(ctx, name, v.ID, ""); err != nil {
-		b.Fatal(err)
-	}
+	providertest.Rotate(b, st, name, providers.EncodePayload(providers.Payload{Key: c.Key, KeyID: c.KeyID}))
 	r, err := rotation.New(rotation.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 		&rotation.Key{Name: "k", Store: st, Secret: name, Issuer: l, Probe: l.Probe(nil)})
 	if err != nil {

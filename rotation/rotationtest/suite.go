@@ -31,6 +31,7 @@ import (
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/providertest"
 	"github.com/keywarden/keywarden/rotation"
 )
 
@@ -146,14 +147,7 @@ func (f *fixture) rotator(holder string, mod func(*rotation.Key, *rotation.Optio
 func (f *fixture) seed() rotation.Credential {
 	f.t.Helper()
 	c := f.ledger.Seed()
-	ctx := context.Background()
-	v, err := f.st.PutPending(ctx, f.name, "seed-"+f.name, providers.EncodePayload(providers.Payload{Key: c.Key, KeyID: c.KeyID}))
-	if err != nil {
-		f.t.Fatalf("seed: PutPending: %v", err)
-	}
-	if err := f.st.Promote(ctx, f.name, v.ID, ""); err != nil {
-		f.t.Fatalf("seed: Promote: %v", err)
-	}
+	providertest.Rotate(f.t, f.st, f.name, providers.EncodePayload(providers.Payload{Key: c.Key, KeyID: c.KeyID}))
 	return c
 }
 

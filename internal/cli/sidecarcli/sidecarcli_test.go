@@ -22,6 +22,7 @@ import (
 	"github.com/keywarden/keywarden/providers"
 	_ "github.com/keywarden/keywarden/providers/all"
 	"github.com/keywarden/keywarden/providers/file"
+	"github.com/keywarden/keywarden/providers/providertest"
 )
 
 const (
@@ -89,18 +90,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func rotate(t *testing.T, st *file.Store, name, val string) {
 	t.Helper()
-	ctx := context.Background()
-	cur := ""
-	if v, err := st.Read(ctx, name, "CURRENT"); err == nil {
-		cur = v.ID
-	}
-	p, err := st.PutPending(ctx, name, fmt.Sprintf("t-%d", time.Now().UnixNano()), []byte(val))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Promote(ctx, name, p.ID, cur); err != nil {
-		t.Fatal(err)
-	}
+	providertest.Rotate(t, st, name, []byte(val))
 }
 
 func TestSidecarOnEmbeddedDefault(t *testing.T) {
