@@ -46,7 +46,8 @@
 // Keys: [Server.AddKey] (realistic sk-ant-api03-… values, apikey_01… ids,
 // partial_key_hint of the first 16 and last 4 characters, as in
 // "sk-ant-api03-R2D...igAA"), [Server.SetStatus], [Server.Expire],
-// [Server.ExpireAt], [Server.Key], [Server.KeyByValue], [Server.Keys].
+// [Server.ExpireAt], [Server.Key], [Server.KeyByValue], [Server.Keys];
+// [Server.Leaked] finds key values in logs and errors.
 // Time: [WithClock] makes activation delays and expiry deterministic.
 // Faults: [Server.SetLatency], [Server.FailNext] (429, 500, 529 or any
 // documented status for the next n requests, optionally for one path),

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -255,6 +256,33 @@ func (s *Server) Keys() []Key {
 		out[i] = k.snapshot(now)
 	}
 	return out
+}
+
+// Leaked returns the ids of the keys the server knows (AdminKeyID for the
+// admin key) whose secret part — the value without its sk-ant-api03- or
+// sk-ant-admin01- prefix — appears in text: for tests proving that no log
+// line, error or metric holds a key.
+func (s *Server) Leaked(text string) []string {
+	var ids []string
+	for _, k := range s.Keys() {
+		if strings.Contains(text, secretPart(k.Value)) {
+			ids = append(ids, k.ID)
+		}
+	}
+	if strings.Contains(text, secretPart(s.cfg.adminKey)) {
+		ids = append(ids, AdminKeyID)
+	}
+	return ids
+}
+
+// secretPart is v without its key-type prefix.
+func secretPart(v string) string {
+	for _, p := range []string{"sk-ant-api03-", "sk-ant-admin01-"} {
+		if rest, ok := strings.CutPrefix(v, p); ok && rest != "" {
+			return rest
+		}
+	}
+	return v
 }
 
 // update applies an Admin API update of key id. It returns the key's

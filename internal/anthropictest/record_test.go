@@ -102,3 +102,21 @@ func TestAddKeyMistakes(t *testing.T) {
 		t.Fatalf("%d keys after failed adds", len(s.Keys()))
 	}
 }
+
+// TestLeaked: a key's secret part found in a text, truncated prefix or
+// not, names that key; the admin key is named AdminKeyID.
+func TestLeaked(t *testing.T) {
+	s := anthropictest.New()
+	a := s.AddKey("", anthropictest.StatusActive)
+	b := s.AddKey("", anthropictest.StatusInactive)
+	if got := s.Leaked("nothing here " + a.Hint()); len(got) != 0 {
+		t.Errorf("Leaked of a text with a hint only: %v", got)
+	}
+	if got := s.Leaked("x-api-key: " + a.Value); len(got) != 1 || got[0] != a.ID {
+		t.Errorf("Leaked of a whole key: %v, want [%s]", got, a.ID)
+	}
+	text := "…" + strings.TrimPrefix(b.Value, "sk-ant-api03-") + " and " + s.AdminKey()
+	if got := s.Leaked(text); len(got) != 2 || got[0] != b.ID || got[1] != anthropictest.AdminKeyID {
+		t.Errorf("Leaked: %v, want [%s %s]", got, b.ID, anthropictest.AdminKeyID)
+	}
+}
