@@ -32,6 +32,7 @@ import (
 	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/providers/gcp"
 	"github.com/keywarden/keywarden/providers/providertest"
+	"github.com/keywarden/keywarden/providers/redact"
 	"github.com/keywarden/keywarden/providers/vault"
 	"github.com/keywarden/keywarden/providers/vault/vaulttest"
 	"github.com/keywarden/keywarden/rotation"
@@ -125,7 +126,7 @@ func runZeroDowntime(t *testing.T, b backend) {
 	}
 
 	logs := &tailbuf.Buffer{}
-	logger := telemetry.NewLogger(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logger := redact.NewLogger(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	prop := newPropagation()
 
 	// Two consumers with Sources of their own, as in production: the

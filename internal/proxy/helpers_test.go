@@ -20,6 +20,7 @@ import (
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/providers/providertest"
+	"github.com/keywarden/keywarden/providers/redact"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -104,7 +105,7 @@ func newEnvWith(t *testing.T, up *upstream, so providers.Options, edit func(*pro
 	o := proxy.Options{
 		Routes:  []proxy.Route{{Prefix: "/", Key: "prod", Source: e.src, Upstream: u, Version: "2023-06-01"}},
 		Metrics: e.metrics,
-		Logger:  telemetry.NewLogger(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:  redact.NewLogger(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if edit != nil {
 		edit(&o)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/keywarden/keywarden/internal/telemetry"
+	"github.com/keywarden/keywarden/providers/redact"
 )
 
 // Server is a Proxy's open listeners. Create it with Listen.
@@ -227,7 +227,7 @@ func (p *Proxy) HealthHandler() http.Handler {
 		var bad []byte
 		for _, ns := range p.sources {
 			if err := ns.src.CheckHealth(); err != nil {
-				bad = fmt.Appendf(bad, "key %s: %s\n", ns.name, telemetry.Redact(err.Error()))
+				bad = fmt.Appendf(bad, "key %s: %s\n", ns.name, redact.String(err.Error()))
 			}
 		}
 		if bad != nil {

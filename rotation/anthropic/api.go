@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/redact"
 )
 
 // Defaults of the API client.
@@ -156,7 +156,7 @@ func apiError(op string, resp *http.Response, body []byte, key providers.Secret)
 	if v := key.Reveal(); v != "" {
 		msg = strings.ReplaceAll(msg, v, "[redacted "+key.Fingerprint()+"]")
 	}
-	msg = telemetry.Redact(msg)
+	msg = redact.String(msg)
 	if len(msg) > 300 {
 		msg = msg[:300] + "…"
 	}

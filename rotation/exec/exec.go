@@ -33,8 +33,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/redact"
 	"github.com/keywarden/keywarden/rotation"
 )
 
@@ -154,7 +154,7 @@ func (i *Issuer) run(ctx context.Context, argv, env []string, stdin []byte, secr
 		if json.Unmarshal(stdout.Bytes(), &o) == nil && o.APIKey != "" {
 			secrets = append(secrets, providers.NewSecret(o.APIKey))
 		}
-		msg := redact(stderr.String(), secrets...)
+		msg := strings.TrimSpace(redact.String(stderr.String(), secrets...))
 		what := err.Error()
 		if ctx.Err() == context.DeadlineExceeded {
 			what = fmt.Sprintf("timed out after %v (process group killed)", i.o.Timeout)
@@ -165,16 +165,6 @@ func (i *Issuer) run(ctx context.Context, argv, env []string, stdin []byte, secr
 		return nil, fmt.Errorf("exec: %s: %s", argv[0], what)
 	}
 	return stdout.Bytes(), nil
-}
-
-// redact removes the secrets and anything shaped like a key from s.
-func redact(s string, secrets ...providers.Secret) string {
-	for _, sec := range secrets {
-		if v := sec.Reveal(); len(v) >= 8 {
-			s = strings.ReplaceAll(s, v, "[redacted "+sec.Fingerprint()+"]")
-		}
-	}
-	return strings.TrimSpace(telemetry.Redact(s))
 }
 
 // limited keeps up to max bytes and notes whether more came. (It must not

@@ -20,7 +20,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/config"
-	"github.com/keywarden/keywarden/internal/telemetry"
+	"github.com/keywarden/keywarden/providers/redact"
 	"github.com/keywarden/keywarden/rotation"
 )
 
@@ -48,7 +48,7 @@ func logger(cmd *cobra.Command) (*slog.Logger, error) {
 	if err != nil {
 		return nil, err
 	}
-	return telemetry.NewLogger(lg.Handler()), nil
+	return redact.NewLogger(lg.Handler()), nil
 }
 
 // loadConfig loads the config; --config is required for rotation (the

@@ -18,8 +18,8 @@ import (
 	"github.com/keywarden/keywarden/internal/config"
 	"github.com/keywarden/keywarden/internal/filesink"
 	"github.com/keywarden/keywarden/internal/proxy"
-	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/redact"
 )
 
 // Commands returns the sidecar and exec subcommands.
@@ -78,7 +78,7 @@ func logger(cmd *cobra.Command) (*slog.Logger, error) {
 	if err != nil {
 		return nil, err
 	}
-	return telemetry.NewLogger(lg.Handler()), nil
+	return redact.NewLogger(lg.Handler()), nil
 }
 
 // Sidecar runs the sidecar of config c until ctx is done, then drains.
