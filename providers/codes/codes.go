@@ -26,7 +26,8 @@ const (
 	Canceled                       // the caller's context was cancelled
 	DeadlineExceeded               // the caller's deadline passed
 	Unimplemented                  // the driver does not support the operation
-	Internal                       // a bug or corrupt data
+	Internal                       // a bug, or data the backend answered that makes no sense
+	DataLoss                       // stored data is corrupt or unreadable (a payload, a record)
 )
 
 var names = [...]string{
@@ -43,6 +44,7 @@ var names = [...]string{
 	DeadlineExceeded:   "DeadlineExceeded",
 	Unimplemented:      "Unimplemented",
 	Internal:           "Internal",
+	DataLoss:           "DataLoss",
 }
 
 // String returns the code's name.
@@ -54,10 +56,12 @@ func (c Code) String() string {
 }
 
 // Retryable reports whether an operation failing with c may succeed when tried
-// again unchanged.
+// again unchanged. Internal and DataLoss are not: corrupt data or a bug do
+// not heal by reading again, and retrying them only hides the error until a
+// deadline.
 func (c Code) Retryable() bool {
 	switch c {
-	case Unavailable, ResourceExhausted, Unknown, DeadlineExceeded, Internal:
+	case Unavailable, ResourceExhausted, Unknown, DeadlineExceeded:
 		return true
 	}
 	return false
@@ -87,10 +91,10 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.err }
 
 // Errorf returns an error with code c and a formatted message. A %w verb wraps
-// as with fmt.Errorf.
+// as with fmt.Errorf: the wrapped error is printed once, where the verb is,
+// and errors.Is and errors.As see it.
 func Errorf(c Code, format string, args ...any) error {
-	wrapped := fmt.Errorf(format, args...)
-	return &Error{Code: c, msg: wrapped.Error(), err: errors.Unwrap(wrapped)}
+	return &Error{Code: c, err: fmt.Errorf(format, args...)}
 }
 
 // Wrap returns err with code c and a message prefix msg; nil stays nil.
