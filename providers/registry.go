@@ -2,8 +2,10 @@ package providers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -67,15 +69,7 @@ func OpenDriver(ctx context.Context, rawURL string) (driver.Reader, string, url.
 			"providers: unknown store scheme %q in %q (known schemes: %s; import the driver package to register it)",
 			u.Scheme, Redact(u), strings.Join(Schemes(), ", "))
 	}
-	q := u.Query()
-	portable := url.Values{}
-	for _, p := range portableParams {
-		if v, ok := q[p]; ok {
-			portable[p] = v
-			delete(q, p)
-		}
-	}
-	u.RawQuery = q.Encode()
+	portable := splitPortable(u)
 	d, name, err := open(ctx, u)
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("providers: open %s: %w", Redact(u), err)
@@ -109,20 +103,51 @@ func AsStager(d driver.Reader) (driver.Stager, error) {
 	return st, nil
 }
 
+// splitPortable removes the portable parameters from u's query and returns
+// them.
+func splitPortable(u *url.URL) url.Values {
+	q := u.Query()
+	portable := url.Values{}
+	for _, p := range portableParams {
+		if v, ok := q[p]; ok {
+			portable[p] = v
+			delete(q, p)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return portable
+}
+
+// SameStore reports whether two store URLs name the same secret: they are
+// equal once the portable parameters (which change how a secret is read, not
+// which one) are removed and the remaining query is put in a canonical
+// order. URLs that do not parse are the same only when equal as strings.
+func SameStore(a, b string) bool {
+	canon := func(s string) string {
+		u, err := parseURL(s)
+		if err != nil {
+			return s
+		}
+		splitPortable(u)
+		return u.String()
+	}
+	return a == b || canon(a) == canon(b)
+}
+
 func parseURL(rawURL string) (*url.URL, error) {
 	if strings.TrimSpace(rawURL) == "" {
 		return nil, codes.Errorf(codes.InvalidArgument, "providers: empty store URL (want scheme://..., known schemes: %s)", strings.Join(Schemes(), ", "))
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		// url.Parse errors quote the input; keep only the reason.
-		var ue *url.Error
+		// url.Parse errors quote the input, which may hold a secret
+		// (a password in user info): keep only the reason, unquoted.
 		reason := err.Error()
-		if e, ok := err.(*url.Error); ok {
-			ue = e
+		var ue *url.Error
+		if errors.As(err, &ue) {
 			reason = ue.Err.Error()
 		}
-		return nil, codes.Errorf(codes.InvalidArgument, "providers: malformed store URL: %s", reason)
+		return nil, codes.Errorf(codes.InvalidArgument, "providers: malformed store URL: %s", quoted.ReplaceAllString(reason, "…"))
 	}
 	if u.Scheme == "" {
 		return nil, codes.Errorf(codes.InvalidArgument,
@@ -133,6 +158,9 @@ func parseURL(rawURL string) (*url.URL, error) {
 	}
 	return u, nil
 }
+
+// quoted matches a quoted part of a url.Parse error, which is input.
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
 // Redact returns the URL as a string without user info, for messages.
 func Redact(u *url.URL) string {

@@ -28,8 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/singleflight"
-
+	"github.com/keywarden/keywarden/providers/backoff"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
 )
@@ -44,8 +43,12 @@ const (
 	refreshTimeout = 30 * time.Second // bound of one shared store read
 )
 
-// MinForcedGap is how fresh a store read must be for RefreshIfCurrent to
-// skip reading again.
+// MinForcedGap has no effect.
+//
+// Deprecated: RefreshIfCurrent no longer skips a refresh because the last
+// store read is recent; it decides by the order of the reads and the
+// request (see Source.ReadSeq). The variable stays only so that callers
+// that set it still build; it will be removed.
 var MinForcedGap = time.Second
 
 // Options tune a Source. The zero value of each field means its default.
@@ -71,25 +74,60 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// withDefaults fills zero fields from the URL's portable parameters, then
-// from the defaults.
-func (o Options) withDefaults(params url.Values) (Options, error) {
+// ResolveOptions returns the effective Options of a Source opened on the
+// store URL rawURL with o. Each field set in o (non-zero) is kept; each one
+// left zero takes the URL's portable parameter (field, refresh, jitter,
+// max_stale) when it has one, else its default. The URL's portable
+// parameters are always parsed and checked, also those that o overrides,
+// and the result is validated. It neither opens the store nor checks the
+// driver's own parameters.
+//
+// Open uses it, and so must anything that needs a key's effective settings
+// without opening a Source (a config check, a rotation's grace period, see
+// Options.LongestGap): the portable parameters have one parser, one set of
+// defaults and one validation, here.
+func ResolveOptions(rawURL string, o Options) (Options, error) {
+	u, err := parseURL(rawURL)
+	if err != nil {
+		return o, err
+	}
+	return o.resolve(splitPortable(u))
+}
+
+// LongestGap is the longest time a Source with these resolved options can
+// go between two store reads: Refresh plus Jitter, or 0 when background
+// refresh is off. A rotation's grace period must be at least that, so that
+// every consumer has read the new key before the old one is revoked.
+func (o Options) LongestGap() time.Duration {
+	if o.Refresh < 0 {
+		return 0
+	}
+	return o.Refresh + o.Jitter
+}
+
+// resolve fills zero fields from the URL's portable parameters params (nil
+// for none), then from the defaults, and validates the result.
+func (o Options) resolve(params url.Values) (Options, error) {
 	if params != nil {
 		q := NewQuery(params)
+		field := q.String("field", "")
+		refresh := q.Duration("refresh", 0)
+		jitter := q.Duration("jitter", 0)
+		maxStale := q.Duration("max_stale", 0)
+		if err := q.Done(); err != nil {
+			return o, fmt.Errorf("providers: store URL: %w", err)
+		}
 		if o.Field == "" {
-			o.Field = q.String("field", "")
+			o.Field = field
 		}
 		if o.Refresh == 0 {
-			o.Refresh = q.Duration("refresh", 0)
+			o.Refresh = refresh
 		}
 		if o.Jitter == 0 {
-			o.Jitter = q.Duration("jitter", 0)
+			o.Jitter = jitter
 		}
 		if o.MaxStale == 0 {
-			o.MaxStale = q.Duration("max_stale", 0)
-		}
-		if err := q.Done(); err != nil {
-			return o, fmt.Errorf("providers: %w", err)
+			o.MaxStale = maxStale
 		}
 	}
 	if o.Field == "" {
@@ -115,6 +153,10 @@ func (o Options) withDefaults(params url.Values) (Options, error) {
 		return o, codes.Errorf(codes.InvalidArgument, "providers: jitter %v is negative", o.Jitter)
 	case o.MaxStale < 0:
 		return o, codes.Errorf(codes.InvalidArgument, "providers: max_stale %v is negative", o.MaxStale)
+	case o.Refresh > 0 && o.MaxStale < o.Refresh:
+		return o, codes.Errorf(codes.InvalidArgument, "providers: max_stale %v is shorter than refresh %v; the key would go stale between two reads: raise max_stale or lower refresh", o.MaxStale, o.Refresh)
+	case o.MinBackoff < 0:
+		return o, codes.Errorf(codes.InvalidArgument, "providers: min backoff %v is negative", o.MinBackoff)
 	case o.MaxBackoff < o.MinBackoff:
 		return o, codes.Errorf(codes.InvalidArgument, "providers: max backoff %v is below min backoff %v", o.MaxBackoff, o.MinBackoff)
 	}
@@ -122,6 +164,10 @@ func (o Options) withDefaults(params url.Values) (Options, error) {
 		o.Logger = slog.Default()
 	}
 	return o, nil
+}
+
+func (o Options) backoff() backoff.Policy {
+	return backoff.Policy{Min: o.MinBackoff, Max: o.MaxBackoff}
 }
 
 // Key is one immutable snapshot of a key version held by a Source.
@@ -169,7 +215,7 @@ func (k Key) MarshalJSON() ([]byte, error) {
 func (k *Key) HeaderValue() []string { return k.header }
 
 func newKey(v *driver.Version, field string) (*Key, error) {
-	p, err := DecodePayload(v.Value, field)
+	p, err := decodePayload(v.Value, field)
 	if err != nil {
 		return nil, fmt.Errorf("version %s: %w", v.ID, err)
 	}
@@ -199,6 +245,14 @@ type Stats struct {
 	Current         *Key      // the CURRENT key (nil before the first load)
 }
 
+// flight is one store read that callers share.
+type flight struct {
+	seq  uint64        // the read's number: ReadSeq right after it began
+	done chan struct{} // closed when key and err are set
+	key  *Key
+	err  error
+}
+
 type snapshot struct {
 	val       Secret // cur.Value, inline so that Key is one load and one copy
 	cur, prev *Key
@@ -214,24 +268,24 @@ type Source struct {
 	log  *slog.Logger
 
 	snap        atomic.Pointer[snapshot]
-	lastSuccess atomic.Int64 // unix nanos of the last good read
+	started     atomic.Uint64 // store reads begun: ReadSeq
+	lastSuccess atomic.Int64  // unix nanos of the last good read
 	lastFailure atomic.Int64
 	reads       atomic.Uint64
 	failures    atomic.Uint64
-
-	sf singleflight.Group
 
 	ctx      context.Context // cancelled by Close; bounds every store read
 	stop     context.CancelFunc
 	loopDone chan struct{}
 	flights  sync.WaitGroup // store reads under way
 
-	mu      sync.Mutex
-	subs    map[int]func(Change)
-	nextSub int
-	lastErr error
-	closed  bool
-	ownsDrv bool
+	mu       sync.Mutex
+	inflight *flight // the store read under way, nil when none
+	subs     map[int]func(Change)
+	nextSub  int
+	lastErr  error
+	closed   bool
+	ownsDrv  bool
 }
 
 // Open opens the store URL and returns a Source holding its key. It blocks
@@ -247,7 +301,7 @@ func Open(ctx context.Context, rawURL string, opts *Options) (*Source, error) {
 	if opts != nil {
 		o = *opts
 	}
-	o, err = o.withDefaults(params)
+	o, err = o.resolve(params)
 	if err != nil {
 		_ = d.Close()
 		return nil, err
@@ -264,7 +318,7 @@ func Open(ctx context.Context, rawURL string, opts *Options) (*Source, error) {
 // New returns a Source reading secret name through d. It blocks until the
 // first good read or until ctx is done. Close does not close d.
 func New(ctx context.Context, d driver.Reader, name string, opts Options) (*Source, error) {
-	o, err := opts.withDefaults(nil)
+	o, err := opts.resolve(nil)
 	if err != nil {
 		return nil, err
 	}
@@ -275,21 +329,22 @@ func newSource(ctx context.Context, d driver.Reader, name string, o Options) (*S
 	s := &Source{name: name, d: d, opts: o, log: o.Logger.With("secret", name), subs: map[int]func(Change){}}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.loopDone = make(chan struct{})
-	// The first load: retry with backoff until a good value or ctx is done.
+	// The first load: retry with backoff until a good value or ctx is
+	// done; an error that reading again cannot cure (a bad payload, corrupt
+	// data, a denied permission) fails at once.
 	var err error
 	for attempt := 0; ; attempt++ {
+		s.started.Add(1)
 		if _, err = s.load(ctx); err == nil {
 			break
 		}
 		if c := codes.Of(err); !c.Retryable() {
 			s.stop()
-			return nil, fmt.Errorf("providers: first read of %q: %w", name, err)
+			return nil, err
 		}
-		select {
-		case <-ctx.Done():
+		if serr := backoff.Sleep(ctx, o.backoff().Delay(attempt)); serr != nil {
 			s.stop()
-			return nil, fmt.Errorf("providers: first read of %q: %w (last error: %w)", name, ctx.Err(), err)
-		case <-time.After(s.backoff(attempt)):
+			return nil, fmt.Errorf("%w (gave up waiting: %w)", err, serr)
 		}
 	}
 	go s.loop(s.ctx)
@@ -351,51 +406,87 @@ func (s *Source) Stats() Stats {
 func (s *Source) Options() Options { return s.opts }
 
 // Refresh reads the store now and returns the CURRENT key. Concurrent calls
-// share one store read.
+// share one store read: a call made while a read is under way waits for that
+// read.
 func (s *Source) Refresh(ctx context.Context) (*Key, error) {
-	ch := s.sf.DoChan("refresh", func() (any, error) {
+	return s.refresh(ctx, 0, true)
+}
+
+// ReadSeq returns the number of store reads the Source has begun. A caller
+// that sends a key takes it with Current and then takes ReadSeq, and hands
+// both to RefreshIfCurrent when the upstream rejects the key: that is how
+// RefreshIfCurrent tells a read that began after the key was taken (whose
+// answer stands) from one that began before (whose answer may predate the
+// rotation that made the key invalid).
+func (s *Source) ReadSeq() uint64 { return s.started.Load() }
+
+// RefreshIfCurrent is Refresh for a caller whose key seen was rejected,
+// where seq is the ReadSeq the caller took right after taking seen. It
+// returns without a store read of its own when another caller already made
+// progress: when CURRENT is no longer seen, it returns CURRENT; when a store
+// read began after seen was taken, it waits for that read (when under way)
+// and returns CURRENT. Otherwise it reads the store, sharing the read with
+// every concurrent caller. So a storm of rejections costs one store read,
+// and a read that began before the rejected request was sent never stands
+// in for a fresh one, however recent.
+func (s *Source) RefreshIfCurrent(ctx context.Context, seen *Key, seq uint64) (*Key, error) {
+	cur := s.Current()
+	if seen == nil || (cur != seen && cur.VersionID != seen.VersionID) {
+		return cur, nil
+	}
+	return s.refresh(ctx, seq, false)
+}
+
+// refresh waits for a store read and returns its answer. With anyRead, a
+// read under way will do. Otherwise only a read that began after read number
+// after: a read under way that began earlier is waited for and then followed
+// by a new one, and a later read that already ended stands (CURRENT is
+// returned).
+func (s *Source) refresh(ctx context.Context, after uint64, anyRead bool) (*Key, error) {
+	for {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			return nil, codes.Errorf(codes.FailedPrecondition, "providers: refresh of %q after Close", s.name)
 		}
-		s.flights.Add(1) // under mu, so never after Close began waiting
-		s.mu.Unlock()
-		defer s.flights.Done()
-		// The shared read must not die with the first caller's ctx, only
-		// with the Source.
-		rctx, cancel := context.WithTimeout(s.ctx, refreshTimeout)
-		defer cancel()
-		return s.load(rctx)
-	})
-	select {
-	case <-ctx.Done():
-		return nil, codes.FromContext(ctx.Err())
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
+		f := s.inflight
+		switch {
+		case f != nil: // join it (or, when it is too old, wait it out)
+		case !anyRead && s.started.Load() > after:
+			s.mu.Unlock()
+			return s.Current(), nil
+		default:
+			f = s.startFlight()
 		}
-		return r.Val.(*Key), nil
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, codes.FromContext(ctx.Err())
+		case <-f.done:
+		}
+		if anyRead || f.seq > after {
+			return f.key, f.err
+		}
 	}
 }
 
-// RefreshIfCurrent refreshes only when seen is still the CURRENT key: when
-// another caller already replaced it, the newer key is returned without a
-// store read. An upstream that rejects seen calls it, so that a storm of
-// rejections costs one store read.
-//
-// When the store was read successfully less than MinForcedGap ago, the
-// store's answer is that fresh already and the CURRENT key is returned
-// without another read.
-func (s *Source) RefreshIfCurrent(ctx context.Context, seen *Key) (*Key, error) {
-	cur := s.Current()
-	if seen == nil || (cur != seen && cur.VersionID != seen.VersionID) {
-		return cur, nil
-	}
-	if time.Since(time.Unix(0, s.lastSuccess.Load())) < MinForcedGap {
-		return cur, nil
-	}
-	return s.Refresh(ctx)
+// startFlight starts a shared store read; s.mu is held. The read is bound by
+// the Source's life and refreshTimeout, not by the ctx of whoever started it.
+func (s *Source) startFlight() *flight {
+	f := &flight{seq: s.started.Add(1), done: make(chan struct{})}
+	s.inflight = f
+	s.flights.Add(1) // under mu, so never after Close began waiting
+	go func() {
+		defer s.flights.Done()
+		rctx, cancel := context.WithTimeout(s.ctx, refreshTimeout)
+		f.key, f.err = s.load(rctx)
+		cancel()
+		s.mu.Lock()
+		s.inflight = nil
+		s.mu.Unlock()
+		close(f.done)
+	}()
+	return f
 }
 
 // Subscribe registers fn to be called, in order, after every change of the
@@ -534,7 +625,7 @@ func (s *Source) loop(ctx context.Context) {
 			wait += rand.N(s.opts.Jitter)
 		}
 		if failures > 0 {
-			wait = min(s.backoff(failures-1), wait)
+			wait = min(s.opts.backoff().Delay(failures-1), wait)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -554,19 +645,4 @@ func (s *Source) loop(ctx context.Context) {
 		}
 		failures = 0
 	}
-}
-
-// backoff returns the wait after attempt failures (0-based): exponential from
-// MinBackoff, capped at MaxBackoff, with "equal jitter".
-func (s *Source) backoff(attempt int) time.Duration {
-	d := s.opts.MinBackoff
-	for i := 0; i < attempt && d < s.opts.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, s.opts.MaxBackoff)
-	half := d / 2
-	if half <= 0 {
-		return d
-	}
-	return half + rand.N(half+1)
 }

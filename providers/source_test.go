@@ -18,6 +18,7 @@ import (
 
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
+	"github.com/keywarden/keywarden/providers/driver"
 	_ "github.com/keywarden/keywarden/providers/env"
 	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/providers/providertest"
@@ -190,26 +191,120 @@ func TestRefreshCoalesces(t *testing.T) {
 	}
 }
 
+// TestRefreshIfCurrent: a rejected key is refreshed unless a store read
+// began after the request took it, however recent the last read is.
 func TestRefreshIfCurrent(t *testing.T) {
 	st := store(t)
 	d := providertest.NewFaulty(st)
 	src := newSource(t, d, providers.Options{Refresh: -1})
-	seen := src.Current()
+
+	// A read just before the request, then the store changes and the
+	// upstream rejects the key: a refresh happens (it was skipped for a
+	// second after any read).
+	if _, err := src.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	seen, seq := src.Current(), src.ReadSeq()
 	rotate(t, st, keyB)
-	// Within MinForcedGap of the last read, the store is not read again.
-	if k, err := src.RefreshIfCurrent(context.Background(), seen); err != nil || k != seen {
-		t.Fatalf("RefreshIfCurrent right after a read: %v", err)
-	}
-	defer func(g time.Duration) { providers.MinForcedGap = g }(providers.MinForcedGap)
-	providers.MinForcedGap = 0
-	k, err := src.RefreshIfCurrent(context.Background(), seen)
-	if err != nil || k.Value.Reveal() != keyB {
-		t.Fatalf("RefreshIfCurrent of the failed key: %v", err)
-	}
 	n := d.Reads()
-	k2, err := src.RefreshIfCurrent(context.Background(), seen)
-	if err != nil || k2 != k || d.Reads() != n {
+	k, err := src.RefreshIfCurrent(context.Background(), seen, seq)
+	if err != nil || k.Value.Reveal() != keyB || d.Reads() != n+1 {
+		t.Fatalf("RefreshIfCurrent after a read that preceded the request: key %v, %d reads, %v", k, d.Reads()-n, err)
+	}
+	// The key is replaced already: no read.
+	n = d.Reads()
+	if k2, err := src.RefreshIfCurrent(context.Background(), seen, seq); err != nil || k2 != k || d.Reads() != n {
 		t.Fatal("RefreshIfCurrent of an already replaced key read the store again")
+	}
+
+	// A read that began after the request took its key stands, even when
+	// it found no change: no second read.
+	seen, seq = src.Current(), src.ReadSeq()
+	if _, err := src.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n = d.Reads()
+	if k3, err := src.RefreshIfCurrent(context.Background(), seen, seq); err != nil || k3 != seen || d.Reads() != n {
+		t.Fatalf("RefreshIfCurrent after a later read: %d reads, %v", d.Reads()-n, err)
+	}
+}
+
+// gated holds a Source's read of CURRENT after it read the store, while
+// armed, so that a test can act while a read with an old answer is under
+// way.
+type gated struct {
+	driver.Reader
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gated) Read(ctx context.Context, name string, stage driver.Stage) (*driver.Version, error) {
+	v, err := g.Reader.Read(ctx, name, stage)
+	if stage == driver.Current && g.armed.CompareAndSwap(true, false) {
+		close(g.entered)
+		<-g.release
+	}
+	return v, err
+}
+
+// TestRefreshIfCurrentOlderReadUnderWay: a store read that began before the
+// request took its key (and so may predate the rotation) does not stand in
+// for a fresh one: RefreshIfCurrent waits it out and reads again.
+func TestRefreshIfCurrentOlderReadUnderWay(t *testing.T) {
+	st := store(t)
+	g := &gated{Reader: st, entered: make(chan struct{}), release: make(chan struct{})}
+	src, err := providers.New(context.Background(), g, "prod", providers.Options{Refresh: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	g.armed.Store(true)
+	old := make(chan *providers.Key, 1)
+	go func() { k, _ := src.Refresh(context.Background()); old <- k }()
+	<-g.entered // the read has the store's old answer
+	rotate(t, st, keyB)
+	seen, seq := src.Current(), src.ReadSeq()
+	got := make(chan *providers.Key, 1)
+	go func() { k, _ := src.RefreshIfCurrent(context.Background(), seen, seq); got <- k }()
+	close(g.release)
+	if k := <-old; k.Value.Reveal() != keyA {
+		t.Fatalf("the held read returned %v, want the old key", k)
+	}
+	if k := <-got; k == nil || k.Value.Reveal() != keyB {
+		t.Fatalf("RefreshIfCurrent returned %v, the answer of a read that began before the request; want the new key", k)
+	}
+}
+
+// TestRefreshIfCurrentStorm: many rejections of one key cost one store read,
+// whether the store holds a new key or still the rejected one.
+func TestRefreshIfCurrentStorm(t *testing.T) {
+	for _, changed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("changed=%v", changed), func(t *testing.T) {
+			st := store(t)
+			d := providertest.NewFaulty(st)
+			src := newSource(t, d, providers.Options{Refresh: -1})
+			seen, seq := src.Current(), src.ReadSeq()
+			if changed {
+				rotate(t, st, keyB)
+			}
+			d.Delay(5 * time.Millisecond)
+			n := d.Reads()
+			var wg sync.WaitGroup
+			for i := 0; i < 200; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, err := src.RefreshIfCurrent(context.Background(), seen, seq); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			if reads := d.Reads() - n; reads != 1 {
+				t.Fatalf("200 rejections cost %d store reads, want 1", reads)
+			}
+		})
 	}
 }
 
@@ -244,7 +339,7 @@ func TestNoKeyInLogsOrErrors(t *testing.T) {
 	st := store(t)
 	d := providertest.NewFaulty(st)
 	src := newSource(t, d, providers.Options{Refresh: 2 * time.Millisecond, Jitter: time.Millisecond,
-		MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, MaxStale: time.Millisecond, Logger: logger})
+		MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, MaxStale: 2 * time.Millisecond, Logger: logger})
 	var errs []error
 	rotate(t, st, keyB)
 	_, err := src.Refresh(context.Background())
@@ -342,37 +437,5 @@ func TestSecretRedaction(t *testing.T) {
 	}
 	if providers.Fingerprint("short") == providers.Fingerprint("other") {
 		t.Fatal("fingerprints collide")
-	}
-}
-
-func TestDecodePayload(t *testing.T) {
-	for _, tc := range []struct {
-		in, field, key, id, err string
-	}{
-		{in: "  " + keyA + "\n", key: keyA},
-		{in: `{"api_key":"` + keyA + `","key_id":"apikey_1"}`, key: keyA, id: "apikey_1"},
-		{in: `{"token":"` + keyA + `"}`, field: "token", key: keyA},
-		{in: `{"api_key":""}`, err: "is empty"},
-		{in: `{"api_key":1}`, err: "not a string"},
-		{in: `{"api_key":"x","key_id":2}`, err: `"key_id" is not a string`},
-		{in: `{"x":"y"}`, err: `no field "api_key" (fields present: ["x"])`},
-		{in: `{`, err: "not a valid JSON object"},
-		{in: "", err: "empty"},
-		{in: "\xff\xfe", err: "UTF-8"},
-	} {
-		p, err := providers.DecodePayload([]byte(tc.in), tc.field)
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) || !codes.Is(err, codes.InvalidArgument) {
-				t.Errorf("DecodePayload(%.20q): %v, want InvalidArgument containing %q", tc.in, err, tc.err)
-			}
-			continue
-		}
-		if err != nil || p.Key.Reveal() != tc.key || p.KeyID != tc.id {
-			t.Errorf("DecodePayload(%.20q) = %s %q, %v", tc.in, p.Key, p.KeyID, err)
-		}
-	}
-	round, err := providers.DecodePayload(providers.EncodePayload(providers.Payload{Key: providers.NewSecret(keyB), KeyID: "apikey_9"}), "")
-	if err != nil || round.Key.Reveal() != keyB || round.KeyID != "apikey_9" {
-		t.Fatal("EncodePayload does not round-trip")
 	}
 }

@@ -242,7 +242,10 @@ func (t *Transport) roundTrip(out *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The key, then the count of store reads begun: a read counted later
+	// began after this request took its key (see RefreshIfCurrent).
 	k := t.Source.Current()
+	seq := t.Source.ReadSeq()
 	t.setHeaders(out.Header, k)
 	resp, err := t.base().RoundTrip(out)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
@@ -256,7 +259,7 @@ func (t *Transport) roundTrip(out *http.Request) (*http.Response, error) {
 		t.emit(Event{Kind: EventNotReplayable, Key: k})
 		return resp, nil
 	}
-	next, kind := t.nextKey(out, k)
+	next, kind := t.nextKey(out, k, seq)
 	if next == nil {
 		if out.Context().Err() == nil {
 			t.emit(Event{Kind: EventNoOtherKey, Key: k})
@@ -278,8 +281,8 @@ func (t *Transport) roundTrip(out *http.Request) (*http.Response, error) {
 // nextKey returns the key to retry with after k was rejected: the CURRENT
 // key after a coalesced refresh when it differs, else the PREVIOUS key when
 // it differs, else nil.
-func (t *Transport) nextKey(req *http.Request, k *Key) (*Key, EventKind) {
-	cur, err := t.Source.RefreshIfCurrent(req.Context(), k)
+func (t *Transport) nextKey(req *http.Request, k *Key, seq uint64) (*Key, EventKind) {
+	cur, err := t.Source.RefreshIfCurrent(req.Context(), k, seq)
 	if err != nil {
 		t.emit(Event{Kind: EventRefreshFailed, Key: k, Err: err})
 	} else if cur != nil && !sameKey(cur, k) {

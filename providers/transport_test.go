@@ -80,7 +80,7 @@ func (u *trUpstream) requests() []seenRequest {
 
 // trSource returns a Source over a real file store holding the given values
 // promoted in order (the last is CURRENT, the one before PREVIOUS), with
-// background refresh off and forced refreshes never skipped.
+// background refresh off.
 func trSource(t testing.TB, values ...string) (*providers.Source, *file.Store, *providertest.Faulty) {
 	t.Helper()
 	st := file.New(filepath.Join(t.TempDir(), "keys.json"))
@@ -93,9 +93,6 @@ func trSource(t testing.TB, values ...string) (*providers.Source, *file.Store, *
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { src.Close() })
-	g := providers.MinForcedGap
-	providers.MinForcedGap = 0
-	t.Cleanup(func() { providers.MinForcedGap = g })
 	return src, st, d
 }
 
@@ -393,6 +390,43 @@ func TestNewClient(t *testing.T) {
 		t.Fatalf("status %d, version %q", resp.StatusCode, got.version)
 	}
 }
+
+// TestNewClientRefreshesAfterARecentRead: the store was read just before
+// the request was sent, then the key rotated and the upstream rejected the
+// old one: the client still refreshes and retries with the new key (the
+// refresh used to be skipped for a second after any read).
+func TestNewClientRefreshesAfterARecentRead(t *testing.T) {
+	up := newTrUpstream(t, keyA)
+	src, st, d := trSource(t, keyA)
+	if _, err := src.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	reads := d.Reads()
+	var once sync.Once
+	c := providers.NewClient(src)
+	base := c.Transport.(*providers.Transport)
+	// The rotation lands while the request is on its way.
+	base.Base = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		once.Do(func() { rotate(t, st, keyB); up.setValid(keyB) })
+		return http.DefaultTransport.RoundTrip(r)
+	})
+	resp, err := c.Get(up.URL + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	seen := up.requests()
+	if resp.StatusCode != 200 || len(seen) != 2 || seen[1].key != keyB {
+		t.Fatalf("status %d after %d requests; want a retry with the new key", resp.StatusCode, len(seen))
+	}
+	if d.Reads()-reads != 1 {
+		t.Fatalf("%d store reads, want 1", d.Reads()-reads)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestNewClientKeepsTheKeyOnItsHost(t *testing.T) {
 	var leaked atomic.Bool
