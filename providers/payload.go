@@ -160,11 +160,20 @@ func badByte(b []byte) (int, string) {
 
 // EncodePayload encodes a key and its upstream id as the JSON object that
 // DecodePayload reads with the default field.
-func EncodePayload(p Payload) []byte {
-	b, _ := json.Marshal(struct {
-		APIKey string `json:"api_key"`
-		KeyID  string `json:"key_id,omitempty"`
-	}{p.Key.Reveal(), p.KeyID})
+func EncodePayload(p Payload) []byte { return EncodePayloadField(p, DefaultField) }
+
+// EncodePayloadField encodes a key and its upstream id as a JSON object with
+// the key in field (DefaultField when ""), as DecodePayload reads it with
+// that field.
+func EncodePayloadField(p Payload, field string) []byte {
+	if field == "" {
+		field = DefaultField
+	}
+	obj := map[string]string{field: p.Key.Reveal()}
+	if p.KeyID != "" && field != "key_id" {
+		obj["key_id"] = p.KeyID
+	}
+	b, _ := json.Marshal(obj)
 	return b
 }
 

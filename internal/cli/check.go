@@ -19,8 +19,12 @@ func checkCmd() *cobra.Command {
 		Use:   "check",
 		Short: "Validate the config and read every key once; prints fingerprints, never keys",
 		Long: `check loads the config, reads every key once from its store, and prints its
-name, store, version id and fingerprint. It never prints a key. It exits 0 when
-every key was read, 1 when a store failed, and 2 on a configuration error.`,
+name, store, version id and fingerprint. It never prints a key. A stored value
+that cannot be a key (empty, JSON null, an array, a quoted string, white space
+or control characters inside the key) fails its key. It exits 0 when every key
+was read, 2 on a configuration error or when a key failed for bad input (a
+malformed store URL or parameter, a stored value that is no key), and 1 when
+a store failed otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := LoadConfig(cmd)
@@ -41,12 +45,15 @@ every key was read, 1 when a store failed, and 2 on a configuration error.`,
 func Check(ctx context.Context, c *config.Config, cmd *cobra.Command) error {
 	w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "KEY\tSTORE\tVERSION\tFINGERPRINT\tKEY ID\tPREVIOUS\tSTATUS")
-	failed := 0
+	failed, badInput := 0, 0
 	for _, name := range c.Names() {
 		k := c.Keys[name]
 		cur, prev, err := ReadOnce(ctx, k)
 		if err != nil {
 			failed++
+			if exitFor(err) == ExitConfig {
+				badInput++
+			}
 			fmt.Fprintf(w, "%s\t%s\t-\t-\t-\t-\tFAILED: %v\n", name, k.Store, err)
 			continue
 		}
@@ -59,7 +66,10 @@ func Check(ctx context.Context, c *config.Config, cmd *cobra.Command) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	if failed > 0 {
+	switch {
+	case badInput > 0:
+		return Exit(ExitConfig, fmt.Errorf("check: %d of %d keys could not be read, %d of them for bad input (a store URL or a stored value)", failed, len(c.Keys), badInput))
+	case failed > 0:
 		return Exit(ExitFailed, fmt.Errorf("check: %d of %d keys could not be read", failed, len(c.Keys)))
 	}
 	return nil
@@ -76,17 +86,18 @@ func ReadOnce(ctx context.Context, k *config.Key) (cur, prev *providers.Key, err
 	return src.Current(), src.Previous(), nil
 }
 
-// OpenSource opens a Source for a configured key, with the config's refresh
-// settings. o may be nil; its Logger is kept.
+// OpenSource opens a Source for a configured key, with the settings the
+// config sets; providers fills the rest from the store URL's parameters and
+// its defaults (providers.ResolveOptions). o may be nil; its Logger is kept.
 func OpenSource(ctx context.Context, k *config.Key, o *providers.Options) (*providers.Source, error) {
 	opts := providers.Options{}
 	if o != nil {
 		opts = *o
 	}
-	opts.Field = k.FieldName()
-	opts.Refresh = k.RefreshInterval()
-	opts.Jitter = k.JitterInterval()
-	opts.MaxStale = k.MaxStaleInterval()
+	opts.Field = k.Field
+	opts.Refresh = k.Refresh.D
+	opts.Jitter = k.Jitter.D
+	opts.MaxStale = k.MaxStale.D
 	src, err := providers.Open(ctx, k.Store, &opts)
 	if err != nil {
 		return nil, fmt.Errorf("key %s: %w", k.Name, err)

@@ -16,14 +16,17 @@ import (
 
 	"github.com/keywarden/keywarden/internal/config"
 	"github.com/keywarden/keywarden/internal/version"
+	"github.com/keywarden/keywarden/rotation"
 )
 
-// Exit codes shared by every subcommand. Subcommands with outcomes of their
-// own (rotate) define further codes from 10 up.
+// Exit codes shared by every subcommand. Package rotation owns every exit
+// code (0, 1 and 2 included, and its own outcomes from 10 up), so that
+// `rotate` and the other commands can never disagree; these are the same
+// constants under the names the other commands use.
 const (
-	ExitOK     = 0
-	ExitFailed = 1 // a runtime failure: store, network, upstream
-	ExitConfig = 2 // bad flags or configuration
+	ExitOK     = rotation.ExitOK
+	ExitFailed = rotation.ExitFailed // a runtime failure: store, network, upstream
+	ExitConfig = rotation.ExitConfig // bad flags, configuration or input
 )
 
 // ExitError carries an exit code out of a command.

@@ -10,7 +10,9 @@ import (
 	"testing"
 
 	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/providers"
 	_ "github.com/keywarden/keywarden/providers/all"
+	"github.com/keywarden/keywarden/providers/providertest"
 )
 
 // run runs the CLI in-process with args and stdin, returning stdout,
@@ -81,5 +83,142 @@ func TestCheckFailures(t *testing.T) {
 	out, _, code = run(t, "", "version")
 	if code != 0 || !strings.HasPrefix(out, "keywarden ") {
 		t.Fatalf("version: %d %q", code, out)
+	}
+}
+
+const testKey = "sk-ant-api03-cli-strict-test-key-0123456789abcdefghijklmnop"
+
+// fileStore writes a config whose key prod reads secret prod of a new file
+// store, with extra appended to the store URL and yamlExtra to the key, and
+// returns the config path and the store URL.
+func fileStore(t *testing.T, extra, yamlExtra string) (cfg, storeURL string) {
+	t.Helper()
+	dir := t.TempDir()
+	storeURL = "file://" + filepath.Join(dir, "keys.json") + "?name=prod" + extra
+	cfg = filepath.Join(dir, "kw.yaml")
+	if err := os.WriteFile(cfg, []byte("keys:\n  prod:\n    store: \""+storeURL+"\"\n"+yamlExtra), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, storeURL
+}
+
+// badPayloads cannot be keys: each would be accepted and then 401 on every
+// request.
+var badPayloads = map[string]string{
+	"empty":           "\n",
+	"JSON null":       "null",
+	"JSON array":      "[]",
+	"JSON string":     `"` + testKey + `"`,
+	"inner space":     testKey[:25] + " " + testKey[25:],
+	"control":         testKey[:25] + "\x07" + testKey[25:],
+	"two lines":       testKey + "\n" + testKey,
+	"field with CRLF": `{"api_key":"` + testKey + `\r\n"}`,
+}
+
+func TestPutRefusesBadPayloads(t *testing.T) {
+	cfg, _ := fileStore(t, "", "")
+	if _, errOut, code := run(t, testKey, "put", "prod", "--config", cfg); code != 0 {
+		t.Fatalf("seeding put: %d %s", code, errOut)
+	}
+	for name, payload := range badPayloads {
+		t.Run(name, func(t *testing.T) {
+			out, errOut, code := run(t, payload, "put", "prod", "--config", cfg)
+			if code != cli.ExitConfig || !strings.Contains(errOut, "put: the key on stdin: providers: ") || !strings.Contains(errOut, "payload") && !strings.Contains(errOut, "key holds") {
+				t.Fatalf("put: code %d\n%s\n%s", code, out, errOut)
+			}
+			if strings.Contains(out+errOut, testKey[13:40]) {
+				t.Fatal("put echoed the key")
+			}
+			out, errOut, code = run(t, "", "check", "--config", cfg)
+			if code != 0 || !strings.Contains(out, providers.Fingerprint(testKey)) {
+				t.Fatalf("the store changed after a refused put: code %d\n%s%s", code, out, errOut)
+			}
+		})
+	}
+	if _, errOut, code := run(t, testKey, "put", "prod", "--config", cfg, "--key-id", "apikey 01"); code != cli.ExitConfig || !strings.Contains(errOut, "--key-id") {
+		t.Fatalf("put with a bad --key-id: code %d %s", code, errOut)
+	}
+}
+
+func TestCheckRefusesBadPayloads(t *testing.T) {
+	for name, payload := range badPayloads {
+		t.Run(name, func(t *testing.T) {
+			cfg, storeURL := fileStore(t, "", "")
+			st, secret, err := providers.OpenStager(context.Background(), storeURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			providertest.Rotate(t, st, secret, []byte(payload))
+			out, errOut, code := run(t, "", "check", "--config", cfg)
+			if code != cli.ExitConfig || !strings.Contains(out, "FAILED") || !strings.Contains(out, "payload") || !strings.Contains(errOut, "bad input") {
+				t.Fatalf("check of a stored %s: code %d\n%s\n%s", name, code, out, errOut)
+			}
+			if strings.Contains(out+errOut, testKey[13:40]) {
+				t.Fatal("check echoed the stored value")
+			}
+		})
+	}
+}
+
+// TestCheckPortableParameters: the documented portable parameters in the
+// store URL, with or without the same settings in the config, are known
+// (they were "unknown parameter(s) refresh" whenever they were given).
+func TestCheckPortableParameters(t *testing.T) {
+	for _, tc := range []struct{ name, extra, yaml string }{
+		{"in the URL", "&refresh=1m&jitter=5s&max_stale=2h&field=api_key", ""},
+		{"in the URL and the config", "&refresh=1m&max_stale=2h", "    refresh: 2m\n    jitter: 1s\n    max_stale: 3h\n    field: api_key\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, _ := fileStore(t, tc.extra, tc.yaml)
+			if _, errOut, code := run(t, testKey, "put", "prod", "--config", cfg); code != 0 {
+				t.Fatalf("put: %d %s", code, errOut)
+			}
+			out, errOut, code := run(t, "", "check", "--config", cfg)
+			if code != 0 || !strings.Contains(out, "ok") {
+				t.Fatalf("check: code %d\n%s\n%s", code, out, errOut)
+			}
+		})
+	}
+}
+
+// TestPutStore: put --store writes any store without a config (as for
+// admin_key_store), with the key id in the URL's field.
+func TestPutStore(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("KEYWARDEN_HOME", home)
+	t.Setenv("KEYWARDEN_CONFIG", "")
+	storeURL := "file://" + filepath.Join(t.TempDir(), "admin.json") + "?name=admin&field=token"
+	out, errOut, code := run(t, testKey+"\n", "put", "--store", storeURL, "--key-id", "apikey_01admin")
+	if code != 0 || !strings.Contains(out, "is now version") {
+		t.Fatalf("put --store: code %d\n%s\n%s", code, out, errOut)
+	}
+	if strings.Contains(out+errOut, testKey[13:40]) {
+		t.Fatal("put echoed the key")
+	}
+	src, err := providers.Open(context.Background(), storeURL, &providers.Options{Refresh: -1})
+	if err != nil {
+		t.Fatalf("read back: %v", err)
+	}
+	defer src.Close()
+	if k := src.Current(); k.Value.Reveal() != testKey || k.KeyID != "apikey_01admin" {
+		t.Fatalf("read back %v (key id %q)", k, k.KeyID)
+	}
+	if entries, _ := os.ReadDir(home); len(entries) != 0 {
+		t.Fatal("put --store created the embedded default store")
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"put", "--store", storeURL, "prod"}, "not both"},
+		{[]string{"put"}, "name a configured KEY, or give --store URL"},
+		{[]string{"put", "--store", "nosuch://x"}, "unknown store scheme"},
+		{[]string{"put", "--store", storeURL + "&refresh=soon"}, "not a positive Go duration"},
+		{[]string{"put", "--store", "env://X"}, "read-only"},
+	} {
+		if _, errOut, code := run(t, testKey, tc.args...); code != cli.ExitConfig || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: code %d %s", tc.args, code, errOut)
+		}
 	}
 }
