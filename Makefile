@@ -8,8 +8,13 @@ LDFLAGS   := -s -w -X github.com/keywarden/keywarden/internal/version.Version=$(
              -X github.com/keywarden/keywarden/internal/version.Commit=$(COMMIT) \
              -X github.com/keywarden/keywarden/internal/version.Date=$(DATE)
 TESTFLAGS ?= -race -count=1 -timeout 20m
+# Fuzzing: `make fuzz` runs every fuzz target for FUZZTIME; `make test` runs
+# each for FUZZTIME_SHORT. FUZZPAR is the number of fuzzing workers.
+FUZZTIME       ?= 2m
+FUZZTIME_SHORT ?= 5s
+FUZZPAR        ?= 2
 
-.PHONY: build run test test-go e2e lint bench bench-load clean vaultserver image image-test deploy-test
+.PHONY: build run test test-go fuzz fuzz-short e2e lint bench bench-load clean vaultserver image image-test deploy-test
 
 ## build: a static, stamped binary in bin/
 build:
@@ -20,13 +25,34 @@ build:
 run: build
 	$(BIN) sidecar
 
-## test: every test: lint, the main module under -race (starts moto, the Vault core and the fake APIs itself)
-test: lint test-go deploy-test
+## test: every test: lint, the main module under -race (starts moto, the Vault core and the fake APIs itself),
+## every fuzz target briefly (FUZZTIME_SHORT each)
+test: lint test-go fuzz-short deploy-test
 
 # One real Vault core (internal/vaultserver, its own Go module) serves every
 # package's tests; its first build downloads ~4 GB of modules and takes ~8 min.
 test-go: vaultserver
 	bin/vaultserver -exec -- $(GO) test $(TESTFLAGS) ./...
+
+## fuzz: every native Go fuzz target of the module (each func FuzzXxx, found by `go test -list`
+## in each package whose tests hold one) for FUZZTIME each, e.g. make fuzz FUZZTIME=10m.
+## New inputs that fail are written to the package's testdata/fuzz: commit them with the fix.
+fuzz:
+	@set -e; \
+	pkgs="$$($(GO) list -f '{{.ImportPath}} {{.Dir}}' ./... | while read -r p d; do \
+	  if grep -qs '^func Fuzz' "$$d"/*_test.go; then echo "$$p"; fi; done)"; \
+	n=0; for p in $$pkgs; do \
+	  for f in $$($(GO) test -list '^Fuzz' "$$p" | grep '^Fuzz' || true); do \
+	    echo "== fuzz $$p $$f for $(FUZZTIME)"; n=$$((n+1)); \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -parallel $(FUZZPAR) "$$p"; \
+	  done; \
+	done; \
+	if [ "$$n" -eq 0 ]; then echo "fuzz: no fuzz targets found"; exit 1; fi; \
+	echo "fuzz: $$n targets ran for $(FUZZTIME) each"
+
+## fuzz-short: every fuzz target for FUZZTIME_SHORT (part of make test)
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_SHORT)
 
 ## e2e: zero-downtime rotation under load (sidecar and library client, 20 rotations by the real
 ## rotator) on every store: file, AWS (moto), GCP (gcpsmfake), Vault; logs each rotation's propagation
