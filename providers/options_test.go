@@ -3,6 +3,7 @@ package providers_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -254,4 +255,17 @@ func FuzzStoreURL(f *testing.F) {
 			t.Fatalf("SameStore(%q, %q without portable parameters) is false", raw, u.String())
 		}
 	})
+}
+
+// A config loader copies what the user set and lets providers resolve the
+// rest from the store URL and the defaults; a rotation's grace period must
+// be at least LongestGap.
+func ExampleResolveOptions() {
+	o, err := providers.ResolveOptions("file:keys.json?name=prod&refresh=1m", providers.Options{MaxStale: 2 * time.Hour})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(o.Field, o.Refresh, o.Jitter, o.MaxStale, o.LongestGap())
+	// Output: api_key 1m0s 6s 2h0m0s 1m6s
 }

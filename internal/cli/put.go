@@ -64,6 +64,9 @@ secret), 2 bad flags, configuration or input.
 				return Exit(exitFor(err), fmt.Errorf("put: %s: %w", label, err))
 			}
 			defer st.Close()
+			if storeURL != "" {
+				label = "secret " + name
+			}
 			v, err := Put(cmd.Context(), st, name, field, p)
 			if err != nil {
 				return Exit(ExitFailed, fmt.Errorf("put: %s: %w", label, err))
@@ -85,7 +88,7 @@ func putTarget(cmd *cobra.Command, args []string, storeURL string) (rawURL, labe
 	case storeURL != "" && len(args) > 0:
 		return "", "", "", Exit(ExitConfig, errors.New("put: give a configured KEY or --store URL, not both"))
 	case storeURL != "":
-		rawURL, label = storeURL, "the secret"
+		rawURL, label = storeURL, "--store"
 	case len(args) == 1:
 		c, err := LoadConfig(cmd)
 		if err != nil {
