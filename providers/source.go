@@ -65,7 +65,9 @@ type Options struct {
 	// at least that.
 	Jitter time.Duration
 	// MaxStale bounds how long the last good key is served while the store
-	// fails (DefaultMaxStale). Past it, CheckHealth and Usable report errors.
+	// fails (DefaultMaxStale, or twice Refresh when that is longer). Past it,
+	// CheckHealth and Usable report errors. It must not be shorter than
+	// Refresh.
 	MaxStale time.Duration
 	// MinBackoff and MaxBackoff bound the exponential backoff between reads
 	// after a failure (DefaultMinBackoff, DefaultMaxBackoff).
@@ -140,7 +142,8 @@ func (o Options) resolve(params url.Values) (Options, error) {
 		o.Jitter = o.Refresh / 10
 	}
 	if o.MaxStale == 0 {
-		o.MaxStale = DefaultMaxStale
+		// Never a default that goes stale between two reads.
+		o.MaxStale = max(DefaultMaxStale, 2*o.Refresh)
 	}
 	if o.MinBackoff == 0 {
 		o.MinBackoff = DefaultMinBackoff
