@@ -271,3 +271,67 @@ func ExampleResolveOptions() {
 	fmt.Println(o.Field, o.Refresh, o.Jitter, o.MaxStale, o.LongestGap())
 	// Output: api_key 1m0s 6s 2h0m0s 1m6s
 }
+
+// FuzzQuery: a driver's parameter parsing never panics; Done fails exactly
+// when a parameter is unknown or does not parse, names every unknown one,
+// and is InvalidArgument; a value that parses is what the URL says.
+func FuzzQuery(f *testing.F) {
+	for _, s := range []string{"name=prod", "insecure=true&timeout=30s", "insecure=maybe", "timeout=-1s", "timeout=1h&timeout=x",
+		"other=1&another=2", "name=a&name=b", "%zz=1", "insecure=", "timeout=9223372036854775807ns", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		vals, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		q := providers.NewQuery(vals)
+		name := q.String("name", "def")
+		insecure := q.Bool("insecure", false)
+		timeout := q.Duration("timeout", time.Second)
+		err = q.Done("name", "insecure", "timeout")
+		last := func(k string) (string, bool) {
+			v, ok := vals[k]
+			if !ok || len(v) == 0 {
+				return "", false
+			}
+			return v[len(v)-1], true
+		}
+		bad := false
+		if v, ok := last("name"); ok && name != v || !ok && name != "def" {
+			t.Fatalf("name = %q", name)
+		}
+		if v, ok := last("insecure"); ok && v != "" {
+			switch strings.ToLower(v) {
+			case "true", "1", "yes":
+				bad = bad || !insecure
+			case "false", "0", "no":
+				bad = bad || insecure
+			default:
+				if err == nil {
+					t.Fatalf("insecure=%q accepted", v)
+				}
+			}
+		}
+		if v, ok := last("timeout"); ok && v != "" {
+			if d, perr := time.ParseDuration(v); perr == nil && d >= 0 && timeout != d {
+				t.Fatalf("timeout=%q read as %v", v, timeout)
+			} else if (perr != nil || d < 0) && err == nil {
+				t.Fatalf("timeout=%q accepted", v)
+			}
+		}
+		if bad {
+			t.Fatalf("insecure read as %v", insecure)
+		}
+		for k := range vals {
+			if k != "name" && k != "insecure" && k != "timeout" {
+				if err == nil || !strings.Contains(err.Error(), "unknown parameter(s)") {
+					t.Fatalf("unknown parameter %q accepted: %v", k, err)
+				}
+			}
+		}
+		if err != nil && !codes.Is(err, codes.InvalidArgument) {
+			t.Fatalf("Done error without InvalidArgument: %v", err)
+		}
+	})
+}
