@@ -104,9 +104,6 @@ func runZeroDowntime(t *testing.T, b backend) {
 	ctx := context.Background()
 	st, prefix := b.open(t)
 	secret, adminName, poolName := prefix+"claude", prefix+"admin", prefix+"pool"
-	g := providers.MinForcedGap
-	providers.MinForcedGap = b.refresh // scaled down with the intervals
-	t.Cleanup(func() { providers.MinForcedGap = g })
 
 	// The Claude API with streams long enough to straddle a promotion, the
 	// key the services start with, the Admin key, and a pool of
