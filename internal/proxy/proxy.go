@@ -3,7 +3,8 @@
 // request, so that applications hold no key at all.
 //
 // In front of the upstream it refuses what a key-holding proxy must never
-// do: forward-proxy requests (absolute URIs, CONNECT), paths outside the
+// do: methods outside AllowMethods, forward-proxy requests (absolute URIs,
+// CONNECT, "OPTIONS *"), paths outside the
 // allowlist, the Admin API, clients without the client token when one is
 // set, and clients over their rate or concurrency limit; each refusal is an
 // error in the API's own shape. Behind it, the providers.Transport shared
@@ -240,12 +241,13 @@ type handler struct {
 // ServeHTTP admits or refuses a request, then forwards it.
 func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p
-	if forwardProxyRequest(r) {
-		p.refuse(w, p.refused, &errNotProxy)
+	if !methodAllowed(r.Method) {
+		w.Header()["Allow"] = allowHeader
+		p.refuse(w, p.refused, &errMethod)
 		return
 	}
-	if r.Method == http.MethodTrace || r.Method == http.MethodOptions {
-		p.refuse(w, p.refused, &errMethod)
+	if forwardProxyRequest(r) {
+		p.refuse(w, p.refused, &errNotProxy)
 		return
 	}
 	if p.opts.ClientToken != "" && !p.tokenOK(r) {

@@ -120,6 +120,9 @@ func (s *Server) add(name string, ln net.Listener, h http.Handler) {
 		ReadHeaderTimeout: o.ClientHeaderTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		ErrorLog:          log.New(slogWriter{s.p.log}, "", 0),
+		// "OPTIONS *" reaches the handler, which refuses it, instead of
+		// net/http's own 200.
+		DisableGeneralOptionsHandler: true,
 		// No ReadTimeout or WriteTimeout: they would cut long uploads and
 		// streams. Upstream waits are bounded by the header timeout.
 	}

@@ -110,10 +110,10 @@ func (p *Proxy) newReverseProxy(rt *route, base http.RoundTripper) *httputil.Rev
 			} else {
 				pr.SetURL(up)
 			}
-			h := pr.Out.Header
 			// The Transport sets the auth header it uses and deletes the
-			// other; the token header never leaves.
-			delete(h, TokenHeader)
+			// other; the token header and the client-address headers
+			// never leave.
+			stripClientHeaders(pr.Out.Header)
 		},
 		Transport: owned{rt.tr},
 		// 0, not -1: the reverse proxy flushes every write by itself for
