@@ -43,9 +43,11 @@ type Route struct {
 	Key string
 	// Source supplies the key. Required.
 	Source *providers.Source
-	// Upstream is the upstream base URL, e.g. https://api.anthropic.com.
+	// Upstream is the upstream base URL (DefaultUpstream when nil).
 	Upstream *url.URL
 	// Auth, Version and VersionPolicy configure the providers.Transport.
+	// An empty Version is providers.DefaultAnthropicVersion with
+	// AuthAPIKey and none with AuthBearer (see RouteVersion).
 	Auth          providers.Auth
 	Version       string
 	VersionPolicy providers.VersionPolicy
@@ -55,25 +57,31 @@ type Route struct {
 type Options struct {
 	// Routes are the routes; at least one.
 	Routes []Route
-	// AllowPaths are the upstream path prefixes forwarded (DefaultAllowPaths).
+	// AllowPaths are the upstream path prefixes forwarded (DefaultAllowPaths);
+	// each must pass CheckAllowPath.
 	AllowPaths []string
 	// ClientToken, when not empty, must come with every request.
 	ClientToken string
 	// MaxRetryBody is the largest body kept for a retry after a 401
 	// (providers.DefaultMaxRetryBody; negative keeps none).
 	MaxRetryBody int64
-	// RPS and Burst limit each client's request rate (0: off); Concurrency
-	// limits its requests under way (0: off).
+	// RPS and Burst limit each client's request rate (RPS 0 or negative:
+	// off; Burst 0: twice RPS, at least 1); Concurrency limits its requests
+	// under way (0 or negative: off). The sidecar command sets DefaultRPS
+	// and DefaultConcurrency when its config leaves them unset.
 	RPS         float64
 	Burst       int
 	Concurrency int
-	// HeaderTimeout bounds the wait for upstream response headers (10m).
+	// HeaderTimeout bounds the wait for upstream response headers
+	// (DefaultHeaderTimeout).
 	HeaderTimeout time.Duration
-	// ClientHeaderTimeout bounds reading a client's request headers (30s).
+	// ClientHeaderTimeout bounds reading a client's request headers
+	// (DefaultClientHeaderTimeout).
 	ClientHeaderTimeout time.Duration
-	// IdleTimeout closes idle keep-alive connections (90s).
+	// IdleTimeout closes idle keep-alive connections (DefaultIdleTimeout).
 	IdleTimeout time.Duration
-	// ShutdownTimeout bounds the drain of in-flight requests (30s).
+	// ShutdownTimeout bounds the drain of in-flight requests
+	// (DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
 	// Listen is the main TCP address; UnixSocket a unix socket path; both
 	// serve the prefix routes. MetricsListen serves /healthz, /readyz and
@@ -121,18 +129,10 @@ func New(o Options) (*Proxy, error) {
 	if len(o.Routes) == 0 {
 		return nil, errors.New("proxy: no routes")
 	}
-	if o.HeaderTimeout == 0 {
-		o.HeaderTimeout = 10 * time.Minute
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
-	if o.ClientHeaderTimeout == 0 {
-		o.ClientHeaderTimeout = 30 * time.Second
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 90 * time.Second
-	}
-	if o.ShutdownTimeout == 0 {
-		o.ShutdownTimeout = 30 * time.Second
-	}
+	o.setDefaults()
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -149,9 +149,6 @@ func New(o Options) (*Proxy, error) {
 		listeners: map[string]*route{},
 		refused:   o.Metrics.Route("-"),
 	}
-	if len(p.allow) == 0 {
-		p.allow = DefaultAllowPaths
-	}
 	if o.ClientToken != "" {
 		p.token = sha256.Sum256([]byte(o.ClientToken))
 	}
@@ -161,9 +158,13 @@ func New(o Options) (*Proxy, error) {
 	}
 	seen := map[string]bool{}
 	for i, r := range o.Routes {
-		if r.Source == nil || r.Upstream == nil {
-			return nil, fmt.Errorf("proxy: route %d has no Source or no Upstream", i)
+		if r.Source == nil {
+			return nil, fmt.Errorf("proxy: route %d has no Source", i)
 		}
+		if r.Upstream == nil {
+			r.Upstream, _ = url.Parse(DefaultUpstream)
+		}
+		r.Version = RouteVersion(r.Version, r.Auth)
 		if (r.Prefix == "") == (r.Listener == "") {
 			return nil, fmt.Errorf("proxy: route %d needs exactly one of Prefix and Listener", i)
 		}
@@ -205,6 +206,19 @@ func (p *Proxy) ListenerHandler(addr string) http.Handler {
 		return nil
 	}
 	return handler{p: p, fixed: rt}
+}
+
+// Routes returns the routes as the Proxy serves them, defaults filled in:
+// prefix routes longest prefix first, then the listener routes.
+func (p *Proxy) Routes() []Route {
+	out := make([]Route, 0, len(p.prefixes)+len(p.listeners))
+	for _, rt := range p.prefixes {
+		out = append(out, rt.Route)
+	}
+	for _, rt := range p.listeners {
+		out = append(out, rt.Route)
+	}
+	return out
 }
 
 // Transport returns the providers.Transport of the route called name, nil

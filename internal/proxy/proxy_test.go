@@ -91,10 +91,16 @@ func TestVersionPolicyAndBearer(t *testing.T) {
 
 func TestAllowlist(t *testing.T) {
 	up := newUpstream(t, keyA)
-	e := newEnv(t, up, func(o *proxy.Options) {
-		// Even an allowlist naming the Admin API does not open it.
-		o.AllowPaths = append(append([]string{}, proxy.DefaultAllowPaths...), "/v1/organizations")
-	})
+	// An allowlist naming the Admin API, or a path that is not clean, is
+	// refused at New (the same rule config applies at load).
+	for _, bad := range []string{"/v1/organizations", "/v1/organizations/api_keys", "/v1", "/v1/", "/v1/models/../organizations", "/v2/x"} {
+		src, _ := newKeyStore(t, "prod", keyA).source(t, providers.Options{})
+		u, _ := url.Parse(up.URL())
+		if _, err := proxy.New(proxy.Options{Routes: []proxy.Route{{Prefix: "/", Source: src, Upstream: u}}, AllowPaths: []string{bad}}); err == nil {
+			t.Errorf("New accepted allow path %q", bad)
+		}
+	}
+	e := newEnv(t, up, nil)
 	for _, tc := range []struct {
 		method, path string
 		forwarded    bool

@@ -11,7 +11,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/config"
-	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/internal/proxy"
 )
 
 func execCmd() *cobra.Command {
@@ -71,14 +71,14 @@ exec exits with the program's exit code.
 			forward := make(chan os.Signal, 4)
 			signal.Notify(forward, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 			defer signal.Stop(forward)
-			src, err := cli.OpenSource(cmd.Context(), k, &providers.Options{Logger: lg})
+			src, err := openWaiting(cmd.Context(), k, startTimeout(s), lg, nil)
 			if err != nil {
-				return cli.Exit(cli.ExitFailed, err)
+				return err
 			}
 			defer src.Close()
 			sup := &Supervisor{
 				Path: path, Args: args[1:], Env: s.ExecEnv(), Source: src,
-				Restart: s.ExecRestarts(), Signal: s.ExecSignal(), Grace: s.ShutdownTimeout(),
+				Restart: s.ExecRestarts(), Signal: s.ExecSignal(), Grace: orDuration(s.Timeouts.Shutdown.D, proxy.DefaultShutdownTimeout),
 				Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(), Log: lg,
 			}
 			code, err := sup.Run(cmd.Context(), forward)

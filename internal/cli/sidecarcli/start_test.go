@@ -1,0 +1,114 @@
+package sidecarcli_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
+)
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func get(addr, path string) (int, string) {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// brokenStore writes a config whose key's store cannot be reached: AWS
+// Secrets Manager at an endpoint where nothing listens (every read fails
+// with a retryable error). It returns the config, the store URL and the
+// sidecar's addresses.
+func brokenStore(t *testing.T, endpoint, startTimeout string) (cfg, store, listen, metrics string) {
+	t.Helper()
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAKEYWARDENTEST")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "keywarden-test-secret-access-key")
+	t.Setenv("AWS_MAX_ATTEMPTS", "1")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	store = "awssm://anthropic/start-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")) + "?region=us-east-1&endpoint=" + endpoint
+	listen, metrics = freeAddr(t), freeAddr(t)
+	cfg = filepath.Join(t.TempDir(), "kw.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+keys:
+  prod: {store: "%s&refresh=1m"}
+sidecar:
+  listen: "%s"
+  metrics_listen: "%s"
+  start_timeout: %s
+  routes: [{prefix: /, key: prod, upstream: "http://127.0.0.1:9"}]
+`, store, listen, metrics, startTimeout)), 0o600)
+	return cfg, store, listen, metrics
+}
+
+// TestSidecarStartTimeout starts a sidecar whose store cannot be read: it
+// serves /healthz (200) and a failing /readyz naming the key, the store and
+// the last error, does not listen for requests, logs what it waits for,
+// and exits non-zero with a clear error after sidecar.start_timeout.
+func TestSidecarStartTimeout(t *testing.T) {
+	defer sidecarcli.SetStartWindow(time.Second)()
+	cfg, store, listen, metrics := brokenStore(t, "http://"+freeAddr(t), "4s")
+	done := make(chan error, 1)
+	var out fmt.Stringer
+	go func() {
+		o, err := run(t, "sidecar", "--config", cfg)
+		out = o
+		done <- err
+	}()
+	var ready string
+	waitFor(t, "a failing /readyz naming the wait", func() bool {
+		code, body := get(metrics, "/readyz")
+		ready = body
+		return code == 503 && strings.Contains(body, "last error")
+	})
+	if !strings.Contains(ready, "key prod: waiting for the first read of store "+store) || !strings.Contains(ready, "connection refused") {
+		t.Errorf("/readyz says %q", ready)
+	}
+	if code, _ := get(metrics, "/healthz"); code != 200 {
+		t.Errorf("/healthz answered %d while waiting", code)
+	}
+	if c, err := net.Dial("tcp", listen); err == nil {
+		c.Close()
+		t.Error("the API listener is open before the key was read")
+	}
+	err := <-done
+	var ee *cli.ExitError
+	if !errors.As(err, &ee) || ee.Code == 0 {
+		t.Fatalf("got %v, want a non-zero exit", err)
+	}
+	for _, want := range []string{"key prod", store, "start timeout 4s", "sidecar.start_timeout", "last error", "connection refused"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	if log := out.String(); !strings.Contains(log, "waiting for the first read of a key") || !strings.Contains(log, "key=prod") || !strings.Contains(log, "connection refused") {
+		t.Errorf("the wait was not logged:\n%s", log)
+	}
+	if code, _ := get(metrics, "/healthz"); code != 0 {
+		t.Error("the metrics listener is still open after the sidecar gave up")
+	}
+	if strings.Contains(out.String(), "keywarden-test-secret-access-key") || strings.Contains(err.Error(), "keywarden-test-secret-access-key") {
+		t.Error("a credential was printed")
+	}
+}
