@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/redact"
 )
 
 // Config is the whole configuration file.
@@ -153,8 +154,18 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Parse parses and validates a config document.
+// Parse parses and validates a config document. Its errors quote the
+// values at fault, with anything shaped like a key redacted: a key pasted
+// into the wrong field must not reach a log.
 func Parse(b []byte) (*Config, error) {
+	c, err := parse(b)
+	if err != nil {
+		return nil, errors.New(redact.String(err.Error()))
+	}
+	return c, nil
+}
+
+func parse(b []byte) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
