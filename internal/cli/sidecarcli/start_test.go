@@ -1,6 +1,7 @@
 package sidecarcli_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
+	"github.com/keywarden/keywarden/providers/file"
 )
 
 // freeAddr returns a loopback address with a port free a moment ago.
@@ -110,5 +112,32 @@ func TestSidecarStartTimeout(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "keywarden-test-secret-access-key") || strings.Contains(err.Error(), "keywarden-test-secret-access-key") {
 		t.Error("a credential was printed")
+	}
+}
+
+// TestStoreURLParameters runs `exec` and `sidecar` on a store URL with the
+// documented portable parameters: both start (they failed with "unknown
+// parameter(s) refresh" when config decoded the parameters too), and the
+// field parameter picks the payload's field.
+func TestStoreURLParameters(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "keys.json")
+	if err := file.New(store).PutByHand(context.Background(), "prod", []byte(`{"token":"`+keyA+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "kw.yaml")
+	sock := filepath.Join(dir, "kw.sock")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+keys:
+  prod: {store: "file:%s?name=prod&refresh=1m&jitter=1s&max_stale=2h&field=token"}
+sidecar: {listen: "", unix_socket: %s, metrics_listen: "off"}
+`, store, sock)), 0o600)
+	if out, err := run(t, "exec", "--config", cfg, "--", "sh", "-c", `test "$ANTHROPIC_API_KEY" = "`+keyA+`"`); err != nil {
+		t.Fatalf("exec: %v\n%s", err, out)
+	}
+	stop, out := start(t, "sidecar", "--config", cfg)
+	waitFor(t, "the sidecar's socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	if err := stop(); err != nil {
+		t.Fatalf("sidecar: %v\n%s", err, out)
 	}
 }
