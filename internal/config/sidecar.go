@@ -11,26 +11,26 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/providers"
 )
 
 // Sidecar configures `keywarden sidecar` and `keywarden exec`. Every field
-// is optional and holds what the file set: package proxy owns the defaults
-// and the rules of the proxy settings (zero means its default), and Parse
-// checks the values with proxy's own checks.
+// is optional and holds what the file set: package internal/proxy/settings
+// owns the defaults and the rules of the proxy settings (zero means its
+// default), and Parse checks the values with its rules.
 type Sidecar struct {
-	// Listen is the proxy's TCP address (proxy.DefaultListen; no TCP
-	// listener when only UnixSocket is set; see proxy.ListenAddrs). An
+	// Listen is the proxy's TCP address (settings.DefaultListen; no TCP
+	// listener when only UnixSocket is set; see settings.ListenAddrs). An
 	// address that is not loopback requires ClientTokenFile.
 	Listen string `yaml:"listen"`
 	// UnixSocket is a unix socket path to listen on (mode 0600).
 	UnixSocket string `yaml:"unix_socket"`
 	// MetricsListen serves /healthz, /readyz and /metrics
-	// (proxy.DefaultMetricsListen; "off" disables it).
+	// (settings.DefaultMetricsListen; "off" disables it).
 	MetricsListen string `yaml:"metrics_listen"`
 	// StartTimeout bounds the wait at start for the first read of the keys
-	// (proxy.DefaultStartTimeout); meanwhile /healthz answers 200 and
+	// (settings.DefaultStartTimeout); meanwhile /healthz answers 200 and
 	// /readyz 503 with the reason. Past it the sidecar exits non-zero.
 	StartTimeout Duration `yaml:"start_timeout"`
 	// ClientTokenFile holds the token clients must present (x-keywarden-token,
@@ -40,7 +40,7 @@ type Sidecar struct {
 	// (default: one route, prefix /, the only key, the Claude API).
 	Routes []Route `yaml:"routes"`
 	// AllowPaths are the upstream path prefixes forwarded
-	// (proxy.DefaultAllowPaths). The Admin API is never forwarded.
+	// (settings.DefaultAllowPaths). The Admin API is never forwarded.
 	AllowPaths []string `yaml:"allow_paths"`
 	// MaxRetryBody is the largest request body kept to retry after a 401
 	// (providers.DefaultMaxRetryBody; "0" keeps none).
@@ -65,13 +65,13 @@ type Route struct {
 	Listener string `yaml:"listener"`
 	// Key names the key in keys: (default: the only key, or "default").
 	Key string `yaml:"key"`
-	// Upstream is the upstream base URL (proxy.DefaultUpstream).
+	// Upstream is the upstream base URL (settings.DefaultUpstream).
 	Upstream string `yaml:"upstream"`
 	// Auth is x-api-key (default) or bearer.
 	Auth string `yaml:"auth"`
 	// AnthropicVersion is the anthropic-version sent
 	// (providers.DefaultAnthropicVersion with x-api-key auth; none with
-	// bearer; see proxy.RouteVersion).
+	// bearer; see settings.RouteVersion).
 	AnthropicVersion string `yaml:"anthropic_version"`
 	// VersionPolicy is set-if-absent (default) or enforce.
 	VersionPolicy string `yaml:"version_policy"`
@@ -80,28 +80,28 @@ type Route struct {
 // RateLimit limits each client (by address; one client per unix socket).
 // A limit set to 0 is off; an unset one takes the sidecar's default.
 type RateLimit struct {
-	// RPS is the sustained requests per second (proxy.DefaultRPS).
+	// RPS is the sustained requests per second (settings.DefaultRPS).
 	RPS *float64 `yaml:"rps"`
 	// Burst is the requests allowed at once above RPS (0 or unset: 2×RPS).
 	Burst *int `yaml:"burst"`
 	// Concurrency is the requests under way at once
-	// (proxy.DefaultConcurrency).
+	// (settings.DefaultConcurrency).
 	Concurrency *int `yaml:"concurrency"`
 }
 
-// Timeouts of the sidecar; package proxy owns their defaults.
+// Timeouts of the sidecar; internal/proxy/settings owns their defaults.
 type Timeouts struct {
 	// Header bounds the wait for the upstream's response headers
-	// (proxy.DefaultHeaderTimeout).
+	// (settings.DefaultHeaderTimeout).
 	Header Duration `yaml:"header"`
 	// ClientHeader bounds reading a client's request headers
-	// (proxy.DefaultClientHeaderTimeout).
+	// (settings.DefaultClientHeaderTimeout).
 	ClientHeader Duration `yaml:"client_header"`
 	// Idle closes keep-alive connections idle this long
-	// (proxy.DefaultIdleTimeout).
+	// (settings.DefaultIdleTimeout).
 	Idle Duration `yaml:"idle"`
 	// Shutdown is how long in-flight requests and streams may run after
-	// SIGTERM (proxy.DefaultShutdownTimeout).
+	// SIGTERM (settings.DefaultShutdownTimeout).
 	Shutdown Duration `yaml:"shutdown"`
 }
 
@@ -135,21 +135,21 @@ const (
 	OnChangeRestart = "restart"
 	OnChangeSignal  = "signal"
 	// MetricsListenOff turns a metrics listener off.
-	MetricsListenOff   = proxy.MetricsOff
+	MetricsListenOff   = settings.MetricsOff
 	listenExampleValue = "127.0.0.1:8787"
 )
 
 // ListenAddr returns the TCP address to listen on, "" when only a unix
-// socket is configured (proxy.ListenAddrs owns the rule).
+// socket is configured (settings.ListenAddrs owns the rule).
 func (s *Sidecar) ListenAddr() string {
-	l, _ := proxy.ListenAddrs(s.Listen, s.UnixSocket, s.MetricsListen)
+	l, _ := settings.ListenAddrs(s.Listen, s.UnixSocket, s.MetricsListen)
 	return l
 }
 
 // MetricsAddr returns the health and metrics address, "" when off
-// (proxy.ListenAddrs owns the rule).
+// (settings.ListenAddrs owns the rule).
 func (s *Sidecar) MetricsAddr() string {
-	_, m := proxy.ListenAddrs(s.Listen, s.UnixSocket, s.MetricsListen)
+	_, m := settings.ListenAddrs(s.Listen, s.UnixSocket, s.MetricsListen)
 	return m
 }
 
@@ -168,7 +168,7 @@ func (c *Config) DefaultKey() string {
 // EffectiveRoutes returns the routes with the structure of the config
 // filled in: one route for prefix / when none is configured, and each
 // route's key (the default key when it names none). The other fields stay
-// as the file set them; package proxy owns their defaults.
+// as the file set them; internal/proxy/settings owns their defaults.
 func (s *Sidecar) EffectiveRoutes(c *Config) []Route {
 	routes := s.Routes
 	if len(routes) == 0 {
@@ -235,8 +235,8 @@ func ParseSignal(name string) (syscall.Signal, error) {
 
 // IsLoopback reports whether a host:port address listens on loopback only.
 //
-// Deprecated: use proxy.IsLoopback, which owns the rule.
-func IsLoopback(addr string) bool { return proxy.IsLoopback(addr) }
+// Deprecated: use settings.IsLoopback, which owns the rule.
+func IsLoopback(addr string) bool { return settings.IsLoopback(addr) }
 
 func (s *Sidecar) validate(p string, c *Config) []string {
 	var errs []string
@@ -244,7 +244,7 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	token := s.ClientTokenFile != ""
 	checkAddr := func(field, addr string, serves bool) {
 		if serves {
-			if err := proxy.CheckListen(addr, token); err != nil {
+			if err := settings.CheckListen(addr, token); err != nil {
 				add("%s: %v", field, err)
 			}
 		} else if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -257,7 +257,7 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	if s.UnixSocket != "" && !strings.HasPrefix(s.UnixSocket, "/") && !strings.HasPrefix(s.UnixSocket, "./") {
 		add("%s.unix_socket: %q must be a path starting with / or ./", p, s.UnixSocket)
 	}
-	if s.MetricsListen != "" && s.MetricsListen != proxy.MetricsOff {
+	if s.MetricsListen != "" && s.MetricsListen != settings.MetricsOff {
 		checkAddr(p+".metrics_listen", s.MetricsListen, false)
 	}
 	routes := s.EffectiveRoutes(c)
@@ -271,14 +271,14 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 		errs = append(errs, validateRoutes(p+".routes", s.Routes, routes, c, [2]string{s.ListenAddr(), s.MetricsAddr()}, checkAddr)...)
 	}
 	for i, ap := range s.AllowPaths {
-		if err := proxy.CheckAllowPath(ap); err != nil {
+		if err := settings.CheckAllowPath(ap); err != nil {
 			add("%s.allow_paths[%d]: %v", p, i, err)
 		}
 	}
 	if s.MaxRetryBody != nil {
 		if s.MaxRetryBody.Bytes < 0 {
 			add("%s.max_retry_body: must not be negative; 0 keeps none", p)
-		} else if err := proxy.CheckMaxRetryBody(s.MaxRetryBody.Bytes); err != nil {
+		} else if err := settings.CheckMaxRetryBody(s.MaxRetryBody.Bytes); err != nil {
 			add("%s.max_retry_body: %v", p, err)
 		}
 	}
@@ -297,7 +297,7 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 		v    time.Duration
 	}{{"timeouts.header", s.Timeouts.Header.D}, {"timeouts.client_header", s.Timeouts.ClientHeader.D},
 		{"timeouts.idle", s.Timeouts.Idle.D}, {"timeouts.shutdown", s.Timeouts.Shutdown.D}, {"start_timeout", s.StartTimeout.D}} {
-		if err := proxy.CheckTimeout(d.v); err != nil {
+		if err := settings.CheckTimeout(d.v); err != nil {
 			add("%s.%s: %v", p, d.name, err)
 		}
 	}
@@ -365,7 +365,7 @@ func validateRoutes(p string, given, routes []Route, c *Config, taken [2]string,
 			if norm != "/" {
 				norm = strings.TrimSuffix(norm, "/") // "/staging/" is "/staging"
 			}
-			if err := proxy.CheckPrefix(norm); err != nil {
+			if err := settings.CheckPrefix(norm); err != nil {
 				add("%s.prefix: %v", f, err)
 			}
 			if j, dup := prefixes[norm]; dup {
@@ -390,22 +390,22 @@ func validateRoutes(p string, given, routes []Route, c *Config, taken [2]string,
 			add("%s.key: no key named %q; use one of %s", f, r.Key, strings.Join(c.Names(), ", "))
 		}
 		if r.Upstream != "" {
-			if _, err := proxy.ParseUpstream(r.Upstream); err != nil {
+			if _, err := settings.ParseUpstream(r.Upstream); err != nil {
 				add("%s.upstream: %v", f, err)
 			}
 		}
-		auth, err := proxy.ParseAuth(r.Auth)
+		auth, err := settings.ParseAuth(r.Auth)
 		if err != nil {
 			add("%s.auth: %v", f, err)
 		}
-		policy, err := proxy.ParseVersionPolicy(r.VersionPolicy)
+		policy, err := settings.ParseVersionPolicy(r.VersionPolicy)
 		if err != nil {
 			add("%s.version_policy: %v", f, err)
-		} else if policy == providers.VersionEnforce && proxy.RouteVersion(r.AnthropicVersion, auth) == "" {
+		} else if policy == providers.VersionEnforce && settings.RouteVersion(r.AnthropicVersion, auth) == "" {
 			add("%s.version_policy: enforce needs anthropic_version, e.g. %s", f, providers.DefaultAnthropicVersion)
 		}
 		if v := r.AnthropicVersion; v != "" {
-			if err := proxy.CheckVersion(v); err != nil {
+			if err := settings.CheckVersion(v); err != nil {
 				add("%s.anthropic_version: %v", f, err)
 			}
 		}

@@ -7,18 +7,18 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/internal/config"
-	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 )
 
 // TestSidecarCopiesOnly checks that the sidecar section holds what the file
-// set and nothing else: package proxy owns the defaults.
+// set and nothing else: internal/proxy/settings owns the defaults.
 func TestSidecarCopiesOnly(t *testing.T) {
 	c, err := config.Parse([]byte(`keys: {prod: {store: "env://K"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &c.Sidecar
-	if s.ListenAddr() != proxy.DefaultListen || s.MetricsAddr() != proxy.DefaultMetricsListen {
+	if s.ListenAddr() != settings.DefaultListen || s.MetricsAddr() != settings.DefaultMetricsListen {
 		t.Fatalf("listen %q metrics %q", s.ListenAddr(), s.MetricsAddr())
 	}
 	routes := s.EffectiveRoutes(c)

@@ -5,14 +5,9 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"strings"
+
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 )
-
-// DefaultAllowPaths are the upstream path prefixes forwarded by default:
-// Messages (with count_tokens and batches), Models and Files.
-var DefaultAllowPaths = []string{"/v1/messages", "/v1/models", "/v1/files"}
-
-// adminPrefix is the Admin API, never forwarded whatever the allowlist says.
-const adminPrefix = "/v1/organizations"
 
 // TokenHeader carries the client token. Clients may instead send the token
 // as their x-api-key or bearer token, so that SDKs need no extra header.
@@ -98,21 +93,16 @@ func cleanPath(p string) bool {
 	return true
 }
 
-// underPrefix reports whether p is prefix or below it.
-func underPrefix(p, prefix string) bool {
-	return strings.HasPrefix(p, prefix) && (len(p) == len(prefix) || p[len(prefix)] == '/')
-}
-
 // checkPath returns the refusal for an upstream path, or nil.
 func (p *Proxy) checkPath(path string) *apiError {
 	if !cleanPath(path) {
 		return &errBadPath
 	}
-	if underPrefix(path, adminPrefix) {
+	if settings.UnderPrefix(path, settings.AdminPrefix) {
 		return &errAdmin
 	}
 	for _, a := range p.allow {
-		if underPrefix(path, a) {
+		if settings.UnderPrefix(path, a) {
 			return nil
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
 )
@@ -135,7 +136,7 @@ func FuzzRequestGuard(f *testing.F) {
 			t.Fatalf("the path on the wire %q means %q, not the checked %q", out.URL.EscapedPath(), wire, out.URL.Path)
 		}
 		allowed := false
-		for _, a := range proxy.DefaultAllowPaths {
+		for _, a := range settings.DefaultAllowPaths {
 			allowed = allowed || path == a || strings.HasPrefix(path, a+"/")
 		}
 		if !allowed || strings.Contains(path, "/organizations") || strings.Contains(path, "//") ||

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
 )
@@ -43,11 +44,11 @@ type Route struct {
 	Key string
 	// Source supplies the key. Required.
 	Source *providers.Source
-	// Upstream is the upstream base URL (DefaultUpstream when nil).
+	// Upstream is the upstream base URL (settings.DefaultUpstream when nil).
 	Upstream *url.URL
 	// Auth, Version and VersionPolicy configure the providers.Transport.
 	// An empty Version is providers.DefaultAnthropicVersion with
-	// AuthAPIKey and none with AuthBearer (see RouteVersion).
+	// AuthAPIKey and none with AuthBearer (see settings.RouteVersion).
 	Auth          providers.Auth
 	Version       string
 	VersionPolicy providers.VersionPolicy
@@ -57,8 +58,9 @@ type Route struct {
 type Options struct {
 	// Routes are the routes; at least one.
 	Routes []Route
-	// AllowPaths are the upstream path prefixes forwarded (DefaultAllowPaths);
-	// each must pass CheckAllowPath.
+	// AllowPaths are the upstream path prefixes forwarded
+	// (settings.DefaultAllowPaths);
+	// each must pass settings.CheckAllowPath.
 	AllowPaths []string
 	// ClientToken, when not empty, must come with every request.
 	ClientToken string
@@ -67,21 +69,21 @@ type Options struct {
 	MaxRetryBody int64
 	// RPS and Burst limit each client's request rate (RPS 0 or negative:
 	// off; Burst 0: twice RPS, at least 1); Concurrency limits its requests
-	// under way (0 or negative: off). The sidecar command sets DefaultRPS
-	// and DefaultConcurrency when its config leaves them unset.
+	// under way (0 or negative: off). The sidecar command sets settings.DefaultRPS
+	// and settings.DefaultConcurrency when its config leaves them unset.
 	RPS         float64
 	Burst       int
 	Concurrency int
 	// HeaderTimeout bounds the wait for upstream response headers
-	// (DefaultHeaderTimeout).
+	// (settings.DefaultHeaderTimeout).
 	HeaderTimeout time.Duration
 	// ClientHeaderTimeout bounds reading a client's request headers
-	// (DefaultClientHeaderTimeout).
+	// (settings.DefaultClientHeaderTimeout).
 	ClientHeaderTimeout time.Duration
-	// IdleTimeout closes idle keep-alive connections (DefaultIdleTimeout).
+	// IdleTimeout closes idle keep-alive connections (settings.DefaultIdleTimeout).
 	IdleTimeout time.Duration
 	// ShutdownTimeout bounds the drain of in-flight requests
-	// (DefaultShutdownTimeout).
+	// (settings.DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
 	// Listen is the main TCP address; UnixSocket a unix socket path; both
 	// serve the prefix routes. MetricsListen serves /healthz, /readyz and
@@ -162,9 +164,9 @@ func New(o Options) (*Proxy, error) {
 			return nil, fmt.Errorf("proxy: route %d has no Source", i)
 		}
 		if r.Upstream == nil {
-			r.Upstream, _ = url.Parse(DefaultUpstream)
+			r.Upstream, _ = url.Parse(settings.DefaultUpstream)
 		}
-		r.Version = RouteVersion(r.Version, r.Auth)
+		r.Version = settings.RouteVersion(r.Version, r.Auth)
 		if (r.Prefix == "") == (r.Listener == "") {
 			return nil, fmt.Errorf("proxy: route %d needs exactly one of Prefix and Listener", i)
 		}
@@ -314,7 +316,7 @@ func (p *Proxy) match(path string) (*route, string) {
 		if rt.Prefix == "/" {
 			return rt, path
 		}
-		if underPrefix(path, rt.Prefix) {
+		if settings.UnderPrefix(path, rt.Prefix) {
 			rest := path[len(rt.Prefix):]
 			if rest == "" {
 				rest = "/"

@@ -19,6 +19,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/option"
 
 	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/providers"
 )
 
@@ -639,7 +640,7 @@ func TestNewErrors(t *testing.T) {
 			t.Errorf("New(%+v) succeeded", o)
 		}
 	}
-	if _, err := proxy.ParseUpstream("ftp://x"); err == nil {
+	if _, err := settings.ParseUpstream("ftp://x"); err == nil {
 		t.Error("ParseUpstream accepted ftp")
 	}
 }

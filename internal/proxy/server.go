@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/providers/redact"
 )
 
@@ -72,7 +73,7 @@ func (s *Server) Addr(which string) net.Addr { return s.addrs[which] }
 
 func (s *Server) listenTCP(name, addr string, h http.Handler) error {
 	if name != "metrics" {
-		if err := CheckListen(addr, s.p.opts.ClientToken != ""); err != nil {
+		if err := settings.CheckListen(addr, s.p.opts.ClientToken != ""); err != nil {
 			return fmt.Errorf("proxy: listen: %w", err)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/config"
-	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 )
 
 func execCmd() *cobra.Command {
@@ -78,7 +78,7 @@ exec exits with the program's exit code.
 			defer src.Close()
 			sup := &Supervisor{
 				Path: path, Args: args[1:], Env: s.ExecEnv(), Source: src,
-				Restart: s.ExecRestarts(), Signal: s.ExecSignal(), Grace: orDuration(s.Timeouts.Shutdown.D, proxy.DefaultShutdownTimeout),
+				Restart: s.ExecRestarts(), Signal: s.ExecSignal(), Grace: orDuration(s.Timeouts.Shutdown.D, settings.DefaultShutdownTimeout),
 				Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(), Log: lg,
 			}
 			code, err := sup.Run(cmd.Context(), forward)

@@ -19,6 +19,7 @@ import (
 	"github.com/keywarden/keywarden/internal/config"
 	"github.com/keywarden/keywarden/internal/filesink"
 	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/redact"
 )
@@ -151,7 +152,7 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 
 // startTimeout returns sidecar.start_timeout, or proxy's default.
 func startTimeout(s *config.Sidecar) time.Duration {
-	return orDuration(s.StartTimeout.D, proxy.DefaultStartTimeout)
+	return orDuration(s.StartTimeout.D, settings.DefaultStartTimeout)
 }
 
 func orDuration(d, def time.Duration) time.Duration {
@@ -163,22 +164,22 @@ func orDuration(d, def time.Duration) time.Duration {
 
 // Options maps the config's sidecar section onto proxy.Options: it copies
 // what the file set, and sets the sidecar's per-client limits
-// (proxy.DefaultRPS, proxy.DefaultConcurrency) when the file leaves them
+// (settings.DefaultRPS, settings.DefaultConcurrency) when the file leaves them
 // unset; package proxy fills the other zero fields. The routes still need
 // their Sources.
 func Options(c *config.Config) (proxy.Options, error) {
 	s := &c.Sidecar
 	o := proxy.Options{
 		AllowPaths:          s.AllowPaths,
-		RPS:                 proxy.DefaultRPS,
-		Concurrency:         proxy.DefaultConcurrency,
+		RPS:                 settings.DefaultRPS,
+		Concurrency:         settings.DefaultConcurrency,
 		HeaderTimeout:       s.Timeouts.Header.D,
 		ClientHeaderTimeout: s.Timeouts.ClientHeader.D,
 		IdleTimeout:         s.Timeouts.Idle.D,
 		ShutdownTimeout:     s.Timeouts.Shutdown.D,
 		UnixSocket:          s.UnixSocket,
 	}
-	o.Listen, o.MetricsListen = proxy.ListenAddrs(s.Listen, s.UnixSocket, s.MetricsListen)
+	o.Listen, o.MetricsListen = settings.ListenAddrs(s.Listen, s.UnixSocket, s.MetricsListen)
 	if b := s.MaxRetryBody; b != nil {
 		o.MaxRetryBody = b.Bytes
 		if b.Bytes == 0 {
@@ -205,14 +206,14 @@ func Options(c *config.Config) (proxy.Options, error) {
 		pr := proxy.Route{Prefix: r.Prefix, Listener: r.Listener, Key: r.Key, Version: r.AnthropicVersion}
 		var err error
 		if r.Upstream != "" {
-			if pr.Upstream, err = proxy.ParseUpstream(r.Upstream); err != nil {
+			if pr.Upstream, err = settings.ParseUpstream(r.Upstream); err != nil {
 				return o, fmt.Errorf("sidecar.routes[%d].upstream: %w", i, err)
 			}
 		}
-		if pr.Auth, err = proxy.ParseAuth(r.Auth); err != nil {
+		if pr.Auth, err = settings.ParseAuth(r.Auth); err != nil {
 			return o, fmt.Errorf("sidecar.routes[%d].auth: %w", i, err)
 		}
-		if pr.VersionPolicy, err = proxy.ParseVersionPolicy(r.VersionPolicy); err != nil {
+		if pr.VersionPolicy, err = settings.ParseVersionPolicy(r.VersionPolicy); err != nil {
 			return o, fmt.Errorf("sidecar.routes[%d].version_policy: %w", i, err)
 		}
 		o.Routes = append(o.Routes, pr)

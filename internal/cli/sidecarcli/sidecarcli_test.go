@@ -18,7 +18,7 @@ import (
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
 	"github.com/keywarden/keywarden/internal/config"
-	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/internal/tailbuf"
 	"github.com/keywarden/keywarden/providers"
 	_ "github.com/keywarden/keywarden/providers/all"
@@ -251,8 +251,8 @@ func TestOptionsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.RPS != proxy.DefaultRPS || o.Burst != 0 || o.Concurrency != proxy.DefaultConcurrency || o.MaxRetryBody != 0 ||
-		o.Listen != proxy.DefaultListen || o.MetricsListen != proxy.DefaultMetricsListen || o.HeaderTimeout != 0 || o.AllowPaths != nil {
+	if o.RPS != settings.DefaultRPS || o.Burst != 0 || o.Concurrency != settings.DefaultConcurrency || o.MaxRetryBody != 0 ||
+		o.Listen != settings.DefaultListen || o.MetricsListen != settings.DefaultMetricsListen || o.HeaderTimeout != 0 || o.AllowPaths != nil {
 		t.Fatalf("options %+v", o)
 	}
 }

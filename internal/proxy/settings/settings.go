@@ -1,7 +1,11 @@
-package proxy
+// Package settings owns the sidecar proxy's settings: their defaults and
+// their rules, in one place for package proxy (which applies them) and
+// internal/config (which copies what a config file sets and checks it at
+// load with these same rules). It imports no more than the standard
+// library and package providers, so the config loader stays light.
+package settings
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -95,7 +99,7 @@ func CheckListen(addr string, clientToken bool) error {
 // /v1/ that does not open the Admin API.
 func CheckAllowPath(p string) error {
 	switch {
-	case p == "/v1" || p == "/v1/" || underPrefix(p, adminPrefix):
+	case p == "/v1" || p == "/v1/" || UnderPrefix(p, AdminPrefix):
 		return fmt.Errorf("%q would expose the Admin API, which the sidecar never forwards; list data-plane paths such as /v1/messages", p)
 	case !strings.HasPrefix(p, "/v1/"):
 		return fmt.Errorf("%q must be an API path under /v1/, e.g. /v1/messages", p)
@@ -113,7 +117,7 @@ func CheckPrefix(p string) error {
 		return fmt.Errorf("%q must start with /", p)
 	case p != "/" && path.Clean(p) != p:
 		return fmt.Errorf("%q is not a clean path; write it as %q", p, path.Clean(p))
-	case underPrefix(p, "/v1"):
+	case UnderPrefix(p, "/v1"):
 		return fmt.Errorf("%q would hide API paths; use a name such as /staging (it is removed before forwarding)", p)
 	}
 	return nil
@@ -209,46 +213,14 @@ func CheckMaxRetryBody(n int64) error {
 	return nil
 }
 
-// validate checks the settings of o that do not depend on its routes.
-func (o *Options) validate() error {
-	var errs []error
-	for _, p := range o.AllowPaths {
-		if err := CheckAllowPath(p); err != nil {
-			errs = append(errs, fmt.Errorf("allow path %w", err))
-		}
-	}
-	if err := CheckMaxRetryBody(o.MaxRetryBody); err != nil {
-		errs = append(errs, fmt.Errorf("max retry body %w", err))
-	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"HeaderTimeout", o.HeaderTimeout}, {"ClientHeaderTimeout", o.ClientHeaderTimeout}, {"IdleTimeout", o.IdleTimeout}, {"ShutdownTimeout", o.ShutdownTimeout}} {
-		if err := CheckTimeout(d.v); err != nil {
-			errs = append(errs, fmt.Errorf("%s %w", d.name, err))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("proxy: %w", err)
-	}
-	return nil
-}
+// DefaultAllowPaths are the upstream path prefixes forwarded by default:
+// Messages (with count_tokens and batches), Models and Files.
+var DefaultAllowPaths = []string{"/v1/messages", "/v1/models", "/v1/files"}
 
-// setDefaults fills the zero fields that have defaults.
-func (o *Options) setDefaults() {
-	if o.HeaderTimeout == 0 {
-		o.HeaderTimeout = DefaultHeaderTimeout
-	}
-	if o.ClientHeaderTimeout == 0 {
-		o.ClientHeaderTimeout = DefaultClientHeaderTimeout
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = DefaultIdleTimeout
-	}
-	if o.ShutdownTimeout == 0 {
-		o.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if len(o.AllowPaths) == 0 {
-		o.AllowPaths = DefaultAllowPaths
-	}
+// AdminPrefix is the Admin API, never forwarded whatever the allowlist says.
+const AdminPrefix = "/v1/organizations"
+
+// UnderPrefix reports whether p is prefix or below it.
+func UnderPrefix(p, prefix string) bool {
+	return strings.HasPrefix(p, prefix) && (len(p) == len(prefix) || p[len(prefix)] == '/')
 }
