@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
+	"github.com/keywarden/keywarden/internal/mototest"
 	"github.com/keywarden/keywarden/providers/file"
 )
 
@@ -141,3 +144,68 @@ sidecar: {listen: "", unix_socket: %s, metrics_listen: "off"}
 		t.Fatalf("sidecar: %v\n%s", err, out)
 	}
 }
+
+func TestMain(m *testing.M) { mototest.Main(m) }
+
+// forward accepts on addr from now on and joins each connection to target.
+func forward(t *testing.T, addr, target string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go io.Copy(u, c)
+				io.Copy(c, u)
+			}()
+		}
+	}()
+}
+
+// TestSidecarStartsWhenStoreComesBack starts a sidecar while its store
+// (AWS Secrets Manager on moto) cannot be reached, then lets the store be
+// reached: the sidecar reads the key, opens its listener and turns ready,
+// on the metrics address that answered all along.
+func TestSidecarStartsWhenStoreComesBack(t *testing.T) {
+	defer sidecarcli.SetStartWindow(time.Second)()
+	moto := mototest.Start(t)
+	storeAddr := freeAddr(t)
+	cfg, _, listen, metrics := brokenStore(t, "http://"+storeAddr, "1m")
+	name := "anthropic/start-" + strings.ToLower(t.Name())
+	if _, err := mototest.SecretsManager(t).CreateSecret(context.Background(), &secretsmanager.CreateSecretInput{
+		Name: &name, SecretString: ptr(keyA),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stop, out := start(t, "sidecar", "--config", cfg)
+	waitFor(t, "a failing /readyz naming the wait", func() bool {
+		code, body := get(metrics, "/readyz")
+		return code == 503 && strings.Contains(body, "last error")
+	})
+	forward(t, storeAddr, strings.TrimPrefix(moto, "http://"))
+	waitFor(t, "/readyz 200", func() bool { code, _ := get(metrics, "/readyz"); return code == 200 })
+	if code, body := get(listen, "/v1/organizations"); code != 403 {
+		t.Fatalf("the sidecar answered %d %s", code, body)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), keyA) {
+		t.Fatal("the output holds the key")
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
