@@ -117,18 +117,15 @@ type FileSink struct {
 type Exec struct {
 	// Key names the key (default: the default route's key).
 	Key string `yaml:"key"`
-	// Env is the environment variable that carries the key (default
-	// ANTHROPIC_API_KEY).
+	// Env is the environment variable that carries the key
+	// (sidecarcli.DefaultExecEnv, ANTHROPIC_API_KEY).
 	Env string `yaml:"env"`
 	// OnChange is restart (default) or signal.
 	OnChange string `yaml:"on_change"`
-	// Signal is sent on change with on_change: signal (default SIGHUP).
+	// Signal is sent on change with on_change: signal
+	// (sidecarcli.DefaultExecSignal, SIGHUP).
 	Signal string `yaml:"signal"`
 }
-
-// DefaultExecEnv is the environment variable `keywarden exec` puts the key
-// in when exec.env is unset.
-const DefaultExecEnv = "ANTHROPIC_API_KEY"
 
 // Spellings of settings that only this package reads.
 const (
@@ -192,19 +189,6 @@ func (s *Sidecar) SinkKey(c *Config) string {
 
 // ExecKey returns the key `keywarden exec` puts in the environment.
 func (s *Sidecar) ExecKey(c *Config) string { return or(s.Exec.Key, s.defaultRouteKey(c)) }
-
-// ExecEnv returns the environment variable that carries the key.
-func (s *Sidecar) ExecEnv() string { return or(s.Exec.Env, DefaultExecEnv) }
-
-// ExecSignal returns the signal sent on change with on_change: signal.
-func (s *Sidecar) ExecSignal() syscall.Signal {
-	sig, _ := ParseSignal(or(s.Exec.Signal, "SIGHUP"))
-	return sig
-}
-
-// ExecRestarts reports whether exec restarts the program on change (else it
-// signals it).
-func (s *Sidecar) ExecRestarts() bool { return s.Exec.OnChange != OnChangeSignal }
 
 func (s *Sidecar) defaultRouteKey(c *Config) string {
 	routes := s.EffectiveRoutes(c)

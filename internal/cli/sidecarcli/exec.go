@@ -77,8 +77,9 @@ exec exits with the program's exit code.
 			}
 			defer src.Close()
 			sup := &Supervisor{
-				Path: path, Args: args[1:], Env: s.ExecEnv(), Source: src,
-				Restart: s.ExecRestarts(), Signal: s.ExecSignal(), Grace: orDuration(s.Timeouts.Shutdown.D, settings.DefaultShutdownTimeout),
+				Path: path, Args: args[1:], Env: or(s.Exec.Env, DefaultExecEnv), Source: src,
+				Restart: s.Exec.OnChange != config.OnChangeSignal, Signal: execSignal(s.Exec.Signal),
+				Grace: orDuration(s.Timeouts.Shutdown.D, settings.DefaultShutdownTimeout),
 				Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(), Log: lg,
 			}
 			code, err := sup.Run(cmd.Context(), forward)
@@ -98,6 +99,31 @@ exec exits with the program's exit code.
 	cmd.Flags().StringVar(&onChange, "on-change", "", "restart or signal (default restart)")
 	cmd.Flags().StringVar(&sig, "signal", "", "signal sent with --on-change signal (default SIGHUP)")
 	return cmd
+}
+
+// DefaultExecEnv is the environment variable exec puts the key in when
+// sidecar.exec.env and --env are unset.
+const DefaultExecEnv = "ANTHROPIC_API_KEY"
+
+// DefaultExecSignal is the signal sent with on_change: signal when
+// sidecar.exec.signal and --signal are unset.
+const DefaultExecSignal = syscall.SIGHUP
+
+// execSignal returns the configured signal (checked at load), or
+// DefaultExecSignal.
+func execSignal(name string) syscall.Signal {
+	if name == "" {
+		return DefaultExecSignal
+	}
+	sig, _ := config.ParseSignal(name)
+	return sig
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // checkExec validates the exec settings after the flags were applied, with
