@@ -67,59 +67,34 @@ func (k *Key) SourceOptions() providers.Options {
 	return providers.Options{Field: k.Field, Refresh: k.Refresh.D, Jitter: k.Jitter.D, MaxStale: k.MaxStale.D}
 }
 
-// effective returns the Source settings the key's consumers will use: the
+// Effective returns the Source settings the key's consumers will use: the
 // file's, else the store URL's portable parameters, else providers'
-// defaults. It is the one place in this package that needs them (the
-// rotation's grace checks and the accessors below).
-//
-// TODO(issue 11): return the providers API that resolves a store URL plus
-// explicitly set fields into effective Options (being added by the owner
-// of package providers), e.g. providers.ResolveOptions(k.Store,
-// k.SourceOptions()). Until it lands, this does not decode the URL (that is
-// providers' job): a setting given only as a URL parameter is not seen
-// here, and the unset durations are providers' defaults (the Jitter line
-// restates providers' Refresh/10 rule; it goes with the TODO).
-func (k *Key) effective() providers.Options {
-	o := k.SourceOptions()
-	if o.Refresh == 0 {
-		o.Refresh = providers.DefaultRefresh
-	}
-	if o.Jitter == 0 && o.Refresh > 0 {
-		o.Jitter = o.Refresh / 10
-	}
-	if o.MaxStale == 0 {
-		o.MaxStale = providers.DefaultMaxStale
-	}
-	return o
+// defaults, resolved by providers.ResolveOptions, their one owner. It fails
+// when the URL's portable parameters or the combination are invalid.
+func (k *Key) Effective() (providers.Options, error) {
+	return providers.ResolveOptions(k.Store, k.SourceOptions())
 }
 
-// RefreshInterval returns the refresh interval the file set, 0 when unset
-// (providers.Open then decides).
-//
-// Deprecated: pass SourceOptions to providers.Open.
-func (k *Key) RefreshInterval() time.Duration { return k.SourceOptions().Refresh }
-
-// JitterInterval returns the jitter the file set, 0 when unset.
-//
-// Deprecated: pass SourceOptions to providers.Open.
-func (k *Key) JitterInterval() time.Duration { return k.SourceOptions().Jitter }
-
-// MaxStaleInterval returns the max-stale bound the file set, 0 when unset.
-//
-// Deprecated: pass SourceOptions to providers.Open.
-func (k *Key) MaxStaleInterval() time.Duration { return k.SourceOptions().MaxStale }
-
-// FieldName returns the JSON field of the key's payload as the file set
-// it, "" when unset (providers decides: the URL's field parameter, else
-// providers.DefaultField). See the TODO on effective.
-func (k *Key) FieldName() string { return k.effective().Field }
+// FieldName returns the JSON field of the key's payload that consumers use:
+// the file's field, else the store URL's field parameter, else
+// providers.DefaultField.
+func (k *Key) FieldName() string {
+	o, err := k.Effective()
+	if err != nil {
+		return k.Field // Load refuses such a key; no default is guessed here.
+	}
+	return o.Field
+}
 
 // LongestRefreshGap is the longest time a consumer of this key can go
-// between two store reads: refresh plus jitter. A rotation's grace period
-// must be at least that.
+// between two store reads: refresh plus jitter (providers.Options.LongestGap).
+// A rotation's grace period must be at least that.
 func (k *Key) LongestRefreshGap() time.Duration {
-	o := k.effective()
-	return o.Refresh + o.Jitter
+	o, err := k.Effective()
+	if err != nil {
+		return 0 // Load refuses such a key.
+	}
+	return o.LongestGap()
 }
 
 // Names returns the key names, sorted.
@@ -212,8 +187,10 @@ func (c *Config) validate() error {
 		if k.Jitter.D < 0 {
 			add("%s.jitter: must not be negative", p)
 		}
-		if r := k.effective().Refresh; k.MaxStale.D != 0 && k.MaxStale.D < r {
-			add("%s.max_stale: %v is shorter than refresh %v; the key would go stale between two refreshes", p, k.MaxStale.D, r)
+		if k.Refresh.D >= 0 && k.Jitter.D >= 0 && strings.Contains(k.Store, ":") {
+			if _, err := k.Effective(); err != nil {
+				add("%s: refresh, jitter, max_stale, field (here or in the store URL): %v", p, err)
+			}
 		}
 		if k.Rotation != nil {
 			errs = append(errs, k.Rotation.validate(p+".rotation", k, c)...)

@@ -217,11 +217,6 @@ func ParseSignal(name string) (syscall.Signal, error) {
 	return 0, fmt.Errorf("unknown signal %q (known: SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2)", name)
 }
 
-// IsLoopback reports whether a host:port address listens on loopback only.
-//
-// Deprecated: use settings.IsLoopback, which owns the rule.
-func IsLoopback(addr string) bool { return settings.IsLoopback(addr) }
-
 func (s *Sidecar) validate(p string, c *Config) []string {
 	var errs []string
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }

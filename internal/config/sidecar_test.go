@@ -160,7 +160,7 @@ func TestParseSignal(t *testing.T) {
 			t.Errorf("ParseSignal(%q) = %v, %v", in, got, err)
 		}
 	}
-	if !config.IsLoopback("localhost:1") || !config.IsLoopback("[::1]:1") || config.IsLoopback("0.0.0.0:1") || config.IsLoopback("x") {
+	if !settings.IsLoopback("localhost:1") || !settings.IsLoopback("[::1]:1") || settings.IsLoopback("0.0.0.0:1") || settings.IsLoopback("x") {
 		t.Fatal("IsLoopback")
 	}
 }

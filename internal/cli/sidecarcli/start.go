@@ -101,6 +101,7 @@ func openWaiting(ctx context.Context, k *config.Key, timeout time.Duration, lg *
 	start := time.Now()
 	opts := k.SourceOptions()
 	opts.Logger = lg
+	last := ""
 	for {
 		wctx, cancel := context.WithTimeout(ctx, startWindow)
 		src, err := providers.Open(wctx, k.Store, &opts)
@@ -117,7 +118,11 @@ func openWaiting(ctx context.Context, k *config.Key, timeout time.Duration, lg *
 			// secret, no permission...).
 			return nil, cli.Exit(cli.ExitFailed, fmt.Errorf("sidecar: key %s: %w", k.Name, err))
 		}
-		last := redact.String(lastError(err).Error())
+		// Keep the most telling error: a read cut short by the window's
+		// end says less than the refusal an earlier window saw.
+		if e := lastError(err); last == "" || !errors.Is(e, context.DeadlineExceeded) {
+			last = redact.String(e.Error())
+		}
 		waited := time.Since(start).Round(time.Second)
 		if ctx.Err() != nil {
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -137,13 +142,15 @@ func openWaiting(ctx context.Context, k *config.Key, timeout time.Duration, lg *
 }
 
 // lastError returns the store's own error from a first read that ran out
-// of time: providers joins the context's error and the last read error,
-// in that order.
+// of time: providers joins the last read error and the context's error;
+// the one that is not the context's is the store's.
 func lastError(err error) error {
 	var multi interface{ Unwrap() []error }
 	if errors.As(err, &multi) {
-		if errs := multi.Unwrap(); len(errs) > 1 {
-			return errs[len(errs)-1]
+		for _, e := range multi.Unwrap() {
+			if !errors.Is(e, context.DeadlineExceeded) && !errors.Is(e, context.Canceled) {
+				return e
+			}
 		}
 	}
 	return err
