@@ -132,18 +132,20 @@ func (ru *run) pendingCredential(ctx context.Context) (Credential, bool, error) 
 	if err != nil {
 		return Credential{}, false, err
 	}
-	if pv == nil || pv.ID != ru.s.PendingVersion {
-		return Credential{KeyID: ru.s.NewKeyID}, false, nil
+	s := ru.s
+	if pv == nil || pv.ID != s.PendingVersion {
+		id := s.keyID(s.NewKeyID, s.NewFP)
+		return Credential{KeyID: id, OtherIDs: s.otherIDs(id)}, false, nil
 	}
-	p, _ := fingerprintOf(pv, ru.k.Field)
+	p, fp := fingerprintOf(pv, ru.k.Field)
 	if p.Key.IsZero() {
 		return Credential{}, false, ru.storeErr("decode the PENDING version", codes.Errorf(codes.Internal, "PENDING version %s does not hold a key", pv.ID))
 	}
-	id := p.KeyID
+	id := s.keyID(p.KeyID, fp)
 	if id == "" {
-		id = ru.s.NewKeyID
+		id = s.NewKeyID
 	}
-	return Credential{Key: p.Key, KeyID: id}, true, nil
+	return Credential{Key: p.Key, KeyID: id, OtherIDs: s.otherIDs(id)}, true, nil
 }
 
 // probe activates and probes the PENDING key.
@@ -179,6 +181,15 @@ func (ru *run) probe(ctx context.Context) error {
 		return fail(KindConflict, fmt.Errorf("rotation: %s: PENDING version %s was discarded by someone else; the rotation is abandoned (the new key %s may still be valid at the issuer)", k.Name, s.PendingVersion, orNone(s.NewKeyID)))
 	}
 	if a, ok := k.Issuer.(Activator); ok {
+		// CURRENT's key is never the new one: an issuer matching by a
+		// partial hint must not pick it.
+		if cur, err := ru.currentVersion(ctx); err != nil {
+			return err
+		} else if cur != nil {
+			if p, fp := fingerprintOf(cur, k.Field); s.keyID(p.KeyID, fp) != "" && s.keyID(p.KeyID, fp) != cred.KeyID {
+				cred.OtherIDs = append(cred.OtherIDs, s.keyID(p.KeyID, fp))
+			}
+		}
 		if err := a.Activate(ctx, cred); err != nil {
 			if e := ctxError(err); e != nil {
 				return e
@@ -215,7 +226,7 @@ func (ru *run) probe(ctx context.Context) error {
 	next.OldVersion, next.OldKeyID, next.OldFP = "", "", ""
 	if cur != nil {
 		p, fp := fingerprintOf(cur, k.Field)
-		next.OldVersion, next.OldKeyID, next.OldFP = cur.ID, p.KeyID, fp
+		next.OldVersion, next.OldKeyID, next.OldFP = cur.ID, s.keyID(p.KeyID, fp), fp
 	}
 	if err := ru.save(ctx, next); err != nil {
 		return err
@@ -453,7 +464,7 @@ func (ru *run) revoke(ctx context.Context) error {
 			return fail(KindConflict, fmt.Errorf("rotation: %s: the old key (version %s, %s) is CURRENT again; not revoking it", k.Name, orNone(s.OldVersion), s.OldFP))
 		}
 	}
-	cred := Credential{KeyID: s.OldKeyID}
+	cred := Credential{KeyID: s.keyID(s.OldKeyID, s.OldFP)}
 	if s.OldVersion != "" {
 		prev, err := k.Store.Read(ctx, k.Secret, driver.Previous)
 		switch {
@@ -467,6 +478,15 @@ func (ru *run) revoke(ctx context.Context) error {
 			return ru.storeErr("read PREVIOUS", err)
 		}
 	}
+	// CURRENT's id (the new key's, or one attached to it) is never the old
+	// key's: an issuer matching by a partial hint must not pick it.
+	others := s.otherIDs(cred.KeyID)
+	if cur != nil {
+		if p, fp := fingerprintOf(cur, k.Field); s.keyID(p.KeyID, fp) != "" && s.keyID(p.KeyID, fp) != cred.KeyID {
+			others = append(others, s.keyID(p.KeyID, fp))
+		}
+	}
+	cred.OtherIDs = others
 	if err := k.Issuer.Revoke(ctx, cred); err != nil {
 		if e := ctxError(err); e != nil {
 			return e
