@@ -69,7 +69,7 @@ func (r *Rotator) SetKeyID(ctx context.Context, name string, stage driver.Stage,
 			if e := ctxError(err); e != nil {
 				return nil, e
 			}
-			return nil, fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer: check key id %s of the %s key %s: %w", name, k.Issuer.Type(), id, stage, fp, err))
+			return nil, ru.issuerErr(err, "check key id %s of the %s key %s", id, stage, fp)
 		}
 	}
 	res := &KeyIDResult{Key: name, Stage: stage, Version: v.ID, Fingerprint: fp, KeyID: id}

@@ -151,7 +151,7 @@ func decode(r *driver.Record) (*state, error) {
 		return s, nil
 	}
 	if v := m["v"]; v != recordVersion {
-		return nil, codes.Errorf(codes.FailedPrecondition, "rotation: the rotation record has format version %q; this keywarden reads %q: upgrade keywarden", v, recordVersion)
+		return nil, codes.Errorf(codes.FailedPrecondition, "the rotation record has format version %q; this keywarden reads %q: upgrade keywarden", v, recordVersion)
 	}
 	var errs []string
 	tm := func(k string) time.Time {
@@ -203,7 +203,7 @@ func decode(r *driver.Record) (*state, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return nil, codes.Errorf(codes.Internal, "rotation: the rotation record is corrupt (fields %v); inspect it in the store, or delete it to start over", errs)
+		return nil, codes.Errorf(codes.Internal, "the rotation record is corrupt (fields %v); inspect it in the store, or delete it to start over", errs)
 	}
 	return s, nil
 }

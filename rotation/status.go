@@ -88,19 +88,15 @@ func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 	st.Current = version(driver.Current)
 	st.Pending = version(driver.Pending)
 	st.Previous = version(driver.Previous)
-	rec, err := k.Store.ReadRecord(ctx, k.Secret)
-	if err != nil {
-		return st, fail(KindStore, err)
+	ru := &run{r: r, k: k, res: &Result{Key: name}}
+	if err := ru.load(ctx); err != nil {
+		return st, err
 	}
-	s, err := decode(rec)
-	if err != nil {
-		return st, fail(KindStore, err)
-	}
+	s := ru.s
 	st.Phase, st.Holder, st.LeaseUntil, st.Reason = s.Phase, s.Holder, s.LeaseUntil, s.Reason
 	st.LastAttempt, st.LastRotated, st.LastOutcome, st.LastReason = s.LastAttemptAt, s.LastRotatedAt, s.LastOutcome, s.LastReason
 	st.LastFinished, st.LastRevoked, st.Rotations = s.LastFinishedAt, s.RevokedAt, s.Rotations
 	if s.Phase == PhaseGrace || s.Phase == PhaseRevoking {
-		ru := &run{r: r, k: k, s: s}
 		st.RevokeDue = ru.revokeDue()
 		st.RevokeOverdue = !now.Before(st.RevokeDue)
 		st.OldVersion, st.OldKeyID = s.OldVersion, s.OldKeyID

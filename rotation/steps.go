@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/keywarden/keywarden/providers/codes"
@@ -39,7 +40,7 @@ func (ru *run) create(ctx context.Context) error {
 			if e := ctxError(err); e != nil {
 				return e
 			}
-			return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer: create: %w", k.Name, k.Issuer.Type(), err))
+			return ru.issuerErr(err, "create a key")
 		}
 		if cred.Key.IsZero() {
 			return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer returned an empty key", k.Name, k.Issuer.Type()))
@@ -194,7 +195,7 @@ func (ru *run) probe(ctx context.Context) error {
 			if e := ctxError(err); e != nil {
 				return e
 			}
-			return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer: activate %s: %w", k.Name, k.Issuer.Type(), orNone(cred.KeyID), err))
+			return ru.issuerErr(err, "activate key %s", orNone(cred.KeyID))
 		}
 		if err := ru.step(ctx, AfterActivate); err != nil {
 			return err
@@ -287,7 +288,7 @@ func (ru *run) discard(ctx context.Context) error {
 			if e := ctxError(err); e != nil {
 				return e
 			}
-			return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer: revoke the discarded key %s: %w", k.Name, k.Issuer.Type(), orNone(cred.KeyID), err))
+			return ru.issuerErr(err, "revoke the discarded key %s", orNone(cred.KeyID))
 		}
 		if err := ru.step(ctx, AfterRevokeNew); err != nil {
 			return err
@@ -491,7 +492,7 @@ func (ru *run) revoke(ctx context.Context) error {
 		if e := ctxError(err); e != nil {
 			return e
 		}
-		return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer: revoke the old key (version %s, %s, id %s): %w", k.Name, k.Issuer.Type(), orNone(s.OldVersion), s.OldFP, orNone(cred.KeyID), err))
+		return ru.issuerErr(err, "revoke the old key (version %s, %s, id %s)", orNone(s.OldVersion), s.OldFP, orNone(cred.KeyID))
 	}
 	if err := ru.step(ctx, AfterRevoke); err != nil {
 		return err
@@ -566,6 +567,29 @@ func (ru *run) abandon(ctx context.Context) (*Result, error) {
 
 // outcomeAbandoned marks, while discarding, a discard an operator asked for.
 const outcomeAbandoned = "abandoned"
+
+// issuerErr wraps an issuer's error as "rotation: KEY: WHAT: TYPE: ...",
+// naming the issuer once: issuers prefix their errors with their type, and
+// the type is added only when the error does not start with it.
+// An issuer error that carries a store code (the key pool's store, the
+// Admin key's store) is classified by that code: a corrupt or unreachable
+// pool is a store error (exit 12), a pool write that lost its race a
+// conflict (exit 11), not an issuer error (exit 13).
+func (ru *run) issuerErr(err error, format string, args ...any) error {
+	kind := KindIssuer
+	if k, ok := KindOfCode(err); ok {
+		kind = k
+	}
+	return fail(kind, issuerError(ru.k, err, fmt.Sprintf(format, args...)))
+}
+
+func issuerError(k *Key, err error, what string) error {
+	typ := k.Issuer.Type()
+	if strings.HasPrefix(err.Error(), typ+": ") {
+		return fmt.Errorf("rotation: %s: %s: %w", k.Name, what, err)
+	}
+	return fmt.Errorf("rotation: %s: %s: %s: %w", k.Name, what, typ, err)
+}
 
 func orNone(s string) string {
 	if s == "" {
