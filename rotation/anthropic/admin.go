@@ -189,4 +189,3 @@ func hintMatches(hint, key string) bool {
 	}
 	return strings.HasPrefix(key, pre) && strings.HasSuffix(key, post)
 }
-

@@ -84,4 +84,3 @@ func KeyID(ctx context.Context, c *config.Config, name, stage, id string, lg *sl
 	fmt.Fprintln(w)
 	return nil
 }
-
