@@ -178,32 +178,43 @@ func (ru *run) errLeaseLost() error {
 }
 
 // breakLease frees the key's lease whoever holds it, logging who held it
-// until when, and emits EventLeaseBroken.
+// until when, and emits EventLeaseBroken. A live holder's renewal racing
+// the break is retried over: the operator's break wins.
 func (ru *run) breakLease(ctx context.Context) error {
-	s := ru.s
-	if s.Holder == "" {
-		ru.log().Info("no lease to break", slog.String("phase", string(s.Phase)))
-		return nil
-	}
-	ru.log().Warn("breaking the rotation lease", slog.String("holder", s.Holder),
-		slog.Time("lease_until", s.LeaseUntil), slog.String("phase", string(s.Phase)))
-	next := s.clone()
-	next.Holder, next.LeaseUntil = "", time.Time{}
-	ru.mu.Lock()
-	rec, err := ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.rev, next.encode())
-	if err == nil {
-		ru.s, ru.rev = next, rec.Rev
-	}
-	ru.mu.Unlock()
-	if err != nil {
-		if codes.Is(err, codes.Aborted) {
-			return fail(KindConflict, fmt.Errorf("rotation: %s: break the lease: the record changed meanwhile (the holder is alive); run again: %w", ru.k.Name, err))
+	for attempt := 0; ; attempt++ {
+		s := ru.s
+		if s.Holder == "" {
+			ru.log().Info("no lease to break", slog.String("phase", string(s.Phase)))
+			return nil
 		}
-		return ru.storeErr("break the lease", err)
+		next := s.clone()
+		next.Holder, next.LeaseUntil = "", time.Time{}
+		ru.mu.Lock()
+		rec, err := ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.rev, next.encode())
+		if err == nil {
+			ru.s, ru.rev = next, rec.Rev
+		}
+		ru.mu.Unlock()
+		if err == nil {
+			ru.log().Warn("rotation lease broken", slog.String("holder", s.Holder),
+				slog.Time("lease_until", s.LeaseUntil), slog.String("phase", string(s.Phase)))
+			ru.emit(ctx, Event{Type: EventLeaseBroken, Holder: s.Holder, LeaseUntil: s.LeaseUntil})
+			return nil
+		}
+		if !codes.Is(err, codes.Aborted) {
+			return ru.storeErr("break the lease", err)
+		}
+		if attempt == breakAttempts-1 {
+			return fail(KindConflict, fmt.Errorf("rotation: %s: break the lease: the record changed %d times in a row; run again: %w", ru.k.Name, breakAttempts, err))
+		}
+		if err := ru.load(ctx); err != nil {
+			return err
+		}
 	}
-	ru.emit(ctx, Event{Type: EventLeaseBroken, Holder: s.Holder, LeaseUntil: s.LeaseUntil})
-	return nil
 }
+
+// breakAttempts bounds the compare-and-swap tries of breakLease.
+const breakAttempts = 5
 
 // lost reports a lost compare-and-swap on the record: another rotator
 // wrote it since this run read it.
