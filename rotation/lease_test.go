@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/rotation"
 	"github.com/keywarden/keywarden/rotation/rotationtest"
@@ -204,5 +206,46 @@ func TestLeaseValidation(t *testing.T) {
 	// A probe longer than the lease is fine: the run renews the lease.
 	if _, err := rotation.New(rotation.Options{}, k); err != nil {
 		t.Fatalf("long probe under the default lease: %v", err)
+	}
+}
+
+// TestIssuerErrorsByCode: an issuer error that carries a store code (the
+// pool's store) exits by that code: a corrupt pool 12 (it was 13), a pool
+// write that lost its race 11 (it was 13, pointing at the Admin key), bad
+// input 2; an issuer's own failure 13.
+func TestIssuerErrorsByCode(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		exit int
+	}{
+		{fmt.Errorf("ledger: %w", codes.Errorf(codes.Internal, "pool: p (version 3): not a pool document")), rotation.ExitStore},
+		{fmt.Errorf("ledger: %w", codes.Errorf(codes.Unavailable, "pool: read p: aws: connection refused")), rotation.ExitStore},
+		{fmt.Errorf("ledger: %w", codes.Errorf(codes.Aborted, "pool: p: other writers changed the pool 8 times in a row")), rotation.ExitConflict},
+		{fmt.Errorf("ledger: %w", codes.Errorf(codes.InvalidArgument, "pool: key x already in the pool")), rotation.ExitConfig},
+		{errors.New("ledger: 500 api_error"), rotation.ExitIssuer},
+	} {
+		l := rotationtest.NewLedger()
+		st, _ := seeded(t, l)
+		l.Fail = func(op string) error {
+			if op == "create" {
+				return tc.err
+			}
+			return nil
+		}
+		r := newRotator(t, rotation.Options{}, &rotation.Key{Name: "k", Store: st, Secret: "k", Issuer: l})
+		_, err := r.Run(context.Background(), "k", rotation.RunOptions{Force: true})
+		if got := rotation.ExitCode(err); got != tc.exit {
+			t.Errorf("%v: exit %d, want %d", tc.err, got, tc.exit)
+		}
+		if want := "rotation: k: create a key: " + tc.err.Error(); err == nil || err.Error() != want {
+			t.Errorf("error %v, want %q", err, want)
+		}
+	}
+	// Store codes alone.
+	for c, exit := range map[codes.Code]int{codes.InvalidArgument: rotation.ExitConfig, codes.Aborted: rotation.ExitConflict,
+		codes.FailedPrecondition: rotation.ExitConflict, codes.Internal: rotation.ExitStore, codes.NotFound: rotation.ExitStore} {
+		if got := rotation.ExitCode(codes.Errorf(c, "x")); got != exit {
+			t.Errorf("code %v: exit %d, want %d", c, got, exit)
+		}
 	}
 }
