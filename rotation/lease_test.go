@@ -170,6 +170,13 @@ func TestBreakLease(t *testing.T) {
 	if _, err := breaker.Run(ctx, "k", rotation.RunOptions{}); !errors.Is(err, rotation.ErrInProgress) {
 		t.Fatalf("without --break-lease: %v, want the lease held", err)
 	}
+	if res, err := breaker.Run(ctx, "k", rotation.RunOptions{BreakLease: true, DryRun: true}); err != nil ||
+		len(res.Plan) < 2 || !strings.HasPrefix(res.Plan[0], "break the lease of stuck-holder") {
+		t.Fatalf("--break-lease --dry-run: %v %q", err, res.Plan)
+	}
+	if h, _ := leaseUntil(t, st); h != "stuck-holder" {
+		t.Fatalf("a dry run broke the lease: holder %q", h)
+	}
 	res, err := breaker.Run(ctx, "k", rotation.RunOptions{BreakLease: true, Wait: true})
 	if err != nil || res.Outcome != rotation.OutcomeRevoked {
 		t.Fatalf("--break-lease: %v (%+v)", err, res)
