@@ -30,7 +30,7 @@ type run struct {
 
 	begun   time.Time
 	waited  time.Duration // grace waits, excluded from Active
-	crashed bool          // AfterStep stopped the run: write nothing more
+	crashed bool          // AfterStep stopped the run: write nothing more (set under mu)
 	probed  bool          // the probe ran in this run
 	started bool          // this run started a new rotation
 }
@@ -51,7 +51,9 @@ func (ru *run) step(ctx context.Context, b Boundary) error {
 	ru.log().LogAttrs(ctx, slog.LevelDebug, "rotation step", slog.String("boundary", string(b)), slog.String("phase", string(ru.s.Phase)))
 	if f := ru.r.opts.AfterStep; f != nil {
 		if err := f(ctx, ru.k.Name, b); err != nil {
-			ru.crashed = true
+			ru.mu.Lock()
+			ru.crashed = true // the renewals stop too: a killed run writes nothing
+			ru.mu.Unlock()
 			return &errCrash{err}
 		}
 	}
