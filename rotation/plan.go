@@ -14,8 +14,10 @@ func (ru *run) plan(ctx context.Context) (*Result, error) {
 	res := ru.res
 	res.Outcome = "dry_run"
 	add := func(format string, args ...any) { res.Plan = append(res.Plan, fmt.Sprintf(format, args...)) }
-	if (s.Phase.holdsLease() || s.Phase == PhaseParked) && ru.leaseHeld() {
-		add("stop: another rotator (%s) holds the key until %s, in phase %s (exit %d)", s.Holder, s.LeaseUntil.UTC().Format(time.RFC3339), s.Phase, ExitConflict)
+	if ru.o.BreakLease && s.Holder != "" {
+		add("break the lease of %s (until %s, phase %s): logged, with a %s event", s.Holder, s.LeaseUntil.UTC().Format(time.RFC3339), s.Phase, EventLeaseBroken)
+	} else if (s.Phase.holdsLease() || s.Phase == PhaseParked) && ru.leaseHeld() {
+		add("stop: another rotator (%s) holds the key until %s, in phase %s (exit %d); --break-lease frees it", s.Holder, s.LeaseUntil.UTC().Format(time.RFC3339), s.Phase, ExitConflict)
 		res.Message = strings.Join(res.Plan, "; ")
 		return res, nil
 	}
