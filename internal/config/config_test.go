@@ -67,7 +67,7 @@ func TestParseErrors(t *testing.T) {
 		{`keys: {prod: }`, "keys.prod is empty"},
 		{`keys: {prod: {store: keys.json}}`, "keys.prod.store: \"keys.json\" is not a URL"},
 		{`keys: {prod: {store: "env://K", refresh: 5}}`, `"5" is not a Go duration; write it with a unit`},
-		{`keys: {prod: {store: "env://K", refresh: 10m, max_stale: 1m}}`, "keys.prod.max_stale: 1m0s is shorter than refresh"},
+		{`keys: {prod: {store: "env://K", refresh: 10m, max_stale: 1m}}`, "max_stale 1m0s is shorter than refresh 10m0s"},
 		{`keys: {"bad name": {store: "env://K"}}`, "key name must be"},
 		{`keys: {prod: {store: "env://K", rotation: {grace: 1m}}}`, "keys.prod.rotation.grace: 1m0s is shorter than the key's refresh + jitter (5m30s)"},
 	} {

@@ -123,8 +123,9 @@ type RotationWebhook struct {
 // Rotator configures the rotation commands (`keywarden rotate`,
 // `keywarden rotator`).
 type Rotator struct {
-	// Lease is how long a rotator holds a key without writing its record
-	// before another may take over (default 10m).
+	// Lease is how long a rotator's hold on a key lasts without renewal
+	// (rotation.Options.Lease: default 45s, at least 10s; a running
+	// rotation renews it every third of it).
 	Lease Duration `yaml:"lease"`
 	// MetricsListen serves /metrics and /healthz for `keywarden rotator`
 	// (default 127.0.0.1:9788; "off" disables it).
@@ -177,14 +178,6 @@ func (r *Rotation) ProbeType() string {
 // APIBaseURL returns BaseURL as the file set it; "" is the anthropic
 // issuer's and probe's default (anthropic.DefaultBaseURL).
 func (r *Rotation) APIBaseURL() string { return r.BaseURL }
-
-// LeaseInterval returns Lease or its default.
-func (r *Rotator) LeaseInterval() time.Duration {
-	if r.Lease.D > 0 {
-		return r.Lease.D
-	}
-	return rotation.DefaultLease
-}
 
 // MetricsAddr returns the metrics address, "" when off.
 func (r *Rotator) MetricsAddr() string {
@@ -413,8 +406,10 @@ func (r *Rotator) validate(path string, c *Config) []string {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	if r.Lease.D < 0 {
 		add("%s.lease: must not be negative", path)
-	} else if r.Lease.D != 0 && r.Lease.D < time.Minute {
-		add("%s.lease: %v is too short for a rotation step; use at least 1m (default 10m)", path, r.Lease.D)
+	} else if r.Lease.D != 0 && r.Lease.D < rotation.MinLease {
+		// rotation.MinLease owns the bound; checked here too so that
+		// `check` refuses the file at load, not only `rotate`.
+		add("%s.lease: %v is shorter than %v; a renewal must fit in a third of it (default %v)", path, r.Lease.D, rotation.MinLease, rotation.DefaultLease)
 	}
 	if m := r.MetricsListen; m != "" && m != MetricsListenOff {
 		if _, _, err := net.SplitHostPort(m); err != nil {

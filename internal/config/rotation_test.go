@@ -54,7 +54,7 @@ rotator:
 	if r.Issuer.PoolLow != 3 || r.Issuer.RevokeStatus != "archived" || r.Webhook.Timeout.D != 3*time.Second {
 		t.Fatalf("issuer %+v", r.Issuer)
 	}
-	if c.Rotator.LeaseInterval() != 5*time.Minute || c.Rotator.MetricsAddr() != "" || c.Rotator.Webhook.URL == "" {
+	if c.Rotator.Lease.D != 5*time.Minute || c.Rotator.MetricsAddr() != "" || c.Rotator.Webhook.URL == "" {
 		t.Fatalf("rotator %+v", c.Rotator)
 	}
 }
@@ -81,7 +81,7 @@ func TestRotationDefaults(t *testing.T) {
 		if p := k.Rotation.ProbeType(); p != tc.probeType {
 			t.Errorf("probe %q, want %q", p, tc.probeType)
 		}
-		if c.Rotator.LeaseInterval() != 10*time.Minute || c.Rotator.MetricsAddr() != config.DefaultRotatorMetricsListen {
+		if c.Rotator.Lease.D != 0 || c.Rotator.MetricsAddr() != config.DefaultRotatorMetricsListen {
 			t.Errorf("rotator defaults %+v", c.Rotator)
 		}
 	}
@@ -122,7 +122,7 @@ func TestRotationErrors(t *testing.T) {
 		{"webhook url", rotationBase + anthropic + "      webhook: {url: \"hooks.example.com\"}\n", "rotation.webhook.url: \"hooks.example.com\" is not an http(s) URL"},
 		{"unknown rotation field", rotationBase + anthropic + "      colour: blue\n", `unknown field "colour" (known fields here: base_url, grace, issuer, on_probe_failure, probe, schedule, start_jitter, webhook)`},
 		{"unknown issuer field", rotationBase + "      issuer: {type: random, size: 3}\n", `unknown field "size" (known fields here: admin_key_store, bytes, command, encoding, env, pool_low, pool_store, prefix, revoke_command, revoke_status, timeout, type)`},
-		{"lease", "keys: {p: {store: \"env://K\"}}\nrotator: {lease: 10s}\n", "rotator.lease: 10s is too short"},
+		{"lease", "keys: {p: {store: \"env://K\"}}\nrotator: {lease: 5s}\n", "rotator.lease: 5s is shorter than 10s"},
 		{"rotator metrics", "keys: {p: {store: \"env://K\"}}\nrotator: {metrics_listen: \"9788\"}\n", "rotator.metrics_listen: \"9788\" is not host:port"},
 		{"rotator webhook", "keys: {p: {store: \"env://K\"}}\nrotator: {webhook: {timeout: 1s}}\n", "rotator.webhook.url: missing"},
 	} {

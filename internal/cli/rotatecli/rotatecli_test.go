@@ -67,10 +67,7 @@ func newEnv(t *testing.T, rotationYAML string) *env {
 
 func (e *env) write(rotationYAML string) {
 	e.t.Helper()
-	// rotator.lease 10m: internal/config still checks the probe's budget
-	// against the lease (obsolete now that a live run renews its lease);
-	// without it, configs with a probe fail to load under the 45s default.
-	doc := fmt.Sprintf("rotator:\n  lease: 10m\nkeys:\n  prod:\n    store: \"file://%s?name=prod\"\n    refresh: 1s\n    jitter: 100ms\n    rotation:\n%s", e.store, indent(rotationYAML, "      "))
+	doc := fmt.Sprintf("keys:\n  prod:\n    store: \"file://%s?name=prod\"\n    refresh: 1s\n    jitter: 100ms\n    rotation:\n%s", e.store, indent(rotationYAML, "      "))
 	if err := os.WriteFile(e.cfg, []byte(doc), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
