@@ -52,6 +52,8 @@ type Server struct {
 	secrets map[string]*secret // by full name projects/P/secrets/S
 	etagSeq int
 	faults  map[string][]codes.Code // method name → codes of the next calls
+	// dropAliases makes UpdateSecret ignore version_aliases silently.
+	dropAliases bool
 
 	addr string
 }
@@ -118,6 +120,16 @@ func (s *Server) FailNext(method string, n int, code codes.Code) {
 	for i := 0; i < n; i++ {
 		s.faults[method] = append(s.faults[method], code)
 	}
+}
+
+// DropAliases makes UpdateSecret ignore the version_aliases it is asked to
+// write, answering success with the aliases the secret had, as some
+// emulators of Secret Manager do. It is a fault for tests of drivers that
+// must check what their writes did.
+func (s *Server) DropAliases(drop bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropAliases = drop
 }
 
 func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -300,7 +312,9 @@ func (s *Server) UpdateSecret(_ context.Context, req *secretmanagerpb.UpdateSecr
 		case "annotations":
 			sec.pb.Annotations = in.GetAnnotations()
 		case "version_aliases":
-			sec.pb.VersionAliases = in.GetVersionAliases()
+			if !s.dropAliases {
+				sec.pb.VersionAliases = in.GetVersionAliases()
+			}
 		}
 	}
 	sec.pb.Etag = s.newEtag()
