@@ -56,6 +56,7 @@ type Server struct {
 	dropAliases bool
 
 	addr string
+	srv  *grpc.Server // nil while stopped
 }
 
 type secret struct {
@@ -77,25 +78,59 @@ func New() *Server {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	s := New()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err := s.listen("127.0.0.1:0"); err != nil {
+		t.Fatalf("gcpsmfake: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func (s *Server) listen(addr string) error {
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatalf("gcpsmfake: listen: %v", err)
+		return fmt.Errorf("listen: %w", err)
 	}
 	g := grpc.NewServer(grpc.UnaryInterceptor(s.intercept))
 	secretmanagerpb.RegisterSecretManagerServiceServer(g, s)
 	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	s.addr = lis.Addr().String()
-	return s
+	s.mu.Lock()
+	s.srv, s.addr = g, lis.Addr().String()
+	s.mu.Unlock()
+	return nil
+}
+
+// Stop stops serving, closing every connection, as an outage does; the
+// secrets stay. It is safe to call more than once.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	g := s.srv
+	s.srv = nil
+	s.mu.Unlock()
+	if g != nil {
+		g.Stop()
+	}
+}
+
+// Restart serves again on the same address after Stop, with the secrets
+// as they were.
+func (s *Server) Restart() error {
+	s.mu.Lock()
+	addr := s.addr
+	s.mu.Unlock()
+	return s.listen(addr)
 }
 
 // Addr returns the server's host:port.
-func (s *Server) Addr() string { return s.addr }
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
 
 // ClientOptions are the options that connect the real client to s.
 func (s *Server) ClientOptions() []option.ClientOption {
 	return []option.ClientOption{
-		option.WithEndpoint(s.addr),
+		option.WithEndpoint(s.Addr()),
 		option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
 	}
