@@ -148,14 +148,20 @@ func seedPending(ctx context.Context, w *world) (map[string]string, error) {
 	return map[string]string{"pending": pv.ID, "current": cur.ID}, nil
 }
 
+// seedPool writes a pool of keys b and e, with key a claimed by tok-1, in
+// one write.
 func seedPool(ctx context.Context, w *world) (map[string]string, error) {
-	p := pool.New(w.st, w.name)
-	for _, id := range []string{"a", "b", "e"} {
-		if _, err := p.Add(ctx, providers.NewSecret(string(providertest.FakeKey())), idPool+"_"+id); err != nil {
-			return nil, err
-		}
+	entry := func(id string) map[string]string {
+		return map[string]string{"api_key": string(providertest.FakeKey()), "key_id": idPool + "_" + id}
 	}
-	_, _, err := p.Claim(ctx, "tok-1")
+	doc, err := json.Marshal(map[string]any{
+		"keys":    []map[string]string{entry("b"), entry("e")},
+		"claimed": map[string]any{"tok-1": entry("a")},
+	})
+	if err != nil {
+		return nil, err
+	}
+	_, err = stage.Put(ctx, w.st, w.name, doc)
 	return nil, err
 }
 
