@@ -59,7 +59,7 @@ func openURL(ctx context.Context, u *url.URL) (driver.Reader, string, error) {
 // Store is a file store. It implements driver.Stager.
 type Store struct {
 	path    string
-	afterIO func()
+	afterIO func(changed bool)
 	mu      sync.Mutex // serialises this process's writers; the flock serialises processes
 }
 
@@ -72,18 +72,19 @@ func New(path string) *Store { return &Store{path: path} }
 // Options tune a Store made by NewWithOptions. The zero value is New's.
 type Options struct {
 	// AfterIO, when set, is called after each write of the temporary file
-	// and after each rename of it over the store's file: the store calls of
-	// this driver, where crash tests (providertest/crashtest) stop the
-	// process. Leave it nil outside tests.
-	AfterIO func()
+	// (changed false: the store's file is as it was) and after each rename
+	// of it over the store's file (changed true): the store calls of this
+	// driver, where crash tests (providertest/crashtest) stop the process.
+	// Leave it nil outside tests.
+	AfterIO func(changed bool)
 }
 
 // NewWithOptions is New with options.
 func NewWithOptions(path string, o Options) *Store { return &Store{path: path, afterIO: o.AfterIO} }
 
-func (s *Store) hook() {
+func (s *Store) hook(changed bool) {
 	if s.afterIO != nil {
-		s.afterIO()
+		s.afterIO(changed)
 	}
 }
 
@@ -199,7 +200,7 @@ func (s *Store) save(d *fileData) error {
 	if err := tmp.Close(); err != nil {
 		return mapErr(err)
 	}
-	s.hook()
+	s.hook(false)
 	if err := os.Rename(tmp.Name(), s.path); err != nil {
 		return mapErr(err)
 	}
@@ -207,7 +208,7 @@ func (s *Store) save(d *fileData) error {
 		_ = df.Sync()
 		df.Close()
 	}
-	s.hook()
+	s.hook(true)
 	return nil
 }
 

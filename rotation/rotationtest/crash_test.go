@@ -50,7 +50,7 @@ var crashFile = rotationtest.CrashBackend{
 	Open: func(_ testing.TB, c *crashtest.Counter, secret string) driver.Stager {
 		var o file.Options
 		if c != nil {
-			o.AfterIO = c.Tick
+			o.AfterIO = c.TickFile
 		}
 		return file.NewWithOptions(filepath.Join(os.Getenv(envCrashFile), secret+".json"), o)
 	},

@@ -10,8 +10,10 @@
 // middleware for aws-sdk-go-v2 (Counter.AWS), a gRPC unary client
 // interceptor for GCP (Counter.UnaryClientInterceptor), a wrapping
 // http.RoundTripper for the Vault API client (Counter.Transport), and the
-// file store's AfterIO hook (Counter.Tick), called after each write and
-// rename.
+// file store's AfterIO hook (Counter.TickFile), called after each write and
+// rename. Each tells calls that may change the store from reads, so that
+// a harness knows which crash points leave the same state as the one
+// before.
 //
 // A child first runs with k = 0: it counts its calls and reports the count
 // (Report), so that the parent covers every k without hard-coding any.
@@ -31,8 +33,10 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/smithy-go/middleware"
 	"google.golang.org/grpc"
 )
@@ -61,6 +65,9 @@ type Counter struct {
 	at    int64
 	armed atomic.Bool
 	n     atomic.Int64
+
+	mu     sync.Mutex
+	writes []bool // per call counted: did it change the store?
 }
 
 // FromEnv returns the counter of a child process (k from EnvAt), not armed
@@ -87,12 +94,24 @@ func (c *Counter) Arm() {
 	}
 }
 
-// Tick counts one store call whose answer arrived, and exits the process
-// with ExitCrash when it is the k-th.
-func (c *Counter) Tick() {
+// Tick counts one store call that may have changed the store, whose answer
+// arrived, and exits the process with ExitCrash when it is the k-th.
+func (c *Counter) Tick() { c.tick(true) }
+
+// TickRead counts one store call that only read, as Tick does.
+func (c *Counter) TickRead() { c.tick(false) }
+
+// TickFile is the file store's AfterIO hook (file.Options): a write of the
+// temporary file leaves the store as it was, a rename changes it.
+func (c *Counter) TickFile(changed bool) { c.tick(changed) }
+
+func (c *Counter) tick(write bool) {
 	if c == nil || !c.armed.Load() {
 		return
 	}
+	c.mu.Lock()
+	c.writes = append(c.writes, write)
+	c.mu.Unlock()
 	if n := c.n.Add(1); c.at > 0 && n == c.at {
 		os.Exit(ExitCrash)
 	}
@@ -106,8 +125,20 @@ func (c *Counter) Calls() int64 {
 	return c.n.Load()
 }
 
-// Report writes the count for the parent to stdout.
-func (c *Counter) Report() { fmt.Printf("\n%s%d\n", reportPrefix, c.Calls()) }
+// Report writes the count for the parent to stdout, with which calls
+// wrote ("w") and which only read ("r").
+func (c *Counter) Report() {
+	c.mu.Lock()
+	kinds := make([]byte, len(c.writes))
+	for i, w := range c.writes {
+		kinds[i] = 'r'
+		if w {
+			kinds[i] = 'w'
+		}
+	}
+	c.mu.Unlock()
+	fmt.Printf("\n%s%d %s\n", reportPrefix, c.Calls(), kinds)
+}
 
 // AWS is an aws-sdk-go-v2 API option (secretsmanager.Options.APIOptions)
 // that adds a Finalize middleware ticking after each attempt's answer.
@@ -115,7 +146,8 @@ func (c *Counter) AWS(stack *middleware.Stack) error {
 	return stack.Finalize.Add(middleware.FinalizeMiddlewareFunc("KeywardenCrashCounter",
 		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
 			out, md, err := next.HandleFinalize(ctx, in)
-			c.Tick()
+			op := awsmiddleware.GetOperationName(ctx)
+			c.tick(!strings.HasPrefix(op, "Get") && !strings.HasPrefix(op, "Describe") && !strings.HasPrefix(op, "List"))
 			return out, md, err
 		}), middleware.After)
 }
@@ -125,7 +157,8 @@ func (c *Counter) AWS(stack *middleware.Stack) error {
 func (c *Counter) UnaryClientInterceptor() grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		err := invoker(ctx, method, req, reply, cc, opts...)
-		c.Tick()
+		name := method[strings.LastIndex(method, "/")+1:]
+		c.tick(!strings.HasPrefix(name, "Get") && !strings.HasPrefix(name, "Access") && !strings.HasPrefix(name, "List"))
 		return err
 	}
 }
@@ -156,7 +189,7 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 			return nil, rerr
 		}
 	}
-	rt.c.Tick()
+	rt.c.tick(r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != "LIST")
 	return resp, err
 }
 
@@ -170,6 +203,9 @@ type Result struct {
 	Crashed bool
 	// Calls is the count a child reported when it ran to its end.
 	Calls int64
+	// Writes tells, per call of such a child, whether it may have changed
+	// the store (a read leaves the state the call before it left).
+	Writes []bool
 	// Output is the child's combined output, for failure messages.
 	Output string
 }
@@ -195,7 +231,11 @@ func Spawn(ctx context.Context, test string, env []string) (Result, error) {
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		if s, ok := strings.CutPrefix(sc.Text(), reportPrefix); ok {
-			res.Calls, _ = strconv.ParseInt(s, 10, 64)
+			n, kinds, _ := strings.Cut(s, " ")
+			res.Calls, _ = strconv.ParseInt(n, 10, 64)
+			for _, k := range kinds {
+				res.Writes = append(res.Writes, k == 'w')
+			}
 			return res, nil
 		}
 	}
