@@ -72,6 +72,11 @@ const crashWorkers = 4
 //     and commit;
 //   - no key is revoked twice, and CURRENT's key is never revoked.
 //
+// A crash after a call that only read leaves the store as the crash after
+// the call before it: such a crash point is crashed and checked, and its
+// follow-ups are those of the state before (except in a rotation, whose
+// issuer acts between store calls).
+//
 // The children are this test binary run again with -test.run=^<test>$,
 // where test is the top-level test calling RunCrash (it must call RunCrash
 // before anything else that a child should not do). Call it with every
