@@ -74,8 +74,8 @@ const crashWorkers = 4
 //
 // A crash after a call that only read leaves the store as the crash after
 // the call before it: such a crash point is crashed and checked, and its
-// follow-ups are those of the state before (except in a rotation, whose
-// issuer acts between store calls).
+// follow-ups are those of the state before, unless the issuer acted in
+// between (a key minted or revoked: the issuer's state is compared).
 //
 // The children are this test binary run again with -test.run=^<test>$,
 // where test is the top-level test calling RunCrash (it must call RunCrash
@@ -110,9 +110,6 @@ func RunCrash(t *testing.T, backends ...CrashBackend) {
 type crashOp struct {
 	name string
 	pool bool // on the pool secret, not on a key
-	// issuer: the operation calls the issuer between store calls, so a
-	// crash after a read may leave another state than the crash before.
-	issuer bool
 	// seed prepares the secret (in the parent) and returns what do needs.
 	seed func(ctx context.Context, w *world) (map[string]string, error)
 	// do runs the operation (in the child).
@@ -201,7 +198,7 @@ var crashOps = []crashOp{
 		_, err := stage.Put(ctx, w.st, w.name, keyValue(idNew))
 		return err
 	}},
-	{name: "rotate", issuer: true, seed: seedKey, do: func(ctx context.Context, w *world, _ map[string]string) error {
+	{name: "rotate", seed: seedKey, do: func(ctx context.Context, w *world, _ map[string]string) error {
 		_, err := w.rotator().Run(ctx, "k", rotation.RunOptions{Force: true})
 		return err
 	}},
@@ -322,41 +319,96 @@ func runCrashOp(t *testing.T, test string, b CrashBackend, benv []string, op cra
 	if op.pool {
 		fus = poolFollowUps
 	}
+	check := checkKey
+	if op.pool {
+		check = checkPool
+	}
+	// Phase 1: crash at every k, check what consumers see, and note the
+	// issuer's state.
+	n := int(clean.Calls)
+	worlds, sigs := make([]*world, n+1), make([]string, n+1)
+	parallel(n, func(i int) {
+		k := int64(i + 1)
+		w, _, err := instance(k) // a child may also finish: k beyond its calls in this run
+		if err == nil {
+			err = check(ctx, w)
+		}
+		if err != nil {
+			t.Errorf("crash after store call %d of %d: %v", k, n, err)
+			return
+		}
+		worlds[k], sigs[k] = w, w.issuerState()
+	})
+	if t.Failed() {
+		return n
+	}
+	// Phase 2: the follow-ups, each from its own copy of every distinct
+	// crashed state. A crash after a read that the issuer did not act
+	// before leaves the state of the crash before it.
 	type job struct {
 		k  int64
 		fu followUp
+		w  *world // the crashed state of phase 1, or nil: make it again
 	}
-	jobs := make(chan job)
+	var jobs []job
+	for k := 1; k <= n; k++ {
+		if k > 1 && k <= len(clean.Writes) && !clean.Writes[k-1] && sigs[k] == sigs[k-1] {
+			continue
+		}
+		for i, fu := range fus {
+			j := job{k: int64(k), fu: fu}
+			if i == 0 {
+				j.w = worlds[k]
+			}
+			jobs = append(jobs, j)
+		}
+	}
+	parallel(len(jobs), func(i int) {
+		j := jobs[i]
+		w := j.w
+		if w == nil {
+			var err error
+			if w, _, err = instance(j.k); err == nil {
+				err = check(ctx, w)
+			}
+			if err != nil {
+				t.Errorf("crash after store call %d of %d (again, for %s): %v", j.k, n, j.fu.name, err)
+				return
+			}
+		}
+		if err := followAndCheck(ctx, w, j.fu, check); err != nil {
+			t.Errorf("crash after store call %d of %d, then %s: %v", j.k, n, j.fu.name, err)
+		}
+	})
+	t.Logf("%d crash points, %d distinct crashed states, each with follow-ups %s", n, len(jobs)/len(fus), followUpNames(fus))
+	return n
+}
+
+// parallel runs fn(0) to fn(n-1) on crashWorkers goroutines.
+func parallel(n int, fn func(i int)) {
+	next := make(chan int)
 	var wg sync.WaitGroup
 	for range crashWorkers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range jobs {
-				if err := crashPoint(ctx, instance, op, j.k, j.fu); err != nil {
-					t.Errorf("crash after store call %d of %d, then %s: %v", j.k, clean.Calls, j.fu.name, err)
-				}
+			for i := range next {
+				fn(i)
 			}
 		}()
 	}
-	states := 0
-	for k := int64(1); k <= clean.Calls; k++ {
-		// A crash after a read leaves the store as the crash after the
-		// call before it did: the follow-ups from that state ran there.
-		// It is still crashed and checked.
-		if k > 1 && !op.issuer && int(k) <= len(clean.Writes) && !clean.Writes[k-1] {
-			jobs <- job{k, followUp{name: "nothing (same state as the crash before)", do: func(context.Context, *world) error { return nil }}}
-			continue
-		}
-		states++
-		for _, fu := range fus {
-			jobs <- job{k, fu}
-		}
+	for i := range n {
+		next <- i
 	}
-	close(jobs)
+	close(next)
 	wg.Wait()
-	t.Logf("%d crash points, %d distinct crashed states, each with follow-ups %s", clean.Calls, states, followUpNames(fus))
-	return int(clean.Calls)
+}
+
+// issuerState describes the issuer's state: how many keys it minted (their
+// files are named by random rotation tokens) and the revocations asked for.
+func (w *world) issuerState() string {
+	minted, _ := filepath.Glob(filepath.Join(w.dir, "token.*"))
+	return fmt.Sprintf("minted %d, revoked %v", len(minted), w.revoked())
 }
 
 func followUpNames(fus []followUp) string {
@@ -367,21 +419,8 @@ func followUpNames(fus []followUp) string {
 	return strings.Join(names, ", ")
 }
 
-// crashPoint makes the crashed state at k, checks it, runs fu on it and
-// checks the outcome.
-func crashPoint(ctx context.Context, instance func(int64) (*world, crashtest.Result, error), op crashOp, k int64, fu followUp) error {
-	w, res, err := instance(k)
-	if err != nil {
-		return err
-	}
-	_ = res // a child may also have finished: k beyond its calls in this run
-	check := checkKey
-	if op.pool {
-		check = checkPool
-	}
-	if err := check(ctx, w); err != nil {
-		return fmt.Errorf("after the crash: %w", err)
-	}
+// followAndCheck runs fu on a crashed state and checks the outcome.
+func followAndCheck(ctx context.Context, w *world, fu followUp, check func(context.Context, *world) error) error {
 	if err := fu.do(ctx, w); err != nil {
 		return err
 	}
