@@ -432,7 +432,7 @@ func (ru *run) begin(ctx context.Context) (done bool, err error) {
 			return true, nil
 		}
 	}
-	if pv, err := ru.pendingVersion(ctx); err != nil {
+	if pv, err := ru.strayPending(ctx); err != nil {
 		return true, err
 	} else if pv != nil {
 		return true, fail(KindConflict, fmt.Errorf("rotation: %s: the store holds a PENDING version %s that no recorded rotation wrote (an interrupted `keywarden put`?); run `keywarden rotate --key %s --abandon` to discard it", ru.k.Name, pv.ID, ru.k.Name))

@@ -10,7 +10,24 @@ import (
 
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/stage"
 )
+
+// strayPending reads PENDING, nil when there is none. A PENDING version left
+// by a one-shot write (`keywarden put`, a pool update) that died before its
+// Promote is an interrupted write, never a rotation's: it is discarded
+// (stage.ClearInterrupted) and counts as none.
+func (ru *run) strayPending(ctx context.Context) (*driver.Version, error) {
+	pv, err := ru.pendingVersion(ctx)
+	if err != nil || pv == nil || !stage.IsOneShot(pv.Token) {
+		return pv, err
+	}
+	if _, err := stage.ClearInterrupted(ctx, ru.k.Store, ru.k.Secret); err != nil {
+		return nil, ru.storeErr("discard the PENDING version of an interrupted write", err)
+	}
+	ru.log().Warn("discarded the PENDING version of an interrupted one-shot write", slog.String("version", pv.ID))
+	return ru.pendingVersion(ctx)
+}
 
 // create obtains the new key and writes it as PENDING, or finds the one an
 // interrupted run wrote.
@@ -19,7 +36,7 @@ func (ru *run) create(ctx context.Context) error {
 		return err
 	}
 	k, s := ru.k, ru.s
-	pv, err := ru.pendingVersion(ctx)
+	pv, err := ru.strayPending(ctx)
 	if err != nil {
 		return err
 	}
