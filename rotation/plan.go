@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/keywarden/keywarden/providers/stage"
 )
 
 // plan describes what a run would do from the current record, reading the
@@ -65,8 +67,13 @@ func (ru *run) plan(ctx context.Context) (*Result, error) {
 		if err != nil {
 			return res, err
 		}
-		if pv != nil {
+		switch {
+		case pv != nil && stage.IsOneShot(pv.Token):
+			add("discard PENDING version %s, left by an interrupted put or pool write (its writer died before promoting it)", pv.ID)
+		case pv != nil:
 			add("stop: the store holds a PENDING version %s that no recorded rotation wrote (exit %d); --abandon discards it", pv.ID, ExitConflict)
+		}
+		if pv != nil && !stage.IsOneShot(pv.Token) {
 			break
 		}
 		if !ru.o.Force {

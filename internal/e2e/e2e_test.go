@@ -380,8 +380,10 @@ func startLoad(clients map[string]anthropic.Client) *load {
 		Model: anthropic.ModelClaudeSonnet4_5, MaxTokens: 64,
 		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("Hi"))},
 	}
+	for way := range clients {
+		l.counts[way] = &result{} // all before any worker records
+	}
 	for way, c := range clients {
-		l.counts[way] = &result{}
 		for w := range 4 {
 			l.wg.Add(1)
 			go func() {

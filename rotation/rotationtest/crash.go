@@ -275,6 +275,7 @@ var keyFollowUps = []followUp{
 	{"rotate", followRotate},
 	{"put", followPut},
 	{"abandon", followAbandon},
+	{"dry-run", followDryRun},
 }
 
 var poolFollowUps = []followUp{
@@ -586,6 +587,51 @@ func followAbandon(ctx context.Context, w *world) error {
 		return fmt.Errorf("abandon changed CURRENT from %s to %q (%v)", before, after, err)
 	}
 	return noPending(ctx, w)
+}
+
+// followDryRun plans a run (--dry-run --force): the plan changes nothing
+// (CURRENT, PENDING and the issuer's state stay) and never proposes to
+// revoke or discard CURRENT's key.
+func followDryRun(ctx context.Context, w *world) error {
+	before, err := current(ctx, w)
+	if err != nil {
+		return err
+	}
+	cur, err := w.st.Read(ctx, w.name, driver.Current)
+	if err != nil {
+		return err
+	}
+	p, err := providers.DecodePayload(cur.Value, "")
+	if err != nil {
+		return err
+	}
+	curFP := p.Key.Fingerprint()
+	pendBefore, _ := w.st.ReadPending(ctx, w.name)
+	issuerBefore := w.issuerState()
+	res, err := w.rotator().Run(ctx, "k", rotation.RunOptions{DryRun: true, Force: true})
+	if err != nil && rotation.KindOf(err) != rotation.KindConflict {
+		return fmt.Errorf("dry run: %w", err)
+	}
+	if res != nil {
+		for _, line := range res.Plan {
+			if (strings.Contains(line, "revoke") || strings.Contains(line, "discard")) &&
+				(strings.Contains(line, curFP) || strings.Contains(line, "key id "+before+")")) {
+				return fmt.Errorf("dry run proposes to revoke or discard CURRENT's key %s: %q", before, line)
+			}
+		}
+	}
+	after, err := current(ctx, w)
+	if err != nil || after != before {
+		return fmt.Errorf("dry run changed CURRENT from %s to %q (%v)", before, after, err)
+	}
+	pendAfter, _ := w.st.ReadPending(ctx, w.name)
+	if (pendBefore == nil) != (pendAfter == nil) || pendBefore != nil && pendBefore.ID != pendAfter.ID {
+		return fmt.Errorf("dry run changed PENDING")
+	}
+	if w.issuerState() != issuerBefore {
+		return fmt.Errorf("dry run called the issuer")
+	}
+	return nil
 }
 
 func followPoolAdd(ctx context.Context, w *world) error {
