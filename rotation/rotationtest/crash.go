@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -608,14 +609,23 @@ func followDryRun(ctx context.Context, w *world) error {
 	curFP := p.Key.Fingerprint()
 	pendBefore, _ := w.st.ReadPending(ctx, w.name)
 	issuerBefore := w.issuerState()
-	res, err := w.rotator().Run(ctx, "k", rotation.RunOptions{DryRun: true, Force: true})
-	if err != nil && rotation.KindOf(err) != rotation.KindConflict {
-		return fmt.Errorf("dry run: %w", err)
-	}
-	if res != nil {
+	for _, o := range []rotation.RunOptions{{DryRun: true, Force: true}, {DryRun: true, Abandon: true}} {
+		res, err := w.rotator().Run(ctx, "k", o)
+		if err != nil && rotation.KindOf(err) != rotation.KindConflict {
+			return fmt.Errorf("dry run (abandon %v): %w", o.Abandon, err)
+		}
+		if res == nil {
+			continue
+		}
 		for _, line := range res.Plan {
-			if (strings.Contains(line, "revoke") || strings.Contains(line, "discard")) &&
-				(strings.Contains(line, curFP) || strings.Contains(line, "key id "+before+")")) {
+			// A step that revokes or discards now (not "promote it over
+			// CURRENT; revoke the old key after a grace": that is the
+			// rotation itself) must not name CURRENT's key.
+			now := strings.HasPrefix(line, "revoke ") || strings.HasPrefix(line, "abandon ") ||
+				strings.HasPrefix(line, "discard ") || strings.HasPrefix(line, "finish discarding ")
+			names := strings.Contains(line, curFP) || strings.Contains(line, "key id "+before+")") ||
+				regexp.MustCompile(`\bversion `+regexp.QuoteMeta(cur.ID)+`\b`).MatchString(line)
+			if now && names {
 				return fmt.Errorf("dry run proposes to revoke or discard CURRENT's key %s: %q", before, line)
 			}
 		}
