@@ -41,6 +41,17 @@ const (
 	DefaultMaxBackoff = time.Minute
 
 	refreshTimeout = 30 * time.Second // bound of one shared store read
+
+	// AdvisoryLead is how long before its expiry a short-lived token
+	// (Key.Expires set) is refreshed in the background: the TypeScript
+	// SDK's advisory window. A token that lives less than twice as long
+	// is refreshed at half its life.
+	AdvisoryLead = 120 * time.Second
+	// MandatoryLead is how long before its expiry a request stops using a
+	// token without first waiting for a refresh (Source.Fresh): the SDK's
+	// mandatory window. A token that lives less than ten times as long
+	// uses a tenth of its life.
+	MandatoryLead = 30 * time.Second
 )
 
 // MinForcedGap has no effect.
@@ -185,8 +196,37 @@ type Key struct {
 	Created time.Time
 	// Fingerprint identifies the value without revealing it.
 	Fingerprint string
+	// Expires is when a short-lived token stops working (zero for a key
+	// that does not expire by itself). The Source never serves it past
+	// that: at Expires, Key returns the zero Secret and Current a key
+	// without a value, until a refresh brings a new token.
+	Expires time.Time
+	// OAuth marks an OAuth access token, sent as "Authorization: Bearer"
+	// with anthropic-beta oauth-2025-04-20 (see Transport).
+	OAuth bool
 
-	header []string // the value as a ready header value slice, shared read-only
+	header  []string  // the value as a ready header value slice, shared read-only
+	loaded  time.Time // when the value was read, for the token's lifetime
+	dropped bool      // the value was removed (expired or rejected): see expiredKey
+}
+
+// lifetime is the span from the read to the expiry of a short-lived token.
+func (k *Key) lifetime() time.Duration { return k.Expires.Sub(k.loaded) }
+
+// advisoryAt is when a background refresh of a short-lived token is due.
+func (k *Key) advisoryAt() time.Time {
+	return k.Expires.Add(-min(AdvisoryLead, k.lifetime()/2))
+}
+
+// mandatoryAt is when a request must wait for a refresh before using a
+// short-lived token.
+func (k *Key) mandatoryAt() time.Time {
+	return k.Expires.Add(-min(MandatoryLead, k.lifetime()/10))
+}
+
+// Expired reports whether k is a short-lived token past its expiry at now.
+func (k *Key) Expired(now time.Time) bool {
+	return !k.Expires.IsZero() && !now.Before(k.Expires)
 }
 
 // String describes the key by version and fingerprint, never its value.
@@ -210,7 +250,8 @@ func (k Key) MarshalJSON() ([]byte, error) {
 		KeyID       string    `json:"key_id,omitempty"`
 		Created     time.Time `json:"created,omitzero"`
 		Fingerprint string    `json:"fingerprint"`
-	}{k.VersionID, k.KeyID, k.Created, k.Fingerprint})
+		Expires     time.Time `json:"expires,omitzero"`
+	}{k.VersionID, k.KeyID, k.Created, k.Fingerprint, k.Expires})
 }
 
 // HeaderValue returns the key as a one-element slice for an http.Header
@@ -228,8 +269,18 @@ func newKey(v *driver.Version, field string) (*Key, error) {
 		KeyID:       p.KeyID,
 		Created:     v.Created,
 		Fingerprint: p.Key.Fingerprint(),
+		Expires:     v.Expires,
+		OAuth:       v.OAuth,
 		header:      []string{p.Key.Reveal()},
+		loaded:      time.Now(),
 	}, nil
+}
+
+// expiredKey is what a Source holds as CURRENT once the token k expired or
+// was dropped: k's identity without its value.
+func expiredKey(k *Key) *Key {
+	return &Key{VersionID: k.VersionID, KeyID: k.KeyID, Created: k.Created, Fingerprint: k.Fingerprint,
+		Expires: k.Expires, OAuth: k.OAuth, header: []string{""}, loaded: k.loaded, dropped: true}
 }
 
 // Change describes a new CURRENT key. It carries ids and fingerprints only.
@@ -379,6 +430,13 @@ func (s *Source) Usable() (*Key, error) {
 // CheckHealth returns nil while the last good read is within MaxStale, and
 // an Unavailable error naming the age and the last read error otherwise.
 func (s *Source) CheckHealth() error {
+	if k := s.Current(); k.dropped || k.Expired(time.Now()) {
+		s.mu.Lock()
+		lastErr := s.lastErr
+		s.mu.Unlock()
+		return codes.Errorf(codes.Unavailable, "providers: token %q (%s) expired at %s or was rejected, and no new one could be had (last error: %v)",
+			s.name, k.Fingerprint, k.Expires.UTC().Format(time.RFC3339), lastErr)
+	}
 	last := time.Unix(0, s.lastSuccess.Load())
 	age := time.Since(last)
 	if age <= s.opts.MaxStale {
@@ -413,6 +471,54 @@ func (s *Source) Options() Options { return s.opts }
 // read.
 func (s *Source) Refresh(ctx context.Context) (*Key, error) {
 	return s.refresh(ctx, 0, true)
+}
+
+// Fresh returns CURRENT when a request may use it now: a key that does not
+// expire, or a short-lived token before its mandatory refresh point (the
+// last tenth of its life, at most MandatoryLead). Otherwise it waits for a
+// refresh, shared with every concurrent caller, and returns the new token;
+// when the refresh fails it returns the old token while it is still before
+// its expiry, and an Unavailable error past it: an expired token is never
+// returned. A Transport calls it before every request.
+func (s *Source) Fresh(ctx context.Context) (*Key, error) {
+	k := s.Current()
+	if k.Expires.IsZero() {
+		return k, nil
+	}
+	now := time.Now()
+	if !k.dropped && now.Before(k.mandatoryAt()) {
+		return k, nil
+	}
+	nk, err := s.Refresh(ctx)
+	if err == nil && !nk.dropped && time.Now().Before(nk.Expires) {
+		return nk, nil
+	}
+	if cur := s.Current(); !cur.dropped && time.Now().Before(cur.Expires) {
+		return cur, nil
+	}
+	if err == nil {
+		err = errors.New("the new token is already expired")
+	}
+	return nil, codes.Errorf(codes.Unavailable, "providers: no unexpired token for %q: %w", s.name, err)
+}
+
+// drop removes the token k from service when it is still CURRENT, as after
+// the upstream rejected it and no new one could be had: requests then wait
+// for a refresh (Fresh) instead of sending a token known to be bad. Keys
+// that do not expire are never dropped: their store may still hold them.
+func (s *Source) drop(k *Key) {
+	if k == nil || k.Expires.IsZero() || k.dropped {
+		return
+	}
+	for {
+		old := s.snap.Load()
+		if old.cur != k && old.cur.VersionID != k.VersionID {
+			return
+		}
+		if old.cur.dropped || s.snap.CompareAndSwap(old, &snapshot{cur: expiredKey(old.cur), prev: old.prev}) {
+			return
+		}
+	}
 }
 
 // ReadSeq returns the number of store reads the Source has begun. A caller
@@ -545,7 +651,7 @@ func (s *Source) load(ctx context.Context) (*Key, error) {
 	s.lastErr = nil
 	s.mu.Unlock()
 	old := s.snap.Load()
-	if old != nil && old.cur.VersionID == cur.VersionID && old.cur.Value.Equal(cur.Value) {
+	if old != nil && !old.cur.dropped && old.cur.VersionID == cur.VersionID && old.cur.Value.Equal(cur.Value) {
 		// Unchanged: keep the old pointers so that callers comparing
 		// snapshots see no change; take a new PREVIOUS if the store has one.
 		if prevChanged(old.prev, prev) {
@@ -554,6 +660,11 @@ func (s *Source) load(ctx context.Context) (*Key, error) {
 		return old.cur, nil
 	}
 	s.snap.Store(&snapshot{val: cur.Value, cur: cur, prev: prev})
+	if !cur.Expires.IsZero() {
+		// Never serve a token past its expiry, whatever max_stale says:
+		// at Expires, unless a refresh replaced it, it leaves service.
+		time.AfterFunc(time.Until(cur.Expires), func() { s.drop(cur) })
+	}
 	if old != nil {
 		s.notify(Change{
 			Name: s.name, OldVersion: old.cur.VersionID, NewVersion: cur.VersionID,
@@ -614,22 +725,55 @@ func (s *Source) notify(c Change) {
 	}
 }
 
-// loop refreshes every Refresh plus up to Jitter, backing off on failure.
+// nextWait returns how long the loop waits before the next read, after
+// failures failed reads in a row. A key refreshes every Refresh plus up to
+// Jitter. A short-lived token refreshes from its expiry instead: at its
+// advisory point (AdvisoryLead before expiry, at most half its life) less
+// up to a quarter of that lead at random, so that many consumers spread
+// out. After a failure, the capped backoff applies, bounded by the regular
+// wait.
+func (s *Source) nextWait(failures int, now time.Time) time.Duration {
+	var wait time.Duration
+	if k := s.Current(); !k.Expires.IsZero() {
+		at := k.advisoryAt()
+		if lead := k.Expires.Sub(at) / 4; lead > 0 {
+			at = at.Add(-rand.N(lead))
+		}
+		wait = max(at.Sub(now), 0)
+		if k.dropped {
+			wait = 0
+		}
+	} else {
+		wait = s.opts.Refresh
+		if s.opts.Jitter > 0 {
+			wait += rand.N(s.opts.Jitter)
+		}
+	}
+	if failures > 0 {
+		b := s.opts.backoff().Delay(failures - 1)
+		if wait == 0 {
+			return b
+		}
+		wait = min(b, wait)
+	}
+	return max(wait, minTokenWait)
+}
+
+// minTokenWait keeps a token that is born expired (expires_in 0) from
+// turning the loop into a busy one.
+const minTokenWait = 10 * time.Millisecond
+
+// loop refreshes every Refresh plus up to Jitter, or from a short-lived
+// token's expiry (nextWait), backing off on failure.
 func (s *Source) loop(ctx context.Context) {
 	defer close(s.loopDone)
-	if s.opts.Refresh < 0 {
+	if s.opts.Refresh < 0 && s.Current().Expires.IsZero() {
 		<-ctx.Done()
 		return
 	}
 	failures := 0
 	for {
-		wait := s.opts.Refresh
-		if s.opts.Jitter > 0 {
-			wait += rand.N(s.opts.Jitter)
-		}
-		if failures > 0 {
-			wait = min(s.opts.backoff().Delay(failures-1), wait)
-		}
+		wait := s.nextWait(failures, time.Now())
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

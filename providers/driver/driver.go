@@ -44,6 +44,15 @@ type Version struct {
 	// Token is the rotation token the version was written with by PutPending,
 	// when the backend records it ("" for versions written by hand).
 	Token string
+	// Expires is when the value stops working, for a short-lived credential
+	// such as an OAuth access token minted by Workload Identity Federation;
+	// zero for a key that does not expire by itself. A Source never serves
+	// the value past Expires and schedules its next read from it.
+	Expires time.Time
+	// OAuth marks the value as an OAuth access token: it is sent as
+	// "Authorization: Bearer" with the anthropic-beta value
+	// oauth-2025-04-20, never as x-api-key.
+	OAuth bool
 }
 
 // Reader reads the CURRENT and PREVIOUS versions of named secrets. Every
