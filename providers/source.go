@@ -485,16 +485,21 @@ func (s *Source) Fresh(ctx context.Context) (*Key, error) {
 	if k.Expires.IsZero() {
 		return k, nil
 	}
-	now := time.Now()
-	if !k.dropped && now.Before(k.mandatoryAt()) {
+	seq := s.ReadSeq() // a read begun later brings a token newer than k
+	if !k.dropped && time.Now().Before(k.mandatoryAt()) {
 		return k, nil
 	}
-	nk, err := s.Refresh(ctx)
+	nk, err := s.refresh(ctx, seq, false)
 	if err == nil && !nk.dropped && time.Now().Before(nk.Expires) {
 		return nk, nil
 	}
 	if cur := s.Current(); !cur.dropped && time.Now().Before(cur.Expires) {
 		return cur, nil
+	}
+	if err == nil {
+		s.mu.Lock()
+		err = s.lastErr // a read after k's failed
+		s.mu.Unlock()
 	}
 	if err == nil {
 		err = errors.New("the new token is already expired")
