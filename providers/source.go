@@ -208,6 +208,10 @@ type Key struct {
 	header  []string  // the value as a ready header value slice, shared read-only
 	loaded  time.Time // when the value was read, for the token's lifetime
 	dropped bool      // the value was removed (expired or rejected): see expiredKey
+	// readSeq is the number of the store read that loaded the value (for
+	// a dropped one, ReadSeq when it was dropped): a read numbered higher
+	// brings a newer one.
+	readSeq uint64
 }
 
 // lifetime is the span from the read to the expiry of a short-lived token.
@@ -222,6 +226,13 @@ func (k *Key) advisoryAt() time.Time {
 // short-lived token.
 func (k *Key) mandatoryAt() time.Time {
 	return k.Expires.Add(-min(MandatoryLead, k.lifetime()/10))
+}
+
+// serviceEnd is when a short-lived token leaves service: a twentieth of its
+// life (at most a second) before its expiry, so that a timer firing late
+// or a clock a little off never lets it be sent past Expires.
+func (k *Key) serviceEnd() time.Time {
+	return k.Expires.Add(-min(time.Second, k.lifetime()/20))
 }
 
 // Expired reports whether k is a short-lived token past its expiry at now.
@@ -278,9 +289,9 @@ func newKey(v *driver.Version, field string) (*Key, error) {
 
 // expiredKey is what a Source holds as CURRENT once the token k expired or
 // was dropped: k's identity without its value.
-func expiredKey(k *Key) *Key {
+func expiredKey(k *Key, seq uint64) *Key {
 	return &Key{VersionID: k.VersionID, KeyID: k.KeyID, Created: k.Created, Fingerprint: k.Fingerprint,
-		Expires: k.Expires, OAuth: k.OAuth, header: []string{""}, loaded: k.loaded, dropped: true}
+		Expires: k.Expires, OAuth: k.OAuth, header: []string{""}, loaded: k.loaded, dropped: true, readSeq: seq}
 }
 
 // Change describes a new CURRENT key. It carries ids and fingerprints only.
@@ -388,8 +399,7 @@ func newSource(ctx context.Context, d driver.Reader, name string, o Options) (*S
 	// data, a denied permission) fails at once.
 	var err error
 	for attempt := 0; ; attempt++ {
-		s.started.Add(1)
-		if _, err = s.load(ctx); err == nil {
+		if _, err = s.load(ctx, s.started.Add(1)); err == nil {
 			break
 		}
 		if c := codes.Of(err); !c.Retryable() {
@@ -430,7 +440,7 @@ func (s *Source) Usable() (*Key, error) {
 // CheckHealth returns nil while the last good read is within MaxStale, and
 // an Unavailable error naming the age and the last read error otherwise.
 func (s *Source) CheckHealth() error {
-	if k := s.Current(); k.dropped || k.Expired(time.Now()) {
+	if k := s.Current(); k.dropped || !time.Now().Before(k.serviceEnd()) && !k.Expires.IsZero() {
 		s.mu.Lock()
 		lastErr := s.lastErr
 		s.mu.Unlock()
@@ -485,15 +495,14 @@ func (s *Source) Fresh(ctx context.Context) (*Key, error) {
 	if k.Expires.IsZero() {
 		return k, nil
 	}
-	seq := s.ReadSeq() // a read begun later brings a token newer than k
 	if !k.dropped && time.Now().Before(k.mandatoryAt()) {
 		return k, nil
 	}
-	nk, err := s.refresh(ctx, seq, false)
-	if err == nil && !nk.dropped && time.Now().Before(nk.Expires) {
+	nk, err := s.refresh(ctx, k.readSeq, false)
+	if err == nil && !nk.dropped && time.Now().Before(nk.serviceEnd()) {
 		return nk, nil
 	}
-	if cur := s.Current(); !cur.dropped && time.Now().Before(cur.Expires) {
+	if cur := s.Current(); !cur.dropped && time.Now().Before(cur.serviceEnd()) {
 		return cur, nil
 	}
 	if err == nil {
@@ -520,7 +529,7 @@ func (s *Source) drop(k *Key) {
 		if old.cur != k && old.cur.VersionID != k.VersionID {
 			return
 		}
-		if old.cur.dropped || s.snap.CompareAndSwap(old, &snapshot{cur: expiredKey(old.cur), prev: old.prev}) {
+		if old.cur.dropped || s.snap.CompareAndSwap(old, &snapshot{cur: expiredKey(old.cur, s.ReadSeq()), prev: old.prev}) {
 			return
 		}
 	}
@@ -593,7 +602,7 @@ func (s *Source) startFlight() *flight {
 	go func() {
 		defer s.flights.Done()
 		rctx, cancel := context.WithTimeout(s.ctx, refreshTimeout)
-		f.key, f.err = s.load(rctx)
+		f.key, f.err = s.load(rctx, f.seq)
 		cancel()
 		s.mu.Lock()
 		s.inflight = nil
@@ -640,8 +649,11 @@ func (s *Source) Close() error {
 }
 
 // load reads CURRENT and PREVIOUS from the store and installs them.
-func (s *Source) load(ctx context.Context) (*Key, error) {
+func (s *Source) load(ctx context.Context, seq uint64) (*Key, error) {
 	cur, prev, err := s.read(ctx)
+	if cur != nil {
+		cur.readSeq = seq
+	}
 	if err != nil {
 		s.failures.Add(1)
 		s.lastFailure.Store(time.Now().UnixNano())
@@ -668,7 +680,7 @@ func (s *Source) load(ctx context.Context) (*Key, error) {
 	if !cur.Expires.IsZero() {
 		// Never serve a token past its expiry, whatever max_stale says:
 		// at Expires, unless a refresh replaced it, it leaves service.
-		time.AfterFunc(time.Until(cur.Expires), func() { s.drop(cur) })
+		time.AfterFunc(time.Until(cur.serviceEnd()), func() { s.drop(cur) })
 	}
 	if old != nil {
 		s.notify(Change{
