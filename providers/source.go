@@ -790,6 +790,7 @@ func (s *Source) loop(ctx context.Context) {
 	}
 	failures := 0
 	for {
+		k := s.Current()
 		wait := s.nextWait(failures, time.Now())
 		t := time.NewTimer(wait)
 		select {
@@ -798,7 +799,20 @@ func (s *Source) loop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, err := s.Refresh(ctx); err != nil {
+		var err error
+		if k.Expires.IsZero() {
+			_, err = s.Refresh(ctx)
+		} else {
+			// A token: a read begun since k came (a request's Fresh, a
+			// 401) already replaced it; its outcome stands.
+			_, err = s.refresh(ctx, k.readSeq, false)
+			if err == nil && s.Current().dropped {
+				s.mu.Lock()
+				err = s.lastErr
+				s.mu.Unlock()
+			}
+		}
+		if err != nil {
 			if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 				return
 			}

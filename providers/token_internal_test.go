@@ -117,7 +117,8 @@ func TestNextWaitFromExpiry(t *testing.T) {
 
 // Under readers that never stop, a Source holding short-lived tokens
 // refreshes each before it expires, and no reader ever gets a token past
-// its expiry, whatever max_stale says.
+// its expiry, whatever max_stale says: Fresh checks the clock; Key and
+// Current lose the value at the token's end of service (a timer).
 func TestTokenNeverServedExpired(t *testing.T) {
 	d := &tokenDriver{life: 2 * time.Second}
 	s := tokenSource(t, d, Options{MaxStale: 24 * time.Hour})
@@ -132,10 +133,11 @@ func TestTokenNeverServedExpired(t *testing.T) {
 					return
 				default:
 				}
+				// Fresh is what every request of a Transport (library
+				// and sidecar) takes its token from.
 				before := time.Now()
-				k := s.Current()
-				v := s.Key()
-				if !v.IsZero() && !k.dropped && !k.Expires.After(before) {
+				k, err := s.Fresh(context.Background())
+				if err == nil && (k.dropped || k.Value.IsZero() || !k.Expires.After(before)) {
 					bad.Add(1)
 				}
 			}
