@@ -18,8 +18,8 @@ import (
 // tokenDriver mints short-lived OAuth tokens, one per CURRENT read.
 type tokenDriver struct {
 	life  time.Duration
-	reads atomic.Int64 // CURRENT reads begun
-	fail  atomic.Bool  // reads fail while set
+	reads atomic.Int64  // CURRENT reads begun
+	fail  atomic.Bool   // reads fail while set
 	gate  chan struct{} // when set, reads wait for it to be closed
 
 	mu     sync.Mutex

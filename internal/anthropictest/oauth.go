@@ -144,6 +144,9 @@ type oauthState struct {
 	tokens map[string]*key // by value; key.expiresAt and key.st carry expiry and revocation
 	order  []*OAuthToken
 	byVal  map[string]*OAuthToken
+	// assertions presented to the token endpoint, in order, for tests
+	// proving that an identity file is read again.
+	assertions []string
 
 	exchanges, refusals atomic.Int64
 }
@@ -195,6 +198,15 @@ func (s *Server) OAuthTokens() []OAuthToken {
 		out = append(out, c)
 	}
 	return out
+}
+
+// Assertions returns the assertions presented to the token endpoint, in
+// order.
+func (s *Server) Assertions() []string {
+	o := &s.oauth
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.assertions...)
 }
 
 // Exchanges returns the number of successful and refused exchanges.
@@ -344,6 +356,7 @@ func (s *Server) exchange(r *http.Request) (string, time.Duration, *oauthError) 
 	o := &s.oauth
 	o.mu.Lock()
 	o.init()
+	o.assertions = append(o.assertions, req.Assertion)
 	rule := o.rules[req.FederationRuleID]
 	var rc FederationRule
 	if rule != nil {
