@@ -161,8 +161,8 @@ func (r *Reader) Close() error { return nil }
 // Token is the answer of one exchange.
 type Token struct {
 	AccessToken providers.Secret
-	Issued      time.Time // when the answer arrived
-	Expires     time.Time // Issued plus expires_in
+	Issued      time.Time // when the exchange was sent
+	Expires     time.Time // Issued plus expires_in (at most)
 }
 
 // Exchange takes an identity token and exchanges it once.
@@ -181,6 +181,7 @@ func (r *Reader) Exchange(ctx context.Context) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	creds, err := config.ExchangeFederationAssertion(ctx, config.FederationExchangeParams{
 		Assertion:        assertion,
 		FederationRuleID: r.params.FederationRuleID,
@@ -191,11 +192,18 @@ func (r *Reader) Exchange(ctx context.Context) (*Token, error) {
 		HTTPClient:       r.client,
 		UserAgent:        "keywarden/" + version.Version,
 	})
-	issued := time.Now()
+	end := time.Now()
 	if err != nil {
 		return nil, exchangeError(ctx, err, assertion)
 	}
-	return checkCredentials(creds.AccessToken, creds.ExpiresAt, issued, assertion)
+	if creds.ExpiresAt != nil {
+		// The SDK counts expires_in from when the answer arrived; the
+		// token was minted before that. Count from when the request was
+		// sent, so that the expiry kept is never later than the real one.
+		exp := start.Add(creds.ExpiresAt.Sub(end))
+		creds.ExpiresAt = &exp
+	}
+	return checkCredentials(creds.AccessToken, creds.ExpiresAt, start, assertion)
 }
 
 // checkCredentials validates an exchange's answer.

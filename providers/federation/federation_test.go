@@ -378,10 +378,11 @@ func TestNoTokenOrAssertionInOutput(t *testing.T) {
 	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "%v %+v %#v %s\n", src.Current(), src.Current(), src.Current(), src.Key())
-	waitFor(t, "two refreshes", func() bool { return len(f.srv.OAuthTokens()) >= 3 })
-	// Revoke the current token, break the identity file, and send.
+	waitFor(t, "two refreshes", func() bool { return src.Current().VersionID == "exchange-3" })
+	// Break the identity file (every exchange from now on is refused),
+	// revoke the current token, and send.
+	f.writeToken(t, anthropictest.Claims{Subject: subject, Audience: "wrong"})
 	f.srv.RevokeToken(src.Current().Value.Reveal())
-	os.WriteFile(f.file, []byte(f.iss.Mint(anthropictest.Claims{Subject: subject, Audience: "wrong"})), 0o600)
 	resp, err := providers.NewClient(src).Get(f.srv.URL() + "/v1/models")
 	if err != nil {
 		fmt.Fprintln(&out, err)
