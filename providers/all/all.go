@@ -3,7 +3,7 @@
 package all
 
 import (
-	_ "github.com/keywarden/keywarden/providers/aws"   // awssm://
+	_ "github.com/keywarden/keywarden/providers/aws"        // awssm://
 	_ "github.com/keywarden/keywarden/providers/env"        // env://
 	_ "github.com/keywarden/keywarden/providers/federation" // wif:// (keyless: Workload Identity Federation)
 	_ "github.com/keywarden/keywarden/providers/file"       // file://
