@@ -95,6 +95,9 @@ func OpenStager(ctx context.Context, rawURL string) (driver.Stager, string, erro
 // AsStager returns d as a driver.Stager, or a clear error when d is a
 // read-only driver.
 func AsStager(d driver.Reader) (driver.Stager, error) {
+	if k, ok := d.(driver.Keyless); ok {
+		return nil, codes.Errorf(codes.FailedPrecondition, "providers: nothing to rotate: %s", k.NothingToRotate())
+	}
 	st, ok := d.(driver.Stager)
 	if !ok {
 		return nil, codes.Errorf(codes.Unimplemented,

@@ -67,6 +67,15 @@ type Reader interface {
 	Close() error
 }
 
+// Keyless is implemented by readers that hold no stored key at all, such as
+// Workload Identity Federation, which mints a short-lived token on every
+// read. NothingToRotate explains, for messages, why there is nothing to
+// put, rotate or revoke.
+type Keyless interface {
+	Reader
+	NothingToRotate() string
+}
+
 // Record is the small per-secret record a rotator keeps in the store to
 // persist and resume its progress. Data is opaque to drivers. Rev is the
 // record's revision for compare-and-swap: "" means "no record yet".

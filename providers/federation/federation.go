@@ -81,7 +81,7 @@ type Reader struct {
 	n        atomic.Uint64 // exchanges made, for version ids
 }
 
-var _ driver.Reader = (*Reader)(nil)
+var _ driver.Keyless = (*Reader)(nil)
 
 // New returns a Reader exchanging identity's tokens with p. client sends
 // the exchange (a client with a 30 s timeout when nil); it never follows a
@@ -153,6 +153,12 @@ func (r *Reader) Read(ctx context.Context, name string, stage driver.Stage) (*dr
 		Expires: tok.Expires,
 		OAuth:   true,
 	}, nil
+}
+
+// NothingToRotate explains why a federation source has no key to put,
+// rotate or revoke.
+func (r *Reader) NothingToRotate() string {
+	return "a " + Scheme + ":// source holds no key: it exchanges the workload's identity token for a short-lived access token, refreshed before it expires; there is nothing to put, rotate or revoke (to cut access, disable federation rule " + r.params.FederationRuleID + " in the Console or Admin API)"
 }
 
 // Close does nothing; it is safe to call more than once.
