@@ -338,6 +338,7 @@ type Source struct {
 	lastFailure atomic.Int64
 	reads       atomic.Uint64
 	failures    atomic.Uint64
+	nextRefresh atomic.Int64 // unix nanos of the background loop's next read; 0: none
 
 	ctx      context.Context // cancelled by Close; bounds every store read
 	stop     context.CancelFunc
@@ -471,6 +472,16 @@ func (s *Source) Stats() Stats {
 		st.LastFailure = time.Unix(0, f)
 	}
 	return st
+}
+
+// NextRefresh returns when the background loop reads the store next (for a
+// short-lived token: its scheduled refresh), or the zero time when
+// background refresh is off or no read is scheduled yet.
+func (s *Source) NextRefresh() time.Time {
+	if n := s.nextRefresh.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // Options returns the Source's effective options.
@@ -791,7 +802,9 @@ func (s *Source) loop(ctx context.Context) {
 	failures := 0
 	for {
 		k := s.Current()
-		wait := s.nextWait(failures, time.Now())
+		now := time.Now()
+		wait := s.nextWait(failures, now)
+		s.nextRefresh.Store(now.Add(wait).UnixNano())
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -146,6 +146,9 @@ func TestTokenNeverServedExpired(t *testing.T) {
 	// Six tokens, then the endpoint fails: the last token must leave
 	// service at its expiry although max_stale is a day.
 	waitFor(t, "six tokens", func() bool { return d.count() >= 6 })
+	if next, k := s.NextRefresh(), s.Current(); !next.Before(k.Expires) && !k.dropped {
+		t.Errorf("next refresh %v is not before the token's expiry %v", next, k.Expires)
+	}
 	d.fail.Store(true)
 	last := s.Current()
 	waitFor(t, "the expired token to leave service", func() bool { return s.Key().IsZero() })
