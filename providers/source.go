@@ -13,7 +13,9 @@
 //	key := src.Key() // a redacting Secret; key.Reveal() only where it leaves
 //
 // The drivers live in subpackages (aws, gcp, vault, file, env), all of the
-// shape defined by package driver.
+// shape defined by package driver. Package federation (wif://) is the
+// keyless source: a short-lived access token from Workload Identity
+// Federation, refreshed from its expiry and never served past it.
 package providers
 
 import (
@@ -419,7 +421,10 @@ func newSource(ctx context.Context, d driver.Reader, name string, o Options) (*S
 // Name returns the secret's name in its store.
 func (s *Source) Name() string { return s.name }
 
-// Key returns the CURRENT key value: one atomic load, no allocation.
+// Key returns the CURRENT key value: one atomic load, no allocation. For a
+// short-lived token it is the zero Secret from the token's end of service
+// (just before its expiry, by a timer) until a refresh brings a new one;
+// callers that must check the clock themselves use Fresh or Usable.
 func (s *Source) Key() Secret { return s.snap.Load().val }
 
 // Current returns the CURRENT key snapshot: one atomic load.

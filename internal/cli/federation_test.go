@@ -1,6 +1,8 @@
 package cli_test
 
 import (
+	"context"
+	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/anthropictest"
 	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/providers"
 )
 
 // check on a keyless (wif://) key performs one exchange and prints the
@@ -43,6 +46,14 @@ func TestCheckAndPutFederationKey(t *testing.T) {
 	_, errOut2, code := run(t, "sk-ant-api03-some-key-0123456789abcdef\n", "put", "--store", store)
 	if code != cli.ExitConfig && code != cli.ExitFailed || !strings.Contains(errOut2, "nothing to rotate") || !strings.Contains(errOut2, rule.ID) {
 		t.Fatalf("put on a federation key: code %d\n%s", code, errOut2)
+	}
+	d, _, _, err := providers.OpenDriver(context.Background(), store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := providers.AsStager(d); !errors.Is(err, providers.ErrKeyless) {
+		t.Fatalf("AsStager = %v, want ErrKeyless in the chain", err)
 	}
 	if leaks := srv.LeakedOAuth(out+errOut+errOut2, assertion); len(leaks) > 0 {
 		t.Fatalf("output leaks %v", leaks)
