@@ -767,7 +767,8 @@ func (s *Source) notify(c Change) {
 // wait.
 func (s *Source) nextWait(failures int, now time.Time) time.Duration {
 	var wait time.Duration
-	if k := s.Current(); !k.Expires.IsZero() {
+	k := s.Current()
+	if !k.Expires.IsZero() {
 		at := k.advisoryAt()
 		if lead := k.Expires.Sub(at) / 4; lead > 0 {
 			at = at.Add(-rand.N(lead))
@@ -788,6 +789,9 @@ func (s *Source) nextWait(failures int, now time.Time) time.Duration {
 			return b
 		}
 		wait = min(b, wait)
+	}
+	if k.Expires.IsZero() {
+		return wait
 	}
 	return max(wait, minTokenWait)
 }

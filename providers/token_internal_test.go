@@ -80,6 +80,9 @@ func TestNextWaitFromExpiry(t *testing.T) {
 	s := &Source{opts: Options{Refresh: time.Hour, Jitter: time.Minute, MinBackoff: time.Second, MaxBackoff: 20 * time.Second}}
 	set := func(life time.Duration, dropped bool) {
 		k := &Key{Expires: now.Add(life), loaded: now, OAuth: true, dropped: dropped}
+		if life == 0 { // a key that does not expire
+			k = &Key{loaded: now}
+		}
 		s.snap.Store(&snapshot{val: NewSecret("x"), cur: k})
 	}
 	for _, tc := range []struct {
@@ -102,6 +105,10 @@ func TestNextWaitFromExpiry(t *testing.T) {
 		// A dropped token: at once, or after the backoff when failing.
 		{"dropped", time.Hour, true, 0, minTokenWait, minTokenWait},
 		{"dropped failing", time.Hour, true, 3, 2 * time.Second, 4 * time.Second},
+		// A key that does not expire: Refresh plus up to Jitter, or the
+		// backoff, as before; no floor.
+		{"key", 0, false, 0, time.Hour, time.Hour + time.Minute},
+		{"key backoff", 0, false, 1, 500 * time.Millisecond, time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			set(tc.life, tc.dropped)
