@@ -6,12 +6,15 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/keywarden/keywarden/providers/backoff"
 )
 
 // ServeOptions tune Serve. Zero fields take the defaults.
 type ServeOptions struct {
-	// MinRetry and MaxRetry bound the backoff before a failed rotation is
-	// tried again (default 1m and 30m). A parked rotation is probed again at
+	// MinRetry and MaxRetry bound the backoff (backoff.Policy: doubling,
+	// jittered) before a failed rotation is tried again (default 1m and
+	// 30m). A parked rotation is probed again at
 	// the next scheduled time instead.
 	MinRetry, MaxRetry time.Duration
 	// ShutdownTimeout bounds how long runs under way may go on after ctx is
@@ -71,14 +74,20 @@ func (r *Rotator) Serve(ctx context.Context, o ServeOptions) error {
 
 func (r *Rotator) serveKey(ctx, runCtx context.Context, k *Key, o ServeOptions) {
 	lg := r.log.With(slog.String("key", k.Name))
-	retry := time.Duration(0)
+	policy := backoff.Policy{Min: o.MinRetry, Max: o.MaxRetry}
+	failures := 0 // consecutive failures, for the backoff
+	nextRetry := func() time.Duration {
+		d := policy.Delay(failures)
+		failures++
+		return d
+	}
 	for {
 		wake, reason, err := r.nextWake(ctx, k)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			retry = nextRetry(retry, o)
+			retry := nextRetry()
 			lg.Warn("could not read the rotation state; trying again", slog.String("error", err.Error()), slog.Duration("in", retry))
 			wake, reason = r.opts.Now().Add(retry), "retry"
 		}
@@ -100,28 +109,18 @@ func (r *Rotator) serveKey(ctx, runCtx context.Context, k *Key, o ServeOptions) 
 		}
 		switch {
 		case err == nil:
-			retry = 0
+			failures = 0
 		case KindOf(err) == KindProbe || KindOf(err) == KindConfig:
 			// Parked or discarded: the next scheduled time tries again.
-			retry = 0
+			failures = 0
 		default:
-			retry = nextRetry(retry, o)
+			retry := nextRetry()
 			lg.Warn("rotation run failed; trying again", slog.String("error", err.Error()), slog.Duration("in", retry))
 			if sleepCtx(ctx, retry) != nil {
 				return
 			}
 		}
 	}
-}
-
-func nextRetry(prev time.Duration, o ServeOptions) time.Duration {
-	if prev <= 0 {
-		return o.MinRetry
-	}
-	if prev *= 2; prev > o.MaxRetry {
-		prev = o.MaxRetry
-	}
-	return prev
 }
 
 // nextWake returns when the key's loop should run next, and why.

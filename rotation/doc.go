@@ -27,8 +27,11 @@
 // effect, so a run killed at any boundary is resumed by the next run
 // (Options.AfterStep lets tests stop a run at every Boundary). Two rotators
 // started at once race on the record's compare-and-swap: exactly one starts
-// the rotation, the other fails with ErrInProgress (exit 11). A crashed
-// holder's lease expires (Options.Lease) and another rotator takes over.
+// the rotation, the other fails with ErrInProgress (exit 11). A live run
+// renews its lease in the background every Options.Lease/3; a crashed
+// holder's lease runs out within Options.Lease (default 45s) and another
+// rotator takes over, or RunOptions.BreakLease frees it at once. The record
+// also keeps issuer key ids attached to stored keys (Rotator.SetKeyID).
 //
 // What the next run does, by what the store holds:
 //

@@ -102,17 +102,38 @@ func failf(k Kind, format string, args ...any) error {
 }
 
 // KindOf returns the kind of err: the Kind of the first *Error in its chain,
-// KindStore for errors carrying a store code, KindFailed otherwise.
+// else the kind of its store code (see KindOfCode), KindFailed otherwise.
 func KindOf(err error) Kind {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Kind
 	}
-	var ce *codes.Error
-	if errors.As(err, &ce) {
-		return KindStore
+	if k, ok := KindOfCode(err); ok {
+		return k
 	}
 	return KindFailed
+}
+
+// KindOfCode classifies an error by the portable code in its chain, ok
+// false when it has none: bad input (InvalidArgument, a duplicate) is
+// KindConfig, a lost compare-and-swap or a state that forbids the write
+// (Aborted, FailedPrecondition) KindConflict, a cancelled or expired
+// context KindFailed, anything else (unreachable, denied, corrupt data)
+// KindStore. Callers classify by code, never by message.
+func KindOfCode(err error) (Kind, bool) {
+	var ce *codes.Error
+	if !errors.As(err, &ce) {
+		return 0, false
+	}
+	switch ce.Code {
+	case codes.InvalidArgument:
+		return KindConfig, true
+	case codes.Aborted, codes.FailedPrecondition:
+		return KindConflict, true
+	case codes.Canceled, codes.DeadlineExceeded:
+		return KindFailed, true
+	}
+	return KindStore, true
 }
 
 // ExitCode returns the exit code for the outcome err of a run: ExitOK for
@@ -125,9 +146,10 @@ func ExitCode(err error) int {
 }
 
 // ErrPoolEmpty is returned (wrapped, with KindPoolEmpty) by issuers whose
-// key pool has no key left.
-var ErrPoolEmpty = errors.New("rotation: the key pool is empty")
+// key pool has no key left. Its text has no package prefix: it is always
+// wrapped in a message that has one.
+var ErrPoolEmpty = errors.New("the key pool is empty")
 
 // ErrInProgress is returned (wrapped, with KindConflict) when another
-// rotator holds the key's lease.
-var ErrInProgress = errors.New("rotation: a rotation of this key is in progress")
+// rotator holds the key's lease. Like ErrPoolEmpty, it is always wrapped.
+var ErrInProgress = errors.New("a rotation of this key is in progress")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -20,13 +21,13 @@ func TestRecordRoundTrip(t *testing.T) {
 		PendingVersion: "3", NewKeyID: "apikey_new", NewFP: "sha256:aa", OldVersion: "2", OldKeyID: "apikey_old", OldFP: "sha256:bb",
 		PromotedAt: now, RevokeDue: now.Add(time.Hour), RevokedAt: now, Reason: "r", LastOutcome: OutcomeRotated,
 		LastReason: "lr", LastAttemptAt: now, LastRotatedAt: now, LastFinishedAt: now, Rotations: 7,
+		KeyIDs: map[string]string{"sk-ant-api03…sha256:0011aabb": "apikey_01"},
 	}
 	got, err := decode(&driver.Record{Rev: "5", Data: s.encode()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.rev = "5"
-	if *got != *s {
+	if !reflect.DeepEqual(got, s) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, s)
 	}
 	if empty, err := decode(&driver.Record{}); err != nil || empty.Phase != PhaseIdle {
@@ -37,6 +38,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		{"v": "1", "phase": "dancing"},
 		{"v": "1", "phase": "grace", "promoted_at": "yesterday"},
 		{"v": "1", "phase": "idle", "rotations": "-1"},
+		{"v": "1", "phase": "idle", "key_ids": "[1]"},
 	} {
 		if _, err := decode(&driver.Record{Rev: "1", Data: bad}); err == nil {
 			t.Errorf("decode(%v) accepted", bad)
@@ -120,6 +122,7 @@ func TestRunProbe(t *testing.T) {
 		{"backoff doubles", []error{retry(0), retry(0), retry(0)}, 4, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}, ""},
 		{"retry-after honoured", []error{retry(2 * time.Second)}, 2, []time.Duration{2 * time.Second}, ""},
 		{"retry-after capped", []error{retry(time.Hour)}, 2, []time.Duration{5 * time.Second}, ""},
+		{"retry-after honoured", []error{retry(3 * time.Second)}, 2, []time.Duration{3 * time.Second}, ""},
 		{"gives up", []error{retry(0), retry(0), retry(0), retry(0)}, 4, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}, "gave up after 4 attempts"},
 		{"attempt timeout retried", []error{context.DeadlineExceeded}, 2, []time.Duration{100 * time.Millisecond}, ""},
 		{"other errors fail", []error{errors.New("boom")}, 1, nil, "boom"},
@@ -135,8 +138,14 @@ func TestRunProbe(t *testing.T) {
 			continue
 		}
 		for i := range waits {
-			if waits[i] != tc.waits[i] {
-				t.Errorf("%s: wait %d = %v, want %v", tc.name, i, waits[i], tc.waits[i])
+			// The shared backoff policy jitters: a wait lies in
+			// [base/2, base], unless the server asked for more.
+			lo := tc.waits[i] / 2
+			if tc.name == "retry-after honoured" {
+				lo = tc.waits[i]
+			}
+			if waits[i] < lo || waits[i] > tc.waits[i] {
+				t.Errorf("%s: wait %d = %v, want in [%v, %v]", tc.name, i, waits[i], lo, tc.waits[i])
 			}
 		}
 		if (err != nil) != (tc.fail != "") || (err != nil && !strings.Contains(err.Error(), tc.fail)) {

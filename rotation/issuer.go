@@ -11,6 +11,12 @@ import (
 type Credential struct {
 	Key   providers.Secret
 	KeyID string
+	// OtherIDs, on a credential the rotator passes to Activate or Revoke,
+	// are the issuer ids of the other keys the rotation knows (CURRENT's,
+	// the new key's, ids attached with `keywarden key-id`): never this
+	// key's. An issuer that finds a key without id by a partial hint must
+	// not take one of them for it.
+	OtherIDs []string
 }
 
 // Issuer obtains new keys and revokes old ones. Implementations must be
@@ -52,4 +58,11 @@ type Committer interface {
 // the keywarden_pool_keys metric.
 type PoolReporter interface {
 	Available(ctx context.Context) (int, error)
+}
+
+// KeyIDChecker is an optional Issuer interface: CheckKeyID verifies that id
+// is the issuer's id of key (for example that the Admin API's hint for id
+// matches the key), before `keywarden key-id` attaches it.
+type KeyIDChecker interface {
+	CheckKeyID(ctx context.Context, c Credential) error
 }

@@ -8,7 +8,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/keywarden/keywarden/providers/backoff"
 )
 
 // EventType names what happened.
@@ -25,6 +29,12 @@ const (
 	EventFailed EventType = "rotation.failed"
 	// EventPoolLow: the issuer's pool is running low (or is empty).
 	EventPoolLow EventType = "pool.low"
+	// EventLeaseBroken: an operator broke the key's lease
+	// (`rotate --break-lease`); Holder and LeaseUntil say whose it was.
+	EventLeaseBroken EventType = "rotation.lease_broken"
+	// EventKeyID: an operator attached an issuer key id to a stored
+	// version or a pool key (`keywarden key-id`).
+	EventKeyID EventType = "rotation.key_id"
 )
 
 // Event is what a Notifier receives. It holds version ids, key ids and
@@ -45,6 +55,8 @@ type Event struct {
 	RevokeDue      time.Time `json:"revoke_due,omitzero"`
 	PoolKeys       *int      `json:"pool_keys,omitempty"`
 	ExitCode       int       `json:"exit_code,omitempty"`
+	Holder         string    `json:"holder,omitempty"`
+	LeaseUntil     time.Time `json:"lease_until,omitzero"`
 }
 
 // Notifier receives rotation events. Notify must not block for long; its
@@ -71,8 +83,9 @@ type Webhook struct {
 
 var _ Notifier = (*Webhook)(nil)
 
-// Notify posts e, trying once more after a second when the first attempt
-// fails with a network error or a 5xx status.
+// Notify posts e, trying once more (after a wait of webhookBackoff, or the
+// receiver's retry-after when longer, up to the delivery timeout) when the
+// first attempt fails with a network error, a 429 or a 5xx status.
 func (w *Webhook) Notify(ctx context.Context, e Event) error {
 	body, err := json.Marshal(e)
 	if err != nil {
@@ -87,17 +100,18 @@ func (w *Webhook) Notify(ctx context.Context, e Event) error {
 		c = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	var last error
-	for attempt := 0; attempt < 2; attempt++ {
+	var after time.Duration
+	for attempt := 0; attempt < webhookAttempts; attempt++ {
 		if attempt > 0 {
-			if err := sleepCtx(ctx, time.Second); err != nil {
+			if err := backoff.Sleep(ctx, min(webhookBackoff.After(attempt-1, after), timeout)); err != nil {
 				return err
 			}
 		}
-		retry, err := w.post(ctx, c, timeout, body)
+		retry, ra, err := w.post(ctx, c, timeout, body)
 		if err == nil {
 			return nil
 		}
-		last = err
+		last, after = err, ra
 		if !retry {
 			break
 		}
@@ -105,12 +119,17 @@ func (w *Webhook) Notify(ctx context.Context, e Event) error {
 	return last
 }
 
-func (w *Webhook) post(ctx context.Context, c *http.Client, timeout time.Duration, body []byte) (retry bool, err error) {
+// Webhook delivery tries and the waits between them.
+const webhookAttempts = 2
+
+var webhookBackoff = backoff.Policy{Min: time.Second, Max: 10 * time.Second}
+
+func (w *Webhook) post(ctx context.Context, c *http.Client, timeout time.Duration, body []byte) (retry bool, retryAfter time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return false, fmt.Errorf("rotation: webhook %s: %w", redactURL(w.URL), err)
+		return false, 0, fmt.Errorf("rotation: webhook %s: %w", redactURL(w.URL), err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "keywarden-rotator")
@@ -118,14 +137,25 @@ func (w *Webhook) post(ctx context.Context, c *http.Client, timeout time.Duratio
 	if err != nil {
 		// url.Error quotes the URL, which may carry a token (Slack-style
 		// hooks): report the host only.
-		return true, fmt.Errorf("rotation: webhook %s: %w", redactURL(w.URL), unwrapURLError(err))
+		return true, 0, fmt.Errorf("rotation: webhook %s: %w", redactURL(w.URL), unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 != 2 {
-		return resp.StatusCode >= 500, fmt.Errorf("rotation: webhook %s answered %s", redactURL(w.URL), resp.Status)
+		retry := resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests
+		return retry, parseRetryAfter(resp.Header.Get("Retry-After")), fmt.Errorf("rotation: webhook %s answered %s", redactURL(w.URL), resp.Status)
 	}
-	return false, nil
+	return false, 0, nil
+}
+
+// parseRetryAfter parses a Retry-After header in seconds (0 when absent or
+// not a number of seconds).
+func parseRetryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
 }
 
 // redactURL returns scheme://host of raw: webhook paths and queries often

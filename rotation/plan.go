@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/keywarden/keywarden/providers/stage"
 )
 
 // plan describes what a run would do from the current record, reading the
@@ -14,8 +16,10 @@ func (ru *run) plan(ctx context.Context) (*Result, error) {
 	res := ru.res
 	res.Outcome = "dry_run"
 	add := func(format string, args ...any) { res.Plan = append(res.Plan, fmt.Sprintf(format, args...)) }
-	if (s.Phase.holdsLease() || s.Phase == PhaseParked) && ru.leaseHeld() {
-		add("stop: another rotator (%s) holds the key until %s, in phase %s (exit %d)", s.Holder, s.LeaseUntil.UTC().Format(time.RFC3339), s.Phase, ExitConflict)
+	if ru.o.BreakLease && s.Holder != "" {
+		add("break the lease of %s (until %s, phase %s): logged, with a %s event", s.Holder, s.LeaseUntil.UTC().Format(time.RFC3339), s.Phase, EventLeaseBroken)
+	} else if (s.Phase.holdsLease() || s.Phase == PhaseParked) && ru.leaseHeld() {
+		add("stop: another rotator (%s) holds the key until %s, in phase %s (exit %d); --break-lease frees it", s.Holder, s.LeaseUntil.UTC().Format(time.RFC3339), s.Phase, ExitConflict)
 		res.Message = strings.Join(res.Plan, "; ")
 		return res, nil
 	}
@@ -63,8 +67,13 @@ func (ru *run) plan(ctx context.Context) (*Result, error) {
 		if err != nil {
 			return res, err
 		}
-		if pv != nil {
+		switch {
+		case pv != nil && stage.IsOneShot(pv.Token):
+			add("discard PENDING version %s, left by an interrupted put or pool write (its writer died before promoting it)", pv.ID)
+		case pv != nil:
 			add("stop: the store holds a PENDING version %s that no recorded rotation wrote (exit %d); --abandon discards it", pv.ID, ExitConflict)
+		}
+		if pv != nil && !stage.IsOneShot(pv.Token) {
 			break
 		}
 		if !ru.o.Force {

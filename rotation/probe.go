@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/backoff"
 )
 
 // Probe verifies that a key works before it is promoted.
@@ -76,25 +77,20 @@ func (r Retry) withDefaults() Retry {
 	return r
 }
 
-// Budget is the longest a probe with these bounds can take.
+// Budget is the longest a probe with these bounds can take:
+// Attempts × Timeout + (Attempts − 1) × MaxBackoff.
 func (r Retry) Budget() time.Duration {
 	r = r.withDefaults()
 	return time.Duration(r.Attempts)*r.Timeout + time.Duration(r.Attempts-1)*r.MaxBackoff
 }
 
-// backoff is the wait after failed attempt n (1-based).
-func (r Retry) backoff(n int, after time.Duration) time.Duration {
-	d := r.MinBackoff
-	for i := 1; i < n && d < r.MaxBackoff; i++ {
-		d *= 2
-	}
-	if after > d {
-		d = after
-	}
-	if d > r.MaxBackoff {
-		d = r.MaxBackoff
-	}
-	return d
+// wait is the wait after failed attempt n (1-based) when the server asked
+// for after: the backoff policy's (MinBackoff doubling, jittered), or the
+// server's retry-after when longer, capped at MaxBackoff either way so the
+// probe stays within its Budget.
+func (r Retry) wait(n int, after time.Duration) time.Duration {
+	p := backoff.Policy{Min: r.MinBackoff, Max: r.MaxBackoff}
+	return min(p.After(n-1, after), r.MaxBackoff)
 }
 
 // runProbe probes key with retries: retryable failures are tried again
@@ -129,7 +125,7 @@ func runProbe(ctx context.Context, p Probe, key providers.Secret, r Retry, sleep
 		if pe != nil {
 			after = pe.RetryAfter
 		}
-		if err := sleep(ctx, r.backoff(n, after)); err != nil {
+		if err := sleep(ctx, r.wait(n, after)); err != nil {
 			return n, err
 		}
 	}
@@ -137,16 +133,4 @@ func runProbe(ctx context.Context, p Probe, key providers.Secret, r Retry, sleep
 }
 
 // sleepCtx waits d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+var sleepCtx = backoff.Sleep

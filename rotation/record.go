@@ -1,6 +1,9 @@
 package rotation
 
 import (
+	"encoding/json"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -52,8 +55,6 @@ const recordVersion = "1"
 // is written before each step's side effect, so a run killed anywhere
 // resumes from it.
 type state struct {
-	rev string // the record's revision, for compare-and-swap
-
 	Phase      Phase
 	Token      string    // the rotation's token (PutPending, issuer idempotence)
 	Holder     string    // who holds the lease, "" for nobody
@@ -80,6 +81,10 @@ type state struct {
 	LastRotatedAt  time.Time // when the last successful promotion happened
 	LastFinishedAt time.Time // when the last run ended
 	Rotations      int       // successful promotions so far
+
+	// KeyIDs maps key fingerprints to issuer key ids attached by an
+	// operator (`keywarden key-id`), for stored keys whose payload has none.
+	KeyIDs map[string]string
 }
 
 // Outcomes recorded in the record, reported in events and metrics.
@@ -131,18 +136,22 @@ func (s *state) encode() map[string]string {
 	if s.Rotations > 0 {
 		m["rotations"] = strconv.Itoa(s.Rotations)
 	}
+	if len(s.KeyIDs) > 0 {
+		b, _ := json.Marshal(s.KeyIDs)
+		m["key_ids"] = string(b)
+	}
 	return m
 }
 
 // decode reads a record. A record without data is an idle key.
 func decode(r *driver.Record) (*state, error) {
-	s := &state{rev: r.Rev, Phase: PhaseIdle}
+	s := &state{Phase: PhaseIdle}
 	m := r.Data
 	if len(m) == 0 {
 		return s, nil
 	}
 	if v := m["v"]; v != recordVersion {
-		return nil, codes.Errorf(codes.FailedPrecondition, "rotation: the rotation record has format version %q; this keywarden reads %q: upgrade keywarden", v, recordVersion)
+		return nil, codes.Errorf(codes.FailedPrecondition, "the rotation record has format version %q; this keywarden reads %q: upgrade keywarden", v, recordVersion)
 	}
 	var errs []string
 	tm := func(k string) time.Time {
@@ -188,8 +197,13 @@ func decode(r *driver.Record) (*state, error) {
 		}
 		s.Rotations = n
 	}
+	if v, ok := m["key_ids"]; ok {
+		if err := json.Unmarshal([]byte(v), &s.KeyIDs); err != nil {
+			errs = append(errs, "key_ids")
+		}
+	}
 	if len(errs) > 0 {
-		return nil, codes.Errorf(codes.Internal, "rotation: the rotation record is corrupt (fields %v); inspect it in the store, or delete it to start over", errs)
+		return nil, codes.Errorf(codes.Internal, "the rotation record is corrupt (fields %v); inspect it in the store, or delete it to start over", errs)
 	}
 	return s, nil
 }
@@ -197,7 +211,35 @@ func decode(r *driver.Record) (*state, error) {
 // clone returns a copy of s to modify before a write.
 func (s *state) clone() *state {
 	c := *s
+	c.KeyIDs = maps.Clone(s.KeyIDs)
 	return &c
+}
+
+// keyID returns have, or else the id attached to the key of fingerprint
+// fp.
+func (s *state) keyID(have, fp string) string {
+	if have != "" || fp == "" {
+		return have
+	}
+	return s.KeyIDs[fp]
+}
+
+// otherIDs returns the issuer ids the record knows, except this one's.
+func (s *state) otherIDs(this string) []string {
+	seen := map[string]bool{"": true, this: true}
+	var out []string
+	add := func(id string) {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	add(s.NewKeyID)
+	add(s.OldKeyID)
+	for _, fp := range slices.Sorted(maps.Keys(s.KeyIDs)) {
+		add(s.KeyIDs[fp])
+	}
+	return out
 }
 
 // clearRotation forgets the fields of the rotation under way, keeping the

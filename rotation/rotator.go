@@ -110,9 +110,11 @@ type Options struct {
 	// rotator restarted with the same Holder resumes its own rotation at
 	// once instead of waiting for its lease to expire.
 	Holder string
-	// Lease is how long a rotator holds a key without writing its record
-	// before another may take over (default 10m). It must exceed the
-	// longest probe (Retry.Budget).
+	// Lease is how long a rotator's hold on a key lasts without renewal
+	// (default DefaultLease, at least MinLease). A run renews its lease in
+	// the background every Lease/3 while it works (a long probe included),
+	// so a live holder never loses it and a dead one (kill -9, a lost node)
+	// is taken over within Lease. `rotate --break-lease` frees it at once.
 	Lease time.Duration
 	// Notifiers receive every key's events (a webhook, a test's recorder).
 	Notifiers []Notifier
@@ -127,8 +129,15 @@ type Options struct {
 	AfterStep func(ctx context.Context, key string, b Boundary) error
 }
 
-// DefaultLease is the default Options.Lease.
-const DefaultLease = 10 * time.Minute
+// Bounds of Options.Lease.
+const (
+	// DefaultLease is the default Options.Lease: a dead holder's rotation
+	// is taken over within it.
+	DefaultLease = 45 * time.Second
+	// MinLease is the shortest Options.Lease: a renewal (one record write)
+	// must fit in a third of it with room to spare.
+	MinLease = 10 * time.Second
+)
 
 // Rotator rotates keys. It is safe for concurrent use; runs of the same key
 // are serialised through the lease in the key's rotation record, across
@@ -137,6 +146,8 @@ type Rotator struct {
 	opts Options
 	keys map[string]*Key
 	log  *slog.Logger
+	// renewEvery is how often a run renews its lease (Lease/3).
+	renewEvery time.Duration
 }
 
 // New returns a Rotator of keys.
@@ -150,10 +161,13 @@ func New(opts Options, keys ...*Key) (*Rotator, error) {
 	if opts.Holder == "" {
 		opts.Holder = defaultHolder()
 	}
-	if opts.Lease <= 0 {
+	switch {
+	case opts.Lease == 0:
 		opts.Lease = DefaultLease
+	case opts.Lease < MinLease:
+		return nil, failf(KindConfig, "rotation: lease %v is shorter than %v; a renewal must fit in a third of it", opts.Lease, MinLease)
 	}
-	r := &Rotator{opts: opts, keys: map[string]*Key{}, log: opts.Logger}
+	r := &Rotator{opts: opts, keys: map[string]*Key{}, log: opts.Logger, renewEvery: opts.Lease / 3}
 	for _, k := range keys {
 		switch {
 		case k == nil || k.Name == "":
@@ -168,11 +182,6 @@ func New(opts Options, keys ...*Key) (*Rotator, error) {
 			return nil, failf(KindConfig, "rotation: key %s: grace %v is negative", k.Name, k.Grace)
 		case k.OnProbeFailure != "" && k.OnProbeFailure != Park && k.OnProbeFailure != Discard:
 			return nil, failf(KindConfig, "rotation: key %s: on_probe_failure %q: want park or discard", k.Name, k.OnProbeFailure)
-		}
-		if k.Probe != nil {
-			if b := k.Retry.Budget(); b >= opts.Lease {
-				return nil, failf(KindConfig, "rotation: key %s: a probe can take up to %v (attempts × (timeout + max backoff)), longer than the lease %v; lower the probe's attempts or timeout, or raise the lease", k.Name, b, opts.Lease)
-			}
 		}
 		r.keys[k.Name] = k
 	}
@@ -216,6 +225,12 @@ type RunOptions struct {
 	// rotation wrote: the new key is revoked at the issuer (when known) and
 	// PENDING discarded. CURRENT is untouched.
 	Abandon bool
+	// BreakLease frees the key's lease first, whoever holds it, logging the
+	// holder and its expiry and emitting EventLeaseBroken; the run then
+	// goes on as it would (resume, --abandon, --force). A live holder
+	// notices at its next renewal or write and stops with a conflict. For
+	// a holder known dead that must not be waited for.
+	BreakLease bool
 }
 
 // Result is what a run did.
@@ -257,7 +272,12 @@ func (r *Rotator) Run(ctx context.Context, name string, o RunOptions) (*Result, 
 		return &Result{Key: name, Outcome: KindConfig.String(), Message: err.Error()}, err
 	}
 	ru := &run{r: r, k: k, o: o, begun: r.opts.Now(), res: &Result{Key: name}}
-	res, err := ru.do(ctx)
+	var res *Result
+	if o.DryRun {
+		res, err = ru.do(ctx)
+	} else {
+		res, err = ru.doRenewing(ctx)
+	}
 	res.Active = r.opts.Now().Sub(ru.begun) - ru.waited
 	if err != nil {
 		res.Outcome = KindOf(err).String()
@@ -278,6 +298,33 @@ func (r *Rotator) Run(ctx context.Context, name string, o RunOptions) (*Result, 
 	}
 	if !o.DryRun && !ru.crashed {
 		r.opts.Metrics.run(name, res.Outcome, res.Active)
+	}
+	return res, err
+}
+
+// doRenewing runs ru.do while a background loop renews the lease the run
+// holds. When the lease is lost meanwhile, the run's context is cancelled
+// and its error is a conflict.
+func (ru *run) doRenewing(ctx context.Context) (*Result, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ru.mu.Lock()
+	ru.cancel = cancel
+	ru.mu.Unlock()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ru.renewLoop(rctx, stop)
+	}()
+	res, err := ru.do(rctx)
+	close(stop)
+	<-done
+	ru.mu.Lock()
+	lost := ru.leaseLost
+	ru.mu.Unlock()
+	if lost && err != nil && ctx.Err() == nil {
+		err = ru.errLeaseLost()
 	}
 	return res, err
 }

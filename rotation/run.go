@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/keywarden/keywarden/providers/codes"
@@ -16,13 +17,20 @@ type run struct {
 	r   *Rotator
 	k   *Key
 	o   RunOptions
-	s   *state // the record as last read or written
+	s   *state // the record as last read or written; replaced, never modified
 	res *Result
+
+	// mu serialises the record's writes (the run's own and the lease
+	// renewals) and guards the fields below it.
+	mu        sync.Mutex
+	rev       string // the record's revision, for compare-and-swap
+	holding   bool   // this run holds the lease
+	leaseLost bool   // a renewal found the lease broken or taken over
+	cancel    context.CancelFunc
 
 	begun   time.Time
 	waited  time.Duration // grace waits, excluded from Active
-	holding bool          // this run holds the lease
-	crashed bool          // AfterStep stopped the run: write nothing more
+	crashed bool          // AfterStep stopped the run: write nothing more (set under mu)
 	probed  bool          // the probe ran in this run
 	started bool          // this run started a new rotation
 }
@@ -43,7 +51,9 @@ func (ru *run) step(ctx context.Context, b Boundary) error {
 	ru.log().LogAttrs(ctx, slog.LevelDebug, "rotation step", slog.String("boundary", string(b)), slog.String("phase", string(ru.s.Phase)))
 	if f := ru.r.opts.AfterStep; f != nil {
 		if err := f(ctx, ru.k.Name, b); err != nil {
-			ru.crashed = true
+			ru.mu.Lock()
+			ru.crashed = true // the renewals stop too: a killed run writes nothing
+			ru.mu.Unlock()
 			return &errCrash{err}
 		}
 	}
@@ -75,7 +85,9 @@ func (ru *run) load(ctx context.Context) error {
 	if err != nil {
 		return ru.storeErr("decode the rotation record", err)
 	}
-	ru.s = s
+	ru.mu.Lock()
+	ru.s, ru.rev = s, rec.Rev
+	ru.mu.Unlock()
 	ru.res.Phase = s.Phase
 	return nil
 }
@@ -90,24 +102,128 @@ func (ru *run) save(ctx context.Context, next *state) error {
 	} else {
 		next.Holder, next.LeaseUntil = "", time.Time{}
 	}
-	rec, err := ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.s.rev, next.encode())
+	ru.mu.Lock()
+	rec, err := ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.rev, next.encode())
+	if err == nil {
+		ru.s, ru.rev = next, rec.Rev
+		ru.holding = next.Phase.holdsLease()
+	}
+	ru.mu.Unlock()
 	if err != nil {
 		if codes.Is(err, codes.Aborted) {
 			return ru.lost(ctx, err)
 		}
 		return ru.storeErr("write the rotation record", err)
 	}
-	next.rev = rec.Rev
-	ru.s = next
 	ru.res.Phase = next.Phase
-	ru.holding = next.Phase.holdsLease()
 	return nil
 }
+
+// isHolding reports whether this run holds the lease.
+func (ru *run) isHolding() bool {
+	ru.mu.Lock()
+	defer ru.mu.Unlock()
+	return ru.holding
+}
+
+// renewLoop renews the lease every Rotator.renewEvery while the run holds
+// it, until stop is closed. A renewal that loses its compare-and-swap
+// means the lease was broken (`--break-lease`) or taken over: the run's
+// context is cancelled so that it stops at once, whatever it waits for.
+func (ru *run) renewLoop(ctx context.Context, stop <-chan struct{}) {
+	t := time.NewTicker(ru.r.renewEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := ru.renew(ctx); err != nil {
+			ru.log().Warn("could not renew the rotation lease", slog.String("error", err.Error()))
+		}
+	}
+}
+
+// renew extends the lease held by this run: one compare-and-swap write of
+// the record with a later expiry and nothing else changed.
+func (ru *run) renew(ctx context.Context) error {
+	ru.mu.Lock()
+	defer ru.mu.Unlock()
+	if !ru.holding || ru.crashed {
+		return nil
+	}
+	next := ru.s.clone()
+	next.Holder = ru.r.opts.Holder
+	next.LeaseUntil = ru.now().Add(ru.r.opts.Lease)
+	rec, err := ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.rev, next.encode())
+	if err != nil {
+		if codes.Is(err, codes.Aborted) {
+			ru.holding, ru.leaseLost = false, true
+			ru.log().Warn("the rotation lease was broken or taken over; stopping this run")
+			if ru.cancel != nil {
+				ru.cancel()
+			}
+		}
+		return err
+	}
+	ru.rev = rec.Rev
+	return nil
+}
+
+// errLeaseLost reports a run stopped because its lease was broken or
+// taken over while it worked.
+func (ru *run) errLeaseLost() error {
+	return fail(KindConflict, fmt.Errorf("rotation: %s: the lease was broken (`rotate --break-lease`) or taken over while this run worked; it stopped: %w", ru.k.Name, ErrInProgress))
+}
+
+// breakLease frees the key's lease whoever holds it, logging who held it
+// until when, and emits EventLeaseBroken. A live holder's renewal racing
+// the break is retried over: the operator's break wins.
+func (ru *run) breakLease(ctx context.Context) error {
+	for attempt := 0; ; attempt++ {
+		s := ru.s
+		if s.Holder == "" {
+			ru.log().Info("no lease to break", slog.String("phase", string(s.Phase)))
+			return nil
+		}
+		next := s.clone()
+		next.Holder, next.LeaseUntil = "", time.Time{}
+		ru.mu.Lock()
+		rec, err := ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.rev, next.encode())
+		if err == nil {
+			ru.s, ru.rev = next, rec.Rev
+		}
+		ru.mu.Unlock()
+		if err == nil {
+			ru.log().Warn("rotation lease broken", slog.String("holder", s.Holder),
+				slog.Time("lease_until", s.LeaseUntil), slog.String("phase", string(s.Phase)))
+			ru.emit(ctx, Event{Type: EventLeaseBroken, Holder: s.Holder, LeaseUntil: s.LeaseUntil})
+			return nil
+		}
+		if !codes.Is(err, codes.Aborted) {
+			return ru.storeErr("break the lease", err)
+		}
+		if attempt == breakAttempts-1 {
+			return fail(KindConflict, fmt.Errorf("rotation: %s: break the lease: the record changed %d times in a row; run again: %w", ru.k.Name, breakAttempts, err))
+		}
+		if err := ru.load(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// breakAttempts bounds the compare-and-swap tries of breakLease.
+const breakAttempts = 5
 
 // lost reports a lost compare-and-swap on the record: another rotator
 // wrote it since this run read it.
 func (ru *run) lost(ctx context.Context, cause error) error {
+	ru.mu.Lock()
 	ru.holding = false
+	ru.mu.Unlock()
 	if err := ru.load(ctx); err != nil {
 		return fail(KindConflict, fmt.Errorf("rotation: %s: another rotator changed the rotation record: %w", ru.k.Name, cause))
 	}
@@ -131,6 +247,8 @@ func (ru *run) leaseHeld() bool {
 // release frees the lease after a failed run that still holds it, and
 // records the outcome, so that the next run resumes at once.
 func (ru *run) release(ctx context.Context, cause error) {
+	ru.mu.Lock()
+	defer ru.mu.Unlock()
 	if !ru.holding || ru.s == nil {
 		return
 	}
@@ -141,14 +259,13 @@ func (ru *run) release(ctx context.Context, cause error) {
 	next.LastOutcome = KindOf(cause).String()
 	next.LastReason = cause.Error()
 	next.LastFinishedAt = ru.now()
-	rec, err := ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.s.rev, next.encode())
+	rec, err := ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.rev, next.encode())
 	if err != nil {
 		ru.log().Warn("could not release the rotation lease; it expires by itself", slog.String("error", err.Error()),
 			slog.Time("lease_until", ru.s.LeaseUntil))
 		return
 	}
-	next.rev = rec.Rev
-	ru.s = next
+	ru.s, ru.rev = next, rec.Rev
 	ru.holding = false
 }
 
@@ -182,6 +299,11 @@ func (ru *run) do(ctx context.Context) (*Result, error) {
 	}
 	if ru.o.DryRun {
 		return ru.plan(ctx)
+	}
+	if ru.o.BreakLease {
+		if err := ru.breakLease(ctx); err != nil {
+			return ru.res, err
+		}
 	}
 	if ru.o.Abandon {
 		return ru.abandon(ctx)
@@ -310,7 +432,7 @@ func (ru *run) begin(ctx context.Context) (done bool, err error) {
 			return true, nil
 		}
 	}
-	if pv, err := ru.pendingVersion(ctx); err != nil {
+	if pv, err := ru.strayPending(ctx); err != nil {
 		return true, err
 	} else if pv != nil {
 		return true, fail(KindConflict, fmt.Errorf("rotation: %s: the store holds a PENDING version %s that no recorded rotation wrote (an interrupted `keywarden put`?); run `keywarden rotate --key %s --abandon` to discard it", ru.k.Name, pv.ID, ru.k.Name))
@@ -333,7 +455,7 @@ func (ru *run) begin(ctx context.Context) (done bool, err error) {
 
 // takeOver makes this run the lease holder of a rotation under way.
 func (ru *run) takeOver(ctx context.Context) error {
-	if ru.holding {
+	if ru.isHolding() {
 		return nil
 	}
 	if ru.s.Holder != "" && ru.s.Holder != ru.r.opts.Holder {

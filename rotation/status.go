@@ -55,6 +55,39 @@ type KeyStatus struct {
 	Errors []string `json:"errors,omitempty"`
 }
 
+// ReadStages describes the CURRENT, PENDING and PREVIOUS versions of
+// secret in st (nil for a stage that does not exist): ids, fingerprints,
+// key ids and ages at now, never values. errs lists the stages that could
+// not be read. It serves `keywarden status` for keys with and without a
+// rotation.
+func ReadStages(ctx context.Context, st driver.Stager, secret, field string, now time.Time) (current, pending, previous *VersionStatus, errs []string) {
+	version := func(stage driver.Stage) *VersionStatus {
+		var v *driver.Version
+		var err error
+		if stage == driver.Pending {
+			v, err = st.ReadPending(ctx, secret)
+		} else {
+			v, err = st.Read(ctx, secret, stage)
+		}
+		if err != nil {
+			if !codes.Is(err, codes.NotFound) {
+				errs = append(errs, "read "+string(stage)+": "+err.Error())
+			}
+			return nil
+		}
+		p, fp := fingerprintOf(v, field)
+		vs := &VersionStatus{Version: v.ID, Fingerprint: fp, KeyID: p.KeyID, Created: v.Created}
+		if !v.Created.IsZero() {
+			vs.Age = now.Sub(v.Created).Round(time.Second)
+		}
+		return vs
+	}
+	current = version(driver.Current)
+	pending = version(driver.Pending)
+	previous = version(driver.Previous)
+	return current, pending, previous, errs
+}
+
 // Status reads the key's stages and rotation record. It writes nothing and
 // calls no issuer other than to count a pool.
 func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
@@ -64,43 +97,21 @@ func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 	}
 	now := r.opts.Now()
 	st := &KeyStatus{Key: name, Issuer: k.Issuer.Type(), PoolKeys: -1}
-	version := func(stage driver.Stage) *VersionStatus {
-		var v *driver.Version
-		var err error
-		if stage == driver.Pending {
-			v, err = k.Store.ReadPending(ctx, k.Secret)
-		} else {
-			v, err = k.Store.Read(ctx, k.Secret, stage)
-		}
-		if err != nil {
-			if !codes.Is(err, codes.NotFound) {
-				st.Errors = append(st.Errors, "read "+string(stage)+": "+err.Error())
-			}
-			return nil
-		}
-		p, fp := fingerprintOf(v, k.Field)
-		vs := &VersionStatus{Version: v.ID, Fingerprint: fp, KeyID: p.KeyID, Created: v.Created}
-		if !v.Created.IsZero() {
-			vs.Age = now.Sub(v.Created).Round(time.Second)
-		}
-		return vs
+	st.Current, st.Pending, st.Previous, st.Errors = ReadStages(ctx, k.Store, k.Secret, k.Field, now)
+	ru := &run{r: r, k: k, res: &Result{Key: name}}
+	if err := ru.load(ctx); err != nil {
+		return st, err
 	}
-	st.Current = version(driver.Current)
-	st.Pending = version(driver.Pending)
-	st.Previous = version(driver.Previous)
-	rec, err := k.Store.ReadRecord(ctx, k.Secret)
-	if err != nil {
-		return st, fail(KindStore, err)
-	}
-	s, err := decode(rec)
-	if err != nil {
-		return st, fail(KindStore, err)
+	s := ru.s
+	for _, v := range []*VersionStatus{st.Current, st.Pending, st.Previous} {
+		if v != nil {
+			v.KeyID = s.keyID(v.KeyID, v.Fingerprint)
+		}
 	}
 	st.Phase, st.Holder, st.LeaseUntil, st.Reason = s.Phase, s.Holder, s.LeaseUntil, s.Reason
 	st.LastAttempt, st.LastRotated, st.LastOutcome, st.LastReason = s.LastAttemptAt, s.LastRotatedAt, s.LastOutcome, s.LastReason
 	st.LastFinished, st.LastRevoked, st.Rotations = s.LastFinishedAt, s.RevokedAt, s.Rotations
 	if s.Phase == PhaseGrace || s.Phase == PhaseRevoking {
-		ru := &run{r: r, k: k, s: s}
 		st.RevokeDue = ru.revokeDue()
 		st.RevokeOverdue = !now.Before(st.RevokeDue)
 		st.OldVersion, st.OldKeyID = s.OldVersion, s.OldKeyID

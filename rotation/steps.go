@@ -5,11 +5,29 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/stage"
 )
+
+// strayPending reads PENDING, nil when there is none. A PENDING version left
+// by a one-shot write (`keywarden put`, a pool update) that died before its
+// Promote is an interrupted write, never a rotation's: it is discarded
+// (stage.ClearInterrupted) and counts as none.
+func (ru *run) strayPending(ctx context.Context) (*driver.Version, error) {
+	pv, err := ru.pendingVersion(ctx)
+	if err != nil || pv == nil || !stage.IsOneShot(pv.Token) {
+		return pv, err
+	}
+	if _, err := stage.ClearInterrupted(ctx, ru.k.Store, ru.k.Secret); err != nil {
+		return nil, ru.storeErr("discard the PENDING version of an interrupted write", err)
+	}
+	ru.log().Warn("discarded the PENDING version of an interrupted one-shot write", slog.String("version", pv.ID))
+	return ru.pendingVersion(ctx)
+}
 
 // create obtains the new key and writes it as PENDING, or finds the one an
 // interrupted run wrote.
@@ -18,7 +36,7 @@ func (ru *run) create(ctx context.Context) error {
 		return err
 	}
 	k, s := ru.k, ru.s
-	pv, err := ru.pendingVersion(ctx)
+	pv, err := ru.strayPending(ctx)
 	if err != nil {
 		return err
 	}
@@ -39,7 +57,7 @@ func (ru *run) create(ctx context.Context) error {
 			if e := ctxError(err); e != nil {
 				return e
 			}
-			return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer: create: %w", k.Name, k.Issuer.Type(), err))
+			return ru.issuerErr(err, "create a key")
 		}
 		if cred.Key.IsZero() {
 			return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer returned an empty key", k.Name, k.Issuer.Type()))
@@ -132,18 +150,20 @@ func (ru *run) pendingCredential(ctx context.Context) (Credential, bool, error) 
 	if err != nil {
 		return Credential{}, false, err
 	}
-	if pv == nil || pv.ID != ru.s.PendingVersion {
-		return Credential{KeyID: ru.s.NewKeyID}, false, nil
+	s := ru.s
+	if pv == nil || pv.ID != s.PendingVersion {
+		id := s.keyID(s.NewKeyID, s.NewFP)
+		return Credential{KeyID: id, OtherIDs: s.otherIDs(id)}, false, nil
 	}
-	p, _ := fingerprintOf(pv, ru.k.Field)
+	p, fp := fingerprintOf(pv, ru.k.Field)
 	if p.Key.IsZero() {
 		return Credential{}, false, ru.storeErr("decode the PENDING version", codes.Errorf(codes.Internal, "PENDING version %s does not hold a key", pv.ID))
 	}
-	id := p.KeyID
+	id := s.keyID(p.KeyID, fp)
 	if id == "" {
-		id = ru.s.NewKeyID
+		id = s.NewKeyID
 	}
-	return Credential{Key: p.Key, KeyID: id}, true, nil
+	return Credential{Key: p.Key, KeyID: id, OtherIDs: s.otherIDs(id)}, true, nil
 }
 
 // probe activates and probes the PENDING key.
@@ -179,11 +199,20 @@ func (ru *run) probe(ctx context.Context) error {
 		return fail(KindConflict, fmt.Errorf("rotation: %s: PENDING version %s was discarded by someone else; the rotation is abandoned (the new key %s may still be valid at the issuer)", k.Name, s.PendingVersion, orNone(s.NewKeyID)))
 	}
 	if a, ok := k.Issuer.(Activator); ok {
+		// CURRENT's key is never the new one: an issuer matching by a
+		// partial hint must not pick it.
+		if cur, err := ru.currentVersion(ctx); err != nil {
+			return err
+		} else if cur != nil {
+			if p, fp := fingerprintOf(cur, k.Field); s.keyID(p.KeyID, fp) != "" && s.keyID(p.KeyID, fp) != cred.KeyID {
+				cred.OtherIDs = append(cred.OtherIDs, s.keyID(p.KeyID, fp))
+			}
+		}
 		if err := a.Activate(ctx, cred); err != nil {
 			if e := ctxError(err); e != nil {
 				return e
 			}
-			return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer: activate %s: %w", k.Name, k.Issuer.Type(), orNone(cred.KeyID), err))
+			return ru.issuerErr(err, "activate key %s", orNone(cred.KeyID))
 		}
 		if err := ru.step(ctx, AfterActivate); err != nil {
 			return err
@@ -215,7 +244,7 @@ func (ru *run) probe(ctx context.Context) error {
 	next.OldVersion, next.OldKeyID, next.OldFP = "", "", ""
 	if cur != nil {
 		p, fp := fingerprintOf(cur, k.Field)
-		next.OldVersion, next.OldKeyID, next.OldFP = cur.ID, p.KeyID, fp
+		next.OldVersion, next.OldKeyID, next.OldFP = cur.ID, s.keyID(p.KeyID, fp), fp
 	}
 	if err := ru.save(ctx, next); err != nil {
 		return err
@@ -276,7 +305,7 @@ func (ru *run) discard(ctx context.Context) error {
 			if e := ctxError(err); e != nil {
 				return e
 			}
-			return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer: revoke the discarded key %s: %w", k.Name, k.Issuer.Type(), orNone(cred.KeyID), err))
+			return ru.issuerErr(err, "revoke the discarded key %s", orNone(cred.KeyID))
 		}
 		if err := ru.step(ctx, AfterRevokeNew); err != nil {
 			return err
@@ -453,7 +482,7 @@ func (ru *run) revoke(ctx context.Context) error {
 			return fail(KindConflict, fmt.Errorf("rotation: %s: the old key (version %s, %s) is CURRENT again; not revoking it", k.Name, orNone(s.OldVersion), s.OldFP))
 		}
 	}
-	cred := Credential{KeyID: s.OldKeyID}
+	cred := Credential{KeyID: s.keyID(s.OldKeyID, s.OldFP)}
 	if s.OldVersion != "" {
 		prev, err := k.Store.Read(ctx, k.Secret, driver.Previous)
 		switch {
@@ -467,11 +496,20 @@ func (ru *run) revoke(ctx context.Context) error {
 			return ru.storeErr("read PREVIOUS", err)
 		}
 	}
+	// CURRENT's id (the new key's, or one attached to it) is never the old
+	// key's: an issuer matching by a partial hint must not pick it.
+	others := s.otherIDs(cred.KeyID)
+	if cur != nil {
+		if p, fp := fingerprintOf(cur, k.Field); s.keyID(p.KeyID, fp) != "" && s.keyID(p.KeyID, fp) != cred.KeyID {
+			others = append(others, s.keyID(p.KeyID, fp))
+		}
+	}
+	cred.OtherIDs = others
 	if err := k.Issuer.Revoke(ctx, cred); err != nil {
 		if e := ctxError(err); e != nil {
 			return e
 		}
-		return fail(KindIssuer, fmt.Errorf("rotation: %s: %s issuer: revoke the old key (version %s, %s, id %s): %w", k.Name, k.Issuer.Type(), orNone(s.OldVersion), s.OldFP, orNone(cred.KeyID), err))
+		return ru.issuerErr(err, "revoke the old key (version %s, %s, id %s)", orNone(s.OldVersion), s.OldFP, orNone(cred.KeyID))
 	}
 	if err := ru.step(ctx, AfterRevoke); err != nil {
 		return err
@@ -546,6 +584,29 @@ func (ru *run) abandon(ctx context.Context) (*Result, error) {
 
 // outcomeAbandoned marks, while discarding, a discard an operator asked for.
 const outcomeAbandoned = "abandoned"
+
+// issuerErr wraps an issuer's error as "rotation: KEY: WHAT: TYPE: ...",
+// naming the issuer once: issuers prefix their errors with their type, and
+// the type is added only when the error does not start with it.
+// An issuer error that carries a store code (the key pool's store, the
+// Admin key's store) is classified by that code: a corrupt or unreachable
+// pool is a store error (exit 12), a pool write that lost its race a
+// conflict (exit 11), not an issuer error (exit 13).
+func (ru *run) issuerErr(err error, format string, args ...any) error {
+	kind := KindIssuer
+	if k, ok := KindOfCode(err); ok {
+		kind = k
+	}
+	return fail(kind, issuerError(ru.k, err, fmt.Sprintf(format, args...)))
+}
+
+func issuerError(k *Key, err error, what string) error {
+	typ := k.Issuer.Type()
+	if strings.HasPrefix(err.Error(), typ+": ") {
+		return fmt.Errorf("rotation: %s: %s: %w", k.Name, what, err)
+	}
+	return fmt.Errorf("rotation: %s: %s: %s: %w", k.Name, what, typ, err)
+}
 
 func orNone(s string) string {
 	if s == "" {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 )
 
 // render is one rendering of the deployment files: a Kustomize directory or
@@ -202,7 +203,7 @@ func checkSidecar(w workload, c corev1.Container, cfg *config.Config) []string {
 		add("config: %v", err)
 	}
 	listen := cfg.Sidecar.ListenAddr()
-	if !config.IsLoopback(listen) {
+	if !settings.IsLoopback(listen) {
 		add("the proxy listens on %q, not loopback", listen)
 	}
 	metrics := cfg.Sidecar.MetricsAddr()

@@ -98,14 +98,10 @@ func ReadOnce(ctx context.Context, k *config.Key) (cur, prev *providers.Key, err
 // config sets; providers fills the rest from the store URL's parameters and
 // its defaults (providers.ResolveOptions). o may be nil; its Logger is kept.
 func OpenSource(ctx context.Context, k *config.Key, o *providers.Options) (*providers.Source, error) {
-	opts := providers.Options{}
+	opts := k.SourceOptions()
 	if o != nil {
-		opts = *o
+		opts.Logger = o.Logger
 	}
-	opts.Field = k.Field
-	opts.Refresh = k.Refresh.D
-	opts.Jitter = k.Jitter.D
-	opts.MaxStale = k.MaxStale.D
 	src, err := providers.Open(ctx, k.Store, &opts)
 	if err != nil {
 		return nil, fmt.Errorf("key %s: %w", k.Name, err)

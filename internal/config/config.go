@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -19,6 +18,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/redact"
 )
 
 // Config is the whole configuration file.
@@ -39,68 +41,61 @@ type Key struct {
 	// Name is the key's name in the config (the map key).
 	Name string `yaml:"-"`
 	// Store is the store URL, e.g. awssm://anthropic/prod?region=us-east-1.
+	// Its portable parameters (field, refresh, jitter, max_stale) are
+	// package providers' to decode, like the fields below.
 	Store string `yaml:"store"`
 	// Field is the JSON field holding the key when the payload is JSON.
 	Field string `yaml:"field"`
-	// Refresh is the background refresh interval (default 5m).
+	// Refresh is the background refresh interval (providers.DefaultRefresh).
 	Refresh Duration `yaml:"refresh"`
-	// Jitter is added at random to each refresh interval (default refresh/10).
+	// Jitter is added at random to each refresh interval (providers: a
+	// tenth of the refresh interval).
 	Jitter Duration `yaml:"jitter"`
-	// MaxStale bounds serving the last good key through store outages (default 1h).
+	// MaxStale bounds serving the last good key through store outages
+	// (providers.DefaultMaxStale).
 	MaxStale Duration `yaml:"max_stale"`
 	// Rotation configures rotation of this key; nil when it is not rotated.
 	Rotation *Rotation `yaml:"rotation"`
 }
 
-// Defaults of Key.
-const (
-	DefaultRefresh  = 5 * time.Minute
-	DefaultMaxStale = time.Hour
-)
-
-// RefreshInterval returns Refresh, else the store URL's refresh parameter,
-// else the default.
-func (k *Key) RefreshInterval() time.Duration { return k.pick(k.Refresh.D, "refresh", DefaultRefresh) }
-
-// JitterInterval returns Jitter, else the store URL's jitter parameter, else
-// a tenth of the refresh interval.
-func (k *Key) JitterInterval() time.Duration {
-	return k.pick(k.Jitter.D, "jitter", k.RefreshInterval()/10)
+// SourceOptions returns the key's Source settings as the file set them;
+// a zero field was not set. Pass them to providers.Open with the store URL
+// unchanged: providers fills the zero fields from the URL's portable
+// parameters, then from its defaults, and validates them, so that each
+// setting is decoded and defaulted in one place.
+func (k *Key) SourceOptions() providers.Options {
+	return providers.Options{Field: k.Field, Refresh: k.Refresh.D, Jitter: k.Jitter.D, MaxStale: k.MaxStale.D}
 }
 
-// MaxStaleInterval returns MaxStale, else the store URL's max_stale
-// parameter, else the default.
-func (k *Key) MaxStaleInterval() time.Duration {
-	return k.pick(k.MaxStale.D, "max_stale", DefaultMaxStale)
+// Effective returns the Source settings the key's consumers will use: the
+// file's, else the store URL's portable parameters, else providers'
+// defaults, resolved by providers.ResolveOptions, their one owner. It fails
+// when the URL's portable parameters or the combination are invalid.
+func (k *Key) Effective() (providers.Options, error) {
+	return providers.ResolveOptions(k.Store, k.SourceOptions())
 }
 
-// FieldName returns Field, else the store URL's field parameter, else "".
+// FieldName returns the JSON field of the key's payload that consumers use:
+// the file's field, else the store URL's field parameter, else
+// providers.DefaultField.
 func (k *Key) FieldName() string {
-	if k.Field != "" {
-		return k.Field
+	o, err := k.Effective()
+	if err != nil {
+		return k.Field // Load refuses such a key; no default is guessed here.
 	}
-	if u, err := url.Parse(k.Store); err == nil {
-		return u.Query().Get("field")
-	}
-	return ""
-}
-
-func (k *Key) pick(set time.Duration, param string, def time.Duration) time.Duration {
-	if set != 0 {
-		return set
-	}
-	if u, err := url.Parse(k.Store); err == nil {
-		if d, err := time.ParseDuration(u.Query().Get(param)); err == nil && d > 0 {
-			return d
-		}
-	}
-	return def
+	return o.Field
 }
 
 // LongestRefreshGap is the longest time a consumer of this key can go
-// between two store reads: refresh plus jitter. A rotation's grace period
-// must be at least that.
-func (k *Key) LongestRefreshGap() time.Duration { return k.RefreshInterval() + k.JitterInterval() }
+// between two store reads: refresh plus jitter (providers.Options.LongestGap).
+// A rotation's grace period must be at least that.
+func (k *Key) LongestRefreshGap() time.Duration {
+	o, err := k.Effective()
+	if err != nil {
+		return 0 // Load refuses such a key.
+	}
+	return o.LongestGap()
+}
 
 // Names returns the key names, sorted.
 func (c *Config) Names() []string {
@@ -134,8 +129,18 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Parse parses and validates a config document.
+// Parse parses and validates a config document. Its errors quote the
+// values at fault, with anything shaped like a key redacted: a key pasted
+// into the wrong field must not reach a log.
 func Parse(b []byte) (*Config, error) {
+	c, err := parse(b)
+	if err != nil {
+		return nil, errors.New(redact.String(err.Error()))
+	}
+	return c, nil
+}
+
+func parse(b []byte) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -182,8 +187,10 @@ func (c *Config) validate() error {
 		if k.Jitter.D < 0 {
 			add("%s.jitter: must not be negative", p)
 		}
-		if k.MaxStale.D != 0 && k.MaxStale.D < k.RefreshInterval() {
-			add("%s.max_stale: %v is shorter than refresh %v; the key would go stale between two refreshes", p, k.MaxStale.D, k.RefreshInterval())
+		if k.Refresh.D >= 0 && k.Jitter.D >= 0 && strings.Contains(k.Store, ":") {
+			if _, err := k.Effective(); err != nil {
+				add("%s: refresh, jitter, max_stale, field (here or in the store URL): %v", p, err)
+			}
 		}
 		if k.Rotation != nil {
 			errs = append(errs, k.Rotation.validate(p+".rotation", k, c)...)

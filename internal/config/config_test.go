@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/file"
 )
 
 func TestParse(t *testing.T) {
@@ -31,16 +34,20 @@ keys:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if prod.RefreshInterval() != time.Minute || prod.JitterInterval() != 10*time.Second || prod.MaxStaleInterval() != 2*time.Hour {
-		t.Fatalf("durations: %v %v %v", prod.RefreshInterval(), prod.JitterInterval(), prod.MaxStaleInterval())
+	if got, want := prod.SourceOptions(), (providers.Options{Refresh: time.Minute, Jitter: 10 * time.Second, MaxStale: 2 * time.Hour}); got != want {
+		t.Fatalf("source options %+v, want %+v", got, want)
+	}
+	// Unset settings stay zero: providers fills them in, from the store
+	// URL's parameters or its defaults. config decodes no URL parameter.
+	for _, name := range []string{"dev", "url"} {
+		k, _ := c.Key(name)
+		if got := k.SourceOptions(); got != (providers.Options{}) {
+			t.Fatalf("%s: source options %+v, want none set", name, got)
+		}
 	}
 	dev, _ := c.Key("dev")
-	if dev.RefreshInterval() != config.DefaultRefresh || dev.JitterInterval() != config.DefaultRefresh/10 || dev.LongestRefreshGap() != 330*time.Second {
-		t.Fatal("defaults not applied")
-	}
-	u, _ := c.Key("url")
-	if u.RefreshInterval() != 2*time.Minute || u.JitterInterval() != 12*time.Second || u.MaxStaleInterval() != 3*time.Hour || u.FieldName() != "token" {
-		t.Fatal("store URL parameters not used")
+	if dev.LongestRefreshGap() != providers.DefaultRefresh+providers.DefaultRefresh/10 {
+		t.Fatalf("longest refresh gap %v", dev.LongestRefreshGap())
 	}
 	if got := strings.Join(c.Names(), ","); got != "dev,prod,url" {
 		t.Fatalf("names %s", got)
@@ -60,7 +67,7 @@ func TestParseErrors(t *testing.T) {
 		{`keys: {prod: }`, "keys.prod is empty"},
 		{`keys: {prod: {store: keys.json}}`, "keys.prod.store: \"keys.json\" is not a URL"},
 		{`keys: {prod: {store: "env://K", refresh: 5}}`, `"5" is not a Go duration; write it with a unit`},
-		{`keys: {prod: {store: "env://K", refresh: 10m, max_stale: 1m}}`, "keys.prod.max_stale: 1m0s is shorter than refresh"},
+		{`keys: {prod: {store: "env://K", refresh: 10m, max_stale: 1m}}`, "max_stale 1m0s is shorter than refresh 10m0s"},
 		{`keys: {"bad name": {store: "env://K"}}`, "key name must be"},
 		{`keys: {prod: {store: "env://K", rotation: {grace: 1m}}}`, "keys.prod.rotation.grace: 1m0s is shorter than the key's refresh + jitter (5m30s)"},
 	} {
@@ -97,5 +104,39 @@ func TestDefaultCreatesPlaceholderOnce(t *testing.T) {
 	}
 	if _, created, err := config.Default(context.Background()); err != nil || created {
 		t.Fatalf("second Default: created=%v err=%v", created, err)
+	}
+}
+
+// TestStoreURLParametersReachProviders is the regression test of
+// "unknown parameter(s) refresh": a store URL with the documented portable
+// parameters opens, both the way `check` opens it (cli.OpenSource) and
+// with SourceOptions, and the parameters take effect, since only providers
+// decodes them.
+func TestStoreURLParametersReachProviders(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.json")
+	if err := file.New(path).PutByHand(context.Background(), "prod", []byte(`{"token":"sk-ant-api03-CONFIGTESTKEY-aaaa"}`)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Parse([]byte(`keys: {prod: {store: "file:` + path + `?name=prod&refresh=1m&jitter=2s&max_stale=3h&field=token"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := c.Key("prod")
+	ctx := context.Background()
+	check, err := cli.OpenSource(ctx, k, nil)
+	if err != nil {
+		t.Fatalf("as check opens it: %v", err)
+	}
+	defer check.Close()
+	o := k.SourceOptions()
+	src, err := providers.Open(ctx, k.Store, &o)
+	if err != nil {
+		t.Fatalf("with SourceOptions: %v", err)
+	}
+	defer src.Close()
+	for _, s := range []*providers.Source{check, src} {
+		if got := s.Options(); got.Refresh != time.Minute || got.Jitter != 2*time.Second || got.MaxStale != 3*time.Hour || got.Field != "token" {
+			t.Fatalf("effective options %+v: the URL's parameters were not used", got)
+		}
 	}
 }

@@ -26,7 +26,7 @@ type Rotation struct {
 	Schedule string `yaml:"schedule"`
 	// Grace is how long the old key stays valid after promotion. It must be
 	// at least the key's longest refresh gap (refresh + jitter); default
-	// twice that, and at least 10m.
+	// twice that, and at least 10m (see GraceInterval).
 	Grace Duration `yaml:"grace"`
 	// StartJitter delays each scheduled run by a random time up to it
 	// (daemon only).
@@ -35,7 +35,7 @@ type Rotation struct {
 	// again on the next run) or discard (revoke it and remove PENDING).
 	OnProbeFailure string `yaml:"on_probe_failure"`
 	// BaseURL is the Claude API's base URL for the anthropic issuer and
-	// probe (default https://api.anthropic.com).
+	// probe (anthropic.DefaultBaseURL).
 	BaseURL string `yaml:"base_url"`
 	// Issuer creates and revokes keys.
 	Issuer RotationIssuer `yaml:"issuer"`
@@ -87,7 +87,8 @@ type RotationProbe struct {
 
 	// Model, when set, is checked with count_tokens too (anthropic).
 	Model string `yaml:"model"`
-	// AnthropicVersion is the anthropic-version header (default 2023-06-01).
+	// AnthropicVersion is the anthropic-version header (anthropic's
+	// DefaultVersion).
 	AnthropicVersion string `yaml:"anthropic_version"`
 
 	// Method is the request method (http; default GET).
@@ -122,8 +123,9 @@ type RotationWebhook struct {
 // Rotator configures the rotation commands (`keywarden rotate`,
 // `keywarden rotator`).
 type Rotator struct {
-	// Lease is how long a rotator holds a key without writing its record
-	// before another may take over (default 10m).
+	// Lease is how long a rotator's hold on a key lasts without renewal
+	// (rotation.Options.Lease: default 45s, at least 10s; a running
+	// rotation renews it every third of it).
 	Lease Duration `yaml:"lease"`
 	// MetricsListen serves /metrics and /healthz for `keywarden rotator`
 	// (default 127.0.0.1:9788; "off" disables it).
@@ -146,9 +148,13 @@ func init() {
 }
 
 // GraceInterval returns Grace, or its default for key k: twice the key's
-// longest refresh gap, at least DefaultMinGrace.
+// longest refresh gap, at least DefaultMinGrace. A negative Grace is
+// returned as it is, for rotation.New to refuse.
+//
+// The default lives here because package rotation has none for a key's
+// grace (it does not know the consumers' refresh settings).
 func (r *Rotation) GraceInterval(k *Key) time.Duration {
-	if r.Grace.D > 0 {
+	if r.Grace.D != 0 {
 		return r.Grace.D
 	}
 	g := 2 * k.LongestRefreshGap()
@@ -169,21 +175,9 @@ func (r *Rotation) ProbeType() string {
 	return "none"
 }
 
-// APIBaseURL returns BaseURL or the Claude API's.
-func (r *Rotation) APIBaseURL() string {
-	if r.BaseURL != "" {
-		return r.BaseURL
-	}
-	return "https://api.anthropic.com"
-}
-
-// LeaseInterval returns Lease or its default.
-func (r *Rotator) LeaseInterval() time.Duration {
-	if r.Lease.D > 0 {
-		return r.Lease.D
-	}
-	return rotation.DefaultLease
-}
+// APIBaseURL returns BaseURL as the file set it; "" is the anthropic
+// issuer's and probe's default (anthropic.DefaultBaseURL).
+func (r *Rotation) APIBaseURL() string { return r.BaseURL }
 
 // MetricsAddr returns the metrics address, "" when off.
 func (r *Rotator) MetricsAddr() string {
@@ -213,22 +207,16 @@ func (r *Rotation) validate(path string, k *Key, c *Config) []string {
 		errs = append(errs, path+".grace: "+r.Grace.D.String()+" is shorter than the key's refresh + jitter ("+
 			k.LongestRefreshGap().String()+"); consumers could still hold the old key when it is revoked: raise grace or lower refresh")
 	}
-	if r.Grace.D < 0 {
-		add("%s.grace: must not be negative", path)
-	}
 	if r.StartJitter.D < 0 {
 		add("%s.start_jitter: must not be negative", path)
 	}
-	switch r.OnProbeFailure {
-	case "", "park", "discard":
-	default:
-		add("%s.on_probe_failure: %q: want park (keep the new key PENDING, probe it again next run) or discard (revoke it)", path, r.OnProbeFailure)
-	}
+	// on_probe_failure and a negative grace are checked by rotation.New,
+	// their owner, when the rotation commands start.
 	if r.BaseURL != "" {
 		checkHTTPURL(add, path+".base_url", r.BaseURL)
 	}
 	errs = append(errs, r.Issuer.validate(path+".issuer", k)...)
-	errs = append(errs, r.Probe.validate(path+".probe", r, c)...)
+	errs = append(errs, r.Probe.validate(path+".probe", r)...)
 	if r.Webhook != nil {
 		errs = append(errs, r.Webhook.validate(path+".webhook")...)
 	}
@@ -343,7 +331,7 @@ func sameStore(a, b string) bool {
 	return norm(a) == norm(b)
 }
 
-func (p *RotationProbe) validate(path string, r *Rotation, c *Config) []string {
+func (p *RotationProbe) validate(path string, r *Rotation) []string {
 	var errs []string
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	typ := r.ProbeType()
@@ -394,11 +382,8 @@ func (p *RotationProbe) validate(path string, r *Rotation, c *Config) []string {
 	if p.MaxBackoff.D != 0 && p.Backoff.D > p.MaxBackoff.D {
 		add("%s.max_backoff: %v is below backoff %v", path, p.MaxBackoff.D, p.Backoff.D)
 	}
-	if typ != "none" {
-		if b, lease := p.Retry().Budget(), c.Rotator.LeaseInterval(); b >= lease {
-			add("%s: a probe can take up to %v (attempts × (timeout + max_backoff)), not less than the lease %v: lower attempts or timeout, or raise rotator.lease", path, b, lease)
-		}
-	}
+	// A probe longer than the lease is refused by rotation.New, which owns
+	// the rule.
 	return errs
 }
 
@@ -421,8 +406,10 @@ func (r *Rotator) validate(path string, c *Config) []string {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	if r.Lease.D < 0 {
 		add("%s.lease: must not be negative", path)
-	} else if r.Lease.D != 0 && r.Lease.D < time.Minute {
-		add("%s.lease: %v is too short for a rotation step; use at least 1m (default 10m)", path, r.Lease.D)
+	} else if r.Lease.D != 0 && r.Lease.D < rotation.MinLease {
+		// rotation.MinLease owns the bound; checked here too so that
+		// `check` refuses the file at load, not only `rotate`.
+		add("%s.lease: %v is shorter than %v; a renewal must fit in a third of it (default %v)", path, r.Lease.D, rotation.MinLease, rotation.DefaultLease)
 	}
 	if m := r.MetricsListen; m != "" && m != MetricsListenOff {
 		if _, _, err := net.SplitHostPort(m); err != nil {

@@ -54,7 +54,7 @@ rotator:
 	if r.Issuer.PoolLow != 3 || r.Issuer.RevokeStatus != "archived" || r.Webhook.Timeout.D != 3*time.Second {
 		t.Fatalf("issuer %+v", r.Issuer)
 	}
-	if c.Rotator.LeaseInterval() != 5*time.Minute || c.Rotator.MetricsAddr() != "" || c.Rotator.Webhook.URL == "" {
+	if c.Rotator.Lease.D != 5*time.Minute || c.Rotator.MetricsAddr() != "" || c.Rotator.Webhook.URL == "" {
 		t.Fatalf("rotator %+v", c.Rotator)
 	}
 }
@@ -81,7 +81,7 @@ func TestRotationDefaults(t *testing.T) {
 		if p := k.Rotation.ProbeType(); p != tc.probeType {
 			t.Errorf("probe %q, want %q", p, tc.probeType)
 		}
-		if c.Rotator.LeaseInterval() != 10*time.Minute || c.Rotator.MetricsAddr() != config.DefaultRotatorMetricsListen {
+		if c.Rotator.Lease.D != 0 || c.Rotator.MetricsAddr() != config.DefaultRotatorMetricsListen {
 			t.Errorf("rotator defaults %+v", c.Rotator)
 		}
 	}
@@ -98,7 +98,6 @@ func TestRotationErrors(t *testing.T) {
 		{"zone only", rotationBase + "      schedule: \"CRON_TZ=UTC\"\n" + anthropic, "has a time zone but no schedule"},
 		{"short grace", rotationBase + "      grace: 30s\n" + anthropic, "keys.prod.rotation.grace: 30s is shorter than the key's refresh + jitter (1m10s)"},
 		{"negative jitter", rotationBase + "      start_jitter: -1s\n" + anthropic, "start_jitter: must not be negative"},
-		{"bad policy", rotationBase + "      on_probe_failure: retry\n" + anthropic, `on_probe_failure: "retry": want park`},
 		{"bad base url", rotationBase + "      base_url: api.anthropic.com\n" + anthropic, `base_url: "api.anthropic.com" is not an http(s) URL`},
 		{"no admin store", rotationBase + "      issuer: {type: anthropic, pool_store: \"awssm://pool\"}\n", "issuer.admin_key_store: missing; set a store URL"},
 		{"no pool store", rotationBase + "      issuer: {type: anthropic, admin_key_store: \"awssm://admin\"}\n", "issuer.pool_store: missing"},
@@ -119,12 +118,11 @@ func TestRotationErrors(t *testing.T) {
 		{"http probe status", rotationBase + anthropic + "      probe: {type: http, url: \"https://x/\", headers: {A: \"{{key}}\"}, expect_status: 2000}\n", "expect_status: 2000"},
 		{"anthropic probe with url", rotationBase + anthropic + "      probe: {url: \"https://x/\"}\n", "are for type http"},
 		{"http probe with model", rotationBase + anthropic + "      probe: {type: http, model: m, url: \"https://x/\", headers: {A: \"{{key}}\"}}\n", "are for type anthropic"},
-		{"probe longer than lease", rotationBase + anthropic + "      probe: {attempts: 20, timeout: 1m}\n", "not less than the lease"},
 		{"backoffs", rotationBase + anthropic + "      probe: {backoff: 10s, max_backoff: 1s}\n", "max_backoff: 1s is below backoff 10s"},
 		{"webhook url", rotationBase + anthropic + "      webhook: {url: \"hooks.example.com\"}\n", "rotation.webhook.url: \"hooks.example.com\" is not an http(s) URL"},
 		{"unknown rotation field", rotationBase + anthropic + "      colour: blue\n", `unknown field "colour" (known fields here: base_url, grace, issuer, on_probe_failure, probe, schedule, start_jitter, webhook)`},
 		{"unknown issuer field", rotationBase + "      issuer: {type: random, size: 3}\n", `unknown field "size" (known fields here: admin_key_store, bytes, command, encoding, env, pool_low, pool_store, prefix, revoke_command, revoke_status, timeout, type)`},
-		{"lease", "keys: {p: {store: \"env://K\"}}\nrotator: {lease: 10s}\n", "rotator.lease: 10s is too short"},
+		{"lease", "keys: {p: {store: \"env://K\"}}\nrotator: {lease: 5s}\n", "rotator.lease: 5s is shorter than 10s"},
 		{"rotator metrics", "keys: {p: {store: \"env://K\"}}\nrotator: {metrics_listen: \"9788\"}\n", "rotator.metrics_listen: \"9788\" is not host:port"},
 		{"rotator webhook", "keys: {p: {store: \"env://K\"}}\nrotator: {webhook: {timeout: 1s}}\n", "rotator.webhook.url: missing"},
 	} {

@@ -3,8 +3,6 @@ package config
 import (
 	"fmt"
 	"net"
-	"net/url"
-	"path"
 	"reflect"
 	"strconv"
 	"strings"
@@ -12,31 +10,40 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/keywarden/keywarden/internal/proxy/settings"
+	"github.com/keywarden/keywarden/providers"
 )
 
 // Sidecar configures `keywarden sidecar` and `keywarden exec`. Every field
-// has a safe default; the methods below return the effective values.
+// is optional and holds what the file set: package internal/proxy/settings
+// owns the defaults and the rules of the proxy settings (zero means its
+// default), and Parse checks the values with its rules.
 type Sidecar struct {
-	// Listen is the proxy's TCP address (default 127.0.0.1:8787; no TCP
-	// listener when only UnixSocket is set). An address that is not loopback
-	// requires ClientTokenFile.
+	// Listen is the proxy's TCP address (settings.DefaultListen; no TCP
+	// listener when only UnixSocket is set; see settings.ListenAddrs). An
+	// address that is not loopback requires ClientTokenFile.
 	Listen string `yaml:"listen"`
 	// UnixSocket is a unix socket path to listen on (mode 0600).
 	UnixSocket string `yaml:"unix_socket"`
-	// MetricsListen serves /healthz, /readyz and /metrics (default
-	// 127.0.0.1:9787; "off" disables it).
+	// MetricsListen serves /healthz, /readyz and /metrics
+	// (settings.DefaultMetricsListen; "off" disables it).
 	MetricsListen string `yaml:"metrics_listen"`
+	// StartTimeout bounds the wait at start for the first read of the keys
+	// (settings.DefaultStartTimeout); meanwhile /healthz answers 200 and
+	// /readyz 503 with the reason. Past it the sidecar exits non-zero.
+	StartTimeout Duration `yaml:"start_timeout"`
 	// ClientTokenFile holds the token clients must present (x-keywarden-token,
 	// or as their x-api-key / bearer token).
 	ClientTokenFile string `yaml:"client_token_file"`
 	// Routes map a path prefix or a listener to a key and an upstream
 	// (default: one route, prefix /, the only key, the Claude API).
 	Routes []Route `yaml:"routes"`
-	// AllowPaths are the upstream path prefixes forwarded (default
-	// DefaultAllowPaths). The Admin API is never forwarded.
+	// AllowPaths are the upstream path prefixes forwarded
+	// (settings.DefaultAllowPaths). The Admin API is never forwarded.
 	AllowPaths []string `yaml:"allow_paths"`
 	// MaxRetryBody is the largest request body kept to retry after a 401
-	// (default 1MiB; "0" keeps none).
+	// (providers.DefaultMaxRetryBody; "0" keeps none).
 	MaxRetryBody *Size `yaml:"max_retry_body"`
 	// RateLimit limits each client.
 	RateLimit RateLimit `yaml:"rate_limit"`
@@ -58,39 +65,43 @@ type Route struct {
 	Listener string `yaml:"listener"`
 	// Key names the key in keys: (default: the only key, or "default").
 	Key string `yaml:"key"`
-	// Upstream is the upstream base URL (default https://api.anthropic.com).
+	// Upstream is the upstream base URL (settings.DefaultUpstream).
 	Upstream string `yaml:"upstream"`
 	// Auth is x-api-key (default) or bearer.
 	Auth string `yaml:"auth"`
-	// AnthropicVersion is the anthropic-version sent (default 2023-06-01 with
-	// x-api-key auth; none with bearer).
+	// AnthropicVersion is the anthropic-version sent
+	// (providers.DefaultAnthropicVersion with x-api-key auth; none with
+	// bearer; see settings.RouteVersion).
 	AnthropicVersion string `yaml:"anthropic_version"`
 	// VersionPolicy is set-if-absent (default) or enforce.
 	VersionPolicy string `yaml:"version_policy"`
 }
 
 // RateLimit limits each client (by address; one client per unix socket).
-// A limit set to 0 is off.
+// A limit set to 0 is off; an unset one takes the sidecar's default.
 type RateLimit struct {
-	// RPS is the sustained requests per second (default 100).
+	// RPS is the sustained requests per second (settings.DefaultRPS).
 	RPS *float64 `yaml:"rps"`
-	// Burst is the requests allowed at once above RPS (default 2×RPS).
+	// Burst is the requests allowed at once above RPS (0 or unset: 2×RPS).
 	Burst *int `yaml:"burst"`
-	// Concurrency is the requests under way at once (default 1024).
+	// Concurrency is the requests under way at once
+	// (settings.DefaultConcurrency).
 	Concurrency *int `yaml:"concurrency"`
 }
 
-// Timeouts of the sidecar.
+// Timeouts of the sidecar; internal/proxy/settings owns their defaults.
 type Timeouts struct {
-	// Header bounds the wait for the upstream's response headers (default
-	// 10m: a non-streaming Messages request sends them only when done).
+	// Header bounds the wait for the upstream's response headers
+	// (settings.DefaultHeaderTimeout).
 	Header Duration `yaml:"header"`
-	// ClientHeader bounds reading a client's request headers (default 30s).
+	// ClientHeader bounds reading a client's request headers
+	// (settings.DefaultClientHeaderTimeout).
 	ClientHeader Duration `yaml:"client_header"`
-	// Idle closes keep-alive connections idle this long (default 90s).
+	// Idle closes keep-alive connections idle this long
+	// (settings.DefaultIdleTimeout).
 	Idle Duration `yaml:"idle"`
 	// Shutdown is how long in-flight requests and streams may run after
-	// SIGTERM (default 30s).
+	// SIGTERM (settings.DefaultShutdownTimeout).
 	Shutdown Duration `yaml:"shutdown"`
 }
 
@@ -106,121 +117,37 @@ type FileSink struct {
 type Exec struct {
 	// Key names the key (default: the default route's key).
 	Key string `yaml:"key"`
-	// Env is the environment variable that carries the key (default
-	// ANTHROPIC_API_KEY).
+	// Env is the environment variable that carries the key
+	// (sidecarcli.DefaultExecEnv, ANTHROPIC_API_KEY).
 	Env string `yaml:"env"`
 	// OnChange is restart (default) or signal.
 	OnChange string `yaml:"on_change"`
-	// Signal is sent on change with on_change: signal (default SIGHUP).
+	// Signal is sent on change with on_change: signal
+	// (sidecarcli.DefaultExecSignal, SIGHUP).
 	Signal string `yaml:"signal"`
 }
 
-// Sidecar defaults.
+// Spellings of settings that only this package reads.
 const (
-	DefaultListen           = "127.0.0.1:8787"
-	DefaultMetricsListen    = "127.0.0.1:9787"
-	DefaultUpstream         = "https://api.anthropic.com"
-	DefaultAnthropicVersion = "2023-06-01"
-	DefaultMaxRetryBody     = 1 << 20
-	DefaultRPS              = 100
-	DefaultConcurrency      = 1024
-	DefaultHeaderTimeout    = 10 * time.Minute
-	DefaultClientHeader     = 30 * time.Second
-	DefaultIdleTimeout      = 90 * time.Second
-	DefaultShutdownTimeout  = 30 * time.Second
-	DefaultExecEnv          = "ANTHROPIC_API_KEY"
-	maxRetryBodyLimit       = 256 << 20
-)
-
-// Auth and policy spellings.
-const (
-	AuthAPIKey         = "x-api-key"
-	AuthBearer         = "bearer"
-	PolicySetIfAbsent  = "set-if-absent"
-	PolicyEnforce      = "enforce"
-	OnChangeRestart    = "restart"
-	OnChangeSignal     = "signal"
-	MetricsListenOff   = "off"
-	adminPathPrefix    = "/v1/organizations"
-	clientTokenAdvice  = "set client_token_file to a file holding a random token, or listen on 127.0.0.1"
+	OnChangeRestart = "restart"
+	OnChangeSignal  = "signal"
+	// MetricsListenOff turns a metrics listener off.
+	MetricsListenOff   = settings.MetricsOff
 	listenExampleValue = "127.0.0.1:8787"
 )
 
-// DefaultAllowPaths are the Claude API data-plane paths forwarded by default:
-// Messages (with count_tokens and batches), Models and Files.
-var DefaultAllowPaths = []string{"/v1/messages", "/v1/models", "/v1/files"}
-
 // ListenAddr returns the TCP address to listen on, "" when only a unix
-// socket is configured.
+// socket is configured (settings.ListenAddrs owns the rule).
 func (s *Sidecar) ListenAddr() string {
-	if s.Listen == "" && s.UnixSocket != "" {
-		return ""
-	}
-	return or(s.Listen, DefaultListen)
+	l, _ := settings.ListenAddrs(s.Listen, s.UnixSocket, s.MetricsListen)
+	return l
 }
 
-// MetricsAddr returns the health and metrics address, "" when off.
+// MetricsAddr returns the health and metrics address, "" when off
+// (settings.ListenAddrs owns the rule).
 func (s *Sidecar) MetricsAddr() string {
-	if s.MetricsListen == MetricsListenOff {
-		return ""
-	}
-	return or(s.MetricsListen, DefaultMetricsListen)
-}
-
-// Paths returns the allowed path prefixes.
-func (s *Sidecar) Paths() []string {
-	if len(s.AllowPaths) == 0 {
-		return DefaultAllowPaths
-	}
-	return s.AllowPaths
-}
-
-// RetryBody returns the largest body kept for a retry; 0 keeps none.
-func (s *Sidecar) RetryBody() int64 {
-	if s.MaxRetryBody == nil {
-		return DefaultMaxRetryBody
-	}
-	return s.MaxRetryBody.Bytes
-}
-
-// Limits returns the per-client requests per second, burst and concurrency;
-// 0 means off.
-func (s *Sidecar) Limits() (rps float64, burst, concurrency int) {
-	rps = DefaultRPS
-	if s.RateLimit.RPS != nil {
-		rps = *s.RateLimit.RPS
-	}
-	burst = int(2 * rps)
-	if s.RateLimit.Burst != nil {
-		burst = *s.RateLimit.Burst
-	}
-	if rps > 0 && burst < 1 {
-		burst = 1
-	}
-	concurrency = DefaultConcurrency
-	if s.RateLimit.Concurrency != nil {
-		concurrency = *s.RateLimit.Concurrency
-	}
-	return rps, burst, concurrency
-}
-
-// HeaderTimeout, ClientHeaderTimeout, IdleTimeout and ShutdownTimeout
-// return the effective timeouts.
-func (s *Sidecar) HeaderTimeout() time.Duration {
-	return orD(s.Timeouts.Header.D, DefaultHeaderTimeout)
-}
-
-// ClientHeaderTimeout bounds reading a client's request headers.
-func (s *Sidecar) ClientHeaderTimeout() time.Duration {
-	return orD(s.Timeouts.ClientHeader.D, DefaultClientHeader)
-}
-
-// IdleTimeout closes idle keep-alive connections.
-func (s *Sidecar) IdleTimeout() time.Duration { return orD(s.Timeouts.Idle.D, DefaultIdleTimeout) }
-
-// ShutdownTimeout bounds the drain after SIGTERM.
-func (s *Sidecar) ShutdownTimeout() time.Duration {
-	return orD(s.Timeouts.Shutdown.D, DefaultShutdownTimeout)
+	_, m := settings.ListenAddrs(s.Listen, s.UnixSocket, s.MetricsListen)
+	return m
 }
 
 // DefaultKey returns the key used where none is named: the only key, else
@@ -235,8 +162,10 @@ func (c *Config) DefaultKey() string {
 	return ""
 }
 
-// EffectiveRoutes returns the routes with every default filled in: one
-// route for prefix / when none is configured.
+// EffectiveRoutes returns the routes with the structure of the config
+// filled in: one route for prefix / when none is configured, and each
+// route's key (the default key when it names none). The other fields stay
+// as the file set them; internal/proxy/settings owns their defaults.
 func (s *Sidecar) EffectiveRoutes(c *Config) []Route {
 	routes := s.Routes
 	if len(routes) == 0 {
@@ -245,15 +174,6 @@ func (s *Sidecar) EffectiveRoutes(c *Config) []Route {
 	out := make([]Route, len(routes))
 	for i, r := range routes {
 		r.Key = or(r.Key, c.DefaultKey())
-		r.Upstream = strings.TrimRight(or(r.Upstream, DefaultUpstream), "/")
-		r.Auth = or(r.Auth, AuthAPIKey)
-		if r.AnthropicVersion == "" && r.Auth == AuthAPIKey {
-			r.AnthropicVersion = DefaultAnthropicVersion
-		}
-		r.VersionPolicy = or(r.VersionPolicy, PolicySetIfAbsent)
-		if r.Prefix != "" && r.Prefix != "/" {
-			r.Prefix = "/" + strings.Trim(r.Prefix, "/")
-		}
 		out[i] = r
 	}
 	return out
@@ -269,19 +189,6 @@ func (s *Sidecar) SinkKey(c *Config) string {
 
 // ExecKey returns the key `keywarden exec` puts in the environment.
 func (s *Sidecar) ExecKey(c *Config) string { return or(s.Exec.Key, s.defaultRouteKey(c)) }
-
-// ExecEnv returns the environment variable that carries the key.
-func (s *Sidecar) ExecEnv() string { return or(s.Exec.Env, DefaultExecEnv) }
-
-// ExecSignal returns the signal sent on change with on_change: signal.
-func (s *Sidecar) ExecSignal() syscall.Signal {
-	sig, _ := ParseSignal(or(s.Exec.Signal, "SIGHUP"))
-	return sig
-}
-
-// ExecRestarts reports whether exec restarts the program on change (else it
-// signals it).
-func (s *Sidecar) ExecRestarts() bool { return s.Exec.OnChange != OnChangeSignal }
 
 func (s *Sidecar) defaultRouteKey(c *Config) string {
 	routes := s.EffectiveRoutes(c)
@@ -310,30 +217,17 @@ func ParseSignal(name string) (syscall.Signal, error) {
 	return 0, fmt.Errorf("unknown signal %q (known: SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2)", name)
 }
 
-// IsLoopback reports whether a host:port address listens on loopback only.
-func IsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 func (s *Sidecar) validate(p string, c *Config) []string {
 	var errs []string
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	token := s.ClientTokenFile != ""
-	checkAddr := func(field, addr string, needToken bool) {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+	checkAddr := func(field, addr string, serves bool) {
+		if serves {
+			if err := settings.CheckListen(addr, token); err != nil {
+				add("%s: %v", field, err)
+			}
+		} else if _, _, err := net.SplitHostPort(addr); err != nil {
 			add("%s: %q is not host:port; write it like %s", field, addr, listenExampleValue)
-			return
-		}
-		if needToken && !token && !IsLoopback(addr) {
-			add("%s: %q is not a loopback address, so clients must authenticate: %s", field, addr, clientTokenAdvice)
 		}
 	}
 	if s.Listen != "" {
@@ -342,7 +236,7 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	if s.UnixSocket != "" && !strings.HasPrefix(s.UnixSocket, "/") && !strings.HasPrefix(s.UnixSocket, "./") {
 		add("%s.unix_socket: %q must be a path starting with / or ./", p, s.UnixSocket)
 	}
-	if s.MetricsListen != "" && s.MetricsListen != MetricsListenOff {
+	if s.MetricsListen != "" && s.MetricsListen != settings.MetricsOff {
 		checkAddr(p+".metrics_listen", s.MetricsListen, false)
 	}
 	routes := s.EffectiveRoutes(c)
@@ -356,18 +250,16 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 		errs = append(errs, validateRoutes(p+".routes", s.Routes, routes, c, [2]string{s.ListenAddr(), s.MetricsAddr()}, checkAddr)...)
 	}
 	for i, ap := range s.AllowPaths {
-		f := fmt.Sprintf("%s.allow_paths[%d]", p, i)
-		switch {
-		case !strings.HasPrefix(ap, "/v1/") && ap != "/v1":
-			add("%s: %q must be an API path under /v1/, e.g. /v1/messages", f, ap)
-		case path.Clean(ap) != ap:
-			add("%s: %q is not a clean path; write it as %q", f, ap, path.Clean(ap))
-		case ap == "/v1" || ap == adminPathPrefix || strings.HasPrefix(ap, adminPathPrefix+"/"):
-			add("%s: %q would expose the Admin API, which the sidecar never forwards; list data-plane paths such as /v1/messages", f, ap)
+		if err := settings.CheckAllowPath(ap); err != nil {
+			add("%s.allow_paths[%d]: %v", p, i, err)
 		}
 	}
-	if s.MaxRetryBody != nil && (s.MaxRetryBody.Bytes < 0 || s.MaxRetryBody.Bytes > maxRetryBodyLimit) {
-		add("%s.max_retry_body: %d bytes is out of range; use 0 (keep none) up to 256MiB", p, s.MaxRetryBody.Bytes)
+	if s.MaxRetryBody != nil {
+		if s.MaxRetryBody.Bytes < 0 {
+			add("%s.max_retry_body: must not be negative; 0 keeps none", p)
+		} else if err := settings.CheckMaxRetryBody(s.MaxRetryBody.Bytes); err != nil {
+			add("%s.max_retry_body: %v", p, err)
+		}
 	}
 	rl := s.RateLimit
 	if rl.RPS != nil && *rl.RPS < 0 {
@@ -382,9 +274,10 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"header", s.Timeouts.Header.D}, {"client_header", s.Timeouts.ClientHeader.D}, {"idle", s.Timeouts.Idle.D}, {"shutdown", s.Timeouts.Shutdown.D}} {
-		if d.v < 0 {
-			add("%s.timeouts.%s: must be positive, e.g. 30s", p, d.name)
+	}{{"timeouts.header", s.Timeouts.Header.D}, {"timeouts.client_header", s.Timeouts.ClientHeader.D},
+		{"timeouts.idle", s.Timeouts.Idle.D}, {"timeouts.shutdown", s.Timeouts.Shutdown.D}, {"start_timeout", s.StartTimeout.D}} {
+		if err := settings.CheckTimeout(d.v); err != nil {
+			add("%s.%s: %v", p, d.name, err)
 		}
 	}
 	if fs := s.FileSink; fs != nil {
@@ -434,34 +327,30 @@ func (s *Sidecar) Validate(c *Config) error {
 	return nil
 }
 
-func validateRoutes(p string, given, routes []Route, c *Config, taken [2]string, checkAddr func(field, addr string, needToken bool)) []string {
+func validateRoutes(p string, given, routes []Route, c *Config, taken [2]string, checkAddr func(field, addr string, serves bool)) []string {
 	var errs []string
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	prefixes, listeners := map[string]int{}, map[string]int{}
 	for i, r := range routes {
 		f := fmt.Sprintf("%s[%d]", p, i)
-		g := Route{}
-		if i < len(given) {
-			g = given[i]
-		}
 		switch {
-		case g.Prefix != "" && g.Listener != "":
+		case r.Prefix != "" && r.Listener != "":
 			add("%s: set prefix or listener, not both", f)
-		case len(given) > 0 && g.Prefix == "" && g.Listener == "":
+		case r.Prefix == "" && r.Listener == "":
 			add("%s: set prefix (e.g. /) or listener (e.g. 127.0.0.1:8788)", f)
 		}
 		if r.Prefix != "" {
-			if !strings.HasPrefix(g.Prefix, "/") && len(given) > 0 {
-				add("%s.prefix: %q must start with /", f, g.Prefix)
-			} else if path.Clean(r.Prefix) != r.Prefix {
-				add("%s.prefix: %q is not a clean path; write it as %q", f, g.Prefix, path.Clean(r.Prefix))
-			} else if r.Prefix == "/v1" || strings.HasPrefix(r.Prefix, "/v1/") {
-				add("%s.prefix: %q would hide API paths; use a name such as /staging (it is removed before forwarding)", f, r.Prefix)
+			norm := r.Prefix
+			if norm != "/" {
+				norm = strings.TrimSuffix(norm, "/") // "/staging/" is "/staging"
 			}
-			if j, dup := prefixes[r.Prefix]; dup {
+			if err := settings.CheckPrefix(norm); err != nil {
+				add("%s.prefix: %v", f, err)
+			}
+			if j, dup := prefixes[norm]; dup {
 				add("%s.prefix: %q is also routes[%d]'s prefix", f, r.Prefix, j)
 			}
-			prefixes[r.Prefix] = i
+			prefixes[norm] = i
 		}
 		if r.Listener != "" {
 			checkAddr(f+".listener", r.Listener, true)
@@ -479,50 +368,28 @@ func validateRoutes(p string, given, routes []Route, c *Config, taken [2]string,
 		case c.Keys[r.Key] == nil:
 			add("%s.key: no key named %q; use one of %s", f, r.Key, strings.Join(c.Names(), ", "))
 		}
-		if msg := checkUpstream(r.Upstream); msg != "" {
-			add("%s.upstream: %s", f, msg)
-		}
-		if r.Auth != AuthAPIKey && r.Auth != AuthBearer {
-			add("%s.auth: %q; use x-api-key (the Claude API) or bearer", f, r.Auth)
-		}
-		switch r.VersionPolicy {
-		case PolicySetIfAbsent:
-		case PolicyEnforce:
-			if r.AnthropicVersion == "" {
-				add("%s.version_policy: enforce needs anthropic_version, e.g. %s", f, DefaultAnthropicVersion)
+		if r.Upstream != "" {
+			if _, err := settings.ParseUpstream(r.Upstream); err != nil {
+				add("%s.upstream: %v", f, err)
 			}
-		default:
-			add("%s.version_policy: %q; use set-if-absent or enforce", f, r.VersionPolicy)
+		}
+		auth, err := settings.ParseAuth(r.Auth)
+		if err != nil {
+			add("%s.auth: %v", f, err)
+		}
+		policy, err := settings.ParseVersionPolicy(r.VersionPolicy)
+		if err != nil {
+			add("%s.version_policy: %v", f, err)
+		} else if policy == providers.VersionEnforce && settings.RouteVersion(r.AnthropicVersion, auth) == "" {
+			add("%s.version_policy: enforce needs anthropic_version, e.g. %s", f, providers.DefaultAnthropicVersion)
 		}
 		if v := r.AnthropicVersion; v != "" {
-			if _, err := time.Parse("2006-01-02", v); err != nil {
-				add("%s.anthropic_version: %q is not a date such as %s", f, v, DefaultAnthropicVersion)
+			if err := settings.CheckVersion(v); err != nil {
+				add("%s.anthropic_version: %v", f, err)
 			}
 		}
 	}
 	return errs
-}
-
-func checkUpstream(raw string) string {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil || u.Host == "" || u.Opaque != "":
-		return fmt.Sprintf("%q is not an absolute URL; write it like %s", raw, DefaultUpstream)
-	case u.Scheme != "https" && u.Scheme != "http":
-		return fmt.Sprintf("%q: scheme must be https (or http on loopback)", raw)
-	case u.Scheme == "http" && !IsLoopback(hostPort(u)):
-		return fmt.Sprintf("%q would send the key in clear text to another host; use https", raw)
-	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
-		return fmt.Sprintf("%q must not carry credentials, a query or a fragment", raw)
-	}
-	return ""
-}
-
-func hostPort(u *url.URL) string {
-	if u.Port() != "" {
-		return u.Host
-	}
-	return net.JoinHostPort(u.Hostname(), "80")
 }
 
 func envName(s string) bool {
@@ -539,13 +406,6 @@ func or(s, def string) string {
 		return def
 	}
 	return s
-}
-
-func orD(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }
 
 // Size is a byte count written as a number of bytes or with a unit: 512KiB,

@@ -7,37 +7,29 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 )
 
-func TestSidecarDefaults(t *testing.T) {
+// TestSidecarCopiesOnly checks that the sidecar section holds what the file
+// set and nothing else: internal/proxy/settings owns the defaults.
+func TestSidecarCopiesOnly(t *testing.T) {
 	c, err := config.Parse([]byte(`keys: {prod: {store: "env://K"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &c.Sidecar
-	if s.ListenAddr() != config.DefaultListen || s.MetricsAddr() != config.DefaultMetricsListen {
+	if s.ListenAddr() != settings.DefaultListen || s.MetricsAddr() != settings.DefaultMetricsListen {
 		t.Fatalf("listen %q metrics %q", s.ListenAddr(), s.MetricsAddr())
 	}
 	routes := s.EffectiveRoutes(c)
-	want := config.Route{Prefix: "/", Key: "prod", Upstream: config.DefaultUpstream, Auth: "x-api-key",
-		AnthropicVersion: config.DefaultAnthropicVersion, VersionPolicy: "set-if-absent"}
-	if len(routes) != 1 || routes[0] != want {
-		t.Fatalf("routes %+v, want [%+v]", routes, want)
+	if want := (config.Route{Prefix: "/", Key: "prod"}); len(routes) != 1 || routes[0] != want {
+		t.Fatalf("routes %+v, want [%+v]: only the structure is filled in", routes, want)
 	}
-	rps, burst, conc := s.Limits()
-	if rps != config.DefaultRPS || burst != 2*config.DefaultRPS || conc != config.DefaultConcurrency {
-		t.Fatalf("limits %v %d %d", rps, burst, conc)
+	if s.AllowPaths != nil || s.MaxRetryBody != nil || s.RateLimit != (config.RateLimit{}) || s.Timeouts != (config.Timeouts{}) || s.StartTimeout.D != 0 {
+		t.Fatalf("config filled in a default: %+v", s)
 	}
-	if s.RetryBody() != config.DefaultMaxRetryBody || s.HeaderTimeout() != config.DefaultHeaderTimeout ||
-		s.IdleTimeout() != config.DefaultIdleTimeout || s.ShutdownTimeout() != config.DefaultShutdownTimeout ||
-		s.ClientHeaderTimeout() != config.DefaultClientHeader {
-		t.Fatal("size or timeout defaults not applied")
-	}
-	if strings.Join(s.Paths(), ",") != "/v1/messages,/v1/models,/v1/files" {
-		t.Fatalf("paths %v", s.Paths())
-	}
-	if s.ExecKey(c) != "prod" || s.SinkKey(c) != "prod" || s.ExecEnv() != "ANTHROPIC_API_KEY" || !s.ExecRestarts() || s.ExecSignal() != syscall.SIGHUP {
-		t.Fatal("exec defaults not applied")
+	if s.ExecKey(c) != "prod" || s.SinkKey(c) != "prod" || s.Exec != (config.Exec{}) {
+		t.Fatal("exec: the key default not applied, or another default filled in")
 	}
 }
 
@@ -51,6 +43,7 @@ sidecar:
   unix_socket: /run/keywarden.sock
   metrics_listen: "off"
   client_token_file: /etc/keywarden/token
+  start_timeout: 10s
   routes:
     - {prefix: /, key: prod}
     - {prefix: /staging/, key: staging, version_policy: enforce, anthropic_version: "2023-06-01"}
@@ -66,17 +59,17 @@ sidecar:
 		t.Fatal(err)
 	}
 	s := &c.Sidecar
-	if s.MetricsAddr() != "" || s.RetryBody() != 512<<10 || s.HeaderTimeout() != time.Minute || s.ShutdownTimeout() != 5*time.Second {
+	if s.MetricsAddr() != "" || s.MaxRetryBody.Bytes != 512<<10 || s.Timeouts.Header.D != time.Minute || s.Timeouts.Shutdown.D != 5*time.Second || s.StartTimeout.D != 10*time.Second {
 		t.Fatal("explicit values not kept")
 	}
-	if rps, _, conc := s.Limits(); rps != 0 || conc != 8 {
-		t.Fatalf("rps %v conc %d; rps: 0 must turn the limit off", rps, conc)
+	if *s.RateLimit.RPS != 0 || *s.RateLimit.Concurrency != 8 || s.RateLimit.Burst != nil {
+		t.Fatalf("rate limit %+v", s.RateLimit)
 	}
 	r := s.EffectiveRoutes(c)
-	if r[1].Prefix != "/staging" || r[2].Upstream != "http://127.0.0.1:9000" || r[2].AnthropicVersion != "" || r[2].Auth != "bearer" {
+	if r[1].Prefix != "/staging/" || r[2].Upstream != "http://127.0.0.1:9000/" || r[2].AnthropicVersion != "" || r[2].Auth != "bearer" {
 		t.Fatalf("routes %+v", r)
 	}
-	if s.SinkKey(c) != "staging" || s.ExecKey(c) != "prod" || s.ExecRestarts() || s.ExecSignal() != syscall.SIGUSR1 || s.ExecEnv() != "CLAUDE_KEY" {
+	if s.SinkKey(c) != "staging" || s.ExecKey(c) != "prod" || s.Exec != (config.Exec{OnChange: "signal", Signal: "USR1", Env: "CLAUDE_KEY"}) {
 		t.Fatal("sink or exec settings not kept")
 	}
 	// Only a unix socket: no TCP listener.
@@ -90,7 +83,7 @@ func TestSidecarErrors(t *testing.T) {
 	const keys = "keys: {prod: {store: \"env://P\"}, dev: {store: \"env://D\"}}\n"
 	for _, tc := range []struct{ doc, want string }{
 		{"sidecar: {routes: [{prefix: /, key: prod}], listen: 8787}", `sidecar.listen: "8787" is not host:port`},
-		{"sidecar: {routes: [{prefix: /, key: prod}], listen: \"0.0.0.0:8787\"}", "sidecar.listen: \"0.0.0.0:8787\" is not a loopback address, so clients must authenticate: set client_token_file"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], listen: \"0.0.0.0:8787\"}", "sidecar.listen: \"0.0.0.0:8787\" is not a loopback address and no client token is set: anyone who reaches it could spend the key; set client_token_file"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], listen: \":8787\"}", "not a loopback address"},
 		{"sidecar: {listen: \"127.0.0.1:1\"}", "sidecar.routes: several keys (dev, prod) and no route names one"},
 		{"sidecar: {routes: [{prefix: /, key: nope}]}", `sidecar.routes[0].key: no key named "nope"; use one of dev, prod`},
@@ -101,7 +94,7 @@ func TestSidecarErrors(t *testing.T) {
 		{"sidecar: {routes: [{prefix: /, key: prod}, {prefix: /, key: dev}]}", `sidecar.routes[1].prefix: "/" is also routes[0]'s prefix`},
 		{"sidecar: {routes: [{listener: \"10.0.0.1:9\", key: prod}]}", "sidecar.routes[0].listener: \"10.0.0.1:9\" is not a loopback address"},
 		{"sidecar: {routes: [{listener: \"127.0.0.1:8787\", key: prod}]}", "already the sidecar's listen or metrics_listen address"},
-		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"http://api.example.com\"}]}", "would send the key in clear text to another host; use https"},
+		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"http://api.example.com\"}]}", "sidecar.routes[0].upstream: upstream \"http://api.example.com\" would send the key in clear text to another host; use https"},
 		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"api.example.com\"}]}", "is not an absolute URL"},
 		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"ftp://x\"}]}", "scheme must be https"},
 		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"https://u:p@x\"}]}", "must not carry credentials"},
@@ -114,10 +107,11 @@ func TestSidecarErrors(t *testing.T) {
 		{"sidecar: {routes: [{prefix: /, key: prod}], allow_paths: [/admin]}", "must be an API path under /v1/"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], allow_paths: [/v1/messages/../x]}", "is not a clean path"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], max_retry_body: 1TB}", `"1TB" is not a size`},
-		{"sidecar: {routes: [{prefix: /, key: prod}], max_retry_body: 1GiB}", "sidecar.max_retry_body: 1073741824 bytes is out of range"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], max_retry_body: 1GiB}", "sidecar.max_retry_body: 1073741824 bytes is above the limit of 256MiB"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: -1}}", "sidecar.rate_limit.rps: must not be negative"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {concurrency: -1}}", "sidecar.rate_limit.concurrency: must not be negative"},
-		{"sidecar: {routes: [{prefix: /, key: prod}], timeouts: {idle: -1s}}", "sidecar.timeouts.idle: must be positive"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], timeouts: {idle: -1s}}", "sidecar.timeouts.idle: -1s is negative; use a positive duration"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], start_timeout: -1s}", "sidecar.start_timeout: -1s is negative"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], timeouts: {idle: 5}}", "not a Go duration"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], file_sink: {key: prod}}", "sidecar.file_sink.path: missing"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], file_sink: {path: /k, key: x}}", `sidecar.file_sink.key: no key named "x"`},
@@ -166,7 +160,7 @@ func TestParseSignal(t *testing.T) {
 			t.Errorf("ParseSignal(%q) = %v, %v", in, got, err)
 		}
 	}
-	if !config.IsLoopback("localhost:1") || !config.IsLoopback("[::1]:1") || config.IsLoopback("0.0.0.0:1") || config.IsLoopback("x") {
+	if !settings.IsLoopback("localhost:1") || !settings.IsLoopback("[::1]:1") || settings.IsLoopback("0.0.0.0:1") || settings.IsLoopback("x") {
 		t.Fatal("IsLoopback")
 	}
 }

@@ -104,9 +104,6 @@ func runZeroDowntime(t *testing.T, b backend) {
 	ctx := context.Background()
 	st, prefix := b.open(t)
 	secret, adminName, poolName := prefix+"claude", prefix+"admin", prefix+"pool"
-	g := providers.MinForcedGap
-	providers.MinForcedGap = b.refresh // scaled down with the intervals
-	t.Cleanup(func() { providers.MinForcedGap = g })
 
 	// The Claude API with streams long enough to straddle a promotion, the
 	// key the services start with, the Admin key, and a pool of
@@ -383,8 +380,10 @@ func startLoad(clients map[string]anthropic.Client) *load {
 		Model: anthropic.ModelClaudeSonnet4_5, MaxTokens: 64,
 		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("Hi"))},
 	}
+	for way := range clients {
+		l.counts[way] = &result{} // all before any worker records
+	}
 	for way, c := range clients {
-		l.counts[way] = &result{}
 		for w := range 4 {
 			l.wg.Add(1)
 			go func() {

@@ -52,8 +52,11 @@ type Server struct {
 	secrets map[string]*secret // by full name projects/P/secrets/S
 	etagSeq int
 	faults  map[string][]codes.Code // method name → codes of the next calls
+	// dropAliases makes UpdateSecret ignore version_aliases silently.
+	dropAliases bool
 
 	addr string
+	srv  *grpc.Server // nil while stopped
 }
 
 type secret struct {
@@ -75,25 +78,59 @@ func New() *Server {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	s := New()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err := s.listen("127.0.0.1:0"); err != nil {
+		t.Fatalf("gcpsmfake: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func (s *Server) listen(addr string) error {
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatalf("gcpsmfake: listen: %v", err)
+		return fmt.Errorf("listen: %w", err)
 	}
 	g := grpc.NewServer(grpc.UnaryInterceptor(s.intercept))
 	secretmanagerpb.RegisterSecretManagerServiceServer(g, s)
 	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	s.addr = lis.Addr().String()
-	return s
+	s.mu.Lock()
+	s.srv, s.addr = g, lis.Addr().String()
+	s.mu.Unlock()
+	return nil
+}
+
+// Stop stops serving, closing every connection, as an outage does; the
+// secrets stay. It is safe to call more than once.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	g := s.srv
+	s.srv = nil
+	s.mu.Unlock()
+	if g != nil {
+		g.Stop()
+	}
+}
+
+// Restart serves again on the same address after Stop, with the secrets
+// as they were.
+func (s *Server) Restart() error {
+	s.mu.Lock()
+	addr := s.addr
+	s.mu.Unlock()
+	return s.listen(addr)
 }
 
 // Addr returns the server's host:port.
-func (s *Server) Addr() string { return s.addr }
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
 
 // ClientOptions are the options that connect the real client to s.
 func (s *Server) ClientOptions() []option.ClientOption {
 	return []option.ClientOption{
-		option.WithEndpoint(s.addr),
+		option.WithEndpoint(s.Addr()),
 		option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
 	}
@@ -118,6 +155,16 @@ func (s *Server) FailNext(method string, n int, code codes.Code) {
 	for i := 0; i < n; i++ {
 		s.faults[method] = append(s.faults[method], code)
 	}
+}
+
+// DropAliases makes UpdateSecret ignore the version_aliases it is asked to
+// write, answering success with the aliases the secret had, as some
+// emulators of Secret Manager do. It is a fault for tests of drivers that
+// must check what their writes did.
+func (s *Server) DropAliases(drop bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropAliases = drop
 }
 
 func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -300,7 +347,9 @@ func (s *Server) UpdateSecret(_ context.Context, req *secretmanagerpb.UpdateSecr
 		case "annotations":
 			sec.pb.Annotations = in.GetAnnotations()
 		case "version_aliases":
-			sec.pb.VersionAliases = in.GetVersionAliases()
+			if !s.dropAliases {
+				sec.pb.VersionAliases = in.GetVersionAliases()
+			}
 		}
 	}
 	sec.pb.Etag = s.newEtag()

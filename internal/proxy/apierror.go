@@ -31,9 +31,9 @@ func newAPIError(status int, typ, msg string) apiError {
 // The sidecar's own answers, built once.
 var (
 	errNotProxy = newAPIError(http.StatusForbidden, "permission_error",
-		"keywarden: absolute-URI and CONNECT requests are refused: the sidecar is not a forward proxy; send requests to its base URL")
-	errMethod = newAPIError(http.StatusForbidden, "permission_error",
-		"keywarden: this method is not forwarded")
+		"keywarden: request targets other than a path (absolute URIs, CONNECT, *) are refused: the sidecar is not a forward proxy; send requests to its base URL")
+	errMethod = newAPIError(http.StatusMethodNotAllowed, "invalid_request_error",
+		"keywarden: method not forwarded; the sidecar forwards GET, POST and DELETE only")
 	errToken = newAPIError(http.StatusUnauthorized, "authentication_error",
 		"keywarden: missing or wrong client token; send it in x-keywarden-token (or as the x-api-key or bearer token)")
 	errNoRoute = newAPIError(http.StatusForbidden, "permission_error",

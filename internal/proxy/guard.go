@@ -5,23 +5,68 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"strings"
+
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 )
-
-// DefaultAllowPaths are the upstream path prefixes forwarded by default:
-// Messages (with count_tokens and batches), Models and Files.
-var DefaultAllowPaths = []string{"/v1/messages", "/v1/models", "/v1/files"}
-
-// adminPrefix is the Admin API, never forwarded whatever the allowlist says.
-const adminPrefix = "/v1/organizations"
 
 // TokenHeader carries the client token. Clients may instead send the token
 // as their x-api-key or bearer token, so that SDKs need no extra header.
 const TokenHeader = "X-Keywarden-Token"
 
-// forwardProxyRequest reports a request in the absolute form or a CONNECT:
-// the sidecar is never an open proxy.
+// AllowMethods are the request methods forwarded: those of the Claude API's
+// data plane (POST for Messages, count_tokens and batches, GET for Models,
+// batch results and Files, DELETE for batches and Files). Every other
+// method (OPTIONS, TRACE, CONNECT, HEAD, PUT, PATCH, and any extension
+// method such as TRACK) is refused before the token check and never
+// reaches the upstream.
+var AllowMethods = []string{http.MethodGet, http.MethodPost, http.MethodDelete}
+
+// allowHeader is the Allow header of a method refusal.
+var allowHeader = []string{strings.Join(AllowMethods, ", ")}
+
+// methodAllowed reports whether m is in AllowMethods (case-sensitive, as
+// methods are).
+func methodAllowed(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// forwardProxyRequest reports a request whose target is not a plain path:
+// the absolute form, the authority form (CONNECT) or the asterisk form
+// ("OPTIONS *"). The sidecar is never an open proxy.
 func forwardProxyRequest(r *http.Request) bool {
-	return r.Method == http.MethodConnect || r.RequestURI == "" || r.RequestURI[0] != '/'
+	return r.RequestURI == "" || r.RequestURI[0] != '/'
+}
+
+// ClientAddressHeader reports whether a request header (in canonical form)
+// names the client or the chain of proxies it came through: Forwarded,
+// Via, every X-Forwarded-* header, and the single-address headers that
+// proxies and CDNs set (X-Real-Ip, True-Client-Ip, Cf-Connecting-Ip,
+// Fastly-Client-Ip, X-Client-Ip, X-Cluster-Client-Ip, X-Originating-Ip,
+// Client-Ip). It is the one rule for these headers: the sidecar removes
+// every one of them before forwarding and adds none, so the upstream never
+// learns the client's address or the network's layout.
+func ClientAddressHeader(name string) bool {
+	switch name {
+	case "Forwarded", "Via", "X-Real-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip",
+		"X-Client-Ip", "X-Cluster-Client-Ip", "X-Originating-Ip", "Client-Ip":
+		return true
+	}
+	return len(name) > len("X-Forwarded-") && name[:len("X-Forwarded-")] == "X-Forwarded-"
+}
+
+// stripClientHeaders removes the client token and every client-address
+// header from h.
+func stripClientHeaders(h http.Header) {
+	delete(h, TokenHeader)
+	for name := range h {
+		if ClientAddressHeader(name) {
+			delete(h, name)
+		}
+	}
 }
 
 // cleanPath reports whether p is a plain absolute path: no empty, "." or
@@ -48,21 +93,16 @@ func cleanPath(p string) bool {
 	return true
 }
 
-// underPrefix reports whether p is prefix or below it.
-func underPrefix(p, prefix string) bool {
-	return strings.HasPrefix(p, prefix) && (len(p) == len(prefix) || p[len(prefix)] == '/')
-}
-
 // checkPath returns the refusal for an upstream path, or nil.
 func (p *Proxy) checkPath(path string) *apiError {
 	if !cleanPath(path) {
 		return &errBadPath
 	}
-	if underPrefix(path, adminPrefix) {
+	if settings.UnderPrefix(path, settings.AdminPrefix) {
 		return &errAdmin
 	}
 	for _, a := range p.allow {
-		if underPrefix(path, a) {
+		if settings.UnderPrefix(path, a) {
 			return nil
 		}
 	}

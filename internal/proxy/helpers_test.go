@@ -56,7 +56,7 @@ func (ks *keyStore) rotate(t testing.TB, val string) {
 	providertest.Rotate(t, ks.st, ks.name, []byte(val))
 }
 
-func (ks *keyStore) source(t *testing.T, o providers.Options) (*providers.Source, *providertest.Faulty) {
+func (ks *keyStore) source(t testing.TB, o providers.Options) (*providers.Source, *providertest.Faulty) {
 	t.Helper()
 	d := providertest.NewFaulty(ks.st)
 	if o.Refresh == 0 {

@@ -35,6 +35,9 @@ func newLimiter(rps float64, burst, concurrency int) *limiter {
 	if rps <= 0 && concurrency <= 0 {
 		return nil
 	}
+	if burst <= 0 {
+		burst = max(1, int(2*rps))
+	}
 	return &limiter{rps: rate.Limit(rps), burst: burst, concurrency: int64(concurrency), clients: map[string]*client{}}
 }
 

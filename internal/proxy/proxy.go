@@ -3,7 +3,8 @@
 // request, so that applications hold no key at all.
 //
 // In front of the upstream it refuses what a key-holding proxy must never
-// do: forward-proxy requests (absolute URIs, CONNECT), paths outside the
+// do: methods outside AllowMethods, forward-proxy requests (absolute URIs,
+// CONNECT, "OPTIONS *"), paths outside the
 // allowlist, the Admin API, clients without the client token when one is
 // set, and clients over their rate or concurrency limit; each refusal is an
 // error in the API's own shape. Behind it, the providers.Transport shared
@@ -23,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
 )
@@ -42,9 +44,11 @@ type Route struct {
 	Key string
 	// Source supplies the key. Required.
 	Source *providers.Source
-	// Upstream is the upstream base URL, e.g. https://api.anthropic.com.
+	// Upstream is the upstream base URL (settings.DefaultUpstream when nil).
 	Upstream *url.URL
 	// Auth, Version and VersionPolicy configure the providers.Transport.
+	// An empty Version is providers.DefaultAnthropicVersion with
+	// AuthAPIKey and none with AuthBearer (see settings.RouteVersion).
 	Auth          providers.Auth
 	Version       string
 	VersionPolicy providers.VersionPolicy
@@ -54,25 +58,32 @@ type Route struct {
 type Options struct {
 	// Routes are the routes; at least one.
 	Routes []Route
-	// AllowPaths are the upstream path prefixes forwarded (DefaultAllowPaths).
+	// AllowPaths are the upstream path prefixes forwarded
+	// (settings.DefaultAllowPaths);
+	// each must pass settings.CheckAllowPath.
 	AllowPaths []string
 	// ClientToken, when not empty, must come with every request.
 	ClientToken string
 	// MaxRetryBody is the largest body kept for a retry after a 401
 	// (providers.DefaultMaxRetryBody; negative keeps none).
 	MaxRetryBody int64
-	// RPS and Burst limit each client's request rate (0: off); Concurrency
-	// limits its requests under way (0: off).
+	// RPS and Burst limit each client's request rate (RPS 0 or negative:
+	// off; Burst 0: twice RPS, at least 1); Concurrency limits its requests
+	// under way (0 or negative: off). The sidecar command sets settings.DefaultRPS
+	// and settings.DefaultConcurrency when its config leaves them unset.
 	RPS         float64
 	Burst       int
 	Concurrency int
-	// HeaderTimeout bounds the wait for upstream response headers (10m).
+	// HeaderTimeout bounds the wait for upstream response headers
+	// (settings.DefaultHeaderTimeout).
 	HeaderTimeout time.Duration
-	// ClientHeaderTimeout bounds reading a client's request headers (30s).
+	// ClientHeaderTimeout bounds reading a client's request headers
+	// (settings.DefaultClientHeaderTimeout).
 	ClientHeaderTimeout time.Duration
-	// IdleTimeout closes idle keep-alive connections (90s).
+	// IdleTimeout closes idle keep-alive connections (settings.DefaultIdleTimeout).
 	IdleTimeout time.Duration
-	// ShutdownTimeout bounds the drain of in-flight requests (30s).
+	// ShutdownTimeout bounds the drain of in-flight requests
+	// (settings.DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
 	// Listen is the main TCP address; UnixSocket a unix socket path; both
 	// serve the prefix routes. MetricsListen serves /healthz, /readyz and
@@ -120,18 +131,10 @@ func New(o Options) (*Proxy, error) {
 	if len(o.Routes) == 0 {
 		return nil, errors.New("proxy: no routes")
 	}
-	if o.HeaderTimeout == 0 {
-		o.HeaderTimeout = 10 * time.Minute
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
-	if o.ClientHeaderTimeout == 0 {
-		o.ClientHeaderTimeout = 30 * time.Second
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 90 * time.Second
-	}
-	if o.ShutdownTimeout == 0 {
-		o.ShutdownTimeout = 30 * time.Second
-	}
+	o.setDefaults()
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -148,9 +151,6 @@ func New(o Options) (*Proxy, error) {
 		listeners: map[string]*route{},
 		refused:   o.Metrics.Route("-"),
 	}
-	if len(p.allow) == 0 {
-		p.allow = DefaultAllowPaths
-	}
 	if o.ClientToken != "" {
 		p.token = sha256.Sum256([]byte(o.ClientToken))
 	}
@@ -160,9 +160,13 @@ func New(o Options) (*Proxy, error) {
 	}
 	seen := map[string]bool{}
 	for i, r := range o.Routes {
-		if r.Source == nil || r.Upstream == nil {
-			return nil, fmt.Errorf("proxy: route %d has no Source or no Upstream", i)
+		if r.Source == nil {
+			return nil, fmt.Errorf("proxy: route %d has no Source", i)
 		}
+		if r.Upstream == nil {
+			r.Upstream, _ = url.Parse(settings.DefaultUpstream)
+		}
+		r.Version = settings.RouteVersion(r.Version, r.Auth)
 		if (r.Prefix == "") == (r.Listener == "") {
 			return nil, fmt.Errorf("proxy: route %d needs exactly one of Prefix and Listener", i)
 		}
@@ -206,6 +210,19 @@ func (p *Proxy) ListenerHandler(addr string) http.Handler {
 	return handler{p: p, fixed: rt}
 }
 
+// Routes returns the routes as the Proxy serves them, defaults filled in:
+// prefix routes longest prefix first, then the listener routes.
+func (p *Proxy) Routes() []Route {
+	out := make([]Route, 0, len(p.prefixes)+len(p.listeners))
+	for _, rt := range p.prefixes {
+		out = append(out, rt.Route)
+	}
+	for _, rt := range p.listeners {
+		out = append(out, rt.Route)
+	}
+	return out
+}
+
 // Transport returns the providers.Transport of the route called name, nil
 // when there is none: the one implementation of the 401 rule, shared with
 // the library.
@@ -240,12 +257,13 @@ type handler struct {
 // ServeHTTP admits or refuses a request, then forwards it.
 func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p
-	if forwardProxyRequest(r) {
-		p.refuse(w, p.refused, &errNotProxy)
+	if !methodAllowed(r.Method) {
+		w.Header()["Allow"] = allowHeader
+		p.refuse(w, p.refused, &errMethod)
 		return
 	}
-	if r.Method == http.MethodTrace || r.Method == http.MethodOptions {
-		p.refuse(w, p.refused, &errMethod)
+	if forwardProxyRequest(r) {
+		p.refuse(w, p.refused, &errNotProxy)
 		return
 	}
 	if p.opts.ClientToken != "" && !p.tokenOK(r) {
@@ -298,7 +316,7 @@ func (p *Proxy) match(path string) (*route, string) {
 		if rt.Prefix == "/" {
 			return rt, path
 		}
-		if underPrefix(path, rt.Prefix) {
+		if settings.UnderPrefix(path, rt.Prefix) {
 			rest := path[len(rt.Prefix):]
 			if rest == "" {
 				rest = "/"

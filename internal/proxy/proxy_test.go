@@ -19,6 +19,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/option"
 
 	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/providers"
 )
 
@@ -91,10 +92,16 @@ func TestVersionPolicyAndBearer(t *testing.T) {
 
 func TestAllowlist(t *testing.T) {
 	up := newUpstream(t, keyA)
-	e := newEnv(t, up, func(o *proxy.Options) {
-		// Even an allowlist naming the Admin API does not open it.
-		o.AllowPaths = append(append([]string{}, proxy.DefaultAllowPaths...), "/v1/organizations")
-	})
+	// An allowlist naming the Admin API, or a path that is not clean, is
+	// refused at New (the same rule config applies at load).
+	for _, bad := range []string{"/v1/organizations", "/v1/organizations/api_keys", "/v1", "/v1/", "/v1/models/../organizations", "/v2/x"} {
+		src, _ := newKeyStore(t, "prod", keyA).source(t, providers.Options{})
+		u, _ := url.Parse(up.URL())
+		if _, err := proxy.New(proxy.Options{Routes: []proxy.Route{{Prefix: "/", Source: src, Upstream: u}}, AllowPaths: []string{bad}}); err == nil {
+			t.Errorf("New accepted allow path %q", bad)
+		}
+	}
+	e := newEnv(t, up, nil)
 	for _, tc := range []struct {
 		method, path string
 		forwarded    bool
@@ -116,8 +123,6 @@ func TestAllowlist(t *testing.T) {
 		{"GET", "/v1/models%2F..%2F..%2Fv1%2Forganizations", false},
 		{"GET", "/v1//organizations", false},
 		{"GET", "/v1/models/.", false},
-		{"OPTIONS", "/v1/messages", false},
-		{"TRACE", "/v1/messages", false},
 	} {
 		// Send the path raw, as a client could, without Go's cleaning.
 		before := len(up.Requests())
@@ -143,6 +148,13 @@ func TestAllowlist(t *testing.T) {
 // rawRequest writes a raw HTTP/1.1 request and returns the status and body.
 func rawRequest(t *testing.T, addr, raw string) (int, string) {
 	t.Helper()
+	code, _, body := rawExchange(t, addr, raw)
+	return code, body
+}
+
+// rawExchange is rawRequest with the response headers.
+func rawExchange(t *testing.T, addr, raw string) (int, http.Header, string) {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -151,13 +163,14 @@ func rawRequest(t *testing.T, addr, raw string) (int, string) {
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	// The answer to a HEAD has no body, whatever its Content-Length says.
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: strings.Fields(raw)[0]})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return resp.StatusCode, resp.Header, string(b)
 }
 
 func TestNeverAnOpenProxy(t *testing.T) {
@@ -167,15 +180,12 @@ func TestNeverAnOpenProxy(t *testing.T) {
 	for _, raw := range []string{
 		"GET " + up.URL() + "/v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
 		"GET http://example.com/v1/models HTTP/1.1\r\nHost: example.com\r\n\r\n",
-		"CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: api.anthropic.com:443\r\n\r\n",
 	} {
 		code, body := rawRequest(t, addr, raw)
 		if code != 403 || apiErrorType(t, body) != "permission_error" {
 			t.Errorf("%q: got %d %s, want 403 permission_error", strings.SplitN(raw, "\r\n", 2)[0], code, body)
 		}
 	}
-	// net/http answers OPTIONS * itself; it must not reach the upstream.
-	rawRequest(t, addr, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
 	if n := len(up.Requests()); n != 0 {
 		t.Fatalf("the upstream saw %d requests", n)
 	}
@@ -187,6 +197,87 @@ func TestNeverAnOpenProxy(t *testing.T) {
 	}
 	if h := up.Requests()[0].Header.Get("Host"); strings.Contains(h, "evil") {
 		t.Fatal("the client's Host reached the upstream")
+	}
+}
+
+// TestMethodAllowlist sends every refused method, extension methods and
+// "OPTIONS *" included, to a real listener of the sidecar (net/http answers
+// "OPTIONS *" itself unless told not to): each gets 405 in the API's error
+// shape with an Allow header, and none reaches the upstream, even with the
+// right client token.
+func TestMethodAllowlist(t *testing.T) {
+	const tok = "client-token-0123456789abcdef"
+	up := newUpstream(t, keyA)
+	e := newEnv(t, up, func(o *proxy.Options) { o.Listen = "127.0.0.1:0"; o.ClientToken = tok })
+	srv, err := e.p.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	t.Cleanup(func() { srv.Close(); <-served })
+	addr := srv.Addr("listen").String()
+	for _, target := range []string{
+		"OPTIONS *", "OPTIONS /v1/messages", "TRACE /v1/messages", "TRACK /v1/messages", "HEAD /v1/models",
+		"PUT /v1/files/file_01", "PATCH /v1/messages", "get /v1/models", "PROPFIND /v1/models",
+		"CONNECT api.anthropic.com:443", "FOO-BAR /v1/messages",
+	} {
+		code, hdr, body := rawExchange(t, addr, target+" HTTP/1.1\r\nHost: x\r\nX-Keywarden-Token: "+tok+"\r\nContent-Length: 0\r\n\r\n")
+		if strings.HasPrefix(target, "HEAD ") {
+			if code != 405 || hdr.Get("Allow") != "GET, POST, DELETE" {
+				t.Errorf("%s: got %d, allow %q, want 405", target, code, hdr.Get("Allow"))
+			}
+			continue // a HEAD answer has no body
+		}
+		if code != 405 || hdr.Get("Allow") != "GET, POST, DELETE" || apiErrorType(t, body) != "invalid_request_error" {
+			t.Errorf("%s: got %d %s (allow %q), want 405 invalid_request_error", target, code, body, hdr.Get("Allow"))
+		}
+	}
+	if n := len(up.Requests()); n != 0 {
+		t.Fatalf("the upstream saw %d requests", n)
+	}
+	for _, target := range []string{"GET /v1/models", "POST /v1/messages/count_tokens", "DELETE /v1/files/file_01"} {
+		// The fake upstream judges the empty bodies; what matters is that
+		// the requests reach it.
+		rawRequest(t, addr, target+" HTTP/1.1\r\nHost: x\r\nX-Keywarden-Token: "+tok+"\r\nContent-Length: 0\r\n\r\n")
+	}
+	if n := len(up.Requests()); n != 3 {
+		t.Fatalf("the upstream saw %d requests, want 3", n)
+	}
+}
+
+// TestClientAddressHeadersStripped checks the one rule for the headers
+// that name the client or its proxy chain: none reaches the upstream,
+// while other headers pass.
+func TestClientAddressHeadersStripped(t *testing.T) {
+	up := newUpstream(t, keyA)
+	e := newEnv(t, up, nil)
+	hdr := []string{"anthropic-beta", "files-api-2025-04-14", "x-stainless-lang", "go"}
+	names := []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port",
+		"X-Forwarded-Server", "X-Real-Ip", "Forwarded", "Via", "True-Client-Ip", "Cf-Connecting-Ip",
+		"Fastly-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip", "X-Originating-Ip", "Client-Ip"}
+	for _, n := range names {
+		if !proxy.ClientAddressHeader(n) {
+			t.Errorf("ClientAddressHeader(%q) = false", n)
+		}
+		hdr = append(hdr, n, "203.0.113.7")
+	}
+	for _, n := range []string{"Anthropic-Beta", "X-Forwarded", "Content-Type", "X-Request-Id"} {
+		if proxy.ClientAddressHeader(n) {
+			t.Errorf("ClientAddressHeader(%q) = true", n)
+		}
+	}
+	if code, _, body := e.do(t, "GET", "/v1/models", "", hdr...); code != 200 {
+		t.Fatalf("got %d %s", code, body)
+	}
+	got := up.Requests()[0].Header
+	for name, v := range got {
+		if strings.Contains(strings.Join(v, ","), "203.0.113.7") {
+			t.Errorf("the upstream got the client's address in %s", name)
+		}
+	}
+	if got.Get("anthropic-beta") != "files-api-2025-04-14" || got.Get("x-stainless-lang") != "go" {
+		t.Errorf("other headers did not pass: %v", got)
 	}
 }
 
@@ -549,7 +640,7 @@ func TestNewErrors(t *testing.T) {
 			t.Errorf("New(%+v) succeeded", o)
 		}
 	}
-	if _, err := proxy.ParseUpstream("ftp://x"); err == nil {
+	if _, err := settings.ParseUpstream("ftp://x"); err == nil {
 		t.Error("ParseUpstream accepted ftp")
 	}
 }

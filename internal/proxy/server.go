@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/providers/redact"
 )
 
@@ -69,8 +72,10 @@ func (p *Proxy) Listen() (*Server, error) {
 func (s *Server) Addr(which string) net.Addr { return s.addrs[which] }
 
 func (s *Server) listenTCP(name, addr string, h http.Handler) error {
-	if name != "metrics" && s.p.opts.ClientToken == "" && !loopback(addr) {
-		return fmt.Errorf("proxy: %s is not a loopback address and no client token is set: anyone who reaches it could spend the key", addr)
+	if name != "metrics" {
+		if err := settings.CheckListen(addr, s.p.opts.ClientToken != ""); err != nil {
+			return fmt.Errorf("proxy: listen: %w", err)
+		}
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -78,19 +83,6 @@ func (s *Server) listenTCP(name, addr string, h http.Handler) error {
 	}
 	s.add(name, ln, h)
 	return nil
-}
-
-// loopback reports whether a host:port address listens on loopback only.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func (s *Server) listenUnix(path string, h http.Handler) error {
@@ -120,6 +112,9 @@ func (s *Server) add(name string, ln net.Listener, h http.Handler) {
 		ReadHeaderTimeout: o.ClientHeaderTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		ErrorLog:          log.New(slogWriter{s.p.log}, "", 0),
+		// "OPTIONS *" reaches the handler, which refuses it, instead of
+		// net/http's own 200.
+		DisableGeneralOptionsHandler: true,
 		// No ReadTimeout or WriteTimeout: they would cut long uploads and
 		// streams. Upstream waits are bounded by the header timeout.
 	}
@@ -219,24 +214,52 @@ func (s *Server) Run(ctx context.Context) error {
 // HealthHandler serves /healthz (the process is up), /readyz (every key is
 // loaded and within its max-stale) and /metrics.
 func (p *Proxy) HealthHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux := healthMux(func() string {
 		var bad []byte
 		for _, ns := range p.sources {
 			if err := ns.src.CheckHealth(); err != nil {
 				bad = fmt.Appendf(bad, "key %s: %s\n", ns.name, redact.String(err.Error()))
 			}
 		}
-		if bad != nil {
+		return string(bad)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics.Registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// healthMux serves /healthz, always 200, and /readyz: 200 when notReady
+// returns "", else 503 with its text.
+func healthMux(notReady func() string) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if why := notReady(); why != "" {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write(bad)
+			_, _ = io.WriteString(w, why)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics.Registry, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// ListenStarting opens the metrics address of a sidecar whose keys are
+// still loading, so that probes get an answer while it waits: /healthz
+// answers 200 and /readyz 503 with the text notReady returns (200 once it
+// returns ""). Serve it in the background and Close it before the Proxy's
+// Listen opens the same address.
+func ListenStarting(addr string, notReady func() string, log *slog.Logger) (*Server, error) {
+	o := Options{MetricsListen: addr, Logger: log}
+	o.setDefaults()
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	s := &Server{p: &Proxy{opts: o, log: o.Logger}, addrs: map[string]net.Addr{}}
+	if err := s.listenTCP("metrics", addr, healthMux(notReady)); err != nil {
+		return nil, err
+	}
+	return s, nil
 }

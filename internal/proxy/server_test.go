@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -188,6 +189,21 @@ func TestReadyzReportsStaleKey(t *testing.T) {
 	}
 	if r := newRecorder(p.HealthHandler(), "/metrics"); !strings.Contains(r.body, `keywarden_key_stale{key="prod"} 1`) {
 		t.Fatal("stale key not in the metrics")
+	}
+	// Past max_stale the sidecar keeps serving the last good key (as
+	// docs/sidecar.md says): only /readyz fails.
+	srv := httptest.NewServer(p.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(up.Requests()) != 1 || up.Requests()[0].Key != keyA {
+		t.Fatalf("past max_stale: got %d, %d upstream requests; want the request sent with the last good key", resp.StatusCode, len(up.Requests()))
+	}
+	if r := newRecorder(p.HealthHandler(), "/readyz"); r.code != 503 {
+		t.Fatal("readyz recovered while the store is down")
 	}
 	faulty.Fail(nil)
 	waitFor(t, func() bool { return newRecorder(p.HealthHandler(), "/readyz").code == 200 })

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"strings"
 	"time"
 
@@ -110,10 +109,10 @@ func (p *Proxy) newReverseProxy(rt *route, base http.RoundTripper) *httputil.Rev
 			} else {
 				pr.SetURL(up)
 			}
-			h := pr.Out.Header
 			// The Transport sets the auth header it uses and deletes the
-			// other; the token header never leaves.
-			delete(h, TokenHeader)
+			// other; the token header and the client-address headers
+			// never leave.
+			stripClientHeaders(pr.Out.Header)
 		},
 		Transport: owned{rt.tr},
 		// 0, not -1: the reverse proxy flushes every write by itself for
@@ -176,13 +175,4 @@ type slogWriter struct{ log *slog.Logger }
 func (w slogWriter) Write(b []byte) (int, error) {
 	w.log.Warn(strings.TrimSpace(string(b)))
 	return len(b), nil
-}
-
-// ParseUpstream parses an upstream base URL: http or https, with a host.
-func ParseUpstream(raw string) (*url.URL, error) {
-	u, err := url.Parse(strings.TrimRight(raw, "/"))
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, errors.New("proxy: upstream " + raw + " is not an http(s) URL")
-	}
-	return u, nil
 }

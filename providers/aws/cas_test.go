@@ -12,6 +12,7 @@ import (
 	"github.com/keywarden/keywarden/providers/aws"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/stage"
 )
 
 // interleave is a real client that runs a hook before it forwards the first
@@ -165,16 +166,14 @@ func TestPromoteManyPromoters(t *testing.T) {
 	}
 }
 
-// A Promote that moved AWSCURRENT but died before clearing AWSPENDING is
-// completed by the next Promote; readers already see the new version, and a
-// DiscardPending cannot take it back.
-func TestPromoteInterruptedIsCompleted(t *testing.T) {
-	sm := mototest.SecretsManager(t)
+// halfPromoted returns a secret whose Promote stopped between its two label
+// updates: AWSCURRENT moved to the new version, AWSPENDING still on it.
+func halfPromoted(t *testing.T, sm *secretsmanager.Client, st driver.Stager) (name string, old, promoted *driver.Version, val []byte) {
+	t.Helper()
 	ctx := context.Background()
-	st := aws.New(sm, nil)
-	name := uniqueName("promote-half")
-	c0 := rotate(t, st, name, "", fakeKey())
-	val := fakeKey()
+	name = uniqueName("promote-half")
+	old = rotate(t, st, name, "", fakeKey())
+	val = fakeKey()
 	p, err := st.PutPending(ctx, name, token(), val)
 	if err != nil {
 		t.Fatal(err)
@@ -182,23 +181,79 @@ func TestPromoteInterruptedIsCompleted(t *testing.T) {
 	// The first half of Promote, done by hand.
 	if _, err := sm.UpdateSecretVersionStage(ctx, &secretsmanager.UpdateSecretVersionStageInput{
 		SecretId: sdkaws.String(name), VersionStage: sdkaws.String("AWSCURRENT"),
-		MoveToVersionId: sdkaws.String(p.ID), RemoveFromVersionId: sdkaws.String(c0.ID),
+		MoveToVersionId: sdkaws.String(p.ID), RemoveFromVersionId: sdkaws.String(old.ID),
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if cur, err := st.Read(ctx, name, driver.Current); err != nil || string(cur.Value) != string(val) {
-		t.Fatalf("Read(CURRENT) in the middle of a promotion: %v; want the promoted version", err)
+	return name, old, p, val
+}
+
+// A Promote that moved AWSCURRENT but died before clearing AWSPENDING is a
+// finished promotion, as in AWS's own rotation protocol: readers see the new
+// version, there is no PENDING version, the next Promote completes it, a
+// DiscardPending clears the leftover label, and a new PutPending and a put
+// proceed.
+func TestPromoteInterruptedIsFinished(t *testing.T) {
+	sm := mototest.SecretsManager(t)
+	ctx := context.Background()
+	st := aws.New(sm, nil)
+	wantLabels := func(name, cur, prev, pend string) {
+		t.Helper()
+		l := labelsOf(t, sm, name)
+		if holderOf(l, "AWSCURRENT") != cur || holderOf(l, "AWSPREVIOUS") != prev || holderOf(l, "AWSPENDING") != pend {
+			t.Fatalf("labels %v, want CURRENT %s PREVIOUS %s PENDING %q", l, cur, prev, pend)
+		}
 	}
-	if err := st.DiscardPending(ctx, name, p.ID); !codes.Is(err, codes.Aborted) {
-		t.Fatalf("DiscardPending of a half-promoted version: %v, want Aborted", err)
-	}
-	if err := st.Promote(ctx, name, p.ID, c0.ID); err != nil {
-		t.Fatalf("Promote completing a half promotion: %v", err)
-	}
-	l := labelsOf(t, sm, name)
-	if holderOf(l, "AWSCURRENT") != p.ID || holderOf(l, "AWSPREVIOUS") != c0.ID || holderOf(l, "AWSPENDING") != "" {
-		t.Fatalf("labels after completion: %v", l)
-	}
+	t.Run("Read", func(t *testing.T) {
+		name, old, p, val := halfPromoted(t, sm, st)
+		if cur, err := st.Read(ctx, name, driver.Current); err != nil || string(cur.Value) != string(val) {
+			t.Fatalf("Read(CURRENT): %v; want the promoted version", err)
+		}
+		if prev, err := st.Read(ctx, name, driver.Previous); err != nil || prev.ID != old.ID {
+			t.Fatalf("Read(PREVIOUS): %v; want the old version", err)
+		}
+		if v, err := st.ReadPending(ctx, name); !codes.Is(err, codes.NotFound) {
+			t.Fatalf("ReadPending: %v %v, want NotFound (version %s is CURRENT)", v, err, p.ID)
+		}
+	})
+	t.Run("PromoteCompletes", func(t *testing.T) {
+		name, old, p, _ := halfPromoted(t, sm, st)
+		if err := st.Promote(ctx, name, p.ID, old.ID); err != nil {
+			t.Fatalf("Promote completing a half promotion: %v", err)
+		}
+		wantLabels(name, p.ID, old.ID, "")
+	})
+	t.Run("DiscardClearsLabel", func(t *testing.T) {
+		name, old, p, _ := halfPromoted(t, sm, st)
+		if err := st.DiscardPending(ctx, name, p.ID); err != nil {
+			t.Fatalf("DiscardPending of a finished promotion: %v", err)
+		}
+		wantLabels(name, p.ID, old.ID, "")
+		if err := st.DiscardPending(ctx, name, "other"); err != nil {
+			t.Fatalf("DiscardPending with no PENDING: %v", err)
+		}
+	})
+	t.Run("PutPendingProceeds", func(t *testing.T) {
+		name, old, p, _ := halfPromoted(t, sm, st)
+		n, err := st.PutPending(ctx, name, token(), fakeKey())
+		if err != nil {
+			t.Fatalf("PutPending after a finished promotion: %v", err)
+		}
+		wantLabels(name, p.ID, old.ID, n.ID)
+		if err := st.Promote(ctx, name, n.ID, p.ID); err != nil {
+			t.Fatal(err)
+		}
+		wantLabels(name, n.ID, p.ID, "")
+	})
+	t.Run("Put", func(t *testing.T) {
+		name, _, p, _ := halfPromoted(t, sm, st)
+		val := fakeKey()
+		n, err := stage.Put(ctx, st, name, val)
+		if err != nil {
+			t.Fatalf("put after a finished promotion: %v", err)
+		}
+		wantLabels(name, n.ID, p.ID, "")
+	})
 }
 
 // Two writers read the same record revision; the second one's write lands

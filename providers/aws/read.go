@@ -3,6 +3,7 @@ package aws
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
@@ -34,12 +35,22 @@ func (s *store) Read(ctx context.Context, name string, stage driver.Stage) (*dri
 	return v, nil
 }
 
-// ReadPending returns the version holding AWSPENDING.
+// ReadPending returns the version holding AWSPENDING. AWSPENDING on the
+// version that holds AWSCURRENT is, as in AWS's own rotation protocol, a
+// finished promotion whose last label update did not happen: there is no
+// PENDING version then (NotFound).
 func (s *store) ReadPending(ctx context.Context, name string) (*driver.Version, error) {
-	v, err := s.getStage(ctx, name, labelPending)
+	out, err := s.c.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{
+		SecretId:     sdkaws.String(name),
+		VersionStage: sdkaws.String(labelPending),
+	})
 	if err != nil {
-		return nil, err
+		return nil, wrap(ctx, fmt.Sprintf("aws: read %s of secret %q", labelPending, name), err)
 	}
+	if slices.Contains(out.VersionStages, labelCurrent) {
+		return nil, codes.Errorf(codes.NotFound, "aws: secret %q has no PENDING version (%s is left on the %s version %s: a finished promotion)", name, labelPending, labelCurrent, sdkaws.ToString(out.VersionId))
+	}
+	v := toVersion(out)
 	if hidden(v.ID) {
 		return nil, codes.Errorf(codes.Internal, "aws: secret %q: %s is on keywarden's bookkeeping version %s", name, labelPending, v.ID)
 	}

@@ -20,6 +20,25 @@ type labels struct {
 // holder returns the version holding label, or "".
 func (l *labels) holder(label string) string { return l.on[label] }
 
+// pending returns the version holding AWSPENDING, or "". AWSPENDING on the
+// AWSCURRENT version is not a PENDING version: AWS's rotation protocol reads
+// it as a finished promotion whose last label update did not happen (a
+// Promote that stopped between its two calls), and so does the driver.
+func (l *labels) pending() string {
+	if p := l.on[labelPending]; p != l.on[labelCurrent] {
+		return p
+	}
+	return ""
+}
+
+// leftover returns the AWSCURRENT version when it holds AWSPENDING too, or "".
+func (l *labels) leftover() string {
+	if p := l.on[labelPending]; p != "" && p == l.on[labelCurrent] {
+		return p
+	}
+	return ""
+}
+
 // visible returns the version holding label unless it is a bookkeeping
 // version, that is the version a reader sees in that stage, or "".
 func (l *labels) visible(label string) string {
@@ -108,13 +127,15 @@ func (s *store) PutPending(ctx context.Context, name, token string, value []byte
 		if err := s.ensureSecret(ctx, name); err != nil {
 			return nil, err
 		}
-	case l.holder(labelPending) == id:
+	case l.pending() == id:
 		// Written before with this token: the stored value wins.
 		return s.getID(ctx, name, id)
-	case l.holder(labelPending) != "":
+	case l.pending() != "":
 		return nil, codes.Errorf(codes.FailedPrecondition,
-			"aws: secret %q: another rotation is pending (version %s); promote or discard it first", name, l.holder(labelPending))
+			"aws: secret %q: another rotation is pending (version %s); promote or discard it first", name, l.pending())
 	}
+	// A label left on AWSCURRENT by a finished promotion moves to the new
+	// version with the write below, as AWS moves a label to its newest holder.
 	in := &secretsmanager.PutSecretValueInput{
 		SecretId:           sdkaws.String(name),
 		ClientRequestToken: sdkaws.String(id),
@@ -154,7 +175,7 @@ func (s *store) Promote(ctx context.Context, name, pendingID, currentID string) 
 		return err
 	}
 	if l.holder(labelCurrent) != pendingID {
-		if p := l.holder(labelPending); p != pendingID {
+		if p := l.pending(); p != pendingID {
 			return codes.Errorf(codes.Aborted, "aws: promote secret %q: PENDING is %q, not %q", name, p, pendingID)
 		}
 		if c := l.visible(labelCurrent); c != currentID {
@@ -181,8 +202,14 @@ func (s *store) Promote(ctx context.Context, name, pendingID, currentID string) 
 			if l.holder(labelCurrent) != pendingID {
 				return codes.Errorf(codes.Aborted, "aws: promote secret %q: CURRENT changed meanwhile (now %q)", name, l.visible(labelCurrent))
 			}
-		} else if l, err = s.describe(ctx, name); err != nil {
-			return err
+		} else {
+			// Checked, not assumed: the move must show.
+			if l, err = s.describe(ctx, name); err != nil {
+				return err
+			}
+			if c := l.holder(labelCurrent); c != pendingID {
+				return codes.Errorf(codes.Internal, "aws: promote secret %q: %s was moved to %s but the secret shows it on %q", name, labelCurrent, pendingID, c)
+			}
 		}
 	}
 	// pendingID holds AWSCURRENT: promoted now, by a racing promoter, or by
@@ -194,6 +221,8 @@ func (s *store) Promote(ctx context.Context, name, pendingID, currentID string) 
 	if l.holder(labelPending) != pendingID {
 		return nil
 	}
+	// Should this last call not happen (a crash) or not apply, AWSPENDING
+	// stays on the AWSCURRENT version: a finished promotion (see pending).
 	_, err = s.c.UpdateSecretVersionStage(ctx, &secretsmanager.UpdateSecretVersionStageInput{
 		SecretId:            sdkaws.String(name),
 		VersionStage:        sdkaws.String(labelPending),
@@ -218,30 +247,46 @@ func (s *store) DiscardPending(ctx context.Context, name, pendingID string) erro
 	if err != nil {
 		return err
 	}
+	if lo := l.leftover(); lo != "" {
+		// No PENDING version, only the label a finished promotion left on
+		// CURRENT: clear it, so that tools reading labels see no PENDING.
+		return s.removePending(ctx, name, lo)
+	}
 	switch p := l.holder(labelPending); {
 	case p == "":
 		return nil
 	case p != pendingID:
 		return codes.Errorf(codes.Aborted, "aws: discard PENDING of secret %q: PENDING is %q, not %q", name, p, pendingID)
-	case l.holder(labelCurrent) == pendingID:
-		return codes.Errorf(codes.Aborted, "aws: discard PENDING of secret %q: version %s is being promoted; complete it with Promote", name, pendingID)
 	}
-	_, err = s.c.UpdateSecretVersionStage(ctx, &secretsmanager.UpdateSecretVersionStageInput{
+	return s.removePending(ctx, name, pendingID)
+}
+
+// removePending removes AWSPENDING from version id and checks that it is
+// gone from there: AWS answers UpdateSecretVersionStage without the labels,
+// so the result is read back with a describe.
+func (s *store) removePending(ctx context.Context, name, id string) error {
+	_, err := s.c.UpdateSecretVersionStage(ctx, &secretsmanager.UpdateSecretVersionStageInput{
 		SecretId:            sdkaws.String(name),
 		VersionStage:        sdkaws.String(labelPending),
-		RemoveFromVersionId: sdkaws.String(pendingID),
+		RemoveFromVersionId: sdkaws.String(id),
 	})
-	if err != nil && isAPI(err, "InvalidParameterException") {
-		l, derr := s.describe(ctx, name)
-		if derr != nil {
-			return derr
-		}
-		if p := l.holder(labelPending); p != pendingID {
-			if p == "" {
-				return nil
-			}
-			return codes.Errorf(codes.Aborted, "aws: discard PENDING of secret %q: PENDING is %q, not %q", name, p, pendingID)
-		}
+	if err != nil && !isAPI(err, "InvalidParameterException") {
+		return wrap(ctx, fmt.Sprintf("aws: discard PENDING of secret %q", name), err)
 	}
-	return wrap(ctx, fmt.Sprintf("aws: discard PENDING of secret %q", name), err)
+	// Refused (moved or removed meanwhile) or done: the labels tell.
+	l, derr := s.describe(ctx, name)
+	if derr != nil {
+		return derr
+	}
+	switch p := l.holder(labelPending); {
+	case p == "" || p != id && p == l.holder(labelCurrent):
+		return nil
+	case p == id:
+		if err != nil {
+			return wrap(ctx, fmt.Sprintf("aws: discard PENDING of secret %q", name), err)
+		}
+		return codes.Errorf(codes.Internal, "aws: discard PENDING of secret %q: %s is still on version %s after its removal", name, labelPending, id)
+	default:
+		return codes.Errorf(codes.Aborted, "aws: discard PENDING of secret %q: PENDING is %q, not %q", name, p, id)
+	}
 }

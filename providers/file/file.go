@@ -58,8 +58,9 @@ func openURL(ctx context.Context, u *url.URL) (driver.Reader, string, error) {
 
 // Store is a file store. It implements driver.Stager.
 type Store struct {
-	path string
-	mu   sync.Mutex // serialises this process's writers; the flock serialises processes
+	path    string
+	afterIO func(changed bool)
+	mu      sync.Mutex // serialises this process's writers; the flock serialises processes
 }
 
 var _ driver.Stager = (*Store)(nil)
@@ -67,6 +68,25 @@ var _ driver.Stager = (*Store)(nil)
 // New returns a Store on the file at path. The file is created, mode 0600,
 // on the first write.
 func New(path string) *Store { return &Store{path: path} }
+
+// Options tune a Store made by NewWithOptions. The zero value is New's.
+type Options struct {
+	// AfterIO, when set, is called after each write of the temporary file
+	// (changed false: the store's file is as it was) and after each rename
+	// of it over the store's file (changed true): the store calls of this
+	// driver, where crash tests (providertest/crashtest) stop the process.
+	// Leave it nil outside tests.
+	AfterIO func(changed bool)
+}
+
+// NewWithOptions is New with options.
+func NewWithOptions(path string, o Options) *Store { return &Store{path: path, afterIO: o.AfterIO} }
+
+func (s *Store) hook(changed bool) {
+	if s.afterIO != nil {
+		s.afterIO(changed)
+	}
+}
 
 // Path returns the file's path.
 func (s *Store) Path() string { return s.path }
@@ -180,6 +200,7 @@ func (s *Store) save(d *fileData) error {
 	if err := tmp.Close(); err != nil {
 		return mapErr(err)
 	}
+	s.hook(false)
 	if err := os.Rename(tmp.Name(), s.path); err != nil {
 		return mapErr(err)
 	}
@@ -187,6 +208,7 @@ func (s *Store) save(d *fileData) error {
 		_ = df.Sync()
 		df.Close()
 	}
+	s.hook(true)
 	return nil
 }
 

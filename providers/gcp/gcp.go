@@ -166,18 +166,53 @@ func (s *Store) ReadPending(ctx context.Context, name string) (*driver.Version, 
 }
 
 // update writes the Secret's aliases and annotations under its etag. A
-// stale etag is Aborted.
+// stale etag is Aborted. The answer is checked, not assumed: when it does
+// not show the aliases and keywarden annotations written (a backend that
+// drops aliases silently), update writes the Secret's previous aliases and
+// annotations back, so that readers keep the CURRENT they had, and fails
+// with FailedPrecondition.
 func (s *Store) update(ctx context.Context, sec *secretmanagerpb.Secret, aliases map[string]int64, ann map[string]string) (*secretmanagerpb.Secret, error) {
+	out, err := s.write(ctx, sec.GetName(), sec.GetEtag(), aliases, ann)
+	if err != nil {
+		return nil, err
+	}
+	if applied(out, aliases, ann) {
+		return out, nil
+	}
+	// Undo, best effort: should the undo be dropped too, the secret is no
+	// worse off than the backend made it.
+	if back, uerr := s.write(context.WithoutCancel(ctx), sec.GetName(), out.GetEtag(), sec.GetVersionAliases(), sec.GetAnnotations()); uerr != nil || !applied(back, sec.GetVersionAliases(), sec.GetAnnotations()) {
+		return nil, codes.Errorf(codes.FailedPrecondition, "gcp: update %s: the answer does not show the aliases written (%v, want %v) and restoring the previous ones failed: %v; check the secret's aliases", sec.GetName(), out.GetVersionAliases(), aliases, uerr)
+	}
+	return nil, codes.Errorf(codes.FailedPrecondition, "gcp: update %s: the store did not apply the version aliases (it answered %v, want %v); the previous aliases are restored; does this endpoint support version aliases?", sec.GetName(), out.GetVersionAliases(), aliases)
+}
+
+// write is one UpdateSecret of the aliases and annotations under etag.
+func (s *Store) write(ctx context.Context, name, etag string, aliases map[string]int64, ann map[string]string) (*secretmanagerpb.Secret, error) {
 	out, err := s.c.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{
 		Secret: &secretmanagerpb.Secret{
-			Name: sec.GetName(), Etag: sec.GetEtag(), VersionAliases: aliases, Annotations: ann,
+			Name: name, Etag: etag, VersionAliases: aliases, Annotations: ann,
 		},
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"version_aliases", "annotations"}},
 	})
 	if err != nil {
-		return nil, mapEtagErr("update "+sec.GetName(), err)
+		return nil, mapEtagErr("update "+name, err)
 	}
 	return out, nil
+}
+
+// applied reports whether sec shows exactly the aliases, and keywarden's
+// annotations as in ann.
+func applied(sec *secretmanagerpb.Secret, aliases map[string]int64, ann map[string]string) bool {
+	if !maps.Equal(sec.GetVersionAliases(), aliases) {
+		return false
+	}
+	for _, k := range []string{annManaged, annPendingToken, annRecord, annRecordRev} {
+		if sec.GetAnnotations()[k] != ann[k] {
+			return false
+		}
+	}
+	return true
 }
 
 // ensure returns the Secret, creating it (marked managed) when missing.

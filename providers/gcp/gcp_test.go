@@ -16,6 +16,7 @@ import (
 	"github.com/keywarden/keywarden/providers/driver"
 	"github.com/keywarden/keywarden/providers/gcp"
 	"github.com/keywarden/keywarden/providers/providertest"
+	"github.com/keywarden/keywarden/providers/stage"
 )
 
 const project = "kw-test"
@@ -261,5 +262,48 @@ func TestOpenURL(t *testing.T) {
 	}
 	if err := st.Close(); err != nil || st.Close() != nil {
 		t.Fatal("Close twice failed")
+	}
+}
+
+// TestDroppedAliasesAreAnError: a backend that answers UpdateSecret with
+// success but without the aliases written (some emulators drop them
+// silently) makes every write that moves a stage fail, and the CURRENT
+// readers had stays readable: a hand-managed secret stays hand-managed, a
+// managed one keeps its aliases.
+func TestDroppedAliasesAreAnError(t *testing.T) {
+	ctx := context.Background()
+	st, srv, byHand := store(t, gcp.Options{})
+	old := providertest.FakeKey()
+	if err := byHand(ctx, "hand-drop", old); err != nil {
+		t.Fatal(err)
+	}
+	managed := providertest.FakeKey()
+	providertest.Rotate(t, st, "managed-drop", managed)
+	pend, err := st.PutPending(ctx, "managed-drop", providertest.Token(), providertest.FakeKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.DropAliases(true)
+	for _, c := range []struct {
+		name  string
+		write func() error
+		want  []byte
+	}{
+		{"hand-drop", func() error { _, err := stage.Put(ctx, st, "hand-drop", providertest.FakeKey()); return err }, old},
+		{"managed-drop", func() error { return st.Promote(ctx, "managed-drop", pend.ID, "1") }, managed},
+		{"managed-drop", func() error { return st.DiscardPending(ctx, "managed-drop", pend.ID) }, managed},
+	} {
+		err := c.write()
+		if err == nil || !kwcodes.Is(err, kwcodes.FailedPrecondition) {
+			t.Errorf("%s: a write whose aliases were dropped: %v (code %v), want FailedPrecondition", c.name, err, kwcodes.Of(err))
+		}
+		v, err := st.Read(ctx, c.name, driver.Current)
+		if err != nil || string(v.Value) != string(c.want) {
+			t.Errorf("%s: CURRENT after a dropped write: %v; want the CURRENT from before", c.name, err)
+		}
+	}
+	srv.DropAliases(false)
+	if _, err := stage.Put(ctx, st, "hand-drop", providertest.FakeKey()); err != nil {
+		t.Fatalf("put once the backend keeps aliases: %v", err)
 	}
 }

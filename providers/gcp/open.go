@@ -6,10 +6,12 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
+	gbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keywarden/keywarden/providers"
@@ -42,6 +44,38 @@ func parseURL(u *url.URL) (project, name string, err error) {
 	return parts[1], parts[3], nil
 }
 
+// reconnect is how the client reconnects after its connection broke: at
+// most maxReconnectDelay between attempts, so that a store back after a
+// long outage is reached again within a second or two, well inside any
+// refresh interval (gRPC's default grows the wait up to two minutes).
+var reconnect = grpc.ConnectParams{
+	Backoff: gbackoff.Config{
+		BaseDelay:  100 * time.Millisecond,
+		Multiplier: 1.6,
+		Jitter:     0.2,
+		MaxDelay:   maxReconnectDelay,
+	},
+	MinConnectTimeout: 5 * time.Second,
+}
+
+// maxReconnectDelay caps the wait between two reconnection attempts.
+const maxReconnectDelay = time.Second
+
+// clientOptions are the client options of a store URL: endpoint ("" for
+// Google's), plaintext without credentials (local test servers only), and
+// the reconnection backoff.
+func clientOptions(endpoint string, plaintext bool) []option.ClientOption {
+	co := []option.ClientOption{option.WithGRPCDialOption(grpc.WithConnectParams(reconnect))}
+	if endpoint != "" {
+		co = append(co, option.WithEndpoint(endpoint))
+	}
+	if plaintext {
+		co = append(co, option.WithoutAuthentication(),
+			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	}
+	return co
+}
+
 func openURL(ctx context.Context, u *url.URL) (driver.Reader, string, error) {
 	project, name, err := parseURL(u)
 	if err != nil {
@@ -54,18 +88,10 @@ func openURL(ctx context.Context, u *url.URL) (driver.Reader, string, error) {
 	if err := q.Done("endpoint", "insecure", "disable_old"); err != nil {
 		return nil, "", fmt.Errorf("gcp: %w", err)
 	}
-	var co []option.ClientOption
-	if endpoint != "" {
-		co = append(co, option.WithEndpoint(endpoint))
+	if plaintext && endpoint == "" {
+		return nil, "", codes.Errorf(codes.InvalidArgument, "gcp: insecure=true needs endpoint= (a local test server); Google's endpoint is always TLS")
 	}
-	if plaintext {
-		if endpoint == "" {
-			return nil, "", codes.Errorf(codes.InvalidArgument, "gcp: insecure=true needs endpoint= (a local test server); Google's endpoint is always TLS")
-		}
-		co = append(co, option.WithoutAuthentication(),
-			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
-	}
-	c, err := secretmanager.NewClient(ctx, co...)
+	c, err := secretmanager.NewClient(ctx, clientOptions(endpoint, plaintext)...)
 	if err != nil {
 		return nil, "", mapErr("client (Application Default Credentials)", err)
 	}

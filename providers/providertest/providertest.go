@@ -21,6 +21,7 @@ import (
 
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/stage"
 )
 
 // Harness connects the suite to one driver.
@@ -626,26 +627,15 @@ func Token() string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
-// Rotate makes value the CURRENT version of secret name in st, as a person
-// or the rotator would: PENDING with a fresh token, then Promote over the
-// present CURRENT (none when the secret does not exist yet). It returns the
-// new version.
+// Rotate makes value the CURRENT version of secret name in st, as
+// `keywarden put` does (stage.Put: a one-shot PENDING version promoted over
+// the present CURRENT, checked by reading CURRENT back). It returns the new
+// version.
 func Rotate(t testing.TB, st driver.Stager, name string, value []byte) *driver.Version {
 	t.Helper()
-	ctx := context.Background()
-	cur := ""
-	switch v, err := st.Read(ctx, name, driver.Current); {
-	case err == nil:
-		cur = v.ID
-	case !codes.Is(err, codes.NotFound):
-		t.Fatalf("read CURRENT of %s: %v", name, err)
-	}
-	v, err := st.PutPending(ctx, name, Token(), value)
+	v, err := stage.Put(context.Background(), st, name, value)
 	if err != nil {
-		t.Fatalf("PutPending(%s): %v", name, err)
-	}
-	if err := st.Promote(ctx, name, v.ID, cur); err != nil {
-		t.Fatalf("Promote(%s): %v", name, err)
+		t.Fatalf("put %s: %v", name, err)
 	}
 	return v
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/api/auth/kubernetes"
 
+	"github.com/keywarden/keywarden/providers/backoff"
 	"github.com/keywarden/keywarden/providers/codes"
 )
 
@@ -17,11 +18,8 @@ import (
 // token.
 const DefaultK8sTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
-// Backoff of logins after a failed renewal.
-const (
-	reloginMinBackoff = time.Second
-	reloginMaxBackoff = 30 * time.Second
-)
+// reloginBackoff spaces the logins after a failed renewal.
+var reloginBackoff = backoff.Policy{Min: time.Second, Max: 30 * time.Second}
 
 // TokenFile returns token auth reading the token from path at every login,
 // e.g. the sink file of a Vault Agent, which replaces the token before it
@@ -196,8 +194,7 @@ func (s *session) await(w *api.LifetimeWatcher) {
 	if !s.relogin {
 		return
 	}
-	wait := reloginMinBackoff
-	for {
+	for attempt := 0; ; attempt++ {
 		s.mu.Lock()
 		if s.watcher != w || s.ctx.Err() != nil {
 			s.mu.Unlock()
@@ -210,14 +207,9 @@ func (s *session) await(w *api.LifetimeWatcher) {
 		if err == nil {
 			return
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-s.ctx.Done():
-			t.Stop()
+		if backoff.Sleep(s.ctx, reloginBackoff.Delay(attempt)) != nil {
 			return
-		case <-t.C:
 		}
-		wait = min(2*wait, reloginMaxBackoff)
 	}
 }
 

@@ -79,6 +79,12 @@ func (s *Store) writeStages(ctx context.Context, name string, st stages, rev int
 		}
 		return 0, err
 	}
+	// Checked, not assumed: a check-and-set write at rev makes version
+	// rev+1. Any other answer means the store did not apply the write as
+	// asked (check-and-set not enforced, another writer in between).
+	if v.version != rev+1 {
+		return 0, codes.Errorf(codes.Internal, "vault: %s: the stage document was written as version %d, not %d: the store did not honour check-and-set", name, v.version, rev+1)
+	}
 	s.mirror(ctx, name, st, v.version)
 	return v.version, nil
 }

@@ -1,8 +1,12 @@
 package vault_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -167,4 +171,61 @@ func TestCloseIdempotent(t *testing.T) {
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+}
+
+// dropCAS is a transport that removes the check-and-set option from writes
+// of stage documents: a store (or a proxy in front of it) that does not
+// honour check-and-set.
+type dropCAS struct{ base http.RoundTripper }
+
+func (d dropCAS) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method != http.MethodGet && r.Body != nil && strings.Contains(r.URL.Path, "/.keywarden/stages/") {
+		var body map[string]any
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		if json.Unmarshal(b, &body) == nil {
+			delete(body, "options")
+			b, _ = json.Marshal(body)
+		}
+		r = r.Clone(r.Context())
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	}
+	return d.base.RoundTrip(r)
+}
+
+// TestStageWriteChecked: a stage document write that the store did not
+// apply as a check-and-set (another writer's version came in between and
+// was overwritten) is an error, not a silent success.
+func TestStageWriteChecked(t *testing.T) {
+	ctx := context.Background()
+	addr, ca, root := vaulttest.Start(t)
+	c, err := vaulttest.NewClientWrapped(addr, ca, root, func(rt http.RoundTripper) http.RoundTripper { return dropCAS{rt} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newStore(t, c, vault.Options{})
+	b := newStore(t, nil, vault.Options{})
+	name := uniqueName("nocas")
+	v1 := rotate(t, b, name, "", fakeKey())
+	v2, err := b.PutPending(ctx, name, token(), fakeKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entered atomic.Bool
+	var errB error
+	restore := vault.SetBeforeStagesWrite(func(n string) {
+		if n == name && entered.CompareAndSwap(false, true) {
+			errB = b.DiscardPending(ctx, name, v2.ID)
+		}
+	})
+	errA := a.Promote(ctx, name, v2.ID, v1.ID)
+	restore()
+	if errB != nil {
+		t.Fatalf("writer B: %v", errB)
+	}
+	if errA == nil || !strings.Contains(errA.Error(), "check-and-set") {
+		t.Fatalf("a promotion written over another writer's stage change: %v, want an error naming check-and-set", errA)
+	}
 }

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/backoff"
 )
 
 // Key statuses of the Admin API.
@@ -41,19 +43,29 @@ type admin struct {
 	c        *client
 	key      func(context.Context) (providers.Secret, error)
 	attempts int
-	backoff  time.Duration
+	backoff  backoff.Policy
 }
 
 // call sends one Admin API request, retrying rate limits, overloads,
-// server and network errors with backoff (honouring retry-after).
+// server and network errors with the backoff policy (honouring
+// retry-after).
 func (a *admin) call(ctx context.Context, method, path string, body, out any) error {
 	key, err := a.key(ctx)
 	if err != nil {
 		return fmt.Errorf("read the Admin key: %w", err)
 	}
-	wait := a.backoff
 	var last error
-	for n := 1; n <= a.attempts; n++ {
+	for n := 0; n < a.attempts; n++ {
+		if n > 0 {
+			var after time.Duration
+			var ae *APIError
+			if errors.As(last, &ae) {
+				after = ae.RetryAfter
+			}
+			if err := backoff.Sleep(ctx, a.backoff.After(n-1, after)); err != nil {
+				return err
+			}
+		}
 		err := a.c.do(ctx, key, method, path, body, out)
 		if err == nil {
 			return nil
@@ -63,20 +75,9 @@ func (a *admin) call(ctx context.Context, method, path string, body, out any) er
 		if errors.As(err, &ae) && !ae.Retryable() {
 			return adminHint(ae)
 		}
-		if ctx.Err() != nil || n == a.attempts {
+		if ctx.Err() != nil {
 			break
 		}
-		d := wait
-		if ae != nil && ae.RetryAfter > d {
-			d = ae.RetryAfter
-		}
-		if d > 30*time.Second {
-			d = 30 * time.Second
-		}
-		if err := sleep(ctx, d); err != nil {
-			return err
-		}
-		wait *= 2
 	}
 	return fmt.Errorf("gave up after %d attempts: %w", a.attempts, last)
 }
@@ -111,14 +112,24 @@ func (a *admin) setStatus(ctx context.Context, id, status string) (*apiKey, erro
 	return &k, nil
 }
 
+// Which key of several matching a hint findByHint prefers.
+const (
+	preferAny      = ""
+	preferActive   = StatusActive   // a key to revoke: the one still in use
+	preferInactive = StatusInactive // a pool key to activate: the one held back
+)
+
 // findByHint lists every API key of the organization, page by page, and
-// returns the one whose partial_key_hint matches key.
-func (a *admin) findByHint(ctx context.Context, key providers.Secret) (*apiKey, error) {
+// returns the one whose partial_key_hint matches key. Keys whose id is in
+// exclude (ids the rotation already knows for other keys) never match.
+// When several still match, the only one with status prefer wins; an
+// ambiguity that remains is an error naming the candidates.
+func (a *admin) findByHint(ctx context.Context, key providers.Secret, exclude []string, prefer string) (*apiKey, error) {
 	var found []apiKey
 	after := ""
 	for page := 0; ; page++ {
 		if page >= 1000 {
-			return nil, errors.New("GET /v1/organizations/api_keys: more than 1000 pages; give the key id with --key-id")
+			return nil, errors.New("GET /v1/organizations/api_keys: more than 1000 pages; attach the key id with `keywarden key-id`")
 		}
 		q := url.Values{"limit": {"1000"}}
 		if after != "" {
@@ -129,7 +140,7 @@ func (a *admin) findByHint(ctx context.Context, key providers.Secret) (*apiKey, 
 			return nil, err
 		}
 		for _, k := range p.Data {
-			if hintMatches(k.PartialKeyHint, key.Reveal()) {
+			if hintMatches(k.PartialKeyHint, key.Reveal()) && !slices.Contains(exclude, k.ID) {
 				found = append(found, k)
 			}
 		}
@@ -138,18 +149,32 @@ func (a *admin) findByHint(ctx context.Context, key providers.Secret) (*apiKey, 
 		}
 		after = p.LastID
 	}
+	if len(found) > 1 && prefer != preferAny {
+		var pick []apiKey
+		for _, k := range found {
+			if k.Status == prefer {
+				pick = append(pick, k)
+			}
+		}
+		if len(pick) == 1 {
+			found = pick
+		}
+	}
 	switch len(found) {
 	case 0:
-		return nil, fmt.Errorf("no API key of the organization matches key %s (by partial_key_hint); is it from another organization? give its id with --key-id", key.Fingerprint())
+		return nil, fmt.Errorf("no API key of the organization matches key %s (by partial_key_hint); is it from another organization? attach its id with `keywarden key-id`", key.Fingerprint())
 	case 1:
 		return &found[0], nil
 	}
 	ids := make([]string, len(found))
 	for i, k := range found {
-		ids[i] = k.ID
+		ids[i] = k.ID + " (" + k.Status + ")"
 	}
-	return nil, fmt.Errorf("%d API keys match key %s by partial_key_hint (%s); give its id with --key-id", len(found), key.Fingerprint(), strings.Join(ids, ", "))
+	return nil, fmt.Errorf("%w: %d API keys match key %s by partial_key_hint (%s); attach the right id with `keywarden key-id`", errAmbiguous, len(found), key.Fingerprint(), strings.Join(ids, ", "))
 }
+
+// errAmbiguous marks a partial_key_hint that matches several keys.
+var errAmbiguous = errors.New("ambiguous key hint")
 
 // hintMatches reports whether a partial_key_hint such as
 // "sk-ant-api03-R2D...igAA" matches key: the key starts with the part before
@@ -163,15 +188,4 @@ func hintMatches(hint, key string) bool {
 		return false
 	}
 	return strings.HasPrefix(key, pre) && strings.HasSuffix(key, post)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -319,12 +319,12 @@ func TestIssuerErrors(t *testing.T) {
 			if _, err := e.pool.Add(ctx, providers.NewSecret(k.Value), e.first.ID); err != nil {
 				t.Fatal(err)
 			}
-		}, []string{"does not belong to key", "fix the id"}, nil, 0, nil},
+		}, []string{"does not belong to key", "attach the right id with `keywarden key-id`"}, nil, 0, nil},
 		{"pool key unknown to the organization", func(e *env) {
 			if _, err := e.pool.Add(ctx, providers.NewSecret(string(providertest.FakeKey())), ""); err != nil {
 				t.Fatal(err)
 			}
-		}, []string{"no API key of the organization matches", "--key-id"}, nil, 1, nil},
+		}, []string{"no API key of the organization matches", "attach its id with `keywarden key-id`"}, nil, 1, nil},
 		{"pool key id unknown", func(e *env) {
 			if _, err := e.pool.Add(ctx, providers.NewSecret(string(providertest.FakeKey())), "apikey_01Nope"); err != nil {
 				t.Fatal(err)

@@ -15,11 +15,8 @@ import (
 	"github.com/keywarden/keywarden/providers/redact"
 )
 
-// Defaults of the API client.
-const (
-	DefaultBaseURL = "https://api.anthropic.com"
-	DefaultVersion = "2023-06-01"
-)
+// DefaultBaseURL is the API's default base URL.
+const DefaultBaseURL = "https://api.anthropic.com"
 
 // maxBody bounds the response bodies read.
 const maxBody = 1 << 20
@@ -86,7 +83,7 @@ func newClient(base, version string, hc *http.Client) *client {
 		base = DefaultBaseURL
 	}
 	if version == "" {
-		version = DefaultVersion
+		version = providers.DefaultAnthropicVersion
 	}
 	return &client{base: strings.TrimRight(base, "/"), version: version, http: newHTTPClient(hc)}
 }

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/backoff"
 	"github.com/keywarden/keywarden/providers/driver"
 	"github.com/keywarden/keywarden/rotation"
 	"github.com/keywarden/keywarden/rotation/pool"
@@ -38,7 +39,8 @@ import (
 type IssuerOptions struct {
 	// BaseURL is the API's base URL (DefaultBaseURL).
 	BaseURL string
-	// Version is the anthropic-version header (DefaultVersion).
+	// Version is the anthropic-version header
+	// (providers.DefaultAnthropicVersion).
 	Version string
 	// AdminKey returns the Admin key; see KeyFromStore. Required.
 	AdminKey func(context.Context) (providers.Secret, error)
@@ -50,11 +52,17 @@ type IssuerOptions struct {
 	// HTTPClient sends the requests (a client with a one-minute timeout);
 	// redirects are never followed.
 	HTTPClient *http.Client
-	// Attempts and Backoff bound retries of failing Admin API calls
-	// (default 4 attempts, 500ms doubling).
+	// Attempts bounds the tries of a failing Admin API call (default 4).
+	// Backoff is the wait after the first failure (default 500ms), doubled
+	// after each further one up to 30s, with jitter (backoff.Policy); a
+	// longer retry-after is honoured.
 	Attempts int
 	Backoff  time.Duration
 }
+
+// maxAdminBackoff caps the Admin API's retry waits (a longer retry-after
+// is honoured).
+const maxAdminBackoff = 30 * time.Second
 
 // Issuer hands out pool keys, activated through the Admin API. It is safe
 // for concurrent use.
@@ -69,6 +77,7 @@ var (
 	_ rotation.Activator    = (*Issuer)(nil)
 	_ rotation.Committer    = (*Issuer)(nil)
 	_ rotation.PoolReporter = (*Issuer)(nil)
+	_ rotation.KeyIDChecker = (*Issuer)(nil)
 )
 
 // NewIssuer returns an Issuer.
@@ -93,7 +102,7 @@ func NewIssuer(o IssuerOptions) (*Issuer, error) {
 		o.Backoff = 500 * time.Millisecond
 	}
 	return &Issuer{
-		a:            &admin{c: newClient(o.BaseURL, o.Version, o.HTTPClient), key: o.AdminKey, attempts: o.Attempts, backoff: o.Backoff},
+		a:            &admin{c: newClient(o.BaseURL, o.Version, o.HTTPClient), key: o.AdminKey, attempts: o.Attempts, backoff: backoff.Policy{Min: o.Backoff, Max: maxAdminBackoff}},
 		pool:         o.Pool,
 		revokeStatus: o.RevokeStatus,
 	}, nil
@@ -112,7 +121,13 @@ func (i *Issuer) Create(ctx context.Context, token string) (rotation.Credential,
 		return rotation.Credential{}, fmt.Errorf("anthropic: %w", err)
 	}
 	c := rotation.Credential{Key: e.Secret(), KeyID: e.KeyID}
-	k, err := i.lookup(ctx, c)
+	k, err := i.lookup(ctx, c, preferInactive)
+	if errors.Is(err, errAmbiguous) {
+		// Activate resolves it with the ids the rotation knows by then
+		// (CURRENT's), or one attached with `keywarden key-id --stage
+		// pending`; the key is safe in the store first.
+		return c, nil
+	}
 	if err != nil {
 		return rotation.Credential{}, err
 	}
@@ -125,14 +140,15 @@ func (i *Issuer) Create(ctx context.Context, token string) (rotation.Credential,
 }
 
 // lookup returns the Admin API's object for c: by id, or by
-// partial_key_hint when c has no id. A key found by id must match the hint
-// too, so that a pool entry with a wrong id is caught before it is used.
-func (i *Issuer) lookup(ctx context.Context, c rotation.Credential) (*apiKey, error) {
+// partial_key_hint when c has no id (never one of c.OtherIDs; among
+// several, the only one with status prefer). A key found by id must match
+// the hint too, so that a wrong id is caught before it is used.
+func (i *Issuer) lookup(ctx context.Context, c rotation.Credential, prefer string) (*apiKey, error) {
 	if c.KeyID == "" {
 		if c.Key.IsZero() {
 			return nil, errors.New("anthropic: neither the key nor its id is known")
 		}
-		k, err := i.a.findByHint(ctx, c.Key)
+		k, err := i.a.findByHint(ctx, c.Key, c.OtherIDs, prefer)
 		if err != nil {
 			return nil, fmt.Errorf("anthropic: find the id of key %s: %w", c.Key.Fingerprint(), err)
 		}
@@ -143,14 +159,21 @@ func (i *Issuer) lookup(ctx context.Context, c rotation.Credential) (*apiKey, er
 		return nil, fmt.Errorf("anthropic: read key %s: %w", c.KeyID, err)
 	}
 	if !c.Key.IsZero() && k.PartialKeyHint != "" && !hintMatches(k.PartialKeyHint, c.Key.Reveal()) {
-		return nil, fmt.Errorf("anthropic: key id %s does not belong to key %s (partial_key_hint %s); fix the id in the pool or the store", k.ID, c.Key.Fingerprint(), k.PartialKeyHint)
+		return nil, fmt.Errorf("anthropic: key id %s does not belong to key %s (partial_key_hint %s); attach the right id with `keywarden key-id`", k.ID, c.Key.Fingerprint(), k.PartialKeyHint)
 	}
 	return k, nil
 }
 
+// CheckKeyID verifies that c.KeyID exists at the Admin API and that its
+// partial_key_hint matches c.Key.
+func (i *Issuer) CheckKeyID(ctx context.Context, c rotation.Credential) error {
+	_, err := i.lookup(ctx, c, preferAny)
+	return err
+}
+
 // Activate sets the key active, unless it already is.
 func (i *Issuer) Activate(ctx context.Context, c rotation.Credential) error {
-	k, err := i.lookup(ctx, c)
+	k, err := i.lookup(ctx, c, preferInactive)
 	if err != nil {
 		return err
 	}
@@ -169,7 +192,7 @@ func (i *Issuer) Revoke(ctx context.Context, c rotation.Credential) error {
 	if c.KeyID == "" && strings.HasPrefix(c.Key.Reveal(), placeholderPrefix) {
 		return nil // the placeholder of the embedded default store: never a real key
 	}
-	k, err := i.lookup(ctx, c)
+	k, err := i.lookup(ctx, c, preferActive)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 type ProbeOptions struct {
 	// BaseURL is the API's base URL (DefaultBaseURL).
 	BaseURL string
-	// Version is the anthropic-version header (DefaultVersion).
+	// Version is the anthropic-version header (providers.DefaultAnthropicVersion).
 	Version string
 	// Model, when set, is also checked with POST /v1/messages/count_tokens
 	// (free), proving the key may use that model.

@@ -9,8 +9,10 @@
 //	 "claimed": {"<rotation token>": {"api_key": ..., "key_id": ..., "added_at": ...}}}
 //
 // (a bare JSON list of keys, written by hand, is read as "keys"). Every
-// change is a new version written with PutPending and Promote, a
-// compare-and-swap on CURRENT, retried when another writer won. Claim moves
+// change is a new version made CURRENT with stage.Replace, a
+// compare-and-swap on the CURRENT version it read, retried when another
+// writer won; a change interrupted between its store calls (a crash) leaves
+// a one-shot PENDING version that the next writer discards. Claim moves
 // the first key to "claimed" under the rotation's token, so a rotation that
 // dies and resumes gets the same key again; Commit forgets a claimed key
 // once the rotation has stored it.
@@ -19,8 +21,6 @@ package pool
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,22 +28,50 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/backoff"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/stage"
 )
 
-// ErrEmpty is returned by Claim when no key is left.
-var ErrEmpty = errors.New("pool: empty")
+// Errors a caller tells apart with errors.Is. Each comes wrapped in an error
+// carrying a portable code as well: ErrCorrupt with codes.Internal (corrupt
+// data in the store), ErrDuplicate with codes.InvalidArgument (bad input).
+var (
+	// ErrEmpty is returned by Claim when no key is left.
+	ErrEmpty = errors.New("pool: empty")
+	// ErrCorrupt is returned when the pool secret holds no pool document.
+	ErrCorrupt = errors.New("not a pool document")
+	// ErrDuplicate is returned by Add for a key, or key id, already in the
+	// pool.
+	ErrDuplicate = errors.New("already in the pool")
+)
 
-// Entry is one key in the pool.
+// Entry is one key in the pool. APIKey redacts itself in every textual
+// form (%v prints a fingerprint); the pool document stores the value.
 type Entry struct {
+	APIKey  providers.Secret
+	KeyID   string
+	AddedAt time.Time
+}
+
+// Secret returns the entry's key.
+func (e Entry) Secret() providers.Secret { return e.APIKey }
+
+// entryJSON is an Entry as the pool document stores it.
+type entryJSON struct {
 	APIKey  string    `json:"api_key"`
 	KeyID   string    `json:"key_id,omitempty"`
 	AddedAt time.Time `json:"added_at,omitzero"`
 }
 
-// Secret returns the entry's key.
-func (e Entry) Secret() providers.Secret { return providers.NewSecret(e.APIKey) }
+func (e Entry) wire() entryJSON {
+	return entryJSON{APIKey: e.APIKey.Reveal(), KeyID: e.KeyID, AddedAt: e.AddedAt}
+}
+
+func (w entryJSON) entry() Entry {
+	return Entry{APIKey: providers.NewSecret(w.APIKey), KeyID: w.KeyID, AddedAt: w.AddedAt}
+}
 
 // Info describes a pool key without its value.
 type Info struct {
@@ -55,9 +83,66 @@ type Info struct {
 	Claimed string `json:"claimed,omitempty"`
 }
 
+// doc is the pool document.
 type doc struct {
-	Keys    []Entry          `json:"keys"`
-	Claimed map[string]Entry `json:"claimed,omitempty"`
+	Keys    []Entry
+	Claimed map[string]Entry
+}
+
+// docJSON is the pool document as stored.
+type docJSON struct {
+	Keys    []entryJSON          `json:"keys"`
+	Claimed map[string]entryJSON `json:"claimed,omitempty"`
+}
+
+func (d *doc) encode() ([]byte, error) {
+	w := docJSON{Keys: make([]entryJSON, 0, len(d.Keys))}
+	for _, e := range d.Keys {
+		w.Keys = append(w.Keys, e.wire())
+	}
+	if len(d.Claimed) > 0 {
+		w.Claimed = make(map[string]entryJSON, len(d.Claimed))
+		for t, e := range d.Claimed {
+			w.Claimed[t] = e.wire()
+		}
+	}
+	return json.Marshal(w)
+}
+
+// decode parses a pool document, or a bare JSON list of keys written by
+// hand. Its errors never quote the content: it holds keys.
+func decode(b []byte) (*doc, error) {
+	var w docJSON
+	b = bytes.TrimSpace(b)
+	var err error
+	switch {
+	case len(b) > 0 && b[0] == '[':
+		err = json.Unmarshal(b, &w.Keys)
+	case len(b) > 0 && b[0] == '{':
+		err = json.Unmarshal(b, &w)
+	default:
+		err = errors.New("not a JSON object or list")
+	}
+	if err != nil {
+		return nil, errors.New(`want {"keys": [{"api_key": ..., "key_id": ...}]}`)
+	}
+	d := &doc{}
+	for i, e := range w.Keys {
+		if e.APIKey == "" {
+			return nil, fmt.Errorf("entry %d has no api_key", i)
+		}
+		d.Keys = append(d.Keys, e.entry())
+	}
+	for t, e := range w.Claimed {
+		if e.APIKey == "" {
+			return nil, fmt.Errorf("the key claimed by %s has no api_key", t)
+		}
+		if d.Claimed == nil {
+			d.Claimed = map[string]Entry{}
+		}
+		d.Claimed[t] = e.entry()
+	}
+	return d, nil
 }
 
 // Pool is a pool of keys in one secret of a store. It is safe for
@@ -83,22 +168,9 @@ func (p *Pool) read(ctx context.Context) (*doc, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("pool: read %s: %w", p.name, err)
 	}
-	d := &doc{}
-	b := bytes.TrimSpace(v.Value)
-	switch {
-	case len(b) > 0 && b[0] == '[':
-		err = json.Unmarshal(b, &d.Keys)
-	default:
-		err = json.Unmarshal(b, d)
-	}
+	d, err := decode(v.Value)
 	if err != nil {
-		// Never quote the content: it holds keys.
-		return nil, "", codes.Errorf(codes.InvalidArgument, "pool: %s (version %s) is not a pool document (want {\"keys\": [{\"api_key\": ..., \"key_id\": ...}]})", p.name, v.ID)
-	}
-	for i, e := range d.Keys {
-		if e.APIKey == "" {
-			return nil, "", codes.Errorf(codes.InvalidArgument, "pool: %s: entry %d has no api_key", p.name, i)
-		}
+		return nil, "", codes.Wrap(codes.Internal, fmt.Sprintf("pool: %s (version %s)", p.name, v.ID), fmt.Errorf("%w: %w", ErrCorrupt, err))
 	}
 	return d, v.ID, nil
 }
@@ -106,14 +178,22 @@ func (p *Pool) read(ctx context.Context) (*doc, string, error) {
 // errNoChange ends an update without writing.
 var errNoChange = errors.New("no change")
 
-// update applies fn to the document and writes the result as the new
-// CURRENT, retrying on a lost compare-and-swap.
+// Retries of an update that lost its compare-and-swap to another writer.
+var (
+	updateAttempts = 8
+	updateBackoff  = backoff.Policy{Min: 20 * time.Millisecond, Max: time.Second}
+)
+
+// update applies fn to the document and makes the result the new CURRENT
+// with stage.Replace, retrying when another writer changed CURRENT since it
+// was read. A PENDING version left by a writer that died between its store
+// calls is discarded by stage.Replace.
 func (p *Pool) update(ctx context.Context, fn func(d *doc) error) error {
 	var last error
-	for attempt := 0; attempt < 8; attempt++ {
+	for attempt := range updateAttempts {
 		if attempt > 0 {
-			if err := sleep(ctx, time.Duration(attempt*attempt)*20*time.Millisecond); err != nil {
-				return err
+			if err := backoff.Sleep(ctx, updateBackoff.Delay(attempt-1)); err != nil {
+				return codes.FromContext(err)
 			}
 		}
 		d, cur, err := p.read(ctx)
@@ -126,22 +206,14 @@ func (p *Pool) update(ctx context.Context, fn func(d *doc) error) error {
 			}
 			return err
 		}
-		b, err := json.Marshal(d)
+		b, err := d.encode()
 		if err != nil {
 			return fmt.Errorf("pool: encode: %w", err)
 		}
-		v, err := p.st.PutPending(ctx, p.name, token(), b)
-		if err != nil {
-			if codes.Is(err, codes.FailedPrecondition) {
-				last = err
-				p.dropStalePending(ctx)
-				continue
-			}
-			return fmt.Errorf("pool: write %s: %w", p.name, err)
-		}
-		if err := p.st.Promote(ctx, p.name, v.ID, cur); err != nil {
-			_ = p.st.DiscardPending(context.WithoutCancel(ctx), p.name, v.ID)
-			if codes.Is(err, codes.Aborted) {
+		if _, err := stage.Replace(ctx, p.st, p.name, cur, b); err != nil {
+			// Aborted: CURRENT changed since the read. FailedPrecondition:
+			// another writer's PENDING version is in the way now.
+			if codes.Is(err, codes.Aborted) || codes.Is(err, codes.FailedPrecondition) {
 				last = err
 				continue
 			}
@@ -149,19 +221,7 @@ func (p *Pool) update(ctx context.Context, fn func(d *doc) error) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("pool: %s: too many concurrent writers: %w", p.name, last)
-}
-
-// stalePending is how old a PENDING version of the pool secret must be to
-// be taken for the leftover of a writer that died between its two writes.
-const stalePending = time.Minute
-
-func (p *Pool) dropStalePending(ctx context.Context) {
-	v, err := p.st.ReadPending(ctx, p.name)
-	if err != nil || v.Created.IsZero() || time.Since(v.Created) < stalePending {
-		return
-	}
-	_ = p.st.DiscardPending(ctx, p.name, v.ID)
+	return codes.Wrap(codes.Aborted, fmt.Sprintf("pool: %s: other writers changed the pool %d times in a row", p.name, updateAttempts), last)
 }
 
 // Add appends a key to the pool and returns how many keys are available.
@@ -174,13 +234,13 @@ func (p *Pool) Add(ctx context.Context, key providers.Secret, keyID string) (int
 	err := p.update(ctx, func(d *doc) error {
 		for _, e := range d.all() {
 			if e.Secret().Equal(key) {
-				return codes.Errorf(codes.InvalidArgument, "pool: key %s is already in the pool", key.Fingerprint())
+				return codes.Wrap(codes.InvalidArgument, "pool: key "+key.Fingerprint(), ErrDuplicate)
 			}
 			if keyID != "" && e.KeyID == keyID {
-				return codes.Errorf(codes.InvalidArgument, "pool: a key with id %s is already in the pool", keyID)
+				return codes.Wrap(codes.InvalidArgument, "pool: a key with id "+keyID, ErrDuplicate)
 			}
 		}
-		d.Keys = append(d.Keys, Entry{APIKey: key.Reveal(), KeyID: keyID, AddedAt: time.Now().UTC()})
+		d.Keys = append(d.Keys, Entry{APIKey: key, KeyID: keyID, AddedAt: time.Now().UTC()})
 		n = len(d.Keys)
 		return nil
 	})
@@ -263,22 +323,4 @@ func (d *doc) all() []Entry {
 		out = append(out, e)
 	}
 	return out
-}
-
-func token() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	h := hex.EncodeToString(b)
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

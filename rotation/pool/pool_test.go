@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -14,8 +15,10 @@ import (
 	"github.com/keywarden/keywarden/internal/mototest"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/aws"
+	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
 	"github.com/keywarden/keywarden/providers/file"
+	"github.com/keywarden/keywarden/providers/stage"
 	"github.com/keywarden/keywarden/rotation/pool"
 )
 
@@ -154,5 +157,103 @@ func TestHandWritten(t *testing.T) {
 	_, err = pool.New(st, "bad").Available(ctx)
 	if err == nil || strings.Contains(err.Error(), k.Reveal()) {
 		t.Fatalf("bad pool: %v", err)
+	}
+}
+
+// TestInterruptedWriteCleared: a pool write that died between its store
+// calls leaves a one-shot PENDING version on the pool secret; the next
+// write (add, claim, commit) discards it and goes on at once.
+func TestInterruptedWriteCleared(t *testing.T) {
+	for name, st := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			p := pool.New(st, uniqueName())
+			if _, err := p.Add(ctx, fakeKey(), "apikey_1"); err != nil {
+				t.Fatal(err)
+			}
+			// The first call of an interrupted write, a moment ago.
+			if _, err := st.PutPending(ctx, p.Name(), stage.OneShotToken(), []byte(`{"keys": []}`)); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := p.Add(ctx, fakeKey(), "apikey_2"); err != nil || n != 2 {
+				t.Fatalf("add after an interrupted write: %d %v", n, err)
+			}
+			if _, err := st.ReadPending(ctx, p.Name()); !codes.Is(err, codes.NotFound) {
+				t.Fatalf("PENDING after the add: %v, want NotFound", err)
+			}
+			if _, err := st.PutPending(ctx, p.Name(), stage.OneShotToken(), []byte(`{"keys": []}`)); err != nil {
+				t.Fatal(err)
+			}
+			if e, left, err := p.Claim(ctx, "tok"); err != nil || e.KeyID != "apikey_1" || left != 1 {
+				t.Fatalf("claim after an interrupted write: %v %d %v", e, left, err)
+			}
+		})
+	}
+}
+
+// TestEntryRedacts: an Entry prints its key's fingerprint with every verb
+// and in JSON, while the pool document keeps the key in "api_key".
+func TestEntryRedacts(t *testing.T) {
+	ctx := context.Background()
+	st := file.New(filepath.Join(t.TempDir(), "pool.json"))
+	k := fakeKey()
+	p := pool.New(st, "p")
+	if _, err := p.Add(ctx, k, "apikey_x"); err != nil {
+		t.Fatal(err)
+	}
+	e, _, err := p.Claim(ctx, "tok")
+	if err != nil || !e.Secret().Equal(k) {
+		t.Fatalf("claim: %v", err)
+	}
+	j, _ := json.Marshal(e)
+	for _, s := range []string{fmt.Sprintf("%v %+v %#v %s", e, e, e, e.APIKey), string(j)} {
+		if strings.Contains(s, k.Reveal()) {
+			t.Fatalf("an Entry printed its key")
+		}
+	}
+	v, err := st.Read(ctx, "p", driver.Current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw struct {
+		Claimed map[string]struct {
+			APIKey string `json:"api_key"`
+			KeyID  string `json:"key_id"`
+		} `json:"claimed"`
+	}
+	if err := json.Unmarshal(v.Value, &raw); err != nil || raw.Claimed["tok"].APIKey != k.Reveal() || raw.Claimed["tok"].KeyID != "apikey_x" {
+		t.Fatalf("the stored document lost its format: %v", err)
+	}
+}
+
+// TestErrorKinds: a corrupt pool is ErrCorrupt with codes.Internal, a
+// duplicate add ErrDuplicate with codes.InvalidArgument.
+func TestErrorKinds(t *testing.T) {
+	ctx := context.Background()
+	st := file.New(filepath.Join(t.TempDir(), "pool.json"))
+	for i, bad := range []string{`null`, `"sk-ant-api03-x"`, `{"keys": [{"key_id": "a"}]}`, `{"keys": {}}`, ``} {
+		name := fmt.Sprintf("bad%d", i)
+		if err := st.PutByHand(ctx, name, []byte(bad)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := pool.New(st, name).Available(ctx)
+		if !errors.Is(err, pool.ErrCorrupt) || !codes.Is(err, codes.Internal) {
+			t.Errorf("pool %q: %v (code %v), want ErrCorrupt and Internal", bad, err, codes.Of(err))
+		}
+	}
+	p := pool.New(st, "p")
+	k := fakeKey()
+	if _, err := p.Add(ctx, k, "apikey_1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		key providers.Secret
+		id  string
+	}{{k, ""}, {fakeKey(), "apikey_1"}} {
+		_, err := p.Add(ctx, c.key, c.id)
+		if !errors.Is(err, pool.ErrDuplicate) || !codes.Is(err, codes.InvalidArgument) || strings.Contains(err.Error(), k.Reveal()) {
+			t.Errorf("duplicate add: %v (code %v), want ErrDuplicate and InvalidArgument", err, codes.Of(err))
+		}
 	}
 }

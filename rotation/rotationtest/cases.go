@@ -13,6 +13,8 @@ import (
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/providertest"
+	"github.com/keywarden/keywarden/providers/stage"
 	"github.com/keywarden/keywarden/rotation"
 )
 
@@ -497,12 +499,15 @@ func testLeaseExpiry(t *testing.T, h Harness) {
 	f.checkConverged(old, 1)
 }
 
+// testStrayPending: a PENDING version that no recorded rotation wrote, with
+// a rotation-style token (another tool, a lost record), stops a run with a
+// hint to --abandon, which discards it without revoking its key.
 func testStrayPending(t *testing.T, h Harness) {
 	f := newFixture(t, h)
 	old := f.seed()
 	ctx := context.Background()
 	stray := f.ledger.Seed()
-	if _, err := f.st.PutPending(ctx, f.name, "put-stray", []byte(stray.Key.Reveal())); err != nil {
+	if _, err := f.st.PutPending(ctx, f.name, providertest.Token(), []byte(stray.Key.Reveal())); err != nil {
 		t.Fatal(err)
 	}
 	r := f.rotator("a", nil)
@@ -521,6 +526,28 @@ func testStrayPending(t *testing.T, h Harness) {
 	}
 	if _, err := r.Run(ctx, "k", force); err != nil {
 		t.Fatal(err)
+	}
+	f.checkConverged(old, 1)
+}
+
+// testInterruptedPut: the PENDING version of a one-shot write (`put`, a pool
+// update) that died before its Promote is discarded by the next run, which
+// rotates; the interrupted write's key is not revoked.
+func testInterruptedPut(t *testing.T, h Harness) {
+	f := newFixture(t, h)
+	old := f.seed()
+	ctx := context.Background()
+	stray := f.ledger.Seed()
+	if _, err := f.st.PutPending(ctx, f.name, stage.OneShotToken(), []byte(stray.Key.Reveal())); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.rotator("a", nil).Run(ctx, "k", force)
+	f.checkErr("run over an interrupted put", err, 0)
+	if res.Outcome != rotation.OutcomeRevoked {
+		t.Fatalf("outcome %q: %s", res.Outcome, res.Message)
+	}
+	if !f.ledger.Valid(stray.Key) {
+		t.Fatal("the interrupted put's key was revoked at the issuer")
 	}
 	f.checkConverged(old, 1)
 }

@@ -67,6 +67,7 @@ func Run(t *testing.T, h Harness) {
 		{"DryRun", testDryRun},
 		{"LeaseExpiry", testLeaseExpiry},
 		{"StrayPending", testStrayPending},
+		{"InterruptedPut", testInterruptedPut},
 		{"PoolEmpty", testPoolEmpty},
 		{"IssuerErrors", testIssuerErrors},
 		{"RevokeRefusesCurrent", testRevokeRefusesCurrent},

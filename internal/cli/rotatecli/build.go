@@ -97,7 +97,7 @@ func Build(ctx context.Context, c *config.Config, o BuildOptions) (*Rotator, err
 	r, err := rotation.New(rotation.Options{
 		Logger:    o.Logger,
 		Holder:    o.Holder,
-		Lease:     c.Rotator.LeaseInterval(),
+		Lease:     c.Rotator.Lease.D, // rotation owns the default and the validation
 		Notifiers: o.Notifiers,
 		Metrics:   o.Metrics,
 		AfterStep: o.AfterStep,

@@ -33,44 +33,90 @@ the pool runs low, and rotate exits 14 when it is empty.`,
 }
 
 func poolAddCmd() *cobra.Command {
-	var keyID string
+	var keyID, store string
 	cmd := &cobra.Command{
-		Use:   "add KEY",
-		Short: "Add the Claude key read from stdin (never from argv) to the pool of configured key KEY",
+		Use:   "add [KEY]",
+		Short: "Add the Claude key read from stdin (never from argv) to the pool of configured key KEY, or of the pool store --store",
 		Long: `add reads one Claude API key from standard input (never from the command line,
 where it would land in shell history and process listings) and appends it to
-the pool of the configured key KEY (its rotation.issuer.pool_store). Give the
-key's id (apikey_...) with --key-id when you know it; otherwise rotation finds
-it through the Admin API by its partial_key_hint.
+the pool of the configured key KEY (its rotation.issuer.pool_store), or to the
+pool kept in the store URL --store (no config needed; with KEY too, --store
+replaces KEY's pool_store). Give the key's id (apikey_...) with --key-id when
+you know it; otherwise rotation finds it through the Admin API by its
+partial_key_hint. A key that is KEY's CURRENT or PREVIOUS is refused (KEY
+given), as is one already in the pool (exit 2).
 
-  keywarden pool add prod --config keywarden.yaml < new-key.txt`,
-		Args: cobra.ExactArgs(1),
+  keywarden pool add prod --config keywarden.yaml < new-key.txt
+  keywarden pool add --store 'aws:///keywarden/prod-pool?region=eu-west-1' < new-key.txt`,
+		Args: poolArgs(&store),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loadConfig(cmd)
-			if err != nil {
-				return err
+			var c *config.Config
+			name := ""
+			if len(args) == 1 {
+				var err error
+				if c, err = loadConfig(cmd); err != nil {
+					return err
+				}
+				name = args[0]
 			}
 			raw, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), providers.MaxPayload+1))
 			if err != nil {
 				return cli.Exit(cli.ExitFailed, fmt.Errorf("pool add: read stdin: %w", err))
 			}
-			n, fp, err := PoolAdd(cmd.Context(), c, args[0], raw, keyID)
+			n, fp, err := PoolAddTo(cmd.Context(), c, name, store, raw, keyID)
 			if err != nil {
 				return exit(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "pool add: added %s to the pool of %s (%d keys available)\n", fp, args[0], n)
+			fmt.Fprintf(cmd.OutOrStdout(), "pool add: added %s to the pool %s (%d keys available)\n", fp, orDash(firstOf(name, redactStore(store))), n)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&keyID, "key-id", "", "the key's id at the Admin API (apikey_...)")
+	cmd.Flags().StringVar(&store, "store", "", "the pool's store URL (any pool, no config needed), instead of KEY's rotation.issuer.pool_store")
 	return cmd
 }
 
-// PoolAdd adds the key in raw (a bare key, or a JSON payload with api_key
-// and key_id) to the pool of configured key name. It returns the number of
-// keys available and the key's fingerprint.
+// poolArgs accepts KEY, or no argument when --store is set.
+func poolArgs(store *string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch {
+		case len(args) > 1:
+			return cli.Exit(cli.ExitConfig, fmt.Errorf("%s: at most one KEY", cmd.CommandPath()))
+		case len(args) == 0 && *store == "":
+			return cli.Exit(cli.ExitConfig, fmt.Errorf("%s: give a configured KEY, or the pool's store URL with --store", cmd.CommandPath()))
+		}
+		return nil
+	}
+}
+
+func firstOf(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// redactStore returns a store URL without its query (which may carry
+// tokens or paths that do not belong in output).
+func redactStore(u string) string {
+	base, _, _ := strings.Cut(u, "?")
+	return base
+}
+
+// PoolAdd adds the key in raw to the pool of configured key name; see
+// PoolAddTo.
 func PoolAdd(ctx context.Context, c *config.Config, name string, raw []byte, keyID string) (int, string, error) {
-	k, pl, closeFn, err := openPool(ctx, c, name)
+	return PoolAddTo(ctx, c, name, "", raw, keyID)
+}
+
+// PoolAddTo adds the key in raw (a bare key, or a JSON payload with api_key
+// and key_id) to the pool of configured key name (c and name set), or to
+// the pool in store URL store (which, when set, replaces name's
+// pool_store). It returns the number of keys available and the key's
+// fingerprint. With name, a key that is name's CURRENT or PREVIOUS is
+// refused.
+func PoolAddTo(ctx context.Context, c *config.Config, name, store string, raw []byte, keyID string) (int, string, error) {
+	k, pl, closeFn, err := openPool(ctx, c, name, store)
 	if err != nil {
 		return 0, "", err
 	}
@@ -92,7 +138,9 @@ func PoolAdd(ctx context.Context, c *config.Config, name string, raw []byte, key
 		return 0, "", cli.Exit(cli.ExitConfig, fmt.Errorf("pool add: key id %q is not an Admin API key id (apikey_...)", p.KeyID))
 	}
 	// A key already in use must not come back through the pool.
-	if st, secret, err := cli.OpenStager(ctx, k); err == nil {
+	if k == nil {
+		// --store alone: no configured key to compare with.
+	} else if st, secret, err := cli.OpenStager(ctx, k); err == nil {
 		for _, stage := range []driver.Stage{driver.Current, driver.Previous} {
 			if cur, err := st.Read(ctx, secret, stage); err == nil {
 				if cp, err := providers.DecodePayload(cur.Value, k.FieldName()); err == nil && cp.Key.Equal(p.Key) {
@@ -105,30 +153,38 @@ func PoolAdd(ctx context.Context, c *config.Config, name string, raw []byte, key
 	}
 	n, err := pl.Add(ctx, p.Key, p.KeyID)
 	if err != nil {
-		return 0, "", cli.Exit(cli.ExitFailed, err)
+		// By code: a duplicate is bad input (2), a corrupt or unreachable
+		// pool a store error (12), a lost race a conflict (11).
+		return 0, "", exit(err)
 	}
 	return n, p.Key.Fingerprint(), nil
 }
 
 func poolListCmd() *cobra.Command {
 	var asJSON bool
+	var store string
 	cmd := &cobra.Command{
-		Use:   "list KEY",
-		Short: "List the pool of configured key KEY: fingerprints and ids, never keys",
-		Args:  cobra.ExactArgs(1),
+		Use:   "list [KEY]",
+		Short: "List the pool of configured key KEY, or of the pool store --store: fingerprints and ids, never keys",
+		Args:  poolArgs(&store),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loadConfig(cmd)
-			if err != nil {
-				return err
+			var c *config.Config
+			name := ""
+			if len(args) == 1 {
+				var err error
+				if c, err = loadConfig(cmd); err != nil {
+					return err
+				}
+				name = args[0]
 			}
-			_, pl, closeFn, err := openPool(cmd.Context(), c, args[0])
+			_, pl, closeFn, err := openPool(cmd.Context(), c, name, store)
 			if err != nil {
 				return exit(err)
 			}
 			defer closeFn()
 			list, err := pl.List(cmd.Context())
 			if err != nil {
-				return cli.Exit(cli.ExitFailed, err)
+				return exit(err)
 			}
 			if asJSON {
 				b, _ := json.MarshalIndent(list, "", "  ")
@@ -152,21 +208,31 @@ func poolListCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&store, "store", "", "the pool's store URL (any pool, no config needed), instead of KEY's rotation.issuer.pool_store")
 	return cmd
 }
 
-// openPool opens the pool store of configured key name.
-func openPool(ctx context.Context, c *config.Config, name string) (*config.Key, *pool.Pool, func(), error) {
-	k, err := c.Key(name)
-	if err != nil {
-		return nil, nil, nil, cli.Exit(cli.ExitConfig, err)
+// openPool opens the pool of configured key name (c and name set), or the
+// pool in store URL store, which when set replaces name's pool_store. k is
+// nil without name.
+func openPool(ctx context.Context, c *config.Config, name, store string) (*config.Key, *pool.Pool, func(), error) {
+	var k *config.Key
+	field := "--store"
+	if name != "" {
+		var err error
+		if k, err = c.Key(name); err != nil {
+			return nil, nil, nil, cli.Exit(cli.ExitConfig, fmt.Errorf("pool: %w", err))
+		}
+		if store == "" {
+			if k.Rotation == nil || k.Rotation.Issuer.PoolStore == "" {
+				return nil, nil, nil, cli.Exit(cli.ExitConfig, fmt.Errorf("pool: key %s has no pool; set keys.%s.rotation.issuer (type anthropic) with a pool_store URL, or give the pool's store with --store", name, name))
+			}
+			store, field = k.Rotation.Issuer.PoolStore, "keys."+name+".rotation.issuer.pool_store"
+		}
 	}
-	if k.Rotation == nil || k.Rotation.Issuer.PoolStore == "" {
-		return nil, nil, nil, cli.Exit(cli.ExitConfig, fmt.Errorf("pool: key %s has no pool; set keys.%s.rotation.issuer (type anthropic) with a pool_store URL", name, name))
-	}
-	st, secret, err := providers.OpenStager(ctx, k.Rotation.Issuer.PoolStore)
+	st, secret, err := providers.OpenStager(ctx, store)
 	if err != nil {
-		return nil, nil, nil, exit(openErr("keys."+name+".rotation.issuer.pool_store", err))
+		return nil, nil, nil, exit(openErr(field, err))
 	}
 	return k, pool.New(st, secret), func() { st.Close() }, nil
 }

@@ -24,9 +24,10 @@ import (
 	"github.com/keywarden/keywarden/rotation"
 )
 
-// Commands returns the rotate, rotator, status and pool subcommands.
+// Commands returns the rotate, rotator, status, pool and key-id
+// subcommands.
 func Commands() []*cobra.Command {
-	return []*cobra.Command{rotateCmd(), rotatorCmd(), statusCmd(), poolCmd()}
+	return []*cobra.Command{rotateCmd(), rotatorCmd(), statusCmd(), poolCmd(), keyIDCmd()}
 }
 
 // exit maps a run's error onto the process exit code.
@@ -89,7 +90,13 @@ Exit codes:
   12  store error
   13  issuer error (Admin API, command)
   14  the key pool is empty: keywarden pool add KEY < key.txt
-With several keys, the exit code is the first failing key's.`,
+With several keys, the exit code is the first failing key's.
+
+A running rotation renews its lease (rotator.lease, default 45s) in the
+background; a killed one's lease runs out within that time and the next run
+takes over. --break-lease frees it at once (it logs the holder and its expiry,
+and sends a rotation.lease_broken event); a holder that was alive after all
+stops at its next renewal with exit 11.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if key != "" {
@@ -119,6 +126,7 @@ With several keys, the exit code is the first failing key's.`,
 	f.BoolVar(&o.Run.Wait, "wait", false, "wait out the grace period and revoke, instead of exiting 0 with the time it is due")
 	f.BoolVar(&o.Run.Force, "force", false, "start a rotation even if the schedule says it is not due")
 	f.BoolVar(&o.Run.Abandon, "abandon", false, "drop a parked rotation (or a stray PENDING version): revoke the new key, discard PENDING; CURRENT is untouched")
+	f.BoolVar(&o.Run.BreakLease, "break-lease", false, "free the key's lease first, whoever holds it (logged, with an event), then run as usual: for a holder known dead")
 	f.BoolVar(&o.JSON, "json", false, "print one JSON result per key")
 	f.DurationVar(&o.Timeout, "timeout", 0, "give up after this long (default: no limit)")
 	return cmd

@@ -173,7 +173,7 @@ func TestRotateExitCodes(t *testing.T) {
 	}{
 		{"probe fails", "issuer: {type: random}\nprobe: {type: http, url: \"" + unauthorized.URL + "\", headers: {Authorization: \"Bearer {{key}}\"}, attempts: 2, backoff: 1ms}\n",
 			nil, nil, rotation.ExitProbe, "failed its probe"},
-		{"issuer fails", "issuer: {type: exec, command: [/bin/false]}\n", nil, nil, rotation.ExitIssuer, "exec issuer"},
+		{"issuer fails", "issuer: {type: exec, command: [/bin/false]}\n", nil, nil, rotation.ExitIssuer, "rotation: prod: create a key: exec: /bin/false: exit status 1"},
 		{"pool empty", "issuer: {type: anthropic, admin_key_store: \"file:///nonexistent/a.json?name=admin\", pool_store: \"file://POOL?name=pool\"}\n",
 			nil, nil, rotation.ExitPoolEmpty, "pool add"},
 		{"store fails", "issuer: {type: random}\n", func(e *env) { _ = os.Chmod(e.store, 0o644) }, nil, rotation.ExitStore, "chmod 600"},
@@ -265,12 +265,13 @@ func TestPool(t *testing.T) {
 		{"sk-ant-api03-currentcurrentcurrentcurrent0123AA", nil, "is the current key"},
 		{"sk-ant-api03-x0123456789abcdef0123456789", []string{"--key-id", "123"}, "not an Admin API key id"},
 		{"", nil, "empty"},
-		{k2, []string{"staging"}, "accepts 1 arg"},
+		{k2, []string{"staging"}, "at most one KEY"},
 	} {
 		args := append([]string{"pool", "add", "prod", "--config", e.cfg}, tc.args...)
 		out, stderr, code := run(t, tc.stdin, args...)
-		if code == 0 || !strings.Contains(out+stderr, tc.want) {
-			t.Errorf("add %v: exit %d, want an error with %q: %s %s", tc.args, code, tc.want, out, stderr)
+		// Every refusal is bad input: exit 2 (a duplicate exited 1).
+		if code != cli.ExitConfig || !strings.Contains(out+stderr, tc.want) {
+			t.Errorf("add %v: exit %d, want 2 with %q: %s %s", tc.args, code, tc.want, out, stderr)
 		}
 		if tc.stdin != "" && strings.Contains(out+stderr, tc.stdin) {
 			t.Errorf("the key was printed")
@@ -279,6 +280,20 @@ func TestPool(t *testing.T) {
 	out, _, code = run(t, "", "pool", "list", "prod", "--config", e.cfg)
 	if code != 0 || !strings.Contains(out, "apikey_01") || strings.Count(out, "available") != 2 || strings.Contains(out, k1) {
 		t.Fatalf("list: exit %d:\n%s", code, out)
+	}
+	// Any pool, addressed by its store URL: no config, no configured key.
+	other := "file://" + filepath.Join(t.TempDir(), "other.json") + "?name=seed"
+	if out, stderr, code := run(t, k1, "pool", "add", "--store", other); code != 0 || !strings.Contains(out, "1 keys available") {
+		t.Fatalf("add --store: exit %d: %s %s", code, out, stderr)
+	}
+	if _, stderr, code := run(t, k1, "pool", "add", "--store", other); code != cli.ExitConfig || !strings.Contains(stderr, "already in the pool") {
+		t.Fatalf("duplicate add --store: exit %d: %s", code, stderr)
+	}
+	if out, stderr, code := run(t, "", "pool", "list", "--store", other, "--json"); code != 0 || strings.Count(out, "fingerprint") != 1 || strings.Contains(out, k1) {
+		t.Fatalf("list --store: exit %d: %s %s", code, out, stderr)
+	}
+	if _, stderr, code := run(t, "", "pool", "list"); code != cli.ExitConfig || !strings.Contains(stderr, "--store") {
+		t.Fatalf("list without KEY or --store: exit %d: %s", code, stderr)
 	}
 	// A key without a pool.
 	e2 := newEnv(t, "issuer: {type: random}\n")

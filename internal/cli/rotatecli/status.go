@@ -12,6 +12,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/rotation"
 )
 
@@ -20,12 +21,13 @@ func statusCmd() *cobra.Command {
 	var key string
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show each rotated key's versions (fingerprints, never keys), rotation state, next run and due revocation",
-		Long: `status reads each rotated key's store and rotation record, and prints the
-CURRENT, PENDING and PREVIOUS version ids with fingerprints and ages, the
-rotation's phase, the last rotation and its outcome, the next scheduled run,
-a revocation that is due, and the size of the key pool. It changes nothing.
-It exits 0, or 1 when a store could not be read.`,
+		Short: "Show each key's versions (fingerprints, never keys) and, for rotated keys, rotation state, next run and due revocation",
+		Long: `status reads each configured key's store (or only --key's) and prints the
+CURRENT, PENDING and PREVIOUS version ids with fingerprints, key ids and ages.
+For a key with a rotation section it also reads the rotation record and prints
+the rotation's phase and lease, the last rotation and its outcome, the next
+scheduled run, a revocation that is due, and the size of the key pool. It
+changes nothing. It exits 0, or 1 when a store could not be read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(cmd)
@@ -44,23 +46,60 @@ It exits 0, or 1 when a store could not be read.`,
 	return cmd
 }
 
-// Status prints the status of the rotated keys of c (or keys) to w.
+// Status prints the status of the keys of c (or keys) to w: for a key with
+// a rotation section, its versions and rotation state; for one without, its
+// versions. Without keys, every configured key.
 func Status(ctx context.Context, c *config.Config, keys []string, asJSON bool, w io.Writer) error {
-	r, err := Build(ctx, c, BuildOptions{Keys: keys})
-	if err != nil {
-		return err
+	if len(keys) == 0 {
+		keys = c.Names()
 	}
-	defer r.Close()
-	var all []*rotation.KeyStatus
-	failed := 0
-	for _, name := range r.Keys() {
-		st, err := r.Rotator.Status(ctx, name)
-		if st == nil {
+	var rotated, plain []string
+	for _, name := range keys {
+		k, err := c.Key(name)
+		if err != nil {
+			return cli.Exit(cli.ExitConfig, fmt.Errorf("status: %w", err))
+		}
+		if k.Rotation != nil {
+			rotated = append(rotated, name)
+		} else {
+			plain = append(plain, name)
+		}
+	}
+	byName := map[string]*rotation.KeyStatus{}
+	if len(rotated) > 0 {
+		r, err := Build(ctx, c, BuildOptions{Keys: rotated})
+		if err != nil {
 			return err
 		}
-		if err != nil {
-			st.Errors = append(st.Errors, err.Error())
+		defer r.Close()
+		for _, name := range rotated {
+			st, err := r.Rotator.Status(ctx, name)
+			if st == nil {
+				return err
+			}
+			if err != nil {
+				st.Errors = append(st.Errors, err.Error())
+			}
+			byName[name] = st
 		}
+	}
+	now := time.Now()
+	for _, name := range plain {
+		k, _ := c.Key(name)
+		st := &rotation.KeyStatus{Key: name, PoolKeys: -1}
+		store, secret, err := providers.OpenStager(ctx, k.Store)
+		if err != nil {
+			st.Errors = append(st.Errors, fmt.Sprintf("keys.%s.store: %v", name, err))
+		} else {
+			st.Current, st.Pending, st.Previous, st.Errors = rotation.ReadStages(ctx, store, secret, k.FieldName(), now)
+			store.Close()
+		}
+		byName[name] = st
+	}
+	var all []*rotation.KeyStatus
+	failed := 0
+	for _, name := range keys {
+		st := byName[name]
 		if len(st.Errors) > 0 {
 			failed++
 		}
@@ -70,7 +109,6 @@ func Status(ctx context.Context, c *config.Config, keys []string, asJSON bool, w
 		b, _ := json.MarshalIndent(all, "", "  ")
 		fmt.Fprintln(w, string(b))
 	} else {
-		now := time.Now()
 		for i, st := range all {
 			if i > 0 {
 				fmt.Fprintln(w)
@@ -85,7 +123,11 @@ func Status(ctx context.Context, c *config.Config, keys []string, asJSON bool, w
 }
 
 func printStatus(w io.Writer, st *rotation.KeyStatus, now time.Time) {
-	fmt.Fprintf(w, "%s (issuer %s, phase %s)\n", st.Key, st.Issuer, st.Phase)
+	if st.Issuer == "" {
+		fmt.Fprintf(w, "%s (no rotation section: versions only)\n", st.Key)
+	} else {
+		fmt.Fprintf(w, "%s (issuer %s, phase %s)\n", st.Key, st.Issuer, st.Phase)
+	}
 	ver := func(label string, v *rotation.VersionStatus) {
 		if v == nil {
 			fmt.Fprintf(w, "  %-13s -\n", label)
@@ -100,6 +142,12 @@ func printStatus(w io.Writer, st *rotation.KeyStatus, now time.Time) {
 	ver("current", st.Current)
 	ver("pending", st.Pending)
 	ver("previous", st.Previous)
+	if st.Issuer == "" {
+		for _, e := range st.Errors {
+			fmt.Fprintf(w, "  %-13s %s\n", "error", strings.TrimSpace(e))
+		}
+		return
+	}
 	if st.Holder != "" {
 		fmt.Fprintf(w, "  %-13s %s until %s\n", "lease", st.Holder, when(st.LeaseUntil, now))
 	}

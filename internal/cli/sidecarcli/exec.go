@@ -11,7 +11,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/config"
-	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 )
 
 func execCmd() *cobra.Command {
@@ -71,14 +71,15 @@ exec exits with the program's exit code.
 			forward := make(chan os.Signal, 4)
 			signal.Notify(forward, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 			defer signal.Stop(forward)
-			src, err := cli.OpenSource(cmd.Context(), k, &providers.Options{Logger: lg})
+			src, err := openWaiting(cmd.Context(), k, startTimeout(s), lg, nil)
 			if err != nil {
-				return cli.Exit(cli.ExitFailed, err)
+				return err
 			}
 			defer src.Close()
 			sup := &Supervisor{
-				Path: path, Args: args[1:], Env: s.ExecEnv(), Source: src,
-				Restart: s.ExecRestarts(), Signal: s.ExecSignal(), Grace: s.ShutdownTimeout(),
+				Path: path, Args: args[1:], Env: or(s.Exec.Env, DefaultExecEnv), Source: src,
+				Restart: s.Exec.OnChange != config.OnChangeSignal, Signal: execSignal(s.Exec.Signal),
+				Grace: orDuration(s.Timeouts.Shutdown.D, settings.DefaultShutdownTimeout),
 				Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(), Log: lg,
 			}
 			code, err := sup.Run(cmd.Context(), forward)
@@ -98,6 +99,31 @@ exec exits with the program's exit code.
 	cmd.Flags().StringVar(&onChange, "on-change", "", "restart or signal (default restart)")
 	cmd.Flags().StringVar(&sig, "signal", "", "signal sent with --on-change signal (default SIGHUP)")
 	return cmd
+}
+
+// DefaultExecEnv is the environment variable exec puts the key in when
+// sidecar.exec.env and --env are unset.
+const DefaultExecEnv = "ANTHROPIC_API_KEY"
+
+// DefaultExecSignal is the signal sent with on_change: signal when
+// sidecar.exec.signal and --signal are unset.
+const DefaultExecSignal = syscall.SIGHUP
+
+// execSignal returns the configured signal (checked at load), or
+// DefaultExecSignal.
+func execSignal(name string) syscall.Signal {
+	if name == "" {
+		return DefaultExecSignal
+	}
+	sig, _ := config.ParseSignal(name)
+	return sig
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // checkExec validates the exec settings after the flags were applied, with

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/keywarden/keywarden/internal/config"
 	"github.com/keywarden/keywarden/internal/filesink"
 	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/redact"
 )
@@ -82,6 +84,9 @@ func logger(cmd *cobra.Command) (*slog.Logger, error) {
 }
 
 // Sidecar runs the sidecar of config c until ctx is done, then drains.
+// While it waits for the first read of its keys (up to
+// sidecar.start_timeout) it logs what it waits for and serves /healthz
+// and a failing /readyz on the metrics address.
 func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 	s := &c.Sidecar
 	if err := s.Ready(c); err != nil {
@@ -92,22 +97,23 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 		return cli.Exit(cli.ExitConfig, err)
 	}
 	o.Logger = lg
-	srcs := sources{}
+	names := make([]string, 0, len(o.Routes)+1)
+	for _, r := range o.Routes {
+		names = append(names, r.Key)
+	}
+	if s.FileSink != nil {
+		names = append(names, s.SinkKey(c))
+	}
+	srcs, err := openStarting(ctx, c, names, startTimeout(s), o.MetricsListen, lg)
+	if err != nil {
+		return err
+	}
 	defer srcs.close()
-	routes := s.EffectiveRoutes(c)
-	for i, r := range routes {
-		src, err := srcs.open(ctx, c, r.Key, lg)
-		if err != nil {
-			return cli.Exit(cli.ExitFailed, err)
-		}
-		o.Routes[i].Source = src
+	for i := range o.Routes {
+		o.Routes[i].Source = srcs[o.Routes[i].Key]
 	}
 	if fs := s.FileSink; fs != nil {
-		src, err := srcs.open(ctx, c, s.SinkKey(c), lg)
-		if err != nil {
-			return cli.Exit(cli.ExitFailed, err)
-		}
-		sink, err := filesink.Start(fs.Path, src, lg)
+		sink, err := filesink.Start(fs.Path, srcs[s.SinkKey(c)], lg)
 		if err != nil {
 			return cli.Exit(cli.ExitFailed, err)
 		}
@@ -128,7 +134,7 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 	if o.UnixSocket != "" {
 		attrs = append(attrs, "unix_socket", o.UnixSocket)
 	}
-	for _, r := range o.Routes {
+	for _, r := range p.Routes() {
 		k := r.Source.Current()
 		lg.Info("sidecar: route", "route", r.Name, "key", r.Key, "upstream", r.Upstream.String(),
 			"version", k.VersionID, "fingerprint", k.Fingerprint)
@@ -144,27 +150,50 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 	return nil
 }
 
-// Options maps the config's sidecar section onto proxy.Options; the routes
-// still need their Sources.
+// startTimeout returns sidecar.start_timeout, or proxy's default.
+func startTimeout(s *config.Sidecar) time.Duration {
+	return orDuration(s.StartTimeout.D, settings.DefaultStartTimeout)
+}
+
+func orDuration(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// Options maps the config's sidecar section onto proxy.Options: it copies
+// what the file set, and sets the sidecar's per-client limits
+// (settings.DefaultRPS, settings.DefaultConcurrency) when the file leaves them
+// unset; package proxy fills the other zero fields. The routes still need
+// their Sources.
 func Options(c *config.Config) (proxy.Options, error) {
 	s := &c.Sidecar
-	rps, burst, conc := s.Limits()
 	o := proxy.Options{
-		AllowPaths:          s.Paths(),
-		MaxRetryBody:        s.RetryBody(),
-		RPS:                 rps,
-		Burst:               burst,
-		Concurrency:         conc,
-		HeaderTimeout:       s.HeaderTimeout(),
-		ClientHeaderTimeout: s.ClientHeaderTimeout(),
-		IdleTimeout:         s.IdleTimeout(),
-		ShutdownTimeout:     s.ShutdownTimeout(),
-		Listen:              s.ListenAddr(),
+		AllowPaths:          s.AllowPaths,
+		RPS:                 settings.DefaultRPS,
+		Concurrency:         settings.DefaultConcurrency,
+		HeaderTimeout:       s.Timeouts.Header.D,
+		ClientHeaderTimeout: s.Timeouts.ClientHeader.D,
+		IdleTimeout:         s.Timeouts.Idle.D,
+		ShutdownTimeout:     s.Timeouts.Shutdown.D,
 		UnixSocket:          s.UnixSocket,
-		MetricsListen:       s.MetricsAddr(),
 	}
-	if o.MaxRetryBody == 0 {
-		o.MaxRetryBody = -1 // config 0: keep none
+	o.Listen, o.MetricsListen = settings.ListenAddrs(s.Listen, s.UnixSocket, s.MetricsListen)
+	if b := s.MaxRetryBody; b != nil {
+		o.MaxRetryBody = b.Bytes
+		if b.Bytes == 0 {
+			o.MaxRetryBody = -1 // config 0: keep none
+		}
+	}
+	if v := s.RateLimit.RPS; v != nil {
+		o.RPS = *v
+	}
+	if v := s.RateLimit.Burst; v != nil {
+		o.Burst = *v
+	}
+	if v := s.RateLimit.Concurrency; v != nil {
+		o.Concurrency = *v
 	}
 	if s.ClientTokenFile != "" {
 		tok, err := readToken(s.ClientTokenFile)
@@ -173,17 +202,19 @@ func Options(c *config.Config) (proxy.Options, error) {
 		}
 		o.ClientToken = tok
 	}
-	for _, r := range s.EffectiveRoutes(c) {
-		u, err := proxy.ParseUpstream(r.Upstream)
-		if err != nil {
-			return o, err
+	for i, r := range s.EffectiveRoutes(c) {
+		pr := proxy.Route{Prefix: r.Prefix, Listener: r.Listener, Key: r.Key, Version: r.AnthropicVersion}
+		var err error
+		if r.Upstream != "" {
+			if pr.Upstream, err = settings.ParseUpstream(r.Upstream); err != nil {
+				return o, fmt.Errorf("sidecar.routes[%d].upstream: %w", i, err)
+			}
 		}
-		pr := proxy.Route{Prefix: r.Prefix, Listener: r.Listener, Key: r.Key, Upstream: u, Version: r.AnthropicVersion}
-		if r.Auth == config.AuthBearer {
-			pr.Auth = providers.AuthBearer
+		if pr.Auth, err = settings.ParseAuth(r.Auth); err != nil {
+			return o, fmt.Errorf("sidecar.routes[%d].auth: %w", i, err)
 		}
-		if r.VersionPolicy == config.PolicyEnforce {
-			pr.VersionPolicy = providers.VersionEnforce
+		if pr.VersionPolicy, err = settings.ParseVersionPolicy(r.VersionPolicy); err != nil {
+			return o, fmt.Errorf("sidecar.routes[%d].version_policy: %w", i, err)
 		}
 		o.Routes = append(o.Routes, pr)
 	}
@@ -211,24 +242,8 @@ func readToken(path string) (string, error) {
 	return tok, nil
 }
 
-// sources opens each key once.
+// sources are the opened Sources, by key name.
 type sources map[string]*providers.Source
-
-func (s sources) open(ctx context.Context, c *config.Config, name string, lg *slog.Logger) (*providers.Source, error) {
-	if src, ok := s[name]; ok {
-		return src, nil
-	}
-	k, err := c.Key(name)
-	if err != nil {
-		return nil, err
-	}
-	src, err := cli.OpenSource(ctx, k, &providers.Options{Logger: lg})
-	if err != nil {
-		return nil, err
-	}
-	s[name] = src
-	return src, nil
-}
 
 func (s sources) close() {
 	for _, src := range s {

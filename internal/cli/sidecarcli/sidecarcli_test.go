@@ -18,6 +18,7 @@ import (
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
 	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/internal/tailbuf"
 	"github.com/keywarden/keywarden/providers"
 	_ "github.com/keywarden/keywarden/providers/all"
@@ -230,11 +231,29 @@ sidecar:
 		t.Fatalf("options %+v", o)
 	}
 	r0, r1 := o.Routes[0], o.Routes[1]
-	if r0.VersionPolicy != providers.VersionEnforce || r0.Upstream.String() != config.DefaultUpstream || r0.Version != config.DefaultAnthropicVersion {
+	// Unset: proxy.New fills in the upstream and the version.
+	if r0.VersionPolicy != providers.VersionEnforce || r0.Upstream != nil || r0.Version != "" {
 		t.Fatalf("route 0 %+v", r0)
 	}
 	if r1.Auth != providers.AuthBearer || r1.Listener != "127.0.0.1:8790" || r1.Version != "" {
 		t.Fatalf("route 1 %+v", r1)
+	}
+}
+
+// TestOptionsDefaults checks that an empty sidecar section maps to the
+// sidecar's limits and leaves the rest to proxy.New.
+func TestOptionsDefaults(t *testing.T) {
+	c, err := config.Parse([]byte(`keys: {prod: {store: "env://P"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := sidecarcli.Options(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.RPS != settings.DefaultRPS || o.Burst != 0 || o.Concurrency != settings.DefaultConcurrency || o.MaxRetryBody != 0 ||
+		o.Listen != settings.DefaultListen || o.MetricsListen != settings.DefaultMetricsListen || o.HeaderTimeout != 0 || o.AllowPaths != nil {
+		t.Fatalf("options %+v", o)
 	}
 }
 

@@ -34,6 +34,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,6 +128,12 @@ func Client(t testing.TB) *api.Client {
 // NewClient returns an API client for addr that trusts the CA in caFile
 // (when not empty) and holds token. It reads no VAULT_* environment.
 func NewClient(addr, caFile, token string) (*api.Client, error) {
+	return NewClientWrapped(addr, caFile, token, nil)
+}
+
+// NewClientWrapped is NewClient with the client's HTTP transport wrapped
+// by wrap (nil: unwrapped), e.g. to count or fail requests.
+func NewClientWrapped(addr, caFile, token string, wrap func(http.RoundTripper) http.RoundTripper) (*api.Client, error) {
 	cfg := api.DefaultConfig()
 	cfg.Address = addr
 	cfg.MaxRetries = 0
@@ -134,6 +141,9 @@ func NewClient(addr, caFile, token string) (*api.Client, error) {
 		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: caFile}); err != nil {
 			return nil, fmt.Errorf("configure TLS with %s: %w", caFile, err)
 		}
+	}
+	if wrap != nil {
+		cfg.HttpClient.Transport = wrap(cfg.HttpClient.Transport)
 	}
 	c, err := api.NewClient(cfg)
 	if err != nil {

@@ -1,0 +1,226 @@
+// Package settings owns the sidecar proxy's settings: their defaults and
+// their rules, in one place for package proxy (which applies them) and
+// internal/config (which copies what a config file sets and checks it at
+// load with these same rules). It imports no more than the standard
+// library and package providers, so the config loader stays light.
+package settings
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/keywarden/keywarden/providers"
+)
+
+// The sidecar's defaults. This package owns them: internal/config copies
+// only what a config file sets, and a zero Options field takes the default
+// noted on it.
+const (
+	// DefaultListen is the sidecar's TCP address when none is configured
+	// (see ListenAddrs).
+	DefaultListen = "127.0.0.1:8787"
+	// DefaultMetricsListen serves /healthz, /readyz and /metrics when no
+	// address is configured (see ListenAddrs).
+	DefaultMetricsListen = "127.0.0.1:9787"
+	// MetricsOff is the metrics address that turns the metrics listener off.
+	MetricsOff = "off"
+	// DefaultUpstream is a route's upstream when it names none.
+	DefaultUpstream = "https://api.anthropic.com"
+	// DefaultRPS and DefaultConcurrency are the sidecar's per-client limits
+	// when its config leaves them unset (Options.RPS and
+	// Options.Concurrency themselves are off at zero, for library use).
+	DefaultRPS         = 100
+	DefaultConcurrency = 1024
+	// DefaultHeaderTimeout bounds the wait for upstream response headers: a
+	// non-streaming Messages request sends them only when done.
+	DefaultHeaderTimeout = 10 * time.Minute
+	// DefaultClientHeaderTimeout bounds reading a client's request headers.
+	DefaultClientHeaderTimeout = 30 * time.Second
+	// DefaultIdleTimeout closes idle keep-alive connections.
+	DefaultIdleTimeout = 90 * time.Second
+	// DefaultShutdownTimeout bounds the drain after SIGTERM.
+	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultStartTimeout bounds how long a sidecar waits at start for the
+	// first read of its keys before it gives up.
+	DefaultStartTimeout = 2 * time.Minute
+	// MaxRetryBodyLimit is the largest MaxRetryBody accepted.
+	MaxRetryBodyLimit = 256 << 20
+)
+
+// ListenAddrs returns the TCP address and the metrics address a sidecar
+// opens for its configured listen, unix socket and metrics settings: listen
+// defaults to DefaultListen unless only a unix socket is set (then ""),
+// metrics to DefaultMetricsListen, and MetricsOff gives "".
+func ListenAddrs(listen, unixSocket, metrics string) (listenAddr, metricsAddr string) {
+	listenAddr = listen
+	if listen == "" && unixSocket == "" {
+		listenAddr = DefaultListen
+	}
+	switch metrics {
+	case "":
+		metricsAddr = DefaultMetricsListen
+	case MetricsOff:
+	default:
+		metricsAddr = metrics
+	}
+	return listenAddr, metricsAddr
+}
+
+// IsLoopback reports whether a host:port address listens on loopback only.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// CheckListen checks an address that serves the API: host:port, and
+// loopback unless clients must present a token.
+func CheckListen(addr string, clientToken bool) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%q is not host:port; write it like %s", addr, DefaultListen)
+	}
+	if !clientToken && !IsLoopback(addr) {
+		return fmt.Errorf("%q is not a loopback address and no client token is set: anyone who reaches it could spend the key; set client_token_file to a file holding a random token, or listen on 127.0.0.1", addr)
+	}
+	return nil
+}
+
+// CheckAllowPath checks one allowlisted path prefix: a clean path under
+// /v1/ that does not open the Admin API.
+func CheckAllowPath(p string) error {
+	switch {
+	case p == "/v1" || p == "/v1/" || UnderPrefix(p, AdminPrefix):
+		return fmt.Errorf("%q would expose the Admin API, which the sidecar never forwards; list data-plane paths such as /v1/messages", p)
+	case !strings.HasPrefix(p, "/v1/"):
+		return fmt.Errorf("%q must be an API path under /v1/, e.g. /v1/messages", p)
+	case path.Clean(p) != p:
+		return fmt.Errorf("%q is not a clean path; write it as %q", p, path.Clean(p))
+	}
+	return nil
+}
+
+// CheckPrefix checks a route's path prefix: "/" or a clean path that does
+// not hide API paths.
+func CheckPrefix(p string) error {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return fmt.Errorf("%q must start with /", p)
+	case p != "/" && path.Clean(p) != p:
+		return fmt.Errorf("%q is not a clean path; write it as %q", p, path.Clean(p))
+	case UnderPrefix(p, "/v1"):
+		return fmt.Errorf("%q would hide API paths; use a name such as /staging (it is removed before forwarding)", p)
+	}
+	return nil
+}
+
+// ParseUpstream parses an upstream base URL: https, or http to a loopback
+// address only (so that a key never crosses a network in clear), with a
+// host and without credentials, query or fragment.
+func ParseUpstream(raw string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimRight(raw, "/"))
+	switch {
+	case err != nil || u.Host == "" || u.Opaque != "":
+		return nil, fmt.Errorf("upstream %q is not an absolute URL; write it like %s", raw, DefaultUpstream)
+	case u.Scheme != "https" && u.Scheme != "http":
+		return nil, fmt.Errorf("upstream %q: scheme must be https (or http on loopback)", raw)
+	case u.Scheme == "http" && !IsLoopback(hostPort(u)):
+		return nil, fmt.Errorf("upstream %q would send the key in clear text to another host; use https", raw)
+	case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return nil, fmt.Errorf("upstream %q must not carry credentials, a query or a fragment", raw)
+	}
+	return u, nil
+}
+
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
+}
+
+// ParseAuth parses an auth spelling, as providers.Auth.String writes it:
+// "x-api-key" or "bearer"; "" is x-api-key.
+func ParseAuth(s string) (providers.Auth, error) {
+	for _, a := range []providers.Auth{providers.AuthAPIKey, providers.AuthBearer} {
+		if s == a.String() {
+			return a, nil
+		}
+	}
+	if s == "" {
+		return providers.AuthAPIKey, nil
+	}
+	return 0, fmt.Errorf("%q; use %s (the Claude API) or %s", s, providers.AuthAPIKey, providers.AuthBearer)
+}
+
+// ParseVersionPolicy parses a version policy spelling, as
+// providers.VersionPolicy.String writes it: "set-if-absent" or "enforce";
+// "" is set-if-absent.
+func ParseVersionPolicy(s string) (providers.VersionPolicy, error) {
+	for _, p := range []providers.VersionPolicy{providers.VersionSetIfAbsent, providers.VersionEnforce} {
+		if s == p.String() {
+			return p, nil
+		}
+	}
+	if s == "" {
+		return providers.VersionSetIfAbsent, nil
+	}
+	return 0, fmt.Errorf("%q; use %s or %s", s, providers.VersionSetIfAbsent, providers.VersionEnforce)
+}
+
+// CheckVersion checks an anthropic-version value: a date such as
+// providers.DefaultAnthropicVersion.
+func CheckVersion(v string) error {
+	if _, err := time.Parse("2006-01-02", v); err != nil {
+		return fmt.Errorf("%q is not a date such as %s", v, providers.DefaultAnthropicVersion)
+	}
+	return nil
+}
+
+// RouteVersion returns the anthropic-version a route sends: its own, else
+// providers.DefaultAnthropicVersion with x-api-key auth and none with
+// bearer auth.
+func RouteVersion(version string, auth providers.Auth) string {
+	if version == "" && auth == providers.AuthAPIKey {
+		return providers.DefaultAnthropicVersion
+	}
+	return version
+}
+
+// CheckTimeout checks a timeout: zero (the default) or positive.
+func CheckTimeout(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("%v is negative; use a positive duration such as 30s, or leave it unset for the default", d)
+	}
+	return nil
+}
+
+// CheckMaxRetryBody checks the largest body kept for a retry after a 401:
+// up to MaxRetryBodyLimit (negative: none is kept).
+func CheckMaxRetryBody(n int64) error {
+	if n > MaxRetryBodyLimit {
+		return fmt.Errorf("%d bytes is above the limit of 256MiB; use 0 (keep none) up to 256MiB", n)
+	}
+	return nil
+}
+
+// DefaultAllowPaths are the upstream path prefixes forwarded by default:
+// Messages (with count_tokens and batches), Models and Files.
+var DefaultAllowPaths = []string{"/v1/messages", "/v1/models", "/v1/files"}
+
+// AdminPrefix is the Admin API, never forwarded whatever the allowlist says.
+const AdminPrefix = "/v1/organizations"
+
+// UnderPrefix reports whether p is prefix or below it.
+func UnderPrefix(p, prefix string) bool {
+	return strings.HasPrefix(p, prefix) && (len(p) == len(prefix) || p[len(prefix)] == '/')
+}

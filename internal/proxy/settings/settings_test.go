@@ -1,0 +1,78 @@
+package settings_test
+
+import (
+	"testing"
+
+	"github.com/keywarden/keywarden/internal/proxy/settings"
+	"github.com/keywarden/keywarden/providers"
+)
+
+func TestListenAddrs(t *testing.T) {
+	for _, tc := range []struct{ listen, unix, metrics, wantListen, wantMetrics string }{
+		{"", "", "", settings.DefaultListen, settings.DefaultMetricsListen},
+		{"", "/run/kw.sock", "off", "", ""},
+		{"127.0.0.1:1", "/run/kw.sock", "127.0.0.1:2", "127.0.0.1:1", "127.0.0.1:2"},
+	} {
+		l, m := settings.ListenAddrs(tc.listen, tc.unix, tc.metrics)
+		if l != tc.wantListen || m != tc.wantMetrics {
+			t.Errorf("ListenAddrs(%q, %q, %q) = %q, %q", tc.listen, tc.unix, tc.metrics, l, m)
+		}
+	}
+}
+
+// TestSpellingsAreProviders checks that the auth and version-policy
+// spellings parsed here are the ones providers writes, so that neither is
+// defined twice.
+func TestSpellingsAreProviders(t *testing.T) {
+	for _, a := range []providers.Auth{providers.AuthAPIKey, providers.AuthBearer} {
+		if got, err := settings.ParseAuth(a.String()); err != nil || got != a {
+			t.Errorf("ParseAuth(%q) = %v, %v", a, got, err)
+		}
+	}
+	for _, p := range []providers.VersionPolicy{providers.VersionSetIfAbsent, providers.VersionEnforce} {
+		if got, err := settings.ParseVersionPolicy(p.String()); err != nil || got != p {
+			t.Errorf("ParseVersionPolicy(%q) = %v, %v", p, got, err)
+		}
+	}
+	if _, err := settings.ParseAuth("basic"); err == nil {
+		t.Error("ParseAuth accepted basic")
+	}
+	if settings.RouteVersion("", providers.AuthAPIKey) != providers.DefaultAnthropicVersion || settings.RouteVersion("", providers.AuthBearer) != "" ||
+		settings.RouteVersion("2024-01-01", providers.AuthBearer) != "2024-01-01" {
+		t.Error("RouteVersion")
+	}
+}
+
+func TestChecks(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		ok   bool
+	}{
+		{"loopback listen", settings.CheckListen("127.0.0.1:1", false), true},
+		{"public listen without token", settings.CheckListen("0.0.0.0:1", false), false},
+		{"public listen with token", settings.CheckListen("0.0.0.0:1", true), true},
+		{"listen not host:port", settings.CheckListen("8787", true), false},
+		{"allow path", settings.CheckAllowPath("/v1/messages"), true},
+		{"admin allow path", settings.CheckAllowPath("/v1/organizations/api_keys"), false},
+		{"allow path /v1", settings.CheckAllowPath("/v1"), false},
+		{"unclean allow path", settings.CheckAllowPath("/v1/models/../organizations"), false},
+		{"prefix", settings.CheckPrefix("/staging"), true},
+		{"prefix hiding the API", settings.CheckPrefix("/v1"), false},
+		{"timeout", settings.CheckTimeout(-1), false},
+		{"retry body", settings.CheckMaxRetryBody(settings.MaxRetryBodyLimit + 1), false},
+		{"version", settings.CheckVersion("latest"), false},
+	} {
+		if (tc.err == nil) != tc.ok {
+			t.Errorf("%s: got %v, want ok=%v", tc.name, tc.err, tc.ok)
+		}
+	}
+	for raw, ok := range map[string]bool{
+		"https://api.anthropic.com": true, "http://127.0.0.1:9000/": true, "http://localhost": true,
+		"http://api.example.com": false, "ftp://x": false, "api.example.com": false, "https://u:p@x": false, "https://x/?q=1": false,
+	} {
+		if _, err := settings.ParseUpstream(raw); (err == nil) != ok {
+			t.Errorf("ParseUpstream(%q): %v, want ok=%v", raw, err, ok)
+		}
+	}
+}

@@ -1,0 +1,107 @@
+package rotation
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"unicode"
+
+	"github.com/keywarden/keywarden/providers/codes"
+	"github.com/keywarden/keywarden/providers/driver"
+)
+
+// KeyIDResult is what SetKeyID attached.
+type KeyIDResult struct {
+	Key         string       `json:"key"`
+	Stage       driver.Stage `json:"stage"`
+	Version     string       `json:"version"`
+	Fingerprint string       `json:"fingerprint"`
+	KeyID       string       `json:"key_id"`
+	// Replaced is the id the key had before ("" for none).
+	Replaced string `json:"replaced,omitempty"`
+}
+
+// maxKeyIDLen bounds an issuer key id.
+const maxKeyIDLen = 256
+
+// SetKeyID attaches the issuer key id to the key stored at stage (CURRENT,
+// PREVIOUS, or PENDING, which holds a claimed pool key once a rotation
+// stored it), for a key whose payload has no id (written by `keywarden put`
+// without --key-id) or a wrong one. The id goes into the key's rotation
+// record (a compare-and-swap write; the stored versions are not changed), so
+// that the rotation never has to guess the key by a partial hint; a
+// rotation under way that names the key takes the id too. An issuer that
+// can (KeyIDChecker) verifies the id belongs to the key first. SetKeyID
+// needs no lease: it changes no phase.
+func (r *Rotator) SetKeyID(ctx context.Context, name string, stage driver.Stage, id string) (*KeyIDResult, error) {
+	k, err := r.key(name)
+	if err != nil {
+		return nil, err
+	}
+	switch stage {
+	case driver.Current, driver.Previous, driver.Pending:
+	default:
+		return nil, failf(KindConfig, "rotation: stage %q: want CURRENT, PREVIOUS or PENDING", stage)
+	}
+	if id == "" || len(id) > maxKeyIDLen || strings.IndexFunc(id, func(c rune) bool { return unicode.IsSpace(c) || !unicode.IsPrint(c) }) >= 0 {
+		return nil, failf(KindConfig, "rotation: key id %q is not an issuer key id (no spaces or control characters, at most %d bytes)", id, maxKeyIDLen)
+	}
+	ru := &run{r: r, k: k, res: &Result{Key: name}}
+	var v *driver.Version
+	if stage == driver.Pending {
+		v, err = k.Store.ReadPending(ctx, k.Secret)
+	} else {
+		v, err = k.Store.Read(ctx, k.Secret, stage)
+	}
+	if codes.Is(err, codes.NotFound) {
+		return nil, failf(KindConfig, "rotation: %s has no %s version", name, stage)
+	}
+	if err != nil {
+		return nil, ru.storeErr("read "+string(stage), err)
+	}
+	p, fp := fingerprintOf(v, k.Field)
+	if p.Key.IsZero() {
+		return nil, ru.storeErr("decode the "+string(stage)+" version", codes.Errorf(codes.Internal, "version %s does not hold a key", v.ID))
+	}
+	if c, ok := k.Issuer.(KeyIDChecker); ok {
+		if err := c.CheckKeyID(ctx, Credential{Key: p.Key, KeyID: id}); err != nil {
+			if e := ctxError(err); e != nil {
+				return nil, e
+			}
+			return nil, ru.issuerErr(err, "check key id %s of the %s key %s", id, stage, fp)
+		}
+	}
+	res := &KeyIDResult{Key: name, Stage: stage, Version: v.ID, Fingerprint: fp, KeyID: id}
+	for attempt := 0; ; attempt++ {
+		if err := ru.load(ctx); err != nil {
+			return nil, err
+		}
+		s := ru.s
+		res.Replaced = s.keyID(p.KeyID, fp)
+		next := s.clone()
+		if next.KeyIDs == nil {
+			next.KeyIDs = map[string]string{}
+		}
+		next.KeyIDs[fp] = id
+		// A rotation under way that names this key takes the id now.
+		if s.NewFP == fp {
+			next.NewKeyID = id
+		}
+		if s.OldFP == fp {
+			next.OldKeyID = id
+		}
+		rec, err := k.Store.WriteRecord(ctx, k.Secret, ru.rev, next.encode())
+		if err == nil {
+			ru.rev = rec.Rev
+			break
+		}
+		if !codes.Is(err, codes.Aborted) || attempt == 2 {
+			return nil, ru.storeErr("attach the key id", err)
+		}
+	}
+	r.log.LogAttrs(ctx, slog.LevelInfo, "key id attached", slog.String("key", name), slog.String("stage", string(stage)),
+		slog.String("version", v.ID), slog.String("fingerprint", fp), slog.String("key_id", id), slog.String("replaced", res.Replaced))
+	ru.emit(ctx, Event{Type: EventKeyID, Reason: fmt.Sprintf("%s version %s (%s) has key id %s", stage, v.ID, fp, id)})
+	return res, nil
+}

@@ -1,0 +1,676 @@
+package rotationtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/codes"
+	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/providertest"
+	"github.com/keywarden/keywarden/providers/providertest/crashtest"
+	"github.com/keywarden/keywarden/providers/stage"
+	"github.com/keywarden/keywarden/rotation"
+	rexec "github.com/keywarden/keywarden/rotation/exec"
+	"github.com/keywarden/keywarden/rotation/pool"
+)
+
+// CrashBackend is one store for RunCrash.
+type CrashBackend struct {
+	// Name names the backend in test names.
+	Name string
+	// Prefix starts the names of the secrets the harness writes.
+	Prefix string
+	// Start starts or finds the backend (in the parent only; it may skip
+	// the test) and returns the environment (NAME=value) that Open reads to
+	// reach it: endpoint, address, token. RunCrash sets it in the parent
+	// and passes it to children.
+	Start func(t testing.TB) []string
+	// Open opens a new driver on the backend named by the environment, for
+	// the secret called secret (a backend may keep each secret apart, as
+	// the file store does in a file of its own). Every store call the
+	// driver makes ticks c after its answer arrived (a nil c counts
+	// nothing). Open runs in the parent and in children.
+	Open func(t testing.TB, c *crashtest.Counter, secret string) driver.Stager
+}
+
+// Environment variables of a crash child, besides crashtest's.
+const (
+	envSecret = crashtest.EnvPrefix + "SECRET"
+	envDir    = crashtest.EnvPrefix + "DIR"
+	envArgs   = crashtest.EnvPrefix + "ARGS"
+)
+
+// crashWorkers bounds the children and follow-ups running at once.
+const crashWorkers = 4
+
+// RunCrash is the crash-point harness. For every operation that writes to
+// a store (the driver's PutPending, Promote, DiscardPending and
+// WriteRecord, `put` (stage.Put), the key pool's Add, Claim and Commit,
+// and a whole rotation, Rotator.Run) on every backend, it first runs the
+// operation in a child process that counts its store calls, then, for
+// every k, runs it in a child that exits after its k-th store call, and
+// checks the store from this process with a fresh driver:
+//
+//   - consumers read the right CURRENT (the old value or the new one,
+//     never none, never the PENDING version);
+//   - each follow-up, from its own copy of the crashed state (the state is
+//     made again per follow-up), completes or undoes the interrupted
+//     operation: for a key, the next rotation (Run with Force), put and
+//     --abandon; for the pool, the next pool add and a rotation's claim
+//     and commit;
+//   - no key is revoked twice, and CURRENT's key is never revoked.
+//
+// A crash after a call that only read leaves the store as the crash after
+// the call before it: such a crash point is crashed and checked, and its
+// follow-ups are those of the state before, unless the issuer acted in
+// between (a key minted or revoked: the issuer's state is compared).
+//
+// The children are this test binary run again with -test.run=^<test>$,
+// where test is the top-level test calling RunCrash (it must call RunCrash
+// before anything else that a child should not do). Call it with every
+// backend; in a child it runs the one operation its environment names and
+// exits.
+func RunCrash(t *testing.T, backends ...CrashBackend) {
+	if crashtest.IsChild() {
+		crashChild(t, backends)
+		return
+	}
+	test := t.Name()
+	for _, b := range backends {
+		t.Run(b.Name, func(t *testing.T) {
+			env := b.Start(t)
+			for _, kv := range env {
+				k, v, _ := strings.Cut(kv, "=")
+				t.Setenv(k, v)
+			}
+			points := 0
+			for _, op := range crashOps {
+				t.Run(op.name, func(t *testing.T) {
+					points += runCrashOp(t, test, b, env, op)
+				})
+			}
+			t.Logf("%s: %d crash points exercised", b.Name, points)
+		})
+	}
+}
+
+// crashOp is one operation under test.
+type crashOp struct {
+	name string
+	pool bool // on the pool secret, not on a key
+	// seed prepares the secret (in the parent) and returns what do needs.
+	seed func(ctx context.Context, w *world) (map[string]string, error)
+	// do runs the operation (in the child).
+	do func(ctx context.Context, w *world, args map[string]string) error
+}
+
+// world is one secret on one backend, with the exec issuer's state.
+type world struct {
+	st   driver.Stager
+	name string
+	dir  string // the exec issuer's state (keys minted, revocations)
+}
+
+// Key ids of the values the harness writes.
+const (
+	idOld  = "apikey_old"  // CURRENT before the operation
+	idNew  = "apikey_new"  // what the operation writes
+	idPut  = "apikey_put"  // what the put follow-up writes
+	idPool = "apikey_pool" // prefix of pool keys
+)
+
+func keyValue(id string) []byte {
+	return providers.EncodePayload(providers.Payload{Key: providers.NewSecret(string(providertest.FakeKey())), KeyID: id})
+}
+
+func seedKey(ctx context.Context, w *world) (map[string]string, error) {
+	_, err := stage.Put(ctx, w.st, w.name, keyValue(idOld))
+	return nil, err
+}
+
+// seedPending seeds CURRENT and a PENDING version of a one-shot write.
+func seedPending(ctx context.Context, w *world) (map[string]string, error) {
+	cur, err := stage.Put(ctx, w.st, w.name, keyValue(idOld))
+	if err != nil {
+		return nil, err
+	}
+	pv, err := w.st.PutPending(ctx, w.name, stage.OneShotToken(), keyValue(idNew))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"pending": pv.ID, "current": cur.ID}, nil
+}
+
+// seedPool writes a pool of keys b and e, with key a claimed by tok-1, in
+// one write.
+func seedPool(ctx context.Context, w *world) (map[string]string, error) {
+	entry := func(id string) map[string]string {
+		return map[string]string{"api_key": string(providertest.FakeKey()), "key_id": idPool + "_" + id}
+	}
+	doc, err := json.Marshal(map[string]any{
+		"keys":    []map[string]string{entry("b"), entry("e")},
+		"claimed": map[string]any{"tok-1": entry("a")},
+	})
+	if err != nil {
+		return nil, err
+	}
+	_, err = stage.Put(ctx, w.st, w.name, doc)
+	return nil, err
+}
+
+var crashOps = []crashOp{
+	{name: "PutPending", seed: seedKey, do: func(ctx context.Context, w *world, _ map[string]string) error {
+		_, err := w.st.PutPending(ctx, w.name, stage.OneShotToken(), keyValue(idNew))
+		return err
+	}},
+	{name: "Promote", seed: seedPending, do: func(ctx context.Context, w *world, a map[string]string) error {
+		return w.st.Promote(ctx, w.name, a["pending"], a["current"])
+	}},
+	{name: "DiscardPending", seed: seedPending, do: func(ctx context.Context, w *world, a map[string]string) error {
+		return w.st.DiscardPending(ctx, w.name, a["pending"])
+	}},
+	{name: "WriteRecord", seed: func(ctx context.Context, w *world) (map[string]string, error) {
+		if _, err := seedKey(ctx, w); err != nil {
+			return nil, err
+		}
+		rec, err := w.st.ReadRecord(ctx, w.name)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"rev": rec.Rev}, nil
+	}, do: func(ctx context.Context, w *world, a map[string]string) error {
+		_, err := w.st.WriteRecord(ctx, w.name, a["rev"], map[string]string{"v": "1", "phase": string(rotation.PhaseIdle), "rotations": "0"})
+		return err
+	}},
+	{name: "put", seed: seedKey, do: func(ctx context.Context, w *world, _ map[string]string) error {
+		_, err := stage.Put(ctx, w.st, w.name, keyValue(idNew))
+		return err
+	}},
+	{name: "rotate", seed: seedKey, do: func(ctx context.Context, w *world, _ map[string]string) error {
+		_, err := w.rotator().Run(ctx, "k", rotation.RunOptions{Force: true})
+		return err
+	}},
+	{name: "pool.Add", pool: true, seed: seedPool, do: func(ctx context.Context, w *world, _ map[string]string) error {
+		_, err := pool.New(w.st, w.name).Add(ctx, providers.NewSecret(string(providertest.FakeKey())), idPool+"_c")
+		return err
+	}},
+	{name: "pool.Claim", pool: true, seed: seedPool, do: func(ctx context.Context, w *world, _ map[string]string) error {
+		_, _, err := pool.New(w.st, w.name).Claim(ctx, "tok-2")
+		return err
+	}},
+	{name: "pool.Commit", pool: true, seed: seedPool, do: func(ctx context.Context, w *world, _ map[string]string) error {
+		return pool.New(w.st, w.name).Commit(ctx, "tok-1")
+	}},
+}
+
+// rotator returns the rotator of key "k" on the world's secret, its issuer
+// the exec script keeping its keys and revocations on disk, so that they
+// count across processes. Every process is the same holder: a restarted
+// rotator.
+func (w *world) rotator() *rotation.Rotator {
+	script, err := filepath.Abs("testdata/issuer.sh")
+	if err != nil {
+		panic(err)
+	}
+	iss, err := rexec.New(rexec.Options{KeyName: "k", Command: []string{script}, Env: []string{"STATE=" + w.dir}})
+	if err != nil {
+		panic(err)
+	}
+	weekly, _ := rotation.ParseSchedule("@weekly")
+	r, err := rotation.New(rotation.Options{Holder: "crash-pod", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		&rotation.Key{Name: "k", Store: w.st, Secret: w.name, Issuer: iss, Schedule: weekly})
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+// crashChild runs the operation the environment names, counting store
+// calls, and exits.
+func crashChild(t *testing.T, backends []CrashBackend) {
+	bname, opname, _ := strings.Cut(crashtest.Case(), "/")
+	bi := slices.IndexFunc(backends, func(b CrashBackend) bool { return b.Name == bname })
+	oi := slices.IndexFunc(crashOps, func(o crashOp) bool { return o.name == opname })
+	if bi < 0 || oi < 0 {
+		t.Fatalf("crash child: unknown case %q", crashtest.Case())
+	}
+	c, err := crashtest.FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args map[string]string
+	if err := json.Unmarshal([]byte(os.Getenv(envArgs)), &args); err != nil {
+		t.Fatalf("crash child: %s: %v", envArgs, err)
+	}
+	name := os.Getenv(envSecret)
+	w := &world{st: backends[bi].Open(t, c, name), name: name, dir: os.Getenv(envDir)}
+	c.Arm()
+	if err := crashOps[oi].do(context.Background(), w, args); err != nil {
+		fmt.Printf("crash child: %s: %v\n", crashtest.Case(), err)
+		os.Exit(1)
+	}
+	c.Report()
+	os.Exit(0)
+}
+
+// followUp is what runs after a crash, from its own crashed state.
+type followUp struct {
+	name string
+	do   func(ctx context.Context, w *world) error
+}
+
+var keyFollowUps = []followUp{
+	{"rotate", followRotate},
+	{"put", followPut},
+	{"abandon", followAbandon},
+	{"dry-run", followDryRun},
+}
+
+var poolFollowUps = []followUp{
+	{"pool-add", followPoolAdd},
+	{"rotate-claim", followPoolClaim},
+}
+
+// runCrashOp exercises every crash point of op on b and returns how many.
+func runCrashOp(t *testing.T, test string, b CrashBackend, benv []string, op crashOp) int {
+	ctx := context.Background()
+	dir := t.TempDir()
+	var seq atomic.Int64
+	// instance seeds a fresh world and runs op in a child stopped at k.
+	instance := func(k int64) (*world, crashtest.Result, error) {
+		n := seq.Add(1)
+		name := providertest.UniqueName(b.Prefix + "kwcrash-" + strings.ReplaceAll(strings.ToLower(op.name), ".", "-"))
+		w := &world{st: b.Open(t, nil, name), name: name, dir: filepath.Join(dir, fmt.Sprint(n))}
+		if err := os.Mkdir(w.dir, 0o700); err != nil {
+			return nil, crashtest.Result{}, err
+		}
+		args, err := op.seed(ctx, w)
+		if err != nil {
+			return nil, crashtest.Result{}, fmt.Errorf("seed: %w", err)
+		}
+		a, _ := json.Marshal(args)
+		env := append([]string{
+			crashtest.EnvCase + "=" + b.Name + "/" + op.name,
+			fmt.Sprintf("%s=%d", crashtest.EnvAt, k),
+			envSecret + "=" + w.name, envDir + "=" + w.dir, envArgs + "=" + string(a),
+		}, benv...)
+		res, err := crashtest.Spawn(ctx, test, env)
+		return w, res, err
+	}
+	_, clean, err := instance(0)
+	if err != nil {
+		t.Fatalf("clean run: %v", err)
+	}
+	if clean.Calls == 0 {
+		t.Fatalf("clean run made no store call: the counter is not wired\n%s", clean.Output)
+	}
+	fus := keyFollowUps
+	if op.pool {
+		fus = poolFollowUps
+	}
+	check := checkKey
+	if op.pool {
+		check = checkPool
+	}
+	// Phase 1: crash at every k, check what consumers see, and note the
+	// issuer's state.
+	n := int(clean.Calls)
+	worlds, sigs := make([]*world, n+1), make([]string, n+1)
+	parallel(n, func(i int) {
+		k := int64(i + 1)
+		w, _, err := instance(k) // a child may also finish: k beyond its calls in this run
+		if err == nil {
+			err = check(ctx, w)
+		}
+		if err != nil {
+			t.Errorf("crash after store call %d of %d: %v", k, n, err)
+			return
+		}
+		worlds[k], sigs[k] = w, w.issuerState()
+	})
+	if t.Failed() {
+		return n
+	}
+	// Phase 2: the follow-ups, each from its own copy of every distinct
+	// crashed state. A crash after a read that the issuer did not act
+	// before leaves the state of the crash before it.
+	type job struct {
+		k  int64
+		fu followUp
+		w  *world // the crashed state of phase 1, or nil: make it again
+	}
+	var jobs []job
+	for k := 1; k <= n; k++ {
+		if k > 1 && k <= len(clean.Writes) && !clean.Writes[k-1] && sigs[k] == sigs[k-1] {
+			continue
+		}
+		for i, fu := range fus {
+			j := job{k: int64(k), fu: fu}
+			if i == 0 {
+				j.w = worlds[k]
+			}
+			jobs = append(jobs, j)
+		}
+	}
+	parallel(len(jobs), func(i int) {
+		j := jobs[i]
+		w := j.w
+		if w == nil {
+			var err error
+			if w, _, err = instance(j.k); err == nil {
+				err = check(ctx, w)
+			}
+			if err != nil {
+				t.Errorf("crash after store call %d of %d (again, for %s): %v", j.k, n, j.fu.name, err)
+				return
+			}
+		}
+		if err := followAndCheck(ctx, w, j.fu, check); err != nil {
+			t.Errorf("crash after store call %d of %d, then %s: %v", j.k, n, j.fu.name, err)
+		}
+	})
+	t.Logf("%d crash points, %d distinct crashed states, each with follow-ups %s", n, len(jobs)/len(fus), followUpNames(fus))
+	return n
+}
+
+// parallel runs fn(0) to fn(n-1) on crashWorkers goroutines.
+func parallel(n int, fn func(i int)) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range crashWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				fn(i)
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+// issuerState describes the issuer's state: how many keys it minted (their
+// files are named by random rotation tokens) and the revocations asked for.
+func (w *world) issuerState() string {
+	minted, _ := filepath.Glob(filepath.Join(w.dir, "token.*"))
+	return fmt.Sprintf("minted %d, revoked %v", len(minted), w.revoked())
+}
+
+func followUpNames(fus []followUp) string {
+	names := make([]string, len(fus))
+	for i, f := range fus {
+		names[i] = f.name
+	}
+	return strings.Join(names, ", ")
+}
+
+// followAndCheck runs fu on a crashed state and checks the outcome.
+func followAndCheck(ctx context.Context, w *world, fu followUp, check func(context.Context, *world) error) error {
+	if err := fu.do(ctx, w); err != nil {
+		return err
+	}
+	if err := check(ctx, w); err != nil {
+		return fmt.Errorf("after %s: %w", fu.name, err)
+	}
+	return nil
+}
+
+// current reads CURRENT's key id, and checks that CURRENT exists and is not
+// PENDING.
+func current(ctx context.Context, w *world) (string, error) {
+	cur, err := w.st.Read(ctx, w.name, driver.Current)
+	if err != nil {
+		return "", fmt.Errorf("consumers cannot read CURRENT: %w", err)
+	}
+	p, err := providers.DecodePayload(cur.Value, "")
+	if err != nil {
+		return "", fmt.Errorf("CURRENT version %s holds no key: %w", cur.ID, err)
+	}
+	switch pv, err := w.st.ReadPending(ctx, w.name); {
+	case err == nil && pv.ID == cur.ID:
+		return "", fmt.Errorf("CURRENT version %s is also PENDING", cur.ID)
+	case err != nil && !codes.Is(err, codes.NotFound):
+		return "", fmt.Errorf("read PENDING: %w", err)
+	}
+	return p.KeyID, nil
+}
+
+// noPending checks that no PENDING version is left.
+func noPending(ctx context.Context, w *world) error {
+	if pv, err := w.st.ReadPending(ctx, w.name); !codes.Is(err, codes.NotFound) {
+		if err == nil {
+			return fmt.Errorf("PENDING version %s (token %q) left behind", pv.ID, pv.Token)
+		}
+		return fmt.Errorf("read PENDING: %w", err)
+	}
+	return nil
+}
+
+// revoked returns the key ids the issuer was asked to revoke, in order.
+func (w *world) revoked() []string {
+	b, _ := os.ReadFile(filepath.Join(w.dir, "revoke.calls"))
+	return strings.Fields(string(b))
+}
+
+// checkKey checks a key's invariants: CURRENT is readable and is a value
+// some operation wrote, never PENDING; no key was revoked twice; CURRENT's
+// key was not revoked. A revocation repeated right after itself is one
+// revocation retried: a rotator stopped between the issuer's answer and
+// its record asks again, as rotation.Issuer's contract allows.
+func checkKey(ctx context.Context, w *world) error {
+	id, err := current(ctx, w)
+	if err != nil {
+		return err
+	}
+	if id != idOld && id != idNew && id != idPut && !strings.HasPrefix(id, "apikey_k") {
+		return fmt.Errorf("CURRENT holds key %q, which no operation wrote", id)
+	}
+	rev := w.revoked()
+	seen := map[string]bool{}
+	for i, r := range rev {
+		if i > 0 && rev[i-1] == r {
+			continue
+		}
+		if seen[r] {
+			return fmt.Errorf("key %s revoked twice (revocations %v)", r, rev)
+		}
+		seen[r] = true
+	}
+	if seen[id] {
+		return fmt.Errorf("CURRENT's key %s was revoked (revocations %v)", id, rev)
+	}
+	return nil
+}
+
+// checkPool checks the pool's invariants: the document reads, no key is in
+// it twice, and no seeded key was lost (the one claimed by tok-1 may be
+// committed, that is gone).
+func checkPool(ctx context.Context, w *world) error {
+	list, err := pool.New(w.st, w.name).List(ctx)
+	if err != nil {
+		return fmt.Errorf("pool: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, e := range list {
+		if seen[e.KeyID] {
+			return fmt.Errorf("pool holds key %s twice", e.KeyID)
+		}
+		seen[e.KeyID] = true
+	}
+	for _, id := range []string{"b", "e"} {
+		if !seen[idPool+"_"+id] && !committed(w, idPool+"_"+id) {
+			return fmt.Errorf("pool lost key %s_%s", idPool, id)
+		}
+	}
+	return nil
+}
+
+// committed reports whether the pool follow-up claimed and committed id.
+func committed(w *world, id string) bool {
+	b, _ := os.ReadFile(filepath.Join(w.dir, "committed"))
+	return string(b) == id
+}
+
+func followRotate(ctx context.Context, w *world) error {
+	res, err := w.rotator().Run(ctx, "k", rotation.RunOptions{Force: true})
+	if err != nil {
+		return fmt.Errorf("rotate: %w", err)
+	}
+	if res.Outcome != rotation.OutcomeRevoked {
+		return fmt.Errorf("rotate: outcome %s: %s", res.Outcome, res.Message)
+	}
+	id, err := current(ctx, w)
+	if err != nil {
+		return fmt.Errorf("after rotate: %w", err)
+	}
+	if !strings.HasPrefix(id, "apikey_k") {
+		return fmt.Errorf("after rotate: CURRENT holds %s, not a minted key", id)
+	}
+	return noPending(ctx, w)
+}
+
+func followPut(ctx context.Context, w *world) error {
+	before, err := current(ctx, w)
+	if err != nil {
+		return err
+	}
+	if _, err := stage.Put(ctx, w.st, w.name, keyValue(idPut)); err != nil {
+		// A rotation's PENDING version is refused by put: the rotation
+		// owns it. Nothing changes.
+		if codes.Is(err, codes.FailedPrecondition) {
+			if pv, perr := w.st.ReadPending(ctx, w.name); perr == nil && !stage.IsOneShot(pv.Token) {
+				if after, _ := current(ctx, w); after != before {
+					return fmt.Errorf("a refused put changed CURRENT from %s to %s", before, after)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("put: %w", err)
+	}
+	if id, err := current(ctx, w); err != nil || id != idPut {
+		return fmt.Errorf("after put: CURRENT %q (%v), want %s", id, err, idPut)
+	}
+	return noPending(ctx, w)
+}
+
+func followAbandon(ctx context.Context, w *world) error {
+	before, err := current(ctx, w)
+	if err != nil {
+		return err
+	}
+	r := w.rotator()
+	_, err = r.Run(ctx, "k", rotation.RunOptions{Abandon: true})
+	if err != nil {
+		// A rotation past its probe is not abandoned but finished.
+		if rotation.KindOf(err) != rotation.KindConflict || !strings.Contains(err.Error(), "let it finish") {
+			return fmt.Errorf("abandon: %w", err)
+		}
+		return followRotate(ctx, w)
+	}
+	if after, err := current(ctx, w); err != nil || after != before {
+		return fmt.Errorf("abandon changed CURRENT from %s to %q (%v)", before, after, err)
+	}
+	return noPending(ctx, w)
+}
+
+// followDryRun plans a run (--dry-run --force): the plan changes nothing
+// (CURRENT, PENDING and the issuer's state stay) and never proposes to
+// revoke or discard CURRENT's key.
+func followDryRun(ctx context.Context, w *world) error {
+	before, err := current(ctx, w)
+	if err != nil {
+		return err
+	}
+	cur, err := w.st.Read(ctx, w.name, driver.Current)
+	if err != nil {
+		return err
+	}
+	p, err := providers.DecodePayload(cur.Value, "")
+	if err != nil {
+		return err
+	}
+	curFP := p.Key.Fingerprint()
+	pendBefore, _ := w.st.ReadPending(ctx, w.name)
+	issuerBefore := w.issuerState()
+	res, err := w.rotator().Run(ctx, "k", rotation.RunOptions{DryRun: true, Force: true})
+	if err != nil && rotation.KindOf(err) != rotation.KindConflict {
+		return fmt.Errorf("dry run: %w", err)
+	}
+	if res != nil {
+		for _, line := range res.Plan {
+			if (strings.Contains(line, "revoke") || strings.Contains(line, "discard")) &&
+				(strings.Contains(line, curFP) || strings.Contains(line, "key id "+before+")")) {
+				return fmt.Errorf("dry run proposes to revoke or discard CURRENT's key %s: %q", before, line)
+			}
+		}
+	}
+	after, err := current(ctx, w)
+	if err != nil || after != before {
+		return fmt.Errorf("dry run changed CURRENT from %s to %q (%v)", before, after, err)
+	}
+	pendAfter, _ := w.st.ReadPending(ctx, w.name)
+	if (pendBefore == nil) != (pendAfter == nil) || pendBefore != nil && pendBefore.ID != pendAfter.ID {
+		return fmt.Errorf("dry run changed PENDING")
+	}
+	if w.issuerState() != issuerBefore {
+		return fmt.Errorf("dry run called the issuer")
+	}
+	return nil
+}
+
+func followPoolAdd(ctx context.Context, w *world) error {
+	p := pool.New(w.st, w.name)
+	if _, err := p.Add(ctx, providers.NewSecret(string(providertest.FakeKey())), idPool+"_d"); err != nil {
+		return fmt.Errorf("pool add: %w", err)
+	}
+	list, err := p.List(ctx)
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(list, func(i pool.Info) bool { return i.KeyID == idPool+"_d" }) {
+		return errors.New("pool add: the key is not in the pool")
+	}
+	return noPending(ctx, w)
+}
+
+// followPoolClaim is what a rotation does to the pool: claim a key for its
+// token, then commit it.
+func followPoolClaim(ctx context.Context, w *world) error {
+	p := pool.New(w.st, w.name)
+	e, _, err := p.Claim(ctx, "tok-3")
+	if err != nil {
+		return fmt.Errorf("claim: %w", err)
+	}
+	list, err := p.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, i := range list {
+		if i.KeyID == e.KeyID && i.Claimed != "tok-3" {
+			return fmt.Errorf("claim: key %s is claimed by tok-3 and listed as %q too", e.KeyID, i.Claimed)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(w.dir, "committed"), []byte(e.KeyID), 0o600); err != nil {
+		return err
+	}
+	if err := p.Commit(ctx, "tok-3"); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return noPending(ctx, w)
+}
