@@ -361,8 +361,14 @@ var oauthBetaValue = []string{OAuthBeta}
 func mergeOAuthBeta(h http.Header) {
 	const beta = OAuthBeta
 	vs := h[hdrBeta]
-	if len(vs) == 0 {
+	if len(vs) == 0 || (len(vs) == 1 && strings.TrimSpace(vs[0]) == "") {
 		h[hdrBeta] = oauthBetaValue
+		return
+	}
+	if len(vs) == 1 && !strings.Contains(vs[0], beta) {
+		// The common case: one line without it; append, keeping the
+		// client's spelling.
+		h[hdrBeta] = []string{strings.TrimRight(vs[0], ", \t") + "," + beta}
 		return
 	}
 	var b strings.Builder
