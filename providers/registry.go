@@ -92,9 +92,17 @@ func OpenStager(ctx context.Context, rawURL string) (driver.Stager, string, erro
 	return st, name, nil
 }
 
+// ErrKeyless is in the chain of AsStager's (and OpenStager's) error for a
+// keyless source (driver.Keyless, such as wif://): there is nothing to put,
+// rotate or revoke. Commands test it with errors.Is to say so and succeed.
+var ErrKeyless = errors.New("nothing to rotate")
+
 // AsStager returns d as a driver.Stager, or a clear error when d is a
 // read-only driver.
 func AsStager(d driver.Reader) (driver.Stager, error) {
+	if k, ok := d.(driver.Keyless); ok {
+		return nil, codes.Errorf(codes.FailedPrecondition, "providers: %w: %s", ErrKeyless, k.NothingToRotate())
+	}
 	st, ok := d.(driver.Stager)
 	if !ok {
 		return nil, codes.Errorf(codes.Unimplemented,

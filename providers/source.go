@@ -13,7 +13,9 @@
 //	key := src.Key() // a redacting Secret; key.Reveal() only where it leaves
 //
 // The drivers live in subpackages (aws, gcp, vault, file, env), all of the
-// shape defined by package driver.
+// shape defined by package driver. Package federation (wif://) is the
+// keyless source: a short-lived access token from Workload Identity
+// Federation, refreshed from its expiry and never served past it.
 package providers
 
 import (
@@ -41,6 +43,17 @@ const (
 	DefaultMaxBackoff = time.Minute
 
 	refreshTimeout = 30 * time.Second // bound of one shared store read
+
+	// AdvisoryLead is how long before its expiry a short-lived token
+	// (Key.Expires set) is refreshed in the background: the TypeScript
+	// SDK's advisory window. A token that lives less than twice as long
+	// is refreshed at half its life.
+	AdvisoryLead = 120 * time.Second
+	// MandatoryLead is how long before its expiry a request stops using a
+	// token without first waiting for a refresh (Source.Fresh): the SDK's
+	// mandatory window. A token that lives less than ten times as long
+	// uses a tenth of its life.
+	MandatoryLead = 30 * time.Second
 )
 
 // MinForcedGap has no effect.
@@ -185,8 +198,48 @@ type Key struct {
 	Created time.Time
 	// Fingerprint identifies the value without revealing it.
 	Fingerprint string
+	// Expires is when a short-lived token stops working (zero for a key
+	// that does not expire by itself). The Source never serves it past
+	// that: at Expires, Key returns the zero Secret and Current a key
+	// without a value, until a refresh brings a new token.
+	Expires time.Time
+	// OAuth marks an OAuth access token, sent as "Authorization: Bearer"
+	// with anthropic-beta oauth-2025-04-20 (see Transport).
+	OAuth bool
 
-	header []string // the value as a ready header value slice, shared read-only
+	header  []string  // the value as a ready header value slice, shared read-only
+	loaded  time.Time // when the value was read, for the token's lifetime
+	dropped bool      // the value was removed (expired or rejected): see expiredKey
+	// readSeq is the number of the store read that loaded the value (for
+	// a dropped one, ReadSeq when it was dropped): a read numbered higher
+	// brings a newer one.
+	readSeq uint64
+}
+
+// lifetime is the span from the read to the expiry of a short-lived token.
+func (k *Key) lifetime() time.Duration { return k.Expires.Sub(k.loaded) }
+
+// advisoryAt is when a background refresh of a short-lived token is due.
+func (k *Key) advisoryAt() time.Time {
+	return k.Expires.Add(-min(AdvisoryLead, k.lifetime()/2))
+}
+
+// mandatoryAt is when a request must wait for a refresh before using a
+// short-lived token.
+func (k *Key) mandatoryAt() time.Time {
+	return k.Expires.Add(-min(MandatoryLead, k.lifetime()/10))
+}
+
+// serviceEnd is when a short-lived token leaves service: a twentieth of its
+// life (at most a second) before its expiry, so that a timer firing late
+// or a clock a little off never lets it be sent past Expires.
+func (k *Key) serviceEnd() time.Time {
+	return k.Expires.Add(-min(time.Second, k.lifetime()/20))
+}
+
+// Expired reports whether k is a short-lived token past its expiry at now.
+func (k *Key) Expired(now time.Time) bool {
+	return !k.Expires.IsZero() && !now.Before(k.Expires)
 }
 
 // String describes the key by version and fingerprint, never its value.
@@ -210,7 +263,8 @@ func (k Key) MarshalJSON() ([]byte, error) {
 		KeyID       string    `json:"key_id,omitempty"`
 		Created     time.Time `json:"created,omitzero"`
 		Fingerprint string    `json:"fingerprint"`
-	}{k.VersionID, k.KeyID, k.Created, k.Fingerprint})
+		Expires     time.Time `json:"expires,omitzero"`
+	}{k.VersionID, k.KeyID, k.Created, k.Fingerprint, k.Expires})
 }
 
 // HeaderValue returns the key as a one-element slice for an http.Header
@@ -228,8 +282,18 @@ func newKey(v *driver.Version, field string) (*Key, error) {
 		KeyID:       p.KeyID,
 		Created:     v.Created,
 		Fingerprint: p.Key.Fingerprint(),
+		Expires:     v.Expires,
+		OAuth:       v.OAuth,
 		header:      []string{p.Key.Reveal()},
+		loaded:      time.Now(),
 	}, nil
+}
+
+// expiredKey is what a Source holds as CURRENT once the token k expired or
+// was dropped: k's identity without its value.
+func expiredKey(k *Key, seq uint64) *Key {
+	return &Key{VersionID: k.VersionID, KeyID: k.KeyID, Created: k.Created, Fingerprint: k.Fingerprint,
+		Expires: k.Expires, OAuth: k.OAuth, header: []string{""}, loaded: k.loaded, dropped: true, readSeq: seq}
 }
 
 // Change describes a new CURRENT key. It carries ids and fingerprints only.
@@ -276,6 +340,7 @@ type Source struct {
 	lastFailure atomic.Int64
 	reads       atomic.Uint64
 	failures    atomic.Uint64
+	nextRefresh atomic.Int64 // unix nanos of the background loop's next read; 0: none
 
 	ctx      context.Context // cancelled by Close; bounds every store read
 	stop     context.CancelFunc
@@ -337,8 +402,7 @@ func newSource(ctx context.Context, d driver.Reader, name string, o Options) (*S
 	// data, a denied permission) fails at once.
 	var err error
 	for attempt := 0; ; attempt++ {
-		s.started.Add(1)
-		if _, err = s.load(ctx); err == nil {
+		if _, err = s.load(ctx, s.started.Add(1)); err == nil {
 			break
 		}
 		if c := codes.Of(err); !c.Retryable() {
@@ -357,7 +421,10 @@ func newSource(ctx context.Context, d driver.Reader, name string, o Options) (*S
 // Name returns the secret's name in its store.
 func (s *Source) Name() string { return s.name }
 
-// Key returns the CURRENT key value: one atomic load, no allocation.
+// Key returns the CURRENT key value: one atomic load, no allocation. For a
+// short-lived token it is the zero Secret from the token's end of service
+// (just before its expiry, by a timer) until a refresh brings a new one;
+// callers that must check the clock themselves use Fresh or Usable.
 func (s *Source) Key() Secret { return s.snap.Load().val }
 
 // Current returns the CURRENT key snapshot: one atomic load.
@@ -379,6 +446,13 @@ func (s *Source) Usable() (*Key, error) {
 // CheckHealth returns nil while the last good read is within MaxStale, and
 // an Unavailable error naming the age and the last read error otherwise.
 func (s *Source) CheckHealth() error {
+	if k := s.Current(); k.dropped || !time.Now().Before(k.serviceEnd()) && !k.Expires.IsZero() {
+		s.mu.Lock()
+		lastErr := s.lastErr
+		s.mu.Unlock()
+		return codes.Errorf(codes.Unavailable, "providers: token %q (%s) expired at %s or was rejected, and no new one could be had (last error: %v)",
+			s.name, k.Fingerprint, k.Expires.UTC().Format(time.RFC3339), lastErr)
+	}
 	last := time.Unix(0, s.lastSuccess.Load())
 	age := time.Since(last)
 	if age <= s.opts.MaxStale {
@@ -405,6 +479,16 @@ func (s *Source) Stats() Stats {
 	return st
 }
 
+// NextRefresh returns when the background loop reads the store next (for a
+// short-lived token: its scheduled refresh), or the zero time when
+// background refresh is off or no read is scheduled yet.
+func (s *Source) NextRefresh() time.Time {
+	if n := s.nextRefresh.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
 // Options returns the Source's effective options.
 func (s *Source) Options() Options { return s.opts }
 
@@ -413,6 +497,58 @@ func (s *Source) Options() Options { return s.opts }
 // read.
 func (s *Source) Refresh(ctx context.Context) (*Key, error) {
 	return s.refresh(ctx, 0, true)
+}
+
+// Fresh returns CURRENT when a request may use it now: a key that does not
+// expire, or a short-lived token before its mandatory refresh point (the
+// last tenth of its life, at most MandatoryLead). Otherwise it waits for a
+// refresh, shared with every concurrent caller, and returns the new token;
+// when the refresh fails it returns the old token while it is still before
+// its expiry, and an Unavailable error past it: an expired token is never
+// returned. A Transport calls it before every request.
+func (s *Source) Fresh(ctx context.Context) (*Key, error) {
+	k := s.Current()
+	if k.Expires.IsZero() {
+		return k, nil
+	}
+	if !k.dropped && time.Now().Before(k.mandatoryAt()) {
+		return k, nil
+	}
+	nk, err := s.refresh(ctx, k.readSeq, false)
+	if err == nil && !nk.dropped && time.Now().Before(nk.serviceEnd()) {
+		return nk, nil
+	}
+	if cur := s.Current(); !cur.dropped && time.Now().Before(cur.serviceEnd()) {
+		return cur, nil
+	}
+	if err == nil {
+		s.mu.Lock()
+		err = s.lastErr // a read after k's failed
+		s.mu.Unlock()
+	}
+	if err == nil {
+		err = errors.New("the new token is already expired")
+	}
+	return nil, codes.Errorf(codes.Unavailable, "providers: no unexpired token for %q: %w", s.name, err)
+}
+
+// drop removes the token k from service when it is still CURRENT, as after
+// the upstream rejected it and no new one could be had: requests then wait
+// for a refresh (Fresh) instead of sending a token known to be bad. Keys
+// that do not expire are never dropped: their store may still hold them.
+func (s *Source) drop(k *Key) {
+	if k == nil || k.Expires.IsZero() || k.dropped {
+		return
+	}
+	for {
+		old := s.snap.Load()
+		if old.cur != k && old.cur.VersionID != k.VersionID {
+			return
+		}
+		if old.cur.dropped || s.snap.CompareAndSwap(old, &snapshot{cur: expiredKey(old.cur, s.ReadSeq()), prev: old.prev}) {
+			return
+		}
+	}
 }
 
 // ReadSeq returns the number of store reads the Source has begun. A caller
@@ -482,7 +618,7 @@ func (s *Source) startFlight() *flight {
 	go func() {
 		defer s.flights.Done()
 		rctx, cancel := context.WithTimeout(s.ctx, refreshTimeout)
-		f.key, f.err = s.load(rctx)
+		f.key, f.err = s.load(rctx, f.seq)
 		cancel()
 		s.mu.Lock()
 		s.inflight = nil
@@ -529,8 +665,11 @@ func (s *Source) Close() error {
 }
 
 // load reads CURRENT and PREVIOUS from the store and installs them.
-func (s *Source) load(ctx context.Context) (*Key, error) {
+func (s *Source) load(ctx context.Context, seq uint64) (*Key, error) {
 	cur, prev, err := s.read(ctx)
+	if cur != nil {
+		cur.readSeq = seq
+	}
 	if err != nil {
 		s.failures.Add(1)
 		s.lastFailure.Store(time.Now().UnixNano())
@@ -545,7 +684,7 @@ func (s *Source) load(ctx context.Context) (*Key, error) {
 	s.lastErr = nil
 	s.mu.Unlock()
 	old := s.snap.Load()
-	if old != nil && old.cur.VersionID == cur.VersionID && old.cur.Value.Equal(cur.Value) {
+	if old != nil && !old.cur.dropped && old.cur.VersionID == cur.VersionID && old.cur.Value.Equal(cur.Value) {
 		// Unchanged: keep the old pointers so that callers comparing
 		// snapshots see no change; take a new PREVIOUS if the store has one.
 		if prevChanged(old.prev, prev) {
@@ -554,6 +693,11 @@ func (s *Source) load(ctx context.Context) (*Key, error) {
 		return old.cur, nil
 	}
 	s.snap.Store(&snapshot{val: cur.Value, cur: cur, prev: prev})
+	if !cur.Expires.IsZero() {
+		// Never serve a token past its expiry, whatever max_stale says:
+		// at Expires, unless a refresh replaced it, it leaves service.
+		time.AfterFunc(time.Until(cur.serviceEnd()), func() { s.drop(cur) })
+	}
 	if old != nil {
 		s.notify(Change{
 			Name: s.name, OldVersion: old.cur.VersionID, NewVersion: cur.VersionID,
@@ -614,22 +758,62 @@ func (s *Source) notify(c Change) {
 	}
 }
 
-// loop refreshes every Refresh plus up to Jitter, backing off on failure.
+// nextWait returns how long the loop waits before the next read, after
+// failures failed reads in a row. A key refreshes every Refresh plus up to
+// Jitter. A short-lived token refreshes from its expiry instead: at its
+// advisory point (AdvisoryLead before expiry, at most half its life) less
+// up to a quarter of that lead at random, so that many consumers spread
+// out. After a failure, the capped backoff applies, bounded by the regular
+// wait.
+func (s *Source) nextWait(failures int, now time.Time) time.Duration {
+	var wait time.Duration
+	k := s.Current()
+	if !k.Expires.IsZero() {
+		at := k.advisoryAt()
+		if lead := k.Expires.Sub(at) / 4; lead > 0 {
+			at = at.Add(-rand.N(lead))
+		}
+		wait = max(at.Sub(now), 0)
+		if k.dropped {
+			wait = 0
+		}
+	} else {
+		wait = s.opts.Refresh
+		if s.opts.Jitter > 0 {
+			wait += rand.N(s.opts.Jitter)
+		}
+	}
+	if failures > 0 {
+		b := s.opts.backoff().Delay(failures - 1)
+		if wait == 0 {
+			return b
+		}
+		wait = min(b, wait)
+	}
+	if k.Expires.IsZero() {
+		return wait
+	}
+	return max(wait, minTokenWait)
+}
+
+// minTokenWait keeps a token that is born expired (expires_in 0) from
+// turning the loop into a busy one.
+const minTokenWait = 10 * time.Millisecond
+
+// loop refreshes every Refresh plus up to Jitter, or from a short-lived
+// token's expiry (nextWait), backing off on failure.
 func (s *Source) loop(ctx context.Context) {
 	defer close(s.loopDone)
-	if s.opts.Refresh < 0 {
+	if s.opts.Refresh < 0 && s.Current().Expires.IsZero() {
 		<-ctx.Done()
 		return
 	}
 	failures := 0
 	for {
-		wait := s.opts.Refresh
-		if s.opts.Jitter > 0 {
-			wait += rand.N(s.opts.Jitter)
-		}
-		if failures > 0 {
-			wait = min(s.opts.backoff().Delay(failures-1), wait)
-		}
+		k := s.Current()
+		now := time.Now()
+		wait := s.nextWait(failures, now)
+		s.nextRefresh.Store(now.Add(wait).UnixNano())
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -637,7 +821,20 @@ func (s *Source) loop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, err := s.Refresh(ctx); err != nil {
+		var err error
+		if k.Expires.IsZero() {
+			_, err = s.Refresh(ctx)
+		} else {
+			// A token: a read begun since k came (a request's Fresh, a
+			// 401) already replaced it; its outcome stands.
+			_, err = s.refresh(ctx, k.readSeq, false)
+			if err == nil && s.Current().dropped {
+				s.mu.Lock()
+				err = s.lastErr
+				s.mu.Unlock()
+			}
+		}
+		if err != nil {
 			if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 				return
 			}

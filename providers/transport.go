@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -245,6 +246,14 @@ func (t *Transport) roundTrip(out *http.Request) (*http.Response, error) {
 	// The key, then the count of store reads begun: a read counted later
 	// began after this request took its key (see RefreshIfCurrent).
 	k := t.Source.Current()
+	if !k.Expires.IsZero() {
+		// A short-lived token: within its last moments, or expired, wait
+		// for a new one; never send one past its expiry.
+		if k, err = t.Source.Fresh(out.Context()); err != nil {
+			closeBody(out)
+			return nil, err
+		}
+	}
 	seq := t.Source.ReadSeq()
 	t.setHeaders(out.Header, k)
 	resp, err := t.base().RoundTrip(out)
@@ -285,6 +294,9 @@ func (t *Transport) nextKey(req *http.Request, k *Key, seq uint64) (*Key, EventK
 	cur, err := t.Source.RefreshIfCurrent(req.Context(), k, seq)
 	if err != nil {
 		t.emit(Event{Kind: EventRefreshFailed, Key: k, Err: err})
+		// A rejected short-lived token is dropped, as the SDKs do: the
+		// next requests wait for a new one rather than send it again.
+		t.Source.drop(k)
 	} else if cur != nil && !sameKey(cur, k) {
 		return cur, EventRetryRefreshed
 	}
@@ -308,7 +320,11 @@ func (t *Transport) emit(ev Event) {
 // setHeaders puts k in the auth header, removes the other auth header, and
 // applies the version policy. The values are shared slices: no allocation.
 func (t *Transport) setHeaders(h http.Header, k *Key) {
-	if t.Auth == AuthBearer {
+	if k.OAuth {
+		delete(h, hdrAPIKey)
+		h[hdrAuth] = t.bearerHeader(k)
+		mergeOAuthBeta(h)
+	} else if t.Auth == AuthBearer {
 		delete(h, hdrAPIKey)
 		h[hdrAuth] = t.bearerHeader(k)
 	} else {
@@ -327,6 +343,58 @@ func (t *Transport) bearerHeader(k *Key) []string {
 	b := &bearerValue{k: k, h: []string{"Bearer " + k.Value.Reveal()}}
 	t.bearer.Store(b)
 	return b.h
+}
+
+// OAuthBeta is the anthropic-beta value that requests authenticated with an
+// OAuth access token (Key.OAuth, as minted by Workload Identity Federation)
+// must carry.
+const OAuthBeta = "oauth-2025-04-20"
+
+const hdrBeta = "Anthropic-Beta"
+
+// oauthBetaValue is OAuthBeta as a shared header value.
+var oauthBetaValue = []string{OAuthBeta}
+
+// mergeOAuthBeta adds OAuthBeta to the client's anthropic-beta values: the
+// client's own values are kept in their order, and OAuthBeta is not added
+// twice. Several header lines are joined into one comma-separated line.
+func mergeOAuthBeta(h http.Header) {
+	const beta = OAuthBeta
+	vs := h[hdrBeta]
+	if len(vs) == 0 || (len(vs) == 1 && strings.TrimSpace(vs[0]) == "") {
+		h[hdrBeta] = oauthBetaValue
+		return
+	}
+	if len(vs) == 1 && !strings.Contains(vs[0], beta) {
+		// The common case: one line without it; append, keeping the
+		// client's spelling.
+		h[hdrBeta] = []string{strings.TrimRight(vs[0], ", \t") + "," + beta}
+		return
+	}
+	var b strings.Builder
+	for _, v := range vs {
+		for part := range strings.SplitSeq(v, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			if strings.EqualFold(part, beta) && len(vs) == 1 {
+				return // already there, on its one line: leave it as sent
+			}
+			if strings.EqualFold(part, beta) {
+				continue // added once, at the end
+			}
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(part)
+		}
+	}
+	if b.Len() > 0 {
+		b.WriteByte(',')
+	}
+	b.WriteString(beta)
+	h[hdrBeta] = []string{b.String()}
 }
 
 // prepareBody makes out's body replayable when it can be: it reports true

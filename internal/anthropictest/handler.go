@@ -103,6 +103,10 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, reqID string, n u
 		w.Header()["Access-Control-Expose-Headers"] = hdrStar
 	}
 	path := r.URL.Path
+	if path == TokenPath { // oauth.go
+		o.status = s.tokenEndpoint(w, r, reqID)
+		return o
+	}
 	admin := strings.HasPrefix(path, "/v1/organizations/")
 	var v string
 	if vs := r.Header["X-Api-Key"]; len(vs) > 0 {
@@ -110,6 +114,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, reqID string, n u
 	}
 	var authErr *apiError
 	switch {
+	case v == "" && len(r.Header["Authorization"]) > 0: // oauth.go
+		o.key, authErr = s.bearer(r, admin)
+		o.unknown, o.rejected = o.key == nil, o.key != nil && authErr != nil
 	case v == "":
 		o.unknown, authErr = true, errMissingKey
 	case v == s.cfg.adminKey:

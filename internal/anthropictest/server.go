@@ -80,6 +80,7 @@ type Server struct {
 	keys  keyring
 	fault faults
 	rec   recorder
+	oauth oauthState // oauth.go
 
 	srvMu sync.Mutex
 	srv   *httptest.Server

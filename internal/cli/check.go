@@ -19,7 +19,9 @@ func checkCmd() *cobra.Command {
 		Use:   "check",
 		Short: "Validate the config and read every key once; prints fingerprints, never keys",
 		Long: `check loads the config, reads every key once from its store, and prints its
-name, store, version id and fingerprint. It never prints a key. A stored value
+name, store, version id and fingerprint. It never prints a key. For a keyless
+key (wif://, Workload Identity Federation) it performs one token exchange and
+prints the token's fingerprint and expiry. A stored value
 that cannot be a key (empty, JSON null, an array, a quoted string, white space
 or control characters inside the key) fails its key. It exits 0 when every key
 was read, 2 on a configuration error or when a key failed for bad input (a
@@ -61,7 +63,13 @@ func Check(ctx context.Context, c *config.Config, cmd *cobra.Command) error {
 		if prev != nil {
 			p = prev.VersionID + " " + prev.Fingerprint
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\tok\n", name, k.Store, cur.VersionID, cur.Fingerprint, orDash(cur.KeyID), p)
+		status := "ok"
+		if !cur.Expires.IsZero() {
+			// A federation token: check made an exchange.
+			status = fmt.Sprintf("ok: exchanged a short-lived token, expires %s (in %v)",
+				cur.Expires.UTC().Format(time.RFC3339), time.Until(cur.Expires).Round(time.Second))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, k.Store, cur.VersionID, cur.Fingerprint, orDash(cur.KeyID), p, status)
 	}
 	if err := w.Flush(); err != nil {
 		return err

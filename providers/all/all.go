@@ -3,9 +3,10 @@
 package all
 
 import (
-	_ "github.com/keywarden/keywarden/providers/aws"   // awssm://
-	_ "github.com/keywarden/keywarden/providers/env"   // env://
-	_ "github.com/keywarden/keywarden/providers/file"  // file://
-	_ "github.com/keywarden/keywarden/providers/gcp"   // gcpsm://
-	_ "github.com/keywarden/keywarden/providers/vault" // vault://
+	_ "github.com/keywarden/keywarden/providers/aws"        // awssm://
+	_ "github.com/keywarden/keywarden/providers/env"        // env://
+	_ "github.com/keywarden/keywarden/providers/federation" // wif:// (keyless: Workload Identity Federation)
+	_ "github.com/keywarden/keywarden/providers/file"       // file://
+	_ "github.com/keywarden/keywarden/providers/gcp"        // gcpsm://
+	_ "github.com/keywarden/keywarden/providers/vault"      // vault://
 )

@@ -44,6 +44,15 @@ type Version struct {
 	// Token is the rotation token the version was written with by PutPending,
 	// when the backend records it ("" for versions written by hand).
 	Token string
+	// Expires is when the value stops working, for a short-lived credential
+	// such as an OAuth access token minted by Workload Identity Federation;
+	// zero for a key that does not expire by itself. A Source never serves
+	// the value past Expires and schedules its next read from it.
+	Expires time.Time
+	// OAuth marks the value as an OAuth access token: it is sent as
+	// "Authorization: Bearer" with the anthropic-beta value
+	// oauth-2025-04-20, never as x-api-key.
+	OAuth bool
 }
 
 // Reader reads the CURRENT and PREVIOUS versions of named secrets. Every
@@ -56,6 +65,15 @@ type Reader interface {
 	Read(ctx context.Context, name string, stage Stage) (*Version, error)
 	// Close releases the driver's resources. It is safe to call more than once.
 	Close() error
+}
+
+// Keyless is implemented by readers that hold no stored key at all, such as
+// Workload Identity Federation, which mints a short-lived token on every
+// read. NothingToRotate explains, for messages, why there is nothing to
+// put, rotate or revoke.
+type Keyless interface {
+	Reader
+	NothingToRotate() string
 }
 
 // Record is the small per-secret record a rotator keeps in the store to
