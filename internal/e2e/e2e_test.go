@@ -54,7 +54,9 @@ const rotations = 20
 // backend is one store the test runs on, with the consumers' refresh
 // timing and the rotation's grace sized for it: grace is more than the
 // longest refresh gap (refresh + jitter) plus one store read, as config
-// validation demands of a real deployment.
+// validation demands of a real deployment, with room for a machine that
+// stalls every process for a few hundred milliseconds (the race detector
+// on two loaded cores; measured: a 360 ms stall against a 300 ms grace).
 type backend struct {
 	name                   string
 	refresh, jitter, grace time.Duration
@@ -62,19 +64,19 @@ type backend struct {
 }
 
 var backends = []backend{
-	{"file", 20 * time.Millisecond, 5 * time.Millisecond, 250 * time.Millisecond,
+	{"file", 20 * time.Millisecond, 5 * time.Millisecond, time.Second,
 		func(t *testing.T) (driver.Stager, string) {
 			return file.New(filepath.Join(t.TempDir(), "keys.json")), ""
 		}},
-	{"aws", 50 * time.Millisecond, 10 * time.Millisecond, 400 * time.Millisecond,
+	{"aws", 50 * time.Millisecond, 10 * time.Millisecond, time.Second,
 		func(t *testing.T) (driver.Stager, string) {
 			return aws.New(mototest.SecretsManager(t), nil), providertest.UniqueName("kw-e2e") + "/"
 		}},
-	{"gcp", 20 * time.Millisecond, 5 * time.Millisecond, 250 * time.Millisecond,
+	{"gcp", 20 * time.Millisecond, 5 * time.Millisecond, time.Second,
 		func(t *testing.T) (driver.Stager, string) {
 			return gcp.New(gcpsmfake.Start(t).Client(t), "kw-e2e", gcp.Options{}), "kw-e2e-"
 		}},
-	{"vault", 30 * time.Millisecond, 10 * time.Millisecond, 300 * time.Millisecond,
+	{"vault", 30 * time.Millisecond, 10 * time.Millisecond, time.Second,
 		func(t *testing.T) (driver.Stager, string) {
 			st, err := vault.New(context.Background(), vault.Options{Client: vaulttest.Client(t)})
 			if err != nil {
