@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,19 +16,31 @@ import (
 
 const benchResponse = `{"id":"msg_01","type":"message","role":"assistant","content":[{"type":"text","text":"Hello!"}],"model":"claude-sonnet-4-5","stop_reason":"end_turn","usage":{"input_tokens":12,"output_tokens":6}}`
 
-// canned answers every request in memory, so that BenchmarkHandler
-// measures the proxy's own work.
-type canned struct{}
+// benchStream is a short streamed answer, as the Claude API sends it.
+const benchStream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-6\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":12,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}\n\n" +
+	"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n" +
+	"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello there, how are you today?\"}}\n\n" +
+	"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n" +
+	"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":9}}\n\n" +
+	"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
 
-func (canned) RoundTrip(r *http.Request) (*http.Response, error) {
+// canned answers every request in memory, so that BenchmarkHandler
+// measures the proxy's own work: a JSON message, or with sse a stream.
+type canned struct{ sse bool }
+
+func (c canned) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.Body != nil {
 		io.Copy(io.Discard, r.Body)
 		r.Body.Close()
 	}
+	body, ct, n := benchResponse, "application/json", int64(len(benchResponse))
+	if c.sse {
+		body, ct, n = benchStream, "text/event-stream; charset=utf-8", -1
+	}
 	return &http.Response{
-		StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, ContentLength: int64(len(benchResponse)),
-		Header:  http.Header{"Content-Type": {"application/json"}, "Request-Id": {"req_01"}},
-		Body:    io.NopCloser(strings.NewReader(benchResponse)),
+		StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, ContentLength: n,
+		Header:  http.Header{"Content-Type": {ct}, "Request-Id": {"req_01"}},
+		Body:    io.NopCloser(strings.NewReader(body)),
 		Request: r,
 	}, nil
 }
@@ -59,9 +72,25 @@ func benchProxy(b *testing.B, base http.RoundTripper, upstreamURL string) *proxy
 }
 
 // BenchmarkHandler is the proxy's per-request cost without network I/O:
-// guards, limits, routing, header injection, metrics, response copy.
+// guards, limits, routing, header injection, metrics, response copy; with
+// the usage accounting off and on, in one run, for a JSON answer and an
+// SSE stream, so that the accounting's own cost is the difference.
 func BenchmarkHandler(b *testing.B) {
-	p := benchProxy(b, canned{}, "http://upstream")
+	for _, tc := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{{"json", canned{}}, {"sse", canned{sse: true}}} {
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/accounting=%v", tc.name, on), func(b *testing.B) {
+				p := benchProxy(b, tc.rt, "http://upstream")
+				proxy.SetAccounting(p, on)
+				benchHandler(b, p)
+			})
+		}
+	}
+}
+
+func benchHandler(b *testing.B, p *proxy.Proxy) {
 	h := p.Handler()
 	body := `{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}`
 	b.ReportAllocs()

@@ -31,6 +31,7 @@ type Metrics struct {
 	unauthorized *prometheus.CounterVec
 	limited      *prometheus.CounterVec
 	keys         *keyCollector
+	usage        *usageMetrics
 
 	mu     sync.Mutex
 	routes map[string]*Route
@@ -62,10 +63,12 @@ func New() *Metrics {
 			Help: "Requests refused with 429 by the sidecar's own limits, by limit: rate or concurrency.",
 		}, []string{"route", "limit"}),
 		keys:   &keyCollector{},
+		usage:  newUsageMetrics(),
 		routes: map[string]*Route{},
 	}
 	m.Registry.MustRegister(m.requests, m.upstream, m.retries, m.unauthorized, m.limited, m.keys,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.Registry.MustRegister(m.usage.collectors()...)
 	return m
 }
 

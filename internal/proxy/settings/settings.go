@@ -224,3 +224,31 @@ const AdminPrefix = "/v1/organizations"
 func UnderPrefix(p, prefix string) bool {
 	return strings.HasPrefix(p, prefix) && (len(p) == len(prefix) || p[len(prefix)] == '/')
 }
+
+// Client names the sidecar gives itself.
+const (
+	// LocalClient is the client of a sidecar without client tokens (which
+	// listens on loopback or a unix socket only).
+	LocalClient = "local"
+	// DefaultClient is the client of the single client token
+	// (client_token_file).
+	DefaultClient = "default"
+)
+
+// CheckClientName checks a client's name, a metric label: 1–63 letters,
+// digits, '_', '.' or '-', starting with a letter or digit, and not
+// LocalClient (which names the clients of a sidecar without tokens).
+func CheckClientName(name string) error {
+	ok := name != "" && len(name) <= 63
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || i > 0 && (c == '_' || c == '.' || c == '-')
+	}
+	if !ok {
+		return fmt.Errorf("client name %q: use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", name)
+	}
+	if name == LocalClient {
+		return fmt.Errorf("client name %q is reserved for the clients of a sidecar without tokens; pick another", name)
+	}
+	return nil
+}

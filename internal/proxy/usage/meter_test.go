@@ -144,3 +144,28 @@ func TestReadRateLimits(t *testing.T) {
 		t.Fatal("no headers read as some")
 	}
 }
+
+// BenchmarkMeter is the accounting's scan cost per answer: a Messages JSON
+// body and a short SSE stream, fed in the chunks a proxy reads.
+func BenchmarkMeter(b *testing.B) {
+	for _, tc := range []struct {
+		name   string
+		format usage.Format
+		body   string
+	}{{"json", usage.JSON, jsonMessage}, {"sse", usage.SSE, sseStream}} {
+		b.Run(tc.name, func(b *testing.B) {
+			body := []byte(tc.body)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			var m usage.Meter
+			for b.Loop() {
+				m.Reset(tc.format)
+				for c := body; len(c) > 0; {
+					n := min(len(c), 128)
+					m.Write(c[:n])
+					c = c[n:]
+				}
+			}
+		})
+	}
+}
