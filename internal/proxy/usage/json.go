@@ -161,34 +161,15 @@ func (m *Meter) scanJSON(p []byte) {
 				}
 			}
 		case jKey:
-			// Fast path: copy up to the closing quote or a backslash.
-			k := bytes.IndexAny(p[i:], "\"\\")
-			if j.escape {
-				k = 0
-			}
-			end := len(p)
-			if k >= 0 {
-				end = i + k
-			}
-			if j.depth <= trackDepth {
-				m.appendKey(p[i:end])
-			}
-			if k < 0 {
+			end, closed, esc := stringEnd(p[i:], j.escape)
+			m.appendKey(p[i : i+end])
+			j.escape = esc
+			if !closed {
 				i = len(p)
 				continue
 			}
-			i = end
-			c = p[i]
-			switch {
-			case j.escape:
-				j.escape = false
-				m.appendKey(p[i : i+1])
-			case c == '\\':
-				j.escape = true
-				m.appendKey(p[i : i+1])
-			default: // the closing quote
-				j.state = jColon
-			}
+			i += end
+			j.state = jColon
 		case jColon:
 			switch {
 			case c == ':':
@@ -223,37 +204,17 @@ func (m *Meter) scanJSON(p []byte) {
 				}
 			}
 		case jString:
-			k := bytes.IndexAny(p[i:], "\"\\")
-			if j.escape {
-				k = 0
-			}
-			end := len(p)
-			if k >= 0 {
-				end = i + k
-			}
+			end, closed, esc := stringEnd(p[i:], j.escape)
 			if j.target != tNone {
-				m.appendValue(p[i:end])
+				m.appendValue(p[i : i+end])
 			}
-			if k < 0 {
+			j.escape = esc
+			if !closed {
 				i = len(p)
 				continue
 			}
-			i = end
-			c = p[i]
-			switch {
-			case j.escape:
-				j.escape = false
-				if j.target != tNone {
-					m.appendValue(p[i : i+1])
-				}
-			case c == '\\':
-				j.escape = true
-				if j.target != tNone {
-					m.appendValue(p[i : i+1])
-				}
-			default:
-				j.state = jAfter
-			}
+			i += end
+			j.state = jAfter
 		case jNumber:
 			switch {
 			case '0' <= c && c <= '9':
@@ -350,4 +311,36 @@ func (m *Meter) appendValue(b []byte) {
 		return
 	}
 	*n += copy(buf[*n:], b)
+}
+
+// stringEnd finds the end of a JSON string's remaining bytes in p: the
+// index of the closing quote (closed) or len(p), skipping escapes. esc
+// says that the previous chunk ended in a backslash; escAtEnd that this
+// one does.
+func stringEnd(p []byte, esc bool) (end int, closed, escAtEnd bool) {
+	i := 0
+	if esc {
+		if len(p) == 0 {
+			return 0, false, true
+		}
+		i = 1
+	}
+	for {
+		q := bytes.IndexByte(p[i:], '"')
+		seg := p[i:]
+		if q >= 0 {
+			seg = p[i : i+q]
+		}
+		b := bytes.IndexByte(seg, '\\')
+		if b < 0 {
+			if q < 0 {
+				return len(p), false, false
+			}
+			return i + q, true, false
+		}
+		i += b + 2 // the backslash and the byte it escapes
+		if i > len(p) {
+			return len(p), false, true
+		}
+	}
 }

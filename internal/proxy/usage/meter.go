@@ -101,6 +101,7 @@ const (
 	keyCap     = 32 // longest key kept (longer keys never match)
 	valueCap   = 64 // longest model or error type kept (longer: truncated, flagged)
 	fieldCap   = 8  // longest SSE field name kept
+	eventCap   = 16 // longest SSE event name kept
 )
 
 // Meter reads one response body. The zero value reads nothing until Reset.
@@ -122,6 +123,9 @@ type Meter struct {
 	lastCR   bool
 	field    [fieldCap]byte
 	fieldLen int
+	event    [eventCap]byte
+	eventLen int  // -1: longer than eventCap
+	isEvent  bool // the field being read is "event"
 }
 
 type sseState uint8
@@ -197,6 +201,7 @@ func (m *Meter) scanSSE(p []byte) {
 			if c == '\n' || c == '\r' {
 				m.lastCR = c == '\r'
 				m.endJSON() // a blank line dispatches the event
+				m.eventLen = 0
 				i++
 				continue
 			}
@@ -204,10 +209,12 @@ func (m *Meter) scanSSE(p []byte) {
 		case sseField:
 			switch c {
 			case ':':
-				if m.fieldLen == 4 && string(m.field[:4]) == "data" {
+				m.sse, m.isEvent = sseSkip, false
+				switch {
+				case m.fieldLen == 4 && string(m.field[:4]) == "data" && m.wanted():
 					m.sse = sseSpace
-				} else {
-					m.sse = sseSkip
+				case m.fieldLen == 5 && string(m.field[:5]) == "event":
+					m.sse, m.isEvent, m.eventLen = sseSpace, true, 0
 				}
 				i++
 			case '\n', '\r':
@@ -226,17 +233,25 @@ func (m *Meter) scanSSE(p []byte) {
 				i++
 			}
 		case sseData:
-			j := bytes.IndexAny(p[i:], "\r\n")
-			if j < 0 {
-				m.scanJSON(p[i:])
-				return
+			j := lineEnd(p[i:])
+			if m.isEvent {
+				m.appendEvent(p[i : i+max(j, 0)])
+				if j < 0 {
+					m.appendEvent(p[i:])
+					return
+				}
+			} else {
+				if j < 0 {
+					m.scanJSON(p[i:])
+					return
+				}
+				m.scanJSON(p[i : i+j])
+				m.scanJSON(newline) // data lines join with a newline
 			}
-			m.scanJSON(p[i : i+j])
-			m.scanJSON(newline) // data lines join with a newline
 			m.eol(p[i+j])
 			i += j + 1
 		case sseSkip:
-			j := bytes.IndexAny(p[i:], "\r\n")
+			j := lineEnd(p[i:])
 			if j < 0 {
 				return
 			}
@@ -247,6 +262,42 @@ func (m *Meter) scanSSE(p []byte) {
 }
 
 var newline = []byte{'\n'}
+
+// lineEnd returns the index of the first CR or LF in p, or -1.
+func lineEnd(p []byte) int {
+	j := bytes.IndexByte(p, '\n')
+	seg := p
+	if j >= 0 {
+		seg = p[:j]
+	}
+	if k := bytes.IndexByte(seg, '\r'); k >= 0 {
+		return k
+	}
+	return j
+}
+
+func (m *Meter) appendEvent(b []byte) {
+	if m.eventLen < 0 {
+		return
+	}
+	if m.eventLen+len(b) > eventCap {
+		m.eventLen = -1
+		return
+	}
+	m.eventLen += copy(m.event[m.eventLen:], b)
+}
+
+// wanted reports whether the data of the current event are read: those of
+// message_start, message_delta and error events, and of events without a
+// name. The others (content_block_delta above all, the bulk of a stream)
+// are skipped unread.
+func (m *Meter) wanted() bool {
+	switch string(m.event[:max(m.eventLen, 0)]) {
+	case "", "message_start", "message_delta", "error":
+		return m.eventLen >= 0
+	}
+	return false
+}
 
 func (m *Meter) eol(c byte) {
 	m.sse, m.lastCR = sseLineStart, c == '\r'
