@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keywarden/keywarden/internal/proxy"
 	"github.com/keywarden/keywarden/internal/telemetry"
@@ -136,6 +137,49 @@ func BenchmarkLoopback(b *testing.B) {
 					resp.Body.Close()
 				}
 			})
+		})
+	}
+}
+
+// BenchmarkSSEFirstByte is the time from sending a streamed Messages
+// request through the proxy over loopback to reading the first byte of its
+// answer, with the usage accounting off and on in one run (reported as
+// first-byte-ns; ns/op is the whole stream).
+func BenchmarkSSEFirstByte(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
+		for ev := range strings.SplitAfterSeq(benchStream, "\n\n") {
+			io.WriteString(w, ev)
+			w.(http.Flusher).Flush()
+		}
+	}))
+	defer up.Close()
+	for _, on := range []bool{false, true} {
+		b.Run(fmt.Sprintf("accounting=%v", on), func(b *testing.B) {
+			p := benchProxy(b, nil, up.URL)
+			proxy.SetAccounting(p, on)
+			defer p.CloseIdleConnections()
+			ps := httptest.NewServer(p.Handler())
+			defer ps.Close()
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+			defer c.CloseIdleConnections()
+			var first time.Duration
+			var one [1]byte
+			for b.Loop() {
+				start := time.Now()
+				resp, err := c.Post(ps.URL+"/v1/messages", "application/json", strings.NewReader(`{"stream":true}`))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(resp.Body, one[:]); err != nil {
+					b.Fatal(err)
+				}
+				first += time.Since(start)
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			b.ReportMetric(float64(first.Nanoseconds())/float64(b.N), "first-byte-ns")
 		})
 	}
 }
