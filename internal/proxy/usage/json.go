@@ -14,6 +14,8 @@ type jsonState struct {
 	keyLen  [trackDepth]int          // -1: too long
 	target  target                   // what the value being read is
 	escape  bool                     // in a string, after a backslash
+	skip    int                      // jSkip: containers open in the skipped value
+	inStr   bool                     // jSkip: in a string
 	num     int64                    // the number being read
 	numOK   bool                     // digits only so far, no overflow
 }
@@ -29,6 +31,7 @@ const (
 	jString
 	jNumber
 	jLiteral
+	jSkip // inside a value that cannot hold what is read
 )
 
 type target int8
@@ -39,6 +42,56 @@ const (
 	tError
 	tKind // tKind + Kind
 )
+
+// mayHold reports whether a container opening now can hold a value a
+// Meter reads: the root, and the objects under "usage", "error",
+// "message" and "message"."usage". Every other container is skipped with
+// a tighter loop that only counts brackets and strings.
+func (j *jsonState) mayHold() bool {
+	switch j.depth {
+	case 0:
+		return true
+	case 1:
+		switch string(j.keyAt(0)) {
+		case "usage", "error", "message":
+			return true
+		}
+	case 2:
+		return string(j.keyAt(0)) == "message" && string(j.keyAt(1)) == "usage"
+	}
+	return false
+}
+
+// skipValue skips the bytes of a skipped container from p[i]; it returns
+// the index of the last byte consumed.
+func (m *Meter) skipValue(p []byte, i int) int {
+	j := &m.js
+	for ; i < len(p); i++ {
+		if j.inStr {
+			end, closed, esc := stringEnd(p[i:], j.escape)
+			j.escape = esc
+			if !closed {
+				return len(p)
+			}
+			i += end
+			j.inStr = false
+			continue
+		}
+		switch p[i] {
+		case '"':
+			j.inStr, j.escape = true, false
+		case '{', '[':
+			j.skip++
+		case '}', ']':
+			j.skip--
+			if j.skip == 0 {
+				j.state = jAfter
+				return i
+			}
+		}
+	}
+	return len(p)
+}
 
 // usageField returns the target of a key of a usage object.
 func usageField(k []byte) target {
@@ -125,6 +178,8 @@ func (m *Meter) scanJSON(p []byte) {
 		case jValue:
 			switch {
 			case isSpace(c):
+			case (c == '{' || c == '[') && !j.mayHold():
+				j.state, j.skip, j.inStr = jSkip, 1, false
 			case c == '{':
 				j.push(true)
 				j.state = jKeyOrEnd
@@ -232,6 +287,8 @@ func (m *Meter) scanJSON(p []byte) {
 				m.endNumber()
 				i--
 			}
+		case jSkip:
+			i = m.skipValue(p, i)
 		case jLiteral:
 			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
 				j.state = jAfter
@@ -325,7 +382,19 @@ func stringEnd(p []byte, esc bool) (end int, closed, escAtEnd bool) {
 		}
 		i = 1
 	}
-	for {
+	// Short strings (keys, most values): a plain loop beats the calls.
+	for n := min(len(p), i+24); i < n; i++ {
+		switch p[i] {
+		case '"':
+			return i, true, false
+		case '\\':
+			i++
+			if i >= len(p) {
+				return len(p), false, true
+			}
+		}
+	}
+	for i < len(p) {
 		q := bytes.IndexByte(p[i:], '"')
 		seg := p[i:]
 		if q >= 0 {
@@ -343,4 +412,5 @@ func stringEnd(p []byte, esc bool) (end int, closed, escAtEnd bool) {
 			return len(p), false, true
 		}
 	}
+	return len(p), false, false
 }
