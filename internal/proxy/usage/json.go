@@ -364,6 +364,7 @@ func (m *Meter) appendValue(b []byte) {
 		return
 	}
 	if *n+len(b) > valueCap {
+		copy(buf[*n:], b) // keep the first bytes, whatever the chunks
 		*n = -1
 		return
 	}
