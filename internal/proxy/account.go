@@ -76,18 +76,19 @@ func (w *meterWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter)
 func (w *meterWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // account records what a forwarded request used: its tokens and cost by
-// model, and its upstream error type.
-func (w *meterWriter) account(s *telemetry.Spend, cat *usage.Catalog) {
+// model, and its upstream error type. It returns the tokens and the cost.
+func (w *meterWriter) account(s *telemetry.Spend, cat *usage.Catalog) (tokens int64, usd float64) {
 	switch {
 	case w.gone:
-		return
+		return 0, 0
 	case w.own:
 		s.SidecarError()
-		return
+		return 0, 0
 	}
 	if w.messages {
 		if t, _ := w.m.Tokens(); t.Total() > 0 {
-			s.Tokens(cat.Lookup(w.m.Model()), t)
+			tokens = t.Total()
+			usd = s.Tokens(cat.Lookup(w.m.Model()), t)
 		}
 	}
 	et := w.m.ErrorType()
@@ -95,6 +96,7 @@ func (w *meterWriter) account(s *telemetry.Spend, cat *usage.Catalog) {
 		et = otherError
 	}
 	s.Request(et)
+	return tokens, usd
 }
 
 var otherError = []byte(usage.OtherError)

@@ -69,6 +69,8 @@ type Options struct {
 	// ClientToken) every request must carry one client's token. Without
 	// any, every request is the client settings.LocalClient.
 	Clients []Client
+	// Budgets bound spending per client and route (see Budget).
+	Budgets []Budget
 	// Prices add to or replace usage.DefaultPrices, by model id.
 	Prices map[string]usage.Price
 	// MaxRetryBody is the largest body kept for a retry after a 401
@@ -112,6 +114,8 @@ type Proxy struct {
 	allow   []string
 	clients []clientEntry
 	cat     *usage.Catalog
+	budgets []*budget
+	now     func() time.Time // time.Now; tests move it (export_test.go)
 	// noAccount turns the accounting off, for benchmarks (export_test.go).
 	noAccount bool
 	limit     *limiter
@@ -131,11 +135,12 @@ type namedSource struct {
 
 type route struct {
 	Route
-	m      *telemetry.Route
-	spends []*telemetry.Spend // by client index
-	rl     *telemetry.RateLimitGauges
-	tr     *providers.Transport
-	rp     http.Handler
+	m       *telemetry.Route
+	spends  []*telemetry.Spend // by client index
+	budgets [][]*budget        // by client index: the budgets that apply
+	rl      *telemetry.RateLimitGauges
+	tr      *providers.Transport
+	rp      http.Handler
 }
 
 // New validates o and builds the Proxy.
@@ -170,6 +175,13 @@ func New(o Options) (*Proxy, error) {
 	if p.cat, err = usage.NewCatalog(o.Prices); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
+	p.now = time.Now
+	if p.budgets, err = o.newBudgets(); err != nil {
+		return nil, err
+	}
+	for _, b := range p.budgets {
+		b.refused = o.Metrics.Budget(b.Name, func() float64 { return b.used(p.now()) })
+	}
 	p.base = o.Base
 	if p.base == nil {
 		p.base = newBaseTransport(&o)
@@ -198,6 +210,13 @@ func New(o Options) (*Proxy, error) {
 		rt := &route{Route: r, m: o.Metrics.Route(r.Name), rl: o.Metrics.RateLimit(r.Key)}
 		for _, c := range p.clients {
 			rt.spends = append(rt.spends, o.Metrics.Spend(r.Name, c.name, p.cat))
+			var bs []*budget
+			for _, b := range p.budgets {
+				if b.selects(rt, c.name) {
+					bs = append(bs, b)
+				}
+			}
+			rt.budgets = append(rt.budgets, bs)
 		}
 		rt.rp = p.newReverseProxy(rt, p.base)
 		if r.Listener != "" {
@@ -325,6 +344,11 @@ func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		defer lim.release(c)
 	}
+	if b, after := p.overBudget(rt, ci); b != nil {
+		rt.m.Request(http.StatusTooManyRequests)
+		b.refuse(w, after)
+		return
+	}
 	messages := path == "/v1/messages" && r.Method == http.MethodPost
 	if path != r.URL.Path {
 		r = stripPrefix(r, path)
@@ -335,7 +359,9 @@ func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	mw := getMeterWriter(w, rt.rl, messages)
 	rt.rp.ServeHTTP(mw, r)
-	mw.account(rt.spends[ci], p.cat)
+	if tokens, usd := mw.account(rt.spends[ci], p.cat); tokens > 0 {
+		p.charge(rt, ci, tokens, usd)
+	}
 	putMeterWriter(mw)
 }
 

@@ -35,9 +35,11 @@ type usageMetrics struct {
 	rlRemain *prometheus.GaugeVec
 	rlReset  *prometheus.GaugeVec
 
-	mu     sync.Mutex
-	spends map[[2]string]*Spend
-	rls    map[string]*RateLimitGauges
+	mu            sync.Mutex
+	budgetRefused *prometheus.CounterVec // registered with the first budget
+	budgetUsed    *funcGauges
+	spends        map[[2]string]*Spend
+	rls           map[string]*RateLimitGauges
 }
 
 func newUsageMetrics() *usageMetrics {
@@ -118,8 +120,8 @@ func (m *Metrics) Spend(route, client string, cat *usage.Catalog) *Spend {
 
 // Tokens adds the tokens of one response of the model at catalog index
 // model, and their cost (or, for a model without a price, the unpriced
-// tokens).
-func (s *Spend) Tokens(model int, t usage.Tokens) {
+// tokens). It returns the cost in USD (0 when unpriced).
+func (s *Spend) Tokens(model int, t usage.Tokens) float64 {
 	if model < 0 || model >= len(s.models) {
 		model = s.cat.Other()
 	}
@@ -140,13 +142,15 @@ func (s *Spend) Tokens(model int, t usage.Tokens) {
 			mc.tokens[k].Add(float64(n))
 		}
 	}
-	if usd, ok := s.cat.Cost(model, t); ok {
+	usd, ok := s.cat.Cost(model, t)
+	if ok {
 		if usd > 0 {
 			mc.cost.Add(usd)
 		}
 	} else if n := t.Total(); n > 0 {
 		mc.unpriced.Add(float64(n))
 	}
+	return usd
 }
 
 // Request counts one forwarded request with its upstream error type
@@ -208,5 +212,58 @@ func (g *RateLimitGauges) Set(rl *usage.RateLimits) {
 		if r.HasReset {
 			g.g[i][2].Set(float64(r.Reset.Unix()))
 		}
+	}
+}
+
+// Budget registers the metrics of a budget: its use of the current window
+// as a ratio (read at scrape time from used) and its refusals.
+func (m *Metrics) Budget(name string, used func() float64) prometheus.Counter {
+	u := m.usage
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.budgetRefused == nil {
+		u.budgetRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "sidecar", Name: "budget_refused_total",
+			Help: "Requests refused with 429 because a budget of the sidecar was spent, by budget.",
+		}, []string{"budget"})
+		u.budgetUsed = &funcGauges{desc: prometheus.NewDesc(Namespace+"_sidecar_budget_used_ratio",
+			"Share of each budget spent in its current window (1: spent; can pass 1 by the requests under way when it was reached).",
+			[]string{"budget"}, nil)}
+		m.Registry.MustRegister(u.budgetRefused, u.budgetUsed)
+	}
+	u.budgetUsed.add(name, used)
+	return u.budgetRefused.WithLabelValues(name)
+}
+
+// funcGauges is one gauge per label value, read from a function at scrape
+// time.
+type funcGauges struct {
+	desc *prometheus.Desc
+
+	mu  sync.Mutex
+	fns []namedFunc
+}
+
+type namedFunc struct {
+	name string
+	fn   func() float64
+}
+
+func (f *funcGauges) add(name string, fn func() float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fns = append(f.fns, namedFunc{name, fn})
+}
+
+// Describe sends the descriptor.
+func (f *funcGauges) Describe(ch chan<- *prometheus.Desc) { ch <- f.desc }
+
+// Collect reads every function.
+func (f *funcGauges) Collect(ch chan<- prometheus.Metric) {
+	f.mu.Lock()
+	fns := append([]namedFunc(nil), f.fns...)
+	f.mu.Unlock()
+	for _, nf := range fns {
+		ch <- prometheus.MustNewConstMetric(f.desc, prometheus.GaugeValue, nf.fn(), nf.name)
 	}
 }

@@ -7,6 +7,7 @@ package settings
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"path"
@@ -249,6 +250,29 @@ func CheckClientName(name string) error {
 	}
 	if name == LocalClient {
 		return fmt.Errorf("client name %q is reserved for the clients of a sidecar without tokens; pick another", name)
+	}
+	return nil
+}
+
+// BudgetWindows are the windows a budget may have.
+var BudgetWindows = map[string]time.Duration{"minute": time.Minute, "hour": time.Hour, "day": 24 * time.Hour}
+
+// CheckBudget checks a budget: a name (CheckClientName's rules, "local"
+// aside), a window of BudgetWindows, and exactly one positive limit, in
+// tokens or US dollars.
+func CheckBudget(name string, window time.Duration, tokens int64, usd float64) error {
+	if err := CheckClientName(name); err != nil && name != LocalClient {
+		return fmt.Errorf("budget: %w", err)
+	}
+	ok := false
+	for _, w := range BudgetWindows {
+		ok = ok || w == window
+	}
+	switch {
+	case !ok:
+		return fmt.Errorf("budget %s: the window must be a minute, an hour or a day", name)
+	case (tokens > 0) == (usd > 0) || tokens < 0 || usd < 0 || math.IsNaN(usd) || math.IsInf(usd, 0):
+		return fmt.Errorf("budget %s: set one positive limit, tokens or usd", name)
 	}
 	return nil
 }
