@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,6 +46,8 @@ type Sidecar struct {
 	Clients []Client `yaml:"clients"`
 	// Usage configures the token accounting.
 	Usage Usage `yaml:"usage"`
+	// Budgets bound spending per client and/or route.
+	Budgets []Budget `yaml:"budgets"`
 	// Routes map a path prefix or a listener to a key and an upstream
 	// (default: one route, prefix /, the only key, the Claude API).
 	Routes []Route `yaml:"routes"`
@@ -99,6 +102,23 @@ type Client struct {
 	// addresses) instead of the per-address rate_limit; unset fields are
 	// off.
 	RateLimit *RateLimit `yaml:"rate_limit"`
+}
+
+// Budget bounds what a client, a route, or both may spend per window
+// (held per sidecar process).
+type Budget struct {
+	// Name labels the budget's metrics and refusals.
+	Name string `yaml:"name"`
+	// Client is a client's name (a name in clients, "default" for
+	// client_token_file, "local" without tokens); empty: every client.
+	Client string `yaml:"client"`
+	// Route is a route's prefix or listener; empty: every route.
+	Route string `yaml:"route"`
+	// Tokens or USD is the limit per window; exactly one.
+	Tokens int64   `yaml:"tokens"`
+	USD    float64 `yaml:"usd"`
+	// Per is the window: minute, hour or day (aligned to UTC).
+	Per string `yaml:"per"`
 }
 
 // Usage configures the sidecar's token accounting.
@@ -308,6 +328,7 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	}
 	errs = append(errs, s.RateLimit.validate(p+".rate_limit")...)
 	errs = append(errs, s.validateClients(p+".clients")...)
+	errs = append(errs, s.validateBudgets(p+".budgets", c)...)
 	models := make([]string, 0, len(s.Usage.Prices))
 	for m := range s.Usage.Prices {
 		models = append(models, m)
@@ -392,6 +413,59 @@ func (s *Sidecar) validateClients(p string) []string {
 		}
 		if c.RateLimit != nil {
 			errs = append(errs, c.RateLimit.validate(f+".rate_limit")...)
+		}
+	}
+	return errs
+}
+
+// ClientNames returns the names of the sidecar's clients: "default" for
+// client_token_file and each of clients, or "local" without any token.
+func (s *Sidecar) ClientNames() []string {
+	var names []string
+	if s.ClientTokenFile != "" {
+		names = append(names, settings.DefaultClient)
+	}
+	for _, c := range s.Clients {
+		names = append(names, c.Name)
+	}
+	if len(names) == 0 {
+		names = []string{settings.LocalClient}
+	}
+	return names
+}
+
+func (s *Sidecar) validateBudgets(p string, c *Config) []string {
+	var errs []string
+	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	clients := s.ClientNames()
+	var routes []string
+	for _, r := range s.EffectiveRoutes(c) {
+		if r.Prefix != "" {
+			routes = append(routes, "/"+strings.Trim(r.Prefix, "/"))
+		} else {
+			routes = append(routes, r.Listener)
+		}
+	}
+	seen := map[string]int{}
+	for i, b := range s.Budgets {
+		f := fmt.Sprintf("%s[%d]", p, i)
+		w, ok := settings.BudgetWindows[b.Per]
+		if !ok {
+			add("%s.per: %q; use minute, hour or day", f, b.Per)
+			w = time.Hour
+		}
+		if err := settings.CheckBudget(b.Name, w, b.Tokens, b.USD); err != nil {
+			add("%s: %v", f, err)
+		}
+		if j, dup := seen[b.Name]; dup {
+			add("%s.name: %q is also budgets[%d]'s name", f, b.Name, j)
+		}
+		seen[b.Name] = i
+		if b.Client != "" && !slices.Contains(clients, b.Client) {
+			add("%s.client: no client named %q; use one of %s", f, b.Client, strings.Join(clients, ", "))
+		}
+		if b.Route != "" && !slices.Contains(routes, b.Route) {
+			add("%s.route: no route with prefix or listener %q; use one of %s", f, b.Route, strings.Join(routes, ", "))
 		}
 	}
 	return errs
@@ -534,7 +608,7 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 func (s Size) MarshalYAML() (any, error) { return s.Bytes, nil }
 
 func init() {
-	for _, v := range []any{Route{}, RateLimit{}, Timeouts{}, FileSink{}, Exec{}, Client{}, Usage{}, Price{}} {
+	for _, v := range []any{Route{}, RateLimit{}, Timeouts{}, FileSink{}, Exec{}, Client{}, Usage{}, Price{}, Budget{}} {
 		registerFields(v)
 	}
 }

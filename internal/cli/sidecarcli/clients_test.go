@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
 	"github.com/keywarden/keywarden/internal/config"
@@ -28,6 +29,8 @@ sidecar:
   usage:
     prices:
       claude-sonnet-5: {input: 3, output: 15}
+  budgets:
+    - {name: pay-day, client: payments, usd: 20, per: day}
 `, tok)))
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +42,9 @@ sidecar:
 	want := []proxy.Client{
 		{Name: "payments", Token: "payments-token-0123456789", RPS: 2, Concurrency: 3},
 		{Name: "search", Token: "search-token-0123456789"},
+	}
+	if len(o.Budgets) != 1 || o.Budgets[0] != (proxy.Budget{Name: "pay-day", Client: "payments", USD: 20, Window: 24 * time.Hour}) {
+		t.Fatalf("budgets %+v", o.Budgets)
 	}
 	if fmt.Sprint(o.Clients) != fmt.Sprint(want) || o.Prices["claude-sonnet-5"] != (usage.Price{Input: 3, Output: 15}) {
 		t.Fatalf("clients %+v prices %+v", o.Clients, o.Prices)

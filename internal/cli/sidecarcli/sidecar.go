@@ -221,6 +221,10 @@ func Options(c *config.Config) (proxy.Options, error) {
 		}
 		o.Clients = append(o.Clients, pc)
 	}
+	for _, b := range s.Budgets {
+		o.Budgets = append(o.Budgets, proxy.Budget{Name: b.Name, Client: b.Client, Route: b.Route,
+			Tokens: b.Tokens, USD: b.USD, Window: settings.BudgetWindows[b.Per]})
+	}
 	if len(s.Usage.Prices) > 0 {
 		o.Prices = map[string]usage.Price{}
 		for m, pr := range s.Usage.Prices {
