@@ -70,7 +70,13 @@ func (w *meterWriter) Write(p []byte) (int, error) {
 }
 
 // Flush flushes the client's connection.
-func (w *meterWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+func (w *meterWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+		return
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
 
 // Unwrap returns the client's ResponseWriter, for http.ResponseController.
 func (w *meterWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

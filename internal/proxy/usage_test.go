@@ -209,3 +209,19 @@ func TestRateLimitHeadroomGauges(t *testing.T) {
 		}
 	}
 }
+
+func TestModelLabelsBounded(t *testing.T) {
+	e := newEnv(t, newUsageUpstream(t), nil)
+	for _, m := range []string{"claude-sonnet-5", "claude-opus-5", "claude-fable-5", "claude-mythos-5-1", "claude-opus-4-7"} {
+		if code, _, body := e.do(t, "POST", "/v1/messages", messageBody(m, false), "x-api-key", "p"); code != 200 {
+			t.Fatalf("%s: %d %s", m, code, body)
+		}
+	}
+	models := map[string]bool{}
+	for _, m := range regexp.MustCompile(`keywarden_sidecar_tokens_total\{[^}]*model="([^"]*)"`).FindAllStringSubmatch(e.scrape(t), -1) {
+		models[m[1]] = true
+	}
+	if len(models) != 2 || !models[usage.OtherModel] || !models["claude-opus-4-7"] {
+		t.Fatalf("model labels %v, want other and claude-opus-4-7", models)
+	}
+}

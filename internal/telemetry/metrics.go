@@ -1,8 +1,12 @@
 // Package telemetry holds the sidecar's Prometheus metrics and its
 // redacting log helpers. Metrics on the request path are pre-curried per
 // route, so that counting a request builds no label map; metrics of keys are
-// read from each Source at scrape time. No metric carries a key value: keys
-// appear as their version id and fingerprint only.
+// read from each Source at scrape time. Usage metrics (tokens, estimated
+// cost, unpriced tokens, requests by upstream error type) are pre-resolved
+// per route and client, then per model and error type on first use; model
+// labels are bounded by the price catalog (unknown models are "other").
+// No metric carries a key value or a client token: keys appear as their
+// version id and fingerprint only, clients by name.
 package telemetry
 
 import (
