@@ -55,6 +55,8 @@ func TestMeter(t *testing.T) {
 		{"json error", usage.JSON, jsonError, result{model: "", err: "overloaded_error"}},
 		{"sse cumulative output", usage.SSE, sseStream, result{usage.Tokens{25, 15, 7, 3}, "claude-haiku-4-5-20251001", ""}},
 		{"sse error event", usage.SSE, sseError, result{usage.Tokens{5, 1, 0, 0}, "claude-opus-4-7", "overloaded_error"}},
+		{"sse delta repeats input (cumulative)", usage.SSE, "data: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n" +
+			"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":4,\"output_tokens\":30}}\n\n", result{usage.Tokens{5, 30, 0, 4}, "m", ""}},
 		{"not read", usage.None, jsonMessage, result{}},
 		{"count_tokens shape", usage.JSON, `{"input_tokens":42}`, result{}},
 		{"nested and escaped", usage.JSON, `{"a":[[{"usage":{"input_tokens":1}}]],"model":"m\"x","usage":{"output_tokens":2.5,"input_tokens":-3,"cache_read_input_tokens":"9"}}`, result{model: `m\"x`}},
