@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/keywarden/keywarden/internal/proxy/settings"
+	"github.com/keywarden/keywarden/internal/proxy/usage"
 	"github.com/keywarden/keywarden/providers"
 )
 
@@ -36,6 +39,15 @@ type Sidecar struct {
 	// ClientTokenFile holds the token clients must present (x-keywarden-token,
 	// or as their x-api-key / bearer token).
 	ClientTokenFile string `yaml:"client_token_file"`
+	// Clients are named clients (services), each known by its own token;
+	// the client_token_file's token is the client "default". A request's
+	// client labels its usage metrics; without any token every request is
+	// the client "local".
+	Clients []Client `yaml:"clients"`
+	// Usage configures the token accounting.
+	Usage Usage `yaml:"usage"`
+	// Budgets bound spending per client and/or route.
+	Budgets []Budget `yaml:"budgets"`
 	// Routes map a path prefix or a listener to a key and an upstream
 	// (default: one route, prefix /, the only key, the Claude API).
 	Routes []Route `yaml:"routes"`
@@ -75,6 +87,59 @@ type Route struct {
 	AnthropicVersion string `yaml:"anthropic_version"`
 	// VersionPolicy is set-if-absent (default) or enforce.
 	VersionPolicy string `yaml:"version_policy"`
+}
+
+// Client is a named client of the sidecar.
+type Client struct {
+	// Name labels the client's metrics (settings.CheckClientName).
+	Name string `yaml:"name"`
+	// TokenFile holds the client's token (mode 0600, at least 16
+	// characters); or TokenEnv names the environment variable holding it.
+	// Exactly one of them; a token is never written in the config.
+	TokenFile string `yaml:"token_file"`
+	TokenEnv  string `yaml:"token_env"`
+	// RateLimit, when set, limits this client as a whole (whatever its
+	// addresses) instead of the per-address rate_limit; unset fields are
+	// off.
+	RateLimit *RateLimit `yaml:"rate_limit"`
+}
+
+// Budget bounds what a client, a route, or both may spend per window
+// (held per sidecar process).
+type Budget struct {
+	// Name labels the budget's metrics and refusals.
+	Name string `yaml:"name"`
+	// Client is a client's name (a name in clients, "default" for
+	// client_token_file, "local" without tokens); empty: every client.
+	Client string `yaml:"client"`
+	// Route is a route's prefix or listener; empty: every route.
+	Route string `yaml:"route"`
+	// Tokens or USD is the limit per window; exactly one.
+	Tokens int64   `yaml:"tokens"`
+	USD    float64 `yaml:"usd"`
+	// Per is the window: minute, hour or day (aligned to UTC).
+	Per string `yaml:"per"`
+}
+
+// Usage configures the sidecar's token accounting.
+type Usage struct {
+	// Prices add models to the price table or replace list prices
+	// (usage.DefaultPrices), in US dollars per million tokens, by model id.
+	Prices map[string]Price `yaml:"prices"`
+}
+
+// Price is a model's price in US dollars per million tokens; cache_write
+// and cache_read default to 1.25× and 0.1× input.
+type Price struct {
+	Input      float64 `yaml:"input"`
+	Output     float64 `yaml:"output"`
+	CacheWrite float64 `yaml:"cache_write"`
+	CacheRead  float64 `yaml:"cache_read"`
+}
+
+// UsagePrice returns p as package usage takes it.
+func (p Price) UsagePrice() usage.Price {
+	return usage.Price{Input: p.Input, Output: p.Output, CacheWrite: p.CacheWrite, CacheRead: p.CacheRead}
 }
 
 // RateLimit limits each client (by address; one client per unix socket).
@@ -220,7 +285,7 @@ func ParseSignal(name string) (syscall.Signal, error) {
 func (s *Sidecar) validate(p string, c *Config) []string {
 	var errs []string
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
-	token := s.ClientTokenFile != ""
+	token := s.ClientTokenFile != "" || len(s.Clients) > 0
 	checkAddr := func(field, addr string, serves bool) {
 		if serves {
 			if err := settings.CheckListen(addr, token); err != nil {
@@ -261,15 +326,20 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 			add("%s.max_retry_body: %v", p, err)
 		}
 	}
-	rl := s.RateLimit
-	if rl.RPS != nil && *rl.RPS < 0 {
-		add("%s.rate_limit.rps: must not be negative; 0 turns the rate limit off", p)
+	errs = append(errs, s.RateLimit.validate(p+".rate_limit")...)
+	errs = append(errs, s.validateClients(p+".clients")...)
+	errs = append(errs, s.validateBudgets(p+".budgets", c)...)
+	models := make([]string, 0, len(s.Usage.Prices))
+	for m := range s.Usage.Prices {
+		models = append(models, m)
 	}
-	if rl.Burst != nil && *rl.Burst < 0 {
-		add("%s.rate_limit.burst: must not be negative", p)
-	}
-	if rl.Concurrency != nil && *rl.Concurrency < 0 {
-		add("%s.rate_limit.concurrency: must not be negative; 0 turns the concurrency limit off", p)
+	sort.Strings(models)
+	for _, m := range models {
+		if err := usage.CheckModel(m); err != nil {
+			add("%s.usage.prices: %v", p, err)
+		} else if err := usage.CheckPrice(s.Usage.Prices[m].UsagePrice()); err != nil {
+			add("%s.usage.prices.%s: %v", p, m, err)
+		}
 	}
 	for _, d := range []struct {
 		name string
@@ -301,6 +371,102 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	}
 	if s.Exec.Env != "" && !envName(s.Exec.Env) {
 		add("%s.exec.env: %q is not an environment variable name; use letters, digits and _", p, s.Exec.Env)
+	}
+	return errs
+}
+
+func (rl RateLimit) validate(p string) []string {
+	var errs []string
+	if rl.RPS != nil && *rl.RPS < 0 {
+		errs = append(errs, p+".rps: must not be negative; 0 turns the rate limit off")
+	}
+	if rl.Burst != nil && *rl.Burst < 0 {
+		errs = append(errs, p+".burst: must not be negative")
+	}
+	if rl.Concurrency != nil && *rl.Concurrency < 0 {
+		errs = append(errs, p+".concurrency: must not be negative; 0 turns the concurrency limit off")
+	}
+	return errs
+}
+
+func (s *Sidecar) validateClients(p string) []string {
+	var errs []string
+	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	seen := map[string]int{}
+	for i, c := range s.Clients {
+		f := fmt.Sprintf("%s[%d]", p, i)
+		if err := settings.CheckClientName(c.Name); err != nil {
+			add("%s.name: %v", f, err)
+		}
+		if j, dup := seen[c.Name]; dup {
+			add("%s.name: %q is also clients[%d]'s name", f, c.Name, j)
+		}
+		seen[c.Name] = i
+		if c.Name == settings.DefaultClient && s.ClientTokenFile != "" {
+			add("%s.name: %q is the client of client_token_file; pick another name", f, c.Name)
+		}
+		switch {
+		case (c.TokenFile == "") == (c.TokenEnv == ""):
+			add("%s: set token_file (a file holding a random token, mode 0600) or token_env (an environment variable holding it), one of them", f)
+		case c.TokenEnv != "" && !envName(c.TokenEnv):
+			add("%s.token_env: %q is not an environment variable name; use letters, digits and _", f, c.TokenEnv)
+		}
+		if c.RateLimit != nil {
+			errs = append(errs, c.RateLimit.validate(f+".rate_limit")...)
+		}
+	}
+	return errs
+}
+
+// ClientNames returns the names of the sidecar's clients: "default" for
+// client_token_file and each of clients, or "local" without any token.
+func (s *Sidecar) ClientNames() []string {
+	var names []string
+	if s.ClientTokenFile != "" {
+		names = append(names, settings.DefaultClient)
+	}
+	for _, c := range s.Clients {
+		names = append(names, c.Name)
+	}
+	if len(names) == 0 {
+		names = []string{settings.LocalClient}
+	}
+	return names
+}
+
+func (s *Sidecar) validateBudgets(p string, c *Config) []string {
+	var errs []string
+	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	clients := s.ClientNames()
+	var routes []string
+	for _, r := range s.EffectiveRoutes(c) {
+		if r.Prefix != "" {
+			routes = append(routes, "/"+strings.Trim(r.Prefix, "/"))
+		} else {
+			routes = append(routes, r.Listener)
+		}
+	}
+	seen := map[string]int{}
+	for i, b := range s.Budgets {
+		f := fmt.Sprintf("%s[%d]", p, i)
+		w, ok := settings.BudgetWindows[b.Per]
+		if !ok {
+			add("%s.per: %q; use minute, hour or day", f, b.Per)
+			w = time.Hour
+		}
+		if err := settings.CheckBudget(b.Name, w, b.Tokens, b.USD); err != nil {
+			add("%s: %v", f, err)
+		}
+		if j, dup := seen[b.Name]; dup {
+			add("%s.name: %q is also budgets[%d]'s name", f, b.Name, j)
+		}
+		seen[b.Name] = i
+		if b.Client != "" && !slices.Contains(clients, b.Client) {
+			add("%s.client: no client named %q; use one of %s", f, b.Client, strings.Join(clients, ", "))
+		}
+		if b.Route != "" && !slices.Contains(routes, b.Route) {
+			add("%s.route: no route with prefix or listener %q; use one of %s", f, b.Route, strings.Join(routes, ", "))
+		}
 	}
 	return errs
 }
@@ -442,7 +608,7 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 func (s Size) MarshalYAML() (any, error) { return s.Bytes, nil }
 
 func init() {
-	for _, v := range []any{Route{}, RateLimit{}, Timeouts{}, FileSink{}, Exec{}} {
+	for _, v := range []any{Route{}, RateLimit{}, Timeouts{}, FileSink{}, Exec{}, Client{}, Usage{}, Price{}, Budget{}} {
 		registerFields(v)
 	}
 }

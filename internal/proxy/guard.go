@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"net/http"
 	"strings"
 
@@ -107,25 +105,4 @@ func (p *Proxy) checkPath(path string) *apiError {
 		}
 	}
 	return &errNotAllowed
-}
-
-// tokenOK reports whether the request carries the client token, in
-// TokenHeader, x-api-key or as a bearer token. Digests are compared in
-// constant time, so that neither the token nor its length leaks.
-func (p *Proxy) tokenOK(r *http.Request) bool {
-	if v := r.Header[TokenHeader]; len(v) == 1 {
-		return p.tokenEqual(v[0])
-	}
-	if v := r.Header["X-Api-Key"]; len(v) == 1 {
-		return p.tokenEqual(v[0])
-	}
-	if v := r.Header["Authorization"]; len(v) == 1 && len(v[0]) > 7 && strings.EqualFold(v[0][:7], "bearer ") {
-		return p.tokenEqual(v[0][7:])
-	}
-	return false
-}
-
-func (p *Proxy) tokenEqual(got string) bool {
-	sum := sha256.Sum256([]byte(got))
-	return subtle.ConstantTimeCompare(sum[:], p.token[:]) == 1
 }

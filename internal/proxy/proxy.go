@@ -14,7 +14,6 @@
 package proxy
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +24,7 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/internal/proxy/settings"
+	"github.com/keywarden/keywarden/internal/proxy/usage"
 	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
 )
@@ -62,8 +62,17 @@ type Options struct {
 	// (settings.DefaultAllowPaths);
 	// each must pass settings.CheckAllowPath.
 	AllowPaths []string
-	// ClientToken, when not empty, must come with every request.
+	// ClientToken, when not empty, must come with every request: it is the
+	// client settings.DefaultClient.
 	ClientToken string
+	// Clients are named clients, each known by its token; with them (or
+	// ClientToken) every request must carry one client's token. Without
+	// any, every request is the client settings.LocalClient.
+	Clients []Client
+	// Budgets bound spending per client and route (see Budget).
+	Budgets []Budget
+	// Prices add to or replace usage.DefaultPrices, by model id.
+	Prices map[string]usage.Price
 	// MaxRetryBody is the largest body kept for a retry after a 401
 	// (providers.DefaultMaxRetryBody; negative keeps none).
 	MaxRetryBody int64
@@ -103,11 +112,16 @@ type Proxy struct {
 	log     *slog.Logger
 	metrics *telemetry.Metrics
 	allow   []string
-	token   [sha256.Size]byte
-	limit   *limiter
-	buffers bufferPool
-	base    http.RoundTripper
-	refused *telemetry.Route // refusals before a route is known
+	clients []clientEntry
+	cat     *usage.Catalog
+	budgets []*budget
+	now     func() time.Time // time.Now; tests move it (export_test.go)
+	// noAccount turns the accounting off, for benchmarks (export_test.go).
+	noAccount bool
+	limit     *limiter
+	buffers   bufferPool
+	base      http.RoundTripper
+	refused   *telemetry.Route // refusals before a route is known
 
 	prefixes  []*route // longest prefix first
 	listeners map[string]*route
@@ -121,9 +135,12 @@ type namedSource struct {
 
 type route struct {
 	Route
-	m  *telemetry.Route
-	tr *providers.Transport
-	rp http.Handler
+	m       *telemetry.Route
+	spends  []*telemetry.Spend // by client index
+	budgets [][]*budget        // by client index: the budgets that apply
+	rl      *telemetry.RateLimitGauges
+	tr      *providers.Transport
+	rp      http.Handler
 }
 
 // New validates o and builds the Proxy.
@@ -151,8 +168,19 @@ func New(o Options) (*Proxy, error) {
 		listeners: map[string]*route{},
 		refused:   o.Metrics.Route("-"),
 	}
-	if o.ClientToken != "" {
-		p.token = sha256.Sum256([]byte(o.ClientToken))
+	var err error
+	if p.clients, err = newClients(&o); err != nil {
+		return nil, err
+	}
+	if p.cat, err = usage.NewCatalog(o.Prices); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	p.now = time.Now
+	if p.budgets, err = o.newBudgets(); err != nil {
+		return nil, err
+	}
+	for _, b := range p.budgets {
+		b.refused = o.Metrics.Budget(b.Name, func() float64 { return b.used(p.now()) })
 	}
 	p.base = o.Base
 	if p.base == nil {
@@ -179,7 +207,17 @@ func New(o Options) (*Proxy, error) {
 				r.Name = "listener " + r.Listener
 			}
 		}
-		rt := &route{Route: r, m: o.Metrics.Route(r.Name)}
+		rt := &route{Route: r, m: o.Metrics.Route(r.Name), rl: o.Metrics.RateLimit(r.Key)}
+		for _, c := range p.clients {
+			rt.spends = append(rt.spends, o.Metrics.Spend(r.Name, c.name, p.cat))
+			var bs []*budget
+			for _, b := range p.budgets {
+				if b.selects(rt, c.name) {
+					bs = append(bs, b)
+				}
+			}
+			rt.budgets = append(rt.budgets, bs)
+		}
 		rt.rp = p.newReverseProxy(rt, p.base)
 		if r.Listener != "" {
 			p.listeners[r.Listener] = rt
@@ -266,9 +304,13 @@ func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.refuse(w, p.refused, &errNotProxy)
 		return
 	}
-	if p.opts.ClientToken != "" && !p.tokenOK(r) {
-		p.refuse(w, p.refused, &errToken)
-		return
+	ci := 0
+	if p.tokens() {
+		var ok bool
+		if ci, ok = p.identify(r); !ok {
+			p.refuse(w, p.refused, &errToken)
+			return
+		}
 	}
 	rt, path := h.fixed, r.URL.Path
 	if rt == nil {
@@ -282,8 +324,12 @@ func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.refuse(w, rt.m, e)
 		return
 	}
-	if p.limit != nil {
-		c, why, after := p.limit.acquire(r.RemoteAddr)
+	lim, id := p.limit, r.RemoteAddr
+	if ce := &p.clients[ci]; ce.limit != nil {
+		lim, id = ce.limit, ce.name
+	}
+	if lim != nil {
+		c, why, after := lim.acquire(id)
 		switch why {
 		case overRate:
 			rt.m.RateLimited.Inc()
@@ -296,12 +342,27 @@ func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			errConcurrency.write(w, after)
 			return
 		}
-		defer p.limit.release(c)
+		defer lim.release(c)
 	}
+	if b, after := p.overBudget(rt, ci); b != nil {
+		rt.m.Request(http.StatusTooManyRequests)
+		b.refuse(w, after)
+		return
+	}
+	messages := path == "/v1/messages" && r.Method == http.MethodPost
 	if path != r.URL.Path {
 		r = stripPrefix(r, path)
 	}
-	rt.rp.ServeHTTP(w, r)
+	if p.noAccount {
+		rt.rp.ServeHTTP(w, r)
+		return
+	}
+	mw := getMeterWriter(w, rt.rl, messages)
+	rt.rp.ServeHTTP(mw, r)
+	if tokens, usd := mw.account(rt.spends[ci], p.cat); tokens > 0 {
+		p.charge(rt, ci, tokens, usd)
+	}
+	putMeterWriter(mw)
 }
 
 func (p *Proxy) refuse(w http.ResponseWriter, m *telemetry.Route, e *apiError) {

@@ -1,12 +1,15 @@
 package proxy_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/keywarden/keywarden/internal/proxy"
 	"github.com/keywarden/keywarden/internal/telemetry"
@@ -15,19 +18,31 @@ import (
 
 const benchResponse = `{"id":"msg_01","type":"message","role":"assistant","content":[{"type":"text","text":"Hello!"}],"model":"claude-sonnet-4-5","stop_reason":"end_turn","usage":{"input_tokens":12,"output_tokens":6}}`
 
-// canned answers every request in memory, so that BenchmarkHandler
-// measures the proxy's own work.
-type canned struct{}
+// benchStream is a short streamed answer, as the Claude API sends it.
+const benchStream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-6\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":12,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}\n\n" +
+	"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n" +
+	"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello there, how are you today?\"}}\n\n" +
+	"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n" +
+	"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":9}}\n\n" +
+	"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
 
-func (canned) RoundTrip(r *http.Request) (*http.Response, error) {
+// canned answers every request in memory, so that BenchmarkHandler
+// measures the proxy's own work: a JSON message, or with sse a stream.
+type canned struct{ sse bool }
+
+func (c canned) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.Body != nil {
 		io.Copy(io.Discard, r.Body)
 		r.Body.Close()
 	}
+	body, ct, n := benchResponse, "application/json", int64(len(benchResponse))
+	if c.sse {
+		body, ct, n = benchStream, "text/event-stream; charset=utf-8", -1
+	}
 	return &http.Response{
-		StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, ContentLength: int64(len(benchResponse)),
-		Header:  http.Header{"Content-Type": {"application/json"}, "Request-Id": {"req_01"}},
-		Body:    io.NopCloser(strings.NewReader(benchResponse)),
+		StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, ContentLength: n,
+		Header:  http.Header{"Content-Type": {ct}, "Request-Id": {"req_01"}},
+		Body:    io.NopCloser(strings.NewReader(body)),
 		Request: r,
 	}, nil
 }
@@ -59,9 +74,25 @@ func benchProxy(b *testing.B, base http.RoundTripper, upstreamURL string) *proxy
 }
 
 // BenchmarkHandler is the proxy's per-request cost without network I/O:
-// guards, limits, routing, header injection, metrics, response copy.
+// guards, limits, routing, header injection, metrics, response copy; with
+// the usage accounting off and on, in one run, for a JSON answer and an
+// SSE stream, so that the accounting's own cost is the difference.
 func BenchmarkHandler(b *testing.B) {
-	p := benchProxy(b, canned{}, "http://upstream")
+	for _, tc := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{{"json", canned{}}, {"sse", canned{sse: true}}} {
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/accounting=%v", tc.name, on), func(b *testing.B) {
+				p := benchProxy(b, tc.rt, "http://upstream")
+				proxy.SetAccounting(p, on)
+				benchHandler(b, p)
+			})
+		}
+	}
+}
+
+func benchHandler(b *testing.B, p *proxy.Proxy) {
 	h := p.Handler()
 	body := `{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}`
 	b.ReportAllocs()
@@ -109,4 +140,60 @@ func BenchmarkLoopback(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkSSEFirstByte is the time from sending a streamed Messages
+// request through the proxy over loopback to reading the first byte of its
+// answer, with the usage accounting off and on in one run (reported as
+// first-byte-ns; ns/op is the whole stream).
+func BenchmarkSSEFirstByte(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
+		for ev := range strings.SplitAfterSeq(benchStream, "\n\n") {
+			io.WriteString(w, ev)
+			w.(http.Flusher).Flush()
+		}
+	}))
+	defer up.Close()
+	for _, on := range []bool{false, true} {
+		b.Run(fmt.Sprintf("accounting=%v", on), func(b *testing.B) {
+			p := benchProxy(b, nil, up.URL)
+			proxy.SetAccounting(p, on)
+			defer p.CloseIdleConnections()
+			ps := httptest.NewServer(p.Handler())
+			defer ps.Close()
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+			defer c.CloseIdleConnections()
+			var first time.Duration
+			var one [1]byte
+			cpu0 := processCPU()
+			for b.Loop() {
+				start := time.Now()
+				resp, err := c.Post(ps.URL+"/v1/messages", "application/json", strings.NewReader(`{"stream":true}`))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(resp.Body, one[:]); err != nil {
+					b.Fatal(err)
+				}
+				first += time.Since(start)
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			b.ReportMetric(float64(first.Nanoseconds())/float64(b.N), "first-byte-ns")
+			// The whole process's CPU (client, proxy and upstream) per
+			// request: the accounting's cost is the difference.
+			b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// processCPU returns the CPU time (user and system) the process used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -73,7 +73,7 @@ func (s *Server) Addr(which string) net.Addr { return s.addrs[which] }
 
 func (s *Server) listenTCP(name, addr string, h http.Handler) error {
 	if name != "metrics" {
-		if err := settings.CheckListen(addr, s.p.opts.ClientToken != ""); err != nil {
+		if err := settings.CheckListen(addr, s.p.tokens()); err != nil {
 			return fmt.Errorf("proxy: listen: %w", err)
 		}
 	}

@@ -133,7 +133,14 @@ func (p *Proxy) newReverseProxy(rt *route, base http.RoundTripper) *httputil.Rev
 }
 
 func (p *Proxy) upstreamError(rt *route, log *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
+	mw, _ := w.(*meterWriter)
+	if mw != nil {
+		mw.own = true
+	}
 	if r.Context().Err() != nil {
+		if mw != nil {
+			mw.gone = true
+		}
 		// The client went away (or the server is closing): nobody to answer.
 		rt.m.Request(499)
 		log.Debug("proxy: client went away", "path", r.URL.Path, "error", err)

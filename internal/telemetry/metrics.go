@@ -1,8 +1,12 @@
 // Package telemetry holds the sidecar's Prometheus metrics and its
 // redacting log helpers. Metrics on the request path are pre-curried per
 // route, so that counting a request builds no label map; metrics of keys are
-// read from each Source at scrape time. No metric carries a key value: keys
-// appear as their version id and fingerprint only.
+// read from each Source at scrape time. Usage metrics (tokens, estimated
+// cost, unpriced tokens, requests by upstream error type) are pre-resolved
+// per route and client, then per model and error type on first use; model
+// labels are bounded by the price catalog (unknown models are "other").
+// No metric carries a key value or a client token: keys appear as their
+// version id and fingerprint only, clients by name.
 package telemetry
 
 import (
@@ -31,6 +35,7 @@ type Metrics struct {
 	unauthorized *prometheus.CounterVec
 	limited      *prometheus.CounterVec
 	keys         *keyCollector
+	usage        *usageMetrics
 
 	mu     sync.Mutex
 	routes map[string]*Route
@@ -62,10 +67,12 @@ func New() *Metrics {
 			Help: "Requests refused with 429 by the sidecar's own limits, by limit: rate or concurrency.",
 		}, []string{"route", "limit"}),
 		keys:   &keyCollector{},
+		usage:  newUsageMetrics(),
 		routes: map[string]*Route{},
 	}
 	m.Registry.MustRegister(m.requests, m.upstream, m.retries, m.unauthorized, m.limited, m.keys,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.Registry.MustRegister(m.usage.collectors()...)
 	return m
 }
 

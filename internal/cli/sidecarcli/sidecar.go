@@ -20,6 +20,7 @@ import (
 	"github.com/keywarden/keywarden/internal/filesink"
 	"github.com/keywarden/keywarden/internal/proxy"
 	"github.com/keywarden/keywarden/internal/proxy/settings"
+	"github.com/keywarden/keywarden/internal/proxy/usage"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/redact"
 )
@@ -196,11 +197,39 @@ func Options(c *config.Config) (proxy.Options, error) {
 		o.Concurrency = *v
 	}
 	if s.ClientTokenFile != "" {
-		tok, err := readToken(s.ClientTokenFile)
+		tok, err := readToken("sidecar.client_token_file", s.ClientTokenFile)
 		if err != nil {
 			return o, err
 		}
 		o.ClientToken = tok
+	}
+	for i, c := range s.Clients {
+		field := fmt.Sprintf("sidecar.clients[%d]", i)
+		var tok string
+		var err error
+		if c.TokenFile != "" {
+			tok, err = readToken(field+".token_file", c.TokenFile)
+		} else {
+			tok, err = envToken(field+".token_env", c.TokenEnv)
+		}
+		if err != nil {
+			return o, err
+		}
+		pc := proxy.Client{Name: c.Name, Token: tok}
+		if rl := c.RateLimit; rl != nil {
+			pc.RPS, pc.Burst, pc.Concurrency = deref(rl.RPS), deref(rl.Burst), deref(rl.Concurrency)
+		}
+		o.Clients = append(o.Clients, pc)
+	}
+	for _, b := range s.Budgets {
+		o.Budgets = append(o.Budgets, proxy.Budget{Name: b.Name, Client: b.Client, Route: b.Route,
+			Tokens: b.Tokens, USD: b.USD, Window: settings.BudgetWindows[b.Per]})
+	}
+	if len(s.Usage.Prices) > 0 {
+		o.Prices = map[string]usage.Price{}
+		for m, pr := range s.Usage.Prices {
+			o.Prices[m] = pr.UsagePrice()
+		}
 	}
 	for i, r := range s.EffectiveRoutes(c) {
 		pr := proxy.Route{Prefix: r.Prefix, Listener: r.Listener, Key: r.Key, Version: r.AnthropicVersion}
@@ -221,25 +250,46 @@ func Options(c *config.Config) (proxy.Options, error) {
 	return o, nil
 }
 
-// readToken reads the client token file. It must be private to its owner
-// and hold at least 16 characters.
-func readToken(path string) (string, error) {
+// minTokenLen is the shortest client token accepted.
+const minTokenLen = 16
+
+// readToken reads a client token file (the setting named field). It must
+// be private to its owner and hold at least 16 characters.
+func readToken(field, path string) (string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return "", fmt.Errorf("sidecar.client_token_file: %w", err)
+		return "", fmt.Errorf("%s: %w", field, err)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("sidecar.client_token_file: %s is readable by others (mode %04o); chmod 600 it", path, fi.Mode().Perm())
+		return "", fmt.Errorf("%s: %s is readable by others (mode %04o); chmod 600 it", field, path, fi.Mode().Perm())
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("sidecar.client_token_file: %w", err)
+		return "", fmt.Errorf("%s: %w", field, err)
 	}
 	tok := strings.TrimSpace(string(b))
-	if len(tok) < 16 {
-		return "", fmt.Errorf("sidecar.client_token_file: %s holds fewer than 16 characters; put a long random token in it, e.g. openssl rand -hex 32", path)
+	if len(tok) < minTokenLen {
+		return "", fmt.Errorf("%s: %s holds fewer than 16 characters; put a long random token in it, e.g. openssl rand -hex 32", field, path)
 	}
 	return tok, nil
+}
+
+// envToken reads a client token from the environment variable name (the
+// setting named field): at least 16 characters.
+func envToken(field, name string) (string, error) {
+	tok := strings.TrimSpace(os.Getenv(name))
+	if len(tok) < minTokenLen {
+		return "", fmt.Errorf("%s: the environment variable %s is unset or holds fewer than 16 characters; put a long random token in it, e.g. openssl rand -hex 32", field, name)
+	}
+	return tok, nil
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }
 
 // sources are the opened Sources, by key name.

@@ -7,6 +7,7 @@ package settings
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"path"
@@ -223,4 +224,55 @@ const AdminPrefix = "/v1/organizations"
 // UnderPrefix reports whether p is prefix or below it.
 func UnderPrefix(p, prefix string) bool {
 	return strings.HasPrefix(p, prefix) && (len(p) == len(prefix) || p[len(prefix)] == '/')
+}
+
+// Client names the sidecar gives itself.
+const (
+	// LocalClient is the client of a sidecar without client tokens (which
+	// listens on loopback or a unix socket only).
+	LocalClient = "local"
+	// DefaultClient is the client of the single client token
+	// (client_token_file).
+	DefaultClient = "default"
+)
+
+// CheckClientName checks a client's name, a metric label: 1–63 letters,
+// digits, '_', '.' or '-', starting with a letter or digit, and not
+// LocalClient (which names the clients of a sidecar without tokens).
+func CheckClientName(name string) error {
+	ok := name != "" && len(name) <= 63
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || i > 0 && (c == '_' || c == '.' || c == '-')
+	}
+	if !ok {
+		return fmt.Errorf("client name %q: use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", name)
+	}
+	if name == LocalClient {
+		return fmt.Errorf("client name %q is reserved for the clients of a sidecar without tokens; pick another", name)
+	}
+	return nil
+}
+
+// BudgetWindows are the windows a budget may have.
+var BudgetWindows = map[string]time.Duration{"minute": time.Minute, "hour": time.Hour, "day": 24 * time.Hour}
+
+// CheckBudget checks a budget: a name (CheckClientName's rules, "local"
+// aside), a window of BudgetWindows, and exactly one positive limit, in
+// tokens or US dollars.
+func CheckBudget(name string, window time.Duration, tokens int64, usd float64) error {
+	if err := CheckClientName(name); err != nil && name != LocalClient {
+		return fmt.Errorf("budget: %w", err)
+	}
+	ok := false
+	for _, w := range BudgetWindows {
+		ok = ok || w == window
+	}
+	switch {
+	case !ok:
+		return fmt.Errorf("budget %s: the window must be a minute, an hour or a day", name)
+	case (tokens > 0) == (usd > 0) || tokens < 0 || usd < 0 || math.IsNaN(usd) || math.IsInf(usd, 0):
+		return fmt.Errorf("budget %s: set one positive limit, tokens or usd", name)
+	}
+	return nil
 }
