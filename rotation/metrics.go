@@ -16,6 +16,8 @@ type Metrics struct {
 	revokeDue *prometheus.GaugeVec
 	pool      *prometheus.GaugeVec
 	probes    *prometheus.CounterVec
+	holders   *prometheus.GaugeVec
+	timeouts  *prometheus.CounterVec
 }
 
 // NewMetrics creates the rotator's metrics and registers them with reg
@@ -33,6 +35,11 @@ type Metrics struct {
 //     of the rotation in grace is due for revocation (0 when none).
 //   - keywarden_rotation_probe_attempts_total{key,result}: probe attempts.
 //   - keywarden_pool_keys{key}: keys left in the issuer's pool.
+//   - keywarden_rotation_gate_holders{key}: consumers that reported the
+//     old key at the revoke gate's last check.
+//   - keywarden_rotation_gate_timeouts_total{key,policy}: revoke gates
+//     whose max_wait ended with the old key still held (policy hold: the
+//     key stays valid; revoke: it was revoked anyway).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -60,9 +67,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "keywarden", Subsystem: "rotation", Name: "probe_attempts_total",
 			Help: "Probe attempts of new keys, by result (pass or fail).",
 		}, []string{"key", "result"}),
+		holders: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "keywarden", Subsystem: "rotation", Name: "gate_holders",
+			Help: "Consumers that reported the old key at the revoke gate's last check.",
+		}, []string{"key"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keywarden", Subsystem: "rotation", Name: "gate_timeouts_total",
+			Help: "Revoke gates whose max_wait ended with the old key still held, by policy (hold or revoke).",
+		}, []string{"key", "policy"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.runs, m.duration, m.lastOK, m.revokeDue, m.pool, m.probes)
+		reg.MustRegister(m.runs, m.duration, m.lastOK, m.revokeDue, m.pool, m.probes, m.holders, m.timeouts)
 	}
 	return m
 }
@@ -112,4 +127,18 @@ func (m *Metrics) probe(key string, attempts int, ok bool) {
 	if attempts > 0 {
 		m.probes.WithLabelValues(key, "fail").Add(float64(attempts))
 	}
+}
+
+func (m *Metrics) gateHolders(key string, n int) {
+	if m == nil {
+		return
+	}
+	m.holders.WithLabelValues(key).Set(float64(n))
+}
+
+func (m *Metrics) gateTimeout(key string, p GatePolicy) {
+	if m == nil {
+		return
+	}
+	m.timeouts.WithLabelValues(key, string(p)).Inc()
 }

@@ -112,6 +112,9 @@ func (ru *run) plan(ctx context.Context) (*Result, error) {
 				break
 			}
 		}
+		if k.RevokeGate != nil {
+			add("%s", ru.planGate(ctx))
+		}
 		add("revoke old version %s (%s, key id %s) with the %s issuer", orNone(s.OldVersion), s.OldFP, orNone(s.OldKeyID), k.Issuer.Type())
 	case PhaseRevoking:
 		add("revoke old version %s (%s, key id %s) with the %s issuer", orNone(s.OldVersion), s.OldFP, orNone(s.OldKeyID), k.Issuer.Type())

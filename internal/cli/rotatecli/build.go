@@ -17,6 +17,7 @@ import (
 	"github.com/keywarden/keywarden/rotation/exec"
 	"github.com/keywarden/keywarden/rotation/httpprobe"
 	"github.com/keywarden/keywarden/rotation/pool"
+	"github.com/keywarden/keywarden/rotation/promgate"
 	"github.com/keywarden/keywarden/rotation/random"
 )
 
@@ -205,6 +206,11 @@ func (out *Rotator) key(ctx context.Context, c *config.Config, k *config.Key) (*
 			return nil, cfgErr(err)
 		}
 	}
+	if g := r.RevokeGate; g != nil {
+		if rk.RevokeGate, err = revokeGate(g); err != nil {
+			return nil, &rotation.Error{Kind: rotation.KindConfig, Err: fmt.Errorf("%s.revoke_gate: %w", p, err)}
+		}
+	}
 	wh := r.Webhook
 	if wh == nil {
 		wh = c.Rotator.Webhook
@@ -213,4 +219,18 @@ func (out *Rotator) key(ctx context.Context, c *config.Config, k *config.Key) (*
 		rk.Notifiers = append(rk.Notifiers, &rotation.Webhook{URL: wh.URL, Timeout: wh.Timeout.D})
 	}
 	return rk, nil
+}
+
+// revokeGate builds a key's revoke gate from its settings; promgate and
+// rotation.New check them.
+func revokeGate(g *config.RotationRevokeGate) (*rotation.RevokeGate, error) {
+	o := promgate.Options{URL: g.PrometheusURL, BearerTokenFile: g.BearerTokenFile, Selector: g.Selector, Timeout: g.Timeout.D}
+	if g.BasicAuth != nil {
+		o.Username, o.PasswordFile = g.BasicAuth.Username, g.BasicAuth.PasswordFile
+	}
+	c, err := promgate.New(o)
+	if err != nil {
+		return nil, err
+	}
+	return &rotation.RevokeGate{Consumers: c, Checks: g.Checks, Interval: g.Interval.D, MaxWait: g.MaxWait.D, Policy: rotation.GatePolicy(g.Policy)}, nil
 }
