@@ -2,6 +2,7 @@ package rotation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -166,7 +167,7 @@ func (ru *run) gate(ctx context.Context) (done bool, err error) {
 				}
 			}
 		}
-		holders, qerr := g.Consumers.Holders(ctx, k.Name, s.OldFP)
+		holders, qerr := ru.askGate(ctx)
 		if e := ctxError(qerr); e != nil {
 			return true, e
 		}
@@ -244,10 +245,33 @@ func (ru *run) gate(ctx context.Context) (done bool, err error) {
 	}
 }
 
+// errNobody is the gate's answer when no consumer reports the old key nor
+// the new one: the question reaches nobody (a wrong selector or URL, no
+// scrape), so "nobody holds the old key" cannot be told.
+var errNobody = errors.New("no consumer reports the new key either: the query reaches no consumer (check revoke_gate.prometheus_url and selector, and that Prometheus scrapes the consumers)")
+
+// askGate asks who holds the old key. An empty answer counts only when
+// some consumer reports the new key: otherwise it is errNobody.
+func (ru *run) askGate(ctx context.Context) ([]Holder, error) {
+	g, k, s := ru.k.RevokeGate, ru.k, ru.s
+	holders, err := g.Consumers.Holders(ctx, k.Name, s.OldFP)
+	if err != nil || len(holders) > 0 {
+		return holders, err
+	}
+	fresh, err := g.Consumers.Holders(ctx, k.Name, s.NewFP)
+	if err != nil {
+		return nil, err
+	}
+	if len(fresh) == 0 {
+		return nil, errNobody
+	}
+	return nil, nil
+}
+
 // planGate describes, for a dry run, the gate's answer now.
 func (ru *run) planGate(ctx context.Context) string {
 	g, s := ru.k.RevokeGate, ru.s
-	holders, err := g.Consumers.Holders(ctx, ru.k.Name, s.OldFP)
+	holders, err := ru.askGate(ctx)
 	var answer string
 	switch {
 	case err != nil:

@@ -139,7 +139,7 @@ func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 		if g := k.RevokeGate; g != nil && s.Phase == PhaseGrace {
 			gs := &GateStatus{Consumers: g.Consumers.Describe(), Zeros: s.GateZeros, Checks: g.checks(),
 				LastCheck: s.GateLast, Deadline: ru.gateDeadline(), Policy: g.policy()}
-			if hs, err := g.Consumers.Holders(ctx, name, s.OldFP); err != nil {
+			if hs, err := ru.askGate(ctx); err != nil {
 				gs.Error = err.Error()
 			} else {
 				gs.Holders = hs
