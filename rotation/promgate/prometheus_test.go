@@ -6,18 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"net/http/httptest"
-
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
-	"github.com/keywarden/keywarden/providers/codes"
-	"github.com/keywarden/keywarden/providers/driver"
 	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/rotation"
 	"github.com/keywarden/keywarden/rotation/promgate"
@@ -26,62 +18,6 @@ import (
 )
 
 var quiet = slog.New(slog.DiscardHandler)
-
-// flakyReader is a real store whose reads can be made to fail, like a pod
-// that lost its way to the store.
-type flakyReader struct {
-	driver.Reader
-	failing atomic.Bool
-}
-
-func (f *flakyReader) Read(ctx context.Context, name string, stage driver.Stage) (*driver.Version, error) {
-	if f.failing.Load() {
-		return nil, codes.Errorf(codes.Unavailable, "test: the store is unreachable from this pod")
-	}
-	return f.Reader.Read(ctx, name, stage)
-}
-
-// consumer is a library Source exporting keywarden_key_info through
-// internal/telemetry on a loopback /metrics endpoint.
-type consumer struct {
-	pod string
-	r   *flakyReader
-	src *providers.Source
-	srv *httptest.Server
-}
-
-func newConsumer(t *testing.T, path, pod string) *consumer {
-	t.Helper()
-	r := &flakyReader{Reader: file.New(path)}
-	src, err := providers.New(context.Background(), r, "k", providers.Options{
-		Refresh: 200 * time.Millisecond, Jitter: 50 * time.Millisecond, MaxStale: time.Hour,
-		MinBackoff: 100 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: quiet,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := telemetry.New()
-	m.WatchKey("k", src)
-	srv := httptest.NewServer(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
-	t.Cleanup(func() { srv.Close(); src.Close() })
-	return &consumer{pod: pod, r: r, src: src, srv: srv}
-}
-
-func (c *consumer) target() promtest.Target {
-	return promtest.Target{Addr: strings.TrimPrefix(c.srv.URL, "http://"), Labels: map[string]string{"pod": c.pod}}
-}
-
-// eventually polls cond until it holds, failing t after a minute.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within a minute: %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
 
 type recorder struct {
 	mu     sync.Mutex
@@ -128,13 +64,13 @@ func TestGateWithPrometheus(t *testing.T) {
 	if err := st.PutByHand(ctx, "k", providers.EncodePayload(providers.Payload{Key: k0.Key, KeyID: k0.KeyID})); err != nil {
 		t.Fatal(err)
 	}
-	a, b, c := newConsumer(t, path, "a"), newConsumer(t, path, "b"), newConsumer(t, path, "c")
-	prom := promtest.Start(t, time.Second, a.target(), b.target(), c.target())
+	a, b, c := promtest.NewConsumer(t, file.New(path), "k", "k", "a"), promtest.NewConsumer(t, file.New(path), "k", "k", "b"), promtest.NewConsumer(t, file.New(path), "k", "k", "c")
+	prom := promtest.Start(t, time.Second, a.Target(), b.Target(), c.Target())
 	client, err := promgate.New(promgate.Options{URL: prom.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "Prometheus reports the three consumers", func() bool {
+	promtest.Eventually(t, "Prometheus reports the three consumers", func() bool {
 		hs, err := client.Holders(ctx, "k", k0.Key.Fingerprint())
 		return err == nil && len(hs) == 3
 	})
@@ -152,13 +88,13 @@ func TestGateWithPrometheus(t *testing.T) {
 	}
 	healthyHold := func(fp string) {
 		t.Helper()
-		eventually(t, "the healthy consumers hold the new key", func() bool {
-			return a.src.Current().Fingerprint == fp && b.src.Current().Fingerprint == fp
+		promtest.Eventually(t, "the healthy consumers hold the new key", func() bool {
+			return a.Fingerprint() == fp && b.Fingerprint() == fp
 		})
 	}
 
 	// 1. c cannot read the store: it keeps k0, and the gate holds.
-	c.r.failing.Store(true)
+	c.Fail(true)
 	r := rotator(rotation.GateHold)
 	res, err := r.Run(ctx, "k", rotation.RunOptions{Force: true})
 	if err != nil || res.Outcome != rotation.OutcomeRotated {
@@ -188,7 +124,7 @@ func TestGateWithPrometheus(t *testing.T) {
 	}
 
 	// c recovers: it reads k1, Prometheus sees k0 gone, the gate clears.
-	c.r.failing.Store(false)
+	c.Fail(false)
 	res, err = r.Run(ctx, "k", rotation.RunOptions{Wait: true})
 	if err != nil || res.Outcome != rotation.OutcomeRevoked || res.Gate != "" {
 		t.Fatalf("run after c recovered: %+v, %v", res, err)
@@ -210,12 +146,12 @@ func TestGateWithPrometheus(t *testing.T) {
 	added := time.Since(due)
 	t.Logf("the revoke gate added %v after the grace (checks %d, interval %v, scrape 1s)", added.Round(10*time.Millisecond), checks, interval)
 	k2fp := res.NewFingerprint
-	eventually(t, "every consumer holds the newest key", func() bool {
-		return a.src.Current().Fingerprint == k2fp && b.src.Current().Fingerprint == k2fp && c.src.Current().Fingerprint == k2fp
+	promtest.Eventually(t, "every consumer holds the newest key", func() bool {
+		return a.Fingerprint() == k2fp && b.Fingerprint() == k2fp && c.Fingerprint() == k2fp
 	})
 
 	// 3. Policy revoke: c stuck again; the old key goes after max_wait.
-	c.r.failing.Store(true)
+	c.Fail(true)
 	r = rotator(rotation.GateRevoke)
 	res, err = r.Run(ctx, "k", rotation.RunOptions{Force: true})
 	if err != nil || res.Outcome != rotation.OutcomeRotated {
@@ -229,9 +165,9 @@ func TestGateWithPrometheus(t *testing.T) {
 	if !has(rec.types(), rotation.EventGateForced) {
 		t.Fatalf("events %v: no %s", rec.types(), rotation.EventGateForced)
 	}
-	for _, h := range []*consumer{a, b} {
-		if err := h.src.CheckHealth(); err != nil {
-			t.Fatalf("healthy consumer %s: %v", h.pod, err)
+	for _, h := range []*promtest.Consumer{a, b} {
+		if err := h.Source.CheckHealth(); err != nil {
+			t.Fatalf("healthy consumer %s: %v", h.Pod, err)
 		}
 	}
 }
