@@ -18,6 +18,7 @@ type Metrics struct {
 	probes    *prometheus.CounterVec
 	holders   *prometheus.GaugeVec
 	timeouts  *prometheus.CounterVec
+	expires   *prometheus.GaugeVec
 }
 
 // NewMetrics creates the rotator's metrics and registers them with reg
@@ -40,6 +41,9 @@ type Metrics struct {
 //   - keywarden_rotation_gate_timeouts_total{key,policy}: revoke gates
 //     whose max_wait ended with the old key still held (policy hold: the
 //     key stays valid; revoke: it was revoked anyway).
+//   - keywarden_key_expiry_timestamp_seconds{key}: when the CURRENT key
+//     expires at its issuer (0: never), read when a run checks whether a
+//     rotation is due.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -75,9 +79,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "keywarden", Subsystem: "rotation", Name: "gate_timeouts_total",
 			Help: "Revoke gates whose max_wait ended with the old key still held, by policy (hold or revoke).",
 		}, []string{"key", "policy"}),
+		expires: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "keywarden", Subsystem: "key", Name: "expiry_timestamp_seconds",
+			Help: "Unix time the CURRENT key expires at its issuer; 0 when it never does.",
+		}, []string{"key"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.runs, m.duration, m.lastOK, m.revokeDue, m.pool, m.probes, m.holders, m.timeouts)
+		reg.MustRegister(m.runs, m.duration, m.lastOK, m.revokeDue, m.pool, m.probes, m.holders, m.timeouts, m.expires)
 	}
 	return m
 }
@@ -141,4 +149,15 @@ func (m *Metrics) gateTimeout(key string, p GatePolicy) {
 		return
 	}
 	m.timeouts.WithLabelValues(key, string(p)).Inc()
+}
+
+func (m *Metrics) expiry(key string, t time.Time) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if !t.IsZero() {
+		v = float64(t.UnixNano()) / 1e9
+	}
+	m.expires.WithLabelValues(key).Set(v)
 }

@@ -60,6 +60,10 @@ type Key struct {
 	// PoolLow is the pool size at or below which a warning and an
 	// EventPoolLow are emitted (default 1; issuers with a pool only).
 	PoolLow int
+	// RotateBeforeExpiry makes a rotation due, whatever the schedule says,
+	// when CURRENT expires within it (issuers that are ExpiryReporters;
+	// zero: only the schedule counts).
+	RotateBeforeExpiry time.Duration
 	// RevokeGate, when set, holds the revocation of the old key after the
 	// grace until no consumer reports it any more (see RevokeGate).
 	RevokeGate *RevokeGate
@@ -184,6 +188,8 @@ func New(opts Options, keys ...*Key) (*Rotator, error) {
 			return nil, failf(KindConfig, "rotation: key %s has no store", k.Name)
 		case k.Issuer == nil:
 			return nil, failf(KindConfig, "rotation: key %s has no issuer", k.Name)
+		case k.RotateBeforeExpiry < 0:
+			return nil, failf(KindConfig, "rotation: key %s: rotate_before_expiry %v is negative", k.Name, k.RotateBeforeExpiry)
 		case k.Grace < 0:
 			return nil, failf(KindConfig, "rotation: key %s: grace %v is negative", k.Name, k.Grace)
 		case k.OnProbeFailure != "" && k.OnProbeFailure != Park && k.OnProbeFailure != Discard:

@@ -43,6 +43,10 @@ type Rotation struct {
 	Probe RotationProbe `yaml:"probe"`
 	// Webhook receives this key's rotation events (default: rotator.webhook).
 	Webhook *RotationWebhook `yaml:"webhook"`
+	// RotateBeforeExpiry makes a rotation due when CURRENT expires within it
+	// at the issuer, whatever the schedule says, and keeps pool keys that
+	// expire within it from being drawn (rotation.Key.RotateBeforeExpiry).
+	RotateBeforeExpiry Duration `yaml:"rotate_before_expiry"`
 	// RevokeGate holds the revocation of the old key until Prometheus
 	// reports no consumer holding it (rotation.RevokeGate).
 	RevokeGate *RotationRevokeGate `yaml:"revoke_gate"`

@@ -23,12 +23,21 @@ const (
 
 // apiKey is an Admin API key object. It never holds the key's value.
 type apiKey struct {
-	ID             string `json:"id"`
-	Type           string `json:"type"`
-	Name           string `json:"name"`
-	Status         string `json:"status"`
-	PartialKeyHint string `json:"partial_key_hint"`
-	WorkspaceID    string `json:"workspace_id"`
+	ID             string     `json:"id"`
+	Type           string     `json:"type"`
+	Name           string     `json:"name"`
+	Status         string     `json:"status"`
+	PartialKeyHint string     `json:"partial_key_hint"`
+	WorkspaceID    string     `json:"workspace_id"`
+	ExpiresAt      *time.Time `json:"expires_at"`
+}
+
+// expiry returns when the key expires, zero when never.
+func (k *apiKey) expiry() time.Time {
+	if k.ExpiresAt == nil {
+		return time.Time{}
+	}
+	return *k.ExpiresAt
 }
 
 type listPage struct {

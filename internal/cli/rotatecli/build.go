@@ -88,7 +88,7 @@ func Build(ctx context.Context, c *config.Config, o BuildOptions) (*Rotator, err
 			out.Close()
 			return nil, &rotation.Error{Kind: rotation.KindConfig, Err: fmt.Errorf("rotate: key %s has no rotation section (rotated keys: %s)", name, strings.Join(RotatedKeys(c), ", "))}
 		}
-		rk, err := out.key(ctx, c, k)
+		rk, err := out.key(ctx, c, k, o.Logger)
 		if err != nil {
 			out.Close()
 			return nil, err
@@ -130,7 +130,7 @@ func (out *Rotator) stager(ctx context.Context, field, url string) (driver.Stage
 	return st, name, nil
 }
 
-func (out *Rotator) key(ctx context.Context, c *config.Config, k *config.Key) (*rotation.Key, error) {
+func (out *Rotator) key(ctx context.Context, c *config.Config, k *config.Key, logger *slog.Logger) (*rotation.Key, error) {
 	r := k.Rotation
 	p := "keys." + k.Name + ".rotation"
 	cfgErr := func(err error) error {
@@ -150,6 +150,8 @@ func (out *Rotator) key(ctx context.Context, c *config.Config, k *config.Key) (*
 		StartJitter:    r.StartJitter.D,
 		Retry:          r.Probe.Retry(),
 		PoolLow:        r.Issuer.PoolLow,
+		// rotation.New checks it.
+		RotateBeforeExpiry: r.RotateBeforeExpiry.D,
 	}
 	if r.Schedule != "" {
 		if rk.Schedule, err = rotation.ParseSchedule(r.Schedule); err != nil {
@@ -175,6 +177,8 @@ func (out *Rotator) key(ctx context.Context, c *config.Config, k *config.Key) (*
 			AdminKey:     anthropic.KeyFromStore(adm, aname, params.Get("field")),
 			Pool:         pl,
 			RevokeStatus: r.Issuer.RevokeStatus,
+			MinValidity:  max(r.RotateBeforeExpiry.D, 0),
+			Logger:       logger,
 		})
 		if err != nil {
 			return nil, cfgErr(err)
