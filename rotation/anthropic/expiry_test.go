@@ -126,3 +126,48 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("no single series of %s", name)
 	return 0
 }
+
+// The daemon rotates a key whose CURRENT expires within the window at once,
+// though its schedule is a week away.
+func TestServeRotatesBeforeExpiry(t *testing.T) {
+	week, err := rotation.ParseSchedule("@weekly")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := setup(t, true)
+	e.addPool(1, true)
+	if err := e.api.ExpireAt(e.first.ID, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := rotation.New(rotation.Options{Logger: e.log}, &rotation.Key{
+		Name: "claude", Store: e.st, Secret: secretName, Issuer: e.issuer(nil), Probe: e.probe(),
+		Schedule: week, RotateBeforeExpiry: 24 * time.Hour,
+		Retry: rotation.Retry{MinBackoff: time.Millisecond, MaxBackoff: time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	got := make(chan string, 4)
+	done := make(chan struct{})
+	defer func() { cancel(); <-done }()
+	go func() {
+		defer close(done)
+		_ = r.Serve(ctx, rotation.ServeOptions{OnResult: func(res *rotation.Result, err error) {
+			got <- res.Outcome
+			cancel()
+		}})
+	}()
+	select {
+	case out := <-got:
+		if out != rotation.OutcomeRevoked {
+			t.Fatalf("the daemon's first run: %s, want %s", out, rotation.OutcomeRevoked)
+		}
+	case <-ctx.Done():
+		t.Fatal("the daemon did not rotate the expiring key within a minute")
+	}
+	if e.current().KeyID == e.first.ID {
+		t.Fatal("CURRENT is still the expiring key")
+	}
+}
