@@ -48,6 +48,9 @@ type KeyStatus struct {
 	RevokeOverdue bool      `json:"revoke_overdue,omitempty"`
 	OldVersion    string    `json:"old_version,omitempty"`
 	OldKeyID      string    `json:"old_key_id,omitempty"`
+	// CurrentExpires is when CURRENT expires at the issuer (zero: never,
+	// or the issuer cannot tell).
+	CurrentExpires time.Time `json:"current_expires,omitzero"`
 	// Gate describes the revoke gate of a rotation in grace: who still
 	// reports the old key now (asked at status time), and its progress.
 	Gate *GateStatus `json:"gate,omitempty"`
@@ -157,6 +160,9 @@ func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 		} else {
 			st.NextRun = nextDue(k.Schedule, base)
 		}
+	}
+	if exp, ok := ru.currentExpiry(ctx); ok {
+		st.CurrentExpires = exp
 	}
 	if pr, ok := k.Issuer.(PoolReporter); ok {
 		if n, err := pr.Available(ctx); err == nil {

@@ -140,6 +140,9 @@ func printStatus(w io.Writer, st *rotation.KeyStatus, now time.Time) {
 		fmt.Fprintf(w, "  %-13s version %s  %s  key id %s%s\n", label, v.Version, v.Fingerprint, orDash(v.KeyID), age)
 	}
 	ver("current", st.Current)
+	if !st.CurrentExpires.IsZero() {
+		fmt.Fprintf(w, "  %-13s %s\n", "expires", when(st.CurrentExpires, now))
+	}
 	ver("pending", st.Pending)
 	ver("previous", st.Previous)
 	if st.Issuer == "" {
