@@ -209,3 +209,29 @@ func TestGateConfig(t *testing.T) {
 		}
 	}
 }
+
+// A dry run in grace shows the gate's answer, before and after the grace,
+// and changes nothing.
+func TestGateDryRun(t *testing.T) {
+	l := rotationtest.NewLedger()
+	c := &scripted{}
+	c.set([]rotation.Holder{{"pod": "web-3", "instance": "10.0.0.3:9090"}}, nil)
+	st, old := seeded(t, l)
+	c.oldFP = old.Key.Fingerprint()
+	r, err := rotation.New(rotation.Options{Logger: quiet},
+		&rotation.Key{Name: "k", Store: st, Secret: "k", Issuer: l, Probe: l.Probe(nil), Grace: time.Hour,
+			RevokeGate: &rotation.RevokeGate{Consumers: c}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := r.Run(context.Background(), "k", rotation.RunOptions{Force: true}); err != nil || res.Outcome != rotation.OutcomeRotated {
+		t.Fatalf("rotate: %+v, %v", res, err)
+	}
+	res, err := r.Run(context.Background(), "k", rotation.RunOptions{DryRun: true})
+	if err != nil || !strings.Contains(res.Message, "revoke gate (scripted): 1 consumers still report the old key: instance=10.0.0.3:9090,pod=web-3") {
+		t.Fatalf("dry run: %q, %v", res.Message, err)
+	}
+	if !l.Valid(old.Key) {
+		t.Fatal("a dry run revoked the old key")
+	}
+}
