@@ -24,10 +24,10 @@ import (
 	"github.com/keywarden/keywarden/rotation"
 )
 
-// Commands returns the rotate, rotator, status, pool and key-id
+// Commands returns the rotate, rotator, status, pool, key-id and audit
 // subcommands.
 func Commands() []*cobra.Command {
-	return []*cobra.Command{rotateCmd(), rotatorCmd(), statusCmd(), poolCmd(), keyIDCmd()}
+	return []*cobra.Command{rotateCmd(), rotatorCmd(), statusCmd(), poolCmd(), keyIDCmd(), auditCmd()}
 }
 
 // exit maps a run's error onto the process exit code.
