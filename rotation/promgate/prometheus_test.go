@@ -125,6 +125,10 @@ func TestGateWithPrometheus(t *testing.T) {
 
 	// c recovers: it reads k1, Prometheus sees k0 gone, the gate clears.
 	c.Fail(false)
+	promtest.Eventually(t, "Prometheus sees c let go of k0", func() bool {
+		hs, err := client.Holders(ctx, "k", k0.Key.Fingerprint())
+		return err == nil && len(hs) == 0
+	})
 	res, err = r.Run(ctx, "k", rotation.RunOptions{Wait: true})
 	if err != nil || res.Outcome != rotation.OutcomeRevoked || res.Gate != "" {
 		t.Fatalf("run after c recovered: %+v, %v", res, err)

@@ -50,7 +50,13 @@ func TestRotateRevokeGate(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "revoke gate (prometheus "+prom.URL+"): 1 consumers still report the old key") {
 		t.Fatalf("dry run: exit %d\n%s", code, out)
 	}
+	// batch-7 recovers; once Prometheus has seen it let go of the old key,
+	// the next run revokes (past max_wait, a run that still sees it holds).
 	stuck.Fail(false)
+	promtest.Eventually(t, "Prometheus sees batch-7 on the new key", func() bool {
+		hs, err := client.Holders(context.Background(), "prod", oldFP)
+		return err == nil && len(hs) == 0
+	})
 	out, stderr, code = run(t, "", "rotate", "--config", e.cfg, "--wait")
 	if code != 0 || !strings.Contains(out, "revoked") {
 		t.Fatalf("rotate --wait after batch-7 recovered: exit %d\n%s\n%s", code, out, stderr)
