@@ -25,9 +25,10 @@ type Metrics struct {
 // (nothing is registered when reg is nil):
 //
 //   - keywarden_rotation_runs_total{key,outcome}: runs by outcome (rotated,
-//     revoked, grace, nothing_due, or a failure kind: probe_failed (the
-//     new key parked or discarded), conflict, store_error, issuer_error,
-//     pool_empty, config_error, failed).
+//     revoked, grace, gate (the revoke gate waits for holders), nothing_due,
+//     or a failure kind: probe_failed (the new key parked or discarded),
+//     conflict, store_error, issuer_error, pool_empty, gate_held,
+//     config_error, failed).
 //   - keywarden_rotation_duration_seconds{key}: time a run worked, grace
 //     waits excluded.
 //   - keywarden_rotation_last_success_timestamp_seconds{key}: when a new key
