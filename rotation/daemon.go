@@ -123,6 +123,10 @@ func (r *Rotator) serveKey(ctx, runCtx context.Context, k *Key, o ServeOptions) 
 	}
 }
 
+// expiryRecheck bounds the daemon's sleep for a key with
+// RotateBeforeExpiry, so that an expiry set on CURRENT meanwhile is seen.
+const expiryRecheck = time.Hour
+
 // nextWake returns when the key's loop should run next, and why.
 func (r *Rotator) nextWake(ctx context.Context, k *Key) (time.Time, string, error) {
 	ru := &run{r: r, k: k, res: &Result{Key: k.Name}}
@@ -139,9 +143,27 @@ func (r *Rotator) nextWake(ctx context.Context, k *Key) (time.Time, string, erro
 		if next.IsZero() || next.Before(now) {
 			next = now
 		}
+		if k.RotateBeforeExpiry > 0 {
+			// Wake when CURRENT enters its rotate_before_expiry window,
+			// and look again at least every expiryRecheck (an expiry can
+			// be set on a key at any time).
+			if exp, ok := ru.currentExpiry(ctx); ok && !exp.IsZero() {
+				if at := exp.Add(-k.RotateBeforeExpiry); at.Before(next) {
+					return laterOf(at, now), "expiry", nil
+				}
+			}
+			if at := now.Add(expiryRecheck); at.Before(next) {
+				return at, "expiry check", nil
+			}
+		}
 		return next, "schedule", nil
 	case PhaseGrace:
-		return ru.revokeDue(), "revocation", nil
+		due := ru.revokeDue()
+		if k.RevokeGate != nil && !s.GateLast.IsZero() {
+			// The gate's next check.
+			due = laterOf(due, s.GateLast.Add(k.RevokeGate.interval()))
+		}
+		return due, "revocation", nil
 	case PhaseParked:
 		// Probe the parked key again at the next scheduled time.
 		return k.Schedule.Next(now), "schedule", nil
@@ -151,4 +173,12 @@ func (r *Rotator) nextWake(ctx context.Context, k *Key) (time.Time, string, erro
 		}
 		return now, "resume", nil
 	}
+}
+
+// laterOf returns the later of a and b.
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

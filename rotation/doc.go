@@ -49,9 +49,21 @@
 //	promoting      CURRENT = old_version           Promote(pending, old); record grace
 //	promoting      CURRENT = pending_version       (promoted before a crash) record grace
 //	grace          CURRENT = new, PREVIOUS = old   before revoke_due: exit 0 (or wait);
-//	                                               after: record revoking
+//	                                               after: record revoking (with a RevokeGate:
+//	                                               once Checks clear checks in a row)
 //	revoking       CURRENT ≠ old                   Issuer.Revoke(old); record idle (revoked)
 //	any with lease held by another, unexpired      stop, exit 11 (in progress)
+//
+// # The revoke gate
+//
+// A Key's RevokeGate holds the revocation after the grace until its
+// Consumers (rotation/promgate: Prometheus' keywarden_key_info) report no
+// holder of the old key, and some holder of the new one, Checks times in a
+// row, Interval apart. Each check is recorded (gate_since, gate_last,
+// gate_zeros, gate_holders), so a killed run's successor keeps the count.
+// A run that meets holders ends (OutcomeGate, exit 0) unless RunOptions.Wait;
+// past MaxWait, GateHold fails the run with KindGateHeld (exit 15,
+// EventGateHeld) and GateRevoke revokes anyway (EventGateForced).
 //
 // # Exit codes
 //
@@ -66,6 +78,7 @@
 //	12  store error
 //	13  issuer error (Admin API, exec command)
 //	14  the issuer's key pool is empty
+//	15  the revoke gate held the old key past its max_wait (policy hold)
 //
 // # Issuers and probes
 //

@@ -20,6 +20,7 @@ const (
 	KindStore                 // the store failed (exit 12)
 	KindIssuer                // the issuer failed (exit 13)
 	KindPoolEmpty             // the issuer's key pool is empty (exit 14)
+	KindGateHeld              // the revoke gate held the old key past its max_wait (exit 15)
 )
 
 // Exit codes of `keywarden rotate`, by outcome.
@@ -32,6 +33,7 @@ const (
 	ExitStore     = 12 // the store failed (unreachable, denied, corrupt)
 	ExitIssuer    = 13 // the issuer failed (Admin API, command)
 	ExitPoolEmpty = 14 // the key pool is empty: add keys with `keywarden pool add`
+	ExitGateHeld  = 15 // consumers still hold the old key past the revoke gate's max_wait (policy hold): both keys stay valid
 )
 
 var kindNames = [...]string{
@@ -42,6 +44,7 @@ var kindNames = [...]string{
 	KindStore:     "store_error",
 	KindIssuer:    "issuer_error",
 	KindPoolEmpty: "pool_empty",
+	KindGateHeld:  "gate_held",
 }
 
 var kindExit = [...]int{
@@ -52,6 +55,7 @@ var kindExit = [...]int{
 	KindStore:     ExitStore,
 	KindIssuer:    ExitIssuer,
 	KindPoolEmpty: ExitPoolEmpty,
+	KindGateHeld:  ExitGateHeld,
 }
 
 // String returns the kind's name, as used for outcomes in records, events

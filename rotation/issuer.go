@@ -2,6 +2,7 @@ package rotation
 
 import (
 	"context"
+	"time"
 
 	"github.com/keywarden/keywarden/providers"
 )
@@ -65,4 +66,12 @@ type PoolReporter interface {
 // matches the key), before `keywarden key-id` attaches it.
 type KeyIDChecker interface {
 	CheckKeyID(ctx context.Context, c Credential) error
+}
+
+// ExpiryReporter is an optional Issuer interface of issuers whose keys can
+// expire: Expiry returns when the key c expires, zero when it never does.
+// The rotator asks it for CURRENT to rotate early (Key.RotateBeforeExpiry)
+// and to export keywarden_key_expiry_timestamp_seconds.
+type ExpiryReporter interface {
+	Expiry(ctx context.Context, c Credential) (time.Time, error)
 }

@@ -16,15 +16,19 @@ type Metrics struct {
 	revokeDue *prometheus.GaugeVec
 	pool      *prometheus.GaugeVec
 	probes    *prometheus.CounterVec
+	holders   *prometheus.GaugeVec
+	timeouts  *prometheus.CounterVec
+	expires   *prometheus.GaugeVec
 }
 
 // NewMetrics creates the rotator's metrics and registers them with reg
 // (nothing is registered when reg is nil):
 //
 //   - keywarden_rotation_runs_total{key,outcome}: runs by outcome (rotated,
-//     revoked, grace, nothing_due, or a failure kind: probe_failed (the
-//     new key parked or discarded), conflict, store_error, issuer_error,
-//     pool_empty, config_error, failed).
+//     revoked, grace, gate (the revoke gate waits for holders), nothing_due,
+//     or a failure kind: probe_failed (the new key parked or discarded),
+//     conflict, store_error, issuer_error, pool_empty, gate_held,
+//     config_error, failed).
 //   - keywarden_rotation_duration_seconds{key}: time a run worked, grace
 //     waits excluded.
 //   - keywarden_rotation_last_success_timestamp_seconds{key}: when a new key
@@ -33,6 +37,14 @@ type Metrics struct {
 //     of the rotation in grace is due for revocation (0 when none).
 //   - keywarden_rotation_probe_attempts_total{key,result}: probe attempts.
 //   - keywarden_pool_keys{key}: keys left in the issuer's pool.
+//   - keywarden_rotation_gate_holders{key}: consumers that reported the
+//     old key at the revoke gate's last check.
+//   - keywarden_rotation_gate_timeouts_total{key,policy}: revoke gates
+//     whose max_wait ended with the old key still held (policy hold: the
+//     key stays valid; revoke: it was revoked anyway).
+//   - keywarden_key_expiry_timestamp_seconds{key}: when the CURRENT key
+//     expires at its issuer (0: never), read when a run checks whether a
+//     rotation is due.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -60,9 +72,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "keywarden", Subsystem: "rotation", Name: "probe_attempts_total",
 			Help: "Probe attempts of new keys, by result (pass or fail).",
 		}, []string{"key", "result"}),
+		holders: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "keywarden", Subsystem: "rotation", Name: "gate_holders",
+			Help: "Consumers that reported the old key at the revoke gate's last check.",
+		}, []string{"key"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keywarden", Subsystem: "rotation", Name: "gate_timeouts_total",
+			Help: "Revoke gates whose max_wait ended with the old key still held, by policy (hold or revoke).",
+		}, []string{"key", "policy"}),
+		expires: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "keywarden", Subsystem: "key", Name: "expiry_timestamp_seconds",
+			Help: "Unix time the CURRENT key expires at its issuer; 0 when it never does.",
+		}, []string{"key"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.runs, m.duration, m.lastOK, m.revokeDue, m.pool, m.probes)
+		reg.MustRegister(m.runs, m.duration, m.lastOK, m.revokeDue, m.pool, m.probes, m.holders, m.timeouts, m.expires)
 	}
 	return m
 }
@@ -112,4 +136,29 @@ func (m *Metrics) probe(key string, attempts int, ok bool) {
 	if attempts > 0 {
 		m.probes.WithLabelValues(key, "fail").Add(float64(attempts))
 	}
+}
+
+func (m *Metrics) gateHolders(key string, n int) {
+	if m == nil {
+		return
+	}
+	m.holders.WithLabelValues(key).Set(float64(n))
+}
+
+func (m *Metrics) gateTimeout(key string, p GatePolicy) {
+	if m == nil {
+		return
+	}
+	m.timeouts.WithLabelValues(key, string(p)).Inc()
+}
+
+func (m *Metrics) expiry(key string, t time.Time) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if !t.IsZero() {
+		v = float64(t.UnixNano()) / 1e9
+	}
+	m.expires.WithLabelValues(key).Set(v)
 }

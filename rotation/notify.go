@@ -35,6 +35,13 @@ const (
 	// EventKeyID: an operator attached an issuer key id to a stored
 	// version or a pool key (`keywarden key-id`).
 	EventKeyID EventType = "rotation.key_id"
+	// EventGateHeld: the revoke gate's max_wait is over and consumers still
+	// report the old key; both keys stay valid (policy hold). Reason lists
+	// them.
+	EventGateHeld EventType = "rotation.gate_held"
+	// EventGateForced: the old key is revoked although consumers still
+	// reported it when the gate's max_wait ended (policy revoke).
+	EventGateForced EventType = "rotation.gate_forced"
 )
 
 // Event is what a Notifier receives. It holds version ids, key ids and

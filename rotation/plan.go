@@ -115,9 +115,14 @@ func (ru *run) plan(ctx context.Context) (*Result, error) {
 				wait = "wait"
 			}
 			add("nothing yet: revocation of old version %s (%s) is due at %s (%s)", orNone(s.OldVersion), s.OldFP, due.UTC().Format(time.RFC3339), wait)
+			if k.RevokeGate != nil {
+				add("%s", ru.planGate(ctx))
+			}
 			if !ru.o.Wait {
 				break
 			}
+		} else if k.RevokeGate != nil {
+			add("%s", ru.planGate(ctx))
 		}
 		add("revoke old version %s (%s, key id %s) with the %s issuer", orNone(s.OldVersion), s.OldFP, orNone(s.OldKeyID), k.Issuer.Type())
 	case PhaseRevoking:

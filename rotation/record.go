@@ -82,6 +82,12 @@ type state struct {
 	LastFinishedAt time.Time // when the last run ended
 	Rotations      int       // successful promotions so far
 
+	// The revoke gate's progress (keys with a RevokeGate).
+	GateSince   time.Time // the first check of this rotation's gate
+	GateLast    time.Time // the last check
+	GateZeros   int       // consecutive checks that found no holder
+	GateHolders string    // who held the old key at the last check, for people
+
 	// KeyIDs maps key fingerprints to issuer key ids attached by an
 	// operator (`keywarden key-id`), for stored keys whose payload has none.
 	KeyIDs map[string]string
@@ -95,6 +101,7 @@ const (
 	OutcomeWaiting   = "grace"     // promoted; revocation not due yet
 	OutcomeParked    = "parked"    // probe failed; pending key kept
 	OutcomeDiscarded = "discarded" // probe failed; pending key dropped
+	OutcomeGate      = "gate"      // grace over; the revoke gate waits for consumers to let go of the old key
 )
 
 const timeFormat = time.RFC3339Nano
@@ -136,6 +143,12 @@ func (s *state) encode() map[string]string {
 	if s.Rotations > 0 {
 		m["rotations"] = strconv.Itoa(s.Rotations)
 	}
+	putTime(m, "gate_since", s.GateSince)
+	putTime(m, "gate_last", s.GateLast)
+	if s.GateZeros > 0 {
+		m["gate_zeros"] = strconv.Itoa(s.GateZeros)
+	}
+	putStr(m, "gate_holders", s.GateHolders)
 	if len(s.KeyIDs) > 0 {
 		b, _ := json.Marshal(s.KeyIDs)
 		m["key_ids"] = string(b)
@@ -197,6 +210,16 @@ func decode(r *driver.Record) (*state, error) {
 		}
 		s.Rotations = n
 	}
+	s.GateSince = tm("gate_since")
+	s.GateLast = tm("gate_last")
+	s.GateHolders = m["gate_holders"]
+	if v, ok := m["gate_zeros"]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			errs = append(errs, "gate_zeros")
+		}
+		s.GateZeros = n
+	}
 	if v, ok := m["key_ids"]; ok {
 		if err := json.Unmarshal([]byte(v), &s.KeyIDs); err != nil {
 			errs = append(errs, "key_ids")
@@ -250,4 +273,5 @@ func (s *state) clearRotation() {
 	s.LeaseUntil, s.StartedAt = time.Time{}, time.Time{}
 	s.PendingVersion, s.NewKeyID, s.NewFP = "", "", ""
 	s.Reason = ""
+	s.GateSince, s.GateLast, s.GateZeros, s.GateHolders = time.Time{}, time.Time{}, 0, ""
 }

@@ -60,6 +60,13 @@ type Key struct {
 	// PoolLow is the pool size at or below which a warning and an
 	// EventPoolLow are emitted (default 1; issuers with a pool only).
 	PoolLow int
+	// RotateBeforeExpiry makes a rotation due, whatever the schedule says,
+	// when CURRENT expires within it (issuers that are ExpiryReporters;
+	// zero: only the schedule counts).
+	RotateBeforeExpiry time.Duration
+	// RevokeGate, when set, holds the revocation of the old key after the
+	// grace until no consumer reports it any more (see RevokeGate).
+	RevokeGate *RevokeGate
 }
 
 // Boundary names a point between two steps of a rotation, where a run can
@@ -81,6 +88,9 @@ const (
 	AfterRecordRevoking Boundary = "record_revoking" // record: revoking
 	AfterRevoke         Boundary = "revoke"          // the issuer revoked the old key
 	AfterDone           Boundary = "done"            // record: idle, revoked
+	// AfterGateCheck: a revoke gate check was recorded (keys with a
+	// RevokeGate only; not in Boundaries).
+	AfterGateCheck Boundary = "gate_check"
 	// Failure paths.
 	AfterRecordParked     Boundary = "record_parked"     // record: parked
 	AfterRecordDiscarding Boundary = "record_discarding" // record: discarding
@@ -178,10 +188,17 @@ func New(opts Options, keys ...*Key) (*Rotator, error) {
 			return nil, failf(KindConfig, "rotation: key %s has no store", k.Name)
 		case k.Issuer == nil:
 			return nil, failf(KindConfig, "rotation: key %s has no issuer", k.Name)
+		case k.RotateBeforeExpiry < 0:
+			return nil, failf(KindConfig, "rotation: key %s: rotate_before_expiry %v is negative", k.Name, k.RotateBeforeExpiry)
 		case k.Grace < 0:
 			return nil, failf(KindConfig, "rotation: key %s: grace %v is negative", k.Name, k.Grace)
 		case k.OnProbeFailure != "" && k.OnProbeFailure != Park && k.OnProbeFailure != Discard:
 			return nil, failf(KindConfig, "rotation: key %s: on_probe_failure %q: want park or discard", k.Name, k.OnProbeFailure)
+		}
+		if k.RevokeGate != nil {
+			if err := k.RevokeGate.validate("key " + k.Name); err != nil {
+				return nil, err
+			}
 		}
 		r.keys[k.Name] = k
 	}
@@ -259,6 +276,12 @@ type Result struct {
 	Active time.Duration `json:"active_ns"`
 	// Steps lists the boundaries the run passed, in order.
 	Steps []Boundary `json:"steps,omitempty"`
+	// GateHolders lists the consumers that still held the old key when the
+	// revoke gate stopped the run.
+	GateHolders []Holder `json:"gate_holders,omitempty"`
+	// Gate is "forced" when the old key was revoked after the gate's
+	// max_wait although consumers still reported it (policy revoke).
+	Gate string `json:"gate,omitempty"`
 }
 
 // Run runs one rotation step sequence for the named key: it resumes a

@@ -399,8 +399,14 @@ func (ru *run) pendingVersion(ctx context.Context) (*driver.Version, error) {
 	return v, nil
 }
 
-// due reports whether a new rotation is due, and when the next one is.
+// due reports whether a new rotation is due, and when the next one is:
+// by the schedule, or because CURRENT expires within RotateBeforeExpiry.
 func (ru *run) due(ctx context.Context) (bool, time.Time, error) {
+	if exp, ok := ru.expiresSoon(ctx); ok {
+		ru.log().Warn("CURRENT expires within rotate_before_expiry: rotating now, whatever the schedule says",
+			slog.Time("expires_at", exp), slog.Duration("rotate_before_expiry", ru.k.RotateBeforeExpiry))
+		return true, time.Time{}, nil
+	}
 	if ru.k.Schedule == nil {
 		return true, time.Time{}, nil
 	}
@@ -415,6 +421,42 @@ func (ru *run) due(ctx context.Context) (bool, time.Time, error) {
 		}
 	}
 	return isDue(ru.k.Schedule, base, ru.now()), nextDue(ru.k.Schedule, base), nil
+}
+
+// currentExpiry asks the issuer when CURRENT's key expires (zero: never),
+// and exports it as keywarden_key_expiry_timestamp_seconds. ok is false
+// when the issuer cannot tell.
+func (ru *run) currentExpiry(ctx context.Context) (time.Time, bool) {
+	er, isER := ru.k.Issuer.(ExpiryReporter)
+	if !isER {
+		return time.Time{}, false
+	}
+	cur, err := ru.currentVersion(ctx)
+	if err != nil || cur == nil {
+		return time.Time{}, false
+	}
+	p, fp := fingerprintOf(cur, ru.k.Field)
+	c := Credential{Key: p.Key, KeyID: ru.s.keyID(p.KeyID, fp)}
+	exp, err := er.Expiry(ctx, c)
+	if err != nil {
+		ru.log().Warn("could not read when CURRENT expires", slog.String("fingerprint", fp), slog.String("error", err.Error()))
+		return time.Time{}, false
+	}
+	ru.r.opts.Metrics.expiry(ru.k.Name, exp)
+	return exp, true
+}
+
+// expiresSoon reports whether CURRENT expires within RotateBeforeExpiry,
+// and when.
+func (ru *run) expiresSoon(ctx context.Context) (time.Time, bool) {
+	if ru.k.RotateBeforeExpiry <= 0 {
+		return time.Time{}, false
+	}
+	exp, ok := ru.currentExpiry(ctx)
+	if !ok || exp.IsZero() {
+		return time.Time{}, false
+	}
+	return exp, !ru.now().Add(ru.k.RotateBeforeExpiry).Before(exp)
 }
 
 // begin starts a new rotation when one is due. done reports that the run

@@ -48,11 +48,35 @@ type KeyStatus struct {
 	RevokeOverdue bool      `json:"revoke_overdue,omitempty"`
 	OldVersion    string    `json:"old_version,omitempty"`
 	OldKeyID      string    `json:"old_key_id,omitempty"`
+	// CurrentExpires is when CURRENT expires at the issuer (zero: never,
+	// or the issuer cannot tell).
+	CurrentExpires time.Time `json:"current_expires,omitzero"`
+	// Gate describes the revoke gate of a rotation in grace: who still
+	// reports the old key now (asked at status time), and its progress.
+	Gate *GateStatus `json:"gate,omitempty"`
 	// PoolKeys is the size of the issuer's pool (-1 when it has none or it
 	// could not be read).
 	PoolKeys int `json:"pool_keys"`
 	// Errors lists what could not be read.
 	Errors []string `json:"errors,omitempty"`
+}
+
+// GateStatus is the state of a key's revoke gate.
+type GateStatus struct {
+	// Consumers says where the answer comes from.
+	Consumers string `json:"consumers"`
+	// Holders are the consumers that report the old key now.
+	Holders []Holder `json:"holders"`
+	// Error is why they could not be asked.
+	Error string `json:"error,omitempty"`
+	// Zeros and Checks: consecutive clear checks recorded, and needed.
+	Zeros  int `json:"zeros"`
+	Checks int `json:"checks"`
+	// LastCheck is when the gate last checked; Deadline when its max_wait
+	// ends and Policy what happens then.
+	LastCheck time.Time  `json:"last_check,omitzero"`
+	Deadline  time.Time  `json:"deadline"`
+	Policy    GatePolicy `json:"policy"`
 }
 
 // ReadStages describes the CURRENT, PENDING and PREVIOUS versions of
@@ -115,6 +139,16 @@ func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 		st.RevokeDue = ru.revokeDue()
 		st.RevokeOverdue = !now.Before(st.RevokeDue)
 		st.OldVersion, st.OldKeyID = s.OldVersion, s.OldKeyID
+		if g := k.RevokeGate; g != nil && s.Phase == PhaseGrace {
+			gs := &GateStatus{Consumers: g.Consumers.Describe(), Zeros: s.GateZeros, Checks: g.checks(),
+				LastCheck: s.GateLast, Deadline: ru.gateDeadline(), Policy: g.policy()}
+			if hs, err := ru.askGate(ctx); err != nil {
+				gs.Error = err.Error()
+			} else {
+				gs.Holders = hs
+			}
+			st.Gate = gs
+		}
 	}
 	if s.Phase == PhaseIdle && k.Schedule != nil {
 		base := s.LastAttemptAt
@@ -126,6 +160,9 @@ func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 		} else {
 			st.NextRun = nextDue(k.Schedule, base)
 		}
+	}
+	if exp, ok := ru.currentExpiry(ctx); ok {
+		st.CurrentExpires = exp
 	}
 	if pr, ok := k.Issuer.(PoolReporter); ok {
 		if n, err := pr.Available(ctx); err == nil {

@@ -457,6 +457,9 @@ func (ru *run) grace(ctx context.Context) (done bool, err error) {
 		ru.started = true
 		return false, ru.load(ctx)
 	}
+	if ru.k.RevokeGate != nil {
+		return ru.gate(ctx)
+	}
 	next := s.clone()
 	next.Phase = PhaseRevoking
 	if err := ru.save(ctx, next); err != nil {

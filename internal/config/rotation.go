@@ -43,6 +43,55 @@ type Rotation struct {
 	Probe RotationProbe `yaml:"probe"`
 	// Webhook receives this key's rotation events (default: rotator.webhook).
 	Webhook *RotationWebhook `yaml:"webhook"`
+	// RotateBeforeExpiry makes a rotation due when CURRENT expires within it
+	// at the issuer, whatever the schedule says, and keeps pool keys that
+	// expire within it from being drawn (rotation.Key.RotateBeforeExpiry).
+	RotateBeforeExpiry Duration `yaml:"rotate_before_expiry"`
+	// RevokeGate holds the revocation of the old key until Prometheus
+	// reports no consumer holding it (rotation.RevokeGate).
+	RevokeGate *RotationRevokeGate `yaml:"revoke_gate"`
+}
+
+// RotationRevokeGate configures the revoke gate: before the old key is
+// revoked, Prometheus is asked how many consumers still report it in
+// keywarden_key_info. Package rotation owns the defaults and the rules
+// (rotation.RevokeGate, rotation/promgate); config only decodes them.
+//
+//	revoke_gate:
+//	  prometheus_url: http://prometheus.monitoring:9090
+//	  bearer_token_file: /var/run/secrets/prometheus/token
+//	  selector: {namespace: prod}
+//	  checks: 3
+//	  interval: 30s
+//	  max_wait: 1h
+//	  policy: hold
+type RotationRevokeGate struct {
+	// PrometheusURL is Prometheus' base URL (its HTTP query API).
+	PrometheusURL string `yaml:"prometheus_url"`
+	// BearerTokenFile holds a bearer token for Prometheus.
+	BearerTokenFile string `yaml:"bearer_token_file"`
+	// BasicAuth gives basic auth for Prometheus.
+	BasicAuth *RotationBasicAuth `yaml:"basic_auth"`
+	// Selector adds label matchers to the query (name: value); "key"
+	// replaces the key's name.
+	Selector map[string]string `yaml:"selector"`
+	// Checks is how many consecutive checks must find no holder.
+	Checks int `yaml:"checks"`
+	// Interval is the time between two checks.
+	Interval Duration `yaml:"interval"`
+	// MaxWait bounds the wait after the grace period.
+	MaxWait Duration `yaml:"max_wait"`
+	// Policy is hold or revoke: what happens when MaxWait ends with the
+	// old key still held.
+	Policy string `yaml:"policy"`
+	// Timeout bounds one query.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// RotationBasicAuth is a username and a file holding the password.
+type RotationBasicAuth struct {
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // RotationIssuer configures where new keys come from.
@@ -142,7 +191,7 @@ const (
 )
 
 func init() {
-	for _, v := range []any{RotationIssuer{}, RotationProbe{}, RotationWebhook{}} {
+	for _, v := range []any{RotationIssuer{}, RotationProbe{}, RotationWebhook{}, RotationRevokeGate{}, RotationBasicAuth{}} {
 		registerFields(v)
 	}
 }

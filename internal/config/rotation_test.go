@@ -120,7 +120,7 @@ func TestRotationErrors(t *testing.T) {
 		{"http probe with model", rotationBase + anthropic + "      probe: {type: http, model: m, url: \"https://x/\", headers: {A: \"{{key}}\"}}\n", "are for type anthropic"},
 		{"backoffs", rotationBase + anthropic + "      probe: {backoff: 10s, max_backoff: 1s}\n", "max_backoff: 1s is below backoff 10s"},
 		{"webhook url", rotationBase + anthropic + "      webhook: {url: \"hooks.example.com\"}\n", "rotation.webhook.url: \"hooks.example.com\" is not an http(s) URL"},
-		{"unknown rotation field", rotationBase + anthropic + "      colour: blue\n", `unknown field "colour" (known fields here: base_url, grace, issuer, on_probe_failure, probe, schedule, start_jitter, webhook)`},
+		{"unknown rotation field", rotationBase + anthropic + "      colour: blue\n", `unknown field "colour" (known fields here: base_url, grace, issuer, on_probe_failure, probe, revoke_gate, rotate_before_expiry, schedule, start_jitter, webhook)`},
 		{"unknown issuer field", rotationBase + "      issuer: {type: random, size: 3}\n", `unknown field "size" (known fields here: admin_key_store, bytes, command, encoding, env, pool_low, pool_store, prefix, revoke_command, revoke_status, timeout, type)`},
 		{"lease", "keys: {p: {store: \"env://K\"}}\nrotator: {lease: 5s}\n", "rotator.lease: 5s is shorter than 10s"},
 		{"rotator metrics", "keys: {p: {store: \"env://K\"}}\nrotator: {metrics_listen: \"9788\"}\n", "rotator.metrics_listen: \"9788\" is not host:port"},

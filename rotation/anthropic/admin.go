@@ -23,12 +23,22 @@ const (
 
 // apiKey is an Admin API key object. It never holds the key's value.
 type apiKey struct {
-	ID             string `json:"id"`
-	Type           string `json:"type"`
-	Name           string `json:"name"`
-	Status         string `json:"status"`
-	PartialKeyHint string `json:"partial_key_hint"`
-	WorkspaceID    string `json:"workspace_id"`
+	ID             string     `json:"id"`
+	Type           string     `json:"type"`
+	Name           string     `json:"name"`
+	Status         string     `json:"status"`
+	PartialKeyHint string     `json:"partial_key_hint"`
+	WorkspaceID    string     `json:"workspace_id"`
+	CreatedAt      time.Time  `json:"created_at"`
+	ExpiresAt      *time.Time `json:"expires_at"`
+}
+
+// expiry returns when the key expires, zero when never.
+func (k *apiKey) expiry() time.Time {
+	if k.ExpiresAt == nil {
+		return time.Time{}
+	}
+	return *k.ExpiresAt
 }
 
 type listPage struct {
@@ -112,6 +122,32 @@ func (a *admin) setStatus(ctx context.Context, id, status string) (*apiKey, erro
 	return &k, nil
 }
 
+// each calls fn for every API key of the organization, page by page
+// (GET /v1/organizations/api_keys, 1000 a page).
+func (a *admin) each(ctx context.Context, fn func(apiKey)) error {
+	after := ""
+	for page := 0; ; page++ {
+		if page >= 1000 {
+			return errors.New("GET /v1/organizations/api_keys: more than 1000 pages")
+		}
+		q := url.Values{"limit": {"1000"}}
+		if after != "" {
+			q.Set("after_id", after)
+		}
+		var p listPage
+		if err := a.call(ctx, "GET", "/v1/organizations/api_keys?"+q.Encode(), nil, &p); err != nil {
+			return err
+		}
+		for _, k := range p.Data {
+			fn(k)
+		}
+		if !p.HasMore || p.LastID == "" || p.LastID == after {
+			return nil
+		}
+		after = p.LastID
+	}
+}
+
 // Which key of several matching a hint findByHint prefers.
 const (
 	preferAny      = ""
@@ -126,28 +162,13 @@ const (
 // ambiguity that remains is an error naming the candidates.
 func (a *admin) findByHint(ctx context.Context, key providers.Secret, exclude []string, prefer string) (*apiKey, error) {
 	var found []apiKey
-	after := ""
-	for page := 0; ; page++ {
-		if page >= 1000 {
-			return nil, errors.New("GET /v1/organizations/api_keys: more than 1000 pages; attach the key id with `keywarden key-id`")
+	err := a.each(ctx, func(k apiKey) {
+		if hintMatches(k.PartialKeyHint, key.Reveal()) && !slices.Contains(exclude, k.ID) {
+			found = append(found, k)
 		}
-		q := url.Values{"limit": {"1000"}}
-		if after != "" {
-			q.Set("after_id", after)
-		}
-		var p listPage
-		if err := a.call(ctx, "GET", "/v1/organizations/api_keys?"+q.Encode(), nil, &p); err != nil {
-			return nil, err
-		}
-		for _, k := range p.Data {
-			if hintMatches(k.PartialKeyHint, key.Reveal()) && !slices.Contains(exclude, k.ID) {
-				found = append(found, k)
-			}
-		}
-		if !p.HasMore || p.LastID == "" || p.LastID == after {
-			break
-		}
-		after = p.LastID
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(found) > 1 && prefer != preferAny {
 		var pick []apiKey

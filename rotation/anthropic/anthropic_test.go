@@ -313,7 +313,7 @@ func TestIssuerErrors(t *testing.T) {
 			if err := e.api.SetStatus(k.ID, anthropictest.StatusArchived); err != nil {
 				t.Fatal(err)
 			}
-		}, []string{"is archived", "--abandon"}, nil, 0, nil},
+		}, []string{"is empty", "skipped 1 unusable pool keys", "is archived"}, rotation.ErrPoolEmpty, 0, nil},
 		{"pool key id of another key", func(e *env) {
 			k := e.api.AddKey("", anthropictest.StatusInactive)
 			if _, err := e.pool.Add(ctx, providers.NewSecret(k.Value), e.first.ID); err != nil {

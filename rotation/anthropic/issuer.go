@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -58,6 +59,14 @@ type IssuerOptions struct {
 	// longer retry-after is honoured.
 	Attempts int
 	Backoff  time.Duration
+	// MinValidity skips pool keys that expire within it (the key's
+	// rotate_before_expiry): a key drawn must outlive the next rotation
+	// window. Archived and expired pool keys are always skipped.
+	MinValidity time.Duration
+	// Logger reports skipped pool keys (slog.Default()); never values.
+	Logger *slog.Logger
+	// Now is the clock (time.Now).
+	Now func() time.Time
 }
 
 // maxAdminBackoff caps the Admin API's retry waits (a longer retry-after
@@ -70,14 +79,18 @@ type Issuer struct {
 	a            *admin
 	pool         *pool.Pool
 	revokeStatus string
+	minValidity  time.Duration
+	log          *slog.Logger
+	now          func() time.Time
 }
 
 var (
-	_ rotation.Issuer       = (*Issuer)(nil)
-	_ rotation.Activator    = (*Issuer)(nil)
-	_ rotation.Committer    = (*Issuer)(nil)
-	_ rotation.PoolReporter = (*Issuer)(nil)
-	_ rotation.KeyIDChecker = (*Issuer)(nil)
+	_ rotation.Issuer         = (*Issuer)(nil)
+	_ rotation.Activator      = (*Issuer)(nil)
+	_ rotation.Committer      = (*Issuer)(nil)
+	_ rotation.PoolReporter   = (*Issuer)(nil)
+	_ rotation.KeyIDChecker   = (*Issuer)(nil)
+	_ rotation.ExpiryReporter = (*Issuer)(nil)
 )
 
 // NewIssuer returns an Issuer.
@@ -101,7 +114,19 @@ func NewIssuer(o IssuerOptions) (*Issuer, error) {
 	if o.Backoff <= 0 {
 		o.Backoff = 500 * time.Millisecond
 	}
+	if o.MinValidity < 0 {
+		return nil, fmt.Errorf("anthropic: min validity %v is negative", o.MinValidity)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	return &Issuer{
+		minValidity:  o.MinValidity,
+		log:          o.Logger,
+		now:          o.Now,
 		a:            &admin{c: newClient(o.BaseURL, o.Version, o.HTTPClient), key: o.AdminKey, attempts: o.Attempts, backoff: backoff.Policy{Min: o.Backoff, Max: maxAdminBackoff}},
 		pool:         o.Pool,
 		revokeStatus: o.RevokeStatus,
@@ -112,31 +137,70 @@ func NewIssuer(o IssuerOptions) (*Issuer, error) {
 func (*Issuer) Type() string { return "anthropic" }
 
 // Create claims the next pool key for token and returns it with its id.
+// Pool keys that are archived or expired at the Admin API, or expire
+// within MinValidity, are never drawn: each is dropped from the pool,
+// logged with its id and why, and the next one is claimed; the error of
+// an emptied pool lists them.
 func (i *Issuer) Create(ctx context.Context, token string) (rotation.Credential, error) {
-	e, _, err := i.pool.Claim(ctx, token)
-	if errors.Is(err, pool.ErrEmpty) {
-		return rotation.Credential{}, fmt.Errorf("anthropic: pool %s: %w: create Claude API keys in the Console (Settings > API keys), leave them inactive, and add each with `keywarden pool add KEY < key.txt`", i.pool.Name(), rotation.ErrPoolEmpty)
-	}
-	if err != nil {
-		return rotation.Credential{}, fmt.Errorf("anthropic: %w", err)
-	}
-	c := rotation.Credential{Key: e.Secret(), KeyID: e.KeyID}
-	k, err := i.lookup(ctx, c, preferInactive)
-	if errors.Is(err, errAmbiguous) {
-		// Activate resolves it with the ids the rotation knows by then
-		// (CURRENT's), or one attached with `keywarden key-id --stage
-		// pending`; the key is safe in the store first.
+	var skipped []string
+	for {
+		e, _, err := i.pool.Claim(ctx, token)
+		if errors.Is(err, pool.ErrEmpty) {
+			why := ""
+			if len(skipped) > 0 {
+				why = fmt.Sprintf(" (skipped %d unusable pool keys: %s)", len(skipped), strings.Join(skipped, "; "))
+			}
+			return rotation.Credential{}, fmt.Errorf("anthropic: pool %s: %w%s: create Claude API keys in the Console (Settings > API keys), leave them inactive, and add each with `keywarden pool add KEY < key.txt`", i.pool.Name(), rotation.ErrPoolEmpty, why)
+		}
+		if err != nil {
+			return rotation.Credential{}, fmt.Errorf("anthropic: %w", err)
+		}
+		c := rotation.Credential{Key: e.Secret(), KeyID: e.KeyID}
+		k, err := i.lookup(ctx, c, preferInactive)
+		if errors.Is(err, errAmbiguous) {
+			// Activate resolves it with the ids the rotation knows by then
+			// (CURRENT's), or one attached with `keywarden key-id --stage
+			// pending`; the key is safe in the store first.
+			return c, nil
+		}
+		if err != nil {
+			return rotation.Credential{}, err
+		}
+		if why := i.unusable(k); why != "" {
+			i.log.LogAttrs(ctx, slog.LevelWarn, "pool key skipped: it cannot serve a rotation; it is dropped from the pool",
+				slog.String("pool", i.pool.Name()), slog.String("key_id", k.ID), slog.String("fingerprint", c.Key.Fingerprint()), slog.String("reason", why))
+			skipped = append(skipped, k.ID+" "+why)
+			// Forget it (it stays in the Console) and claim the next one
+			// for the same token.
+			if err := i.pool.Commit(ctx, token); err != nil {
+				return rotation.Credential{}, fmt.Errorf("anthropic: drop pool key %s: %w", k.ID, err)
+			}
+			continue
+		}
+		c.KeyID = k.ID
 		return c, nil
 	}
-	if err != nil {
-		return rotation.Credential{}, err
-	}
+}
+
+// unusable says why a pool key must not be drawn, "" when it may.
+func (i *Issuer) unusable(k *apiKey) string {
 	switch k.Status {
 	case StatusArchived, StatusExpired:
-		return rotation.Credential{}, fmt.Errorf("anthropic: pool key %s (%s) is %s at the Admin API and cannot be used; run `keywarden rotate --abandon` for this key to drop it, and add fresh keys to the pool", k.ID, c.Key.Fingerprint(), k.Status)
+		return "is " + k.Status
 	}
-	c.KeyID = k.ID
-	return c, nil
+	if exp := k.expiry(); !exp.IsZero() && !i.now().Add(i.minValidity).Before(exp) {
+		return "expires at " + exp.UTC().Format(time.RFC3339) + ", within " + i.minValidity.String()
+	}
+	return ""
+}
+
+// Expiry returns when the key c expires at the Admin API (zero: never).
+func (i *Issuer) Expiry(ctx context.Context, c rotation.Credential) (time.Time, error) {
+	k, err := i.lookup(ctx, c, preferActive)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return k.expiry(), nil
 }
 
 // lookup returns the Admin API's object for c: by id, or by

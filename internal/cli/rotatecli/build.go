@@ -17,6 +17,7 @@ import (
 	"github.com/keywarden/keywarden/rotation/exec"
 	"github.com/keywarden/keywarden/rotation/httpprobe"
 	"github.com/keywarden/keywarden/rotation/pool"
+	"github.com/keywarden/keywarden/rotation/promgate"
 	"github.com/keywarden/keywarden/rotation/random"
 )
 
@@ -87,7 +88,7 @@ func Build(ctx context.Context, c *config.Config, o BuildOptions) (*Rotator, err
 			out.Close()
 			return nil, &rotation.Error{Kind: rotation.KindConfig, Err: fmt.Errorf("rotate: key %s has no rotation section (rotated keys: %s)", name, strings.Join(RotatedKeys(c), ", "))}
 		}
-		rk, err := out.key(ctx, c, k)
+		rk, err := out.key(ctx, c, k, o.Logger)
 		if err != nil {
 			out.Close()
 			return nil, err
@@ -129,7 +130,7 @@ func (out *Rotator) stager(ctx context.Context, field, url string) (driver.Stage
 	return st, name, nil
 }
 
-func (out *Rotator) key(ctx context.Context, c *config.Config, k *config.Key) (*rotation.Key, error) {
+func (out *Rotator) key(ctx context.Context, c *config.Config, k *config.Key, logger *slog.Logger) (*rotation.Key, error) {
 	r := k.Rotation
 	p := "keys." + k.Name + ".rotation"
 	cfgErr := func(err error) error {
@@ -149,6 +150,8 @@ func (out *Rotator) key(ctx context.Context, c *config.Config, k *config.Key) (*
 		StartJitter:    r.StartJitter.D,
 		Retry:          r.Probe.Retry(),
 		PoolLow:        r.Issuer.PoolLow,
+		// rotation.New checks it.
+		RotateBeforeExpiry: r.RotateBeforeExpiry.D,
 	}
 	if r.Schedule != "" {
 		if rk.Schedule, err = rotation.ParseSchedule(r.Schedule); err != nil {
@@ -174,6 +177,8 @@ func (out *Rotator) key(ctx context.Context, c *config.Config, k *config.Key) (*
 			AdminKey:     anthropic.KeyFromStore(adm, aname, params.Get("field")),
 			Pool:         pl,
 			RevokeStatus: r.Issuer.RevokeStatus,
+			MinValidity:  max(r.RotateBeforeExpiry.D, 0),
+			Logger:       logger,
 		})
 		if err != nil {
 			return nil, cfgErr(err)
@@ -205,6 +210,11 @@ func (out *Rotator) key(ctx context.Context, c *config.Config, k *config.Key) (*
 			return nil, cfgErr(err)
 		}
 	}
+	if g := r.RevokeGate; g != nil {
+		if rk.RevokeGate, err = revokeGate(g); err != nil {
+			return nil, &rotation.Error{Kind: rotation.KindConfig, Err: fmt.Errorf("%s.revoke_gate: %w", p, err)}
+		}
+	}
 	wh := r.Webhook
 	if wh == nil {
 		wh = c.Rotator.Webhook
@@ -213,4 +223,18 @@ func (out *Rotator) key(ctx context.Context, c *config.Config, k *config.Key) (*
 		rk.Notifiers = append(rk.Notifiers, &rotation.Webhook{URL: wh.URL, Timeout: wh.Timeout.D})
 	}
 	return rk, nil
+}
+
+// revokeGate builds a key's revoke gate from its settings; promgate and
+// rotation.New check them.
+func revokeGate(g *config.RotationRevokeGate) (*rotation.RevokeGate, error) {
+	o := promgate.Options{URL: g.PrometheusURL, BearerTokenFile: g.BearerTokenFile, Selector: g.Selector, Timeout: g.Timeout.D}
+	if g.BasicAuth != nil {
+		o.Username, o.PasswordFile = g.BasicAuth.Username, g.BasicAuth.PasswordFile
+	}
+	c, err := promgate.New(o)
+	if err != nil {
+		return nil, err
+	}
+	return &rotation.RevokeGate{Consumers: c, Checks: g.Checks, Interval: g.Interval.D, MaxWait: g.MaxWait.D, Policy: rotation.GatePolicy(g.Policy)}, nil
 }

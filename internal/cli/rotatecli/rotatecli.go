@@ -24,10 +24,10 @@ import (
 	"github.com/keywarden/keywarden/rotation"
 )
 
-// Commands returns the rotate, rotator, status, pool and key-id
+// Commands returns the rotate, rotator, status, pool, key-id and audit
 // subcommands.
 func Commands() []*cobra.Command {
-	return []*cobra.Command{rotateCmd(), rotatorCmd(), statusCmd(), poolCmd(), keyIDCmd()}
+	return []*cobra.Command{rotateCmd(), rotatorCmd(), statusCmd(), poolCmd(), keyIDCmd(), auditCmd()}
 }
 
 // exit maps a run's error onto the process exit code.
@@ -90,13 +90,21 @@ Exit codes:
   12  store error
   13  issuer error (Admin API, command)
   14  the key pool is empty: keywarden pool add KEY < key.txt
+  15  the revoke gate's max_wait ended with consumers still holding the old key
+      (policy hold): both keys stay valid; the next run checks again
 With several keys, the exit code is the first failing key's.
 
 A running rotation renews its lease (rotator.lease, default 45s) in the
 background; a killed one's lease runs out within that time and the next run
 takes over. --break-lease frees it at once (it logs the holder and its expiry,
 and sends a rotation.lease_broken event); a holder that was alive after all
-stops at its next renewal with exit 11.`,
+stops at its next renewal with exit 11.
+
+With a revoke_gate, the old key is revoked only once Prometheus has reported no
+consumer holding it (keywarden_key_info with its fingerprint) for the
+configured number of consecutive checks; until then rotate exits 0 with outcome
+gate and lists the holders (--wait keeps checking). --dry-run shows the gate's
+answer.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if key != "" {

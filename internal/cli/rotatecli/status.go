@@ -140,6 +140,9 @@ func printStatus(w io.Writer, st *rotation.KeyStatus, now time.Time) {
 		fmt.Fprintf(w, "  %-13s version %s  %s  key id %s%s\n", label, v.Version, v.Fingerprint, orDash(v.KeyID), age)
 	}
 	ver("current", st.Current)
+	if !st.CurrentExpires.IsZero() {
+		fmt.Fprintf(w, "  %-13s %s\n", "expires", when(st.CurrentExpires, now))
+	}
 	ver("pending", st.Pending)
 	ver("previous", st.Previous)
 	if st.Issuer == "" {
@@ -174,6 +177,20 @@ func printStatus(w io.Writer, st *rotation.KeyStatus, now time.Time) {
 			due += ": due now, the next run revokes it"
 		}
 		fmt.Fprintf(w, "  %-13s version %s (key id %s) at %s\n", "revoke", orDash(st.OldVersion), orDash(st.OldKeyID), due)
+	}
+	if g := st.Gate; g != nil {
+		switch {
+		case g.Error != "":
+			fmt.Fprintf(w, "  %-13s %s: cannot tell who holds the old key: %s\n", "revoke gate", g.Consumers, g.Error)
+		case len(g.Holders) == 0:
+			fmt.Fprintf(w, "  %-13s %s: no consumer reports the old key (%d of %d clear checks)\n", "revoke gate", g.Consumers, g.Zeros, g.Checks)
+		default:
+			fmt.Fprintf(w, "  %-13s %s: %d consumers still hold the old key:\n", "revoke gate", g.Consumers, len(g.Holders))
+			for _, h := range g.Holders {
+				fmt.Fprintf(w, "  %-13s   %s\n", "", h)
+			}
+		}
+		fmt.Fprintf(w, "  %-13s max_wait ends %s, then policy %s\n", "", when(g.Deadline, now), g.Policy)
 	}
 	if st.PoolKeys >= 0 {
 		fmt.Fprintf(w, "  %-13s %d keys available\n", "pool", st.PoolKeys)
