@@ -14,7 +14,7 @@ FUZZTIME       ?= 2m
 FUZZTIME_SHORT ?= 5s
 FUZZPAR        ?= 2
 
-.PHONY: build run test test-go fuzz fuzz-short e2e lint bench bench-load clean vaultserver image image-test deploy-test
+.PHONY: prometheus build run test test-go fuzz fuzz-short e2e lint bench bench-load clean vaultserver image image-test deploy-test
 
 ## build: a static, stamped binary in bin/
 build:
@@ -31,8 +31,13 @@ test: lint test-go fuzz-short deploy-test
 
 # One real Vault core (internal/vaultserver, its own Go module) serves every
 # package's tests; its first build downloads ~4 GB of modules and takes ~8 min.
-test-go: vaultserver
+test-go: vaultserver prometheus
 	bin/vaultserver -exec -- $(GO) test $(TESTFLAGS) ./...
+
+## prometheus: the real Prometheus server the revoke-gate tests start (Debian's package, as root;
+## installed once here so that parallel test packages never run apt-get at the same time)
+prometheus:
+	scripts/install-prometheus.sh >/dev/null
 
 ## fuzz: every native Go fuzz target of the module (each func FuzzXxx, found by `go test -list`
 ## in each package whose tests hold one) for FUZZTIME each, e.g. make fuzz FUZZTIME=10m.
@@ -55,9 +60,10 @@ fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_SHORT)
 
 ## e2e: zero-downtime rotation under load (sidecar and library client, 20 rotations by the real
-## rotator) on every store: file, AWS (moto), GCP (gcpsmfake), Vault; logs each rotation's propagation
+## rotator) on every store: file, AWS (moto), GCP (gcpsmfake), Vault; logs each rotation's propagation;
+## and keyless (wif://) under load across 20+ token refreshes and an early revocation
 e2e: vaultserver
-	bin/vaultserver -exec -- $(GO) test $(TESTFLAGS) -v -run '^TestZeroDowntime$$' ./internal/e2e/
+	bin/vaultserver -exec -- $(GO) test $(TESTFLAGS) -v -run '^(TestZeroDowntime|TestKeylessUnderLoad)$$' ./internal/e2e/ ./providers/federation/
 
 ## vaultserver: build the real Vault test server (separate module, kept out of go.mod)
 vaultserver:
