@@ -414,7 +414,14 @@ func newSource(ctx context.Context, d driver.Reader, name string, o Options) (*S
 			return nil, fmt.Errorf("%w (gave up waiting: %w)", err, serr)
 		}
 	}
-	go s.loop(s.ctx)
+	// The first wait is planned here, so that NextRefresh answers as soon
+	// as the Source is returned.
+	now := time.Now()
+	first := s.nextWait(0, now)
+	if s.opts.Refresh >= 0 || !s.Current().Expires.IsZero() {
+		s.nextRefresh.Store(now.Add(first).UnixNano())
+	}
+	go s.loop(s.ctx, first)
 	return s, nil
 }
 
@@ -802,18 +809,21 @@ const minTokenWait = 10 * time.Millisecond
 
 // loop refreshes every Refresh plus up to Jitter, or from a short-lived
 // token's expiry (nextWait), backing off on failure.
-func (s *Source) loop(ctx context.Context) {
+func (s *Source) loop(ctx context.Context, first time.Duration) {
 	defer close(s.loopDone)
 	if s.opts.Refresh < 0 && s.Current().Expires.IsZero() {
 		<-ctx.Done()
 		return
 	}
 	failures := 0
-	for {
+	for i := 0; ; i++ {
 		k := s.Current()
-		now := time.Now()
-		wait := s.nextWait(failures, now)
-		s.nextRefresh.Store(now.Add(wait).UnixNano())
+		wait := first
+		if i > 0 {
+			now := time.Now()
+			wait = s.nextWait(failures, now)
+			s.nextRefresh.Store(now.Add(wait).UnixNano())
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

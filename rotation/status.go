@@ -54,6 +54,11 @@ type KeyStatus struct {
 	// Gate describes the revoke gate of a rotation in grace: who still
 	// reports the old key now (asked at status time), and its progress.
 	Gate *GateStatus `json:"gate,omitempty"`
+	// NextRefresh is when a keyless source (a short-lived token, such as
+	// wif://) exchanges its token again; its expiry is CurrentExpires.
+	NextRefresh time.Time `json:"next_refresh,omitzero"`
+	// Keyless says the key is a short-lived token: nothing to rotate.
+	Keyless bool `json:"keyless,omitempty"`
 	// PoolKeys is the size of the issuer's pool (-1 when it has none or it
 	// could not be read).
 	PoolKeys int `json:"pool_keys"`

@@ -3,7 +3,6 @@ package cli_test
 import (
 	"context"
 	"errors"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,14 +19,8 @@ import (
 // on it says there is nothing to put.
 func TestCheckAndPutFederationKey(t *testing.T) {
 	srv := anthropictest.Start(t)
-	iss := anthropictest.NewIssuer("https://token.actions.githubusercontent.com")
-	rule := srv.AddFederationRule(anthropictest.FederationRule{OrganizationID: "org_1", Issuer: iss,
-		Audience: "https://api.anthropic.com", TokenLifetime: 10 * time.Minute})
+	store, rule, assertion := srv.WIFStore(t, 10*time.Minute)
 	dir := t.TempDir()
-	tokenFile := filepath.Join(dir, "token")
-	assertion := iss.Mint(anthropictest.Claims{Subject: "repo:acme/app:ref:refs/heads/main", Audience: "https://api.anthropic.com"})
-	os.WriteFile(tokenFile, []byte(assertion), 0o600)
-	store := "wif://" + rule.ID + "?organization_id=org_1&base_url=" + url.QueryEscape(srv.URL()) + "&token_file=" + url.QueryEscape(tokenFile)
 	cfg := filepath.Join(dir, "kw.yaml")
 	os.WriteFile(cfg, []byte("keys:\n  claude:\n    store: \""+store+"\"\n"), 0o600)
 

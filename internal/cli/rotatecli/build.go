@@ -115,7 +115,9 @@ func Build(ctx context.Context, c *config.Config, o BuildOptions) (*Rotator, err
 // error, anything else a store error.
 func openErr(field string, err error) error {
 	kind := rotation.KindStore
-	if codes.Is(err, codes.InvalidArgument) || codes.Is(err, codes.Unimplemented) {
+	if codes.Is(err, codes.InvalidArgument) || codes.Is(err, codes.Unimplemented) || errors.Is(err, providers.ErrKeyless) {
+		// A keyless store (wif://) holds nothing to rotate: the
+		// configuration asks for the impossible.
 		kind = rotation.KindConfig
 	}
 	return &rotation.Error{Kind: kind, Err: fmt.Errorf("%s: %w", field, err)}

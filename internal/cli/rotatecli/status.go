@@ -3,6 +3,7 @@ package rotatecli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -88,9 +89,12 @@ func Status(ctx context.Context, c *config.Config, keys []string, asJSON bool, w
 		k, _ := c.Key(name)
 		st := &rotation.KeyStatus{Key: name, PoolKeys: -1}
 		store, secret, err := providers.OpenStager(ctx, k.Store)
-		if err != nil {
+		switch {
+		case errors.Is(err, providers.ErrKeyless):
+			keylessStatus(ctx, k, st)
+		case err != nil:
 			st.Errors = append(st.Errors, fmt.Sprintf("keys.%s.store: %v", name, err))
-		} else {
+		default:
 			st.Current, st.Pending, st.Previous, st.Errors = rotation.ReadStages(ctx, store, secret, k.FieldName(), now)
 			store.Close()
 		}
@@ -122,7 +126,40 @@ func Status(ctx context.Context, c *config.Config, keys []string, asJSON bool, w
 	return nil
 }
 
+// keylessStatus fills st for a keyless key (a short-lived token, wif://):
+// one exchange, then the token's fingerprint, expiry and next refresh.
+func keylessStatus(ctx context.Context, k *config.Key, st *rotation.KeyStatus) {
+	st.Keyless = true
+	src, err := cli.OpenSource(ctx, k, nil)
+	if err != nil {
+		st.Errors = append(st.Errors, fmt.Sprintf("keys.%s.store: %v", k.Name, err))
+		return
+	}
+	defer src.Close()
+	if cur := src.Current(); cur != nil {
+		st.Current = &rotation.VersionStatus{Version: cur.VersionID, Fingerprint: cur.Fingerprint}
+		st.CurrentExpires = cur.Expires
+	}
+	st.NextRefresh = src.NextRefresh()
+}
+
 func printStatus(w io.Writer, st *rotation.KeyStatus, now time.Time) {
+	if st.Keyless {
+		fmt.Fprintf(w, "%s (keyless: a short-lived token, nothing to rotate)\n", st.Key)
+		if c := st.Current; c != nil {
+			fmt.Fprintf(w, "  %-13s %s\n", "token", c.Fingerprint)
+		}
+		if !st.CurrentExpires.IsZero() {
+			fmt.Fprintf(w, "  %-13s %s\n", "expires", when(st.CurrentExpires, now))
+		}
+		if !st.NextRefresh.IsZero() {
+			fmt.Fprintf(w, "  %-13s %s\n", "next refresh", when(st.NextRefresh, now))
+		}
+		for _, e := range st.Errors {
+			fmt.Fprintf(w, "  %-13s %s\n", "error", strings.TrimSpace(e))
+		}
+		return
+	}
 	if st.Issuer == "" {
 		fmt.Fprintf(w, "%s (no rotation section: versions only)\n", st.Key)
 	} else {
