@@ -26,6 +26,12 @@ var (
 	descLastFail = prometheus.NewDesc(Namespace+"_key_last_refresh_failure_timestamp_seconds",
 		"Unix time of the last failed store read (0: none).",
 		[]string{"key"}, nil)
+	descTokenExpiry = prometheus.NewDesc(Namespace+"_token_expiry_timestamp_seconds",
+		"Unix time at which the short-lived token a keyless source (wif://) holds expires; absent for keys.",
+		[]string{"key"}, nil)
+	descNextRefresh = prometheus.NewDesc(Namespace+"_key_next_refresh_timestamp_seconds",
+		"Unix time of the next scheduled background read (for a token: its next exchange); absent when none is scheduled.",
+		[]string{"key"}, nil)
 	descStale = prometheus.NewDesc(Namespace+"_key_stale",
 		"1 when the last good read is older than max_stale, else 0.",
 		[]string{"key"}, nil)
@@ -48,7 +54,7 @@ func (k *keyCollector) add(name string, src *providers.Source) {
 
 // Describe sends the descriptors of the key metrics.
 func (k *keyCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInfo, descAge, descRefresh, descLast, descLastFail, descStale} {
+	for _, d := range []*prometheus.Desc{descInfo, descAge, descRefresh, descLast, descLastFail, descStale, descTokenExpiry, descNextRefresh} {
 		ch <- d
 	}
 }
@@ -75,6 +81,12 @@ func (k *keyCollector) Collect(ch chan<- prometheus.Metric) {
 			if !cur.Created.IsZero() {
 				ch <- prometheus.MustNewConstMetric(descAge, prometheus.GaugeValue, now.Sub(cur.Created).Seconds(), name)
 			}
+			if !cur.Expires.IsZero() {
+				ch <- prometheus.MustNewConstMetric(descTokenExpiry, prometheus.GaugeValue, unix(cur.Expires), name)
+			}
+		}
+		if next := src.NextRefresh(); !next.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descNextRefresh, prometheus.GaugeValue, unix(next), name)
 		}
 		ch <- prometheus.MustNewConstMetric(descRefresh, prometheus.CounterValue, float64(st.Reads), name, "success")
 		ch <- prometheus.MustNewConstMetric(descRefresh, prometheus.CounterValue, float64(st.Failures), name, "failure")

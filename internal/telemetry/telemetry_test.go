@@ -2,15 +2,19 @@ package telemetry_test
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/codes"
+	"github.com/keywarden/keywarden/providers/driver"
 	"github.com/keywarden/keywarden/providers/file"
 )
 
@@ -81,5 +85,45 @@ func TestRouteRequestAllocates(t *testing.T) {
 	r.Request(200)
 	if n := testing.AllocsPerRun(100, func() { r.Request(200) }); n != 0 {
 		t.Fatalf("Request allocates %v times per call after the first, want 0", n)
+	}
+}
+
+// tokenStore is a store of one short-lived token, as a keyless source
+// (wif://) reads it.
+type tokenStore struct{ expires time.Time }
+
+func (s tokenStore) Read(_ context.Context, _ string, stage driver.Stage) (*driver.Version, error) {
+	if stage != driver.Current {
+		return nil, codes.Errorf(codes.NotFound, "no %s", stage)
+	}
+	return &driver.Version{ID: "t1", Value: []byte("sk-ant-oat01-TOKENVALUETOKENVALUE0123456789"), Expires: s.expires, OAuth: true}, nil
+}
+
+func (tokenStore) Close() error { return nil }
+
+// TestTokenMetrics: a token's expiry and the next scheduled read are
+// exported; a key with background refresh off has no next read.
+func TestTokenMetrics(t *testing.T) {
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	tok, err := providers.New(context.Background(), tokenStore{exp}, "t", providers.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tok.Close() })
+	m := telemetry.New()
+	m.WatchKey("fed", tok)
+	m.WatchKey("prod", source(t))
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	want := fmt.Sprintf(`keywarden_token_expiry_timestamp_seconds{key="fed"} %g`, float64(exp.Unix()))
+	if !strings.Contains(body, want) || !strings.Contains(body, `keywarden_key_next_refresh_timestamp_seconds{key="fed"}`) {
+		t.Fatalf("metrics lack the token's expiry (%s) or next refresh:\n%s", want, body)
+	}
+	if strings.Contains(body, `keywarden_key_next_refresh_timestamp_seconds{key="prod"}`) || strings.Contains(body, `keywarden_token_expiry_timestamp_seconds{key="prod"}`) {
+		t.Fatal("a key without background refresh or expiry exports them")
+	}
+	if strings.Contains(body, "TOKENVALUE") {
+		t.Fatal("a metric holds the token")
 	}
 }
