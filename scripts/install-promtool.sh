@@ -15,13 +15,9 @@ from=${PROMTOOL_FROM:-any}
 if [ "$from" != go ]; then
 	if [ -n "${PROMTOOL:-}" ] && [ -x "$PROMTOOL" ]; then echo "$PROMTOOL"; exit 0; fi
 	if command -v promtool >/dev/null 2>&1; then command -v promtool; exit 0; fi
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-		echo "install-promtool: apt-get install prometheus (for promtool)" >&2
-		export DEBIAN_FRONTEND=noninteractive
-		if ! apt-get install -y --no-install-recommends prometheus >&2; then
-			apt-get update >&2 && apt-get install -y --no-install-recommends prometheus >&2 || true
-		fi
-		if command -v promtool >/dev/null 2>&1; then command -v promtool; exit 0; fi
+	# Debian's prometheus package brings promtool with the server.
+	if "$root/scripts/install-prometheus.sh" >/dev/null && command -v promtool >/dev/null 2>&1; then
+		command -v promtool; exit 0
 	fi
 fi
 if [ -x "$bin/promtool" ]; then echo "$bin/promtool"; exit 0; fi

@@ -15,7 +15,6 @@ import (
 
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/cli/rotatecli"
-	"github.com/keywarden/keywarden/internal/config"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/driver"
 	"github.com/keywarden/keywarden/providers/file"
@@ -180,23 +179,7 @@ func TestRotateExitCodes(t *testing.T) {
 		{"bad config", "issuer: {type: nope}\n", nil, nil, cli.ExitConfig, "want anthropic, exec or random"},
 		{"unknown key", "issuer: {type: random}\n", nil, []string{"--key", "staging"}, cli.ExitConfig, "no key named"},
 		{"conflict", "issuer: {type: random}\n", func(e *env) {
-			// Another rotator holds the lease.
-			c, err := config.Load(e.cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r, err := rotatecli.Build(context.Background(), c, rotatecli.BuildOptions{Holder: "other-pod",
-				AfterStep: func(_ context.Context, _ string, b rotation.Boundary) error {
-					if b == rotation.AfterRecordProbing {
-						return errors.New("killed")
-					}
-					return nil
-				}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			_, _ = r.Run(context.Background(), "prod", rotation.RunOptions{Force: true})
+			killedRun(t, e) // another rotator holds the lease
 		}, nil, rotation.ExitConflict, "in progress"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
