@@ -50,6 +50,8 @@ var wantHelmKinds = map[string]map[string]int{
 	"rotator-daemon-gcp":          {"ConfigMap": 1, "Deployment": 1, "NetworkPolicy": 1, "ServiceAccount": 1},
 	"sidecar-workload-vault":      {"ConfigMap": 2, "CronJob": 1, "Deployment": 1, "NetworkPolicy": 2, "PodDisruptionBudget": 1, "ServiceAccount": 2},
 	"sidecar-config-pod-identity": {"ConfigMap": 1, "NetworkPolicy": 1, "ServiceAccount": 1},
+	"sidecar-federation":          {"ConfigMap": 1, "Deployment": 1, "NetworkPolicy": 1, "ServiceAccount": 1},
+	"rotator-audit-aws":           {"ConfigMap": 1, "CronJob": 2, "NetworkPolicy": 1, "ServiceAccount": 1},
 }
 
 // helmTemplate renders the chart with a values file ("" for the defaults)
@@ -122,6 +124,7 @@ func TestHelmTemplate(t *testing.T) {
 func TestHelmRefusesBadValues(t *testing.T) {
 	helm := tool(t, "install-helm.sh")
 	rotatorAWS := path("deploy", "helm", "keywarden", "ci", "rotator-cronjob-aws-values.yaml")
+	federation := path("deploy", "helm", "keywarden", "ci", "sidecar-federation-values.yaml")
 	cases := []struct {
 		name   string
 		args   []string
@@ -138,6 +141,11 @@ func TestHelmRefusesBadValues(t *testing.T) {
 		{"IRSA without a role", []string{"--values", rotatorAWS, "--set", "identity.aws.rotatorRoleArn="}, "identity.aws.rotatorRoleArn"},
 		{"no store egress", []string{"--values", rotatorAWS, "--set", "networkPolicy.storeEgress=null"}, "networkPolicy.storeEgress"},
 		{"workload without containers", []string{"--set", "sidecar.enabled=true", "--set", "sidecar.config.keys.a.store=env://K", "--set", "sidecar.workload.enabled=true", "--set", "networkPolicy.enabled=false"}, "sidecar.workload.containers"},
+		{"federation without a rule", []string{"--values", federation, "--set", "federation.ruleId="}, "/federation/ruleId"},
+		{"federation rule without its prefix", []string{"--values", federation, "--set", "federation.ruleId=rule_01abc"}, "/federation/ruleId"},
+		{"federation without an organization", []string{"--values", federation, "--set", "federation.organizationId="}, "/federation/organizationId"},
+		{"federation token too short-lived", []string{"--values", federation, "--set", "federation.tokenExpirationSeconds=60"}, "/federation/tokenExpirationSeconds"},
+		{"audit without the rotator", []string{"--set", "audit.enabled=true"}, "rotator.enabled"},
 		{"sidecar pods unknown", []string{"--set", "sidecar.enabled=true", "--set", "sidecar.config.keys.a.store=env://K", "--set-json", `networkPolicy.storeEgress=[{"to":[{"ipBlock":{"cidr":"10.0.0.0/8"}}]}]`}, "sidecar.podSelector"},
 	}
 	for _, tc := range cases {

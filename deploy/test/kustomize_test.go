@@ -23,11 +23,14 @@ var kustomizations = []struct {
 	dir   string
 	kinds map[string]int
 }{
-	{"base", map[string]int{"ConfigMap": 2, "CronJob": 1, "Deployment": 1, "NetworkPolicy": 2, "Service": 1, "ServiceAccount": 2}},
-	{"overlays/development", map[string]int{"ConfigMap": 2, "CronJob": 1, "Deployment": 1, "NetworkPolicy": 3, "Service": 1, "ServiceAccount": 2}},
-	// The rotator runs as a daemon in staging: no CronJob.
-	{"overlays/staging", map[string]int{"ConfigMap": 2, "Deployment": 2, "NetworkPolicy": 4, "Service": 1, "ServiceAccount": 2}},
-	{"overlays/production", map[string]int{"ConfigMap": 2, "CronJob": 1, "Deployment": 1, "NetworkPolicy": 3, "PodDisruptionBudget": 1, "Service": 1, "ServiceAccount": 2}},
+	// CronJobs: keywarden rotate and keywarden audit.
+	{"base", map[string]int{"ConfigMap": 2, "CronJob": 2, "Deployment": 1, "NetworkPolicy": 2, "Service": 1, "ServiceAccount": 2}},
+	{"overlays/development", map[string]int{"ConfigMap": 2, "CronJob": 2, "Deployment": 1, "NetworkPolicy": 3, "Service": 1, "ServiceAccount": 2}},
+	// The rotator runs as a daemon in staging: only the audit CronJob.
+	{"overlays/staging", map[string]int{"ConfigMap": 2, "CronJob": 1, "Deployment": 2, "NetworkPolicy": 4, "Service": 1, "ServiceAccount": 2}},
+	{"overlays/production", map[string]int{"ConfigMap": 2, "CronJob": 2, "Deployment": 1, "NetworkPolicy": 3, "PodDisruptionBudget": 1, "Service": 1, "ServiceAccount": 2}},
+	// Keyless: the application and its sidecar only; no rotator, no store.
+	{"overlays/keyless", map[string]int{"ConfigMap": 1, "Deployment": 1, "NetworkPolicy": 1, "Service": 1, "ServiceAccount": 1}},
 }
 
 // kustomizeBuild renders a directory under deploy/kubernetes with the

@@ -109,6 +109,22 @@ func TestSecurityChecksCatchWeakSettings(t *testing.T) {
 		{"wrong cloud identity", "production", onServiceAccount("example-app", func(sa *corev1.ServiceAccount) {
 			sa.Annotations["iam.gke.io/gcp-service-account"] = "x@p.iam.gserviceaccount.com"
 		}), "GKE identity"},
+		{"audit findings retried", "production", onNamedCronJob("keywarden-audit", func(cj *batchv1.CronJob) { cj.Spec.JobTemplate.Spec.PodFailurePolicy = nil }), "exit code 16"},
+		{"audit as another account", "production", onNamedCronJob("keywarden-audit", func(cj *batchv1.CronJob) {
+			cj.Spec.JobTemplate.Spec.Template.Spec.ServiceAccountName = "example-app"
+		}), "the rotate CronJob runs as"},
+		{"audit without the Admin key", "production", func(objs []object) {
+			sidecarConfig := ""
+			for _, o := range objs {
+				if cm, ok := o.obj.(*corev1.ConfigMap); ok && strings.HasPrefix(cm.Name, "keywarden-sidecar-") {
+					sidecarConfig = cm.Name
+				}
+			}
+			onNamedCronJob("keywarden-audit", func(cj *batchv1.CronJob) {
+				cj.Spec.JobTemplate.Spec.Template.Spec.Volumes[0].ConfigMap.Name = sidecarConfig
+			})(objs)
+		}, "admin_key_store"},
+		{"concurrent audits", "production", onNamedCronJob("keywarden-audit", func(cj *batchv1.CronJob) { cj.Spec.ConcurrencyPolicy = batchv1.AllowConcurrent }), "Forbid"},
 		{"default service account", "production", onDeployment(func(d *appsv1.Deployment) { d.Spec.Template.Spec.ServiceAccountName = "" }), "default service account"},
 	}
 	for _, tc := range cases {
@@ -161,6 +177,16 @@ func onCronJob(f func(*batchv1.CronJob)) func([]object) {
 	return func(objs []object) {
 		for _, o := range objs {
 			if cj, ok := o.obj.(*batchv1.CronJob); ok {
+				f(cj)
+			}
+		}
+	}
+}
+
+func onNamedCronJob(name string, f func(*batchv1.CronJob)) func([]object) {
+	return func(objs []object) {
+		for _, o := range objs {
+			if cj, ok := o.obj.(*batchv1.CronJob); ok && cj.Name == name {
 				f(cj)
 			}
 		}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -119,8 +118,12 @@ func checkWorkload(objs []object, w workload) []string {
 			for _, p := range checkRotator(w, c, cfg) {
 				add("rotator %s: %s", c.Name, p)
 			}
+		case "audit":
+			for _, p := range checkAudit(objs, w, cfg) {
+				add("audit %s: %s", c.Name, p)
+			}
 		default:
-			add("container %s runs keywarden %s; want sidecar, rotate or rotator", c.Name, c.Args[0])
+			add("container %s runs keywarden %s; want sidecar, rotate, rotator or audit", c.Name, c.Args[0])
 		}
 	}
 	ps = append(ps, checkPolicies(objs, w, sidecarListen)...)
@@ -276,7 +279,9 @@ func checkRotator(w workload, c corev1.Container, cfg *config.Config) []string {
 	case c.Args[0] == "rotate" && w.cron == nil:
 		add("keywarden rotate outside a CronJob")
 	case c.Args[0] == "rotate":
-		ps = append(ps, checkCronJob(w.cron)...)
+		// Config (2) and empty pool (14) are final; store (12), issuer (13)
+		// and other (1) failures are retried.
+		ps = append(ps, checkCronJob(w.cron, []int32{2, 14}, []int32{1, 12, 13})...)
 	case c.Args[0] == "rotator":
 		if w.cron != nil || w.job != nil {
 			add("the rotator daemon in a Job")
@@ -310,8 +315,76 @@ func checkRotator(w workload, c corev1.Container, cfg *config.Config) []string {
 	return ps
 }
 
-// checkCronJob checks the rotation CronJob's scheduling and failure policy.
-func checkCronJob(cj *batchv1.CronJob) []string {
+// checkAudit checks the `keywarden audit` CronJob: it reads the Admin key
+// store, so it has the rotator's config and service account; it runs alone,
+// keeps a history, and findings (16) or a config error (2) fail the Job at
+// once.
+func checkAudit(objs []object, w workload, cfg *config.Config) []string {
+	var ps []string
+	add := func(format string, args ...any) { ps = append(ps, fmt.Sprintf(format, args...)) }
+	if w.cron == nil {
+		return []string{"keywarden audit outside a CronJob"}
+	}
+	admin := false
+	for _, k := range cfg.Keys {
+		admin = admin || k.Rotation != nil && k.Rotation.Issuer.AdminKeyStore != ""
+	}
+	if !admin {
+		add("config names no admin_key_store: the audit cannot list the organization's keys")
+	}
+	for _, o := range workloadsOf(objs) {
+		if o.cron == nil || o.cron == w.cron {
+			continue
+		}
+		for _, c := range o.spec.Containers {
+			if isKeywarden(c) && len(c.Args) > 0 && c.Args[0] == "rotate" {
+				if o.spec.ServiceAccountName != w.spec.ServiceAccountName {
+					add("service account %s, but the rotate CronJob runs as %s", w.spec.ServiceAccountName, o.spec.ServiceAccountName)
+				}
+				if configPath(c) != "" && !sameConfigMap(o.spec, w.spec) {
+					add("config is not the rotate CronJob's")
+				}
+			}
+		}
+	}
+	// Findings (16) and a config error (2) are final; store (12) and other
+	// (1) failures are retried.
+	return append(ps, checkCronJob(w.cron, []int32{2, 16}, []int32{1, 12})...)
+}
+
+// sameConfigMap reports whether two pods mount the same ConfigMap as
+// keywarden's config volume.
+func sameConfigMap(a, b *corev1.PodSpec) bool {
+	name := func(s *corev1.PodSpec) string {
+		for _, v := range s.Volumes {
+			if v.Name == "keywarden-config" && v.ConfigMap != nil {
+				return v.ConfigMap.Name
+			}
+		}
+		return ""
+	}
+	return name(a) != "" && name(a) == name(b)
+}
+
+// failFastCodes returns the exit codes a Job's podFailurePolicy fails the Job
+// on at once.
+func failFastCodes(js batchv1.JobSpec) map[int32]bool {
+	failFast := map[int32]bool{}
+	if js.PodFailurePolicy != nil {
+		for _, r := range js.PodFailurePolicy.Rules {
+			if r.Action == batchv1.PodFailurePolicyActionFailJob && r.OnExitCodes != nil && r.OnExitCodes.Operator == batchv1.PodFailurePolicyOnExitCodesOpIn {
+				for _, v := range r.OnExitCodes.Values {
+					failFast[v] = true
+				}
+			}
+		}
+	}
+	return failFast
+}
+
+// checkCronJob checks a CronJob's scheduling and failure policy: the exit
+// codes final must fail the Job at once, those in retried must not.
+func checkCronJob(cj *batchv1.CronJob, final, retried []int32) []string {
 	var ps []string
 	add := func(format string, args ...any) { ps = append(ps, fmt.Sprintf(format, args...)) }
 	s := cj.Spec
@@ -334,22 +407,13 @@ func checkCronJob(cj *batchv1.CronJob) []string {
 	if js.Template.Spec.RestartPolicy != corev1.RestartPolicyNever {
 		add("restartPolicy %q, want Never (podFailurePolicy needs it)", js.Template.Spec.RestartPolicy)
 	}
-	failFast := map[int32]bool{}
-	if js.PodFailurePolicy != nil {
-		for _, r := range js.PodFailurePolicy.Rules {
-			if r.Action == batchv1.PodFailurePolicyActionFailJob && r.OnExitCodes != nil && r.OnExitCodes.Operator == batchv1.PodFailurePolicyOnExitCodesOpIn {
-				for _, v := range r.OnExitCodes.Values {
-					failFast[v] = true
-				}
-			}
-		}
-	}
-	for _, code := range []int32{2, 14} {
+	failFast := failFastCodes(js)
+	for _, code := range final {
 		if !failFast[code] {
 			add("exit code %d (a retry cannot fix it) does not fail the Job at once", code)
 		}
 	}
-	for _, code := range []int32{1, 12, 13} {
+	for _, code := range retried {
 		if failFast[code] {
 			add("exit code %d (transient) fails the Job without a retry", code)
 		}
@@ -386,6 +450,10 @@ func checkIdentity(objs []object, w workload, c corev1.Container, cfg *config.Co
 			if f := q.Get("k8s_token_file"); f != "" && !projectedToken(w, c, f) {
 				add("key %s: k8s_token_file %s is not a projected service account token mounted in the container", name, f)
 			}
+		case "wif":
+			if f := q.Get("token_file"); f != "" && !projectedToken(w, c, f) {
+				add("key %s: token_file %s is not a projected service account token (with the rule's audience) mounted in the container", name, f)
+			}
 		case "awssm":
 			if _, ok := ann["iam.gke.io/gcp-service-account"]; ok {
 				add("key %s on AWS, but the service account has a GKE identity", name)
@@ -402,23 +470,7 @@ func checkIdentity(objs []object, w workload, c corev1.Container, cfg *config.Co
 // projectedToken reports whether file is a service account token projected
 // into the container with an audience.
 func projectedToken(w workload, c corev1.Container, file string) bool {
-	for _, m := range c.VolumeMounts {
-		rel, err := filepath.Rel(m.MountPath, file)
-		if err != nil || strings.HasPrefix(rel, "..") {
-			continue
-		}
-		for _, v := range w.spec.Volumes {
-			if v.Name != m.Name || v.Projected == nil {
-				continue
-			}
-			for _, s := range v.Projected.Sources {
-				if t := s.ServiceAccountToken; t != nil && t.Path == rel && t.Audience != "" {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	return tokenAudience(w, c, file) != ""
 }
 
 // checkPolicies checks the NetworkPolicies that select a workload's pods:

@@ -134,6 +134,44 @@ keywarden.dev/vault-role: {{ ternary $id.vault.readerRole $id.vault.rotatorRole 
 {{- end }}
 {{- end }}
 
+{{/*
+Keyless mode (federation.enabled): the wif:// store URL of the sidecar's key.
+The identity token is the projected service account token below, re-read on
+every exchange.
+*/}}
+{{- define "keywarden.federation.storeURL" -}}
+{{- $f := .Values.federation -}}
+{{- if not $f.ruleId }}{{ fail "federation.ruleId: give the federation rule's id (fdrl_...)" }}{{ end -}}
+{{- if not $f.organizationId }}{{ fail "federation.organizationId: give the organization's id" }}{{ end -}}
+{{- $q := list (printf "organization_id=%s" (urlquery $f.organizationId)) -}}
+{{- with $f.serviceAccountId }}{{ $q = append $q (printf "service_account_id=%s" (urlquery .)) }}{{ end -}}
+{{- with $f.workspaceId }}{{ $q = append $q (printf "workspace_id=%s" (urlquery .)) }}{{ end -}}
+{{- $q = append $q "token_file=/var/run/secrets/anthropic/token" -}}
+wif://{{ $f.ruleId }}?{{ join "&" $q }}
+{{- end }}
+
+{{/* The projected identity token of keyless mode: the federation rule's audience. */}}
+{{- define "keywarden.federation.volumes" -}}
+{{- if .Values.federation.enabled -}}
+- name: anthropic-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          audience: {{ .Values.federation.audience | quote }}
+          expirationSeconds: {{ .Values.federation.tokenExpirationSeconds }}
+          path: token
+{{- end }}
+{{- end }}
+
+{{/* Its mount in the sidecar. */}}
+{{- define "keywarden.federation.volumeMounts" -}}
+{{- if .Values.federation.enabled -}}
+- name: anthropic-token
+  mountPath: /var/run/secrets/anthropic
+  readOnly: true
+{{- end }}
+{{- end }}
+
 {{/* Arguments every keywarden process gets. */}}
 {{- define "keywarden.commonArgs" -}}
 - --config=/etc/keywarden/config.yaml
@@ -143,6 +181,16 @@ keywarden.dev/vault-role: {{ ternary $id.vault.readerRole $id.vault.rotatorRole 
 
 {{/* Egress to DNS, the Claude API and the secret store. */}}
 {{- define "keywarden.networkPolicy.egress" -}}
+{{- $np := .Values.networkPolicy -}}
+{{ include "keywarden.networkPolicy.apiEgress" . }}
+{{- if not $np.storeEgress }}
+{{- fail "networkPolicy.storeEgress: add the egress rules to your secret store (see values.yaml), or set networkPolicy.enabled=false" }}
+{{- end }}
+{{ toYaml $np.storeEgress }}
+{{- end }}
+
+{{/* Egress to DNS and the Claude API only: the keyless sidecar has no store. */}}
+{{- define "keywarden.networkPolicy.apiEgress" -}}
 {{- $np := .Values.networkPolicy -}}
 - to:
     - namespaceSelector:
@@ -164,8 +212,4 @@ keywarden.dev/vault-role: {{ ternary $id.vault.readerRole $id.vault.rotatorRole 
   ports:
     - port: 443
       protocol: TCP
-{{- if not $np.storeEgress }}
-{{- fail "networkPolicy.storeEgress: add the egress rules to your secret store (see values.yaml), or set networkPolicy.enabled=false" }}
-{{- end }}
-{{ toYaml $np.storeEgress }}
 {{- end }}

@@ -43,6 +43,7 @@ the key is loaded.
       mountPath: /etc/keywarden
       readOnly: true
     {{- with include "keywarden.identity.volumeMounts" . }}{{ . | nindent 4 }}{{ end }}
+    {{- with include "keywarden.federation.volumeMounts" . }}{{ . | nindent 4 }}{{ end }}
 {{- end }}
 
 {{/* The sidecar's volumes. */}}
@@ -51,4 +52,5 @@ the key is loaded.
   configMap:
     name: {{ default (printf "%s-sidecar" (include "keywarden.fullname" .)) .Values.sidecar.existingConfigMap }}
 {{- with include "keywarden.identity.volumes" . }}{{ . | nindent 0 }}{{ end }}
+{{- with include "keywarden.federation.volumes" . }}{{ . | nindent 0 }}{{ end }}
 {{- end }}
