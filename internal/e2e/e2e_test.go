@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -365,25 +366,68 @@ func (p *propagation) report(t *testing.T, n int) []time.Duration {
 // result counts one way in's requests.
 type result struct{ ok, failed int64 }
 
-// load runs workers sending Messages requests, half of them streamed,
-// through each client until stopped.
-type load struct {
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+// tally counts requests per name (a way in, a pod) and their distinct
+// failures; safe for concurrent use.
+type tally struct {
 	mu       sync.Mutex
 	counts   map[string]*result
 	failures map[string]int // distinct failures, counted
 }
 
+// init counts names from zero, before any worker records.
+func (l *tally) init(names []string) {
+	l.counts, l.failures = map[string]*result{}, map[string]int{}
+	for _, n := range names {
+		l.counts[n] = &result{}
+	}
+}
+
+func (l *tally) record(name string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.counts[name].failed++
+		l.failures[name+": "+err.Error()]++
+		return
+	}
+	l.counts[name].ok++
+}
+
+// snapshot returns the counts so far.
+func (l *tally) snapshot() map[string]result {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]result{}
+	for n, r := range l.counts {
+		out[n] = *r
+	}
+	return out
+}
+
+// logFailures logs each distinct failure with its count.
+func (l *tally) logFailures(t *testing.T) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for f, n := range l.failures {
+		t.Logf("failure (%d×): %s", n, f)
+	}
+}
+
+// load runs workers sending Messages requests, half of them streamed,
+// through each client until stopped.
+type load struct {
+	tally
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
 func startLoad(clients map[string]anthropic.Client) *load {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &load{cancel: cancel, counts: map[string]*result{}, failures: map[string]int{}}
+	l := &load{cancel: cancel}
+	l.init(slices.Collect(maps.Keys(clients)))
 	params := anthropic.MessageNewParams{
 		Model: anthropic.ModelClaudeSonnet4_5, MaxTokens: 64,
 		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("Hi"))},
-	}
-	for way := range clients {
-		l.counts[way] = &result{} // all before any worker records
 	}
 	for way, c := range clients {
 		for w := range 4 {
@@ -433,32 +477,13 @@ func send(ctx context.Context, c anthropic.Client, params anthropic.MessageNewPa
 	return nil
 }
 
-func (l *load) record(way string, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err != nil {
-		l.counts[way].failed++
-		l.failures[way+": "+err.Error()]++
-		return
-	}
-	l.counts[way].ok++
-}
-
 // stop ends the load and returns the counts per way in, logging each
 // distinct failure.
 func (l *load) stop(t *testing.T) map[string]result {
 	l.cancel()
 	l.wg.Wait()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for f, n := range l.failures {
-		t.Logf("failure (%d×): %s", n, f)
-	}
-	out := map[string]result{}
-	for way, r := range l.counts {
-		out[way] = *r
-	}
-	return out
+	l.logFailures(t)
+	return l.snapshot()
 }
 
 // scrape returns the sidecar's metrics in the text format.

@@ -307,22 +307,18 @@ func startGateSidecar(t *testing.T, path, secret, key, pod, upstream string, log
 // httpLoad sends plain Messages requests (no retries) through each
 // sidecar until stopped, counting per sidecar.
 type httpLoad struct {
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	once     sync.Once
-	mu       sync.Mutex
-	counts   map[string]*result
-	failures map[string]int
+	tally
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
 }
 
 const gateRequest = `{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}`
 
 func startHTTPLoad(pods []string, cars map[string]*gateSidecar) *httpLoad {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &httpLoad{cancel: cancel, counts: map[string]*result{}, failures: map[string]int{}}
-	for _, pod := range pods {
-		l.counts[pod] = &result{}
-	}
+	l := &httpLoad{cancel: cancel}
+	l.init(pods)
 	hc := &http.Client{Timeout: 30 * time.Second}
 	for _, pod := range pods {
 		u := cars[pod].front.URL + "/v1/messages"
@@ -365,38 +361,13 @@ func postMessage(ctx context.Context, hc *http.Client, u string) error {
 	return nil
 }
 
-func (l *httpLoad) record(pod string, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err != nil {
-		l.counts[pod].failed++
-		l.failures[pod+": "+err.Error()]++
-		return
-	}
-	l.counts[pod].ok++
-}
-
-func (l *httpLoad) snapshot() map[string]result {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := map[string]result{}
-	for pod, r := range l.counts {
-		out[pod] = *r
-	}
-	return out
-}
-
 // stop ends the load (once) and returns the counts, logging each distinct
 // failure.
 func (l *httpLoad) stop(t *testing.T) map[string]result {
 	l.once.Do(func() {
 		l.cancel()
 		l.wg.Wait()
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		for f, n := range l.failures {
-			t.Logf("failure (%d×): %s", n, f)
-		}
+		l.logFailures(t)
 	})
 	return l.snapshot()
 }
