@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,7 +20,6 @@ import (
 	"github.com/keywarden/keywarden/internal/tailbuf"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
-	"github.com/keywarden/keywarden/providers/driver"
 	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/providers/providertest"
 	"github.com/keywarden/keywarden/providers/redact"
@@ -119,7 +117,7 @@ func TestRevokeGateWithSidecars(t *testing.T) {
 	// returns once the healthy sidecars hold the new key.
 	rotate := func(r *rotation.Rotator) *rotation.Result {
 		t.Helper()
-		stuck.reader.failing.Store(true)
+		stuck.reader.Fail(codes.Errorf(codes.Unavailable, "e2e: the store is unreachable from this pod"))
 		res, err := r.Run(ctx, keyName, rotation.RunOptions{Force: true})
 		if err != nil || res.Outcome != rotation.OutcomeRotated {
 			t.Fatalf("rotate: %+v, %v", res, err)
@@ -178,7 +176,7 @@ func TestRevokeGateWithSidecars(t *testing.T) {
 		// It recovers: reads work, it takes the new key, Prometheus sees
 		// it let go of the old one, and the next run revokes.
 		recovered := time.Now()
-		stuck.reader.failing.Store(false)
+		stuck.reader.Fail(nil)
 		promtest.Eventually(t, "the stuck sidecar holds the new key", func() bool {
 			return stuck.src.Current().Fingerprint == rot.NewFingerprint
 		})
@@ -256,25 +254,11 @@ func TestRevokeGateWithSidecars(t *testing.T) {
 	}
 }
 
-// switchReader is a real store whose reads can be made to fail, as for a
-// pod that lost its way to the store.
-type switchReader struct {
-	driver.Reader
-	failing atomic.Bool
-}
-
-func (s *switchReader) Read(ctx context.Context, name string, stage driver.Stage) (*driver.Version, error) {
-	if s.failing.Load() {
-		return nil, codes.Errorf(codes.Unavailable, "e2e: the store is unreachable from this pod")
-	}
-	return s.Reader.Read(ctx, name, stage)
-}
-
 // gateSidecar is a sidecar proxy with its own Source, its API listener and
 // its metrics listener.
 type gateSidecar struct {
 	pod            string
-	reader         *switchReader
+	reader         *providertest.Faulty
 	src            *providers.Source
 	px             *proxy.Proxy
 	front, metrics *httptest.Server
@@ -282,7 +266,7 @@ type gateSidecar struct {
 
 func startGateSidecar(t *testing.T, path, secret, key, pod, upstream string, log *slog.Logger) *gateSidecar {
 	t.Helper()
-	c := &gateSidecar{pod: pod, reader: &switchReader{Reader: file.New(path)}}
+	c := &gateSidecar{pod: pod, reader: providertest.NewFaulty(file.New(path))}
 	var err error
 	c.src, err = providers.New(context.Background(), c.reader, secret, providers.Options{
 		Refresh: 200 * time.Millisecond, Jitter: 50 * time.Millisecond, MaxStale: time.Hour,

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,21 +14,8 @@ import (
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/providertest"
 )
-
-// flakyReader is a real store whose reads can be made to fail, like a pod
-// that lost its way to the store.
-type flakyReader struct {
-	driver.Reader
-	failing atomic.Bool
-}
-
-func (f *flakyReader) Read(ctx context.Context, name string, stage driver.Stage) (*driver.Version, error) {
-	if f.failing.Load() {
-		return nil, codes.Errorf(codes.Unavailable, "promtest: the store is unreachable from this pod")
-	}
-	return f.Reader.Read(ctx, name, stage)
-}
 
 // Consumer is a library Source (refresh 200ms) of a secret, exporting
 // keywarden_key_info through internal/telemetry on a loopback /metrics
@@ -39,7 +25,7 @@ type Consumer struct {
 	Pod string
 	// Source is the consumer's Source.
 	Source *providers.Source
-	r      *flakyReader
+	r      *providertest.Faulty
 	srv    *httptest.Server
 }
 
@@ -47,7 +33,7 @@ type Consumer struct {
 // key) in st, labelled pod. It stops when the test ends.
 func NewConsumer(t testing.TB, st driver.Reader, secret, key, pod string) *Consumer {
 	t.Helper()
-	r := &flakyReader{Reader: st}
+	r := providertest.NewFaulty(st)
 	src, err := providers.New(context.Background(), r, secret, providers.Options{
 		Refresh: 200 * time.Millisecond, Jitter: 50 * time.Millisecond, MaxStale: time.Hour,
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
@@ -63,7 +49,16 @@ func NewConsumer(t testing.TB, st driver.Reader, secret, key, pod string) *Consu
 }
 
 // Fail makes the consumer's store reads fail (true) or work again.
-func (c *Consumer) Fail(failing bool) { c.r.failing.Store(failing) }
+func (c *Consumer) Fail(failing bool) {
+	if failing {
+		c.r.Fail(errUnreachable)
+		return
+	}
+	c.r.Fail(nil)
+}
+
+// errUnreachable is what a failing consumer's store reads return.
+var errUnreachable = codes.Errorf(codes.Unavailable, "promtest: the store is unreachable from this pod")
 
 // Fingerprint is the fingerprint of the key the consumer holds.
 func (c *Consumer) Fingerprint() string { return c.Source.Current().Fingerprint }
