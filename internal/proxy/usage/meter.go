@@ -81,6 +81,9 @@ type Header interface {
 // FormatOf returns the Format of a Content-Type value: JSON for
 // application/json, SSE for text/event-stream, else None.
 func FormatOf(contentType string) Format {
+	if !enabled {
+		return None
+	}
 	ct := contentType
 	if i := indexByte(ct, ';'); i >= 0 {
 		ct = ct[:i]
