@@ -244,7 +244,7 @@ func BenchmarkMeter(b *testing.B) {
 		name   string
 		format usage.Format
 		body   string
-	}{{"json", usage.JSON, jsonMessage}, {"sse", usage.SSE, sseStream}} {
+	}{{"json", usage.JSON, jsonMessage}, {"sse", usage.SSE, sseStream}, {"json-cache", usage.JSON, jsonCache}, {"sse-cache", usage.SSE, sseCache}} {
 		b.Run(tc.name, func(b *testing.B) {
 			body := []byte(tc.body)
 			b.SetBytes(int64(len(body)))
