@@ -68,6 +68,10 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, reqID string, 
 	return status, false
 }
 
+// messageDeltaHead is the data of a message_delta event up to its usage's
+// fields.
+const messageDeltaHead = `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{`
+
 // replyTokens is the output_tokens of every non-streamed answer.
 const replyTokens = 8
 
@@ -122,7 +126,7 @@ func newStreamPlan(deltas int, delay time.Duration) *streamPlan {
 	}
 	add("content_block_stop", `{"type":"content_block_stop","index":0}`)
 	p.deltaAt = len(p.frames)
-	add("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":`+strconv.Itoa(deltas)+`}}`)
+	add("message_delta", messageDeltaHead+`"output_tokens":`+strconv.Itoa(deltas)+`}}`)
 	add("message_stop", `{"type":"message_stop"}`)
 	return p
 }

@@ -98,7 +98,7 @@ func appendCacheTotals(b []byte, cu *CacheUsage) []byte {
 // appendMessageDelta appends the message_delta event of a stream whose
 // answer has cache usage cu: its usage is cumulative, the whole answer's.
 func appendMessageDelta(b []byte, in, out int, cu *CacheUsage) []byte {
-	b = append(b, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"input_tokens\":"...)
+	b = append(b, "event: message_delta\ndata: "+messageDeltaHead+`"input_tokens":`...)
 	b = strconv.AppendInt(b, int64(in), 10)
 	b = appendCacheTotals(b, cu)
 	b = append(b, `,"output_tokens":`...)
