@@ -146,13 +146,13 @@ func TestMeterFakeAPI(t *testing.T) {
 
 		// Sonnet 4.6: $3 input, $15 output, $3.75 5-minute writes, $6
 		// 1-hour writes, $0.30 reads per million tokens.
-		usd, ok := cat.UsageCost(sonnet, got)
+		usd, ok := cat.Cost(sonnet, got)
 		wantUSD := (float64(in)*3 + float64(tc.output)*15 + 300*3.75 + 700*6 + 2000*0.3) / 1e6
 		if !ok || math.Abs(usd-wantUSD) > 1e-15 {
 			t.Fatalf("stream %v: cost %v, want %v", tc.stream, usd, wantUSD)
 		}
 		// Priced as 5-minute writes, the 700 would cost $2.25/M less.
-		if old, _ := cat.Cost(sonnet, got.Tokens); math.Abs(usd-old-700*2.25/1e6) > 1e-15 {
+		if old, _ := cat.Cost(sonnet, usage.Usage{Tokens: got.Tokens}); math.Abs(usd-old-700*2.25/1e6) > 1e-15 {
 			t.Fatalf("stream %v: 1-hour premium %v, want %v", tc.stream, usd-old, 700*2.25/1e6)
 		}
 

@@ -162,7 +162,7 @@ func TestCatalog(t *testing.T) {
 		{"my-model", usage.Tokens{0, 0, 2e6, 2e6}, 2*1.25 + 2*0.5, true},
 		{"claude-sonnet-5", usage.Tokens{1e6, 0, 0, 0}, 0, false},
 	} {
-		got, ok := c.Cost(c.Lookup([]byte(tc.model)), tc.tokens)
+		got, ok := c.Cost(c.Lookup([]byte(tc.model)), usage.Usage{Tokens: tc.tokens})
 		if ok != tc.priced || got < tc.want-1e-9 || got > tc.want+1e-9 {
 			t.Errorf("Cost(%s) = %v %v, want %v %v", tc.model, got, ok, tc.want, tc.priced)
 		}
@@ -174,10 +174,10 @@ func TestCatalog(t *testing.T) {
 	}
 }
 
-// TestUsageCost prices the 1-hour cache's writes at their own price (2×
+// TestCost prices the 1-hour cache's writes at their own price (2×
 // input by default, or as set), the rest of the writes at the 5-minute
 // price (1.25×), and checks the arithmetic to the last digit.
-func TestUsageCost(t *testing.T) {
+func TestCost(t *testing.T) {
 	c, err := usage.NewCatalog(map[string]usage.Price{"my-model": {Input: 1, Output: 2, CacheWrite: 1.5, CacheWrite1h: 3, CacheRead: 0.25}})
 	if err != nil {
 		t.Fatal(err)
@@ -200,16 +200,16 @@ func TestUsageCost(t *testing.T) {
 		{"negative 1h counts as none", "claude-haiku-4-5", usage.Usage{Tokens: usage.Tokens{0, 0, 1e6, 0}, CacheCreation1h: -5}, 1.25},
 		{"configured prices", "my-model", usage.Usage{Tokens: usage.Tokens{1e6, 1e6, 4e6, 4e6}, CacheCreation1h: 1e6}, 1 + 2 + 3*1.5 + 3 + 1},
 	} {
-		got, ok := c.UsageCost(c.Lookup([]byte(tc.model)), tc.u)
+		got, ok := c.Cost(c.Lookup([]byte(tc.model)), tc.u)
 		if !ok || got != tc.want {
-			t.Errorf("%s: UsageCost = %v %v, want %v", tc.name, got, ok, tc.want)
+			t.Errorf("%s: Cost = %v %v, want %v", tc.name, got, ok, tc.want)
 		}
 	}
 	// Cost knows no split: every write at the 5-minute price, as before.
-	if got, _ := c.Cost(c.Lookup([]byte("claude-opus-4-7")), usage.Tokens{0, 0, 1e6, 0}); got != 6.25 {
+	if got, _ := c.Cost(c.Lookup([]byte("claude-opus-4-7")), usage.Usage{Tokens: usage.Tokens{0, 0, 1e6, 0}}); got != 6.25 {
 		t.Errorf("Cost of 1M writes = %v, want 6.25", got)
 	}
-	if _, ok := c.UsageCost(c.Other(), usage.Usage{Tokens: usage.Tokens{1, 1, 1, 1}, CacheCreation1h: 1}); ok {
+	if _, ok := c.Cost(c.Other(), usage.Usage{Tokens: usage.Tokens{1, 1, 1, 1}, CacheCreation1h: 1}); ok {
 		t.Error("an unpriced model was priced")
 	}
 	for _, bad := range []usage.Price{{Input: 1, CacheWrite1h: -1}, {Input: 1, CacheWrite1h: math.NaN()}, {Output: 1, CacheWrite1h: math.Inf(1)}} {

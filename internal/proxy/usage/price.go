@@ -170,19 +170,11 @@ func allDigits(b []byte) bool {
 	return true
 }
 
-// Cost returns the cost in USD of tokens at label i's price, every cache
-// write at the 5-minute cache's price, and false when the label has no
-// price (OtherModel). A Meter's answer is priced with UsageCost, which
-// tells the 1-hour cache's writes apart.
-func (c *Catalog) Cost(i int, t Tokens) (float64, bool) {
-	return c.UsageCost(i, Usage{Tokens: t})
-}
-
-// UsageCost returns the cost in USD of u at label i's price, and false
+// Cost returns the cost in USD of u at label i's price, and false
 // when the label has no price (OtherModel). Of the cache writes,
 // u.CacheCreation1h (at most all of them) are priced as 1-hour cache
 // writes, the rest as 5-minute ones.
-func (c *Catalog) UsageCost(i int, u Usage) (float64, bool) {
+func (c *Catalog) Cost(i int, u Usage) (float64, bool) {
 	if i < 0 || i >= len(c.prices) {
 		return 0, false
 	}
