@@ -201,12 +201,13 @@ func (r *runner) run(ctx context.Context) error {
 		if err != nil && r.n == 1 {
 			break
 		}
-		h := header{url: redacted, at: r.now()}
+		h := header{url: redacted}
 		if r.n != 1 {
 			h.interval = r.interval
 		}
 		var frame bytes.Buffer
 		if err != nil {
+			h.at = r.now()
 			render(&frame, h, nil, err)
 		} else {
 			h.at = cur.at

@@ -168,6 +168,9 @@ func newView(prev, cur *snapshot) view {
 	})
 	for _, k := range lkeys {
 		l := cur.limits[k]
+		if l.limit == 0 && l.remaining == 0 {
+			continue // a resource whose headers the upstream never sent
+		}
 		v.limits = append(v.limits, limitRow{key: k.key, resource: k.resource, limit: l.limit,
 			remaining: l.remaining, hasLimit: l.hasLimit, hasRemaining: l.hasRemaining})
 	}
@@ -286,7 +289,7 @@ func render(w io.Writer, h header, v *view, err error) {
 const nameWidth = 40
 
 func table(w io.Writer) *tabwriter.Writer {
-	return tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 }
 
 func count(v float64) string { return fmt.Sprintf("%.0f", v) }
