@@ -274,6 +274,11 @@ func TestTopAgainstSidecar(t *testing.T) {
 			t.Errorf("no row %q in\n%s", want, out)
 		}
 	}
+	// The gauges of resources whose headers the 429 did not carry stay 0:
+	// no row.
+	if hasRow(out, "prod", "tokens") || hasRow(out, "prod", "input_tokens") {
+		t.Errorf("rows of rate limits never reported:\n%s", out)
+	}
 	if strings.Contains(out, "\x1b") || strings.Contains(out, "sk-ant-") || strings.Contains(out, e.key) ||
 		strings.Contains(out, e.tokens["payments"]) || strings.Contains(out, e.tokens["search"]) {
 		t.Fatalf("top printed an escape code, a key or a client token:\n%s", out)

@@ -223,11 +223,11 @@ func TestInPlace(t *testing.T) {
 
 func TestParseMetricsURL(t *testing.T) {
 	for in, want := range map[string]string{
-		"127.0.0.1:9787":                 "http://127.0.0.1:9787/metrics",
-		"0.0.0.0:9787":                   "http://127.0.0.1:9787/metrics",
-		"[::]:9787":                      "http://[::1]:9787/metrics",
-		"http://10.0.0.7:9787/":          "http://10.0.0.7:9787/metrics",
-		"https://kw.example:443/m/x":     "https://kw.example:443/m/x",
+		"127.0.0.1:9787":                  "http://127.0.0.1:9787/metrics",
+		"0.0.0.0:9787":                    "http://127.0.0.1:9787/metrics",
+		"[::]:9787":                       "http://[::1]:9787/metrics",
+		"http://10.0.0.7:9787/":           "http://10.0.0.7:9787/metrics",
+		"https://kw.example:443/m/x":      "https://kw.example:443/m/x",
 		"http://sidecar:9787/metrics?x=1": "http://sidecar:9787/metrics?x=1",
 	} {
 		if got, err := parseMetricsURL(in); err != nil || got != want {
