@@ -19,6 +19,7 @@ import (
 // is an earlier scrape, the rates between the two.
 type view struct {
 	hasRates bool
+	dt       time.Duration // between the two scrapes, with hasRates
 	clients  []clientRow
 	total    clientRow
 	models   []modelRow
@@ -88,6 +89,7 @@ func newView(prev, cur *snapshot) view {
 	var dt time.Duration
 	if prev != nil && cur.at.After(prev.at) {
 		v.hasRates, dt = true, cur.at.Sub(prev.at)
+		v.dt = dt
 	} else {
 		prev = newSnapshot(cur.at)
 	}
@@ -197,7 +199,9 @@ func render(w io.Writer, h header, v *view, err error) {
 		fmt.Fprintf(w, "error: %s\n", clean(err.Error(), 0))
 		return
 	}
-	if !v.hasRates {
+	if v.hasRates {
+		fmt.Fprintf(w, "rates: per second over the last %s\n", v.dt.Round(time.Millisecond))
+	} else {
 		fmt.Fprintln(w, "rates: after the next scrape")
 	}
 	fmt.Fprintln(w)
@@ -217,9 +221,9 @@ func render(w io.Writer, h header, v *view, err error) {
 		fmt.Fprintln(w, "no client requests yet")
 	} else {
 		tw := table(w)
-		fmt.Fprintln(tw, "CLIENT\tREQS\tREQ/S\tERRORS\tERR/S\tTOKENS\tTOK/S\tSPEND $\t$/H\t")
+		fmt.Fprintln(tw, "CLIENT\tREQS\tREQ/S\tERRORS\tERR/S\tTOKENS\tTOK/S\tSPEND $\t$/H")
 		for _, c := range append(v.clients, v.total) {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", clean(c.name, nameWidth), count(c.requests), rt(c.reqRate),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clean(c.name, nameWidth), count(c.requests), rt(c.reqRate),
 				count(c.errs), rt(c.errRate), count(c.tokens), rt(c.tokRate), usd(c.cost), usdRate(c.costRate))
 		}
 		tw.Flush()
@@ -227,13 +231,13 @@ func render(w io.Writer, h header, v *view, err error) {
 	if len(v.models) > 0 {
 		fmt.Fprintln(w)
 		tw := table(w)
-		fmt.Fprintln(tw, "CLIENT\tMODEL\tINPUT\tOUTPUT\tCACHE_W\tCACHE_R\tTOK/S\tSPEND $\t$/H\t")
+		fmt.Fprintln(tw, "CLIENT\tMODEL\tINPUT\tOUTPUT\tCACHE_W\tCACHE_R\tTOK/S\tSPEND $\t$/H")
 		for _, m := range v.models {
 			spend := usd(m.cost)
 			if m.cost == 0 && m.unpriced > 0 {
 				spend = "unpriced"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", clean(m.client, nameWidth), clean(m.model, nameWidth),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clean(m.client, nameWidth), clean(m.model, nameWidth),
 				count(m.tokens[usage.Input]), count(m.tokens[usage.Output]), count(m.tokens[usage.CacheCreation]),
 				count(m.tokens[usage.CacheRead]), rt(m.tokRate), spend, usdRate(m.costRate))
 		}
@@ -245,29 +249,29 @@ func render(w io.Writer, h header, v *view, err error) {
 	if len(v.errors) > 0 {
 		fmt.Fprintln(w)
 		tw := table(w)
-		fmt.Fprintln(tw, "CLIENT\tERROR\tCOUNT\tPER S\t")
+		fmt.Fprintln(tw, "CLIENT\tERROR\tCOUNT\tPER S")
 		for _, e := range v.errors {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", clean(e.client, nameWidth), clean(e.errType, nameWidth), count(e.count), rt(e.rate))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", clean(e.client, nameWidth), clean(e.errType, nameWidth), count(e.count), rt(e.rate))
 		}
 		tw.Flush()
 	}
 	if len(v.budgets) > 0 {
 		fmt.Fprintln(w)
 		tw := table(w)
-		fmt.Fprintln(tw, "BUDGET\tUSED\tLEFT\tREFUSED\tPER S\t")
+		fmt.Fprintln(tw, "BUDGET\tUSED\tLEFT\tREFUSED\tPER S")
 		for _, b := range v.budgets {
 			used, left := "-", "-"
 			if b.hasUsed {
 				used, left = percent(b.used), percent(max(0, 1-b.used))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", clean(b.name, nameWidth), used, left, count(b.refused), rt(b.refusedRate))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(b.name, nameWidth), used, left, count(b.refused), rt(b.refusedRate))
 		}
 		tw.Flush()
 	}
 	if len(v.limits) > 0 {
 		fmt.Fprintln(w)
 		tw := table(w)
-		fmt.Fprintln(tw, "KEY\tRATE LIMIT\tREMAINING\tLIMIT\tHEADROOM\t")
+		fmt.Fprintln(tw, "KEY\tRATE LIMIT\tREMAINING\tLIMIT\tHEADROOM")
 		for _, l := range v.limits {
 			rem, lim, head := "-", "-", "-"
 			if l.hasRemaining {
@@ -279,7 +283,7 @@ func render(w io.Writer, h header, v *view, err error) {
 			if l.hasRemaining && l.hasLimit && l.limit > 0 {
 				head = percent(l.remaining / l.limit)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", clean(l.key, nameWidth), clean(l.resource, nameWidth), rem, lim, head)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(l.key, nameWidth), clean(l.resource, nameWidth), rem, lim, head)
 		}
 		tw.Flush()
 	}

@@ -146,6 +146,14 @@ func TestViewRatesFromTwoScrapes(t *testing.T) {
 			t.Errorf("no row %q in\n%s", want, text)
 		}
 	}
+	if !strings.Contains(text, "rates: per second over the last 10s\n") {
+		t.Errorf("no rates line in\n%s", text)
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasSuffix(line, " ") {
+			t.Errorf("trailing space in %q", line)
+		}
+	}
 	if !strings.Contains(text, "70 tokens of models without a price") {
 		t.Errorf("no unpriced note in\n%s", text)
 	}
