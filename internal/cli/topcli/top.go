@@ -46,8 +46,8 @@ func topCmd() *cobra.Command {
 --config takes sidecar.metrics_listen from a config file, --metrics-url names any
 endpoint) every --interval and shows, per client and model, requests/s, tokens/s,
 spend in USD and USD per hour, errors by type, the budgets (used, left, refused)
-and the upstream rate-limit headroom per key. Rates are the difference between
-two scrapes, so they appear from the second refresh on. On a terminal it
+and the upstream rate-limit headroom per key. Routes are summed. Rates are the
+difference between two scrapes, so they appear from the second refresh on. On a terminal it
 refreshes in place until Ctrl-C; otherwise it prints one block of plain lines
 per refresh. --once (or -n N) stops after one (N) scrapes, for scripts; a failed
 last scrape exits non-zero. The metrics carry no key and no client token.`,

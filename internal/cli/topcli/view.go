@@ -2,6 +2,7 @@ package topcli
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -116,10 +117,7 @@ func newView(prev, cur *snapshot) view {
 		byClient[v.clients[i].name] = &v.clients[i]
 	}
 	keys := slices.SortedFunc(maps.Keys(cur.models), func(a, b clientModel) int {
-		if c := strings.Compare(a.client, b.client); c != 0 {
-			return c
-		}
-		return strings.Compare(a.model, b.model)
+		return cmp.Or(strings.Compare(a.client, b.client), strings.Compare(a.model, b.model))
 	})
 	for _, k := range keys {
 		m, p := cur.models[k], prev.models[k]
@@ -163,10 +161,7 @@ func newView(prev, cur *snapshot) view {
 			refused: b.refused, refusedRate: rate(b.refused, p.refused, dt)})
 	}
 	lkeys := slices.SortedFunc(maps.Keys(cur.limits), func(a, b keyResource) int {
-		if c := strings.Compare(a.key, b.key); c != 0 {
-			return c
-		}
-		return strings.Compare(a.resource, b.resource)
+		return cmp.Or(strings.Compare(a.key, b.key), strings.Compare(a.resource, b.resource))
 	})
 	for _, k := range lkeys {
 		l := cur.limits[k]
