@@ -174,20 +174,14 @@ func (e *env) send(t *testing.T, client, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// waitRequests waits until the sidecar's metrics count n client requests:
-// a request is counted once its response has been sent, a moment after
-// the client read it.
-func (e *env) waitRequests(t *testing.T, n int) {
+// waitRow waits until `top --once` shows a row starting with want: the
+// sidecar counts a request once its response has been sent, a moment
+// after the client read it, and adds to its budgets after that.
+func (e *env) waitRow(t *testing.T, want ...string) {
 	t.Helper()
-	want := fmt.Sprintf("TOTAL %d ", n)
-	waitFor(t, fmt.Sprintf("%d requests in the metrics", n), func() bool {
+	waitFor(t, fmt.Sprintf("row %q", want), func() bool {
 		out, _, _ := top(t, "top", "--once", "--metrics-url", e.metrics)
-		for _, line := range strings.Split(out, "\n") {
-			if strings.HasPrefix(strings.Join(strings.Fields(line), " ")+" ", want) {
-				return true
-			}
-		}
-		return false
+		return hasRow(out, want...)
 	})
 }
 
@@ -210,6 +204,9 @@ func cost(model string, in, out int64) float64 {
 
 // usd formats dollars as top does for spends under $1.
 func usd(v float64) string { return fmt.Sprintf("%.6f", v) }
+
+// percent formats a ratio as top does.
+func percent(r float64) string { return fmt.Sprintf("%.1f%%", r*100) }
 
 var hasRow = topcli.HasRow
 
@@ -239,16 +236,17 @@ func TestTopAgainstSidecar(t *testing.T) {
 	if code, b := e.send(t, "search", bodies[opus]); code != 200 {
 		t.Fatalf("search JSON: %d %s", code, b)
 	}
-	e.waitRequests(t, 5)
+	payTokens, searchTokens := sonnetIn+2*jsonOut+haikuIn+streamOut, opusIn+jsonOut
+	sonnetCost, haikuCost := cost(sonnet, sonnetIn, 2*jsonOut), cost(haiku, haikuIn, streamOut)
+	opusCost := cost(opus, opusIn, jsonOut)
+	payUsed := (sonnetCost + haikuCost) / 0.001
+	e.waitRow(t, "TOTAL", "5")
+	e.waitRow(t, "search-tokens", percent(float64(searchTokens)/40))
+	e.waitRow(t, "pay-day", percent(payUsed))
 	// search-tokens is spent: the sidecar refuses the next request itself.
 	if code, b := e.send(t, "search", bodies[opus]); code != http.StatusTooManyRequests || !strings.Contains(b, "search-tokens") {
 		t.Fatalf("search over budget: %d %s", code, b)
 	}
-	sonnetCost, haikuCost := cost(sonnet, sonnetIn, 2*jsonOut), cost(haiku, haikuIn, streamOut)
-	opusCost := cost(opus, opusIn, jsonOut)
-	payTokens := sonnetIn + 2*jsonOut + haikuIn + streamOut
-	searchTokens := opusIn + jsonOut
-
 	if os.Getenv("KW_TOP_UPDATE_SEED") != "" {
 		updateSeed(t, e.metrics)
 	}
@@ -266,8 +264,8 @@ func TestTopAgainstSidecar(t *testing.T) {
 		{"search", opus, n(opusIn), n(jsonOut), "0", "0", "-", usd(opusCost), "-"},
 		{"search", "rate_limit_error", "1", "-"},
 		{"BUDGET", "USED", "LEFT", "REFUSED"},
-		{"pay-day", fmt.Sprintf("%.1f%%", (sonnetCost+haikuCost)/0.001*100), fmt.Sprintf("%.1f%%", 100-(sonnetCost+haikuCost)/0.001*100), "0", "-"},
-		{"search-tokens", fmt.Sprintf("%.1f%%", float64(searchTokens)/40*100), "0.0%", "1", "-"},
+		{"pay-day", percent(payUsed), percent(1 - payUsed), "0", "-"},
+		{"search-tokens", percent(float64(searchTokens) / 40), "0.0%", "1", "-"},
 		{"prod", "requests", "0", "50", "0.0%"}, // the fake's 429 headers
 	} {
 		if !hasRow(out, want...) {
@@ -305,6 +303,7 @@ func TestTopAgainstSidecar(t *testing.T) {
 	// Between two scrapes 10 s apart on the view's clock, payments sends
 	// one more request and search one that its spent budget refuses: the
 	// second refresh shows their rates.
+	oneIn, oneCost := inputTokens(bodies[sonnet]), cost(sonnet, inputTokens(bodies[sonnet]), jsonOut)
 	clock := t0
 	now := func() time.Time { clock = clock.Add(10 * time.Second); return clock }
 	var buf bytes.Buffer
@@ -318,19 +317,20 @@ func TestTopAgainstSidecar(t *testing.T) {
 		if code, _ := e.send(t, "search", bodies[opus]); code != http.StatusTooManyRequests {
 			t.Errorf("search over budget: %d", code)
 		}
-		e.waitRequests(t, 6)
+		e.waitRow(t, "TOTAL", "6")
+		e.waitRow(t, "pay-day", percent(payUsed+oneCost/0.001))
 	})
 	blocks = strings.Split(buf.String(), "\n\nkeywarden top ")
 	if err != nil || len(blocks) != 2 {
 		t.Fatalf("run: %v\n%s", err, buf.String())
 	}
-	oneIn, oneCost := inputTokens(bodies[sonnet]), cost(sonnet, inputTokens(bodies[sonnet]), jsonOut)
 	rate := func(v float64) string { return fmt.Sprintf("%.2f", v/10) }
 	for _, want := range [][]string{
 		{"payments", "4", "0.10", "0", "0.00", n(payTokens + oneIn + jsonOut), rate(float64(oneIn + jsonOut)), usd(sonnetCost + haikuCost + oneCost), usd(oneCost * 360)},
 		{"search", "2", "0.00", "1", "0.00", n(searchTokens), "0.00", usd(opusCost), usd(0)},
 		{"payments", sonnet, n(sonnetIn + oneIn), n(3 * jsonOut), "0", "0", rate(float64(oneIn + jsonOut)), usd(sonnetCost + oneCost), usd(oneCost * 360)},
-		{"search-tokens", fmt.Sprintf("%.1f%%", float64(searchTokens)/40*100), "0.0%", "2", "0.10"},
+		{"pay-day", percent(payUsed + oneCost/0.001), percent(1 - payUsed - oneCost/0.001), "0", "0.00"},
+		{"search-tokens", percent(float64(searchTokens) / 40), "0.0%", "2", "0.10"},
 	} {
 		if !hasRow(blocks[1], want...) {
 			t.Errorf("no row %q in\n%s", want, blocks[1])
