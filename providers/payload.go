@@ -77,6 +77,10 @@ func decodePayload(raw []byte, field string) (Payload, error) {
 		return Payload{}, codes.Errorf(codes.InvalidArgument, "payload is a JSON %s, not a key; store the bare key (without quotes) or a JSON object {%q: \"...\"}", kind, field)
 	case string(trimmed) == "null" || string(trimmed) == "true" || string(trimmed) == "false":
 		return Payload{}, codes.Errorf(codes.InvalidArgument, "payload is the JSON literal %s, not a key; store the bare key or a JSON object {%q: \"...\"}", trimmed, field)
+	case (trimmed[0] == '-' || trimmed[0] >= '0' && trimmed[0] <= '9') && json.Valid(trimmed):
+		// No API key is a number; a number here is a mistake (a wrong
+		// field, a stray value), never said by its value.
+		return Payload{}, codes.Errorf(codes.InvalidArgument, "payload is a JSON number, not a key; store the bare key or a JSON object {%q: \"...\"}", field)
 	}
 	if err := checkKey(trimmed); err != nil {
 		return Payload{}, fmt.Errorf("raw payload: %w", err)
@@ -89,6 +93,11 @@ func decodeObject(b []byte, field string) (Payload, error) {
 	if err := json.Unmarshal(b, &obj); err != nil {
 		// json errors can quote input; say only what is wrong.
 		return Payload{}, codes.Errorf(codes.InvalidArgument, "payload starts with '{' but is not a valid JSON object")
+	}
+	if name, dup := duplicateField(b); dup {
+		// encoding/json keeps the last of duplicates silently: a reader
+		// of the document could take the other one for the key.
+		return Payload{}, codes.Errorf(codes.InvalidArgument, "JSON payload has the field %q more than once; keep one", name)
 	}
 	rawKey, ok := obj[field]
 	if !ok {
@@ -114,6 +123,32 @@ func decodeObject(b []byte, field string) (Payload, error) {
 		}
 	}
 	return p, nil
+}
+
+// duplicateField returns the first top-level field name that b, a valid
+// JSON object, holds more than once.
+func duplicateField(b []byte) (string, bool) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	if _, err := d.Token(); err != nil { // '{'
+		return "", false
+	}
+	seen := map[string]bool{}
+	for d.More() {
+		t, err := d.Token()
+		if err != nil {
+			return "", false
+		}
+		name, _ := t.(string)
+		if seen[name] {
+			return name, true
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := d.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }
 
 // checkKey accepts a key of printable ASCII without white space, and names
