@@ -42,6 +42,13 @@ sidecar:
 		{`usage: {prices: {m: {}}}`, "sidecar.usage.prices.m"},
 		{`usage: {prices: {m: {input: 1, output: 1, cache_write_1h: -2}}}`, "sidecar.usage.prices.m"},
 		{`usage: {prices: {m: {input: 1, output: 1, cache_write_1h: .nan}}}`, "sidecar.usage.prices.m"},
+		{`usage: {prices: {m: {input: 1}}}`, "sidecar.usage.prices.m: set both input and output"},
+		{`usage: {prices: {m: {output: 15}}}`, "sidecar.usage.prices.m: set both input and output"},
+		{`budgets: [{tokens: 5, per: hour}]`, `sidecar.budgets[0]: budget name "": use 1-63`},
+		{`budgets: [{name: "a b", tokens: 5, per: hour}]`, `sidecar.budgets[0]: budget name "a b"`},
+		{`budgets: [{name: b, tokens: 2.9, per: hour}]`, "sidecar.budgets[0].tokens: 2.9 is not a whole number (line 2)"},
+		{`rate_limit: {burst: 1.7}`, "sidecar.rate_limit.burst: 1.7 is not a whole number"},
+		{`clients: [{name: a, token_file: /f, rate_limit: {concurrency: 2.9}}]`, "sidecar.clients[0].rate_limit.concurrency: 2.9 is not a whole number"},
 		{`listen: 0.0.0.0:1`, "not a loopback address"},
 	} {
 		doc := "keys: {prod: {store: \"env://P\"}}\nsidecar: " + tc.yaml

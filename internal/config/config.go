@@ -141,6 +141,12 @@ func Parse(b []byte) (*Config, error) {
 }
 
 func parse(b []byte) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err == nil {
+		if err := wholeNumbers(&doc); err != nil {
+			return nil, err
+		}
+	} // a syntax error is reported by the decoding below
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)

@@ -236,17 +236,27 @@ const (
 	DefaultClient = "default"
 )
 
-// CheckClientName checks a client's name, a metric label: 1–63 letters,
-// digits, '_', '.' or '-', starting with a letter or digit, and not
-// LocalClient (which names the clients of a sidecar without tokens).
-func CheckClientName(name string) error {
+// checkLabelName checks a name that becomes a metric label value (of a
+// client or a budget): 1–63 letters, digits, '_', '.' or '-', starting with
+// a letter or digit.
+func checkLabelName(what, name string) error {
 	ok := name != "" && len(name) <= 63
 	for i := 0; ok && i < len(name); i++ {
 		c := name[i]
 		ok = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || i > 0 && (c == '_' || c == '.' || c == '-')
 	}
 	if !ok {
-		return fmt.Errorf("client name %q: use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", name)
+		return fmt.Errorf("%s name %q: use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", what, name)
+	}
+	return nil
+}
+
+// CheckClientName checks a client's name, a metric label (see
+// checkLabelName), and not LocalClient (which names the clients of a
+// sidecar without tokens).
+func CheckClientName(name string) error {
+	if err := checkLabelName("client", name); err != nil {
+		return err
 	}
 	if name == LocalClient {
 		return fmt.Errorf("client name %q is reserved for the clients of a sidecar without tokens; pick another", name)
@@ -261,8 +271,8 @@ var BudgetWindows = map[string]time.Duration{"minute": time.Minute, "hour": time
 // aside), a window of BudgetWindows, and exactly one positive limit, in
 // tokens or US dollars.
 func CheckBudget(name string, window time.Duration, tokens int64, usd float64) error {
-	if err := CheckClientName(name); err != nil && name != LocalClient {
-		return fmt.Errorf("budget: %w", err)
+	if err := checkLabelName("budget", name); err != nil {
+		return err
 	}
 	ok := false
 	for _, w := range BudgetWindows {

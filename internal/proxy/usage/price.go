@@ -73,8 +73,9 @@ func CheckPrice(p Price) error {
 			return errors.New("prices must be finite and not negative (USD per million tokens)")
 		}
 	}
-	if p.Input == 0 && p.Output == 0 {
-		return errors.New("set input and output (USD per million tokens), e.g. input: 3, output: 15")
+	if p.Input == 0 || p.Output == 0 {
+		// A missing one would price those tokens at nothing.
+		return errors.New("set both input and output (USD per million tokens), e.g. input: 3, output: 15")
 	}
 	return nil
 }
