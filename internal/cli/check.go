@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -13,7 +14,13 @@ import (
 	"github.com/keywarden/keywarden/providers/driver"
 )
 
-func checkCmd() *cobra.Command {
+// ConfigCheck is a further check of a loaded config that `check` runs after
+// reading the keys, for what other commands will read at their start (the
+// sidecar's client tokens); its error is a configuration error (exit 2). It
+// is how a package that imports cli adds to check without a cycle.
+type ConfigCheck func(*config.Config) error
+
+func checkCmd(checks []ConfigCheck) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "check",
@@ -26,7 +33,10 @@ that cannot be a key (empty, JSON null, an array, a quoted string, white space
 or control characters inside the key) fails its key. It exits 0 when every key
 was read, 2 on a configuration error or when a key failed for bad input (a
 malformed store URL or parameter, a stored value that is no key), and 1 when
-a store failed otherwise.`,
+a store failed otherwise. It also reads what the sidecar reads at its start
+(client_token_file and each client's token_file or token_env) and fails,
+exit 2, on a token the sidecar would refuse (missing, too short, a file
+readable by others, two clients sharing one), never printing a token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := LoadConfig(cmd)
@@ -35,7 +45,16 @@ a store failed otherwise.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			return Check(ctx, c, cmd)
+			err = Check(ctx, c, cmd)
+			for _, chk := range checks {
+				if cerr := chk(c); cerr != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "FAILED: %v\n", cerr)
+					if ee := (*ExitError)(nil); !errors.As(err, &ee) || ee.Code != ExitConfig {
+						err = Exit(ExitConfig, fmt.Errorf("check: %w", cerr))
+					}
+				}
+			}
+			return err
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for all stores")

@@ -48,7 +48,7 @@ func Exit(code int, err error) error {
 
 // Root returns the root command with the version and check subcommands, and
 // the --config and --log-level flags.
-func Root() *cobra.Command {
+func Root(checks ...ConfigCheck) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "keywarden",
 		Short:         "keywarden keeps LLM API keys in a secret manager, serves them from memory and rotates them",
@@ -58,7 +58,7 @@ func Root() *cobra.Command {
 	root.PersistentFlags().StringP("config", "c", "", "config file (YAML); without it, the embedded default: a local file store under $KEYWARDEN_HOME or ./.keywarden")
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
-	root.AddCommand(versionCmd(), checkCmd(), putCmd())
+	root.AddCommand(versionCmd(), checkCmd(checks), putCmd())
 	return root
 }
 

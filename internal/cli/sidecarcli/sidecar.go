@@ -163,6 +163,16 @@ func orDuration(d, def time.Duration) time.Duration {
 	return def
 }
 
+// CheckConfig reads the sidecar's client tokens as the sidecar does at its
+// start and checks them as the proxy does (a cli.ConfigCheck for `check`).
+func CheckConfig(c *config.Config) error {
+	o, err := Options(c)
+	if err != nil {
+		return err
+	}
+	return proxy.CheckClients(o)
+}
+
 // Options maps the config's sidecar section onto proxy.Options: it copies
 // what the file set, and sets the sidecar's per-client limits
 // (settings.DefaultRPS, settings.DefaultConcurrency) when the file leaves them

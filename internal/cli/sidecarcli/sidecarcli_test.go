@@ -35,7 +35,7 @@ const (
 // returns its error.
 func start(t *testing.T, args ...string) (stop func() error, out *tailbuf.Buffer) {
 	t.Helper()
-	root := cli.Root()
+	root := cli.Root(sidecarcli.CheckConfig)
 	root.AddCommand(sidecarcli.Commands()...)
 	out = &tailbuf.Buffer{}
 	root.SetArgs(args)
@@ -60,7 +60,7 @@ func start(t *testing.T, args ...string) (stop func() error, out *tailbuf.Buffer
 // run runs the CLI with args to the end.
 func run(t *testing.T, args ...string) (*tailbuf.Buffer, error) {
 	t.Helper()
-	root := cli.Root()
+	root := cli.Root(sidecarcli.CheckConfig)
 	root.AddCommand(sidecarcli.Commands()...)
 	out := &tailbuf.Buffer{}
 	root.SetArgs(args)
