@@ -56,7 +56,26 @@ var portableParams = []string{"field", "refresh", "jitter", "max_stale"}
 
 // OpenDriver parses a store URL and opens its driver. It returns the driver,
 // the secret's name, and the portable parameters removed from the query.
+//
+// Its errors never carry a key-shaped value: a key pasted into a store URL
+// (env://sk-ant-…, ?api_key=sk-ant-…) is redacted from the URL and from the
+// driver's own message (see RedactKeys).
 func OpenDriver(ctx context.Context, rawURL string) (driver.Reader, string, url.Values, error) {
+	d, name, portable, err := openDriver(ctx, rawURL)
+	if err != nil {
+		return nil, "", nil, redactedError{err}
+	}
+	return d, name, portable, nil
+}
+
+// redactedError is an error whose text passes through RedactKeys; its
+// chain (codes, sentinel errors) is kept for errors.Is and errors.As.
+type redactedError struct{ err error }
+
+func (e redactedError) Error() string { return RedactKeys(e.err.Error()) }
+func (e redactedError) Unwrap() error { return e.err }
+
+func openDriver(ctx context.Context, rawURL string) (driver.Reader, string, url.Values, error) {
 	u, err := parseURL(rawURL)
 	if err != nil {
 		return nil, "", nil, err
@@ -170,11 +189,38 @@ func parseURL(rawURL string) (*url.URL, error) {
 // quoted matches a quoted part of a url.Parse error, which is input.
 var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
-// Redact returns the URL as a string without user info, for messages.
+// Redact returns the URL as a string without user info and with every
+// key-shaped value redacted (RedactKeys), for messages.
 func Redact(u *url.URL) string {
 	c := *u
 	c.User = nil
-	return c.String()
+	return RedactKeys(c.String())
+}
+
+// RedactStore returns a store URL as Redact prints it, or, when it does
+// not parse, the text with every key-shaped value redacted: for tables and
+// messages that show a configured store.
+func RedactStore(rawURL string) string {
+	if u, err := url.Parse(rawURL); err == nil {
+		return Redact(u)
+	}
+	return RedactKeys(rawURL)
+}
+
+// keyLike matches values shaped like API keys and bearer credentials: the
+// sk-… family (Anthropic, OpenAI), and whatever follows "Bearer ".
+var keyLike = regexp.MustCompile(`sk-[A-Za-z0-9_\-]{12,}|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}`)
+
+// RedactKeys replaces every key-shaped value in s with its fingerprint. It
+// is the one pattern of "looks like a key" that every message, log record
+// (package redact) and printed store URL goes through.
+func RedactKeys(s string) string {
+	if !keyLike.MatchString(s) {
+		return s
+	}
+	return keyLike.ReplaceAllStringFunc(s, func(m string) string {
+		return "[redacted " + Fingerprint(m) + "]"
+	})
 }
 
 // Query reads a driver's URL parameters and reports the ones it did not read.

@@ -75,7 +75,7 @@ func Check(ctx context.Context, c *config.Config, cmd *cobra.Command) error {
 			if exitFor(err) == ExitConfig {
 				badInput++
 			}
-			fmt.Fprintf(w, "%s\t%s\t-\t-\t-\t-\tFAILED: %v\n", name, k.Store, err)
+			fmt.Fprintf(w, "%s\t%s\t-\t-\t-\t-\tFAILED: %v\n", name, providers.RedactStore(k.Store), err)
 			continue
 		}
 		p := "-"
@@ -88,7 +88,7 @@ func Check(ctx context.Context, c *config.Config, cmd *cobra.Command) error {
 			status = fmt.Sprintf("ok: exchanged a short-lived token, expires %s (in %v)",
 				cur.Expires.UTC().Format(time.RFC3339), time.Until(cur.Expires).Round(time.Second))
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, k.Store, cur.VersionID, cur.Fingerprint, orDash(cur.KeyID), p, status)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, providers.RedactStore(k.Store), cur.VersionID, cur.Fingerprint, orDash(cur.KeyID), p, status)
 	}
 	if err := w.Flush(); err != nil {
 		return err

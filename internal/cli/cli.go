@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/internal/version"
 	"github.com/keywarden/keywarden/rotation"
 )
@@ -68,7 +69,9 @@ func Main(root *cobra.Command) int {
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintln(os.Stderr, "keywarden:", err)
+	// The net under "no error carries a key": whatever a command's error
+	// chain quotes, a key-shaped value prints as its fingerprint.
+	fmt.Fprintln(os.Stderr, "keywarden:", providers.RedactKeys(err.Error()))
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		return ee.Code

@@ -222,3 +222,32 @@ func TestPutStore(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyInStoreURLNeverPrinted: a key pasted into a store URL (instead of
+// a variable's name, or as a parameter) is redacted from check's table and
+// from every error of check and put --store.
+func TestKeyInStoreURLNeverPrinted(t *testing.T) {
+	const key = "sk-ant-api03-PASTEDPASTEDPASTEDPASTEDPASTEDPASTED-PASTEDAA"
+	dir := t.TempDir()
+	for _, store := range []string{
+		"env://" + key,
+		"file://" + filepath.Join(dir, "keys.json") + "?name=prod&api_key=" + key,
+		"nosuch://" + key,
+	} {
+		cfg := filepath.Join(dir, "kw.yaml")
+		if err := os.WriteFile(cfg, []byte("keys: {prod: {store: \""+store+"\"}}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, errOut, code := run(t, "", "check", "--config", cfg)
+		if code == 0 || !strings.Contains(out, "[redacted "+providers.Fingerprint(key)+"]") {
+			t.Errorf("%s: check exit %d, want a failure naming the redacted value:\n%s\n%s", store, code, out, errOut)
+		}
+		if strings.Contains(out+errOut, key) || strings.Contains(out+errOut, "PASTEDPASTED") {
+			t.Errorf("%s: check printed the key:\n%s\n%s", store, out, errOut)
+		}
+		out, errOut, code = run(t, "sk-ant-api03-new-key-0123456789abcdefghijklmn\n", "put", "--store", store)
+		if code == 0 || strings.Contains(out+errOut, "PASTEDPASTED") {
+			t.Errorf("%s: put --store exit %d, printed:\n%s\n%s", store, code, out, errOut)
+		}
+	}
+}

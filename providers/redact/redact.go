@@ -9,30 +9,21 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 
 	"github.com/keywarden/keywarden/providers"
 )
 
-// keyLike matches values shaped like API keys and bearer credentials: the
-// sk-… family (Anthropic, OpenAI), and whatever follows "Bearer ".
-var keyLike = regexp.MustCompile(`sk-[A-Za-z0-9_\-]{12,}|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}`)
-
 // String replaces every occurrence of the known secrets in s, and anything
-// else in s shaped like a key, with the value's fingerprint.
+// else in s shaped like a key (providers.RedactKeys), with the value's
+// fingerprint.
 func String(s string, known ...providers.Secret) string {
 	for _, sec := range known {
 		if v := sec.Reveal(); len(v) >= 8 {
 			s = strings.ReplaceAll(s, v, "[redacted "+sec.Fingerprint()+"]")
 		}
 	}
-	if !keyLike.MatchString(s) {
-		return s
-	}
-	return keyLike.ReplaceAllStringFunc(s, func(m string) string {
-		return "[redacted " + providers.Fingerprint(m) + "]"
-	})
+	return providers.RedactKeys(s)
 }
 
 // Handler wraps an slog.Handler and passes every message and
