@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keywarden/keywarden/internal/config"
-	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/internal/version"
+	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/rotation"
 )
 
