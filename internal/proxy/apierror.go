@@ -55,8 +55,9 @@ var (
 )
 
 var (
-	hdrJSON = []string{"application/json"}
-	hdrOne  = []string{"1"}
+	hdrJSON  = []string{"application/json"}
+	hdrOne   = []string{"1"}
+	hdrFalse = []string{"false"}
 )
 
 // write sends the error. retryAfter > 0 sets the retry-after header.

@@ -119,8 +119,17 @@ func (b *budget) used(now time.Time) float64 {
 	return b.spent / b.limit()
 }
 
+// sdkWaitHorizon is the longest retry-after a refusal lets a client's SDK
+// wait out. The official SDKs sleep for whatever retry-after says (the Go
+// SDK without a cap) before their next try, so a spent hour or day budget
+// would hold a request for up to a day; past this horizon the refusal adds
+// x-should-retry: false, which the SDKs obey by failing at once with the
+// 429 (whose retry-after still tells when the budget resets).
+const sdkWaitHorizon = 60 // seconds
+
 // refuse answers a request over b: 429 rate_limit_error, in the API's
-// shape, naming the budget, with retry-after at the window's reset.
+// shape, naming the budget, with retry-after at the window's reset, and
+// x-should-retry: false when that is further than sdkWaitHorizon.
 func (b *budget) refuse(w http.ResponseWriter, retryAfter int) {
 	b.refused.Inc()
 	per := map[time.Duration]string{time.Minute: "minute", time.Hour: "hour", 24 * time.Hour: "day"}[b.Window]
@@ -130,6 +139,9 @@ func (b *budget) refuse(w http.ResponseWriter, retryAfter int) {
 	}
 	e := newAPIError(http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf(
 		"keywarden: budget %q (%s %s per %s) is spent; it resets in %d seconds (retry-after)", b.Name, lim, b.unit, per, retryAfter))
+	if retryAfter > sdkWaitHorizon {
+		w.Header()["X-Should-Retry"] = hdrFalse
+	}
 	e.write(w, retryAfter)
 }
 

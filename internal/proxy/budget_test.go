@@ -1,11 +1,16 @@
 package proxy_test
 
 import (
+	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/anthropics/anthropic-sdk-go"
+	"github.com/anthropics/anthropic-sdk-go/option"
 
 	"github.com/keywarden/keywarden/internal/proxy"
 )
@@ -39,6 +44,9 @@ func TestBudgetsRefuseAndReset(t *testing.T) {
 	if code != 429 || apiErrorType(t, resp) != "rate_limit_error" || !strings.Contains(resp, `budget \"payments-hourly\" (100 tokens per hour) is spent`) || hdr.Get("Retry-After") != "45" {
 		t.Fatalf("over budget: %d %q retry-after %q", code, resp, hdr.Get("Retry-After"))
 	}
+	if v, ok := hdr["X-Should-Retry"]; ok {
+		t.Fatalf("a reset 45 s away sends x-should-retry %q; the SDKs should wait it out", v)
+	}
 	// Another client is not under that budget.
 	if code, _, resp := e.do(t, "POST", "/v1/messages", body, "x-api-key", tokSearch); code != 200 {
 		t.Fatalf("search: %d %s", code, resp)
@@ -54,6 +62,24 @@ func TestBudgetsRefuseAndReset(t *testing.T) {
 	clk.set(time.Date(2026, 12, 2, 11, 0, 0, 0, time.UTC))
 	if code, _, resp := e.do(t, "POST", "/v1/messages", body, pay...); code != 200 {
 		t.Fatalf("after the reset: %d %s", code, resp)
+	}
+	// Spent again at 11:00: the reset is an hour away, too long for an SDK
+	// to sleep on; x-should-retry: false makes the official SDK fail at
+	// once with the 429 instead of waiting for retry-after (an hour).
+	code, hdr, _ = e.do(t, "POST", "/v1/messages", body, pay...)
+	if code != 429 || hdr.Get("Retry-After") != "3600" || hdr.Get("X-Should-Retry") != "false" {
+		t.Fatalf("spent for an hour: %d retry-after %q x-should-retry %q", code, hdr.Get("Retry-After"), hdr.Get("X-Should-Retry"))
+	}
+	client := anthropic.NewClient(option.WithBaseURL(e.srv.URL), option.WithAPIKey(tokPayments), option.WithMaxRetries(2))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // only against a hang
+	defer cancel()
+	_, err := client.Messages.New(ctx, anthropic.MessageNewParams{
+		Model: anthropic.ModelClaudeSonnet4_5, MaxTokens: 16,
+		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("Hi"))},
+	})
+	var apiErr *anthropic.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 429 {
+		t.Fatalf("the SDK's call over a spent hourly budget: %v, want the 429 at once", err)
 	}
 }
 
