@@ -44,13 +44,15 @@ func forwardProxyRequest(r *http.Request) bool {
 // Via, every X-Forwarded-* header, and the single-address headers that
 // proxies and CDNs set (X-Real-Ip, True-Client-Ip, Cf-Connecting-Ip,
 // Fastly-Client-Ip, X-Client-Ip, X-Cluster-Client-Ip, X-Originating-Ip,
-// Client-Ip). It is the one rule for these headers: the sidecar removes
-// every one of them before forwarding and adds none, so the upstream never
+// Client-Ip, Envoy's X-Envoy-External-Address, Google's X-Proxyuser-Ip and
+// X-Appengine-User-Ip). It is the one rule for these headers: the sidecar
+// removes every one of them before forwarding and adds none, so the upstream never
 // learns the client's address or the network's layout.
 func ClientAddressHeader(name string) bool {
 	switch name {
 	case "Forwarded", "Via", "X-Real-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip",
-		"X-Client-Ip", "X-Cluster-Client-Ip", "X-Originating-Ip", "Client-Ip":
+		"X-Client-Ip", "X-Cluster-Client-Ip", "X-Originating-Ip", "Client-Ip",
+		"X-Envoy-External-Address", "X-Proxyuser-Ip", "X-Appengine-User-Ip":
 		return true
 	}
 	return strings.HasPrefix(name, "X-Forwarded-")

@@ -42,7 +42,7 @@ func clientAddress(name string) bool {
 	n := strings.ToLower(name)
 	return strings.HasPrefix(n, "x-forwarded-") || slices.Contains([]string{"forwarded", "via", "x-real-ip",
 		"true-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-client-ip", "x-cluster-client-ip",
-		"x-originating-ip", "client-ip"}, n)
+		"x-originating-ip", "client-ip", "x-envoy-external-address", "x-proxyuser-ip", "x-appengine-user-ip"}, n)
 }
 
 // FuzzRequestGuard sends arbitrary request lines and headers, parsed as the
@@ -69,6 +69,8 @@ func FuzzRequestGuard(f *testing.F) {
 		{"GET", "/staging/../v1/organizations", "X-Keywarden-Token", tok},
 		{"GET", "/v1/models\\..\\organizations", "X-Keywarden-Token", tok},
 		{"POST", "/v1/messages", "X-Real-Ip", "203.0.113.7\r\nX-Keywarden-Token: " + tok},
+		{"POST", "/v1/messages", "X-Envoy-External-Address", "203.0.113.7\r\nX-Keywarden-Token: " + tok},
+		{"POST", "/v1/messages", "X-Proxyuser-Ip", "203.0.113.7\r\nX-Keywarden-Token: " + tok},
 		{"POST", "/v1/messages", "X-Forwarded-Port", "443\r\nX-Keywarden-Token: " + tok},
 		{"POST", "/v1/messages", "Via", "1.1 edge\r\nForwarded: for=203.0.113.7\r\nX-Keywarden-Token: " + tok},
 		{"POST", "/v1/messages", "Cf-Connecting-Ip", "203.0.113.7\r\nX-Api-Key: sk-ant-api03-client\r\nX-Keywarden-Token: " + tok},

@@ -255,7 +255,8 @@ func TestClientAddressHeadersStripped(t *testing.T) {
 	hdr := []string{"anthropic-beta", "files-api-2025-04-14", "x-stainless-lang", "go"}
 	names := []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port",
 		"X-Forwarded-Server", "X-Real-Ip", "Forwarded", "Via", "True-Client-Ip", "Cf-Connecting-Ip",
-		"Fastly-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip", "X-Originating-Ip", "Client-Ip"}
+		"Fastly-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip", "X-Originating-Ip", "Client-Ip",
+		"X-Envoy-External-Address", "X-Proxyuser-Ip", "X-Appengine-User-Ip"}
 	for _, n := range names {
 		if !proxy.ClientAddressHeader(n) {
 			t.Errorf("ClientAddressHeader(%q) = false", n)
