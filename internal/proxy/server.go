@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -24,10 +25,11 @@ type Server struct {
 	p     *Proxy
 	addrs map[string]net.Addr // see Addr
 
-	mu      sync.Mutex
-	servers []*http.Server
-	lns     []net.Listener
-	socket  string // unix socket path to remove on shutdown
+	mu         sync.Mutex
+	servers    []*http.Server
+	lns        []net.Listener
+	socket     string      // unix socket path to remove on shutdown
+	socketInfo os.FileInfo // the socket this server created there
 }
 
 // Listen opens every listener of the Proxy: the main address, the unix
@@ -90,13 +92,23 @@ func (s *Server) listenUnix(path string, h http.Handler) error {
 		if fi.Mode().Type() != fs.ModeSocket {
 			return fmt.Errorf("proxy: unix socket %s: the path exists and is not a socket; remove it or pick another path", path)
 		}
-		_ = os.Remove(path) // a stale socket of an earlier run
+		// A live socket is another process's (a second sidecar started on
+		// the same path): taking it would cut that one off. Only a socket
+		// nobody answers on is a stale one of an earlier run.
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			_ = c.Close()
+			return fmt.Errorf("proxy: unix socket %s: another process is serving on it; stop it or pick another path", path)
+		}
+		_ = os.Remove(path)
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return fmt.Errorf("proxy: listen on unix socket %s: %w", path, err)
 	}
 	s.socket = path
+	if fi, err := os.Lstat(path); err == nil {
+		s.socketInfo = fi
+	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("proxy: unix socket %s: %w", path, err)
@@ -176,8 +188,12 @@ func (s *Server) removeSocket() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.socket != "" {
-		_ = os.Remove(s.socket)
-		s.socket = ""
+		// Only our own socket: if another process has since put its own
+		// at the path, it stays.
+		if fi, err := os.Lstat(s.socket); err == nil && s.socketInfo != nil && os.SameFile(fi, s.socketInfo) {
+			_ = os.Remove(s.socket)
+		}
+		s.socket, s.socketInfo = "", nil
 	}
 }
 

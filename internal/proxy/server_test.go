@@ -306,3 +306,32 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestUnixSocketOfALiveSidecar: a second sidecar on the path of a running
+// one's socket fails to start and leaves that socket serving.
+func TestUnixSocketOfALiveSidecar(t *testing.T) {
+	up := newUpstream(t, keyA)
+	sock := filepath.Join(t.TempDir(), "kw.sock")
+	first := newEnv(t, up, func(o *proxy.Options) { o.UnixSocket = sock; o.MetricsListen = "127.0.0.1:0" })
+	srv, err := first.p.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(srv.Close)
+	second := newEnv(t, up, func(o *proxy.Options) { o.UnixSocket = sock; o.MetricsListen = "127.0.0.1:0" })
+	if s2, err := second.p.Listen(); err == nil || !strings.Contains(err.Error(), "another process is serving on it") {
+		if s2 != nil {
+			s2.Close()
+		}
+		t.Fatalf("second sidecar on a live socket: %v", err)
+	}
+	resp, err := unixClient(sock).Get("http://sidecar/v1/models")
+	if err != nil {
+		t.Fatalf("the first sidecar's socket after the second tried it: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("got %d", resp.StatusCode)
+	}
+}
