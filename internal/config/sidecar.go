@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"reflect"
 	"slices"
@@ -380,8 +381,8 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 
 func (rl RateLimit) validate(p string) []string {
 	var errs []string
-	if rl.RPS != nil && *rl.RPS < 0 {
-		errs = append(errs, p+".rps: must not be negative; 0 turns the rate limit off")
+	if rl.RPS != nil && (*rl.RPS < 0 || math.IsNaN(*rl.RPS) || math.IsInf(*rl.RPS, 0)) {
+		errs = append(errs, p+".rps: must be a finite number, not negative, such as 10; 0 turns the rate limit off")
 	}
 	if rl.Burst != nil && *rl.Burst < 0 {
 		errs = append(errs, p+".burst: must not be negative")
