@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"math"
-	"net"
 	"reflect"
 	"slices"
 	"sort"
@@ -201,8 +200,7 @@ const (
 	OnChangeRestart = "restart"
 	OnChangeSignal  = "signal"
 	// MetricsListenOff turns a metrics listener off.
-	MetricsListenOff   = settings.MetricsOff
-	listenExampleValue = "127.0.0.1:8787"
+	MetricsListenOff = settings.MetricsOff
 )
 
 // ListenAddr returns the TCP address to listen on, "" when only a unix
@@ -291,12 +289,12 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	token := s.ClientTokenFile != "" || len(s.Clients) > 0
 	checkAddr := func(field, addr string, serves bool) {
-		if serves {
-			if err := settings.CheckListen(addr, token); err != nil {
-				add("%s: %v", field, err)
-			}
-		} else if _, _, err := net.SplitHostPort(addr); err != nil {
-			add("%s: %q is not host:port; write it like %s", field, addr, listenExampleValue)
+		err := settings.CheckAddr(addr)
+		if err == nil && serves {
+			err = settings.CheckListen(addr, token)
+		}
+		if err != nil {
+			add("%s: %v", field, err)
 		}
 	}
 	if s.Listen != "" {
@@ -307,6 +305,9 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	}
 	if s.MetricsListen != "" && s.MetricsListen != settings.MetricsOff {
 		checkAddr(p+".metrics_listen", s.MetricsListen, false)
+	}
+	if l, m := s.ListenAddr(), s.MetricsAddr(); l != "" && m != "" && settings.SameAddr(l, m) {
+		add("%s.metrics_listen: %q takes the port of listen %q; pick another port, e.g. %s", p, m, l, settings.DefaultMetricsListen)
 	}
 	routes := s.EffectiveRoutes(c)
 	if len(s.Routes) == 0 && routes[0].Key == "" {
@@ -500,7 +501,7 @@ func (s *Sidecar) Validate(c *Config) error {
 func validateRoutes(p string, given, routes []Route, c *Config, taken [2]string, checkAddr func(field, addr string, serves bool)) []string {
 	var errs []string
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
-	prefixes, listeners := map[string]int{}, map[string]int{}
+	prefixes, listeners := map[string]int{}, []int{} // listeners: indexes of routes
 	for i, r := range routes {
 		f := fmt.Sprintf("%s[%d]", p, i)
 		switch {
@@ -524,13 +525,16 @@ func validateRoutes(p string, given, routes []Route, c *Config, taken [2]string,
 		}
 		if r.Listener != "" {
 			checkAddr(f+".listener", r.Listener, true)
-			if r.Listener == taken[0] || r.Listener == taken[1] {
+			if settings.SameAddr(r.Listener, taken[0]) || settings.SameAddr(r.Listener, taken[1]) {
 				add("%s.listener: %q is already the sidecar's listen or metrics_listen address; pick another port", f, r.Listener)
 			}
-			if j, dup := listeners[r.Listener]; dup {
-				add("%s.listener: %q is also routes[%d]'s listener", f, r.Listener, j)
+			for _, j := range listeners {
+				if settings.SameAddr(r.Listener, routes[j].Listener) {
+					add("%s.listener: %q is also routes[%d]'s listener", f, r.Listener, j)
+					break
+				}
 			}
-			listeners[r.Listener] = i
+			listeners = append(listeners, i)
 		}
 		switch {
 		case r.Key == "":
