@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"math"
+	"net/url"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
@@ -16,6 +18,7 @@ import (
 	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/internal/proxy/usage"
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/file"
 )
 
 // Sidecar configures `keywarden sidecar` and `keywarden exec`. Every field
@@ -300,8 +303,10 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	if s.Listen != "" {
 		checkAddr(p+".listen", s.Listen, true)
 	}
-	if s.UnixSocket != "" && !strings.HasPrefix(s.UnixSocket, "/") && !strings.HasPrefix(s.UnixSocket, "./") {
-		add("%s.unix_socket: %q must be a path starting with / or ./", p, s.UnixSocket)
+	if s.UnixSocket != "" {
+		if err := checkPath(s.UnixSocket); err != nil {
+			add("%s.unix_socket: %v", p, err)
+		}
 	}
 	if s.MetricsListen != "" && s.MetricsListen != settings.MetricsOff {
 		checkAddr(p+".metrics_listen", s.MetricsListen, false)
@@ -358,6 +363,10 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	if fs := s.FileSink; fs != nil {
 		if fs.Path == "" {
 			add("%s.file_sink.path: missing; set the file to write the key to, e.g. /run/keywarden/anthropic-key", p)
+		} else if err := checkPath(fs.Path); err != nil {
+			add("%s.file_sink.path: %v", p, err)
+		} else if what := s.sinkClobbers(fs.Path, c); what != "" {
+			add("%s.file_sink.path: %q is %s, which the sink would overwrite with the bare key; pick another file, e.g. /run/keywarden/anthropic-key", p, fs.Path, what)
 		}
 		if fs.Key != "" && c.Keys[fs.Key] == nil {
 			add("%s.file_sink.key: no key named %q; use one of %s", p, fs.Key, strings.Join(c.Names(), ", "))
@@ -378,6 +387,76 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 		add("%s.exec.env: %q is not an environment variable name; use letters, digits and _", p, s.Exec.Env)
 	}
 	return errs
+}
+
+// checkPath checks a path the sidecar creates (its unix socket, the file
+// sink's file): absolute, or relative written with ./ so that it is not
+// taken for something else.
+func checkPath(path string) error {
+	if !strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "./") {
+		return fmt.Errorf("%q must be a path starting with / or ./", path)
+	}
+	return nil
+}
+
+// sinkClobbers returns what the file sink's path is when it is a file the
+// config's keys need — a file store's file, its lock file or one of its
+// temporary files (of any file:// store, and of the embedded default
+// store), or a client token file — and "" otherwise. Cleaned absolute
+// paths are compared.
+func (s *Sidecar) sinkClobbers(sink string, c *Config) string {
+	target := absPath(sink)
+	stores := map[string]string{absPath(DefaultStorePath()): "the embedded default store's file"}
+	for _, name := range c.Names() {
+		if path, ok := fileStorePath(c.Keys[name].Store); ok {
+			stores[absPath(path)] = fmt.Sprintf("key %s's file store", name)
+		}
+	}
+	for store, what := range stores {
+		// The files package providers/file uses for a store at path:
+		// path, path.lock, and .BASE.tmp-* in the same directory.
+		switch {
+		case target == store:
+			return what
+		case target == store+".lock":
+			return what + "'s lock file"
+		case filepath.Dir(target) == filepath.Dir(store) &&
+			strings.HasPrefix(filepath.Base(target), "."+filepath.Base(store)+".tmp-"):
+			return what + "'s temporary file"
+		}
+	}
+	if s.ClientTokenFile != "" && absPath(s.ClientTokenFile) == target {
+		return "client_token_file"
+	}
+	for i, cl := range s.Clients {
+		if cl.TokenFile != "" && absPath(cl.TokenFile) == target {
+			return fmt.Sprintf("clients[%d]'s token_file", i)
+		}
+	}
+	return ""
+}
+
+// fileStorePath returns the file of a file:// store URL, as package
+// providers/file reads it (the URL's opaque part, else host and path).
+func fileStorePath(store string) (string, bool) {
+	u, err := url.Parse(store)
+	if err != nil || u.Scheme != file.Scheme {
+		return "", false
+	}
+	path := u.Opaque
+	if path == "" {
+		path = u.Host + u.Path
+	}
+	return path, path != ""
+}
+
+// absPath returns path cleaned and absolute (relative to the working
+// directory, as the sidecar opens it).
+func absPath(path string) string {
+	if a, err := filepath.Abs(path); err == nil {
+		return a
+	}
+	return filepath.Clean(path)
 }
 
 func (rl RateLimit) validate(p string) []string {

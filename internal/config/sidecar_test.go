@@ -1,6 +1,9 @@
 package config_test
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -181,5 +184,46 @@ func TestParseSignal(t *testing.T) {
 	}
 	if !settings.IsLoopback("localhost:1") || !settings.IsLoopback("[::1]:1") || settings.IsLoopback("0.0.0.0:1") || settings.IsLoopback("x") {
 		t.Fatal("IsLoopback")
+	}
+}
+
+// TestFileSinkPath shows that the file sink cannot overwrite a file the
+// keys need — it once replaced a file store (every version and rotation
+// record) with the bare key — and that its path is absolute or ./-relative,
+// as unix_socket's.
+func TestFileSinkPath(t *testing.T) {
+	t.Setenv("KEYWARDEN_HOME", "/var/lib/kwhome")
+	const doc = `keys: {prod: {store: "file:///work/sink/keys.json?name=prod"}, rel: {store: "file:rel/keys.json?name=x"}}
+sidecar:
+  routes: [{prefix: /, key: prod}]
+  client_token_file: /etc/kw/token
+  clients: [{name: a, token_file: /etc/kw/a.token}]
+  file_sink: {path: %q}
+`
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{"/work/sink/keys.json", `sidecar.file_sink.path: "/work/sink/keys.json" is key prod's file store, which the sink would overwrite with the bare key; pick another file`},
+		{"/work/sink/../sink//keys.json", "is key prod's file store"},
+		{"/work/sink/keys.json.lock", "is key prod's file store's lock file"},
+		{"/work/sink/.keys.json.tmp-123", "is key prod's file store's temporary file"},
+		{"./rel/keys.json", "is key rel's file store"},
+		{filepath.Join(wd, "rel/keys.json"), "is key rel's file store"},
+		{"/var/lib/kwhome/keys.json", "is the embedded default store's file"},
+		{"/etc/kw/token", "is client_token_file"},
+		{"/etc/kw/./a.token", "is clients[0]'s token_file"},
+		{"rel/key", `sidecar.file_sink.path: "rel/key" must be a path starting with / or ./`},
+		{"/work/sink/anthropic-key", ""},
+		{"./anthropic-key", ""},
+	} {
+		_, err := config.Parse(fmt.Appendf(nil, doc, tc.path))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("file_sink.path %q: %v", tc.path, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("file_sink.path %q:\n got %v\nwant an error containing %q", tc.path, err, tc.want)
+		}
 	}
 }
