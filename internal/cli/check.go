@@ -39,6 +39,9 @@ exit 2, on a token the sidecar would refuse (missing, too short, a file
 readable by others, two clients sharing one), never printing a token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if timeout <= 0 {
+				return Exit(ExitConfig, fmt.Errorf("check: --timeout %v: want a positive duration such as 30s", timeout))
+			}
 			c, err := LoadConfig(cmd)
 			if err != nil {
 				return err

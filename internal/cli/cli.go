@@ -55,6 +55,12 @@ func Root(checks ...ConfigCheck) *cobra.Command {
 		Short:         "keywarden keeps LLM API keys in a secret manager, serves them from memory and rotates them",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Every command takes --log-level and --log-format, so every
+		// command checks them (with Logger's rule), whether it logs or not.
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := Logger(cmd, io.Discard)
+			return err
+		},
 	}
 	root.PersistentFlags().StringP("config", "c", "", "config file (YAML); without it, the embedded default: a local file store under $KEYWARDEN_HOME or ./.keywarden")
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
@@ -120,9 +126,19 @@ func Logger(cmd *cobra.Command, w io.Writer) (*slog.Logger, error) {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
+		opts.ReplaceAttr = durationString
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, Exit(ExitConfig, fmt.Errorf("--log-format %q: want text or json", format))
+}
+
+// durationString writes a duration as the text format does ("30s"), not
+// as the JSON handler's nanoseconds (30000000000).
+func durationString(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 func versionCmd() *cobra.Command {

@@ -3,11 +3,14 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/providers"
@@ -249,5 +252,51 @@ func TestKeyInStoreURLNeverPrinted(t *testing.T) {
 		if code == 0 || strings.Contains(out+errOut, "PASTEDPASTED") {
 			t.Errorf("%s: put --store exit %d, printed:\n%s\n%s", store, code, out, errOut)
 		}
+	}
+}
+
+// TestFlagErrorsEveryCommand shows that --log-level and --log-format are
+// checked by every command, not only by those that log, and that check's
+// --timeout must be positive: each is a flag error (exit 2) naming the flag.
+func TestFlagErrorsEveryCommand(t *testing.T) {
+	t.Setenv("KEYWARDEN_HOME", t.TempDir())
+	t.Setenv("KEYWARDEN_CONFIG", "")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"check", "--log-level", "bogus"}, `--log-level "bogus": want debug, info, warn or error`},
+		{[]string{"check", "--log-format", "xml"}, `--log-format "xml": want text or json`},
+		{[]string{"version", "--log-format", "xml"}, `--log-format "xml"`},
+		{[]string{"check", "--timeout", "0s"}, "check: --timeout 0s: want a positive duration"},
+		{[]string{"check", "--timeout", "-1s"}, "check: --timeout -1s: want a positive duration"},
+	} {
+		out, errOut, code := run(t, "", tc.args...)
+		if code != cli.ExitConfig || !strings.Contains(errOut, tc.want) || out != "" {
+			t.Errorf("%v: code %d, stdout %q, stderr %q; want 2 and %q", tc.args, code, out, errOut, tc.want)
+		}
+	}
+}
+
+// TestJSONLogDurations shows that the JSON log writes a duration as the
+// text log does ("30s"), not in nanoseconds.
+func TestJSONLogDurations(t *testing.T) {
+	root := cli.Root()
+	if err := root.ParseFlags([]string{"--log-format", "json"}); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	lg, err := cli.Logger(root, &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg.Info("proxy: shutting down", "timeout", 30*time.Second, slog.Group("g", "d", 1500*time.Millisecond), "n", 7)
+	var rec struct {
+		Timeout string
+		G       struct{ D string }
+		N       int
+	}
+	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil || rec.Timeout != "30s" || rec.G.D != "1.5s" || rec.N != 7 {
+		t.Fatalf("got %s (%v), want timeout \"30s\", g.d \"1.5s\", n 7", buf.Bytes(), err)
 	}
 }

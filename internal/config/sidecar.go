@@ -2,7 +2,9 @@ package config
 
 import (
 	"fmt"
-	"net"
+	"math"
+	"net/url"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
@@ -16,6 +18,7 @@ import (
 	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/internal/proxy/usage"
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/file"
 )
 
 // Sidecar configures `keywarden sidecar` and `keywarden exec`. Every field
@@ -200,8 +203,7 @@ const (
 	OnChangeRestart = "restart"
 	OnChangeSignal  = "signal"
 	// MetricsListenOff turns a metrics listener off.
-	MetricsListenOff   = settings.MetricsOff
-	listenExampleValue = "127.0.0.1:8787"
+	MetricsListenOff = settings.MetricsOff
 )
 
 // ListenAddr returns the TCP address to listen on, "" when only a unix
@@ -290,22 +292,27 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	token := s.ClientTokenFile != "" || len(s.Clients) > 0
 	checkAddr := func(field, addr string, serves bool) {
-		if serves {
-			if err := settings.CheckListen(addr, token); err != nil {
-				add("%s: %v", field, err)
-			}
-		} else if _, _, err := net.SplitHostPort(addr); err != nil {
-			add("%s: %q is not host:port; write it like %s", field, addr, listenExampleValue)
+		err := settings.CheckAddr(addr)
+		if err == nil && serves {
+			err = settings.CheckListen(addr, token)
+		}
+		if err != nil {
+			add("%s: %v", field, err)
 		}
 	}
 	if s.Listen != "" {
 		checkAddr(p+".listen", s.Listen, true)
 	}
-	if s.UnixSocket != "" && !strings.HasPrefix(s.UnixSocket, "/") && !strings.HasPrefix(s.UnixSocket, "./") {
-		add("%s.unix_socket: %q must be a path starting with / or ./", p, s.UnixSocket)
+	if s.UnixSocket != "" {
+		if err := checkPath(s.UnixSocket); err != nil {
+			add("%s.unix_socket: %v", p, err)
+		}
 	}
 	if s.MetricsListen != "" && s.MetricsListen != settings.MetricsOff {
 		checkAddr(p+".metrics_listen", s.MetricsListen, false)
+	}
+	if l, m := s.ListenAddr(), s.MetricsAddr(); l != "" && m != "" && settings.SameAddr(l, m) {
+		add("%s.metrics_listen: %q takes the port of listen %q; pick another port, e.g. %s", p, m, l, settings.DefaultMetricsListen)
 	}
 	routes := s.EffectiveRoutes(c)
 	if len(s.Routes) == 0 && routes[0].Key == "" {
@@ -356,6 +363,10 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	if fs := s.FileSink; fs != nil {
 		if fs.Path == "" {
 			add("%s.file_sink.path: missing; set the file to write the key to, e.g. /run/keywarden/anthropic-key", p)
+		} else if err := checkPath(fs.Path); err != nil {
+			add("%s.file_sink.path: %v", p, err)
+		} else if what := s.sinkClobbers(fs.Path, c); what != "" {
+			add("%s.file_sink.path: %q is %s, which the sink would overwrite with the bare key; pick another file, e.g. /run/keywarden/anthropic-key", p, fs.Path, what)
 		}
 		if fs.Key != "" && c.Keys[fs.Key] == nil {
 			add("%s.file_sink.key: no key named %q; use one of %s", p, fs.Key, strings.Join(c.Names(), ", "))
@@ -378,10 +389,80 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	return errs
 }
 
+// checkPath checks a path the sidecar creates (its unix socket, the file
+// sink's file): absolute, or relative written with ./ so that it is not
+// taken for something else.
+func checkPath(path string) error {
+	if !strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "./") {
+		return fmt.Errorf("%q must be a path starting with / or ./", path)
+	}
+	return nil
+}
+
+// sinkClobbers returns what the file sink's path is when it is a file the
+// config's keys need — a file store's file, its lock file or one of its
+// temporary files (of any file:// store, and of the embedded default
+// store), or a client token file — and "" otherwise. Cleaned absolute
+// paths are compared.
+func (s *Sidecar) sinkClobbers(sink string, c *Config) string {
+	target := absPath(sink)
+	stores := map[string]string{absPath(DefaultStorePath()): "the embedded default store's file"}
+	for _, name := range c.Names() {
+		if path, ok := fileStorePath(c.Keys[name].Store); ok {
+			stores[absPath(path)] = fmt.Sprintf("key %s's file store", name)
+		}
+	}
+	for store, what := range stores {
+		// The files package providers/file uses for a store at path:
+		// path, path.lock, and .BASE.tmp-* in the same directory.
+		switch {
+		case target == store:
+			return what
+		case target == store+".lock":
+			return what + "'s lock file"
+		case filepath.Dir(target) == filepath.Dir(store) &&
+			strings.HasPrefix(filepath.Base(target), "."+filepath.Base(store)+".tmp-"):
+			return what + "'s temporary file"
+		}
+	}
+	if s.ClientTokenFile != "" && absPath(s.ClientTokenFile) == target {
+		return "client_token_file"
+	}
+	for i, cl := range s.Clients {
+		if cl.TokenFile != "" && absPath(cl.TokenFile) == target {
+			return fmt.Sprintf("clients[%d]'s token_file", i)
+		}
+	}
+	return ""
+}
+
+// fileStorePath returns the file of a file:// store URL, as package
+// providers/file reads it (the URL's opaque part, else host and path).
+func fileStorePath(store string) (string, bool) {
+	u, err := url.Parse(store)
+	if err != nil || u.Scheme != file.Scheme {
+		return "", false
+	}
+	path := u.Opaque
+	if path == "" {
+		path = u.Host + u.Path
+	}
+	return path, path != ""
+}
+
+// absPath returns path cleaned and absolute (relative to the working
+// directory, as the sidecar opens it).
+func absPath(path string) string {
+	if a, err := filepath.Abs(path); err == nil {
+		return a
+	}
+	return filepath.Clean(path)
+}
+
 func (rl RateLimit) validate(p string) []string {
 	var errs []string
-	if rl.RPS != nil && *rl.RPS < 0 {
-		errs = append(errs, p+".rps: must not be negative; 0 turns the rate limit off")
+	if rl.RPS != nil && (*rl.RPS < 0 || math.IsNaN(*rl.RPS) || math.IsInf(*rl.RPS, 0)) {
+		errs = append(errs, p+".rps: must be a finite number, not negative, such as 10; 0 turns the rate limit off")
 	}
 	if rl.Burst != nil && *rl.Burst < 0 {
 		errs = append(errs, p+".burst: must not be negative")
@@ -499,7 +580,7 @@ func (s *Sidecar) Validate(c *Config) error {
 func validateRoutes(p string, given, routes []Route, c *Config, taken [2]string, checkAddr func(field, addr string, serves bool)) []string {
 	var errs []string
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
-	prefixes, listeners := map[string]int{}, map[string]int{}
+	prefixes, listeners := map[string]int{}, []int{} // listeners: indexes of routes
 	for i, r := range routes {
 		f := fmt.Sprintf("%s[%d]", p, i)
 		switch {
@@ -523,13 +604,16 @@ func validateRoutes(p string, given, routes []Route, c *Config, taken [2]string,
 		}
 		if r.Listener != "" {
 			checkAddr(f+".listener", r.Listener, true)
-			if r.Listener == taken[0] || r.Listener == taken[1] {
+			if settings.SameAddr(r.Listener, taken[0]) || settings.SameAddr(r.Listener, taken[1]) {
 				add("%s.listener: %q is already the sidecar's listen or metrics_listen address; pick another port", f, r.Listener)
 			}
-			if j, dup := listeners[r.Listener]; dup {
-				add("%s.listener: %q is also routes[%d]'s listener", f, r.Listener, j)
+			for _, j := range listeners {
+				if settings.SameAddr(r.Listener, routes[j].Listener) {
+					add("%s.listener: %q is also routes[%d]'s listener", f, r.Listener, j)
+					break
+				}
 			}
-			listeners[r.Listener] = i
+			listeners = append(listeners, i)
 		}
 		switch {
 		case r.Key == "":

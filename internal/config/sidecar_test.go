@@ -1,6 +1,9 @@
 package config_test
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -94,6 +97,17 @@ func TestSidecarErrors(t *testing.T) {
 		{"sidecar: {routes: [{prefix: /, key: prod}, {prefix: /, key: dev}]}", `sidecar.routes[1].prefix: "/" is also routes[0]'s prefix`},
 		{"sidecar: {routes: [{listener: \"10.0.0.1:9\", key: prod}]}", "sidecar.routes[0].listener: \"10.0.0.1:9\" is not a loopback address"},
 		{"sidecar: {routes: [{listener: \"127.0.0.1:8787\", key: prod}]}", "already the sidecar's listen or metrics_listen address"},
+		// Addresses the sidecar cannot use: they failed only at start, with exit 1.
+		{"sidecar: {routes: [{prefix: /, key: prod}], listen: \"127.0.0.1:8793\", metrics_listen: \"127.0.0.1:8793\"}", `sidecar.metrics_listen: "127.0.0.1:8793" takes the port of listen "127.0.0.1:8793"; pick another port`},
+		{"sidecar: {routes: [{prefix: /, key: prod}], listen: \"127.0.0.1:8793\", metrics_listen: \"localhost:8793\"}", `sidecar.metrics_listen: "localhost:8793" takes the port of listen`},
+		{"sidecar: {routes: [{prefix: /, key: prod}], metrics_listen: \"localhost:8787\"}", `sidecar.metrics_listen: "localhost:8787" takes the port of listen "127.0.0.1:8787"`},
+		{"sidecar: {routes: [{prefix: /, key: prod}], listen: \"127.0.0.1:99999\"}", `sidecar.listen: "127.0.0.1:99999": the port must be a number from 1 to 65535`},
+		{"sidecar: {routes: [{prefix: /, key: prod}], listen: \"127.0.0.1:-1\"}", `sidecar.listen: "127.0.0.1:-1": the port must be a number from 1 to 65535`},
+		{"sidecar: {routes: [{prefix: /, key: prod}], listen: \"127.0.0.1:http\"}", `sidecar.listen: "127.0.0.1:http": the port must be a number from 1 to 65535`},
+		{"sidecar: {routes: [{prefix: /, key: prod}], metrics_listen: \"127.0.0.1:70000\"}", `sidecar.metrics_listen: "127.0.0.1:70000": the port must be a number`},
+		{"sidecar: {routes: [{listener: \"127.0.0.1:0\", key: prod}]}", `sidecar.routes[0].listener: "127.0.0.1:0": the port must be a number from 1 to 65535`},
+		{"sidecar: {routes: [{listener: \"localhost:8787\", key: prod}]}", "already the sidecar's listen or metrics_listen address"},
+		{"sidecar: {routes: [{listener: \"127.0.0.1:8790\", key: prod}, {listener: \"localhost:8790\", key: dev}]}", `sidecar.routes[1].listener: "localhost:8790" is also routes[0]'s listener`},
 		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"http://api.example.com\"}]}", "sidecar.routes[0].upstream: upstream \"http://api.example.com\" would send the key in clear text to another host; use https"},
 		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"api.example.com\"}]}", "is not an absolute URL"},
 		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"ftp://x\"}]}", "scheme must be https"},
@@ -108,8 +122,16 @@ func TestSidecarErrors(t *testing.T) {
 		{"sidecar: {routes: [{prefix: /, key: prod}], allow_paths: [/v1/messages/../x]}", "is not a clean path"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], max_retry_body: 1TB}", `"1TB" is not a size`},
 		{"sidecar: {routes: [{prefix: /, key: prod}], max_retry_body: 1GiB}", "sidecar.max_retry_body: 1073741824 bytes is above the limit of 256MiB"},
-		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: -1}}", "sidecar.rate_limit.rps: must not be negative"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: -1}}", "sidecar.rate_limit.rps: must be a finite number, not negative"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {concurrency: -1}}", "sidecar.rate_limit.concurrency: must not be negative"},
+		// NaN compares false with everything: it once passed and turned the limit off.
+		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: .nan}}", "sidecar.rate_limit.rps: must be a finite number"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: .inf}}", "sidecar.rate_limit.rps: must be a finite number"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], clients: [{name: a, token_env: T, rate_limit: {rps: .nan}}]}", "sidecar.clients[0].rate_limit.rps: must be a finite number"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {burst: .nan}}", "sidecar.rate_limit.burst: .nan is not a whole number"},
+		// A finite but huge price summed spend to +Inf.
+		{"sidecar: {routes: [{prefix: /, key: prod}], usage: {prices: {huge: {input: 1e308, output: 1e308}}}}", "sidecar.usage.prices.huge: price 1e+308 is above the limit of 1e+06 USD per million tokens"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], usage: {prices: {m: {input: 3, output: 15, cache_read: 2e6}}}}", "sidecar.usage.prices.m: price 2e+06 is above the limit"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], timeouts: {idle: -1s}}", "sidecar.timeouts.idle: -1s is negative; use a positive duration"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], start_timeout: -1s}", "sidecar.start_timeout: -1s is negative"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], timeouts: {idle: 5}}", "not a Go duration"},
@@ -162,5 +184,46 @@ func TestParseSignal(t *testing.T) {
 	}
 	if !settings.IsLoopback("localhost:1") || !settings.IsLoopback("[::1]:1") || settings.IsLoopback("0.0.0.0:1") || settings.IsLoopback("x") {
 		t.Fatal("IsLoopback")
+	}
+}
+
+// TestFileSinkPath shows that the file sink cannot overwrite a file the
+// keys need — it once replaced a file store (every version and rotation
+// record) with the bare key — and that its path is absolute or ./-relative,
+// as unix_socket's.
+func TestFileSinkPath(t *testing.T) {
+	t.Setenv("KEYWARDEN_HOME", "/var/lib/kwhome")
+	const doc = `keys: {prod: {store: "file:///work/sink/keys.json?name=prod"}, rel: {store: "file:rel/keys.json?name=x"}}
+sidecar:
+  routes: [{prefix: /, key: prod}]
+  client_token_file: /etc/kw/token
+  clients: [{name: a, token_file: /etc/kw/a.token}]
+  file_sink: {path: %q}
+`
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{"/work/sink/keys.json", `sidecar.file_sink.path: "/work/sink/keys.json" is key prod's file store, which the sink would overwrite with the bare key; pick another file`},
+		{"/work/sink/../sink//keys.json", "is key prod's file store"},
+		{"/work/sink/keys.json.lock", "is key prod's file store's lock file"},
+		{"/work/sink/.keys.json.tmp-123", "is key prod's file store's temporary file"},
+		{"./rel/keys.json", "is key rel's file store"},
+		{filepath.Join(wd, "rel/keys.json"), "is key rel's file store"},
+		{"/var/lib/kwhome/keys.json", "is the embedded default store's file"},
+		{"/etc/kw/token", "is client_token_file"},
+		{"/etc/kw/./a.token", "is clients[0]'s token_file"},
+		{"rel/key", `sidecar.file_sink.path: "rel/key" must be a path starting with / or ./`},
+		{"/work/sink/anthropic-key", ""},
+		{"./anthropic-key", ""},
+	} {
+		_, err := config.Parse(fmt.Appendf(nil, doc, tc.path))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("file_sink.path %q: %v", tc.path, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("file_sink.path %q:\n got %v\nwant an error containing %q", tc.path, err, tc.want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ package sidecarcli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -145,10 +146,22 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 	}
 	lg.Info("sidecar: serving", attrs...)
 	if err := srv.Run(ctx); err != nil {
-		return cli.Exit(cli.ExitFailed, err)
+		if ctx.Err() == nil || !errors.Is(err, context.DeadlineExceeded) {
+			return cli.Exit(cli.ExitFailed, err)
+		}
+		// A drain cut short by timeouts.shutdown: closing what is left is
+		// what SIGTERM is documented to do, so it is no failure (exit 0),
+		// but it is said once, naming the setting.
+		lg.Warn(fmt.Sprintf("sidecar: shutdown: requests still under way after sidecar.timeouts.shutdown (%s) were closed", shutdownTimeout(s)),
+			"timeout", shutdownTimeout(s))
 	}
 	lg.Info("sidecar: stopped")
 	return nil
+}
+
+// shutdownTimeout returns sidecar.timeouts.shutdown, or proxy's default.
+func shutdownTimeout(s *config.Sidecar) time.Duration {
+	return orDuration(s.Timeouts.Shutdown.D, settings.DefaultShutdownTimeout)
 }
 
 // startTimeout returns sidecar.start_timeout, or proxy's default.

@@ -270,3 +270,59 @@ func TestSidecarConfigErrors(t *testing.T) {
 		t.Fatalf("a public --listen without a token: %v", err)
 	}
 }
+
+// TestShutdownCutsStreams shows that a drain cut short by
+// timeouts.shutdown ends the sidecar with exit 0 and one warning naming the
+// setting, not exit 1 with a bare "context deadline exceeded": closing the
+// streams left after it is what SIGTERM is documented to do.
+func TestShutdownCutsStreams(t *testing.T) {
+	dir := t.TempDir()
+	storePath := filepath.Join(dir, "keys.json")
+	rotate(t, file.New(storePath), "prod", keyA)
+	streaming := make(chan struct{})
+	release := make(chan struct{})
+	defer close(release)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: ping\ndata: {\"type\":\"ping\"}\n\n")
+		w.(http.Flusher).Flush()
+		close(streaming)
+		select { // a stream that outlasts the drain
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer up.Close()
+	sock := filepath.Join(dir, "kw.sock")
+	cfg := filepath.Join(dir, "kw.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+keys:
+  prod: {store: "file://%s?name=prod"}
+sidecar:
+  unix_socket: %s
+  metrics_listen: "off"
+  routes: [{prefix: /, key: prod, upstream: "%s"}]
+  timeouts: {shutdown: 50ms}
+`, storePath, sock, up.URL)), 0o600)
+	stop, out := start(t, "sidecar", "--config", cfg)
+	waitFor(t, "socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	c := unixClient(sock)
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://sidecar/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	<-streaming
+	if err := stop(); err != nil {
+		t.Fatalf("sidecar after a drain cut short: %v, want exit 0\n%s", err, out)
+	}
+	logs := out.String()
+	if n := strings.Count(logs, "sidecar.timeouts.shutdown (50ms) were closed"); n != 1 || !strings.Contains(logs, "level=WARN") ||
+		strings.Contains(logs, "deadline exceeded") || !strings.Contains(logs, "sidecar: stopped") {
+		t.Fatalf("want one warning naming sidecar.timeouts.shutdown, got:\n%s", logs)
+	}
+	if strings.Contains(logs, keyA) {
+		t.Fatal("the key was logged")
+	}
+}

@@ -37,6 +37,7 @@ const (
 	mRefused   = telemetry.Namespace + "_sidecar_budget_refused_total"
 	mRLLimit   = telemetry.Namespace + "_upstream_ratelimit_limit"
 	mRLRemains = telemetry.Namespace + "_upstream_ratelimit_remaining"
+	mRLReset   = telemetry.Namespace + "_upstream_ratelimit_reset_timestamp_seconds"
 )
 
 // clientModel keys the token and spend counters, summed over routes.
@@ -77,7 +78,9 @@ type budgetStats struct {
 // limitStats are one key's upstream limit of one resource.
 type limitStats struct {
 	limit, remaining       float64
+	reset                  float64 // Unix seconds; valid with hasReset
 	hasLimit, hasRemaining bool
+	hasReset               bool
 }
 
 func newSnapshot(at time.Time) *snapshot {
@@ -170,9 +173,10 @@ func scrape(ctx context.Context, c *http.Client, target string, now func() time.
 var errNotKeywarden = errors.New("top: no keywarden metrics in the body; is this a keywarden sidecar's metrics address?")
 
 // parse reads a Prometheus text exposition and sums the metrics top
-// shows over routes. The body is untrusted: values that are not finite or
-// are negative are skipped, and label values are kept as sent (the view
-// sanitizes them).
+// shows over routes. The body is untrusted: values that are negative or
+// NaN are skipped, and so is +Inf but in a spend or a budget's used ratio
+// (where a sidecar reports an overflowed spend, which the view shows);
+// label values are kept as sent (the view sanitizes them).
 func parse(b []byte, at time.Time) (*snapshot, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(bytes.NewReader(b))
@@ -184,7 +188,7 @@ func parse(b []byte, at time.Time) (*snapshot, error) {
 	for name, mf := range fams {
 		found = found || strings.HasPrefix(name, telemetry.Namespace+"_")
 		for _, m := range mf.GetMetric() {
-			v, ok := value(m)
+			v, ok := value(m, name == mCost || name == mBudget)
 			if !ok {
 				continue
 			}
@@ -216,6 +220,9 @@ func parse(b []byte, at time.Time) (*snapshot, error) {
 			case mRLRemains:
 				ls := s.limit(l["key"], l["resource"])
 				ls.remaining, ls.hasRemaining = v, true
+			case mRLReset:
+				ls := s.limit(l["key"], l["resource"])
+				ls.reset, ls.hasReset = v, true
 			}
 		}
 	}
@@ -232,8 +239,8 @@ func parse(b []byte, at time.Time) (*snapshot, error) {
 
 // value returns a sample's value: counters, gauges and untyped samples
 // (a body may omit TYPE lines); false for other types and for values that
-// are not finite or are negative.
-func value(m *dto.Metric) (float64, bool) {
+// are NaN or negative, or +Inf unless inf.
+func value(m *dto.Metric, inf bool) (float64, bool) {
 	var v float64
 	switch {
 	case m.Counter != nil:
@@ -245,7 +252,7 @@ func value(m *dto.Metric) (float64, bool) {
 	default:
 		return 0, false
 	}
-	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+	if math.IsNaN(v) || v < 0 || math.IsInf(v, 1) && !inf {
 		return 0, false
 	}
 	return v, true

@@ -94,7 +94,9 @@ type env struct {
 func startSidecar(t *testing.T) *env {
 	t.Helper()
 	dir := t.TempDir()
-	e := &env{fake: anthropictest.Start(t), listen: freeAddr(t), metrics: freeAddr(t),
+	// The 429's rate-limit reset is an hour away: top marks a limit
+	// whose reset has passed stale, and the test must not race the clock.
+	e := &env{fake: anthropictest.Start(t, anthropictest.WithRetryAfter(time.Hour)), listen: freeAddr(t), metrics: freeAddr(t),
 		tokens: map[string]string{"payments": "payments-token-0123456789", "search": "search-token-0123456789"}}
 	e.key = e.fake.AddKey("", "active").Value
 	storePath := filepath.Join(dir, "keys.json")

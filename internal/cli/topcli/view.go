@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -67,12 +68,18 @@ type limitRow struct {
 	key, resource          string
 	limit, remaining       float64
 	hasLimit, hasRemaining bool
+	// stale: the limit's reset time has passed (no request since), so
+	// the upstream has replenished it and remaining is out of date.
+	stale bool
 }
 
 // rate is the per-second increase of a counter from prev to cur over dt;
 // a counter that went down was reset (the sidecar restarted), so all of
 // cur is new, as Prometheus's rate() reads it.
 func rate(cur, prev float64, dt time.Duration) float64 {
+	if math.IsInf(cur, 0) {
+		return cur // an overflowed spend stays visible
+	}
 	if dt <= 0 {
 		return 0
 	}
@@ -168,8 +175,11 @@ func newView(prev, cur *snapshot) view {
 		if l.limit == 0 && l.remaining == 0 {
 			continue // a resource whose headers the upstream never sent
 		}
+		// As the headroom alert does, a limit whose reset time has passed
+		// is stale.
+		stale := l.hasReset && float64(cur.at.UnixNano())/1e9 >= l.reset
 		v.limits = append(v.limits, limitRow{key: k.key, resource: k.resource, limit: l.limit,
-			remaining: l.remaining, hasLimit: l.hasLimit, hasRemaining: l.hasRemaining})
+			remaining: l.remaining, hasLimit: l.hasLimit, hasRemaining: l.hasRemaining, stale: stale})
 	}
 	return v
 }
@@ -204,7 +214,7 @@ func render(w io.Writer, h header, v *view, err error) {
 		if !v.hasRates {
 			return "-"
 		}
-		return fmt.Sprintf("%.2f", r)
+		return fmt.Sprintf("%.2f", r) // "+Inf" too
 	}
 	usdRate := func(perSecond float64) string {
 		if !v.hasRates {
@@ -267,20 +277,27 @@ func render(w io.Writer, h header, v *view, err error) {
 		fmt.Fprintln(w)
 		tw := table(w)
 		fmt.Fprintln(tw, "KEY\tRATE LIMIT\tREMAINING\tLIMIT\tHEADROOM")
+		stale := false
 		for _, l := range v.limits {
 			rem, lim, head := "-", "-", "-"
-			if l.hasRemaining {
+			if l.hasRemaining && !l.stale {
 				rem = count(l.remaining)
 			}
 			if l.hasLimit {
 				lim = count(l.limit)
 			}
-			if l.hasRemaining && l.hasLimit && l.limit > 0 {
+			switch {
+			case l.stale:
+				head, stale = "stale", true
+			case l.hasRemaining && l.hasLimit && l.limit > 0:
 				head = percent(l.remaining / l.limit)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(l.key, nameWidth), clean(l.resource, nameWidth), rem, lim, head)
 		}
 		tw.Flush()
+		if stale {
+			fmt.Fprintln(w, "stale: the limit's reset time has passed with no request since; the upstream has replenished it")
+		}
 	}
 }
 
@@ -291,13 +308,40 @@ func table(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 }
 
-func count(v float64) string { return fmt.Sprintf("%.0f", v) }
+// notFinite spells a value that is infinite or NaN, as the sidecar's
+// metrics do (an overflowed spend is +Inf), so that it is not hidden.
+func notFinite(v float64) (string, bool) {
+	switch {
+	case math.IsInf(v, 1):
+		return "+Inf", true
+	case math.IsInf(v, -1):
+		return "-Inf", true
+	case math.IsNaN(v):
+		return "NaN", true
+	}
+	return "", false
+}
 
-func percent(ratio float64) string { return fmt.Sprintf("%.1f%%", ratio*100) }
+func count(v float64) string {
+	if s, ok := notFinite(v); ok {
+		return s
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func percent(ratio float64) string {
+	if s, ok := notFinite(ratio); ok {
+		return s
+	}
+	return fmt.Sprintf("%.1f%%", ratio*100)
+}
 
 // usd formats dollars with the precision small test spends need.
 func usd(v float64) string {
 	switch {
+	case math.IsInf(v, 0) || math.IsNaN(v):
+		s, _ := notFinite(v)
+		return s
 	case v >= 100:
 		return fmt.Sprintf("%.2f", v)
 	case v >= 1:

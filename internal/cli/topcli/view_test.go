@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -270,5 +271,55 @@ func TestSeedCorpus(t *testing.T) {
 	s := mustParse(t, string(b), t0)
 	if len(s.clients) == 0 || len(s.models) == 0 {
 		t.Fatalf("no usage in the seed: %+v", s)
+	}
+}
+
+// TestRenderShowsInfinity shows that a spend and a budget a sidecar reports
+// as +Inf (a price so high that the sum overflowed) are printed as +Inf,
+// not as 0.000000 and "-".
+func TestRenderShowsInfinity(t *testing.T) {
+	body := `keywarden_sidecar_client_requests_total{route="/",client="a",error_type="none"} 1
+keywarden_sidecar_cost_usd_total{route="/",client="a",model="huge"} +Inf
+keywarden_sidecar_budget_used_ratio{budget="usd-all"} +Inf
+`
+	prev := mustParse(t, body, t0)
+	v := newView(prev, mustParse(t, body, t0.Add(time.Second)))
+	var out bytes.Buffer
+	render(&out, header{url: "u", at: t0}, &v, nil)
+	got := out.String()
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^a +1 +0\.00 +0 +0\.00 +0 +0\.00 +\+Inf +\+Inf$`),
+		regexp.MustCompile(`(?m)^a +huge +0 +0 +0 +0 +0\.00 +\+Inf +\+Inf$`),
+		regexp.MustCompile(`(?m)^usd-all +\+Inf +0\.0% +0 +0\.00$`),
+	} {
+		if !want.MatchString(got) {
+			t.Errorf("no line matching %s in\n%s", want, got)
+		}
+	}
+}
+
+// TestRenderMarksStaleLimits shows that a rate limit whose reset time has
+// passed is marked stale, not shown as current headroom (as the
+// KeywardenRateLimitHeadroomLow alert leaves such gauges out).
+func TestRenderMarksStaleLimits(t *testing.T) {
+	body := fmt.Sprintf(`keywarden_upstream_ratelimit_limit{key="prod",resource="requests"} 50
+keywarden_upstream_ratelimit_remaining{key="prod",resource="requests"} 43
+keywarden_upstream_ratelimit_reset_timestamp_seconds{key="prod",resource="requests"} %d
+keywarden_upstream_ratelimit_limit{key="prod",resource="tokens"} 1000
+keywarden_upstream_ratelimit_remaining{key="prod",resource="tokens"} 100
+keywarden_upstream_ratelimit_reset_timestamp_seconds{key="prod",resource="tokens"} %d
+`, t0.Add(-5*time.Minute).Unix(), t0.Add(time.Minute).Unix())
+	v := newView(nil, mustParse(t, body, t0))
+	var out bytes.Buffer
+	render(&out, header{url: "u", at: t0}, &v, nil)
+	got := out.String()
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^prod +requests +- +50 +stale$`),
+		regexp.MustCompile(`(?m)^prod +tokens +100 +1000 +10\.0%$`),
+		regexp.MustCompile(`(?m)^stale: the limit's reset time has passed`),
+	} {
+		if !want.MatchString(got) {
+			t.Errorf("no line matching %s in\n%s", want, got)
+		}
 	}
 }

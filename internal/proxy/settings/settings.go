@@ -84,6 +84,69 @@ func IsLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// CheckAddr checks a TCP address a sidecar's config names (listen,
+// metrics_listen, a route's listener): host:port with a numeric port from
+// 1 to 65535. A service name such as http is refused (it hides the port a
+// client must use), and so is port 0 (a random port no client could know),
+// which the proxy itself accepts for tests and library use.
+func CheckAddr(addr string) error {
+	if _, err := addrPort(addr); err != nil {
+		return err
+	}
+	return nil
+}
+
+// addrPort returns the port of a host:port address, checked as CheckAddr
+// says.
+func addrPort(addr string) (int, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not host:port; write it like %s", addr, DefaultListen)
+	}
+	n := 0
+	for i := 0; i < len(port) && n <= 65535; i++ {
+		if port[i] < '0' || port[i] > '9' {
+			n = -1
+			break
+		}
+		n = n*10 + int(port[i]-'0')
+	}
+	if port == "" || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("%q: the port must be a number from 1 to 65535; write it like %s", addr, DefaultListen)
+	}
+	return n, nil
+}
+
+// SameAddr reports whether two addresses that CheckAddr accepts would
+// bind the same port: the same port number, and the same host, where
+// localhost is 127.0.0.1, IP addresses are compared as addresses, and an
+// empty or unspecified host (0.0.0.0, ::) takes the port on every host.
+func SameAddr(a, b string) bool {
+	ha, _, errA := net.SplitHostPort(a)
+	hb, _, errB := net.SplitHostPort(b)
+	pa, errPA := addrPort(a)
+	pb, errPB := addrPort(b)
+	if errA != nil || errB != nil || errPA != nil || errPB != nil || pa != pb {
+		return false
+	}
+	na, nb := bindHost(ha), bindHost(hb)
+	return na == "" || nb == "" || na == nb
+}
+
+// bindHost normalizes a listen host for SameAddr: "" for every host.
+func bindHost(h string) string {
+	if strings.EqualFold(h, "localhost") {
+		return "127.0.0.1"
+	}
+	if ip := net.ParseIP(h); ip != nil {
+		if ip.IsUnspecified() {
+			return ""
+		}
+		return ip.String()
+	}
+	return strings.ToLower(h)
+}
+
 // CheckListen checks an address that serves the API: host:port, and
 // loopback unless clients must present a token.
 func CheckListen(addr string, clientToken bool) error {

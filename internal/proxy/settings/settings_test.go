@@ -76,3 +76,36 @@ func TestChecks(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckAddrAndSameAddr(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"127.0.0.1:8787": true, "[::1]:1": true, "localhost:65535": true, ":8787": true,
+		"127.0.0.1:0": false, "127.0.0.1:65536": false, "127.0.0.1:99999": false, "127.0.0.1:-1": false,
+		"127.0.0.1:+80": false, "127.0.0.1:http": false, "127.0.0.1:": false, "127.0.0.1": false,
+		"127.0.0.1:99999999999999999999": false,
+	} {
+		if err := settings.CheckAddr(addr); (err == nil) != ok {
+			t.Errorf("CheckAddr(%q) = %v", addr, err)
+		}
+	}
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{
+		{"127.0.0.1:8787", "127.0.0.1:8787", true},
+		{"localhost:8787", "127.0.0.1:8787", true},
+		{"LOCALHOST:8787", "127.0.0.1:08787", true},
+		{"0.0.0.0:8787", "127.0.0.1:8787", true},
+		{":8787", "[::1]:8787", true},
+		{"[::]:8787", "10.0.0.1:8787", true},
+		{"[::ffff:127.0.0.1]:8787", "127.0.0.1:8787", true},
+		{"127.0.0.1:8787", "127.0.0.1:8788", false},
+		{"127.0.0.1:8787", "127.0.0.2:8787", false},
+		{"127.0.0.1:8787", "", false},
+		{"127.0.0.1:http", "127.0.0.1:80", false},
+	} {
+		if got := settings.SameAddr(tc.a, tc.b); got != tc.same {
+			t.Errorf("SameAddr(%q, %q) = %v", tc.a, tc.b, got)
+		}
+	}
+}

@@ -65,12 +65,20 @@ func (p Price) withDefaults() Price {
 	return p
 }
 
-// CheckPrice checks a price: every figure finite and not negative, and an
-// input or output price set.
+// MaxPrice bounds every figure of a Price (USD per million tokens): far
+// above any list price, and low enough that a spend summed from such
+// prices stays finite.
+const MaxPrice = 1e6
+
+// CheckPrice checks a price: every figure finite, not negative and at most
+// MaxPrice, and both the input and the output price set.
 func CheckPrice(p Price) error {
 	for _, v := range []float64{p.Input, p.Output, p.CacheWrite, p.CacheWrite1h, p.CacheRead} {
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 			return errors.New("prices must be finite and not negative (USD per million tokens)")
+		}
+		if v > MaxPrice {
+			return fmt.Errorf("price %g is above the limit of %g USD per million tokens; write prices in USD per million tokens, e.g. input: 3, output: 15", v, float64(MaxPrice))
 		}
 	}
 	if p.Input == 0 || p.Output == 0 {
