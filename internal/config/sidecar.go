@@ -413,16 +413,12 @@ func (s *Sidecar) sinkClobbers(sink string, c *Config) string {
 		}
 	}
 	for store, what := range stores {
-		// The files package providers/file uses for a store at path:
-		// path, path.lock, and .BASE.tmp-* in the same directory.
-		switch {
-		case target == store:
+		switch f := file.Uses(store, target); f {
+		case "":
+		case "file":
 			return what
-		case target == store+".lock":
-			return what + "'s lock file"
-		case filepath.Dir(target) == filepath.Dir(store) &&
-			strings.HasPrefix(filepath.Base(target), "."+filepath.Base(store)+".tmp-"):
-			return what + "'s temporary file"
+		default:
+			return what + "'s " + f
 		}
 	}
 	if s.ClientTokenFile != "" && absPath(s.ClientTokenFile) == target {
@@ -436,17 +432,13 @@ func (s *Sidecar) sinkClobbers(sink string, c *Config) string {
 	return ""
 }
 
-// fileStorePath returns the file of a file:// store URL, as package
-// providers/file reads it (the URL's opaque part, else host and path).
+// fileStorePath returns the file of a file:// store URL (file.PathOf).
 func fileStorePath(store string) (string, bool) {
 	u, err := url.Parse(store)
 	if err != nil || u.Scheme != file.Scheme {
 		return "", false
 	}
-	path := u.Opaque
-	if path == "" {
-		path = u.Host + u.Path
-	}
+	path := file.PathOf(u)
 	return path, path != ""
 }
 

@@ -37,11 +37,39 @@ const Scheme = "file"
 
 func init() { providers.Register(Scheme, openURL) }
 
-func openURL(ctx context.Context, u *url.URL) (driver.Reader, string, error) {
-	path := u.Opaque
-	if path == "" {
-		path = u.Host + u.Path
+// PathOf returns the file a file:// store URL names: its opaque part
+// (file:keys.json), else host and path (file:///etc/kw/keys.json).
+func PathOf(u *url.URL) string {
+	if u.Opaque != "" {
+		return u.Opaque
 	}
+	return u.Host + u.Path
+}
+
+// lockPath and tmpPattern name the files a store at path uses besides path
+// itself: its lock file, and the temporary files a write renames over it.
+func lockPath(path string) string   { return path + ".lock" }
+func tmpPattern(path string) string { return "." + filepath.Base(path) + ".tmp-*" }
+
+// Uses reports which of its files a store at path holds at target: "file",
+// "lock file", "temporary file", or "" when target is none of them. Paths
+// are compared as given: pass cleaned absolute ones.
+func Uses(path, target string) string {
+	switch {
+	case target == path:
+		return "file"
+	case target == lockPath(path):
+		return "lock file"
+	case filepath.Dir(target) == filepath.Dir(path):
+		if ok, _ := filepath.Match(tmpPattern(path), filepath.Base(target)); ok {
+			return "temporary file"
+		}
+	}
+	return ""
+}
+
+func openURL(ctx context.Context, u *url.URL) (driver.Reader, string, error) {
+	path := PathOf(u)
 	if path == "" {
 		return nil, "", codes.Errorf(codes.InvalidArgument, "file: URL has no path (want file:///path/keys.json?name=NAME)")
 	}
@@ -180,7 +208,7 @@ func (s *Store) save(d *fileData) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return mapErr(err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(s.path)+".tmp-*")
+	tmp, err := os.CreateTemp(dir, tmpPattern(s.path))
 	if err != nil {
 		return mapErr(err)
 	}
@@ -242,7 +270,7 @@ func (s *Store) lock() (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
 		return nil, mapErr(err)
 	}
-	f, err := os.OpenFile(s.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(lockPath(s.path), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, mapErr(err)
 	}
