@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -292,6 +293,16 @@ func (p *Pool) Available(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	return len(d.Keys), nil
+}
+
+// Waiting returns the available keys, values included, in the order Claim
+// takes them: for an issuer that inspects them, never for display.
+func (p *Pool) Waiting(ctx context.Context) ([]Entry, error) {
+	d, _, err := p.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(d.Keys), nil
 }
 
 // List describes the pool's keys, available ones first in the order Claim

@@ -73,3 +73,79 @@ func TestAudit(t *testing.T) {
 		t.Fatalf("--fail-on info: exit %d %s", code, stderr)
 	}
 }
+
+// A pool key added without --key-id is recognised by the partial_key_hint
+// rule revocation uses, not reported as unmanaged_active (a false
+// critical); a pool key whose hint matches two keys of the organization is
+// reported ambiguous_hint on both, with what to do, never guessed.
+func TestAuditPoolKeyWithoutID(t *testing.T) {
+	api := anthropictest.Start(t)
+	cur := api.AddKey("", anthropictest.StatusActive)
+	held := api.AddKey("", anthropictest.StatusInactive) // the way it should be
+	leftOn := api.AddKey("", anthropictest.StatusActive) // created in the Console, never set inactive
+	twinA := api.AddKey("", anthropictest.StatusActive)  // in the pool, without id
+	twinB := api.AddKey(twinA.Value[:16]+strings.Repeat("q", len(twinA.Value)-20)+twinA.Value[len(twinA.Value)-4:], anthropictest.StatusActive)
+	if twinA.Hint() != twinB.Hint() {
+		t.Fatalf("twin hints %s and %s", twinA.Hint(), twinB.Hint())
+	}
+	for range 120 {
+		api.AddKey("", anthropictest.StatusInactive)
+	}
+	dir := t.TempDir()
+	admin := filepath.Join(dir, "admin.json")
+	if err := file.New(admin).PutByHand(context.Background(), "admin", []byte(api.AdminKey())); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, fmt.Sprintf("base_url: %q\nissuer: {type: anthropic, admin_key_store: \"file://%s?name=admin\", pool_store: \"file://%s?name=pool\"}\nprobe: {type: none}\n", api.URL(), admin, filepath.Join(dir, "pool.json")))
+	if err := e.st.PutByHand(context.Background(), "prod", []byte(cur.Value)); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []anthropictest.Key{held, leftOn, twinA} {
+		if _, _, code := run(t, k.Value, "pool", "add", "prod", "--config", e.cfg); code != 0 { // no --key-id
+			t.Fatalf("pool add: exit %d", code)
+		}
+	}
+	out, stderr, code := run(t, "", "audit", "--config", e.cfg, "--json", "--all", "--fail-on", "critical")
+	var fs []anthropic.Finding
+	if err := json.Unmarshal([]byte(out), &fs); err != nil {
+		t.Fatalf("--json: exit %d %v\n%s\n%s", code, err, out, stderr)
+	}
+	got := map[string][]anthropic.Finding{}
+	for _, f := range fs {
+		got[f.ID] = append(got[f.ID], f)
+	}
+	if code != 0 {
+		t.Errorf("exit %d, want 0: no critical finding (%s)", code, stderr)
+	}
+	for _, tc := range []struct {
+		k           anthropictest.Key
+		class, role string
+	}{
+		{cur, anthropic.ClassManaged, "prod CURRENT"},
+		{held, anthropic.ClassManaged, "prod pool"},
+		{leftOn, anthropic.ClassPoolUnusable, "prod pool"},
+		{twinA, anthropic.ClassAmbiguousHint, "prod pool"},
+		{twinB, anthropic.ClassAmbiguousHint, "prod pool"},
+	} {
+		fs := got[tc.k.ID]
+		if len(fs) != 1 || fs[0].Class != tc.class || fs[0].Role != tc.role {
+			t.Errorf("%s: %+v, want one %s finding of %s", tc.k.ID, fs, tc.class, tc.role)
+			continue
+		}
+		if tc.class == anthropic.ClassAmbiguousHint {
+			for _, want := range []string{twinA.ID, twinB.ID, "pool add --key-id"} {
+				if !strings.Contains(fs[0].Detail, want) {
+					t.Errorf("%s: detail %q lacks %q", tc.k.ID, fs[0].Detail, want)
+				}
+			}
+		}
+	}
+	if len(got) != 5 {
+		t.Errorf("%d keys with findings, want 5: %v", len(got), got)
+	}
+	for _, k := range []anthropictest.Key{cur, held, leftOn, twinA, twinB} {
+		if strings.Contains(out+stderr, k.Value) {
+			t.Fatal("a key value was printed")
+		}
+	}
+}
