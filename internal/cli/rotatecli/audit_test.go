@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keywarden/keywarden/internal/anthropictest"
+	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/rotation/anthropic"
 )
@@ -25,13 +27,7 @@ func TestAudit(t *testing.T) {
 	for range 250 {
 		api.AddKey("", anthropictest.StatusInactive)
 	}
-	dir := t.TempDir()
-	admin := filepath.Join(dir, "admin.json")
-	poolPath := filepath.Join(dir, "pool.json")
-	if err := file.New(admin).PutByHand(context.Background(), "admin", []byte(api.AdminKey())); err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t, fmt.Sprintf("base_url: %q\nissuer: {type: anthropic, admin_key_store: \"file://%s?name=admin\", pool_store: \"file://%s?name=pool\"}\nprobe: {type: none}\n", api.URL(), admin, poolPath))
+	e := anthropicEnv(t, api)
 	if err := e.st.PutByHand(context.Background(), "prod", []byte(cur.Value)); err != nil { // by value: matched by hint
 		t.Fatal(err)
 	}
@@ -91,12 +87,7 @@ func TestAuditPoolKeyWithoutID(t *testing.T) {
 	for range 120 {
 		api.AddKey("", anthropictest.StatusInactive)
 	}
-	dir := t.TempDir()
-	admin := filepath.Join(dir, "admin.json")
-	if err := file.New(admin).PutByHand(context.Background(), "admin", []byte(api.AdminKey())); err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t, fmt.Sprintf("base_url: %q\nissuer: {type: anthropic, admin_key_store: \"file://%s?name=admin\", pool_store: \"file://%s?name=pool\"}\nprobe: {type: none}\n", api.URL(), admin, filepath.Join(dir, "pool.json")))
+	e := anthropicEnv(t, api)
 	if err := e.st.PutByHand(context.Background(), "prod", []byte(cur.Value)); err != nil {
 		t.Fatal(err)
 	}
@@ -144,6 +135,59 @@ func TestAuditPoolKeyWithoutID(t *testing.T) {
 		t.Errorf("%d keys with findings, want 5: %v", len(got), got)
 	}
 	for _, k := range []anthropictest.Key{cur, held, leftOn, twinA, twinB} {
+		if strings.Contains(out+stderr, k.Value) {
+			t.Fatal("a key value was printed")
+		}
+	}
+}
+
+// anthropicEnv configures key prod with an anthropic issuer on api, its
+// Admin key and pool in files, and no probe.
+func anthropicEnv(t *testing.T, api *anthropictest.Server) *env {
+	t.Helper()
+	dir := t.TempDir()
+	admin := filepath.Join(dir, "admin.json")
+	if err := file.New(admin).PutByHand(context.Background(), "admin", []byte(api.AdminKey())); err != nil {
+		t.Fatal(err)
+	}
+	return newEnv(t, fmt.Sprintf("base_url: %q\nissuer: {type: anthropic, admin_key_store: \"file://%s?name=admin\", pool_store: \"file://%s?name=pool\"}\nprobe: {type: none}\n", api.URL(), admin, filepath.Join(dir, "pool.json")))
+}
+
+// `keywarden status` counts only the pool keys a draw can use and lists
+// the others with why, and the ones that expire, by fingerprint and id.
+func TestStatusListsPoolKeys(t *testing.T) {
+	api := anthropictest.Start(t)
+	cur := api.AddKey("", anthropictest.StatusActive)
+	dead := api.AddKey("", anthropictest.StatusArchived)
+	soon := api.AddKey("", anthropictest.StatusInactive)
+	if err := api.ExpireAt(soon.ID, time.Now().Add(5*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	fine := api.AddKey("", anthropictest.StatusInactive)
+	e := anthropicEnv(t, api)
+	if err := e.st.PutByHand(context.Background(), "prod", []byte(cur.Value)); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []anthropictest.Key{dead, soon, fine} {
+		if _, _, code := run(t, k.Value, "pool", "add", "prod", "--config", e.cfg); code != 0 {
+			t.Fatalf("pool add: exit %d", code)
+		}
+	}
+	out, stderr, code := run(t, "", "status", "--config", e.cfg)
+	fp := func(k anthropictest.Key) string { return providers.NewSecret(k.Value).Fingerprint() }
+	for _, want := range []string{
+		"2 keys available",
+		fp(dead) + " " + dead.ID + ": unusable, is archived",
+		fp(soon) + " " + soon.ID + ": expires ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q: exit %d\n%s\n%s", want, code, out, stderr)
+		}
+	}
+	if strings.Contains(out, fp(fine)) {
+		t.Errorf("a usable key that never expires is listed:\n%s", out)
+	}
+	for _, k := range []anthropictest.Key{cur, dead, soon, fine} {
 		if strings.Contains(out+stderr, k.Value) {
 			t.Fatal("a key value was printed")
 		}
