@@ -69,6 +69,11 @@ func TestPoolKeyExpiryMetrics(t *testing.T) {
 		t.Fatalf("status: %v pool_keys %d %+v", err, st.PoolKeys, st)
 	}
 
+	dry, err := r.Run(ctx, "claude", rotation.RunOptions{Force: true, DryRun: true})
+	if err != nil || !strings.Contains(strings.Join(dry.Plan, "\n"), "pool: 3 usable keys left; 2 unusable") {
+		t.Fatalf("dry run: %v\n%s", err, strings.Join(dry.Plan, "\n"))
+	}
+
 	// A rotation drops the archived key and draws ks[1]: their series go.
 	res, err = e.run(r)
 	if err != nil || res.Outcome != rotation.OutcomeRevoked {
