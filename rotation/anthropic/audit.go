@@ -80,14 +80,20 @@ type Finding struct {
 
 // Audit classifies every key of the organization against the keys
 // keywarden manages, at now: one Finding per class that applies (a managed
-// key in a sound state gets one ClassManaged finding). Findings are sorted
-// by key id.
+// key in a sound state gets one ClassManaged finding). A managed key
+// without id is recognised by its value's partial_key_hint with the rule
+// the rotation uses (matchHint); when that stays ambiguous, every candidate
+// gets a ClassAmbiguousHint finding saying how to attach the id, rather
+// than a guess. A key sharing its hint with an active or managed key is
+// ClassAmbiguousHint too. Findings are sorted by key id.
 func Audit(keys []OrgKey, managed []Managed, now time.Time, p AuditPolicy) []Finding {
 	if p.ExpiringWithin == 0 {
 		p.ExpiringWithin = 7 * 24 * time.Hour
 	}
 	byHint := map[string][]string{}
-	for _, k := range keys {
+	byID := map[string]int{}
+	for i, k := range keys {
+		byID[k.ID] = i
 		if k.Hint != "" {
 			byHint[k.Hint] = append(byHint[k.Hint], k.ID)
 		}
@@ -105,11 +111,9 @@ func Audit(keys []OrgKey, managed []Managed, now time.Time, p AuditPolicy) []Fin
 			continue
 		}
 		known = append(known, m.KeyID)
-		for _, k := range keys {
-			if k.ID == m.KeyID {
-				if _, ok := roles[k.ID]; !ok {
-					roles[k.ID] = m
-				}
+		if _, ok := roles[m.KeyID]; !ok {
+			if _, listed := byID[m.KeyID]; listed {
+				roles[m.KeyID] = m
 			}
 		}
 	}
@@ -144,13 +148,9 @@ func Audit(keys []OrgKey, managed []Managed, now time.Time, p AuditPolicy) []Fin
 			}
 		}
 	}
-	managedHint := map[string]bool{}
+	managedHint := map[string]bool{} // hints of managed keys
 	for id := range roles {
-		for _, k := range keys {
-			if k.ID == id && k.Hint != "" {
-				managedHint[k.Hint] = true
-			}
-		}
+		managedHint[keys[byID[id]].Hint] = true
 	}
 	var out []Finding
 	for _, k := range keys {
