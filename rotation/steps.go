@@ -157,7 +157,7 @@ func (ru *run) reportPool(ctx context.Context) {
 	}
 	for _, k := range keys {
 		if k.Unusable != "" {
-			ru.log().Warn("a pool key cannot serve a rotation: the next draw skips it; remove it from the pool, or replace it",
+			ru.log().Warn("a pool key cannot serve a rotation (a draw skips it, or fails on a key its issuer does not know): replace it",
 				slog.String("fingerprint", k.Fingerprint), slog.String("key_id", k.KeyID), slog.String("reason", k.Unusable))
 		}
 	}
