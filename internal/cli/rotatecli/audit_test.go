@@ -134,8 +134,29 @@ func TestAuditPoolKeyWithoutID(t *testing.T) {
 	if len(got) != 5 {
 		t.Errorf("%d keys with findings, want 5: %v", len(got), got)
 	}
+	// Following the advice: the id attached, the pool key is known
+	// (pool_unusable: it is active), and twinB is what it is, an active key
+	// nobody manages.
+	if out, stderr, code := run(t, twinA.Value, "pool", "add", "prod", "--config", e.cfg, "--key-id", twinA.ID); code != 0 {
+		t.Fatalf("pool add --key-id of a pool key without id: exit %d\n%s%s", code, out, stderr)
+	}
+	out2, _, _ := run(t, "", "audit", "--config", e.cfg, "--json", "--fail-on", "none")
+	var after []anthropic.Finding
+	if err := json.Unmarshal([]byte(out2), &after); err != nil {
+		t.Fatal(err)
+	}
+	classes := map[string]string{}
+	for _, f := range after {
+		classes[f.ID] += f.Class + "/" + f.Role + " "
+		if strings.Contains(f.Detail, "known by value only") {
+			t.Errorf("still ambiguous after the id was attached: %+v", f)
+		}
+	}
+	if !strings.Contains(classes[twinA.ID], "pool_unusable/prod pool") || !strings.Contains(classes[twinB.ID], "unmanaged_active/") {
+		t.Errorf("after pool add --key-id: %v", classes)
+	}
 	for _, k := range []anthropictest.Key{cur, held, leftOn, twinA, twinB} {
-		if strings.Contains(out+stderr, k.Value) {
+		if strings.Contains(out+stderr+out2, k.Value) {
 			t.Fatal("a key value was printed")
 		}
 	}
