@@ -75,3 +75,31 @@ type KeyIDChecker interface {
 type ExpiryReporter interface {
 	Expiry(ctx context.Context, c Credential) (time.Time, error)
 }
+
+// PoolKey is a key waiting in an issuer's pool, as the issuer sees it:
+// never its value.
+type PoolKey struct {
+	// Fingerprint is the key's fingerprint (as keywarden_key_info and
+	// `keywarden pool list` show it).
+	Fingerprint string `json:"fingerprint"`
+	// KeyID is the issuer's id of the key, "" when unknown.
+	KeyID string `json:"key_id,omitempty"`
+	// ExpiresAt is when the key expires, zero when it never does; it means
+	// nothing unless ExpiryKnown (the issuer could not tell which of its
+	// keys this is).
+	ExpiresAt   time.Time `json:"expires_at,omitzero"`
+	ExpiryKnown bool      `json:"expiry_known"`
+	// Unusable says why a draw would skip the key (or fail on it), "" when
+	// it would not.
+	Unusable string `json:"unusable,omitempty"`
+}
+
+// PoolInspector is an optional interface of PoolReporter issuers that can
+// tell each waiting pool key's state: PoolKeys lists them in the order
+// they are drawn. The rotator then counts only usable keys in
+// keywarden_pool_keys (and in pool-low warnings) and exports each key's
+// expiry as keywarden_pool_key_expiry_timestamp_seconds.
+type PoolInspector interface {
+	PoolReporter
+	PoolKeys(ctx context.Context) ([]PoolKey, error)
+}

@@ -1,6 +1,9 @@
 package rotation
 
 import (
+	"slices"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +22,10 @@ type Metrics struct {
 	holders   *prometheus.GaugeVec
 	timeouts  *prometheus.CounterVec
 	expires   *prometheus.GaugeVec
+	poolExp   *prometheus.GaugeVec
+
+	mu         sync.Mutex
+	poolSeries map[string][][]string // label values of poolExp's series, by key
 }
 
 // NewMetrics creates the rotator's metrics and registers them with reg
@@ -36,7 +43,16 @@ type Metrics struct {
 //   - keywarden_rotation_revoke_due_timestamp_seconds{key}: when the old key
 //     of the rotation in grace is due for revocation (0 when none).
 //   - keywarden_rotation_probe_attempts_total{key,result}: probe attempts.
-//   - keywarden_pool_keys{key}: keys left in the issuer's pool.
+//   - keywarden_pool_keys{key}: keys left in the issuer's pool that a draw
+//     can use: for an issuer that is a PoolInspector (anthropic), archived,
+//     expired and soon-expiring keys (within rotate_before_expiry) and keys
+//     its API does not know are counted out; otherwise every waiting key.
+//   - keywarden_pool_key_expiry_timestamp_seconds{key,fingerprint,usable}:
+//     when each key waiting in the pool expires at its issuer (0: never;
+//     usable "false": a draw would skip it), read with the pool count; one
+//     series per pool key (a handful), labelled by fingerprint as
+//     keywarden_key_info is; the series of a key that left the pool is
+//     deleted.
 //   - keywarden_rotation_gate_holders{key}: consumers that reported the
 //     old key at the revoke gate's last check.
 //   - keywarden_rotation_gate_timeouts_total{key,policy}: revoke gates
@@ -66,7 +82,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"key"}),
 		pool: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "keywarden", Name: "pool_keys",
-			Help: "Keys left in the issuer's pool.",
+			Help: "Keys left in the issuer's pool that a draw can use (archived, expired and soon-expiring keys counted out when the issuer can tell).",
 		}, []string{"key"}),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "keywarden", Subsystem: "rotation", Name: "probe_attempts_total",
@@ -84,9 +100,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "keywarden", Subsystem: "key", Name: "expiry_timestamp_seconds",
 			Help: "Unix time the CURRENT key expires at its issuer; 0 when it never does.",
 		}, []string{"key"}),
+		poolExp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "keywarden", Subsystem: "pool_key", Name: "expiry_timestamp_seconds",
+			Help: "Unix time a key waiting in the pool expires at its issuer; 0 when it never does. usable=false: a draw would skip it.",
+		}, []string{"key", "fingerprint", "usable"}),
+		poolSeries: map[string][][]string{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.runs, m.duration, m.lastOK, m.revokeDue, m.pool, m.probes, m.holders, m.timeouts, m.expires)
+		reg.MustRegister(m.runs, m.duration, m.lastOK, m.revokeDue, m.pool, m.probes, m.holders, m.timeouts, m.expires, m.poolExp)
 	}
 	return m
 }
@@ -161,4 +182,33 @@ func (m *Metrics) expiry(key string, t time.Time) {
 		v = float64(t.UnixNano()) / 1e9
 	}
 	m.expires.WithLabelValues(key).Set(v)
+}
+
+// poolKeyExpiry exports the expiry of each pool key whose expiry is known
+// and deletes the series of keys no longer listed.
+func (m *Metrics) poolKeyExpiry(key string, keys []PoolKey) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var now [][]string
+	for _, k := range keys {
+		if !k.ExpiryKnown {
+			continue
+		}
+		lv := []string{key, k.Fingerprint, strconv.FormatBool(k.Unusable == "")}
+		v := 0.0
+		if !k.ExpiresAt.IsZero() {
+			v = float64(k.ExpiresAt.UnixNano()) / 1e9
+		}
+		m.poolExp.WithLabelValues(lv...).Set(v)
+		now = append(now, lv)
+	}
+	for _, old := range m.poolSeries[key] {
+		if !slices.ContainsFunc(now, func(lv []string) bool { return slices.Equal(lv, old) }) {
+			m.poolExp.DeleteLabelValues(old...)
+		}
+	}
+	m.poolSeries[key] = now
 }

@@ -39,16 +39,18 @@ func (ru *run) plan(ctx context.Context) (*Result, error) {
 	}
 	create := func() {
 		pool := ""
-		if pr, ok := k.Issuer.(PoolReporter); ok {
-			if n, err := pr.Available(ctx); err == nil {
-				pool = fmt.Sprintf(" (pool: %d keys left)", n)
-				if n == 0 {
-					add("stop: the issuer's pool is empty (exit %d)", ExitPoolEmpty)
-					return
-				}
-			} else {
-				pool = fmt.Sprintf(" (pool unreadable: %v)", err)
+		if n, keys, ok, err := ru.countPool(ctx); ok && err == nil {
+			unusable := ""
+			if skip := len(keys) - n; skip > 0 {
+				unusable = fmt.Sprintf("; %d unusable, which a draw skips and drops", skip)
 			}
+			pool = fmt.Sprintf(" (pool: %d usable keys left%s)", n, unusable)
+			if n == 0 {
+				add("stop: the issuer's pool has no usable key%s (exit %d)", unusable, ExitPoolEmpty)
+				return
+			}
+		} else if ok {
+			pool = fmt.Sprintf(" (pool unreadable: %v)", err)
 		}
 		add("create a new key with the %s issuer%s and write it as PENDING", k.Issuer.Type(), pool)
 		if _, ok := k.Issuer.(Activator); ok {

@@ -468,6 +468,11 @@ func (ru *run) begin(ctx context.Context) (done bool, err error) {
 			return true, err
 		}
 		if !due {
+			// Keep the pool's metrics current between rotations (keys are
+			// added, expire or are archived meanwhile).
+			if _, _, _, err := ru.countPool(ctx); err != nil {
+				ru.log().Warn("could not count the issuer's pool", slog.String("error", err.Error()))
+			}
 			ru.res.Outcome = OutcomeNothing
 			ru.res.NextDue = next
 			ru.res.Message = "nothing due; next rotation due at " + next.UTC().Format(time.RFC3339)

@@ -59,9 +59,13 @@ type KeyStatus struct {
 	NextRefresh time.Time `json:"next_refresh,omitzero"`
 	// Keyless says the key is a short-lived token: nothing to rotate.
 	Keyless bool `json:"keyless,omitempty"`
-	// PoolKeys is the size of the issuer's pool (-1 when it has none or it
-	// could not be read).
+	// PoolKeys is the number of keys in the issuer's pool that a draw can
+	// use (-1 when it has none or it could not be read); see
+	// keywarden_pool_keys.
 	PoolKeys int `json:"pool_keys"`
+	// Pool lists the waiting pool keys with their expiry and why a draw
+	// would skip them (issuers that are PoolInspectors).
+	Pool []PoolKey `json:"pool,omitempty"`
 	// Errors lists what could not be read.
 	Errors []string `json:"errors,omitempty"`
 }
@@ -169,13 +173,10 @@ func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 	if exp, ok := ru.currentExpiry(ctx); ok {
 		st.CurrentExpires = exp
 	}
-	if pr, ok := k.Issuer.(PoolReporter); ok {
-		if n, err := pr.Available(ctx); err == nil {
-			st.PoolKeys = n
-			r.opts.Metrics.poolKeys(name, n)
-		} else {
-			st.Errors = append(st.Errors, "count the pool: "+err.Error())
-		}
+	if n, keys, ok, err := ru.countPool(ctx); err != nil {
+		st.Errors = append(st.Errors, "count the pool: "+err.Error())
+	} else if ok {
+		st.PoolKeys, st.Pool = n, keys
 	}
 	return st, nil
 }

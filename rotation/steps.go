@@ -51,6 +51,8 @@ func (ru *run) create(ctx context.Context) error {
 		cred, err := k.Issuer.Create(ctx, s.Token)
 		if err != nil {
 			if errors.Is(err, ErrPoolEmpty) {
+				ru.r.opts.Metrics.poolKeys(k.Name, 0)
+				ru.r.opts.Metrics.poolKeyExpiry(k.Name, nil)
 				ru.poolLow(ctx, 0)
 				return fail(KindPoolEmpty, fmt.Errorf("rotation: %s: %w", k.Name, err))
 			}
@@ -115,18 +117,50 @@ func (ru *run) commit(ctx context.Context, token string) {
 	}
 }
 
-// reportPool updates the pool metric and warns when the pool runs low.
-func (ru *run) reportPool(ctx context.Context) {
-	pr, ok := ru.k.Issuer.(PoolReporter)
-	if !ok {
-		return
+// countPool counts the keys of the issuer's pool that a draw can use and
+// exports the count (keywarden_pool_keys); for a PoolInspector also each
+// key's expiry, with keys (in draw order). ok is false when the issuer has
+// no pool. On an error nothing is exported: the last values stand.
+func (ru *run) countPool(ctx context.Context) (n int, keys []PoolKey, ok bool, err error) {
+	switch is := ru.k.Issuer.(type) {
+	case PoolInspector:
+		keys, err = is.PoolKeys(ctx)
+		if err != nil {
+			return 0, nil, true, err
+		}
+		for _, k := range keys {
+			if k.Unusable == "" {
+				n++
+			}
+		}
+		ru.r.opts.Metrics.poolKeyExpiry(ru.k.Name, keys)
+	case PoolReporter:
+		if n, err = is.Available(ctx); err != nil {
+			return 0, nil, true, err
+		}
+	default:
+		return 0, nil, false, nil
 	}
-	n, err := pr.Available(ctx)
+	ru.r.opts.Metrics.poolKeys(ru.k.Name, n)
+	return n, keys, true, nil
+}
+
+// reportPool updates the pool metrics and warns when the pool runs low.
+func (ru *run) reportPool(ctx context.Context) {
+	n, keys, ok, err := ru.countPool(ctx)
 	if err != nil {
 		ru.log().Warn("could not count the issuer's pool", slog.String("error", err.Error()))
 		return
 	}
-	ru.r.opts.Metrics.poolKeys(ru.k.Name, n)
+	if !ok {
+		return
+	}
+	for _, k := range keys {
+		if k.Unusable != "" {
+			ru.log().Warn("a pool key cannot serve a rotation (a draw skips it, or fails on a key its issuer does not know): replace it",
+				slog.String("fingerprint", k.Fingerprint), slog.String("key_id", k.KeyID), slog.String("reason", k.Unusable))
+		}
+	}
 	low := ru.k.PoolLow
 	if low <= 0 {
 		low = 1
@@ -137,7 +171,6 @@ func (ru *run) reportPool(ctx context.Context) {
 }
 
 func (ru *run) poolLow(ctx context.Context, n int) {
-	ru.r.opts.Metrics.poolKeys(ru.k.Name, n)
 	ru.log().Warn("the issuer's key pool is running low; create keys in the Console and add them with `keywarden pool add`",
 		slog.Int("pool_keys", n))
 	ru.emit(ctx, Event{Type: EventPoolLow, PoolKeys: &n})

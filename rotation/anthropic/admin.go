@@ -33,6 +33,11 @@ type apiKey struct {
 	ExpiresAt      *time.Time `json:"expires_at"`
 }
 
+// org returns the key as the audit lists it.
+func (k *apiKey) org() OrgKey {
+	return OrgKey{ID: k.ID, Name: k.Name, Status: k.Status, Hint: k.PartialKeyHint, CreatedAt: k.CreatedAt, ExpiresAt: k.expiry()}
+}
+
 // expiry returns when the key expires, zero when never.
 func (k *apiKey) expiry() time.Time {
 	if k.ExpiresAt == nil {
@@ -156,25 +161,42 @@ const (
 )
 
 // findByHint lists every API key of the organization, page by page, and
-// returns the one whose partial_key_hint matches key. Keys whose id is in
-// exclude (ids the rotation already knows for other keys) never match.
-// When several still match, the only one with status prefer wins; an
-// ambiguity that remains is an error naming the candidates.
+// returns the one whose partial_key_hint matches key, by matchHint's rule.
 func (a *admin) findByHint(ctx context.Context, key providers.Secret, exclude []string, prefer string) (*apiKey, error) {
-	var found []apiKey
-	err := a.each(ctx, func(k apiKey) {
-		if hintMatches(k.PartialKeyHint, key.Reveal()) && !slices.Contains(exclude, k.ID) {
-			found = append(found, k)
-		}
-	})
+	var all []apiKey
+	if err := a.each(ctx, func(k apiKey) { all = append(all, k) }); err != nil {
+		return nil, err
+	}
+	keys := make([]OrgKey, len(all))
+	for i, k := range all {
+		keys[i] = k.org()
+	}
+	i, err := matchHint(keys, key, exclude, prefer)
 	if err != nil {
 		return nil, err
 	}
+	return &all[i], nil
+}
+
+// matchHint is the one rule that finds a key without id among the
+// organization's keys by partial_key_hint (revocation, activation, pool
+// draws and the audit all use it): the index of the key in keys whose
+// hint matches key. Keys whose id is in exclude (ids already known for
+// other keys) never match. When several still match, the only one with
+// status prefer wins; an ambiguity that remains is an error wrapping
+// errAmbiguous, with the candidates in an *ambiguousError.
+func matchHint(keys []OrgKey, key providers.Secret, exclude []string, prefer string) (int, error) {
+	var found []int
+	for i, k := range keys {
+		if hintMatches(k.Hint, key.Reveal()) && !slices.Contains(exclude, k.ID) {
+			found = append(found, i)
+		}
+	}
 	if len(found) > 1 && prefer != preferAny {
-		var pick []apiKey
-		for _, k := range found {
-			if k.Status == prefer {
-				pick = append(pick, k)
+		var pick []int
+		for _, i := range found {
+			if keys[i].Status == prefer {
+				pick = append(pick, i)
 			}
 		}
 		if len(pick) == 1 {
@@ -183,16 +205,26 @@ func (a *admin) findByHint(ctx context.Context, key providers.Secret, exclude []
 	}
 	switch len(found) {
 	case 0:
-		return nil, fmt.Errorf("no API key of the organization matches key %s (by partial_key_hint); is it from another organization? attach its id with `keywarden key-id`", key.Fingerprint())
+		return -1, fmt.Errorf("no API key of the organization matches key %s (by partial_key_hint); is it from another organization? attach its id with `keywarden key-id`", key.Fingerprint())
 	case 1:
-		return &found[0], nil
+		return found[0], nil
 	}
 	ids := make([]string, len(found))
-	for i, k := range found {
-		ids[i] = k.ID + " (" + k.Status + ")"
+	for n, i := range found {
+		ids[n] = keys[i].ID + " (" + keys[i].Status + ")"
 	}
-	return nil, fmt.Errorf("%w: %d API keys match key %s by partial_key_hint (%s); attach the right id with `keywarden key-id`", errAmbiguous, len(found), key.Fingerprint(), strings.Join(ids, ", "))
+	return -1, &ambiguousError{Candidates: found, msg: fmt.Sprintf("%d API keys match key %s by partial_key_hint (%s); attach the right id with `keywarden key-id`", len(found), key.Fingerprint(), strings.Join(ids, ", "))}
 }
+
+// ambiguousError is matchHint's error when several keys match: Candidates
+// are their indexes. It wraps errAmbiguous.
+type ambiguousError struct {
+	Candidates []int
+	msg        string
+}
+
+func (e *ambiguousError) Error() string { return errAmbiguous.Error() + ": " + e.msg }
+func (e *ambiguousError) Unwrap() error { return errAmbiguous }
 
 // errAmbiguous marks a partial_key_hint that matches several keys.
 var errAmbiguous = errors.New("ambiguous key hint")

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -91,6 +92,7 @@ var (
 	_ rotation.PoolReporter   = (*Issuer)(nil)
 	_ rotation.KeyIDChecker   = (*Issuer)(nil)
 	_ rotation.ExpiryReporter = (*Issuer)(nil)
+	_ rotation.PoolInspector  = (*Issuer)(nil)
 )
 
 // NewIssuer returns an Issuer.
@@ -166,7 +168,7 @@ func (i *Issuer) Create(ctx context.Context, token string) (rotation.Credential,
 		if err != nil {
 			return rotation.Credential{}, err
 		}
-		if why := i.unusable(k); why != "" {
+		if why := i.unusable(k.Status, k.expiry()); why != "" {
 			i.log.LogAttrs(ctx, slog.LevelWarn, "pool key skipped: it cannot serve a rotation; it is dropped from the pool",
 				slog.String("pool", i.pool.Name()), slog.String("key_id", k.ID), slog.String("fingerprint", c.Key.Fingerprint()), slog.String("reason", why))
 			skipped = append(skipped, k.ID+" "+why)
@@ -182,16 +184,66 @@ func (i *Issuer) Create(ctx context.Context, token string) (rotation.Credential,
 	}
 }
 
-// unusable says why a pool key must not be drawn, "" when it may.
-func (i *Issuer) unusable(k *apiKey) string {
-	switch k.Status {
+// unusable says why a pool key of status and expiry exp (zero: never) must
+// not be drawn, "" when it may.
+func (i *Issuer) unusable(status string, exp time.Time) string {
+	switch status {
 	case StatusArchived, StatusExpired:
-		return "is " + k.Status
+		return "is " + status
 	}
-	if exp := k.expiry(); !exp.IsZero() && !i.now().Add(i.minValidity).Before(exp) {
+	if !exp.IsZero() && !i.now().Add(i.minValidity).Before(exp) {
 		return "expires at " + exp.UTC().Format(time.RFC3339) + ", within " + i.minValidity.String()
 	}
 	return ""
+}
+
+// PoolKeys lists the keys waiting in the pool, in draw order, as the
+// Admin API sees them (one listing of the organization's keys, all pages;
+// none when the pool is empty): each one's id and expiry, and why Create
+// would skip it (archived, expired, expiring within MinValidity) or fail
+// on it (its id or hint matches no key of the organization). A key found
+// by partial_key_hint the way Create finds it (matchHint, the inactive
+// key preferred); one whose hint stays ambiguous counts as usable
+// (Activate resolves it) with an unknown expiry.
+func (i *Issuer) PoolKeys(ctx context.Context) ([]rotation.PoolKey, error) {
+	es, err := i.pool.Waiting(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("anthropic: %w", err)
+	}
+	if len(es) == 0 {
+		return nil, nil
+	}
+	keys, err := i.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]rotation.PoolKey, len(es))
+	for n, e := range es {
+		pk := rotation.PoolKey{Fingerprint: e.Secret().Fingerprint(), KeyID: e.KeyID}
+		at := -1
+		if e.KeyID != "" {
+			at = slices.IndexFunc(keys, func(k OrgKey) bool { return k.ID == e.KeyID })
+			switch {
+			case at < 0:
+				pk.Unusable = "its id " + e.KeyID + " is not a key of the organization"
+			case keys[at].Hint != "" && !hintMatches(keys[at].Hint, e.Secret().Reveal()):
+				pk.Unusable = "its id " + e.KeyID + " belongs to another key (partial_key_hint " + keys[at].Hint + ")"
+				at = -1
+			}
+		} else {
+			at, err = matchHint(keys, e.Secret(), nil, preferInactive)
+			if err != nil && !errors.Is(err, errAmbiguous) {
+				pk.Unusable = "no key of the organization matches its partial_key_hint"
+			}
+		}
+		if at >= 0 {
+			k := keys[at]
+			pk.KeyID, pk.ExpiresAt, pk.ExpiryKnown = k.ID, k.ExpiresAt, true
+			pk.Unusable = i.unusable(k.Status, k.ExpiresAt)
+		}
+		out[n] = pk
+	}
+	return out, nil
 }
 
 // Expiry returns when the key c expires at the Admin API (zero: never).

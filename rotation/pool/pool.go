@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -225,13 +226,21 @@ func (p *Pool) update(ctx context.Context, fn func(d *doc) error) error {
 }
 
 // Add appends a key to the pool and returns how many keys are available.
-// A key already in the pool is refused.
+// A key already in the pool is refused, unless it waits there without an
+// id and keyID is given: then keyID is attached to it (it keeps its place).
 func (p *Pool) Add(ctx context.Context, key providers.Secret, keyID string) (int, error) {
 	if key.IsZero() {
 		return 0, codes.Errorf(codes.InvalidArgument, "pool: empty key")
 	}
 	n := 0
 	err := p.update(ctx, func(d *doc) error {
+		n = len(d.Keys)
+		if keyID != "" && !slices.ContainsFunc(d.all(), func(e Entry) bool { return e.KeyID == keyID }) {
+			if i := slices.IndexFunc(d.Keys, func(e Entry) bool { return e.KeyID == "" && e.Secret().Equal(key) }); i >= 0 {
+				d.Keys[i].KeyID = keyID
+				return nil
+			}
+		}
 		for _, e := range d.all() {
 			if e.Secret().Equal(key) {
 				return codes.Wrap(codes.InvalidArgument, "pool: key "+key.Fingerprint(), ErrDuplicate)
@@ -292,6 +301,16 @@ func (p *Pool) Available(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	return len(d.Keys), nil
+}
+
+// Waiting returns the available keys, values included, in the order Claim
+// takes them: for an issuer that inspects them, never for display.
+func (p *Pool) Waiting(ctx context.Context) ([]Entry, error) {
+	d, _, err := p.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(d.Keys), nil
 }
 
 // List describes the pool's keys, available ones first in the order Claim

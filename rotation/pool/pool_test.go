@@ -257,3 +257,32 @@ func TestErrorKinds(t *testing.T) {
 		}
 	}
 }
+
+// Adding a key that waits in the pool without id, with an id, attaches the
+// id in place (what the audit asks for); a key that has an id, or an id
+// another key has, is still a duplicate.
+func TestAddAttachesID(t *testing.T) {
+	ctx := context.Background()
+	p := pool.New(file.New(filepath.Join(t.TempDir(), "pool.json")), "p")
+	a, b := fakeKey(), fakeKey()
+	for _, k := range []providers.Secret{a, b} {
+		if _, err := p.Add(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := p.Add(ctx, b, "apikey_b"); err != nil || n != 2 {
+		t.Fatalf("attach: %d keys, %v; want 2, nil", n, err)
+	}
+	infos, err := p.List(ctx)
+	if err != nil || len(infos) != 2 || infos[0].KeyID != "" || infos[1].KeyID != "apikey_b" || infos[1].Fingerprint != b.Fingerprint() {
+		t.Fatalf("list: %+v %v", infos, err)
+	}
+	for _, c := range []struct {
+		key providers.Secret
+		id  string
+	}{{b, "apikey_b"}, {b, "apikey_other"}, {a, "apikey_b"}, {a, ""}} {
+		if _, err := p.Add(ctx, c.key, c.id); !errors.Is(err, pool.ErrDuplicate) {
+			t.Errorf("add %s with id %q: %v, want ErrDuplicate", c.key.Fingerprint(), c.id, err)
+		}
+	}
+}

@@ -151,7 +151,7 @@ func Audit(ctx context.Context, c *config.Config, o AuditOptions, w io.Writer) e
 }
 
 // managedKeys lists the keys of a rotated key: its stages (by id, or by
-// value for hint matching) and its pool (by id).
+// value for hint matching) and the keys waiting in its pool (likewise).
 func managedKeys(ctx context.Context, r *Rotator, name string) ([]anthropic.Managed, error) {
 	st, err := r.Rotator.Status(ctx, name)
 	if err != nil {
@@ -184,14 +184,14 @@ func managedKeys(ctx context.Context, r *Rotator, name string) ([]anthropic.Mana
 		out = append(out, m)
 	}
 	if pl := r.Pools[name]; pl != nil {
-		infos, err := pl.List(ctx)
+		es, err := pl.Waiting(ctx)
 		if err != nil {
 			return nil, err
 		}
-		for _, in := range infos {
-			if in.KeyID != "" && in.Claimed == "" {
-				out = append(out, anthropic.Managed{Role: name + " pool", KeyID: in.KeyID, Pool: true})
-			}
+		for _, e := range es {
+			// By id, or by value for hint matching (a key added without
+			// --key-id).
+			out = append(out, anthropic.Managed{Role: name + " pool", KeyID: e.KeyID, Key: e.Secret(), Pool: true})
 		}
 	}
 	return out, nil

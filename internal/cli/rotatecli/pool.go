@@ -44,7 +44,9 @@ pool kept in the store URL --store (no config needed; with KEY too, --store
 replaces KEY's pool_store). Give the key's id (apikey_...) with --key-id when
 you know it; otherwise rotation finds it through the Admin API by its
 partial_key_hint. A key that is KEY's CURRENT or PREVIOUS is refused (KEY
-given), as is one already in the pool (exit 2).
+given), as is one already in the pool (exit 2), unless it waits there
+without an id and --key-id is given: then the id is attached to it (what
+` + "`keywarden audit`" + ` asks for when a pool key's hint is ambiguous).
 
   keywarden pool add prod --config keywarden.yaml < new-key.txt
   keywarden pool add --store 'aws:///keywarden/prod-pool?region=eu-west-1' < new-key.txt`,
@@ -67,7 +69,7 @@ given), as is one already in the pool (exit 2).
 			if err != nil {
 				return exit(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "pool add: added %s to the pool %s (%d keys available)\n", fp, orDash(firstOf(name, redactStore(store))), n)
+			fmt.Fprintf(cmd.OutOrStdout(), "pool add: %s is in the pool %s (%d keys available)\n", fp, orDash(firstOf(name, redactStore(store))), n)
 			return nil
 		},
 	}

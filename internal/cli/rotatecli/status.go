@@ -231,6 +231,14 @@ func printStatus(w io.Writer, st *rotation.KeyStatus, now time.Time) {
 	}
 	if st.PoolKeys >= 0 {
 		fmt.Fprintf(w, "  %-13s %d keys available\n", "pool", st.PoolKeys)
+		for _, k := range st.Pool {
+			switch {
+			case k.Unusable != "":
+				fmt.Fprintf(w, "  %-13s   %s %s: unusable, %s\n", "", k.Fingerprint, orDash(k.KeyID), k.Unusable)
+			case k.ExpiryKnown && !k.ExpiresAt.IsZero():
+				fmt.Fprintf(w, "  %-13s   %s %s: expires %s\n", "", k.Fingerprint, orDash(k.KeyID), when(k.ExpiresAt, now))
+			}
+		}
 	}
 	for _, e := range st.Errors {
 		fmt.Fprintf(w, "  %-13s %s\n", "error", strings.TrimSpace(e))
