@@ -175,7 +175,7 @@ func Audit(keys []OrgKey, managed []Managed, now time.Time, p AuditPolicy) []Fin
 			add(ClassExpiring, SeverityWarning, "expires at "+k.ExpiresAt.UTC().Format(time.RFC3339))
 		}
 		if k.Status == StatusActive && p.MaxAge > 0 && !k.CreatedAt.IsZero() && now.Sub(k.CreatedAt) > p.MaxAge {
-			add(ClassTooOld, SeverityWarning, fmt.Sprintf("created %s ago (max age %s)", now.Sub(k.CreatedAt).Round(time.Hour), p.MaxAge))
+			add(ClassTooOld, SeverityWarning, fmt.Sprintf("created %s ago (max age %s)", roundAge(now.Sub(k.CreatedAt)), p.MaxAge))
 		}
 		if isAmb {
 			add(ClassAmbiguousHint, SeverityWarning, amb.detail)
@@ -197,4 +197,17 @@ func Audit(keys []OrgKey, managed []Managed, now time.Time, p AuditPolicy) []Fin
 		return 0
 	})
 	return out
+}
+
+// roundAge rounds an age for a finding: to the hour from a day up, to the
+// minute below, to the second below a minute, so that a young key never
+// reads "0s ago".
+func roundAge(d time.Duration) time.Duration {
+	switch {
+	case d >= 24*time.Hour:
+		return d.Round(time.Hour)
+	case d >= time.Minute:
+		return d.Round(time.Minute)
+	}
+	return d.Round(time.Second)
 }

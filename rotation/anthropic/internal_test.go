@@ -42,3 +42,16 @@ func TestRetryAfter(t *testing.T) {
 		t.Errorf("HTTP date: %v", d)
 	}
 }
+
+func TestRoundAge(t *testing.T) {
+	for _, tc := range []struct{ in, want time.Duration }{
+		{1500 * time.Millisecond, 2 * time.Second},
+		{61 * time.Second, time.Minute},
+		{29*time.Minute + 40*time.Second, 30 * time.Minute},
+		{50*time.Hour + 20*time.Minute, 50 * time.Hour},
+	} {
+		if got := roundAge(tc.in); got != tc.want {
+			t.Errorf("roundAge(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}

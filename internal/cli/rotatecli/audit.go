@@ -51,6 +51,9 @@ whose failure alerts), 2 on a configuration error, 12/13 when a store or the
 Admin API cannot be read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Policy.ExpiringWithin < 0 || o.Policy.MaxAge < 0 {
+				return cli.Exit(cli.ExitConfig, fmt.Errorf("audit: --expiring-within %v, --max-age %v: durations must not be negative (0 turns --max-age off)", o.Policy.ExpiringWithin, o.Policy.MaxAge))
+			}
 			c, err := loadConfig(cmd)
 			if err != nil {
 				return err

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keywarden/keywarden/internal/anthropictest"
+	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/rotation/anthropic"
@@ -211,6 +213,31 @@ func TestStatusListsPoolKeys(t *testing.T) {
 	for _, k := range []anthropictest.Key{cur, dead, soon, fine} {
 		if strings.Contains(out+stderr, k.Value) {
 			t.Fatal("a key value was printed")
+		}
+	}
+}
+
+// TestRotationCommandsInputErrors: flags and configs the rotation commands
+// refuse, each with exit 2 and a message that names the fix (not another
+// command's prefix).
+func TestRotationCommandsInputErrors(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "kw.yaml")
+	if err := os.WriteFile(cfg, []byte(`keys: {prod: {store: "file://`+filepath.Join(dir, "keys.json")+`?name=prod"}}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"key-id", "prod", "apikey_01X"}, "keys.prod: no rotation section (rotated keys: none)"},
+		{[]string{"audit"}, "keys: no key has a rotation section"},
+		{[]string{"audit", "--expiring-within", "-5h"}, "audit: --expiring-within -5h0m0s"},
+		{[]string{"rotate", "--dry-run", "--timeout", "-1s"}, "rotate: --timeout -1s"},
+	} {
+		_, stderr, code := run(t, "", append(tc.args, "--config", cfg)...)
+		if code != cli.ExitConfig || !strings.Contains(stderr, tc.want) || strings.Contains(stderr, "rotate: key") {
+			t.Errorf("%v: exit %d %q, want exit 2 naming %q", tc.args, code, stderr, tc.want)
 		}
 	}
 }

@@ -74,7 +74,7 @@ func Build(ctx context.Context, c *config.Config, o BuildOptions) (*Rotator, err
 		names = RotatedKeys(c)
 	}
 	if len(names) == 0 {
-		return nil, &rotation.Error{Kind: rotation.KindConfig, Err: errors.New("rotate: no key has a rotation section; add keys.NAME.rotation with an issuer (see docs/rotation.md)")}
+		return nil, &rotation.Error{Kind: rotation.KindConfig, Err: errors.New("keys: no key has a rotation section; add keys.NAME.rotation with an issuer (see docs/rotation.md)")}
 	}
 	out := &Rotator{Pools: map[string]*pool.Pool{}}
 	var keys []*rotation.Key
@@ -86,7 +86,11 @@ func Build(ctx context.Context, c *config.Config, o BuildOptions) (*Rotator, err
 		}
 		if k.Rotation == nil {
 			out.Close()
-			return nil, &rotation.Error{Kind: rotation.KindConfig, Err: fmt.Errorf("rotate: key %s has no rotation section (rotated keys: %s)", name, strings.Join(RotatedKeys(c), ", "))}
+			rotated := strings.Join(RotatedKeys(c), ", ")
+			if rotated == "" {
+				rotated = "none"
+			}
+			return nil, &rotation.Error{Kind: rotation.KindConfig, Err: fmt.Errorf("keys.%s: no rotation section (rotated keys: %s); add keys.%s.rotation with an issuer (see docs/rotation.md)", name, rotated, name)}
 		}
 		rk, err := out.key(ctx, c, k, o.Logger)
 		if err != nil {

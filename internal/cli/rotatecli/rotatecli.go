@@ -107,6 +107,9 @@ gate and lists the holders (--wait keeps checking). --dry-run shows the gate's
 answer.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Timeout < 0 {
+				return cli.Exit(cli.ExitConfig, fmt.Errorf("rotate: --timeout %v: give a positive duration, or 0 for no limit", o.Timeout))
+			}
 			if key != "" {
 				o.Keys = []string{key}
 			}
