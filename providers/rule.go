@@ -1,10 +1,13 @@
 package providers
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"slices"
 )
 
 // Attempt is one request's course through a Transport's key rule, for a
@@ -100,4 +103,40 @@ func RejectsKey(body []byte) bool {
 		return true
 	}
 	return e.Error.Type == "authentication_error"
+}
+
+// KeepBody reads a request body to keep it for a retry, within
+// MaxRetryBody: contentLength is its length, or 0 or less when unknown. It
+// returns the whole body in kept (appended to buf[:0]) when it fits, and
+// otherwise rest, the reader to send the body from (what was read, then
+// the remainder of r): such a request is not replayed after a 401.
+func (t *Transport) KeepBody(r io.Reader, contentLength int64, buf []byte) (kept []byte, rest io.Reader, err error) {
+	limit := t.maxRetryBody()
+	if limit < 0 || contentLength > limit {
+		return nil, r, nil
+	}
+	if contentLength > 0 {
+		b := slices.Grow(buf[:0], int(contentLength))[:contentLength]
+		if _, err := io.ReadFull(r, b); err != nil {
+			return nil, nil, err
+		}
+		return b, nil, nil
+	}
+	// Unknown length: keep up to limit bytes; past it, send what was read
+	// followed by the rest, without a retry.
+	b := buf[:0]
+	for int64(len(b)) <= limit {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(max(cap(b), 512), int(limit+1)-len(b)))
+		}
+		n, err := r.Read(b[len(b):min(cap(b), int(limit+1))])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return nil, io.MultiReader(bytes.NewReader(b), r), nil
 }

@@ -383,35 +383,20 @@ func (t *Transport) prepareBody(out *http.Request) (bool, error) {
 	if out.GetBody != nil {
 		return true, nil
 	}
-	limit := t.maxRetryBody()
-	if limit < 0 || out.ContentLength > limit {
-		return false, nil
-	}
 	orig := out.Body
-	if out.ContentLength > 0 {
-		b := make([]byte, out.ContentLength)
-		if _, err := io.ReadFull(orig, b); err != nil {
-			_ = orig.Close()
-			return false, fmt.Errorf("providers: read request body: %w", err)
-		}
-		_ = orig.Close()
-		setBytesBody(out, b)
-		return true, nil
-	}
-	// Unknown length: keep up to limit bytes; past it, send what was read
-	// followed by the rest, without a retry.
-	var buf bytes.Buffer
-	n, err := io.Copy(&buf, io.LimitReader(orig, limit+1))
+	kept, rest, err := t.KeepBody(orig, out.ContentLength, nil)
 	if err != nil {
 		_ = orig.Close()
 		return false, fmt.Errorf("providers: read request body: %w", err)
 	}
-	if n > limit {
-		out.Body = &prefixBody{Reader: io.MultiReader(bytes.NewReader(buf.Bytes()), orig), c: orig}
+	if rest != nil {
+		if rest != io.Reader(orig) {
+			out.Body = &prefixBody{Reader: rest, c: orig}
+		}
 		return false, nil
 	}
 	_ = orig.Close()
-	setBytesBody(out, buf.Bytes())
+	setBytesBody(out, kept)
 	return true, nil
 }
 
