@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -42,6 +43,10 @@ import (
 const (
 	upReadBufferSize  = 8 << 10
 	upWriteBufferSize = 4 << 10
+	// upCheckIdle: a connection idle this long is checked before it is
+	// used again, as the upstream may have closed it meanwhile (a request
+	// sent on it could not be sent again safely); busier ones never are.
+	upCheckIdle = time.Second
 	// upMaxIdleTime closes upstream connections idle this long, well
 	// before any upstream closes them itself: a request is never sent on a
 	// connection the upstream is closing (fasthttp's default too).
@@ -74,6 +79,7 @@ type hostPool struct {
 // upConn is one upstream connection.
 type upConn struct {
 	net.Conn
+	raw    syscall.RawConn // of the TCP connection under TLS
 	pool   *hostPool
 	br     *bufio.Reader
 	idleAt time.Time
@@ -127,7 +133,7 @@ func (p *hostPool) get(ctx context.Context) (*upConn, error) {
 		c := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
-		if now.Sub(c.idleAt) < p.idleTime && c.br.Buffered() == 0 {
+		if idle := now.Sub(c.idleAt); idle < p.idleTime && c.br.Buffered() == 0 && (idle < upCheckIdle || c.alive()) {
 			p.mu.Unlock()
 			c.reused = true
 			return c, nil
@@ -152,6 +158,10 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	var raw syscall.RawConn
+	if sc, ok := conn.(syscall.Conn); ok {
+		raw, _ = sc.SyscallConn()
+	}
 	if p.tls != nil {
 		tc := tls.Client(conn, p.tls)
 		hctx, cancel := context.WithTimeout(ctx, tlsTimeout)
@@ -163,7 +173,7 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 		}
 		conn = tc
 	}
-	return &upConn{Conn: conn, pool: p, br: bufio.NewReaderSize(conn, upReadBufferSize)}, nil
+	return &upConn{Conn: conn, raw: raw, pool: p, br: bufio.NewReaderSize(conn, upReadBufferSize)}, nil
 }
 
 // tunnel opens a connection to the upstream through the proxy, with
@@ -217,6 +227,22 @@ func (p *hostPool) tunnel(ctx context.Context, d *net.Dialer) (net.Conn, error) 
 		return fail(ctx.Err())
 	}
 	return conn, nil
+}
+
+// alive reports that the upstream has not closed c nor sent anything on
+// it: a non-blocking peek finds nothing to read.
+func (c *upConn) alive() bool {
+	if c.raw == nil {
+		return true
+	}
+	ok := false
+	var b [1]byte
+	err := c.raw.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+		return true
+	})
+	return err == nil && ok
 }
 
 // put keeps c for another request, or closes it when the pool is full.
@@ -501,6 +527,13 @@ func (p *Proxy) forward(rt *route, w http.ResponseWriter, r *http.Request) {
 		bb.b = kept[:0]
 		if rest != nil && size <= 0 {
 			size = -1
+		}
+		if rest == nil {
+			// Read to the end: net/http watches the client's connection
+			// (and cancels ctx when it goes away) only once the body has
+			// hit EOF.
+			var one [1]byte
+			_, _ = r.Body.Read(one[:])
 		}
 	}
 	replayable := rest == nil
