@@ -9,6 +9,7 @@ import (
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/cli/rotatecli"
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
+	"github.com/keywarden/keywarden/internal/cli/topcli"
 	_ "github.com/keywarden/keywarden/providers/all"
 )
 
@@ -16,5 +17,6 @@ func main() {
 	root := cli.Root()
 	root.AddCommand(sidecarcli.Commands()...)
 	root.AddCommand(rotatecli.Commands()...)
+	root.AddCommand(topcli.Commands()...)
 	os.Exit(cli.Main(root))
 }

@@ -78,7 +78,8 @@ func TestAlertRules(t *testing.T) {
 	declared := declaredMetrics(t)
 	t.Logf("%d metric names declared in keywarden's sources", len(declared))
 	metricRE := regexp.MustCompile(`\b(keywarden_[a-z0-9_]+|kube_[a-z0-9_]+)`)
-	want := []string{"KeywardenKeyTooOld", "KeywardenKeyRefreshFailing", "KeywardenRotationFailed", "KeywardenPoolLow", "KeywardenUpstream401Rate"}
+	want := []string{"KeywardenKeyTooOld", "KeywardenKeyRefreshFailing", "KeywardenRotationFailed", "KeywardenPoolLow", "KeywardenUpstream401Rate",
+		"KeywardenSpendAnomaly", "KeywardenBudgetHigh", "KeywardenBudgetSpent", "KeywardenUpstreamAuthErrors", "KeywardenRateLimitHeadroomLow", "KeywardenUnpricedModel"}
 	var alerts []string
 	for _, g := range rf.Groups {
 		for _, r := range g.Rules {
@@ -178,6 +179,7 @@ func declaredMetrics(t *testing.T) map[string]bool {
 	}
 	for _, f := range files {
 		cs := consts[dirs[f]]
+		locals := localStrings(f)
 		var eval func(e ast.Expr) (string, bool)
 		eval = func(e ast.Expr) (string, bool) {
 			switch e := e.(type) {
@@ -185,7 +187,10 @@ func declaredMetrics(t *testing.T) map[string]bool {
 				s, err := strconv.Unquote(e.Value)
 				return s, err == nil
 			case *ast.Ident:
-				s, ok := cs[e.Name]
+				if s, ok := cs[e.Name]; ok {
+					return s, true
+				}
+				s, ok := locals[e.Name]
 				return s, ok
 			case *ast.BinaryExpr:
 				a, ok1 := eval(e.X)
@@ -205,7 +210,11 @@ func declaredMetrics(t *testing.T) map[string]bool {
 				for _, el := range n.Elts {
 					if kv, ok := el.(*ast.KeyValueExpr); ok {
 						if k, ok := kv.Key.(*ast.Ident); ok {
-							parts[k.Name], _ = eval(kv.Value)
+							v, ok := eval(kv.Value)
+							if !ok && (k.Name == "Namespace" || k.Name == "Subsystem" || k.Name == "Name") {
+								t.Errorf("%s: cannot resolve %s of a metric to a string", fset.Position(kv.Pos()), k.Name)
+							}
+							parts[k.Name] = v
 						}
 					}
 				}
@@ -232,6 +241,50 @@ func declaredMetrics(t *testing.T) map[string]bool {
 		t.Fatal("found no metric declarations in the Go sources")
 	}
 	return names
+}
+
+// localStrings returns the variables of f assigned a string literal
+// (x := "a", var x = "a"), inside functions too; a name assigned two
+// different values is left out.
+func localStrings(f *ast.File) map[string]string {
+	vals := map[string]string{}
+	bad := map[string]bool{}
+	set := func(id ast.Expr, v ast.Expr) {
+		name, ok := id.(*ast.Ident)
+		lit, ok2 := v.(*ast.BasicLit)
+		if !ok || !ok2 || lit.Kind != token.STRING {
+			return
+		}
+		s, err := strconv.Unquote(lit.Value)
+		if err != nil {
+			return
+		}
+		if old, seen := vals[name.Name]; seen && old != s {
+			bad[name.Name] = true
+		}
+		vals[name.Name] = s
+	}
+	ast.Inspect(f, func(n ast.Node) bool {
+		switch n := n.(type) {
+		case *ast.AssignStmt:
+			if n.Tok == token.DEFINE && len(n.Lhs) == len(n.Rhs) {
+				for i := range n.Lhs {
+					set(n.Lhs[i], n.Rhs[i])
+				}
+			}
+		case *ast.ValueSpec:
+			for i, id := range n.Names {
+				if i < len(n.Values) {
+					set(id, n.Values[i])
+				}
+			}
+		}
+		return true
+	})
+	for name := range bad {
+		delete(vals, name)
+	}
+	return vals
 }
 
 // markdownAnchors returns the GitHub anchors of a Markdown file's headings.

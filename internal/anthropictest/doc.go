@@ -15,7 +15,20 @@
 //     message_stop), each event flushed as it is written; the number of
 //     deltas and a delay between events are set with [WithStream] or
 //     [Server.SetStream], and [Server.FailStreams] ends streams with an
-//     `event: error` frame after the 200.
+//     `event: error` frame after the 200. The usage object is the API's:
+//     input_tokens (a fixed estimate), output_tokens (8, or the number of
+//     deltas, cumulative in message_delta), and cache tokens set per server
+//     or per model with [WithCacheUsage] or [Server.SetCacheUsage]:
+//     cache_creation_input_tokens, cache_read_input_tokens and the
+//     cache_creation {ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}
+//     object in the JSON and message_start, the cumulative counts again in
+//     message_delta. Without a setting the cache counts are 0 and there is
+//     no cache_creation object.
+//   - The anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-
+//     {limit,remaining,reset} headers on Messages answers, with
+//     [WithRateLimits] or [Server.SetRateLimits]: remaining counts down by
+//     each answer's request and tokens within a window, reset is the
+//     window's end (RFC 3339).
 //   - POST /v1/messages/count_tokens, GET /v1/models (paginated) and
 //     GET /v1/models/{id}, with the model ids of the SDK's constants.
 //   - The Admin API: GET /v1/organizations/api_keys (limit 1–1000, default
@@ -48,7 +61,8 @@
 // "sk-ant-api03-R2D...igAA"), [Server.SetStatus], [Server.Expire],
 // [Server.ExpireAt], [Server.Key], [Server.KeyByValue], [Server.Keys];
 // [Server.Leaked] finds key values in logs and errors.
-// Time: [WithClock] makes activation delays and expiry deterministic.
+// Time: [WithClock] makes activation delays, expiry and rate-limit
+// windows deterministic.
 // Faults: [Server.SetLatency], [Server.FailNext] (429, 500, 529 or any
 // documented status for the next n requests, optionally for one path),
 // [Server.FailStreams]. Recording: [Server.Stats] (requests per status,

@@ -202,7 +202,7 @@ func (s *Server) fail(w http.ResponseWriter, reqID string, e *apiError) int {
 		ra := s.cfg.retryAfter
 		secs := int64((ra + time.Second - 1) / time.Second)
 		hdr["Retry-After"] = []string{strconv.FormatInt(secs, 10)}
-		hdr["Anthropic-Ratelimit-Requests-Limit"] = []string{"50"}
+		hdr["Anthropic-Ratelimit-Requests-Limit"] = []string{s.requestLimit()}
 		hdr["Anthropic-Ratelimit-Requests-Remaining"] = []string{"0"}
 		hdr["Anthropic-Ratelimit-Requests-Reset"] = []string{s.now().Add(ra).UTC().Format(time.RFC3339)}
 	}

@@ -49,16 +49,18 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, reqID string, 
 	if e != nil {
 		return s.fail(w, reqID, e), false
 	}
+	cu := s.cacheUsage(m.model)
 	if m.stream {
-		return s.stream(w, r, &m, n)
+		return s.stream(w, r, &m, n, cu)
 	}
+	s.useRate(w, m.tokens, replyTokens, cu)
 	bp := getBuf()
 	b := append((*bp)[:0], `{"id":"`...)
 	b = s.appendMessageID(b, n)
 	b = append(b, `","type":"message","role":"assistant","model":`...)
 	b = appendString(b, m.model)
 	b = append(b, `,"content":[{"type":"text","text":"`+replyText+`"}],"stop_reason":"end_turn","stop_sequence":null,"usage":`...)
-	b = appendUsage(b, m.tokens, 8)
+	b = appendUsage(b, m.tokens, replyTokens, cu)
 	b = append(b, '}')
 	status = writeJSON(w, b)
 	*bp = b
@@ -66,12 +68,24 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, reqID string, 
 	return status, false
 }
 
-func appendUsage(b []byte, in, out int) []byte {
-	b = append(b, `{"input_tokens":`...)
-	b = strconv.AppendInt(b, int64(in), 10)
-	b = append(b, `,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":`...)
-	b = strconv.AppendInt(b, int64(out), 10)
-	return append(b, `,"service_tier":"standard"}`...)
+// messageDeltaHead is the data of a message_delta event up to its usage's
+// fields.
+const messageDeltaHead = `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{`
+
+// replyTokens is the output_tokens of every non-streamed answer.
+const replyTokens = 8
+
+// useRate sets the rate-limit headers of an answer of in input and out
+// output tokens (with cu's cache writes as input).
+func (s *Server) useRate(w http.ResponseWriter, in, out int, cu *CacheUsage) {
+	if s.rate.Load() == nil {
+		return
+	}
+	used := int64(in)
+	if cu != nil {
+		used += cu.Write5m + cu.Write1h
+	}
+	s.setRateHeaders(w.Header(), used, int64(out))
 }
 
 func (s *Server) countTokens(w http.ResponseWriter, r *http.Request, reqID string) int {
@@ -93,11 +107,15 @@ func (s *Server) countTokens(w http.ResponseWriter, r *http.Request, reqID strin
 type streamPlan struct {
 	delay  time.Duration
 	frames [][]byte
+	deltas int // content_block_delta events: the answer's output_tokens
+	// deltaAt is the index of message_delta in frames, written anew
+	// with the whole usage when the answer has cache usage.
+	deltaAt int
 }
 
 func newStreamPlan(deltas int, delay time.Duration) *streamPlan {
 	deltas = max(deltas, 1)
-	p := &streamPlan{delay: delay}
+	p := &streamPlan{delay: delay, deltas: deltas}
 	add := func(event, data string) {
 		p.frames = append(p.frames, []byte("event: "+event+"\ndata: "+data+"\n\n"))
 	}
@@ -107,7 +125,8 @@ func newStreamPlan(deltas int, delay time.Duration) *streamPlan {
 		add("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"tok`+strconv.Itoa(i)+` "}}`)
 	}
 	add("content_block_stop", `{"type":"content_block_stop","index":0}`)
-	add("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":`+strconv.Itoa(deltas)+`}}`)
+	p.deltaAt = len(p.frames)
+	add("message_delta", messageDeltaHead+`"output_tokens":`+strconv.Itoa(deltas)+`}}`)
 	add("message_stop", `{"type":"message_stop"}`)
 	return p
 }
@@ -118,9 +137,10 @@ func (f rcFlusher) Flush() { _ = f.rc.Flush() }
 
 // stream answers with the documented SSE events, flushing each, with the
 // plan's delay before every event after message_start.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, m *messageRequest, n uint64) (status int, streamErr bool) {
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, m *messageRequest, n uint64, cu *CacheUsage) (status int, streamErr bool) {
 	plan := s.plan.Load()
 	sf, failing := s.fault.takeStream()
+	s.useRate(w, m.tokens, plan.deltas, cu)
 	hdr := w.Header()
 	hdr["Content-Type"] = hdrSSE
 	hdr["Cache-Control"] = hdrNoCach
@@ -136,7 +156,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, m *messageReques
 	b = append(b, `","type":"message","role":"assistant","model":`...)
 	b = appendString(b, m.model)
 	b = append(b, `,"content":[],"stop_reason":null,"stop_sequence":null,"usage":`...)
-	b = appendUsage(b, m.tokens, 1)
+	b = appendUsage(b, m.tokens, 1, cu)
 	b = append(b, "}}\n\n"...)
 	_, err := w.Write(b)
 	*bp = b
@@ -180,7 +200,16 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, m *messageReques
 			fl.Flush()
 			return http.StatusOK, true
 		}
-		if _, err := w.Write(f); err != nil {
+		if i == plan.deltaAt && cu != nil {
+			bp := getBuf()
+			f = appendMessageDelta((*bp)[:0], m.tokens, plan.deltas, cu)
+			_, err = w.Write(f)
+			*bp = f
+			putBuf(bp)
+		} else {
+			_, err = w.Write(f)
+		}
+		if err != nil {
 			return http.StatusOK, false
 		}
 		fl.Flush()

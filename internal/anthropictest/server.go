@@ -23,6 +23,8 @@ type config struct {
 	adminKey        string
 	retryAfter      time.Duration
 	anyModel        bool
+	cache           map[string]CacheUsage // usage.go
+	rateLimits      *RateLimits           // usage.go
 }
 
 // WithActivationDelay makes a key activated through the Admin API or
@@ -76,6 +78,9 @@ type Server struct {
 	counter atomic.Uint64
 	latency atomic.Int64 // time.Duration
 	plan    atomic.Pointer[streamPlan]
+	cache   atomic.Pointer[map[string]CacheUsage] // by model; "": any (usage.go)
+	cacheMu sync.Mutex                            // serializes SetCacheUsage
+	rate    atomic.Pointer[rateState]             // nil: no rate-limit headers
 
 	keys  keyring
 	fault faults
@@ -103,6 +108,12 @@ func New(opts ...Option) *Server {
 	copy(s.idSalt[:], randomID(len(s.idSalt)))
 	s.latency.Store(int64(c.latency))
 	s.SetStream(c.deltas, c.eventDelay)
+	if c.cache != nil {
+		s.cache.Store(&c.cache)
+	}
+	if c.rateLimits != nil {
+		s.SetRateLimits(*c.rateLimits)
+	}
 	s.keys.init()
 	s.rec.init(c.logSize)
 	return s

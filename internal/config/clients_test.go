@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/internal/proxy/usage"
 )
 
 func TestSidecarClientsAndPrices(t *testing.T) {
@@ -15,14 +16,15 @@ sidecar:
   clients:
     - {name: payments, token_file: /etc/kw/payments, rate_limit: {rps: 5}}
     - {name: search, token_env: SEARCH_TOKEN}
-  usage: {prices: {claude-sonnet-5: {input: 3, output: 15, cache_read: 0.2}}}
+  usage: {prices: {claude-sonnet-5: {input: 3, output: 15, cache_read: 0.2, cache_write_1h: 7}}}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := c.Sidecar
 	if len(s.Clients) != 2 || s.Clients[0].Name != "payments" || *s.Clients[0].RateLimit.RPS != 5 || s.Clients[1].TokenEnv != "SEARCH_TOKEN" ||
-		s.Usage.Prices["claude-sonnet-5"] != (config.Price{Input: 3, Output: 15, CacheRead: 0.2}) {
+		s.Usage.Prices["claude-sonnet-5"] != (config.Price{Input: 3, Output: 15, CacheRead: 0.2, CacheWrite1h: 7}) ||
+		s.Usage.Prices["claude-sonnet-5"].UsagePrice() != (usage.Price{Input: 3, Output: 15, CacheRead: 0.2, CacheWrite1h: 7}) {
 		t.Fatalf("got %+v", s)
 	}
 	for _, tc := range []struct{ yaml, want string }{
@@ -38,6 +40,8 @@ sidecar:
 		{`usage: {prices: {other: {input: 1, output: 1}}}`, "sidecar.usage.prices"},
 		{`usage: {prices: {m: {input: -1, output: 1}}}`, "sidecar.usage.prices.m"},
 		{`usage: {prices: {m: {}}}`, "sidecar.usage.prices.m"},
+		{`usage: {prices: {m: {input: 1, output: 1, cache_write_1h: -2}}}`, "sidecar.usage.prices.m"},
+		{`usage: {prices: {m: {input: 1, output: 1, cache_write_1h: .nan}}}`, "sidecar.usage.prices.m"},
 		{`listen: 0.0.0.0:1`, "not a loopback address"},
 	} {
 		doc := "keys: {prod: {store: \"env://P\"}}\nsidecar: " + tc.yaml

@@ -129,17 +129,20 @@ type Usage struct {
 }
 
 // Price is a model's price in US dollars per million tokens; cache_write
-// and cache_read default to 1.25× and 0.1× input.
+// (5-minute cache), cache_write_1h (1-hour cache) and cache_read default
+// to 1.25×, 2× and 0.1× input (package usage owns the defaults and
+// usage.CheckPrice the validation).
 type Price struct {
-	Input      float64 `yaml:"input"`
-	Output     float64 `yaml:"output"`
-	CacheWrite float64 `yaml:"cache_write"`
-	CacheRead  float64 `yaml:"cache_read"`
+	Input        float64 `yaml:"input"`
+	Output       float64 `yaml:"output"`
+	CacheWrite   float64 `yaml:"cache_write"`
+	CacheWrite1h float64 `yaml:"cache_write_1h"`
+	CacheRead    float64 `yaml:"cache_read"`
 }
 
 // UsagePrice returns p as package usage takes it.
 func (p Price) UsagePrice() usage.Price {
-	return usage.Price{Input: p.Input, Output: p.Output, CacheWrite: p.CacheWrite, CacheRead: p.CacheRead}
+	return usage.Price{Input: p.Input, Output: p.Output, CacheWrite: p.CacheWrite, CacheWrite1h: p.CacheWrite1h, CacheRead: p.CacheRead}
 }
 
 // RateLimit limits each client (by address; one client per unix socket).

@@ -92,9 +92,9 @@ func (w *meterWriter) account(s *telemetry.Spend, cat *usage.Catalog) (tokens in
 		return 0, 0
 	}
 	if w.messages {
-		if t, _ := w.m.Tokens(); t.Total() > 0 {
-			tokens = t.Total()
-			usd = s.Tokens(cat.Lookup(w.m.Model()), t)
+		if u := w.m.Usage(); u.Tokens.Total() > 0 {
+			tokens = u.Tokens.Total()
+			usd = s.Tokens(cat.Lookup(w.m.Model()), u)
 		}
 	}
 	et := w.m.ErrorType()

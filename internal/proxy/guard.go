@@ -53,7 +53,7 @@ func ClientAddressHeader(name string) bool {
 		"X-Client-Ip", "X-Cluster-Client-Ip", "X-Originating-Ip", "Client-Ip":
 		return true
 	}
-	return len(name) > len("X-Forwarded-") && name[:len("X-Forwarded-")] == "X-Forwarded-"
+	return strings.HasPrefix(name, "X-Forwarded-")
 }
 
 // stripClientHeaders removes the client token and every client-address

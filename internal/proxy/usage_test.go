@@ -1,9 +1,7 @@
 package proxy_test
 
 import (
-	"bytes"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"sort"
@@ -17,54 +15,44 @@ import (
 	"github.com/keywarden/keywarden/internal/proxy/usage"
 )
 
-// Cache token counts the usage upstream reports on every answer.
+// Cache token counts the usage upstream reports on every answer: writes
+// to the 5-minute and the 1-hour cache, and reads.
 const (
-	cacheWrite = 100
-	cacheRead  = 2000
+	cacheWrite5m = 60
+	cacheWrite1h = 40
+	cacheWrite   = cacheWrite5m + cacheWrite1h
+	cacheRead    = 2000
 )
 
-var rateReset = time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)
+// rateStart is the fake's clock: each rate-limit window ends a window's
+// length after it.
+var rateStart = time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)
 
-// newUsageUpstream is the fake Claude API with keyA active, behind a
-// middleware that adds what the fake leaves out: cache token counts in its
-// usage objects (the fake reports zero) and the anthropic-ratelimit-*
-// headers on every answer (the fake sends them on 429s only).
+// rateLimits are the fake's limits: resource i has limit 1000·(i+1) and
+// a window of i+1 minutes.
+var rateLimits = anthropictest.RateLimits{
+	Requests:     anthropictest.RateLimit{Limit: 1000, Window: time.Minute},
+	Tokens:       anthropictest.RateLimit{Limit: 20000, Window: 2 * time.Minute},
+	InputTokens:  anthropictest.RateLimit{Limit: 30000, Window: 3 * time.Minute},
+	OutputTokens: anthropictest.RateLimit{Limit: 4000, Window: 4 * time.Minute},
+}
+
+// newUsageUpstream is the fake Claude API with keyA active, reporting cache
+// usage on every Messages answer and the anthropic-ratelimit-* headers on
+// every successful one.
 func newUsageUpstream(t *testing.T) *upstream {
 	t.Helper()
-	fake := anthropictest.New()
-	h := fake.Handler()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hd := w.Header()
-		for i, res := range []string{"Requests", "Tokens", "Input-Tokens", "Output-Tokens"} {
-			base := "Anthropic-Ratelimit-" + res + "-"
-			hd.Set(base+"Limit", strconv.Itoa(1000*(i+1)))
-			hd.Set(base+"Remaining", strconv.Itoa(100*(i+1)))
-			hd.Set(base+"Reset", rateReset.Add(time.Duration(i)*time.Second).Format(time.RFC3339))
-		}
-		h.ServeHTTP(cacheWriter{w}, r)
-	}))
+	fake := anthropictest.New(
+		anthropictest.WithCacheUsage("", anthropictest.CacheUsage{Read: cacheRead, Write5m: cacheWrite5m, Write1h: cacheWrite1h}),
+		anthropictest.WithRateLimits(rateLimits),
+		anthropictest.WithClock(func() time.Time { return rateStart }),
+	)
+	srv := httptest.NewServer(fake.Handler())
 	t.Cleanup(srv.Close)
 	u := &upstream{fake: fake, srv: srv, ids: map[string]string{}}
 	u.Add(keyA)
 	return u
 }
-
-// cacheWriter rewrites the fake's zero cache counts; the fake writes each
-// usage object in one Write.
-type cacheWriter struct{ http.ResponseWriter }
-
-var zeroCache = []byte(`"cache_creation_input_tokens":0,"cache_read_input_tokens":0`)
-
-func (w cacheWriter) Write(p []byte) (int, error) {
-	q := bytes.ReplaceAll(p, zeroCache, fmt.Appendf(nil, `"cache_creation_input_tokens":%d,"cache_read_input_tokens":%d`, cacheWrite, cacheRead))
-	if _, err := w.ResponseWriter.Write(q); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (w cacheWriter) Flush()                      { w.ResponseWriter.(http.Flusher).Flush() }
-func (w cacheWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // metric returns the value of the series name{labels} in a scrape, 0
 // when absent.
@@ -125,7 +113,7 @@ func TestUsageTokensAndCost(t *testing.T) {
 			cost := metric(t, text, "keywarden_sidecar_cost_usd_total", "route", "/", "client", "local", "model", tc.label)
 			unpriced := metric(t, text, "keywarden_sidecar_unpriced_tokens_total", "route", "/", "client", "local", "model", tc.label)
 			p := tc.price
-			wantCost := 2 * (in*p.Input + tc.output*p.Output + cacheWrite*1.25*p.Input + cacheRead*0.1*p.Input) / 1e6
+			wantCost := 2 * (in*p.Input + tc.output*p.Output + cacheWrite5m*1.25*p.Input + cacheWrite1h*2*p.Input + cacheRead*0.1*p.Input) / 1e6
 			if p == (usage.Price{}) {
 				if cost != 0 || unpriced != 2*(in+tc.output+cacheWrite+cacheRead) {
 					t.Errorf("unpriced model: cost %v, unpriced tokens %v", cost, unpriced)
@@ -146,14 +134,14 @@ func TestUsageTokensAndCost(t *testing.T) {
 
 func TestUsagePriceOverride(t *testing.T) {
 	e := newEnv(t, newUsageUpstream(t), func(o *proxy.Options) {
-		o.Prices = map[string]usage.Price{"claude-sonnet-5": {Input: 2, Output: 10, CacheWrite: 1, CacheRead: 1}}
+		o.Prices = map[string]usage.Price{"claude-sonnet-5": {Input: 2, Output: 10, CacheWrite: 1, CacheWrite1h: 3, CacheRead: 1}}
 	})
 	body := messageBody("claude-sonnet-5", false)
 	if code, _, resp := e.do(t, "POST", "/v1/messages", body, "x-api-key", "p"); code != 200 {
 		t.Fatalf("got %d %s", code, resp)
 	}
 	in := float64(len(body) / 4)
-	want := (in*2 + 8*10 + cacheWrite + cacheRead) / 1e6
+	want := (in*2 + 8*10 + cacheWrite5m + 3*cacheWrite1h + cacheRead) / 1e6
 	if got := metric(t, e.scrape(t), "keywarden_sidecar_cost_usd_total", "route", "/", "client", "local", "model", "claude-sonnet-5"); got < want*(1-1e-9) || got > want*(1+1e-9) {
 		t.Fatalf("cost %v, want %v", got, want)
 	}
@@ -192,20 +180,29 @@ func TestUsageErrorTypes(t *testing.T) {
 
 func TestRateLimitHeadroomGauges(t *testing.T) {
 	e := newEnv(t, newUsageUpstream(t), nil)
-	if code, _, body := e.do(t, "GET", "/v1/models", "", "x-api-key", "p"); code != 200 {
-		t.Fatalf("got %d %s", code, body)
+	body := messageBody("claude-opus-4-7", false)
+	for range 2 {
+		if code, _, resp := e.do(t, "POST", "/v1/messages", body, "x-api-key", "p"); code != 200 {
+			t.Fatalf("got %d %s", code, resp)
+		}
 	}
+	// What two answers used: input counts input_tokens and cache writes,
+	// output its 8 tokens (the fake's default answer).
+	in, out := float64(len(body)/4+cacheWrite), 8.0
+	used := [4]float64{1, in + out, in, out}
+	limits := [4]anthropictest.RateLimit{rateLimits.Requests, rateLimits.Tokens, rateLimits.InputTokens, rateLimits.OutputTokens}
 	text := e.scrape(t)
 	for i, res := range []string{"requests", "tokens", "input_tokens", "output_tokens"} {
 		lbl := []string{"key", "prod", "resource", res}
-		if got := metric(t, text, "keywarden_upstream_ratelimit_limit", lbl...); got != float64(1000*(i+1)) {
-			t.Errorf("%s limit %v", res, got)
+		l := limits[i]
+		if got := metric(t, text, "keywarden_upstream_ratelimit_limit", lbl...); got != float64(l.Limit) {
+			t.Errorf("%s limit %v, want %v", res, got, l.Limit)
 		}
-		if got := metric(t, text, "keywarden_upstream_ratelimit_remaining", lbl...); got != float64(100*(i+1)) {
-			t.Errorf("%s remaining %v", res, got)
+		if got, want := metric(t, text, "keywarden_upstream_ratelimit_remaining", lbl...), float64(l.Limit)-2*used[i]; got != want {
+			t.Errorf("%s remaining %v, want %v", res, got, want)
 		}
-		if got := metric(t, text, "keywarden_upstream_ratelimit_reset_timestamp_seconds", lbl...); got != float64(rateReset.Unix()+int64(i)) {
-			t.Errorf("%s reset %v", res, got)
+		if got, want := metric(t, text, "keywarden_upstream_ratelimit_reset_timestamp_seconds", lbl...), float64(rateStart.Add(l.Window).Unix()); got != want {
+			t.Errorf("%s reset %v, want %v", res, got, want)
 		}
 	}
 }

@@ -121,7 +121,7 @@ func (m *Metrics) Spend(route, client string, cat *usage.Catalog) *Spend {
 // Tokens adds the tokens of one response of the model at catalog index
 // model, and their cost (or, for a model without a price, the unpriced
 // tokens). It returns the cost in USD (0 when unpriced).
-func (s *Spend) Tokens(model int, t usage.Tokens) float64 {
+func (s *Spend) Tokens(model int, u usage.Usage) float64 {
 	if model < 0 || model >= len(s.models) {
 		model = s.cat.Other()
 	}
@@ -137,17 +137,17 @@ func (s *Spend) Tokens(model int, t usage.Tokens) float64 {
 		}
 		s.models[model].Store(mc) // a racing Store holds the same children
 	}
-	for k, n := range t {
+	for k, n := range u.Tokens {
 		if n > 0 {
 			mc.tokens[k].Add(float64(n))
 		}
 	}
-	usd, ok := s.cat.Cost(model, t)
+	usd, ok := s.cat.Cost(model, u)
 	if ok {
 		if usd > 0 {
 			mc.cost.Add(usd)
 		}
-	} else if n := t.Total(); n > 0 {
+	} else if n := u.Tokens.Total(); n > 0 {
 		mc.unpriced.Add(float64(n))
 	}
 	return usd

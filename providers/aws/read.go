@@ -3,7 +3,6 @@ package aws
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
@@ -35,10 +34,8 @@ func (s *store) Read(ctx context.Context, name string, stage driver.Stage) (*dri
 	return v, nil
 }
 
-// ReadPending returns the version holding AWSPENDING. AWSPENDING on the
-// version that holds AWSCURRENT is, as in AWS's own rotation protocol, a
-// finished promotion whose last label update did not happen: there is no
-// PENDING version then (NotFound).
+// ReadPending returns the version holding AWSPENDING. A finished promotion
+// (see finishedPromotion) is no PENDING version: NotFound.
 func (s *store) ReadPending(ctx context.Context, name string) (*driver.Version, error) {
 	out, err := s.c.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{
 		SecretId:     sdkaws.String(name),
@@ -47,7 +44,7 @@ func (s *store) ReadPending(ctx context.Context, name string) (*driver.Version, 
 	if err != nil {
 		return nil, wrap(ctx, fmt.Sprintf("aws: read %s of secret %q", labelPending, name), err)
 	}
-	if slices.Contains(out.VersionStages, labelCurrent) {
+	if finishedPromotion(out.VersionStages) {
 		return nil, codes.Errorf(codes.NotFound, "aws: secret %q has no PENDING version (%s is left on the %s version %s: a finished promotion)", name, labelPending, labelCurrent, sdkaws.ToString(out.VersionId))
 	}
 	v := toVersion(out)

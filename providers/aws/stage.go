@@ -3,6 +3,7 @@ package aws
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
@@ -13,27 +14,36 @@ import (
 
 // labels is a snapshot of a secret's staging labels.
 type labels struct {
-	on       map[string]string // label -> VersionId holding it
-	versions int               // number of versions with any label
+	on       map[string]string   // label -> VersionId holding it
+	stages   map[string][]string // VersionId -> its labels
+	versions int                 // number of versions with any label
 }
 
 // holder returns the version holding label, or "".
 func (l *labels) holder(label string) string { return l.on[label] }
 
-// pending returns the version holding AWSPENDING, or "". AWSPENDING on the
-// AWSCURRENT version is not a PENDING version: AWS's rotation protocol reads
-// it as a finished promotion whose last label update did not happen (a
-// Promote that stopped between its two calls), and so does the driver.
+// finishedPromotion reports whether a version's staging labels are
+// AWSPENDING together with AWSCURRENT. AWS's rotation protocol reads that as
+// a finished promotion whose last label update did not happen (a Promote
+// that stopped between its two calls), not as a PENDING version, and so does
+// every part of the driver: this is the one place that says so.
+func finishedPromotion(stages []string) bool {
+	return slices.Contains(stages, labelPending) && slices.Contains(stages, labelCurrent)
+}
+
+// pending returns the version holding AWSPENDING unless it is a finished
+// promotion, or "".
 func (l *labels) pending() string {
-	if p := l.on[labelPending]; p != l.on[labelCurrent] {
+	if p := l.on[labelPending]; !finishedPromotion(l.stages[p]) {
 		return p
 	}
 	return ""
 }
 
-// leftover returns the AWSCURRENT version when it holds AWSPENDING too, or "".
+// leftover returns the version holding AWSPENDING when it is a finished
+// promotion (AWSCURRENT is on it too), or "".
 func (l *labels) leftover() string {
-	if p := l.on[labelPending]; p != "" && p == l.on[labelCurrent] {
+	if p := l.on[labelPending]; p != "" && finishedPromotion(l.stages[p]) {
 		return p
 	}
 	return ""
@@ -53,7 +63,7 @@ func (s *store) describe(ctx context.Context, name string) (*labels, error) {
 	if err != nil {
 		return nil, wrap(ctx, fmt.Sprintf("aws: describe secret %q", name), err)
 	}
-	l := &labels{on: map[string]string{}, versions: len(out.VersionIdsToStages)}
+	l := &labels{on: map[string]string{}, stages: out.VersionIdsToStages, versions: len(out.VersionIdsToStages)}
 	for id, stages := range out.VersionIdsToStages {
 		for _, st := range stages {
 			l.on[st] = id

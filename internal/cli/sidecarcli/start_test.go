@@ -46,13 +46,16 @@ func get(addr, path string) (int, string) {
 // Secrets Manager at an endpoint where nothing listens (every read fails
 // with a retryable error). It returns the config, the store URL and the
 // sidecar's addresses.
-func brokenStore(t *testing.T, endpoint, startTimeout string) (cfg, store, listen, metrics string) {
+func brokenStore(t *testing.T, endpoint, startTimeout string) (cfg, store, secret, listen, metrics string) {
 	t.Helper()
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAKEYWARDENTEST")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "keywarden-test-secret-access-key")
 	t.Setenv("AWS_MAX_ATTEMPTS", "1")
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	store = "awssm://anthropic/start-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")) + "?region=us-east-1&endpoint=" + endpoint
+	// A name of its own per run: the package's tests share one moto server
+	// (and -count=N runs a test N times against it).
+	secret = fmt.Sprintf("anthropic/start-%s-%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), time.Now().UnixNano())
+	store = "awssm://" + secret + "?region=us-east-1&endpoint=" + endpoint
 	listen, metrics = freeAddr(t), freeAddr(t)
 	cfg = filepath.Join(t.TempDir(), "kw.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`
@@ -64,7 +67,7 @@ sidecar:
   start_timeout: %s
   routes: [{prefix: /, key: prod, upstream: "http://127.0.0.1:9"}]
 `, store, listen, metrics, startTimeout)), 0o600)
-	return cfg, store, listen, metrics
+	return cfg, store, secret, listen, metrics
 }
 
 // TestSidecarStartTimeout starts a sidecar whose store cannot be read: it
@@ -75,7 +78,7 @@ func TestSidecarStartTimeout(t *testing.T) {
 	// Windows long enough for the SDK's own retries of a refused
 	// connection to end, so that the refusal is what the sidecar reports.
 	defer sidecarcli.SetStartWindow(2 * time.Second)()
-	cfg, store, listen, metrics := brokenStore(t, "http://"+freeAddr(t), "6s")
+	cfg, store, _, listen, metrics := brokenStore(t, "http://"+freeAddr(t), "6s")
 	done := make(chan error, 1)
 	var out fmt.Stringer
 	go func() {
@@ -185,8 +188,7 @@ func TestSidecarStartsWhenStoreComesBack(t *testing.T) {
 	defer sidecarcli.SetStartWindow(time.Second)()
 	moto := mototest.Start(t)
 	storeAddr := freeAddr(t)
-	cfg, _, listen, metrics := brokenStore(t, "http://"+storeAddr, "1m")
-	name := "anthropic/start-" + strings.ToLower(t.Name())
+	cfg, _, name, listen, metrics := brokenStore(t, "http://"+storeAddr, "1m")
 	if _, err := mototest.SecretsManager(t).CreateSecret(context.Background(), &secretsmanager.CreateSecretInput{
 		Name: &name, SecretString: ptr(keyA),
 	}); err != nil {

@@ -7,10 +7,14 @@ import (
 )
 
 // FuzzMeter feeds a body whole and in chunks cut at the fuzzer's chosen
-// points: the tokens, model and error type must be the same whatever the
-// boundaries, for JSON and SSE, and nothing may panic.
+// points: the tokens, the 1-hour cache's share, model and error type must
+// be the same whatever the boundaries, for JSON and SSE, and nothing may
+// panic.
 func FuzzMeter(f *testing.F) {
-	for _, s := range []string{jsonMessage, jsonError, sseStream, sseError, `{"usage":{"input_tokens":1`, "data: {\r\r\n", `[[[[[[[[[[{"a":1}]]]]]]]]]]`} {
+	for _, s := range []string{jsonMessage, jsonError, sseStream, sseError, `{"usage":{"input_tokens":1`, "data: {\r\r\n", `[[[[[[[[[[{"a":1}]]]]]]]]]]`,
+		jsonCache, sseCache, `{"usage":{"cache_creation":{"ephemeral_1h_input_tokens":12`,
+		`data: {"message":{"usage":{"cache_creation":{"ephemeral_1h_input_tokens":3,"x":{"ephemeral_1h_input_tokens":4}}}}}`,
+		`{"usage":{"cache_creation":[{"ephemeral_1h_input_tokens":1}],"cache_creation":{"ephemeral_1h_input_tokens":2}}}`} {
 		f.Add([]byte(s), false, []byte{3, 7, 1})
 		f.Add([]byte(s), true, []byte{1, 250, 2})
 	}
@@ -40,6 +44,5 @@ func meterBytes(f usage.Format, chunks ...[]byte) result {
 	for _, c := range chunks {
 		m.Write(c)
 	}
-	t, _ := m.Tokens()
-	return result{t, string(m.Model()), string(m.ErrorType())}
+	return resultOf(&m)
 }

@@ -40,13 +40,19 @@ const (
 	tNone target = iota
 	tModel
 	tError
-	tKind // tKind + Kind
+	tCache1h // usage.cache_creation.ephemeral_1h_input_tokens
+	tKind    // tKind + Kind
 )
 
 // mayHold reports whether a container opening now can hold a value a
 // Meter reads: the root, and the objects under "usage", "error",
-// "message" and "message"."usage". Every other container is skipped with
-// a tighter loop that only counts brackets and strings.
+// "message", "message"."usage", and the cache_creation object of either
+// usage. Every other container is skipped with a tighter loop that only
+// counts brackets and strings.
+//
+// The deepest value read is message.usage.cache_creation's
+// ephemeral_1h_input_tokens (an SSE message_start): four object levels,
+// whose keys are levels 0-3 of the trackDepth kept.
 func (j *jsonState) mayHold() bool {
 	switch j.depth {
 	case 0:
@@ -57,9 +63,28 @@ func (j *jsonState) mayHold() bool {
 			return true
 		}
 	case 2:
-		return string(j.keyAt(0)) == "message" && string(j.keyAt(1)) == "usage"
+		k0, k1 := string(j.keyAt(0)), string(j.keyAt(1))
+		return k0 == "message" && k1 == "usage" || k0 == "usage" && k1 == "cache_creation"
+	case 3:
+		return j.inMessageUsage() && string(j.keyAt(2)) == "cache_creation"
 	}
 	return false
+}
+
+// inMessageUsage reports whether levels 0 and 1 are message.usage (the
+// usage of an SSE message_start).
+func (j *jsonState) inMessageUsage() bool {
+	return string(j.keyAt(0)) == "message" && string(j.keyAt(1)) == "usage"
+}
+
+// cacheField returns the target of a key of a usage's cache_creation
+// object: only the 1-hour count is read (the 5-minute one is the rest of
+// cache_creation_input_tokens).
+func cacheField(k []byte) target {
+	if string(k) == "ephemeral_1h_input_tokens" {
+		return tCache1h
+	}
+	return tNone
 }
 
 // skipValue skips the bytes of a skipped container from p[i]; it returns
@@ -139,8 +164,15 @@ func (j *jsonState) targetHere() target {
 			}
 		}
 	case 3:
-		if string(j.keyAt(0)) == "message" && string(j.keyAt(1)) == "usage" {
+		switch {
+		case j.inMessageUsage():
 			return usageField(j.keyAt(2))
+		case string(j.keyAt(0)) == "usage" && string(j.keyAt(1)) == "cache_creation":
+			return cacheField(j.keyAt(2))
+		}
+	case 4:
+		if j.inMessageUsage() && string(j.keyAt(2)) == "cache_creation" {
+			return cacheField(j.keyAt(3))
 		}
 	}
 	return tNone
@@ -321,9 +353,13 @@ func (m *Meter) endJSON() {
 
 func (m *Meter) endNumber() {
 	j := &m.js
-	if j.target >= tKind && j.numOK {
+	switch {
+	case !j.numOK:
+	case j.target >= tKind:
 		k := Kind(j.target - tKind)
 		m.tokens[k], m.seen[k] = j.num, true
+	case j.target == tCache1h:
+		m.cache1h = j.num
 	}
 	j.target = tNone
 	j.state = jAfter

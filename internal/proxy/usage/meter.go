@@ -12,14 +12,18 @@
 // What it reads, as the Claude API documents it:
 //   - JSON (a Messages response, or any error body): the top-level model
 //     and usage {input_tokens, output_tokens, cache_creation_input_tokens,
-//     cache_read_input_tokens}, and error.type of an error body.
+//     cache_read_input_tokens, cache_creation: {ephemeral_1h_input_tokens}},
+//     and error.type of an error body.
 //   - SSE (a streamed Messages response): each event's data as JSON:
 //     message_start's message.model and message.usage, message_delta's
 //     usage (whose output_tokens is cumulative: the final count, not an
 //     increment), and the error.type of an `event: error` frame.
 //
 // For each kind of token the last value seen wins: message_delta's
-// cumulative counts replace message_start's.
+// cumulative counts replace message_start's. The same holds for the
+// 1-hour cache's share of the cache writes (cache_creation.
+// ephemeral_1h_input_tokens), which is no kind of its own: it is part of
+// cache_creation_input_tokens, read only to price it (see [Usage]).
 package usage
 
 import "bytes"
@@ -60,6 +64,18 @@ func (t Tokens) Total() int64 {
 	return n
 }
 
+// Usage is what one answer used: its tokens by kind, and how many of its
+// cache creation tokens went to the 1-hour cache, which costs more than
+// the 5-minute one (see [Price]). Tokens[CacheCreation] stays the total of
+// both caches, as the usage object's cache_creation_input_tokens; the
+// 1-hour share is not a metric kind.
+type Usage struct {
+	Tokens Tokens
+	// CacheCreation1h is usage.cache_creation.ephemeral_1h_input_tokens:
+	// the part of Tokens[CacheCreation] written to the 1-hour cache.
+	CacheCreation1h int64
+}
+
 // Format is the format of a response body.
 type Format uint8
 
@@ -81,6 +97,9 @@ type Header interface {
 // FormatOf returns the Format of a Content-Type value: JSON for
 // application/json, SSE for text/event-stream, else None.
 func FormatOf(contentType string) Format {
+	if !enabled {
+		return None
+	}
 	ct := contentType
 	if i := indexByte(ct, ';'); i >= 0 {
 		ct = ct[:i]
@@ -97,7 +116,7 @@ func FormatOf(contentType string) Format {
 
 // Bounds of the scanner's state.
 const (
-	trackDepth = 4  // object levels whose keys are kept
+	trackDepth = 4  // object levels whose keys are kept (message.usage.cache_creation.<key>)
 	keyCap     = 32 // longest key kept (longer keys never match)
 	valueCap   = 64 // longest model or error type kept (longer: truncated, flagged)
 	fieldCap   = 8  // longest SSE field name kept
@@ -107,9 +126,10 @@ const (
 // Meter reads one response body. The zero value reads nothing until Reset.
 // A Meter is not safe for concurrent use; reuse it with Reset.
 type Meter struct {
-	format Format
-	tokens Tokens
-	seen   [NumKinds]bool
+	format  Format
+	tokens  Tokens
+	seen    [NumKinds]bool
+	cache1h int64 // Usage.CacheCreation1h
 
 	model    [valueCap]byte
 	modelLen int // -1: longer than valueCap
@@ -159,6 +179,10 @@ func (m *Meter) Write(p []byte) (int, error) {
 
 // Tokens returns the tokens read so far, and which kinds were seen.
 func (m *Meter) Tokens() (Tokens, [NumKinds]bool) { return m.tokens, m.seen }
+
+// Usage returns the tokens read so far with the 1-hour cache's share of
+// the cache writes, for [Catalog.UsageCost].
+func (m *Meter) Usage() Usage { return Usage{Tokens: m.tokens, CacheCreation1h: m.cache1h} }
 
 // Model returns the model named in the body, nil when none was seen. It is
 // valid until the next Reset. A name longer than 64 bytes is returned

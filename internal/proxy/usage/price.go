@@ -11,28 +11,36 @@ import (
 type Price struct {
 	// Input and Output are the prices of input and output tokens.
 	Input, Output float64
-	// CacheWrite is the price of cache creation input tokens (zero:
-	// CacheWriteFactor × Input, the 5-minute cache's price).
+	// CacheWrite is the price of cache creation input tokens written to
+	// the 5-minute cache (zero: CacheWriteFactor × Input).
 	CacheWrite float64
+	// CacheWrite1h is the price of cache creation input tokens written to
+	// the 1-hour cache (zero: CacheWrite1hFactor × Input).
+	CacheWrite1h float64
 	// CacheRead is the price of cache read input tokens (zero:
 	// CacheReadFactor × Input).
 	CacheRead float64
 }
 
-// Multipliers of the input price for cache writes (5-minute cache) and
-// cache reads, as the Claude API's price list has them.
+// Multipliers of the input price for cache writes to the 5-minute and the
+// 1-hour cache and for cache reads, as the Claude API's prompt-caching
+// price list has them (https://platform.claude.com/docs/en/build-with-claude/prompt-caching,
+// Pricing: 5-minute cache writes 1.25× the base input price, 1-hour cache
+// writes 2×, cache reads 0.1×; per model, e.g. Sonnet 4.6: $3 input,
+// $3.75 5-minute write, $6 1-hour write, $0.30 read per million tokens).
 const (
-	CacheWriteFactor = 1.25
-	CacheReadFactor  = 0.1
+	CacheWriteFactor   = 1.25
+	CacheWrite1hFactor = 2
+	CacheReadFactor    = 0.1
 )
 
 // DefaultPrices are the list prices the sidecar ships with (USD per
 // million input/output tokens). A config adds models or replaces these
 // prices; a model not in the table is counted in tokens and as unpriced,
-// never at a guessed price. Cache writes are priced at the 5-minute
-// cache's 1.25× input; the 1-hour cache's 2× is not told apart (the usage
-// object's total does not say which cache was written), so such writes
-// are underestimated.
+// never at a guessed price. Cache writes are priced by cache: the usage
+// object's cache_creation.ephemeral_1h_input_tokens at the 1-hour cache's
+// 2× input, the rest of cache_creation_input_tokens at the 5-minute
+// cache's 1.25×.
 var DefaultPrices = map[string]Price{
 	"claude-opus-4-7":   {Input: 5, Output: 25},
 	"claude-sonnet-4-6": {Input: 3, Output: 15},
@@ -48,6 +56,9 @@ func (p Price) withDefaults() Price {
 	if p.CacheWrite == 0 {
 		p.CacheWrite = CacheWriteFactor * p.Input
 	}
+	if p.CacheWrite1h == 0 {
+		p.CacheWrite1h = CacheWrite1hFactor * p.Input
+	}
 	if p.CacheRead == 0 {
 		p.CacheRead = CacheReadFactor * p.Input
 	}
@@ -57,7 +68,7 @@ func (p Price) withDefaults() Price {
 // CheckPrice checks a price: every figure finite and not negative, and an
 // input or output price set.
 func CheckPrice(p Price) error {
-	for _, v := range []float64{p.Input, p.Output, p.CacheWrite, p.CacheRead} {
+	for _, v := range []float64{p.Input, p.Output, p.CacheWrite, p.CacheWrite1h, p.CacheRead} {
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 			return errors.New("prices must be finite and not negative (USD per million tokens)")
 		}
@@ -159,15 +170,19 @@ func allDigits(b []byte) bool {
 	return true
 }
 
-// Cost returns the cost in USD of tokens at label i's price, and false
-// when the label has no price (OtherModel).
-func (c *Catalog) Cost(i int, t Tokens) (float64, bool) {
+// Cost returns the cost in USD of u at label i's price, and false
+// when the label has no price (OtherModel). Of the cache writes,
+// u.CacheCreation1h (at most all of them) are priced as 1-hour cache
+// writes, the rest as 5-minute ones.
+func (c *Catalog) Cost(i int, u Usage) (float64, bool) {
 	if i < 0 || i >= len(c.prices) {
 		return 0, false
 	}
-	p := c.prices[i]
+	p, t := c.prices[i], u.Tokens
+	h := min(max(u.CacheCreation1h, 0), max(t[CacheCreation], 0))
 	return (float64(t[Input])*p.Input + float64(t[Output])*p.Output +
-		float64(t[CacheCreation])*p.CacheWrite + float64(t[CacheRead])*p.CacheRead) / 1e6, true
+		float64(t[CacheCreation]-h)*p.CacheWrite + float64(h)*p.CacheWrite1h +
+		float64(t[CacheRead])*p.CacheRead) / 1e6, true
 }
 
 // ErrorTypes are the upstream error types the Claude API documents, the

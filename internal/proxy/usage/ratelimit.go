@@ -47,6 +47,9 @@ func canonical(s string) string {
 // input-tokens,output-tokens}-{limit,remaining,reset} headers (reset is
 // RFC 3339). ok is false when none is present, which costs one lookup.
 func ReadRateLimits(h Header) (rl RateLimits, ok bool) {
+	if !enabled {
+		return rl, false
+	}
 	if h.Get(rateHeaders[0][0]) == "" && h.Get(rateHeaders[1][0]) == "" {
 		return rl, false
 	}
