@@ -411,43 +411,53 @@ var hopHeaders = []string{
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
+// commonHeaders are the names of the headers the Claude API answers with,
+// so that copying them allocates their values only.
+var commonHeaders = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Content-Type", "Content-Length", "Content-Encoding", "Date", "Server", "Request-Id", "Cache-Control",
+		"Vary", "Via", "Cf-Ray", "Cf-Cache-Status", "X-Robots-Tag", "Strict-Transport-Security",
+		"Anthropic-Organization-Id", "X-Should-Retry", "Retry-After", "Set-Cookie",
+		"Anthropic-Ratelimit-Requests-Limit", "Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Requests-Reset",
+		"Anthropic-Ratelimit-Tokens-Limit", "Anthropic-Ratelimit-Tokens-Remaining", "Anthropic-Ratelimit-Tokens-Reset",
+		"Anthropic-Ratelimit-Input-Tokens-Limit", "Anthropic-Ratelimit-Input-Tokens-Remaining", "Anthropic-Ratelimit-Input-Tokens-Reset",
+		"Anthropic-Ratelimit-Output-Tokens-Limit", "Anthropic-Ratelimit-Output-Tokens-Remaining", "Anthropic-Ratelimit-Output-Tokens-Reset",
+	} {
+		m[k] = k
+	}
+	return m
+}()
+
+// hopHeader reports whether the header k is in hopHeaders.
+func hopHeader(k []byte) bool {
+	for _, n := range hopHeaders {
+		if string(k) == n {
+			return true
+		}
+	}
+	return false
+}
+
 // removeHopHeaders removes the hop-by-hop headers from h, and those named
 // in its Connection header.
 func removeHopHeaders(h http.Header) {
 	for _, v := range h["Connection"] {
-		for {
-			name, rest, _ := cutComma(v)
-			if name = http.CanonicalHeaderKey(trimOWS(name)); name != "" {
-				delete(h, name)
-			}
-			if rest == "" {
-				break
-			}
-			v = rest
-		}
+		deleteListed(h, v)
 	}
 	for _, n := range hopHeaders {
 		delete(h, n)
 	}
 }
 
-func cutComma(s string) (before, after string, found bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			return s[:i], s[i+1:], true
+// deleteListed deletes from h the headers named in the list v (the value
+// of a Connection header).
+func deleteListed(h http.Header, v string) {
+	for name := range strings.SplitSeq(v, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			delete(h, http.CanonicalHeaderKey(name))
 		}
 	}
-	return s, "", false
-}
-
-func trimOWS(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // upstreamTarget is a route's upstream: its pool and the base path and
@@ -511,7 +521,7 @@ func (p *Proxy) forward(rt *route, w http.ResponseWriter, r *http.Request) {
 	h := r.Header
 	removeHopHeaders(h)
 	stripClientHeaders(h)
-	delete(h, "Expect") // the body is read here, not by the upstream's leave
+	delete(h, "Expect") // the body is read before the request goes upstream
 
 	bb := p.bodies.get()
 	defer p.bodies.put(bb)
@@ -590,18 +600,21 @@ func (p *Proxy) respond(rt *route, w http.ResponseWriter, r *http.Request, x *ex
 	dst := w.Header()
 	var connHdr []byte
 	resp.Header.VisitAll(func(k, v []byte) {
-		switch string(k) {
-		case "Connection":
-			connHdr = append(connHdr, v...)
-			return
-		case "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		if string(k) == "Connection" {
+			connHdr = append(append(connHdr, ','), v...)
 			return
 		}
-		key := string(k)
+		if hopHeader(k) {
+			return
+		}
+		key, ok := commonHeaders[string(k)]
+		if !ok {
+			key = string(k)
+		}
 		dst[key] = append(dst[key], string(v))
 	})
-	for _, name := range splitList(string(connHdr)) {
-		delete(dst, http.CanonicalHeaderKey(name))
+	if len(connHdr) > 0 {
+		deleteListed(dst, string(connHdr))
 	}
 	w.WriteHeader(status)
 	var fl http.Flusher
@@ -643,20 +656,6 @@ func (p *Proxy) respond(rt *route, w http.ResponseWriter, r *http.Request, x *ex
 			}
 			panic(http.ErrAbortHandler)
 		}
-	}
-}
-
-func splitList(s string) []string {
-	var out []string
-	for {
-		name, rest, _ := cutComma(s)
-		if name = trimOWS(name); name != "" {
-			out = append(out, name)
-		}
-		if rest == "" {
-			return out
-		}
-		s = rest
 	}
 }
 
