@@ -106,6 +106,10 @@ pids+=($NGINX_PID)
 
 for u in "${URL[@]}"; do wait_port "${u##*:}"; done
 sleep 0.5
+# A port taken by another program looks open: every process must be up.
+for p in "${pids[@]}"; do
+  kill -0 "$p" 2>/dev/null || { echo "a process of the run exited (a port of PORT0=$PORT0 in use?)" >&2; exit 1; }
+done
 declare -A IDLE_RSS
 for t in sidecar sidecar-tls; do IDLE_RSS[$t]=$("$OUT/benchtool" rss -pid "${PROXY_PIDS[$t]}"); done
 

@@ -7,10 +7,14 @@
 // CONNECT, "OPTIONS *"), paths outside the
 // allowlist, the Admin API, clients without the client token when one is
 // set, and clients over their rate or concurrency limit; each refusal is an
-// error in the API's own shape. Behind it, the providers.Transport shared
-// with the Go library injects the key and, on a 401, refreshes the Source
-// and retries once. Responses, SSE streams included, are flushed on every
-// write; a client that goes away cancels its upstream request.
+// error in the API's own shape. Behind it, the key rule shared with the Go
+// library (providers.Attempt, which providers.Transport follows too)
+// injects the key and, on a 401, refreshes the Source and retries once.
+// Clients are served by net/http's server; the upstream is spoken to in
+// HTTP/1.1 on fasthttp's wire format over a connection pool of this
+// package (upstream.go). Responses, SSE streams included, are flushed on
+// every write; a client that goes away cancels its upstream request, while
+// it waits for the answer's headers as well as during a stream.
 package proxy
 
 import (
