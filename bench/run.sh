@@ -20,7 +20,10 @@ STREAMS=${STREAMS:-1000}
 HOLD=${HOLD:-10s}
 TTFB_N=${TTFB_N:-2000}
 LAT_D=${LAT_D:-5s}
-PORT0=${PORT0:-18080} # uses PORT0 .. PORT0+11
+PORT0=${PORT0:-18080} # uses PORT0 .. PORT0+11 (+15 with BASE_BIN)
+# BASE_BIN: another keywarden binary (e.g. an earlier commit's) run side by
+# side as sidecar-base and sidecar-base-tls, for a before/after in one run.
+BASE_BIN=${BASE_BIN:-}
 OUT=${OUT:-$(mktemp -d /tmp/keywarden-bench.XXXXXX)}
 
 bench/install.sh
@@ -94,6 +97,10 @@ start_sidecar sidecar "$OUT/keywarden" "${URL[direct]}"
 start_sidecar sidecar-noacct "$OUT/keywarden-noacct" "${URL[direct]}"
 start_sidecar sidecar-tls "$OUT/keywarden" "${URL[direct-tls]}"
 start_sidecar sidecar-noacct-tls "$OUT/keywarden-noacct" "${URL[direct-tls]}"
+if [ -n "$BASE_BIN" ]; then
+  start_sidecar sidecar-base "$BASE_BIN" "${URL[direct]}"
+  start_sidecar sidecar-base-tls "$BASE_BIN" "${URL[direct-tls]}"
+fi
 
 # nginx with the same injection, to both upstreams.
 sed -e "s#@DIR@#$OUT#g" -e "s#@UPSTREAM@#127.0.0.1:$UP_PORT#g" -e "s#@TLS_UPSTREAM@#127.0.0.1:$UP_TLS_PORT#g" \
@@ -111,7 +118,9 @@ for p in "${pids[@]}"; do
   kill -0 "$p" 2>/dev/null || { echo "a process of the run exited (a port of PORT0=$PORT0 in use?)" >&2; exit 1; }
 done
 declare -A IDLE_RSS
-for t in sidecar sidecar-tls; do IDLE_RSS[$t]=$("$OUT/benchtool" rss -pid "${PROXY_PIDS[$t]}"); done
+RSS_TARGETS=(sidecar sidecar-tls)
+[ -n "$BASE_BIN" ] && RSS_TARGETS+=(sidecar-base sidecar-base-tls)
+for t in "${RSS_TARGETS[@]}"; do IDLE_RSS[$t]=$("$OUT/benchtool" rss -pid "${PROXY_PIDS[$t]}"); done
 
 # CPU time (clock ticks) used so far by the given processes; the proxies'
 # CPU per request is robust to other load on the machine, unlike requests/s.
@@ -123,6 +132,7 @@ PROXY_PIDS[direct-tls]=""
 PROXY_PIDS[nginx]="${NGINX_PIDS[*]}"
 PROXY_PIDS[nginx-tls]="${NGINX_PIDS[*]}"
 TARGETS=(direct nginx sidecar sidecar-noacct direct-tls nginx-tls sidecar-tls sidecar-noacct-tls)
+[ -n "$BASE_BIN" ] && TARGETS=(direct nginx sidecar sidecar-noacct sidecar-base direct-tls nginx-tls sidecar-tls sidecar-noacct-tls sidecar-base-tls)
 # The direct call a target's added latency is measured against.
 base_of() { case $1 in *-tls) echo direct-tls ;; *) echo direct ;; esac; }
 ca_flag() { if [ -n "${CA[$1]:-}" ]; then echo "-ca ${CA[$1]}"; fi; }
@@ -138,6 +148,7 @@ report="$OUT/report.md"
   echo "wrk -t$THREADS -c$CONNS -d$DURATION, POST /v1/messages (~250-byte JSON answer), $ROUNDS rounds interleaved."
   echo "\`*-tls\`: the upstream is HTTPS (HTTP/1.1, a generated CA); the proxies listen on plain HTTP."
   echo "\`sidecar-noacct\`: the sidecar built with \`-tags keywarden_nousage\` (usage accounting off)."
+  [ -z "$BASE_BIN" ] || echo "\`sidecar-base\`: $BASE_BIN, side by side."
   echo
   echo "| round | target | requests/s | p50 ms | p99 ms | errors | proxy CPU µs/request |"
   echo "|---|---|---:|---:|---:|---:|---:|"
@@ -196,7 +207,7 @@ for t in "${TARGETS[@]}"; do
 done
 
 echo >>"$report"
-for t in sidecar sidecar-tls; do
+for t in "${RSS_TARGETS[@]}"; do
   j=$("$OUT/benchtool" streams -url "${URL[$t]}" -n "$STREAMS" -hold "$HOLD" -pid "${PROXY_PIDS[$t]}")
   echo "$j" >"$OUT/streams-$t.json"
   after=$("$OUT/benchtool" rss -pid "${PROXY_PIDS[$t]}")

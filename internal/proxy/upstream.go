@@ -87,6 +87,7 @@ type upConn struct {
 
 	mu       sync.Mutex // orders cancel against deadline changes
 	canceled bool
+	deadline time.Time // the read deadline set (zero: none)
 }
 
 // newHostPool returns the pool of the upstream u: TLS with the system roots
@@ -309,6 +310,7 @@ func (c *upConn) setReadDeadline(t time.Time) {
 	c.mu.Lock()
 	if !c.canceled {
 		_ = c.Conn.SetReadDeadline(t)
+		c.deadline = t
 	}
 	c.mu.Unlock()
 }
@@ -351,7 +353,13 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 			return exchange{}, err
 		}
 		if headerTimeout > 0 {
-			c.setReadDeadline(time.Now().Add(headerTimeout))
+			// A deadline left from the connection's last request is kept
+			// while it is at least 7/8 of the timeout away: setting one
+			// costs as much as a small request's parsing.
+			now := time.Now()
+			if c.deadline.IsZero() || c.deadline.Sub(now) < headerTimeout-headerTimeout/8 {
+				c.setReadDeadline(now.Add(headerTimeout))
+			}
 		}
 		resp.StreamBody = true
 		resp.Header.SetNoDefaultContentType(true)
@@ -363,8 +371,12 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 			}
 			return exchange{}, err
 		}
-		if headerTimeout > 0 {
-			c.setReadDeadline(time.Time{})
+		// Nothing bounds a body: the deadline goes, unless the body is
+		// already read whole into the buffer (no read of it can wait).
+		if !c.deadline.IsZero() {
+			if n := resp.Header.ContentLength(); n < 0 || n > c.br.Buffered() {
+				c.setReadDeadline(time.Time{})
+			}
 		}
 		return exchange{c: c, stop: stop, resp: resp}, nil
 	}
