@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http/httpproxy"
 
 	"github.com/keywarden/keywarden/providers"
@@ -498,8 +499,24 @@ func (u *upstreamTarget) requestURI(buf []byte, path, query string) []byte {
 	return buf
 }
 
-// fillRequest puts method, target, h and the body into req.
-func (u *upstreamTarget) fillRequest(req *fasthttp.Request, method string, target []byte, h http.Header, body []byte, stream io.Reader, size int64) {
+// errInvalidHeader: a header that net/http's client would not send either
+// (net/http's server in front refuses them already; this is the upstream
+// side's own check).
+var errInvalidHeader = errors.New("proxy: invalid header field")
+
+// fillRequest puts method, target, h and the body into req. It fails on a
+// header name or value that is not valid HTTP.
+func (u *upstreamTarget) fillRequest(req *fasthttp.Request, method string, target []byte, h http.Header, body []byte, stream io.Reader, size int64) error {
+	for k, vs := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return errInvalidHeader
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return errInvalidHeader
+			}
+		}
+	}
 	req.Reset()
 	rh := &req.Header
 	rh.DisableNormalizing()
@@ -522,6 +539,7 @@ func (u *upstreamTarget) fillRequest(req *fasthttp.Request, method string, targe
 	case body != nil:
 		req.SetBodyRaw(body)
 	}
+	return nil
 }
 
 // forward sends r upstream with the route's key and copies the answer to
@@ -568,7 +586,13 @@ func (p *Proxy) forward(rt *route, w http.ResponseWriter, r *http.Request) {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	bb.uri = rt.target.requestURI(bb.uri, r.URL.EscapedPath(), r.URL.RawQuery)
-	rt.target.fillRequest(req, r.Method, bb.uri, h, kept, rest, size)
+	if err := rt.target.fillRequest(req, r.Method, bb.uri, h, kept, rest, size); err != nil {
+		if mw, ok := w.(*meterWriter); ok {
+			mw.own = true
+		}
+		p.refuse(w, rt.m, &errBadHeader)
+		return
+	}
 
 	start := time.Now()
 	x, err := rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable)
@@ -586,7 +610,7 @@ func (p *Proxy) forward(rt *route, w http.ResponseWriter, r *http.Request) {
 		if next != nil {
 			x.done(classified)
 			a.Retry(h, next, kind)
-			rt.target.fillRequest(req, r.Method, bb.uri, h, kept, nil, size)
+			_ = rt.target.fillRequest(req, r.Method, bb.uri, h, kept, nil, size) // checked above
 			start = time.Now()
 			x, err = rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable)
 			rt.m.ObserveSince(start)
