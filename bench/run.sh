@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The sidecar load run: the same upstream measured directly, through nginx
-# doing the same header injection, and through the keywarden sidecar, side
-# by side in one run. See docs/benchmarks.md for the method.
+# doing the same header injection, and through the keywarden sidecar (and
+# the sidecar built with -tags keywarden_nousage, its usage accounting off),
+# side by side in one run, on a plain HTTP upstream and on an HTTPS one.
+# See docs/benchmarks.md for the method.
 #
 #   bench/run.sh                      # defaults below
 #   ROUNDS=3 DURATION=15s CONNS=64 bench/run.sh
@@ -17,16 +19,18 @@ THREADS=${THREADS:-2}
 STREAMS=${STREAMS:-1000}
 HOLD=${HOLD:-10s}
 TTFB_N=${TTFB_N:-2000}
-UP_PORT=${UP_PORT:-18080}
-NGINX_PORT=${NGINX_PORT:-18081}
-SIDECAR_PORT=${SIDECAR_PORT:-18082}
-METRICS_PORT=${METRICS_PORT:-18083}
+LAT_D=${LAT_D:-5s}
+PORT0=${PORT0:-18080} # uses PORT0 .. PORT0+11 (+15 with BASE_BIN)
+# BASE_BIN: another keywarden binary (e.g. an earlier commit's) run side by
+# side as sidecar-base and sidecar-base-tls, for a before/after in one run.
+BASE_BIN=${BASE_BIN:-}
 OUT=${OUT:-$(mktemp -d /tmp/keywarden-bench.XXXXXX)}
 
 bench/install.sh
 mkdir -p "$OUT"
 echo "building into $OUT" >&2
 go build -trimpath -o "$OUT/keywarden" ./cmd/keywarden
+go build -trimpath -tags keywarden_nousage -o "$OUT/keywarden-noacct" ./cmd/keywarden
 go build -trimpath -o "$OUT/benchtool" ./bench/benchtool
 
 pids=()
@@ -45,48 +49,93 @@ wait_port() {
   exit 1
 }
 
-# The upstream.
-"$OUT/benchtool" upstream -listen "127.0.0.1:$UP_PORT" &
-UP_PID=$!
-pids+=($UP_PID)
+UP_PORT=$PORT0
+UP_TLS_PORT=$((PORT0 + 1))
+NGINX_PORT=$((PORT0 + 2))
+NGINX_TLS_PORT=$((PORT0 + 3))
 
-# A fake key in a real file store, and the sidecar on it, limits off.
+# The upstreams: plain HTTP, and HTTPS (HTTP/1.1 only, as the Claude API)
+# with a CA generated into $OUT/ca.pem.
+"$OUT/benchtool" upstream -listen "127.0.0.1:$UP_PORT" &
+pids+=($!)
+"$OUT/benchtool" upstream -listen "127.0.0.1:$UP_TLS_PORT" -tls-dir "$OUT" &
+pids+=($!)
+wait_port "$UP_PORT"
+wait_port "$UP_TLS_PORT"
+
+declare -A URL PROXY_PIDS CA
+URL[direct]="http://127.0.0.1:$UP_PORT"
+URL[direct-tls]="https://127.0.0.1:$UP_TLS_PORT"
+CA[direct-tls]="$OUT/ca.pem"
+URL[nginx]="http://127.0.0.1:$NGINX_PORT"
+URL[nginx-tls]="http://127.0.0.1:$NGINX_TLS_PORT"
+
+# A fake key in a real file store, and the sidecars on it, limits off: the
+# product's build and the one without usage accounting, each on each
+# upstream, trusting the bench CA through SSL_CERT_FILE.
 KEY="sk-ant-api03-bench-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-cat >"$OUT/keywarden.yaml" <<EOF
+port=$((PORT0 + 4))
+start_sidecar() { # target binary upstream-url
+  local cfg="$OUT/$1.yaml"
+  cat >"$cfg" <<EOF
 keys:
   bench: {store: "file://$OUT/keys.json?name=bench"}
 sidecar:
-  listen: 127.0.0.1:$SIDECAR_PORT
-  metrics_listen: 127.0.0.1:$METRICS_PORT
-  routes: [{prefix: /, key: bench, upstream: "http://127.0.0.1:$UP_PORT"}]
+  listen: 127.0.0.1:$port
+  metrics_listen: 127.0.0.1:$((port + 1))
+  routes: [{prefix: /, key: bench, upstream: "$3"}]
   rate_limit: {rps: 0, concurrency: 0}
 EOF
-printf '%s' "$KEY" | "$OUT/keywarden" put bench --config "$OUT/keywarden.yaml" >/dev/null
-"$OUT/keywarden" sidecar --config "$OUT/keywarden.yaml" --log-level warn 2>"$OUT/sidecar.log" &
-SIDECAR_PID=$!
-pids+=($SIDECAR_PID)
+  [ -f "$OUT/keys.json" ] || printf '%s' "$KEY" | "$OUT/keywarden" put bench --config "$cfg" >/dev/null
+  SSL_CERT_FILE="$OUT/ca.pem" "$2" sidecar --config "$cfg" --log-level warn 2>"$OUT/$1.log" &
+  pids+=($!)
+  PROXY_PIDS[$1]=$!
+  URL[$1]="http://127.0.0.1:$port"
+  port=$((port + 2))
+}
+start_sidecar sidecar "$OUT/keywarden" "${URL[direct]}"
+start_sidecar sidecar-noacct "$OUT/keywarden-noacct" "${URL[direct]}"
+start_sidecar sidecar-tls "$OUT/keywarden" "${URL[direct-tls]}"
+start_sidecar sidecar-noacct-tls "$OUT/keywarden-noacct" "${URL[direct-tls]}"
+if [ -n "$BASE_BIN" ]; then
+  start_sidecar sidecar-base "$BASE_BIN" "${URL[direct]}"
+  start_sidecar sidecar-base-tls "$BASE_BIN" "${URL[direct-tls]}"
+fi
 
-# nginx with the same injection.
-sed -e "s#@DIR@#$OUT#g" -e "s#@UPSTREAM@#127.0.0.1:$UP_PORT#g" -e "s#@LISTEN@#127.0.0.1:$NGINX_PORT#g" \
+# nginx with the same injection, to both upstreams.
+sed -e "s#@DIR@#$OUT#g" -e "s#@UPSTREAM@#127.0.0.1:$UP_PORT#g" -e "s#@TLS_UPSTREAM@#127.0.0.1:$UP_TLS_PORT#g" \
+  -e "s#@LISTEN@#127.0.0.1:$NGINX_PORT#g" -e "s#@TLS_LISTEN@#127.0.0.1:$NGINX_TLS_PORT#g" \
   -e "s#@KEY@#$KEY#g" bench/nginx.conf.tmpl >"$OUT/nginx.conf"
 mkdir -p "$OUT/client_body" "$OUT/proxy"
 nginx -c "$OUT/nginx.conf" -p "$OUT" -g 'daemon off;' 2>"$OUT/nginx.stderr" &
 NGINX_PID=$!
 pids+=($NGINX_PID)
 
-wait_port "$UP_PORT"; wait_port "$SIDECAR_PORT"; wait_port "$NGINX_PORT"
+for u in "${URL[@]}"; do wait_port "${u##*:}"; done
 sleep 0.5
-IDLE_RSS=$("$OUT/benchtool" rss -pid "$SIDECAR_PID")
+# A port taken by another program looks open: every process must be up.
+for p in "${pids[@]}"; do
+  kill -0 "$p" 2>/dev/null || { echo "a process of the run exited (a port of PORT0=$PORT0 in use?)" >&2; exit 1; }
+done
+declare -A IDLE_RSS
+RSS_TARGETS=(sidecar sidecar-tls)
+[ -n "$BASE_BIN" ] && RSS_TARGETS+=(sidecar-base sidecar-base-tls)
+for t in "${RSS_TARGETS[@]}"; do IDLE_RSS[$t]=$("$OUT/benchtool" rss -pid "${PROXY_PIDS[$t]}"); done
 
 # CPU time (clock ticks) used so far by the given processes; the proxies'
 # CPU per request is robust to other load on the machine, unlike requests/s.
 cpu_ticks() { for p in "$@"; do awk '{print $14+$15}' "/proc/$p/stat"; done | awk '{s+=$1} END {print s+0}'; }
 NGINX_PIDS=("$NGINX_PID" $(pgrep -P "$NGINX_PID" || true))
 HZ=$(getconf CLK_TCK)
-declare -A PROXY_PIDS=([direct]="" [nginx]="${NGINX_PIDS[*]}" [sidecar]="$SIDECAR_PID")
-
-declare -A URL=([direct]="http://127.0.0.1:$UP_PORT" [nginx]="http://127.0.0.1:$NGINX_PORT" [sidecar]="http://127.0.0.1:$SIDECAR_PORT")
-TARGETS=(direct nginx sidecar)
+PROXY_PIDS[direct]=""
+PROXY_PIDS[direct-tls]=""
+PROXY_PIDS[nginx]="${NGINX_PIDS[*]}"
+PROXY_PIDS[nginx-tls]="${NGINX_PIDS[*]}"
+TARGETS=(direct nginx sidecar sidecar-noacct direct-tls nginx-tls sidecar-tls sidecar-noacct-tls)
+[ -n "$BASE_BIN" ] && TARGETS=(direct nginx sidecar sidecar-noacct sidecar-base direct-tls nginx-tls sidecar-tls sidecar-noacct-tls sidecar-base-tls)
+# The direct call a target's added latency is measured against.
+base_of() { case $1 in *-tls) echo direct-tls ;; *) echo direct ;; esac; }
+ca_flag() { if [ -n "${CA[$1]:-}" ]; then echo "-ca ${CA[$1]}"; fi; }
 
 # wrk latency in ms, whatever unit wrk printed.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f", v}'; }
@@ -97,6 +146,9 @@ report="$OUT/report.md"
   echo
   echo "$(nproc) cores, $(uname -r), $(go version | cut -d' ' -f3), $(nginx -v 2>&1 | cut -d' ' -f3), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)."
   echo "wrk -t$THREADS -c$CONNS -d$DURATION, POST /v1/messages (~250-byte JSON answer), $ROUNDS rounds interleaved."
+  echo "\`*-tls\`: the upstream is HTTPS (HTTP/1.1, a generated CA); the proxies listen on plain HTTP."
+  echo "\`sidecar-noacct\`: the sidecar built with \`-tags keywarden_nousage\` (usage accounting off)."
+  [ -z "$BASE_BIN" ] || echo "\`sidecar-base\`: $BASE_BIN, side by side."
   echo
   echo "| round | target | requests/s | p50 ms | p99 ms | errors | proxy CPU µs/request |"
   echo "|---|---|---:|---:|---:|---:|---:|"
@@ -126,25 +178,43 @@ done
 
 {
   echo
-  echo "SSE time to first byte ($TTFB_N streams, 16 at a time; microseconds):"
+  echo "Latency at concurrency 1 (one request at a time for $LAT_D, keep-alive; µs; added = over the direct call to the same upstream):"
+  echo
+  echo "| target | p50 | p99 | added p50 | added p99 | requests | failed |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+} >>"$report"
+declare -A LAT
+for t in "${TARGETS[@]}"; do
+  LAT[$t]=$("$OUT/benchtool" latency -url "${URL[$t]}" -d "$LAT_D" $(ca_flag "$t"))
+  echo "${LAT[$t]}" >"$OUT/latency-$t.json"
+done
+for t in "${TARGETS[@]}"; do
+  python3 -c 'import json,sys; d=json.loads(sys.argv[2]); b=json.loads(sys.argv[3]); print("| %s | %.0f | %.0f | %.0f | %.0f | %d | %d |" % (sys.argv[1], d["p50_us"], d["p99_us"], d["p50_us"]-b["p50_us"], d["p99_us"]-b["p99_us"], d["requests"], d["failed"]))' \
+    "$t" "${LAT[$t]}" "${LAT[$(base_of "$t")]}" >>"$report"
+done
+
+{
+  echo
+  echo "SSE time to first byte ($TTFB_N streams, 16 at a time; µs):"
   echo
   echo "| target | TTFB p50 | TTFB p99 | whole stream p50 | whole stream p99 | failed |"
   echo "|---|---:|---:|---:|---:|---:|"
 } >>"$report"
 for t in "${TARGETS[@]}"; do
-  j=$("$OUT/benchtool" ttfb -url "${URL[$t]}" -n "$TTFB_N" -c 16)
+  j=$("$OUT/benchtool" ttfb -url "${URL[$t]}" -n "$TTFB_N" -c 16 $(ca_flag "$t"))
   echo "$j" >"$OUT/ttfb-$t.json"
   echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("| %s | %d | %d | %d | %d | %d |" % (sys.argv[1], d["ttfb_p50_us"], d["ttfb_p99_us"], d["total_p50_us"], d["total_p99_us"], d["failed"]))' "$t" >>"$report"
 done
 
-j=$("$OUT/benchtool" streams -url "${URL[sidecar]}" -n "$STREAMS" -hold "$HOLD" -pid "$SIDECAR_PID")
-echo "$j" >"$OUT/streams.json"
-AFTER_RSS=$("$OUT/benchtool" rss -pid "$SIDECAR_PID")
-{
-  echo
-  echo "Sidecar RSS: idle $((IDLE_RSS / 1024)) MiB ($IDLE_RSS kB);" \
+echo >>"$report"
+for t in "${RSS_TARGETS[@]}"; do
+  j=$("$OUT/benchtool" streams -url "${URL[$t]}" -n "$STREAMS" -hold "$HOLD" -pid "${PROXY_PIDS[$t]}")
+  echo "$j" >"$OUT/streams-$t.json"
+  after=$("$OUT/benchtool" rss -pid "${PROXY_PIDS[$t]}")
+  echo "RSS of $t: idle $((IDLE_RSS[$t] / 1024)) MiB (${IDLE_RSS[$t]} kB);" \
     "with $STREAMS concurrent streams open $(echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%d MiB (%d kB), %d completed, %d failed" % (d["rss_kb_all_open"]//1024, d["rss_kb_all_open"], d["completed"], d["failed"]))');" \
-    "after they closed $((AFTER_RSS / 1024)) MiB."
-} >>"$report"
+    "after they closed $((after / 1024)) MiB." >>"$report"
+  echo >>"$report"
+done
 cat "$report"
 echo >&2 "raw outputs in $OUT"

@@ -2,7 +2,7 @@ package providers
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -19,10 +19,6 @@ const DefaultAnthropicVersion = "2023-06-01"
 // DefaultMaxRetryBody is the largest request body a Transport keeps in
 // memory so that it can send it again after a 401 (Transport.MaxRetryBody).
 const DefaultMaxRetryBody = 1 << 20
-
-// maxErrorBody bounds how much of a 401 body is read to classify it; the
-// API's error bodies are about a hundred bytes.
-const maxErrorBody = 16 << 10
 
 // Auth says how a Transport presents the key to the upstream.
 type Auth uint8
@@ -243,55 +239,36 @@ func (t *Transport) roundTrip(out *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The key, then the count of store reads begun: a read counted later
-	// began after this request took its key (see RefreshIfCurrent).
-	k := t.Source.Current()
-	if !k.Expires.IsZero() {
-		// A short-lived token: within its last moments, or expired, wait
-		// for a new one; never send one past its expiry.
-		if k, err = t.Source.Fresh(out.Context()); err != nil {
-			closeBody(out)
-			return nil, err
-		}
+	a, err := t.Begin(out.Context(), out.Header)
+	if err != nil {
+		closeBody(out)
+		return nil, err
 	}
-	seq := t.Source.ReadSeq()
-	t.setHeaders(out.Header, k)
 	resp, err := t.base().RoundTrip(out)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
-	if !rejectsKey(resp) {
-		return resp, nil
-	}
-	t.emit(Event{Kind: EventUnauthorized, Key: k})
-	if !replayable {
-		t.emit(Event{Kind: EventNotReplayable, Key: k})
-		return resp, nil
-	}
-	next, kind := t.nextKey(out, k, seq)
+	body, classified := peekErrorBody(resp)
+	next, kind := a.Rejected(out.Context(), body, classified, replayable)
 	if next == nil {
-		if out.Context().Err() == nil {
-			t.emit(Event{Kind: EventNoOtherKey, Key: k})
-		}
 		return resp, nil
 	}
 	retry, err := retryRequest(out)
 	if err != nil {
 		// The body cannot be had again: the first answer stands.
-		t.emit(Event{Kind: EventNotReplayable, Key: k})
+		a.NotReplayable()
 		return resp, nil
 	}
 	_ = resp.Body.Close()
-	t.emit(Event{Kind: kind, Key: next})
-	t.setHeaders(retry.Header, next)
+	a.Retry(retry.Header, next, kind)
 	return t.base().RoundTrip(retry)
 }
 
 // nextKey returns the key to retry with after k was rejected: the CURRENT
 // key after a coalesced refresh when it differs, else the PREVIOUS key when
 // it differs, else nil.
-func (t *Transport) nextKey(req *http.Request, k *Key, seq uint64) (*Key, EventKind) {
-	cur, err := t.Source.RefreshIfCurrent(req.Context(), k, seq)
+func (t *Transport) nextKey(ctx context.Context, k *Key, seq uint64) (*Key, EventKind) {
+	cur, err := t.Source.RefreshIfCurrent(ctx, k, seq)
 	if err != nil {
 		t.emit(Event{Kind: EventRefreshFailed, Key: k, Err: err})
 		// A rejected short-lived token is dropped, as the SDKs do: the
@@ -300,7 +277,7 @@ func (t *Transport) nextKey(req *http.Request, k *Key, seq uint64) (*Key, EventK
 	} else if cur != nil && !sameKey(cur, k) {
 		return cur, EventRetryRefreshed
 	}
-	if req.Context().Err() != nil {
+	if ctx.Err() != nil {
 		return nil, 0
 	}
 	if p := t.Source.Previous(); p != nil && !sameKey(p, k) {
@@ -406,35 +383,20 @@ func (t *Transport) prepareBody(out *http.Request) (bool, error) {
 	if out.GetBody != nil {
 		return true, nil
 	}
-	limit := t.maxRetryBody()
-	if limit < 0 || out.ContentLength > limit {
-		return false, nil
-	}
 	orig := out.Body
-	if out.ContentLength > 0 {
-		b := make([]byte, out.ContentLength)
-		if _, err := io.ReadFull(orig, b); err != nil {
-			_ = orig.Close()
-			return false, fmt.Errorf("providers: read request body: %w", err)
-		}
-		_ = orig.Close()
-		setBytesBody(out, b)
-		return true, nil
-	}
-	// Unknown length: keep up to limit bytes; past it, send what was read
-	// followed by the rest, without a retry.
-	var buf bytes.Buffer
-	n, err := io.Copy(&buf, io.LimitReader(orig, limit+1))
+	kept, rest, err := t.KeepBody(orig, out.ContentLength, nil)
 	if err != nil {
 		_ = orig.Close()
 		return false, fmt.Errorf("providers: read request body: %w", err)
 	}
-	if n > limit {
-		out.Body = &prefixBody{Reader: io.MultiReader(bytes.NewReader(buf.Bytes()), orig), c: orig}
+	if rest != nil {
+		if rest != io.Reader(orig) {
+			out.Body = &prefixBody{Reader: rest, c: orig}
+		}
 		return false, nil
 	}
 	_ = orig.Close()
-	setBytesBody(out, buf.Bytes())
+	setBytesBody(out, kept)
 	return true, nil
 }
 
@@ -482,26 +444,16 @@ func closeBody(r *http.Request) {
 	}
 }
 
-// rejectsKey reports whether a 401 response says the key was rejected: its
-// body is an error of type authentication_error, or not an error in the
-// Claude API's shape at all (an upstream of another kind). A body larger
-// than maxErrorBody is not classified. It reads the body and puts it back,
-// so that the caller still gets it whole.
-func rejectsKey(resp *http.Response) bool {
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody+1))
-	if err != nil || len(b) > maxErrorBody {
+// peekErrorBody reads the start of a 401 body, at most MaxErrorBody bytes,
+// and puts it back, so that the caller still gets the body whole; whole
+// reports that it is all of the body.
+func peekErrorBody(resp *http.Response) (b []byte, whole bool) {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxErrorBody+1))
+	if err != nil || len(b) > MaxErrorBody {
 		resp.Body = &prefixBody{Reader: io.MultiReader(bytes.NewReader(b), resp.Body), c: resp.Body}
-		return false
+		return b, false
 	}
 	_ = resp.Body.Close()
 	resp.Body = io.NopCloser(bytes.NewReader(b))
-	var e struct {
-		Error struct {
-			Type string `json:"type"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(b, &e) != nil || e.Error.Type == "" {
-		return true
-	}
-	return e.Error.Type == "authentication_error"
+	return b, true
 }

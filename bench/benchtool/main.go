@@ -4,6 +4,8 @@
 // RSS. bench/run.sh drives it; see docs/benchmarks.md.
 //
 //	benchtool upstream -listen 127.0.0.1:18080
+//	benchtool upstream -listen 127.0.0.1:18443 -tls-dir /tmp/out   # HTTPS, CA in /tmp/out/ca.pem
+//	benchtool latency -url http://127.0.0.1:8787 -d 5s          # concurrency 1
 //	benchtool ttfb -url http://127.0.0.1:8787 -n 2000 -c 16
 //	benchtool streams -url http://127.0.0.1:8787 -n 1000 -hold 10s -pid 1234
 //	benchtool rss -pid 1234
@@ -11,15 +13,25 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,6 +51,8 @@ func main() {
 		err = upstream(os.Args[2:])
 	case "ttfb":
 		err = ttfb(os.Args[2:])
+	case "latency":
+		err = latency(os.Args[2:])
 	case "streams":
 		err = streams(os.Args[2:])
 	case "rss":
@@ -74,10 +88,13 @@ const ping = "event: ping\ndata: {\"type\": \"ping\"}\n\n"
 // upstream answers POST /v1/messages with a fixed message, or with an SSE
 // stream when the body asks for one; x-bench-hold keeps a stream open that
 // long with a ping every x-bench-interval (default 1s). A request without
-// x-api-key gets the API's 401.
+// x-api-key gets the API's 401. With -tls-dir it serves HTTPS (HTTP/1.1
+// only, as the Claude API does) with a certificate for 127.0.0.1 and
+// localhost signed by a CA it generates and writes to DIR/ca.pem.
 func upstream(args []string) error {
 	fs := flag.NewFlagSet("upstream", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:18080", "address")
+	tlsDir := fs.String("tls-dir", "", "serve HTTPS; write the generated CA to DIR/ca.pem")
 	_ = fs.Parse(args)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -126,7 +143,131 @@ func upstream(args []string) error {
 		}
 	})
 	srv := &http.Server{Addr: *listen, Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	return srv.ListenAndServe()
+	if *tlsDir == "" {
+		return srv.ListenAndServe()
+	}
+	cfg, err := selfSignedTLS(*tlsDir)
+	if err != nil {
+		return err
+	}
+	srv.TLSConfig = cfg
+	// HTTP/1.1 only: an empty TLSNextProto turns net/http's HTTP/2 off.
+	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	return srv.ListenAndServeTLS("", "")
+}
+
+// selfSignedTLS generates a CA and a server certificate for 127.0.0.1 and
+// localhost signed by it, writes the CA to dir/ca.pem, and returns the
+// server's TLS config.
+func selfSignedTLS(dir string) (*tls.Config, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	ca := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "keywarden bench CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	if ca, err = x509.ParseCertificate(caDER); err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+	}, nil
+}
+
+// latency sends one request at a time for a duration and reports the
+// latency percentiles: the added latency of a proxy is its numbers minus
+// those of a direct call.
+func latency(args []string) error {
+	fs := flag.NewFlagSet("latency", flag.ExitOnError)
+	url := fs.String("url", "", "base URL")
+	d := fs.Duration("d", 5*time.Second, "duration")
+	caFile := fs.String("ca", "", "PEM file of the CA to trust (https)")
+	_ = fs.Parse(args)
+	cl, err := trustingClient(1, *caFile)
+	if err != nil {
+		return err
+	}
+	body := []byte(`{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}`)
+	var lat []time.Duration
+	failed := 0
+	for end := time.Now().Add(*d); time.Now().Before(end); {
+		req, _ := http.NewRequest("POST", *url+"/v1/messages", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Api-Key", "placeholder")
+		req.Header.Set("Anthropic-Version", "2023-06-01")
+		start := time.Now()
+		resp, err := cl.Do(req)
+		if err != nil {
+			failed++
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			failed++
+			continue
+		}
+		lat = append(lat, time.Since(start))
+	}
+	return printJSON(map[string]any{
+		"requests": len(lat), "failed": failed,
+		"p50_us": pctF(lat, 50), "p99_us": pctF(lat, 99),
+	})
+}
+
+// pctF is pct in fractional microseconds.
+func pctF(d []time.Duration, p int) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := (len(s)*p + 99) / 100
+	return float64(s[min(max(i-1, 0), len(s)-1)].Nanoseconds()) / 1e3
+}
+
+// trustingClient is client trusting the CA in caFile too, when not "".
+func trustingClient(conns int, caFile string) (*http.Client, error) {
+	cl := client(conns)
+	if caFile == "" {
+		return cl, nil
+	}
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("no certificate in %s", caFile)
+	}
+	cl.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: pool}
+	return cl, nil
 }
 
 func client(conns int) *http.Client {
@@ -155,8 +296,12 @@ func ttfb(args []string) error {
 	url := fs.String("url", "", "base URL")
 	n := fs.Int("n", 2000, "requests")
 	c := fs.Int("c", 16, "concurrency")
+	caFile := fs.String("ca", "", "PEM file of the CA to trust (https)")
 	_ = fs.Parse(args)
-	cl := client(*c)
+	cl, err := trustingClient(*c, *caFile)
+	if err != nil {
+		return err
+	}
 	var mu sync.Mutex
 	var first, total []time.Duration
 	var failed atomic.Int64

@@ -48,6 +48,8 @@ var (
 		"keywarden: this client is over the sidecar's rate limit; retry after the retry-after header's seconds")
 	errConcurrency = newAPIError(http.StatusTooManyRequests, "rate_limit_error",
 		"keywarden: this client has too many requests under way at the sidecar; retry after the retry-after header's seconds")
+	errBadHeader = newAPIError(http.StatusBadRequest, "invalid_request_error",
+		"keywarden: a request header name or value is not valid HTTP; it is not forwarded")
 	errUpstream = newAPIError(http.StatusBadGateway, "api_error",
 		"keywarden: the upstream could not be reached or broke off")
 	errUpstreamTimeout = newAPIError(http.StatusGatewayTimeout, "api_error",

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/keywarden/keywarden/internal/proxy"
@@ -19,21 +20,41 @@ import (
 	"github.com/keywarden/keywarden/providers"
 )
 
-// captured is an upstream transport that records the request the sidecar
-// would send, and answers 200 without a network.
-type captured struct{ out *http.Request }
+// captured records the request an upstream got from the sidecar, over a
+// real socket, and answers 200.
+type captured struct {
+	mu  sync.Mutex
+	out *http.Request // URL.Host set to the upstream's host
+	err error
+}
 
-func (c *captured) RoundTrip(r *http.Request) (*http.Response, error) {
-	if c.out != nil {
-		return nil, errors.New("two upstream requests for one client request")
-	}
-	c.out = r
-	if r.Body != nil {
+// upstream starts an upstream that records into c, and returns its URL.
+func (c *captured) upstream(t testing.TB) *url.URL {
+	var host string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
-		_ = r.Body.Close()
-	}
-	return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
-		Body: io.NopCloser(strings.NewReader("{}")), ContentLength: 2, Request: r}, nil
+		c.mu.Lock()
+		if c.out != nil {
+			c.err = errors.New("two upstream requests for one client request")
+		}
+		r.URL.Host = host
+		c.out = r
+		c.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, "{}")
+	}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	host = u.Host
+	return u
+}
+
+func (c *captured) take() (*http.Request, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out, err := c.out, c.err
+	c.out, c.err = nil, nil
+	return out, err
 }
 
 // clientAddress is the fuzz target's own statement of the headers that
@@ -80,10 +101,11 @@ func FuzzRequestGuard(f *testing.F) {
 		f.Add(s[0], s[1], s[2], s[3])
 	}
 
-	up, _ := url.Parse("https://api.anthropic.test")
-	stagingUp, _ := url.Parse("https://staging.anthropic.test/base")
-	src, _ := newKeyStore(f, "prod", keyS).source(f, providers.Options{})
 	base := &captured{}
+	up := base.upstream(f)
+	stagingUp := base.upstream(f)
+	stagingUp.Path = "/base"
+	src, _ := newKeyStore(f, "prod", keyS).source(f, providers.Options{})
 	p, err := proxy.New(proxy.Options{
 		Routes: []proxy.Route{
 			{Prefix: "/", Key: "prod", Source: src, Upstream: up},
@@ -92,7 +114,6 @@ func FuzzRequestGuard(f *testing.F) {
 		ClientToken: tok,
 		Metrics:     telemetry.New(),
 		Logger:      slog.New(slog.DiscardHandler),
-		Base:        base,
 	})
 	if err != nil {
 		f.Fatal(err)
@@ -108,10 +129,12 @@ func FuzzRequestGuard(f *testing.F) {
 		sentToken := in.Header.Get(proxy.TokenHeader) == tok || in.Header.Get("X-Api-Key") == tok ||
 			strings.EqualFold(in.Header.Get("Authorization"), "bearer "+tok)
 		in.RemoteAddr = "192.0.2.1:5555"
-		base.out = nil
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, in)
-		out := base.out
+		out, err := base.take()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if out == nil {
 			var e struct {
 				Type  string `json:"type"`
@@ -133,6 +156,9 @@ func FuzzRequestGuard(f *testing.F) {
 			path = strings.TrimPrefix(path, stagingUp.Path)
 		} else if out.URL.Host != up.Host {
 			t.Fatalf("forwarded to host %q", out.URL.Host)
+		}
+		if out.Host != out.URL.Host {
+			t.Fatalf("forwarded with Host %q to %q", out.Host, out.URL.Host)
 		}
 		if wire, err := url.PathUnescape(out.URL.EscapedPath()); err != nil || wire != out.URL.Path {
 			t.Fatalf("the path on the wire %q means %q, not the checked %q", out.URL.EscapedPath(), wire, out.URL.Path)

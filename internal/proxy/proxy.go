@@ -7,10 +7,14 @@
 // CONNECT, "OPTIONS *"), paths outside the
 // allowlist, the Admin API, clients without the client token when one is
 // set, and clients over their rate or concurrency limit; each refusal is an
-// error in the API's own shape. Behind it, the providers.Transport shared
-// with the Go library injects the key and, on a 401, refreshes the Source
-// and retries once. Responses, SSE streams included, are flushed on every
-// write; a client that goes away cancels its upstream request.
+// error in the API's own shape. Behind it, the key rule shared with the Go
+// library (providers.Attempt, which providers.Transport follows too)
+// injects the key and, on a 401, refreshes the Source and retries once.
+// Clients are served by net/http's server; the upstream is spoken to in
+// HTTP/1.1 on fasthttp's wire format over a connection pool of this
+// package (upstream.go). Responses, SSE streams included, are flushed on
+// every write; a client that goes away cancels its upstream request, while
+// it waits for the answer's headers as well as during a stream.
 package proxy
 
 import (
@@ -102,8 +106,6 @@ type Options struct {
 	Metrics *telemetry.Metrics
 	// Logger receives events; never key values (slog.Default()).
 	Logger *slog.Logger
-	// Base is the upstream transport (a tuned http.Transport when nil).
-	Base http.RoundTripper
 }
 
 // Proxy is the sidecar's request handling. Create it with New.
@@ -120,8 +122,9 @@ type Proxy struct {
 	noAccount bool
 	limit     *limiter
 	buffers   bufferPool
-	base      http.RoundTripper
-	refused   *telemetry.Route // refusals before a route is known
+	bodies    bodyPool
+	pools     map[string]*hostPool // by scheme://host
+	refused   *telemetry.Route     // refusals before a route is known
 
 	prefixes  []*route // longest prefix first
 	listeners map[string]*route
@@ -139,8 +142,9 @@ type route struct {
 	spends  []*telemetry.Spend // by client index
 	budgets [][]*budget        // by client index: the budgets that apply
 	rl      *telemetry.RateLimitGauges
-	tr      *providers.Transport
-	rp      http.Handler
+	tr      *providers.Transport // the key and 401 rule
+	target  upstreamTarget
+	log     *slog.Logger
 }
 
 // New validates o and builds the Proxy.
@@ -182,9 +186,10 @@ func New(o Options) (*Proxy, error) {
 	for _, b := range p.budgets {
 		b.refused = o.Metrics.Budget(b.Name, func() float64 { return b.used(p.now()) })
 	}
-	p.base = o.Base
-	if p.base == nil {
-		p.base = newBaseTransport(&o)
+	p.pools = map[string]*hostPool{}
+	maxIdle := 1024
+	if o.Concurrency > 0 {
+		maxIdle = max(o.Concurrency, 64)
 	}
 	seen := map[string]bool{}
 	for i, r := range o.Routes {
@@ -218,7 +223,9 @@ func New(o Options) (*Proxy, error) {
 			}
 			rt.budgets = append(rt.budgets, bs)
 		}
-		rt.rp = p.newReverseProxy(rt, p.base)
+		if err := p.newUpstream(rt, maxIdle); err != nil {
+			return nil, err
+		}
 		if r.Listener != "" {
 			p.listeners[r.Listener] = rt
 		} else {
@@ -280,9 +287,35 @@ func (p *Proxy) Transport(name string) *providers.Transport {
 
 // CloseIdleConnections closes the upstream connections not in use.
 func (p *Proxy) CloseIdleConnections() {
-	if c, ok := p.base.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
+	for _, hp := range p.pools {
+		hp.closeIdle()
 	}
+}
+
+// newUpstream sets up the route's upstream: its connection pool (one per
+// upstream host, shared by the routes to it) and the Transport of its key.
+func (p *Proxy) newUpstream(rt *route, maxIdle int) error {
+	up := rt.Upstream
+	rt.log = p.log.With("route", rt.Name, "key", rt.Key)
+	rt.tr = &providers.Transport{
+		Source:        rt.Source,
+		Auth:          rt.Auth,
+		Version:       rt.Version,
+		VersionPolicy: rt.VersionPolicy,
+		MaxRetryBody:  p.opts.MaxRetryBody,
+		OnEvent:       p.onEvent(rt, rt.log),
+	}
+	k := up.Scheme + "://" + up.Host
+	hp := p.pools[k]
+	if hp == nil {
+		var err error
+		if hp, err = newHostPool(up, maxIdle, p.opts.IdleTimeout); err != nil {
+			return err
+		}
+		p.pools[k] = hp
+	}
+	rt.target = upstreamTarget{pool: hp, path: strings.TrimSuffix(up.EscapedPath(), "/"), query: up.RawQuery}
+	return nil
 }
 
 // handler serves one listener: fixed is its route, or nil to route by
@@ -354,11 +387,11 @@ func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = stripPrefix(r, path)
 	}
 	if p.noAccount {
-		rt.rp.ServeHTTP(w, r)
+		p.forward(rt, w, r)
 		return
 	}
 	mw := getMeterWriter(w, rt.rl, messages)
-	rt.rp.ServeHTTP(mw, r)
+	p.forward(rt, mw, r)
 	if tokens, usd := mw.account(rt.spends[ci], p.cat); tokens > 0 {
 		p.charge(rt, ci, tokens, usd)
 	}

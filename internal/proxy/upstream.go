@@ -1,72 +1,740 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
-	"log"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
-	"github.com/keywarden/keywarden/internal/telemetry"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http/httpproxy"
+
 	"github.com/keywarden/keywarden/providers"
 )
 
-// newBaseTransport returns the upstream transport: an idle pool sized to
-// the load, no compression negotiation (bodies pass through as they come),
-// HTTP/2 to https upstreams, a response header timeout, and no overall
-// timeout, so that long streams are never cut.
-func newBaseTransport(o *Options) *http.Transport {
-	idle := 1024
-	if o.Concurrency > 0 {
-		idle = max(o.Concurrency, 64)
+// The upstream engine. Requests go to the upstream, and answers come back,
+// in fasthttp's HTTP/1.1 wire format (fasthttp.Request's writer and
+// fasthttp.Response's parser, with the body streamed), over keep-alive
+// connections pooled per upstream host. The request runs on the calling
+// goroutine from start to end: no reader or writer goroutine per
+// connection, which is where net/http's Transport spends its time. The
+// pool is kept here rather than in fasthttp.HostClient so that a client
+// that goes away can stop its upstream request at once, while waiting for
+// the headers of a long call as well as during a stream: fasthttp's client
+// takes no context.
+//
+// HTTP/1.1 only: the Claude API serves HTTP/1.1, and HTTP/2 to the
+// upstream would bring back the goroutines per connection.
+
+// Sizes of a connection's buffers. The reader holds the response headers
+// whole (the API's are about 2 KiB); the writer is lent from a pool only
+// while a request is written, so a held stream costs the reader alone.
+const (
+	upReadBufferSize  = 8 << 10
+	upWriteBufferSize = 4 << 10
+	// upCheckIdle: a connection idle this long is checked before it is
+	// used again, as the upstream may have closed it meanwhile (a request
+	// sent on it could not be sent again safely); busier ones never are.
+	upCheckIdle = time.Second
+	// upMaxIdleTime closes upstream connections idle this long, well
+	// before any upstream closes them itself: a request is never sent on a
+	// connection the upstream is closing (fasthttp's default too).
+	upMaxIdleTime = 10 * time.Second
+	dialTimeout   = 30 * time.Second
+	tlsTimeout    = 10 * time.Second
+)
+
+// aLongTimeAgo is a deadline in the past: it wakes every read and write of
+// a connection at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, upWriteBufferSize) }}
+
+// hostPool is the keep-alive connections to one upstream host.
+type hostPool struct {
+	addr     string // host:port of the upstream
+	host     string // the Host header
+	tls      *tls.Config
+	proxy    *url.URL // the proxy of the environment, or nil
+	maxIdle  int
+	idleTime time.Duration
+
+	mu     sync.Mutex
+	idle   []*upConn // the most recently used last
+	sweep  *time.Timer
+	closed bool
+}
+
+// upConn is one upstream connection.
+type upConn struct {
+	net.Conn
+	raw    syscall.RawConn // of the TCP connection under TLS
+	pool   *hostPool
+	br     *bufio.Reader
+	idleAt time.Time
+	reused bool
+
+	mu       sync.Mutex // orders cancel against deadline changes
+	canceled bool
+	deadline time.Time // the read deadline set (zero: none)
+}
+
+// newHostPool returns the pool of the upstream u: TLS with the system roots
+// (SSL_CERT_FILE and SSL_CERT_DIR honoured) and a session cache for
+// resumption; the proxy of HTTPS_PROXY, HTTP_PROXY and NO_PROXY, reached
+// with CONNECT; at most maxIdle idle connections.
+func newHostPool(u *url.URL, maxIdle int, idleTime time.Duration) (*hostPool, error) {
+	isTLS := u.Scheme == "https"
+	if !isTLS && u.Scheme != "http" {
+		return nil, fmt.Errorf("proxy: upstream %s: the scheme must be http or https", u.Redacted())
 	}
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   idle,
-		IdleConnTimeout:       o.IdleTimeout,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: o.HeaderTimeout,
-		DisableCompression:    true,
-		// Default 4 KiB connection buffers: a held stream costs two of them;
-		// large bodies bypass them (reads of a buffer's size or more go to
-		// the connection directly).
+	addr := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if isTLS {
+			port = "443"
+		}
+		addr = net.JoinHostPort(u.Hostname(), port)
+	}
+	pu, err := httpproxy.FromEnvironment().ProxyFunc()(&url.URL{Scheme: u.Scheme, Host: addr})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: upstream %s: proxy environment: %w", u.Redacted(), err)
+	}
+	if pu != nil && pu.Scheme != "http" && pu.Scheme != "https" {
+		return nil, fmt.Errorf("proxy: upstream %s: proxy %s: the scheme must be http or https", u.Redacted(), pu.Redacted())
+	}
+	p := &hostPool{addr: addr, host: u.Host, proxy: pu, maxIdle: maxIdle, idleTime: min(idleTime, upMaxIdleTime)}
+	if isTLS {
+		p.tls = &tls.Config{
+			ServerName:         u.Hostname(),
+			MinVersion:         tls.VersionTLS12,
+			NextProtos:         []string{"http/1.1"},
+			ClientSessionCache: tls.NewLRUClientSessionCache(maxIdle),
+		}
+	}
+	return p, nil
+}
+
+// get returns an idle connection, or a new one.
+func (p *hostPool) get(ctx context.Context) (*upConn, error) {
+	now := time.Now()
+	p.mu.Lock()
+	for n := len(p.idle); n > 0; n = len(p.idle) {
+		c := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		if idle := now.Sub(c.idleAt); idle < p.idleTime && c.br.Buffered() == 0 && (idle < upCheckIdle || c.alive()) {
+			p.mu.Unlock()
+			c.reused = true
+			return c, nil
+		}
+		_ = c.Conn.Close()
+	}
+	p.mu.Unlock()
+	return p.connect(ctx)
+}
+
+// connect dials a new connection (through the environment's proxy when one
+// applies) and, for https, completes the TLS handshake.
+func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
+	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	var conn net.Conn
+	var err error
+	if p.proxy == nil {
+		conn, err = d.DialContext(ctx, "tcp", p.addr)
+	} else {
+		conn, err = p.tunnel(ctx, &d)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var raw syscall.RawConn
+	if sc, ok := conn.(syscall.Conn); ok {
+		raw, _ = sc.SyscallConn()
+	}
+	if p.tls != nil {
+		tc := tls.Client(conn, p.tls)
+		hctx, cancel := context.WithTimeout(ctx, tlsTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		conn = tc
+	}
+	return &upConn{Conn: conn, raw: raw, pool: p, br: bufio.NewReaderSize(conn, upReadBufferSize)}, nil
+}
+
+// tunnel opens a connection to the upstream through the proxy, with
+// CONNECT (for http upstreams too).
+func (p *hostPool) tunnel(ctx context.Context, d *net.Dialer) (net.Conn, error) {
+	pu := p.proxy
+	paddr := pu.Host
+	if pu.Port() == "" {
+		paddr = net.JoinHostPort(pu.Hostname(), map[bool]string{true: "443", false: "80"}[pu.Scheme == "https"])
+	}
+	conn, err := d.DialContext(ctx, "tcp", paddr)
+	if err != nil {
+		return nil, fmt.Errorf("proxy %s: %w", pu.Redacted(), err)
+	}
+	fail := func(err error) (net.Conn, error) {
+		_ = conn.Close()
+		return nil, fmt.Errorf("proxy %s: %w", pu.Redacted(), err)
+	}
+	if pu.Scheme == "https" {
+		tc := tls.Client(conn, &tls.Config{ServerName: pu.Hostname(), MinVersion: tls.VersionTLS12})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return fail(err)
+		}
+		conn = tc
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(aLongTimeAgo) })
+	defer stop()
+	_ = conn.SetDeadline(time.Now().Add(dialTimeout))
+	req := "CONNECT " + p.addr + " HTTP/1.1\r\nHost: " + p.addr + "\r\n"
+	if u := pu.User; u != nil {
+		pw, _ := u.Password()
+		req += "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(u.Username()+":"+pw)) + "\r\n"
+	}
+	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
+		return fail(err)
+	}
+	br := bufio.NewReaderSize(conn, 1024)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return fail(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fail(fmt.Errorf("CONNECT answered %s", resp.Status))
+	}
+	if br.Buffered() > 0 {
+		return fail(errors.New("CONNECT: data after the answer"))
+	}
+	_ = conn.SetDeadline(time.Time{})
+	if !stop() {
+		return fail(ctx.Err())
+	}
+	return conn, nil
+}
+
+// alive reports that the upstream has not closed c nor sent anything on
+// it: a non-blocking peek finds nothing to read.
+func (c *upConn) alive() bool {
+	if c.raw == nil {
+		return true
+	}
+	ok := false
+	var b [1]byte
+	err := c.raw.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+		return true
+	})
+	return err == nil && ok
+}
+
+// put keeps c for another request, or closes it when the pool is full.
+func (p *hostPool) put(c *upConn) {
+	c.idleAt = time.Now()
+	c.canceled = false
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= p.maxIdle {
+		p.mu.Unlock()
+		_ = c.Conn.Close()
+		return
+	}
+	p.idle = append(p.idle, c)
+	if p.sweep == nil {
+		p.sweep = time.AfterFunc(p.idleTime, p.closeExpired)
+	}
+	p.mu.Unlock()
+}
+
+// closeExpired closes the connections idle for idleTime, and comes back
+// while any are left.
+func (p *hostPool) closeExpired() {
+	now := time.Now()
+	p.mu.Lock()
+	n := 0
+	for n < len(p.idle) && now.Sub(p.idle[n].idleAt) >= p.idleTime {
+		_ = p.idle[n].Conn.Close()
+		n++
+	}
+	p.idle = append(p.idle[:0], p.idle[n:]...)
+	clear(p.idle[len(p.idle):cap(p.idle)])
+	p.sweep = nil
+	if len(p.idle) > 0 {
+		p.sweep = time.AfterFunc(p.idleTime, p.closeExpired)
+	}
+	p.mu.Unlock()
+}
+
+// closeIdle closes the idle connections.
+func (p *hostPool) closeIdle() {
+	p.mu.Lock()
+	for _, c := range p.idle {
+		_ = c.Conn.Close()
+	}
+	clear(p.idle)
+	p.idle = p.idle[:0]
+	if p.sweep != nil {
+		p.sweep.Stop()
+		p.sweep = nil
+	}
+	p.mu.Unlock()
+}
+
+// cancel wakes every read and write of c for good: its client went away.
+func (c *upConn) cancel() {
+	c.mu.Lock()
+	c.canceled = true
+	_ = c.Conn.SetDeadline(aLongTimeAgo)
+	c.mu.Unlock()
+}
+
+// setReadDeadline sets the read deadline unless c was canceled.
+func (c *upConn) setReadDeadline(t time.Time) {
+	c.mu.Lock()
+	if !c.canceled {
+		_ = c.Conn.SetReadDeadline(t)
+		c.deadline = t
+	}
+	c.mu.Unlock()
+}
+
+// exchange is one request under way upstream: its connection, the stop
+// of its cancellation, and its answer, the body of which streams from the
+// connection.
+type exchange struct {
+	c    *upConn
+	stop func() bool
+	resp *fasthttp.Response
+}
+
+// send writes req on a connection of p and reads the answer's headers
+// within headerTimeout (none when 0); the body is left to stream. When ctx
+// ends, the connection is woken at once and the request fails. A request
+// that could not be written on a reused connection (the upstream closed
+// it) is sent again once on a new one when its body can be had again.
+func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response, headerTimeout time.Duration, replayable bool) (exchange, error) {
+	for try := 0; ; try++ {
+		c, err := p.get(ctx)
+		if err != nil {
+			return exchange{}, err
+		}
+		stop := context.AfterFunc(ctx, c.cancel)
+		bw := writerPool.Get().(*bufio.Writer)
+		bw.Reset(c.Conn)
+		err = req.Write(bw)
+		if err == nil {
+			err = bw.Flush()
+		}
+		bw.Reset(nil)
+		writerPool.Put(bw)
+		if err != nil {
+			stop()
+			_ = c.Conn.Close()
+			if c.reused && try == 0 && replayable && ctx.Err() == nil {
+				continue
+			}
+			return exchange{}, err
+		}
+		if headerTimeout > 0 {
+			// A deadline left from the connection's last request is kept
+			// while it is at least 7/8 of the timeout away: setting one
+			// costs as much as a small request's parsing.
+			now := time.Now()
+			if c.deadline.IsZero() || c.deadline.Sub(now) < headerTimeout-headerTimeout/8 {
+				c.setReadDeadline(now.Add(headerTimeout))
+			}
+		}
+		resp.StreamBody = true
+		resp.Header.SetNoDefaultContentType(true)
+		if err := resp.Read(c.br); err != nil {
+			stop()
+			_ = c.Conn.Close()
+			if errors.Is(err, fasthttp.ErrTimeout) {
+				err = errHeaderTimeout
+			}
+			return exchange{}, err
+		}
+		// Nothing bounds a body: the deadline goes, unless the body is
+		// already read whole into the buffer (no read of it can wait).
+		if !c.deadline.IsZero() {
+			if n := resp.Header.ContentLength(); n < 0 || n > c.br.Buffered() {
+				c.setReadDeadline(time.Time{})
+			}
+		}
+		return exchange{c: c, stop: stop, resp: resp}, nil
 	}
 }
 
-// timed observes each attempt's time to response headers.
-type timed struct {
-	next http.RoundTripper
-	m    *telemetry.Route
+// errHeaderTimeout is a response header timeout.
+var errHeaderTimeout = &timeoutError{"proxy: timeout awaiting response headers"}
+
+type timeoutError struct{ s string }
+
+func (e *timeoutError) Error() string { return e.s }
+func (e *timeoutError) Timeout() bool { return true }
+func (e *timeoutError) Temporary() bool {
+	return true
 }
 
-func (t timed) RoundTrip(r *http.Request) (*http.Response, error) {
+var _ net.Error = (*timeoutError)(nil)
+
+// body returns the answer's body stream (empty when there is none).
+func (x *exchange) body() io.Reader {
+	if b := x.resp.BodyStream(); b != nil {
+		return b
+	}
+	return http.NoBody
+}
+
+// done ends the exchange: its connection goes back to the pool when the
+// body was read whole and nothing cut it, else it is closed.
+func (x *exchange) done(whole bool) {
+	canceled := !x.stop()
+	keep := whole && !canceled && !x.resp.ConnectionClose()
+	_ = x.resp.CloseBodyStream()
+	if keep {
+		x.c.pool.put(x.c)
+	} else {
+		_ = x.c.Conn.Close()
+	}
+}
+
+// hopHeaders are the hop-by-hop headers, never forwarded either way
+// (RFC 9110, section 7.6.1), as net/http's reverse proxy removes them.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// commonHeaders are the names of the headers the Claude API answers with,
+// so that copying them allocates their values only.
+var commonHeaders = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Content-Type", "Content-Length", "Content-Encoding", "Date", "Server", "Request-Id", "Cache-Control",
+		"Vary", "Via", "Cf-Ray", "Cf-Cache-Status", "X-Robots-Tag", "Strict-Transport-Security",
+		"Anthropic-Organization-Id", "X-Should-Retry", "Retry-After", "Set-Cookie",
+		"Anthropic-Ratelimit-Requests-Limit", "Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Requests-Reset",
+		"Anthropic-Ratelimit-Tokens-Limit", "Anthropic-Ratelimit-Tokens-Remaining", "Anthropic-Ratelimit-Tokens-Reset",
+		"Anthropic-Ratelimit-Input-Tokens-Limit", "Anthropic-Ratelimit-Input-Tokens-Remaining", "Anthropic-Ratelimit-Input-Tokens-Reset",
+		"Anthropic-Ratelimit-Output-Tokens-Limit", "Anthropic-Ratelimit-Output-Tokens-Remaining", "Anthropic-Ratelimit-Output-Tokens-Reset",
+	} {
+		m[k] = k
+	}
+	return m
+}()
+
+// hopHeader reports whether the header k is in hopHeaders.
+func hopHeader(k []byte) bool {
+	for _, n := range hopHeaders {
+		if string(k) == n {
+			return true
+		}
+	}
+	return false
+}
+
+// removeHopHeaders removes the hop-by-hop headers from h, and those named
+// in its Connection header.
+func removeHopHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		deleteListed(h, v)
+	}
+	for _, n := range hopHeaders {
+		delete(h, n)
+	}
+}
+
+// deleteListed deletes from h the headers named in the list v (the value
+// of a Connection header).
+func deleteListed(h http.Header, v string) {
+	for name := range strings.SplitSeq(v, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			delete(h, http.CanonicalHeaderKey(name))
+		}
+	}
+}
+
+// upstreamTarget is a route's upstream: its pool and the base path and
+// query the request's are joined to (as httputil.ProxyRequest.SetURL).
+type upstreamTarget struct {
+	pool  *hostPool
+	path  string // escaped, without a trailing slash
+	query string
+}
+
+// requestURI returns the request-target for path (escaped) and query.
+func (u *upstreamTarget) requestURI(buf []byte, path, query string) []byte {
+	buf = append(buf[:0], u.path...)
+	buf = append(buf, path...)
+	if len(buf) == 0 {
+		buf = append(buf, '/')
+	}
+	switch {
+	case u.query != "" && query != "":
+		buf = append(append(append(append(buf, '?'), u.query...), '&'), query...)
+	case u.query != "":
+		buf = append(append(buf, '?'), u.query...)
+	case query != "":
+		buf = append(append(buf, '?'), query...)
+	}
+	return buf
+}
+
+// errInvalidHeader: a header that net/http's client would not send either
+// (net/http's server in front refuses them already; this is the upstream
+// side's own check).
+var errInvalidHeader = errors.New("proxy: invalid header field")
+
+// fillRequest puts method, target, h and the body into req. It fails on a
+// header name or value that is not valid HTTP.
+func (u *upstreamTarget) fillRequest(req *fasthttp.Request, method string, target []byte, h http.Header, body []byte, stream io.Reader, size int64) error {
+	for k, vs := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return errInvalidHeader
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return errInvalidHeader
+			}
+		}
+	}
+	req.Reset()
+	rh := &req.Header
+	rh.DisableNormalizing()
+	rh.SetNoDefaultContentType(true)
+	rh.SetMethod(method)
+	rh.SetRequestURIBytes(target)
+	rh.SetHost(u.pool.host)
+	for k, vs := range h {
+		switch k {
+		case "Host", "Content-Length":
+			continue
+		}
+		for _, v := range vs {
+			rh.Add(k, v)
+		}
+	}
+	switch {
+	case stream != nil:
+		req.SetBodyStream(stream, int(size))
+	case body != nil:
+		req.SetBodyRaw(body)
+	}
+	return nil
+}
+
+// forward sends r upstream with the route's key and copies the answer to
+// w, flushing every write of a stream or of a body of unknown length; on a
+// 401 that rejects the key it sends r once more with another (the 401 rule
+// of providers.Attempt, shared with the library).
+func (p *Proxy) forward(rt *route, w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	h := r.Header
+	removeHopHeaders(h)
+	stripClientHeaders(h)
+	delete(h, "Expect") // the body is read before the request goes upstream
+
+	bb := p.bodies.get()
+	defer p.bodies.put(bb)
+	var kept []byte
+	var rest io.Reader
+	size := r.ContentLength
+	if r.Body != nil && r.Body != http.NoBody {
+		var err error
+		if kept, rest, err = rt.tr.KeepBody(r.Body, r.ContentLength, bb.b); err != nil {
+			p.upstreamError(rt, w, r, fmt.Errorf("read request body: %w", err))
+			return
+		}
+		bb.b = kept[:0]
+		if rest != nil && size <= 0 {
+			size = -1
+		}
+		if rest == nil {
+			// Read to the end: net/http watches the client's connection
+			// (and cancels ctx when it goes away) only once the body has
+			// hit EOF.
+			var one [1]byte
+			_, _ = r.Body.Read(one[:])
+		}
+	}
+	replayable := rest == nil
+	a, err := rt.tr.Begin(ctx, h)
+	if err != nil {
+		p.upstreamError(rt, w, r, err)
+		return
+	}
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	bb.uri = rt.target.requestURI(bb.uri, r.URL.EscapedPath(), r.URL.RawQuery)
+	if err := rt.target.fillRequest(req, r.Method, bb.uri, h, kept, rest, size); err != nil {
+		if mw, ok := w.(*meterWriter); ok {
+			mw.own = true
+		}
+		p.refuse(w, rt.m, &errBadHeader)
+		return
+	}
+
 	start := time.Now()
-	resp, err := t.next.RoundTrip(r)
-	t.m.ObserveSince(start)
-	return resp, err
+	x, err := rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable)
+	rt.m.ObserveSince(start)
+	if err != nil {
+		p.upstreamError(rt, w, r, err)
+		return
+	}
+	var prefix []byte // the start of the body, read to classify a 401
+	if resp.StatusCode() == http.StatusUnauthorized {
+		n, err := io.ReadFull(x.body(), bb.errBuf[:])
+		prefix = bb.errBuf[:n]
+		classified := err == io.EOF || err == io.ErrUnexpectedEOF
+		next, kind := a.Rejected(ctx, prefix, classified, replayable)
+		if next != nil {
+			x.done(classified)
+			a.Retry(h, next, kind)
+			_ = rt.target.fillRequest(req, r.Method, bb.uri, h, kept, nil, size) // checked above
+			start = time.Now()
+			x, err = rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable)
+			rt.m.ObserveSince(start)
+			if err != nil {
+				p.upstreamError(rt, w, r, err)
+				return
+			}
+			prefix = nil
+		}
+	}
+	p.respond(rt, w, r, &x, prefix)
 }
 
-// owned hands the reverse proxy's outgoing request, which it owns, to the
-// shared providers.Transport without another copy of its headers.
-type owned struct{ t *providers.Transport }
+// respond copies the answer of x to w: headers, then the body (after
+// prefix, its start already read), flushed on every write when it is a
+// stream or of unknown length. A failed write to the client, or a failed
+// read from the upstream, ends the exchange at once and aborts the
+// client's answer, as net/http's reverse proxy does.
+func (p *Proxy) respond(rt *route, w http.ResponseWriter, r *http.Request, x *exchange, prefix []byte) {
+	resp := x.resp
+	status := resp.StatusCode()
+	rt.m.Request(status)
+	dst := w.Header()
+	var connHdr []byte
+	resp.Header.VisitAll(func(k, v []byte) {
+		if string(k) == "Connection" {
+			connHdr = append(append(connHdr, ','), v...)
+			return
+		}
+		if hopHeader(k) {
+			return
+		}
+		key, ok := commonHeaders[string(k)]
+		if !ok {
+			key = string(k)
+		}
+		dst[key] = append(dst[key], string(v))
+	})
+	if len(connHdr) > 0 {
+		deleteListed(dst, string(connHdr))
+	}
+	w.WriteHeader(status)
+	var fl http.Flusher
+	if resp.Header.ContentLength() < 0 || isEventStream(resp.Header.ContentType()) {
+		fl, _ = w.(http.Flusher)
+	}
+	if len(prefix) > 0 {
+		if _, err := w.Write(prefix); err != nil {
+			x.done(false)
+			panic(http.ErrAbortHandler)
+		}
+		if fl != nil {
+			fl.Flush()
+		}
+	}
+	buf := p.buffers.Get()
+	defer p.buffers.Put(buf)
+	body := x.body()
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				x.done(false)
+				rt.log.Debug("proxy: client went away during the answer", "path", r.URL.Path, "error", err)
+				panic(http.ErrAbortHandler)
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			x.done(true)
+			return
+		}
+		if rerr != nil {
+			x.done(false)
+			if ctx := r.Context(); ctx.Err() == nil {
+				rt.log.Warn("proxy: upstream answer cut", "path", r.URL.Path, "error", rerr)
+			}
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
 
-func (o owned) RoundTrip(r *http.Request) (*http.Response, error) { return o.t.RoundTripOwned(r) }
+// isEventStream reports a text/event-stream content type.
+func isEventStream(ct []byte) bool {
+	const es = "text/event-stream"
+	return len(ct) >= len(es) && string(ct[:len(es)]) == es
+}
 
-// copyBufferSize is the reverse proxy's copy buffer: large enough for most
-// non-streaming answers in one read, small enough that a thousand held
-// streams cost 16 MiB.
+// reqBuffers are a request's pooled buffers: the body kept for a retry,
+// the request-target, and the start of a 401's body.
+type reqBuffers struct {
+	b      []byte
+	uri    []byte
+	errBuf [providers.MaxErrorBody + 1]byte
+}
+
+// bodyPool lends reqBuffers. Bodies larger than maxPooledBody are not kept.
+type bodyPool struct{ p sync.Pool }
+
+const maxPooledBody = 64 << 10
+
+func (bp *bodyPool) get() *reqBuffers {
+	if b, ok := bp.p.Get().(*reqBuffers); ok {
+		return b
+	}
+	return new(reqBuffers)
+}
+
+func (bp *bodyPool) put(b *reqBuffers) {
+	if cap(b.b) > maxPooledBody {
+		b.b = nil
+	}
+	bp.p.Put(b)
+}
+
+// copyBufferSize is the buffer the answers are copied with: large enough
+// for most non-streaming answers in one read, small enough that a thousand
+// held streams cost 16 MiB.
 const copyBufferSize = 16 << 10
 
-// bufferPool lends the buffers the reverse proxy copies bodies with.
-// A channel, unlike sync.Pool, takes a []byte back without allocating.
+// bufferPool lends the copy buffers. A channel, unlike sync.Pool, takes a
+// []byte back without allocating.
 type bufferPool chan []byte
 
 func (p bufferPool) Get() []byte {
@@ -85,54 +753,7 @@ func (p bufferPool) Put(b []byte) {
 	}
 }
 
-// newReverseProxy builds the reverse proxy of one route around the shared
-// base transport.
-func (p *Proxy) newReverseProxy(rt *route, base http.RoundTripper) *httputil.ReverseProxy {
-	up := rt.Upstream
-	plainHost := up.Path == "" || up.Path == "/"
-	lg := p.log.With("route", rt.Name, "key", rt.Key)
-	rt.tr = &providers.Transport{
-		Source:        rt.Source,
-		Base:          timed{base, rt.m},
-		Auth:          rt.Auth,
-		Version:       rt.Version,
-		VersionPolicy: rt.VersionPolicy,
-		MaxRetryBody:  p.opts.MaxRetryBody,
-		OnEvent:       p.onEvent(rt, lg),
-	}
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			if plainHost {
-				pr.Out.URL.Scheme = up.Scheme
-				pr.Out.URL.Host = up.Host
-				pr.Out.Host = ""
-			} else {
-				pr.SetURL(up)
-			}
-			// The Transport sets the auth header it uses and deletes the
-			// other; the token header and the client-address headers
-			// never leave.
-			stripClientHeaders(pr.Out.Header)
-		},
-		Transport: owned{rt.tr},
-		// 0, not -1: the reverse proxy flushes every write by itself for
-		// SSE and for bodies of unknown length (chunked), and writes a
-		// response of known length in one piece; -1 would flush its
-		// headers on their own first, from a timer, costing a write.
-		FlushInterval: 0,
-		BufferPool:    p.buffers,
-		ErrorLog:      log.New(slogWriter{lg}, "", 0),
-		ModifyResponse: func(resp *http.Response) error {
-			rt.m.Request(resp.StatusCode)
-			return nil
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			p.upstreamError(rt, lg, w, r, err)
-		},
-	}
-}
-
-func (p *Proxy) upstreamError(rt *route, log *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
+func (p *Proxy) upstreamError(rt *route, w http.ResponseWriter, r *http.Request, err error) {
 	mw, _ := w.(*meterWriter)
 	if mw != nil {
 		mw.own = true
@@ -143,7 +764,7 @@ func (p *Proxy) upstreamError(rt *route, log *slog.Logger, w http.ResponseWriter
 		}
 		// The client went away (or the server is closing): nobody to answer.
 		rt.m.Request(499)
-		log.Debug("proxy: client went away", "path", r.URL.Path, "error", err)
+		rt.log.Debug("proxy: client went away", "path", r.URL.Path, "error", err)
 		return
 	}
 	e := errUpstream
@@ -152,7 +773,7 @@ func (p *Proxy) upstreamError(rt *route, log *slog.Logger, w http.ResponseWriter
 		e = errUpstreamTimeout
 	}
 	rt.m.Request(e.status)
-	log.Warn("proxy: upstream request failed", "path", r.URL.Path, "status", e.status, "error", err)
+	rt.log.Warn("proxy: upstream request failed", "path", r.URL.Path, "status", e.status, "error", err)
 	e.write(w, 0)
 }
 
@@ -176,7 +797,7 @@ func (p *Proxy) onEvent(rt *route, log *slog.Logger) func(providers.Event) {
 	}
 }
 
-// slogWriter turns the reverse proxy's log.Logger lines into slog records.
+// slogWriter turns net/http's log.Logger lines into slog records.
 type slogWriter struct{ log *slog.Logger }
 
 func (w slogWriter) Write(b []byte) (int, error) {

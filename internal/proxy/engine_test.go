@@ -1,0 +1,175 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keywarden/keywarden/internal/proxy"
+)
+
+// TestClientGoneCancelsLongCall: a client that goes away while a
+// non-streaming call waits for its answer stops the upstream request at
+// once, not at the header timeout (an abandoned long call is paid for).
+func TestClientGoneCancelsLongCall(t *testing.T) {
+	cancelled := make(chan struct{})
+	started := make(chan struct{})
+	up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body) // net/http watches the connection from the body's end
+		close(started)
+		<-r.Context().Done()
+		close(cancelled)
+	})
+	e := newEnv(t, up, nil) // the header timeout is the default 10 minutes
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/v1/messages", strings.NewReader(msgBody))
+	go func() {
+		<-started
+		cancel()
+	}()
+	if resp, err := e.srv.Client().Do(req); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("the call returned an answer: %d %s", resp.StatusCode, b)
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the upstream request was not cancelled when the client went away")
+	}
+}
+
+// TestHTTPSUpstream: an https upstream is verified against the roots, is
+// spoken to in HTTP/1.1, and a new connection resumes the TLS session of
+// an earlier one.
+func TestHTTPSUpstream(t *testing.T) {
+	var mu sync.Mutex
+	var resumed []bool
+	var protos []string
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		protos = append(protos, r.Proto+" "+r.Header.Get("X-Api-Key"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"data":[]}`)
+	}))
+	srv.TLS = &tls.Config{VerifyConnection: func(cs tls.ConnectionState) error {
+		mu.Lock()
+		resumed = append(resumed, cs.DidResume)
+		mu.Unlock()
+		return nil
+	}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	e := newEnv(t, &upstream{srv: srv}, nil)
+	// Not trusted yet: the certificate is refused.
+	if code, _, _ := e.do(t, "GET", "/v1/models", ""); code != http.StatusBadGateway {
+		t.Fatalf("an upstream of an unknown CA: got %d, want 502", code)
+	}
+	proxy.TrustUpstream(e.p, srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs)
+	for i := range 2 {
+		if code, _, body := e.do(t, "GET", "/v1/models", ""); code != 200 {
+			t.Fatalf("request %d: got %d %s", i, code, body)
+		}
+		e.p.CloseIdleConnections()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(resumed) != 3 || resumed[1] || !resumed[2] {
+		t.Errorf("handshakes resumed: %v, want the third to resume the second's session", resumed)
+	}
+	for _, p := range protos {
+		if p != "HTTP/1.1 "+keyA {
+			t.Errorf("the upstream got %q, want HTTP/1.1 with the key", p)
+		}
+	}
+}
+
+// TestUpstreamThroughProxyEnv: with HTTP_PROXY set, the upstream is
+// reached through the proxy with CONNECT and the proxy's credentials.
+func TestUpstreamThroughProxyEnv(t *testing.T) {
+	up := newUpstream(t, keyA)
+	upURL, _ := url.Parse(up.URL())
+	var mu sync.Mutex
+	var seen []string
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	fwd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.Host+" "+r.Header.Get("Proxy-Authorization"))
+		mu.Unlock()
+		if r.Method != http.MethodConnect || !strings.HasPrefix(r.Host, "upstream.test:") {
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		// upstream.test is the test upstream.
+		dst, err := net.Dial("tcp", upURL.Host)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			dst.Close()
+			return
+		}
+		_ = brw.Flush()
+		wg.Add(2)
+		pipe := func(a net.Conn, b io.Reader) {
+			defer wg.Done()
+			_, _ = io.Copy(a, b)
+			a.Close()
+			conn.Close()
+		}
+		go pipe(dst, bufio.NewReader(io.MultiReader(brw.Reader, conn)))
+		go pipe(conn, dst)
+	}))
+	t.Cleanup(fwd.Close)
+	pu, _ := url.Parse(fwd.URL)
+	pu.User = url.UserPassword("u", "p w")
+	t.Setenv("HTTP_PROXY", pu.String())
+	t.Setenv("NO_PROXY", "")
+	target := &url.URL{Scheme: "http", Host: "upstream.test:" + upURL.Port()}
+	e := newEnv(t, up, func(o *proxy.Options) { o.Routes[0].Upstream = target })
+	if code, _, body := e.do(t, "GET", "/v1/models", ""); code != 200 {
+		t.Fatalf("got %d %s", code, body)
+	}
+	e.p.CloseIdleConnections()
+	mu.Lock()
+	defer mu.Unlock()
+	want := "CONNECT " + target.Host + " Basic " + base64.StdEncoding.EncodeToString([]byte("u:p w"))
+	if len(seen) != 1 || seen[0] != want {
+		t.Fatalf("the proxy saw %q, want [%q]", seen, want)
+	}
+	if reqs := up.Requests(); len(reqs) != 1 || reqs[0].Key != keyA {
+		t.Fatalf("the upstream saw %d requests", len(reqs))
+	}
+}
+
+// TestClosedIdleConnectionNotUsed: an upstream connection idle for a while
+// is checked before it is used again, so that a request is not sent on a
+// connection the upstream has closed meanwhile (it could not be sent
+// again).
+func TestClosedIdleConnectionNotUsed(t *testing.T) {
+	up := newUpstream(t, keyA)
+	e := newEnv(t, up, nil)
+	if code, _, _ := e.do(t, "POST", "/v1/messages", msgBody); code != 200 {
+		t.Fatalf("first request: %d", code)
+	}
+	up.srv.CloseClientConnections()
+	proxy.AgeIdleConnections(e.p, 2*time.Second)
+	if code, _, body := e.do(t, "POST", "/v1/messages", msgBody); code != 200 {
+		t.Fatalf("after the upstream closed the idle connection: got %d %s", code, body)
+	}
+}
