@@ -383,6 +383,16 @@ func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	messages := path == "/v1/messages" && r.Method == http.MethodPost
+	if r.Method != http.MethodGet {
+		// The accounting reads answers as they pass: a compressed one
+		// (gzip, which the SDKs' HTTP clients ask for by default) would be
+		// unreadable, and the tokens and error type of the call lost. So
+		// the upstream is asked for plain answers to everything but GETs
+		// (downloads: lists, batch results, file contents), where the
+		// client's compression is kept. identity, not no header: without
+		// one any coding is acceptable (RFC 9110, 12.5.3).
+		r.Header["Accept-Encoding"] = hdrIdentity
+	}
 	if path != r.URL.Path {
 		r = stripPrefix(r, path)
 	}
@@ -391,7 +401,19 @@ func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	mw := getMeterWriter(w, rt.rl, messages)
+	// Deferred: an answer cut short (the client gone mid-stream, the
+	// upstream breaking off) ends forward with http.ErrAbortHandler, and
+	// the tokens its message_start already reported were billed all the
+	// same: they count, and budgets see them.
+	defer p.settle(rt, ci, mw)
 	p.forward(rt, mw, r)
+}
+
+var hdrIdentity = []string{"identity"}
+
+// settle accounts for a forwarded request's answer, as far as it went, and
+// charges its budgets.
+func (p *Proxy) settle(rt *route, ci int, mw *meterWriter) {
 	if tokens, usd := mw.account(rt.spends[ci], p.cat); tokens > 0 {
 		p.charge(rt, ci, tokens, usd)
 	}
