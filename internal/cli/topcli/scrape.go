@@ -88,42 +88,30 @@ func newSnapshot(at time.Time) *snapshot {
 		budgets: map[string]*budgetStats{}, limits: map[keyResource]*limitStats{}}
 }
 
-func (s *snapshot) client(name string) *clientStats {
-	c := s.clients[name]
-	if c == nil {
-		c = &clientStats{errors: map[string]float64{}}
-		s.clients[name] = c
+// entry returns m[k], adding a new value made by mk when there is none.
+func entry[K comparable, V any](m map[K]*V, k K, mk func() *V) *V {
+	v := m[k]
+	if v == nil {
+		v = mk()
+		m[k] = v
 	}
-	return c
+	return v
+}
+
+func (s *snapshot) client(name string) *clientStats {
+	return entry(s.clients, name, func() *clientStats { return &clientStats{errors: map[string]float64{}} })
 }
 
 func (s *snapshot) model(client, model string) *modelStats {
-	k := clientModel{client, model}
-	m := s.models[k]
-	if m == nil {
-		m = &modelStats{}
-		s.models[k] = m
-	}
-	return m
+	return entry(s.models, clientModel{client, model}, func() *modelStats { return &modelStats{} })
 }
 
 func (s *snapshot) budget(name string) *budgetStats {
-	b := s.budgets[name]
-	if b == nil {
-		b = &budgetStats{}
-		s.budgets[name] = b
-	}
-	return b
+	return entry(s.budgets, name, func() *budgetStats { return &budgetStats{} })
 }
 
 func (s *snapshot) limit(key, resource string) *limitStats {
-	k := keyResource{key, resource}
-	l := s.limits[k]
-	if l == nil {
-		l = &limitStats{}
-		s.limits[k] = l
-	}
-	return l
+	return entry(s.limits, keyResource{key, resource}, func() *limitStats { return &limitStats{} })
 }
 
 // kindIndex maps a kind label onto its usage.Kind.
