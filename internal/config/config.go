@@ -244,6 +244,23 @@ func explainYAML(err error) string {
 	})
 }
 
+// yamlName returns the key yaml.v3 decodes a struct field from: its tag's
+// name, or its lower-cased Go name when untagged; "" for a field it skips
+// (unexported, or tagged "-").
+func yamlName(f reflect.StructField) string {
+	if !f.IsExported() {
+		return ""
+	}
+	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	switch name {
+	case "-":
+		return ""
+	case "":
+		return strings.ToLower(f.Name)
+	}
+	return name
+}
+
 // knownFields maps "config.Type" to its YAML field names, for error messages.
 var knownFields = map[string][]string{}
 
@@ -251,9 +268,8 @@ func registerFields(v any) {
 	t := reflect.TypeOf(v)
 	var names []string
 	for i := 0; i < t.NumField(); i++ {
-		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
-		if tag != "" && tag != "-" {
-			names = append(names, tag)
+		if n := yamlName(t.Field(i)); n != "" {
+			names = append(names, n)
 		}
 	}
 	sort.Strings(names)

@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"reflect"
-	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -79,12 +78,7 @@ func checkWhole(n *yaml.Node, t reflect.Type, path string) error {
 // fieldByTag returns the type of t's field whose yaml name is name, or nil.
 func fieldByTag(t reflect.Type, name string) reflect.Type {
 	for i := range t.NumField() {
-		f := t.Field(i)
-		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if tag == "" {
-			tag = strings.ToLower(f.Name)
-		}
-		if tag == name && f.IsExported() {
+		if f := t.Field(i); yamlName(f) == name {
 			return f.Type
 		}
 	}
