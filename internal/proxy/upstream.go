@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http/httpproxy"
 
+	"github.com/keywarden/keywarden/internal/proxy/usage"
 	"github.com/keywarden/keywarden/providers"
 )
 
@@ -654,7 +655,7 @@ func (p *Proxy) respond(rt *route, w http.ResponseWriter, r *http.Request, x *ex
 	}
 	w.WriteHeader(status)
 	var fl http.Flusher
-	if resp.Header.ContentLength() < 0 || isEventStream(resp.Header.ContentType()) {
+	if resp.Header.ContentLength() < 0 || usage.ContentFormat(resp.Header.ContentType()) == usage.SSE {
 		fl, _ = w.(http.Flusher)
 	}
 	if len(prefix) > 0 {
@@ -693,12 +694,6 @@ func (p *Proxy) respond(rt *route, w http.ResponseWriter, r *http.Request, x *ex
 			panic(http.ErrAbortHandler)
 		}
 	}
-}
-
-// isEventStream reports a text/event-stream content type.
-func isEventStream(ct []byte) bool {
-	const es = "text/event-stream"
-	return len(ct) >= len(es) && string(ct[:len(es)]) == es
 }
 
 // reqBuffers are a request's pooled buffers: the body kept for a retry,

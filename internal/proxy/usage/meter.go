@@ -94,13 +94,21 @@ type Header interface {
 	Get(name string) string
 }
 
-// FormatOf returns the Format of a Content-Type value: JSON for
-// application/json, SSE for text/event-stream, else None.
+// FormatOf returns the Format the Meter reads for a Content-Type value:
+// ContentFormat's, or None in a build with the accounting off.
 func FormatOf(contentType string) Format {
 	if !enabled {
 		return None
 	}
-	ct := contentType
+	return ContentFormat(contentType)
+}
+
+// ContentFormat returns the Format of a Content-Type value (a string, or
+// the bytes an HTTP engine holds): JSON for application/json, SSE for
+// text/event-stream (case-insensitive, parameters ignored), else None. It
+// is the one reading of a content type, for the accounting and for the
+// proxy's flushing of event streams alike.
+func ContentFormat[T string | []byte](ct T) Format {
 	if i := indexByte(ct, ';'); i >= 0 {
 		ct = ct[:i]
 	}
@@ -329,7 +337,7 @@ func (m *Meter) eol(c byte) {
 
 // Small string helpers, so that the package needs no strings import on
 // its hot path.
-func indexByte(s string, c byte) int {
+func indexByte[T string | []byte](s T, c byte) int {
 	for i := 0; i < len(s); i++ {
 		if s[i] == c {
 			return i
@@ -338,7 +346,7 @@ func indexByte(s string, c byte) int {
 	return -1
 }
 
-func trimSpace(s string) string {
+func trimSpace[T string | []byte](s T) T {
 	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
 		s = s[1:]
 	}
@@ -348,7 +356,7 @@ func trimSpace(s string) string {
 	return s
 }
 
-func equalFold(s, lower string) bool {
+func equalFold[T string | []byte](s T, lower string) bool {
 	if len(s) != len(lower) {
 		return false
 	}

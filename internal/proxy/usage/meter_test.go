@@ -134,6 +134,9 @@ func TestFormatOf(t *testing.T) {
 		if got := usage.FormatOf(ct); got != want {
 			t.Errorf("FormatOf(%q) = %v, want %v", ct, got, want)
 		}
+		if got := usage.ContentFormat([]byte(ct)); got != want {
+			t.Errorf("ContentFormat([]byte(%q)) = %v, want %v", ct, got, want)
+		}
 	}
 }
 
