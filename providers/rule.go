@@ -38,16 +38,20 @@ func (t *Transport) Begin(ctx context.Context, h http.Header) (Attempt, error) {
 	if t.Source == nil {
 		return Attempt{}, errors.New("providers: Transport has no Source")
 	}
-	// The key, then the count of store reads begun: a read counted later
-	// began after this request took its key (see RefreshIfCurrent).
-	k := t.Source.Current()
+	// The key and the count of store reads begun at that instant: a read
+	// counted later began after this request took its key (see
+	// RefreshIfCurrent).
+	k, seq := t.Source.Taken()
 	if !k.Expires.IsZero() {
 		var err error
 		if k, err = t.Source.Fresh(ctx); err != nil {
 			return Attempt{}, err
 		}
+		// Fresh may have waited for a read: count it, and any begun since,
+		// as earlier (at worst one needless read after a rejection).
+		seq = t.Source.ReadSeq()
 	}
-	a := Attempt{t: t, key: k, seq: t.Source.ReadSeq()}
+	a := Attempt{t: t, key: k, seq: seq}
 	t.setHeaders(h, k)
 	return a, nil
 }

@@ -503,7 +503,7 @@ func (s *Source) Options() Options { return s.opts }
 // share one store read: a call made while a read is under way waits for that
 // read.
 func (s *Source) Refresh(ctx context.Context) (*Key, error) {
-	return s.refresh(ctx, 0, true)
+	return s.refresh(ctx, nil, 0, true)
 }
 
 // Fresh returns CURRENT when a request may use it now: a key that does not
@@ -521,7 +521,7 @@ func (s *Source) Fresh(ctx context.Context) (*Key, error) {
 	if !k.dropped && time.Now().Before(k.mandatoryAt()) {
 		return k, nil
 	}
-	nk, err := s.refresh(ctx, k.readSeq, false)
+	nk, err := s.refresh(ctx, nil, k.readSeq, false)
 	if err == nil && !nk.dropped && time.Now().Before(nk.serviceEnd()) {
 		return nk, nil
 	}
@@ -559,15 +559,30 @@ func (s *Source) drop(k *Key) {
 }
 
 // ReadSeq returns the number of store reads the Source has begun. A caller
-// that sends a key takes it with Current and then takes ReadSeq, and hands
-// both to RefreshIfCurrent when the upstream rejects the key: that is how
+// that sends a key takes it and the ReadSeq of that instant (Taken), and
+// hands both to RefreshIfCurrent when the upstream rejects the key: that is how
 // RefreshIfCurrent tells a read that began after the key was taken (whose
 // answer stands) from one that began before (whose answer may predate the
 // rotation that made the key invalid).
 func (s *Source) ReadSeq() uint64 { return s.started.Load() }
 
+// Taken returns CURRENT together with the ReadSeq of the instant it was
+// taken: no store read began between the two, so a read numbered higher
+// began after the key was taken, and none numbered lower or equal did.
+// (Current followed by ReadSeq may count a read that began in between as
+// an earlier one, which costs a needless second read after a rejection.)
+func (s *Source) Taken() (*Key, uint64) {
+	for {
+		n := s.started.Load()
+		k := s.Current()
+		if s.started.Load() == n {
+			return k, n
+		}
+	}
+}
+
 // RefreshIfCurrent is Refresh for a caller whose key seen was rejected,
-// where seq is the ReadSeq the caller took right after taking seen. It
+// where seq is the ReadSeq of the instant seen was taken (see Taken). It
 // returns without a store read of its own when another caller already made
 // progress: when CURRENT is no longer seen, it returns CURRENT; when a store
 // read began after seen was taken, it waits for that read (when under way)
@@ -576,20 +591,34 @@ func (s *Source) ReadSeq() uint64 { return s.started.Load() }
 // and a read that began before the rejected request was sent never stands
 // in for a fresh one, however recent.
 func (s *Source) RefreshIfCurrent(ctx context.Context, seen *Key, seq uint64) (*Key, error) {
-	cur := s.Current()
-	if seen == nil || (cur != seen && cur.VersionID != seen.VersionID) {
-		return cur, nil
+	if seen == nil {
+		return s.Current(), nil
 	}
-	return s.refresh(ctx, seq, false)
+	return s.refresh(ctx, seen, seq, false)
+}
+
+// replaced returns CURRENT when it is no longer the key seen.
+func (s *Source) replaced(seen *Key) *Key {
+	if cur := s.Current(); cur != seen && cur.VersionID != seen.VersionID {
+		return cur
+	}
+	return nil
 }
 
 // refresh waits for a store read and returns its answer. With anyRead, a
 // read under way will do. Otherwise only a read that began after read number
 // after: a read under way that began earlier is waited for and then followed
 // by a new one, and a later read that already ended stands (CURRENT is
-// returned).
-func (s *Source) refresh(ctx context.Context, after uint64, anyRead bool) (*Key, error) {
+// returned). With seen, CURRENT is returned as soon as it is not seen: a
+// read that began too early for the caller, waited out, may still have
+// found the key that replaced seen.
+func (s *Source) refresh(ctx context.Context, seen *Key, after uint64, anyRead bool) (*Key, error) {
 	for {
+		if seen != nil {
+			if cur := s.replaced(seen); cur != nil {
+				return cur, nil
+			}
+		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -837,7 +866,7 @@ func (s *Source) loop(ctx context.Context, first time.Duration) {
 		} else {
 			// A token: a read begun since k came (a request's Fresh, a
 			// 401) already replaced it; its outcome stands.
-			_, err = s.refresh(ctx, k.readSeq, false)
+			_, err = s.refresh(ctx, nil, k.readSeq, false)
 			if err == nil && s.Current().dropped {
 				s.mu.Lock()
 				err = s.lastErr

@@ -83,7 +83,7 @@ func BenchmarkRefreshIfCurrentStorm(b *testing.B) {
 				}
 				start := d.Reads()
 				b.StartTimer()
-				seen, seq := src.Current(), src.ReadSeq()
+				seen, seq := src.Taken()
 				var wg sync.WaitGroup
 				for i := 0; i < 10000; i++ {
 					wg.Add(1)

@@ -204,7 +204,7 @@ func TestRefreshIfCurrent(t *testing.T) {
 	if _, err := src.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	seen, seq := src.Current(), src.ReadSeq()
+	seen, seq := src.Taken()
 	rotate(t, st, keyB)
 	n := d.Reads()
 	k, err := src.RefreshIfCurrent(context.Background(), seen, seq)
@@ -219,7 +219,7 @@ func TestRefreshIfCurrent(t *testing.T) {
 
 	// A read that began after the request took its key stands, even when
 	// it found no change: no second read.
-	seen, seq = src.Current(), src.ReadSeq()
+	seen, seq = src.Taken()
 	if _, err := src.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestRefreshIfCurrentOlderReadUnderWay(t *testing.T) {
 	go func() { k, _ := src.Refresh(context.Background()); old <- k }()
 	<-g.entered // the read has the store's old answer
 	rotate(t, st, keyB)
-	seen, seq := src.Current(), src.ReadSeq()
+	seen, seq := src.Taken()
 	got := make(chan *providers.Key, 1)
 	go func() { k, _ := src.RefreshIfCurrent(context.Background(), seen, seq); got <- k }()
 	close(g.release)
@@ -276,6 +276,39 @@ func TestRefreshIfCurrentOlderReadUnderWay(t *testing.T) {
 	}
 }
 
+// TestRefreshIfCurrentOlderReadFindsNewKey: a store read that began before
+// the request took its key, waited out, found the key that replaced it:
+// that answer is used, with no second read (a storm of rejections during
+// one slow read costs that read only).
+func TestRefreshIfCurrentOlderReadFindsNewKey(t *testing.T) {
+	st := store(t)
+	d := providertest.NewFaulty(st)
+	g := &gated{Reader: d, entered: make(chan struct{}), release: make(chan struct{})}
+	src, err := providers.New(context.Background(), g, "prod", providers.Options{Refresh: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	rotate(t, st, keyB)
+	g.armed.Store(true)
+	go src.Refresh(context.Background()) //nolint:errcheck // its answer is checked below
+	<-g.entered                          // the read has the new key, held
+	seen, seq := src.Taken()             // still the old key; the read counts as earlier
+	if seen.Value.Reveal() != keyA {
+		t.Fatal("the held read was applied early")
+	}
+	n := d.Reads()
+	got := make(chan *providers.Key, 1)
+	go func() { k, _ := src.RefreshIfCurrent(context.Background(), seen, seq); got <- k }()
+	close(g.release)
+	if k := <-got; k == nil || k.Value.Reveal() != keyB {
+		t.Fatalf("RefreshIfCurrent returned %v, want the new key the held read found", k)
+	}
+	if r := d.Reads() - n; r != 0 {
+		t.Fatalf("RefreshIfCurrent read the store %d more times after the held read found a new key", r)
+	}
+}
+
 // TestRefreshIfCurrentStorm: many rejections of one key cost one store read,
 // whether the store holds a new key or still the rejected one.
 func TestRefreshIfCurrentStorm(t *testing.T) {
@@ -284,7 +317,7 @@ func TestRefreshIfCurrentStorm(t *testing.T) {
 			st := store(t)
 			d := providertest.NewFaulty(st)
 			src := newSource(t, d, providers.Options{Refresh: -1})
-			seen, seq := src.Current(), src.ReadSeq()
+			seen, seq := src.Taken()
 			if changed {
 				rotate(t, st, keyB)
 			}
