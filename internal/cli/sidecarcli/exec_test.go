@@ -19,9 +19,10 @@ import (
 )
 
 // child is a shell program that writes its key to $OUT/key.<pid> (the test
-// compares it without printing it), appends "hup" to $OUT/signals on
-// SIGHUP, and runs until SIGTERM.
-const child = `printf %s "$ANTHROPIC_API_KEY" > "$OUT/key.$$"
+// compares it without printing it; written aside and renamed, so that the
+// test never reads a file created but not yet written), appends "hup" to
+// $OUT/signals on SIGHUP, and runs until SIGTERM.
+const child = `printf %s "$ANTHROPIC_API_KEY" > "$OUT/tmp.$$" && mv "$OUT/tmp.$$" "$OUT/key.$$"
 trap 'echo hup >> "$OUT/signals"' HUP
 trap 'exit 0' TERM
 while :; do sleep 0.02; done`
