@@ -18,13 +18,14 @@ import (
 	"github.com/keywarden/keywarden/providers/file"
 )
 
-// child is a shell program that writes its key to $OUT/key.<pid> (the test
-// compares it without printing it; written aside and renamed, so that the
-// test never reads a file created but not yet written), appends "hup" to
-// $OUT/signals on SIGHUP, and runs until SIGTERM.
-const child = `printf %s "$ANTHROPIC_API_KEY" > "$OUT/tmp.$$" && mv "$OUT/tmp.$$" "$OUT/key.$$"
-trap 'echo hup >> "$OUT/signals"' HUP
+// child is a shell program that appends "hup" to $OUT/signals on SIGHUP,
+// runs until SIGTERM, and writes its key to $OUT/key.<pid> (the test
+// compares it without printing it). The traps come first, so that a signal
+// sent once the key is there finds them; the key is written aside and
+// renamed, so that the test never reads a file created but not yet written.
+const child = `trap 'echo hup >> "$OUT/signals"' HUP
 trap 'exit 0' TERM
+printf %s "$ANTHROPIC_API_KEY" > "$OUT/tmp.$$" && mv "$OUT/tmp.$$" "$OUT/key.$$"
 while :; do sleep 0.02; done`
 
 func keysWritten(t *testing.T, dir string) []string {
