@@ -2,7 +2,9 @@ package mototest_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
@@ -22,7 +24,7 @@ func TestStartOnce(t *testing.T) {
 func TestSecretsManagerClient(t *testing.T) {
 	sm := mototest.SecretsManager(t)
 	ctx := context.Background()
-	name := "mototest-client-" + t.Name()
+	name := fmt.Sprintf("mototest-client-%s-%d", t.Name(), time.Now().UnixNano()) // unique across -count runs on one moto
 	if _, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{
 		Name: aws.String(name), SecretString: aws.String("not-a-key"),
 	}); err != nil {
