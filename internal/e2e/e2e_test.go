@@ -25,6 +25,7 @@ import (
 	"github.com/keywarden/keywarden/internal/gcpsmfake"
 	"github.com/keywarden/keywarden/internal/mototest"
 	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/proxytest"
 	"github.com/keywarden/keywarden/internal/tailbuf"
 	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
@@ -145,7 +146,7 @@ func runZeroDowntime(t *testing.T, b backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sidecar := httptest.NewServer(px.Handler())
+	sidecar := proxytest.NewServer(px)
 	defer func() { sidecar.Close(); px.CloseIdleConnections() }()
 
 	// The applications: the official Go SDK with its retries off, pointed

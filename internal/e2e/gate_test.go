@@ -17,6 +17,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/anthropictest"
 	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/proxytest"
 	"github.com/keywarden/keywarden/internal/tailbuf"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
@@ -257,11 +258,12 @@ func TestRevokeGateWithSidecars(t *testing.T) {
 // gateSidecar is a sidecar proxy with its own Source, its API listener and
 // its metrics listener.
 type gateSidecar struct {
-	pod            string
-	reader         *providertest.Faulty
-	src            *providers.Source
-	px             *proxy.Proxy
-	front, metrics *httptest.Server
+	pod     string
+	reader  *providertest.Faulty
+	src     *providers.Source
+	px      *proxy.Proxy
+	front   *proxytest.Server
+	metrics *httptest.Server
 }
 
 func startGateSidecar(t *testing.T, path, secret, key, pod, upstream string, log *slog.Logger) *gateSidecar {
@@ -283,7 +285,7 @@ func startGateSidecar(t *testing.T, path, secret, key, pod, upstream string, log
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.front, c.metrics = httptest.NewServer(c.px.Handler()), httptest.NewServer(c.px.HealthHandler())
+	c.front, c.metrics = proxytest.NewServer(c.px), httptest.NewServer(c.px.HealthHandler())
 	t.Cleanup(func() { c.front.Close(); c.metrics.Close(); c.px.CloseIdleConnections(); c.src.Close() })
 	return c
 }

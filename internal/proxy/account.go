@@ -1,19 +1,20 @@
 package proxy
 
 import (
-	"net/http"
 	"sync"
+	"unsafe"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/keywarden/keywarden/internal/proxy/usage"
 	"github.com/keywarden/keywarden/internal/telemetry"
 )
 
-// meterWriter is the proxy's side of the accounting: it passes every
-// write and flush on to the client at once, and feeds the bytes written to
-// a usage.Meter after they went out, so that nothing is buffered or held
-// back; the Meter sees only bytes and a header accessor, never net/http.
+// meterWriter is the proxy's side of the accounting: the answer's bytes
+// are fed to a usage.Meter after they went out to the client, so that
+// nothing is buffered or held back; the Meter sees only bytes and a header
+// accessor.
 type meterWriter struct {
-	http.ResponseWriter
 	m        usage.Meter
 	rl       *telemetry.RateLimitGauges
 	messages bool // a Messages request: its usage is read
@@ -24,62 +25,49 @@ type meterWriter struct {
 
 var meterPool = sync.Pool{New: func() any { return new(meterWriter) }}
 
-func getMeterWriter(w http.ResponseWriter, rl *telemetry.RateLimitGauges, messages bool) *meterWriter {
+func getMeterWriter(rl *telemetry.RateLimitGauges, messages bool) *meterWriter {
 	mw := meterPool.Get().(*meterWriter)
-	mw.ResponseWriter, mw.rl, mw.messages, mw.status, mw.own, mw.gone = w, rl, messages, 0, false, false
+	mw.rl, mw.messages, mw.status, mw.own, mw.gone = rl, messages, 0, false, false
 	mw.m.Reset(usage.None)
 	return mw
 }
 
 func putMeterWriter(mw *meterWriter) {
-	mw.ResponseWriter, mw.rl = nil, nil
+	mw.rl = nil
 	meterPool.Put(mw)
 }
 
-// WriteHeader decides what to read of the body: the usage of a Messages
-// answer (JSON or SSE), the error type of an error answer (JSON); and
-// records the upstream's rate-limit headers.
-func (w *meterWriter) WriteHeader(code int) {
-	if code >= 200 && w.status == 0 {
-		w.status = code
-		if !w.own {
-			h := w.ResponseWriter.Header()
-			f := usage.FormatOf(h.Get("Content-Type"))
-			if !(w.messages && code < 300 || code >= 400 && f == usage.JSON) {
-				f = usage.None
-			}
-			w.m.Reset(f)
-			if rl, ok := usage.ReadRateLimits(h); ok {
-				w.rl.Set(&rl)
-			}
-		}
+// header decides what to read of the upstream's answer with status and
+// header h: the usage of a Messages answer (JSON or SSE), the error type
+// of an error answer (JSON); and records the upstream's rate-limit
+// headers.
+func (w *meterWriter) header(status int, h *fasthttp.ResponseHeader) {
+	w.status = status
+	f := usage.FormatOf(h.ContentType())
+	if !(w.messages && status < 300 || status >= 400 && f == usage.JSON) {
+		f = usage.None
 	}
-	w.ResponseWriter.WriteHeader(code)
+	w.m.Reset(f)
+	if rl, ok := usage.ReadRateLimits(peekHeader{h}); ok {
+		w.rl.Set(&rl)
+	}
 }
 
-// Write writes p to the client, then reads it.
-func (w *meterWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.WriteHeader(http.StatusOK)
-	}
-	n, err := w.ResponseWriter.Write(p)
+// wrote reads p, a part of the answer's body that went out.
+func (w *meterWriter) wrote(p []byte) {
 	if w.m.Format() != usage.None {
-		_, _ = w.m.Write(p[:n])
+		_, _ = w.m.Write(p)
 	}
-	return n, err
 }
 
-// Flush flushes the client's connection.
-func (w *meterWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-		return
-	}
-	_ = http.NewResponseController(w.ResponseWriter).Flush()
-}
+// peekHeader reads a fasthttp header as a usage.Header: the values are
+// parsed at once and never kept, so they are not copied.
+type peekHeader struct{ h *fasthttp.ResponseHeader }
 
-// Unwrap returns the client's ResponseWriter, for http.ResponseController.
-func (w *meterWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (p peekHeader) Get(name string) string {
+	b := p.h.Peek(name)
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
 
 // account records what a forwarded request used: its tokens and cost by
 // model, and its upstream error type. It returns the tokens and the cost.

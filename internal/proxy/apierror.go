@@ -36,6 +36,8 @@ var (
 		"keywarden: method not forwarded; the sidecar forwards GET, POST and DELETE only")
 	errToken = newAPIError(http.StatusUnauthorized, "authentication_error",
 		"keywarden: missing or wrong client token; send it in x-keywarden-token (or as the x-api-key or bearer token)")
+	errBadTarget = newAPIError(http.StatusBadRequest, "invalid_request_error",
+		"keywarden: the request target is not a valid path and query")
 	errNoRoute = newAPIError(http.StatusForbidden, "permission_error",
 		"keywarden: no route serves this path prefix")
 	errBadPath = newAPIError(http.StatusForbidden, "permission_error",
@@ -56,22 +58,14 @@ var (
 		"keywarden: the upstream sent no response headers within the sidecar's header timeout")
 )
 
-var (
-	hdrJSON  = []string{"application/json"}
-	hdrOne   = []string{"1"}
-	hdrFalse = []string{"false"}
-)
-
 // write sends the error. retryAfter > 0 sets the retry-after header.
-func (e apiError) write(w http.ResponseWriter, retryAfter int) {
-	h := w.Header()
-	h["Content-Type"] = hdrJSON
-	h["Content-Length"] = []string{strconv.Itoa(len(e.body))}
-	if retryAfter == 1 {
-		h["Retry-After"] = hdrOne
-	} else if retryAfter > 1 {
-		h["Retry-After"] = []string{strconv.Itoa(retryAfter)}
+func (e apiError) write(cc *clientConn, retryAfter int) {
+	h := cc.header()
+	h.SetContentType("application/json")
+	if retryAfter > 0 {
+		var b [20]byte
+		h.SetBytesV("Retry-After", strconv.AppendInt(b[:0], int64(retryAfter), 10))
 	}
-	w.WriteHeader(e.status)
-	_, _ = w.Write(e.body)
+	cc.writeHeader(e.status, int64(len(e.body)))
+	_, _ = cc.Write(e.body)
 }

@@ -130,7 +130,7 @@ const sdkWaitHorizon = 60 // seconds
 // refuse answers a request over b: 429 rate_limit_error, in the API's
 // shape, naming the budget, with retry-after at the window's reset, and
 // x-should-retry: false when that is further than sdkWaitHorizon.
-func (b *budget) refuse(w http.ResponseWriter, retryAfter int) {
+func (b *budget) refuse(cc *clientConn, retryAfter int) {
 	b.refused.Inc()
 	per := map[time.Duration]string{time.Minute: "minute", time.Hour: "hour", 24 * time.Hour: "day"}[b.Window]
 	lim := strconv.FormatInt(b.Tokens, 10)
@@ -140,9 +140,9 @@ func (b *budget) refuse(w http.ResponseWriter, retryAfter int) {
 	e := newAPIError(http.StatusTooManyRequests, "rate_limit_error", fmt.Sprintf(
 		"keywarden: budget %q (%s %s per %s) is spent; it resets in %d seconds (retry-after)", b.Name, lim, b.unit, per, retryAfter))
 	if retryAfter > sdkWaitHorizon {
-		w.Header()["X-Should-Retry"] = hdrFalse
+		cc.header().Set("X-Should-Retry", "false")
 	}
-	e.write(w, retryAfter)
+	e.write(cc, retryAfter)
 }
 
 // selects reports whether b applies to a request of client on rt.

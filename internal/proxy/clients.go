@@ -78,12 +78,12 @@ func (p *Proxy) tokens() bool {
 }
 
 // identify returns the index of the client whose token r carries, in
-// TokenHeader, x-api-key or as a bearer token; ok is false when none
+// TokenHeader, x-api-key or as a bearer token (in h); ok is false when none
 // matches. The token's digest is compared with every client's in constant
 // time, so that neither a token, its length nor which client matched
 // leaks through timing.
-func (p *Proxy) identify(r *http.Request) (idx int, ok bool) {
-	tok, found := presentedToken(r)
+func (p *Proxy) identify(h http.Header) (idx int, ok bool) {
+	tok, found := presentedToken(h)
 	if !found {
 		return 0, false
 	}
@@ -97,14 +97,14 @@ func (p *Proxy) identify(r *http.Request) (idx int, ok bool) {
 	return match, match >= 0
 }
 
-func presentedToken(r *http.Request) (string, bool) {
-	if v := r.Header[TokenHeader]; len(v) == 1 {
+func presentedToken(h http.Header) (string, bool) {
+	if v := h[TokenHeader]; len(v) == 1 {
 		return v[0], true
 	}
-	if v := r.Header["X-Api-Key"]; len(v) == 1 {
+	if v := h["X-Api-Key"]; len(v) == 1 {
 		return v[0], true
 	}
-	if v := r.Header["Authorization"]; len(v) == 1 && len(v[0]) > 7 && strings.EqualFold(v[0][:7], "bearer ") {
+	if v := h["Authorization"]; len(v) == 1 && len(v[0]) > 7 && strings.EqualFold(v[0][:7], "bearer ") {
 		return v[0][7:], true
 	}
 	return "", false

@@ -14,6 +14,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go"
 
 	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/proxytest"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/file"
 )
@@ -56,7 +57,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	sidecar := httptest.NewServer(p.Handler()) // keywarden sidecar listens on 127.0.0.1:8787
+	sidecar := proxytest.NewServer(p) // keywarden sidecar listens on 127.0.0.1:8787
 	defer sidecar.Close()
 	defer p.CloseIdleConnections()
 

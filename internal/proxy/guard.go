@@ -20,23 +20,34 @@ const TokenHeader = "X-Keywarden-Token"
 var AllowMethods = []string{http.MethodGet, http.MethodPost, http.MethodDelete}
 
 // allowHeader is the Allow header of a method refusal.
-var allowHeader = []string{strings.Join(AllowMethods, ", ")}
+var allowHeader = strings.Join(AllowMethods, ", ")
 
 // methodAllowed reports whether m is in AllowMethods (case-sensitive, as
 // methods are).
-func methodAllowed(m string) bool {
-	switch m {
+func methodAllowed(m []byte) bool {
+	switch string(m) {
 	case http.MethodGet, http.MethodPost, http.MethodDelete:
 		return true
 	}
 	return false
 }
 
+// methodName returns the allowed method m as a constant string.
+func methodName(m []byte) string {
+	switch string(m) {
+	case http.MethodGet:
+		return http.MethodGet
+	case http.MethodPost:
+		return http.MethodPost
+	}
+	return http.MethodDelete
+}
+
 // forwardProxyRequest reports a request whose target is not a plain path:
 // the absolute form, the authority form (CONNECT) or the asterisk form
 // ("OPTIONS *"). The sidecar is never an open proxy.
-func forwardProxyRequest(r *http.Request) bool {
-	return r.RequestURI == "" || r.RequestURI[0] != '/'
+func forwardProxyRequest(target []byte) bool {
+	return len(target) == 0 || target[0] != '/'
 }
 
 // ClientAddressHeader reports whether a request header (in canonical form)

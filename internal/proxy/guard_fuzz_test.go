@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keywarden/keywarden/internal/proxy"
 	"github.com/keywarden/keywarden/internal/proxy/settings"
@@ -118,30 +120,31 @@ func FuzzRequestGuard(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	h := p.Handler()
 
 	f.Fuzz(func(t *testing.T, method, target, name, value string) {
 		raw := method + " " + target + " HTTP/1.1\r\nHost: sidecar\r\n" + name + ": " + value + "\r\nContent-Length: 0\r\n\r\n"
-		in, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
-		if err != nil {
-			return // the server answers 400 itself
+		// The token as net/http reads the request; a request it cannot
+		// read is forwarded only if it holds the token at all.
+		sentToken := strings.Contains(raw, tok)
+		if in, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw))); err == nil {
+			sentToken = in.Header.Get(proxy.TokenHeader) == tok || in.Header.Get("X-Api-Key") == tok ||
+				strings.EqualFold(in.Header.Get("Authorization"), "bearer "+tok)
 		}
-		sentToken := in.Header.Get(proxy.TokenHeader) == tok || in.Header.Get("X-Api-Key") == tok ||
-			strings.EqualFold(in.Header.Get("Authorization"), "bearer "+tok)
-		in.RemoteAddr = "192.0.2.1:5555"
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, in)
+		code, ctype, body := serveRaw(t, p, raw)
 		out, err := base.take()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if out == nil {
+			if (code == 400 || code == 431) && strings.HasPrefix(ctype, "text/plain") {
+				return // not HTTP: the server's own answer
+			}
 			var e struct {
 				Type  string `json:"type"`
 				Error struct{ Type, Message string }
 			}
-			if rec.Code < 400 || rec.Code > 499 || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Type != "error" || e.Error.Type == "" {
-				t.Fatalf("refused with %d %q, want a 4xx in the API's error shape", rec.Code, rec.Body)
+			if code < 400 || code > 499 || json.Unmarshal(body, &e) != nil || e.Type != "error" || e.Error.Type == "" {
+				t.Fatalf("refused with %d %q, want a 4xx in the API's error shape", code, body)
 			}
 			return
 		}
@@ -185,4 +188,26 @@ func FuzzRequestGuard(f *testing.F) {
 			}
 		}
 	})
+}
+
+// serveRaw sends the raw request bytes to p over an in-memory connection
+// and returns the answer's status, content type and body.
+func serveRaw(t *testing.T, p *proxy.Proxy, raw string) (int, string, []byte) {
+	t.Helper()
+	client, server := net.Pipe()
+	done := make(chan struct{})
+	go func() { p.ServeConn(server); close(done) }()
+	defer func() { client.Close(); <-done }()
+	_ = client.SetDeadline(time.Now().Add(10 * time.Second))
+	go func() { _, _ = io.WriteString(client, raw) }()
+	resp, err := http.ReadResponse(bufio.NewReader(client), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("the answer's body: %v", err)
+	}
+	return resp.StatusCode, resp.Header.Get("Content-Type"), b
 }

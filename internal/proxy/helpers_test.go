@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/proxytest"
 	"github.com/keywarden/keywarden/internal/tailbuf"
 	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
@@ -23,7 +24,7 @@ import (
 	"github.com/keywarden/keywarden/providers/redact"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, proxytest.IgnoreDateTicker) }
 
 const (
 	keyA = "sk-ant-api03-PROXYKEYAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA-aaaa"
@@ -80,7 +81,7 @@ type env struct {
 	src     *providers.Source
 	faulty  *providertest.Faulty
 	p       *proxy.Proxy
-	srv     *httptest.Server
+	srv     *proxytest.Server
 	logs    *tailbuf.Buffer
 	metrics *telemetry.Metrics
 }
@@ -115,7 +116,7 @@ func newEnvWith(t *testing.T, up *upstream, so providers.Options, edit func(*pro
 		t.Fatal(err)
 	}
 	e.p = p
-	e.srv = httptest.NewServer(p.Handler())
+	e.srv = proxytest.NewServer(p)
 	t.Cleanup(func() {
 		e.srv.Close()
 		p.CloseIdleConnections()

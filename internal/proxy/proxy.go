@@ -241,19 +241,8 @@ func New(o Options) (*Proxy, error) {
 	return p, nil
 }
 
-// Handler returns the handler of the main listener and the unix socket: it
-// serves the prefix routes.
-func (p *Proxy) Handler() http.Handler { return handler{p: p} }
-
-// ListenerHandler returns the handler of a route's own listener, nil when
-// no route has that listener.
-func (p *Proxy) ListenerHandler(addr string) http.Handler {
-	rt, ok := p.listeners[addr]
-	if !ok {
-		return nil
-	}
-	return handler{p: p, fixed: rt}
-}
+// hasListener reports whether a route has its own listener at addr.
+func (p *Proxy) hasListener(addr string) bool { _, ok := p.listeners[addr]; return ok }
 
 // Routes returns the routes as the Proxy serves them, defaults filled in:
 // prefix routes longest prefix first, then the listener routes.
@@ -325,39 +314,54 @@ type handler struct {
 	fixed *route
 }
 
-// ServeHTTP admits or refuses a request, then forwards it.
-func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// request is what the guards and the forwarding read of a request.
+type request struct {
+	method string
+	url    *url.URL // path (decoded) and query, as net/http's server parses them
+	header http.Header
+	addr   string // the client's address
+}
+
+// serve admits or refuses the request of cc, then forwards it.
+func (h handler) serve(cc *clientConn) {
 	p := h.p
-	if !methodAllowed(r.Method) {
-		w.Header()["Allow"] = allowHeader
-		p.refuse(w, p.refused, &errMethod)
+	if !methodAllowed(cc.req.Method()) {
+		cc.header().Set("Allow", allowHeader)
+		p.refuse(cc, p.refused, &errMethod)
 		return
 	}
-	if forwardProxyRequest(r) {
-		p.refuse(w, p.refused, &errNotProxy)
+	uri := cc.req.RequestURI()
+	if forwardProxyRequest(uri) {
+		p.refuse(cc, p.refused, &errNotProxy)
 		return
 	}
+	u, err := url.ParseRequestURI(string(uri))
+	if err != nil {
+		p.refuse(cc, p.refused, &errBadTarget)
+		return
+	}
+	r := &request{method: methodName(cc.req.Method()), url: u, header: cc.hdr, addr: cc.addr}
 	ci := 0
 	if p.tokens() {
 		var ok bool
-		if ci, ok = p.identify(r); !ok {
-			p.refuse(w, p.refused, &errToken)
+		if ci, ok = p.identify(r.header); !ok {
+			p.refuse(cc, p.refused, &errToken)
 			return
 		}
 	}
-	rt, path := h.fixed, r.URL.Path
+	rt, path := h.fixed, u.Path
 	if rt == nil {
 		rt, path = p.match(path)
 		if rt == nil {
-			p.refuse(w, p.refused, &errNoRoute)
+			p.refuse(cc, p.refused, &errNoRoute)
 			return
 		}
 	}
 	if e := p.checkPath(path); e != nil {
-		p.refuse(w, rt.m, e)
+		p.refuse(cc, rt.m, e)
 		return
 	}
-	lim, id := p.limit, r.RemoteAddr
+	lim, id := p.limit, r.addr
 	if ce := &p.clients[ci]; ce.limit != nil {
 		lim, id = ce.limit, ce.name
 	}
@@ -367,23 +371,23 @@ func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case overRate:
 			rt.m.RateLimited.Inc()
 			rt.m.Request(http.StatusTooManyRequests)
-			errRate.write(w, after)
+			errRate.write(cc, after)
 			return
 		case overConcurrency:
 			rt.m.ConcurrencyLimited.Inc()
 			rt.m.Request(http.StatusTooManyRequests)
-			errConcurrency.write(w, after)
+			errConcurrency.write(cc, after)
 			return
 		}
 		defer lim.release(c)
 	}
 	if b, after := p.overBudget(rt, ci); b != nil {
 		rt.m.Request(http.StatusTooManyRequests)
-		b.refuse(w, after)
+		b.refuse(cc, after)
 		return
 	}
-	messages := path == "/v1/messages" && r.Method == http.MethodPost
-	if r.Method != http.MethodGet {
+	messages := path == "/v1/messages" && r.method == http.MethodPost
+	if r.method != http.MethodGet {
 		// The accounting reads answers as they pass: a compressed one
 		// (gzip, which the SDKs' HTTP clients ask for by default) would be
 		// unreadable, and the tokens and error type of the call lost. So
@@ -391,22 +395,22 @@ func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// (downloads: lists, batch results, file contents), where the
 		// client's compression is kept. identity, not no header: without
 		// one any coding is acceptable (RFC 9110, 12.5.3).
-		r.Header["Accept-Encoding"] = hdrIdentity
+		r.header["Accept-Encoding"] = hdrIdentity
 	}
-	if path != r.URL.Path {
-		r = stripPrefix(r, path)
+	if path != u.Path {
+		u.Path, u.RawPath = path, "" // the prefix removed, as http.StripPrefix does
 	}
 	if p.noAccount {
-		p.forward(rt, w, r)
+		p.forward(rt, cc, r, nil)
 		return
 	}
-	mw := getMeterWriter(w, rt.rl, messages)
-	// Deferred: an answer cut short (the client gone mid-stream, the
-	// upstream breaking off) ends forward with http.ErrAbortHandler, and
-	// the tokens its message_start already reported were billed all the
-	// same: they count, and budgets see them.
+	mw := getMeterWriter(rt.rl, messages)
+	// Deferred: the tokens of an answer cut short (the client gone
+	// mid-stream, the upstream breaking off) that its message_start
+	// already reported were billed all the same: they count, and budgets
+	// see them.
 	defer p.settle(rt, ci, mw)
-	p.forward(rt, mw, r)
+	p.forward(rt, cc, r, mw)
 }
 
 var hdrIdentity = []string{"identity"}
@@ -420,9 +424,9 @@ func (p *Proxy) settle(rt *route, ci int, mw *meterWriter) {
 	putMeterWriter(mw)
 }
 
-func (p *Proxy) refuse(w http.ResponseWriter, m *telemetry.Route, e *apiError) {
+func (p *Proxy) refuse(cc *clientConn, m *telemetry.Route, e *apiError) {
 	m.Request(e.status)
-	e.write(w, 0)
+	e.write(cc, 0)
 }
 
 // match returns the route of the longest prefix holding path, and the path
@@ -441,16 +445,4 @@ func (p *Proxy) match(path string) (*route, string) {
 		}
 	}
 	return nil, ""
-}
-
-// stripPrefix returns a shallow copy of r for path, as http.StripPrefix
-// does.
-func stripPrefix(r *http.Request, path string) *http.Request {
-	r2 := new(http.Request)
-	*r2 = *r
-	r2.URL = new(url.URL)
-	*r2.URL = *r.URL
-	r2.URL.Path = path
-	r2.URL.RawPath = ""
-	return r2
 }

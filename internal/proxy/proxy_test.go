@@ -126,7 +126,7 @@ func TestAllowlist(t *testing.T) {
 	} {
 		// Send the path raw, as a client could, without Go's cleaning.
 		before := len(up.Requests())
-		code, body := rawRequest(t, e.srv.Listener.Addr().String(), tc.method+" "+tc.path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+		code, body := rawRequest(t, e.srv.Addr(), tc.method+" "+tc.path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
 		if forwarded := len(up.Requests()) > before; forwarded != tc.forwarded {
 			t.Errorf("%s %s: forwarded %v, want %v (status %d)", tc.method, tc.path, forwarded, tc.forwarded, code)
 			continue
@@ -176,7 +176,7 @@ func rawExchange(t *testing.T, addr, raw string) (int, http.Header, string) {
 func TestNeverAnOpenProxy(t *testing.T) {
 	up := newUpstream(t, keyA)
 	e := newEnv(t, up, nil)
-	addr := e.srv.Listener.Addr().String()
+	addr := e.srv.Addr()
 	for _, raw := range []string{
 		"GET " + up.URL() + "/v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
 		"GET http://example.com/v1/models HTTP/1.1\r\nHost: example.com\r\n\r\n",
@@ -584,9 +584,23 @@ func TestRoutesByPrefixAndListener(t *testing.T) {
 	if reqs[0].Key != keyS || reqs[0].Path != "/v1/models" || reqs[1].Key != keyA {
 		t.Fatalf("routing: %s %s then %s", providers.Fingerprint(reqs[0].Key), reqs[0].Path, providers.Fingerprint(reqs[1].Key))
 	}
-	h := e.p.ListenerHandler("127.0.0.1:0")
-	if h == nil || e.p.ListenerHandler("127.0.0.1:1") != nil {
-		t.Fatal("ListenerHandler")
+	// The route's own listener serves it alone, without a prefix.
+	srv, err := e.p.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+	if srv.Addr("127.0.0.1:0") == nil || srv.Addr("127.0.0.1:1") != nil {
+		t.Fatal("the route's listener is not open")
+	}
+	resp, err := http.Get("http://" + srv.Addr("127.0.0.1:0").String() + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if reqs := up.Requests(); resp.StatusCode != 200 || reqs[len(reqs)-1].Key != keyS || reqs[len(reqs)-1].Path != "/v1/models" {
+		t.Fatalf("the route's listener: %d", resp.StatusCode)
 	}
 	if e.p.Transport("/") == nil || e.p.Transport("/staging") == nil || e.p.Transport("nope") != nil {
 		t.Fatal("Transport by route name")

@@ -11,7 +11,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,24 +22,42 @@ import (
 	"github.com/keywarden/keywarden/providers/redact"
 )
 
-// Server is a Proxy's open listeners. Create it with Listen.
+// Server is a Proxy's open listeners. Create it with Listen (or Attach).
 type Server struct {
 	p     *Proxy
 	addrs map[string]net.Addr // see Addr
 
+	fronts  []front        // the proxy's listeners
+	metrics []*http.Server // the metrics listener's server
+	mlns    []net.Listener
+	closing atomic.Bool
+
 	mu         sync.Mutex
-	servers    []*http.Server
-	lns        []net.Listener
-	socket     string      // unix socket path to remove on shutdown
-	socketInfo os.FileInfo // the socket this server created there
+	conns      map[*clientConn]struct{}
+	drained    chan struct{} // closed when closing and no connection is left
+	socket     string        // unix socket path to remove on shutdown
+	socketInfo os.FileInfo   // the socket this server created there
+}
+
+// front is one listener of the proxy and its handler.
+type front struct {
+	ln net.Listener
+	h  handler
+}
+
+func newServer(p *Proxy) *Server {
+	return &Server{p: p, addrs: map[string]net.Addr{}, conns: map[*clientConn]struct{}{}, drained: make(chan struct{})}
 }
 
 // Listen opens every listener of the Proxy: the main address, the unix
 // socket, each route's listener, and the metrics address.
 func (p *Proxy) Listen() (*Server, error) {
-	s := &Server{p: p, addrs: map[string]net.Addr{}}
+	s := newServer(p)
 	fail := func(err error) (*Server, error) {
-		for _, ln := range s.lns {
+		for _, f := range s.fronts {
+			_ = f.ln.Close()
+		}
+		for _, ln := range s.mlns {
 			_ = ln.Close()
 		}
 		if s.socket != "" {
@@ -45,27 +65,44 @@ func (p *Proxy) Listen() (*Server, error) {
 		}
 		return nil, err
 	}
+	main := handler{p: p}
 	if a := p.opts.Listen; a != "" {
-		if err := s.listenTCP("listen", a, p.Handler()); err != nil {
+		if err := s.listenTCP("listen", a, main); err != nil {
 			return fail(err)
 		}
 	}
 	if path := p.opts.UnixSocket; path != "" {
-		if err := s.listenUnix(path, p.Handler()); err != nil {
+		if err := s.listenUnix(path, main); err != nil {
 			return fail(err)
 		}
 	}
-	for addr := range p.listeners {
-		if err := s.listenTCP(addr, addr, p.ListenerHandler(addr)); err != nil {
+	for addr, rt := range p.listeners {
+		if err := s.listenTCP(addr, addr, handler{p: p, fixed: rt}); err != nil {
 			return fail(err)
 		}
 	}
 	if a := p.opts.MetricsListen; a != "" {
-		if err := s.listenTCP("metrics", a, p.HealthHandler()); err != nil {
+		if err := s.listenMetrics(a, p.HealthHandler()); err != nil {
 			return fail(err)
 		}
 	}
 	return s, nil
+}
+
+// Attach returns a Server of the prefix routes on ln, a listener the
+// caller opened (Addr("listen") is its address); Serve it as one of
+// Listen.
+func (p *Proxy) Attach(ln net.Listener) *Server {
+	s := newServer(p)
+	s.addrs["listen"] = ln.Addr()
+	s.fronts = append(s.fronts, front{ln: ln, h: handler{p: p}})
+	return s
+}
+
+// ServeConn serves the prefix routes on one client connection until it
+// closes: for callers with a connection of their own (an in-memory pipe).
+func (p *Proxy) ServeConn(c net.Conn) {
+	newClientConn(newServer(p), handler{p: p}, c).serve()
 }
 
 // Addr returns the bound address (useful with port 0) of "listen" (the
@@ -73,21 +110,36 @@ func (p *Proxy) Listen() (*Server, error) {
 // by its configured address; nil when there is no such listener.
 func (s *Server) Addr(which string) net.Addr { return s.addrs[which] }
 
-func (s *Server) listenTCP(name, addr string, h http.Handler) error {
-	if name != "metrics" {
-		if err := settings.CheckListen(addr, s.p.tokens()); err != nil {
-			return fmt.Errorf("proxy: listen: %w", err)
-		}
+func (s *Server) listenTCP(name, addr string, h handler) error {
+	if err := settings.CheckListen(addr, s.p.tokens()); err != nil {
+		return fmt.Errorf("proxy: listen: %w", err)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("proxy: listen on %s: %w", addr, err)
 	}
-	s.add(name, ln, h)
+	s.addrs[name] = ln.Addr()
+	s.fronts = append(s.fronts, front{ln: ln, h: h})
 	return nil
 }
 
-func (s *Server) listenUnix(path string, h http.Handler) error {
+func (s *Server) listenMetrics(addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("proxy: listen on %s: %w", addr, err)
+	}
+	s.addrs["metrics"] = ln.Addr()
+	s.mlns = append(s.mlns, ln)
+	s.metrics = append(s.metrics, &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.p.opts.ClientHeaderTimeout,
+		IdleTimeout:       s.p.opts.IdleTimeout,
+		ErrorLog:          log.New(slogWriter{s.p.log}, "", 0),
+	})
+	return nil
+}
+
+func (s *Server) listenUnix(path string, h handler) error {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != fs.ModeSocket {
 			return fmt.Errorf("proxy: unix socket %s: the path exists and is not a socket; remove it or pick another path", path)
@@ -113,38 +165,31 @@ func (s *Server) listenUnix(path string, h http.Handler) error {
 		_ = ln.Close()
 		return fmt.Errorf("proxy: unix socket %s: %w", path, err)
 	}
-	s.add("unix", ln, h)
+	s.addrs["unix"] = ln.Addr()
+	s.fronts = append(s.fronts, front{ln: ln, h: h})
 	return nil
 }
 
-func (s *Server) add(name string, ln net.Listener, h http.Handler) {
-	o := &s.p.opts
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: o.ClientHeaderTimeout,
-		IdleTimeout:       o.IdleTimeout,
-		ErrorLog:          log.New(slogWriter{s.p.log}, "", 0),
-		// "OPTIONS *" reaches the handler, which refuses it, instead of
-		// net/http's own 200.
-		DisableGeneralOptionsHandler: true,
-		// No ReadTimeout or WriteTimeout: they would cut long uploads and
-		// streams. Upstream waits are bounded by the header timeout.
-	}
-	s.addrs[name] = ln.Addr()
-	s.lns = append(s.lns, ln)
-	s.servers = append(s.servers, srv)
-}
-
-// Serve serves every listener until Shutdown; it returns nil after a
-// Shutdown, or the first listener's error.
+// Serve serves every listener until Shutdown or Close; it returns nil
+// after them, or the first listener's error.
 func (s *Server) Serve() error {
-	errs := make(chan error, len(s.servers))
-	for i, srv := range s.servers {
-		go func() { errs <- srv.Serve(s.lns[i]) }()
+	n := len(s.fronts) + len(s.metrics)
+	errs := make(chan error, n)
+	for _, f := range s.fronts {
+		go func() { errs <- s.accept(f) }()
+	}
+	for i, srv := range s.metrics {
+		go func() {
+			err := srv.Serve(s.mlns[i])
+			if errors.Is(err, http.ErrServerClosed) {
+				err = nil
+			}
+			errs <- err
+		}()
 	}
 	var first error
-	for range s.servers {
-		if err := <-errs; err != nil && !errors.Is(err, http.ErrServerClosed) && first == nil {
+	for range n {
+		if err := <-errs; err != nil && first == nil {
 			first = err
 			go s.Close()
 		}
@@ -152,22 +197,102 @@ func (s *Server) Serve() error {
 	return first
 }
 
+// accept serves the connections of one listener until it closes.
+func (s *Server) accept(f front) error {
+	var pause time.Duration
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("proxy: listener %s: %w", f.ln.Addr(), err)
+			}
+			// Out of file descriptors and the like: wait, as net/http does.
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			s.p.log.Warn("proxy: accept failed; retrying", "error", err, "in", pause)
+			time.Sleep(pause)
+			continue
+		}
+		pause = 0
+		cc := newClientConn(s, f.h, c)
+		if !s.track(cc) {
+			cc.release()
+			continue
+		}
+		go cc.serve()
+	}
+}
+
+// track registers a new connection; false once the server is closing.
+func (s *Server) track(cc *clientConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[cc] = struct{}{}
+	return true
+}
+
+// untrack forgets a closed connection.
+func (s *Server) untrack(cc *clientConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[cc]; !ok {
+		return
+	}
+	delete(s.conns, cc)
+	if len(s.conns) == 0 && s.closing.Load() {
+		s.closeDrained()
+	}
+}
+
+func (s *Server) closeDrained() {
+	select {
+	case <-s.drained:
+	default:
+		close(s.drained)
+	}
+}
+
+// stop stops accepting: the listeners close, and idle connections (those
+// waiting for a next request) are woken to close.
+func (s *Server) stop() {
+	s.mu.Lock()
+	s.closing.Store(true)
+	for _, f := range s.fronts {
+		_ = f.ln.Close()
+	}
+	for cc := range s.conns {
+		if cc.state.Load() == connIdle {
+			_ = cc.SetReadDeadline(aLongTimeAgo)
+		}
+	}
+	if len(s.conns) == 0 {
+		s.closeDrained()
+	}
+	s.mu.Unlock()
+}
+
 // Shutdown stops accepting, lets requests and streams under way finish
 // until ctx is done, then closes what is left. It removes the unix socket.
 func (s *Server) Shutdown(ctx context.Context) error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(s.servers))
-	for i, srv := range s.servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := srv.Shutdown(ctx); err != nil {
-				_ = srv.Close()
-				errs[i] = err
-			}
-		}()
+	s.stop()
+	var errs []error
+	for _, srv := range s.metrics {
+		if err := srv.Shutdown(ctx); err != nil {
+			_ = srv.Close()
+			errs = append(errs, err)
+		}
 	}
-	wg.Wait()
+	select {
+	case <-s.drained:
+	case <-ctx.Done():
+		s.closeConns()
+		errs = append(errs, ctx.Err())
+	}
 	s.removeSocket()
 	s.p.CloseIdleConnections()
 	if err := errors.Join(errs...); err != nil {
@@ -176,9 +301,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// closeConns closes every client connection at once.
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	for cc := range s.conns {
+		_ = cc.Conn.Close()
+	}
+	s.mu.Unlock()
+}
+
 // Close closes every listener and connection at once.
 func (s *Server) Close() {
-	for _, srv := range s.servers {
+	s.stop()
+	s.closeConns()
+	for _, srv := range s.metrics {
 		_ = srv.Close()
 	}
 	s.removeSocket()
@@ -273,9 +409,17 @@ func ListenStarting(addr string, notReady func() string, log *slog.Logger) (*Ser
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	s := &Server{p: &Proxy{opts: o, log: o.Logger}, addrs: map[string]net.Addr{}}
-	if err := s.listenTCP("metrics", addr, healthMux(notReady)); err != nil {
+	s := newServer(&Proxy{opts: o, log: o.Logger})
+	if err := s.listenMetrics(addr, healthMux(notReady)); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// slogWriter turns net/http's log.Logger lines into slog records.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(b []byte) (int, error) {
+	w.log.Warn(strings.TrimSpace(string(b)))
+	return len(b), nil
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/proxytest"
 	"github.com/keywarden/keywarden/providers"
 )
 
@@ -192,7 +192,7 @@ func TestReadyzReportsStaleKey(t *testing.T) {
 	}
 	// Past max_stale the sidecar keeps serving the last good key (as
 	// docs/sidecar.md says): only /readyz fails.
-	srv := httptest.NewServer(p.Handler())
+	srv := proxytest.NewServer(p)
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/v1/models")
 	if err != nil {

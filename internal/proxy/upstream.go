@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -87,8 +88,6 @@ type upConn struct {
 	idleAt time.Time
 	reused bool
 
-	mu       sync.Mutex // orders cancel against deadline changes
-	canceled bool
 	deadline time.Time // the read deadline set (zero: none)
 }
 
@@ -251,7 +250,6 @@ func (c *upConn) alive() bool {
 // put keeps c for another request, or closes it when the pool is full.
 func (p *hostPool) put(c *upConn) {
 	c.idleAt = time.Now()
-	c.canceled = false
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= p.maxIdle {
 		p.mu.Unlock()
@@ -299,45 +297,39 @@ func (p *hostPool) closeIdle() {
 	p.mu.Unlock()
 }
 
-// cancel wakes every read and write of c for good: its client went away.
-func (c *upConn) cancel() {
-	c.mu.Lock()
-	c.canceled = true
-	_ = c.Conn.SetDeadline(aLongTimeAgo)
-	c.mu.Unlock()
-}
-
-// setReadDeadline sets the read deadline unless c was canceled.
+// setReadDeadline sets the read deadline.
 func (c *upConn) setReadDeadline(t time.Time) {
-	c.mu.Lock()
-	if !c.canceled {
-		_ = c.Conn.SetReadDeadline(t)
-		c.deadline = t
-	}
-	c.mu.Unlock()
+	_ = c.Conn.SetReadDeadline(t)
+	c.deadline = t
 }
 
-// exchange is one request under way upstream: its connection, the stop
-// of its cancellation, and its answer, the body of which streams from the
-// connection.
+// exchange is one request under way upstream: its connection and its
+// answer, the body of which streams from the connection.
 type exchange struct {
-	c    *upConn
-	stop func() bool
-	resp *fasthttp.Response
+	c      *upConn
+	resp   *fasthttp.Response
+	gone   func() bool // whether the client went away
+	length int64       // of the body, or negative: unknown
+	read   int64       // of the body, so far
 }
+
+// errClientGone: the client went away while its request waited for the
+// upstream's answer.
+var errClientGone = errors.New("proxy: the client went away")
 
 // send writes req on a connection of p and reads the answer's headers
-// within headerTimeout (none when 0); the body is left to stream. When ctx
-// ends, the connection is woken at once and the request fails. A request
-// that could not be written on a reused connection (the upstream closed
-// it) is sent again once on a new one when its body can be had again.
-func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response, headerTimeout time.Duration, replayable bool) (exchange, error) {
+// within headerTimeout (none when 0); the body is left to stream. While it
+// waits for them, it asks gone every watchTick whether the client went
+// away, and then ends the request (errClientGone). When ctx ends, the
+// connection is woken at once and the request fails. A request that could
+// not be written on a reused connection (the upstream closed it) is sent
+// again once on a new one when its body can be had again.
+func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response, headerTimeout time.Duration, replayable bool, gone func() bool) (exchange, error) {
 	for try := 0; ; try++ {
 		c, err := p.get(ctx)
 		if err != nil {
 			return exchange{}, err
 		}
-		stop := context.AfterFunc(ctx, c.cancel)
 		bw := writerPool.Get().(*bufio.Writer)
 		bw.Reset(c.Conn)
 		err = req.Write(bw)
@@ -347,42 +339,81 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		bw.Reset(nil)
 		writerPool.Put(bw)
 		if err != nil {
-			stop()
 			_ = c.Conn.Close()
 			if c.reused && try == 0 && replayable && ctx.Err() == nil {
 				continue
 			}
 			return exchange{}, err
 		}
+		var end time.Time
 		if headerTimeout > 0 {
-			// A deadline left from the connection's last request is kept
-			// while it is at least 7/8 of the timeout away: setting one
-			// costs as much as a small request's parsing.
-			now := time.Now()
-			if c.deadline.IsZero() || c.deadline.Sub(now) < headerTimeout-headerTimeout/8 {
-				c.setReadDeadline(now.Add(headerTimeout))
-			}
+			end = time.Now().Add(headerTimeout)
+		}
+		if err := c.await(end, gone); err != nil {
+			_ = c.Conn.Close()
+			return exchange{}, err
+		}
+		if !c.headerBuffered() {
+			c.setReadDeadline(end) // the rest of the headers, within the timeout
 		}
 		resp.StreamBody = true
 		resp.Header.SetNoDefaultContentType(true)
 		if err := resp.Read(c.br); err != nil {
-			stop()
 			_ = c.Conn.Close()
 			if errors.Is(err, fasthttp.ErrTimeout) {
 				err = errHeaderTimeout
 			}
 			return exchange{}, err
 		}
-		// Nothing bounds a body: the deadline goes, unless the body is
-		// already read whole into the buffer (no read of it can wait).
-		if !c.deadline.IsZero() {
-			if n := resp.Header.ContentLength(); n < 0 || n > c.br.Buffered() {
-				c.setReadDeadline(time.Time{})
-			}
-		}
-		return exchange{c: c, stop: stop, resp: resp}, nil
+		return exchange{c: c, resp: resp, gone: gone, length: int64(resp.Header.ContentLength())}, nil
 	}
 }
+
+// await waits until c has something to read (or a read would fail at
+// once: the read reports it), until end at most (none when zero), waking
+// every watchTick to ask gone whether the client went away. It leaves a
+// read deadline at most a watchTick away.
+func (c *upConn) await(end time.Time, gone func() bool) error {
+	if c.br.Buffered() > 0 {
+		return nil
+	}
+	now := time.Now()
+	for {
+		// A deadline left from the connection's last wait is kept while
+		// it is at least 7/8 of a tick away: setting one costs as much as
+		// a small request's parsing.
+		next := now.Add(watchTick)
+		if !end.IsZero() && end.Before(next) {
+			next = end
+		}
+		if c.deadline.IsZero() || c.deadline.Sub(now) < watchTick-watchTick/8 || c.deadline.After(next) {
+			c.setReadDeadline(next)
+		}
+		_, err := c.br.Peek(1)
+		if err == nil {
+			return nil
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return nil
+		}
+		now = time.Now()
+		if !end.IsZero() && !now.Before(end) {
+			return errHeaderTimeout
+		}
+		if gone != nil && gone() {
+			return errClientGone
+		}
+	}
+}
+
+// headerBuffered reports whether the buffer holds a whole response header.
+func (c *upConn) headerBuffered() bool {
+	b, _ := c.br.Peek(c.br.Buffered())
+	return bytes.Contains(b, crlfcrlf)
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
 
 // errHeaderTimeout is a response header timeout.
 var errHeaderTimeout = &timeoutError{"proxy: timeout awaiting response headers"}
@@ -397,19 +428,33 @@ func (e *timeoutError) Temporary() bool {
 
 var _ net.Error = (*timeoutError)(nil)
 
-// body returns the answer's body stream (empty when there is none).
-func (x *exchange) body() io.Reader {
-	if b := x.resp.BodyStream(); b != nil {
-		return b
+// Read reads the answer's body. While the upstream sends nothing, it
+// asks every watchTick whether the client went away, and then fails with
+// errClientGone; a read under way has no deadline (a stream may pause for
+// as long as the upstream likes, and a chunk is never cut by a timeout).
+func (x *exchange) Read(p []byte) (int, error) {
+	b := x.resp.BodyStream()
+	if b == nil {
+		return 0, io.EOF
 	}
-	return http.NoBody
+	c := x.c
+	if c.br.Buffered() == 0 && (x.length < 0 || x.read < x.length) {
+		if err := c.await(time.Time{}, x.gone); err != nil {
+			return 0, err
+		}
+	}
+	if !c.deadline.IsZero() && (x.length < 0 || x.length-x.read > int64(c.br.Buffered())) {
+		c.setReadDeadline(time.Time{}) // this read may wait for the network
+	}
+	n, err := b.Read(p)
+	x.read += int64(n)
+	return n, err
 }
 
 // done ends the exchange: its connection goes back to the pool when the
-// body was read whole and nothing cut it, else it is closed.
+// body was read whole, else it is closed.
 func (x *exchange) done(whole bool) {
-	canceled := !x.stop()
-	keep := whole && !canceled && !x.resp.ConnectionClose()
+	keep := whole && !x.resp.ConnectionClose()
 	_ = x.resp.CloseBodyStream()
 	if keep {
 		x.c.pool.put(x.c)
@@ -544,143 +589,144 @@ func (u *upstreamTarget) fillRequest(req *fasthttp.Request, method string, targe
 }
 
 // forward sends r upstream with the route's key and copies the answer to
-// w, flushing every write of a stream or of a body of unknown length; on a
-// 401 that rejects the key it sends r once more with another (the 401 rule
-// of providers.Attempt, shared with the library).
-func (p *Proxy) forward(rt *route, w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	h := r.Header
+// the client, flushing every write of a stream or of a body of unknown
+// length; on a 401 that rejects the key it sends r once more with another
+// (the 401 rule of providers.Attempt, shared with the library). mw, when
+// not nil, reads the answer for the accounting.
+func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) {
+	ctx := context.Background()
+	h := r.header
 	removeHopHeaders(h)
 	stripClientHeaders(h)
-	delete(h, "Expect") // the body is read before the request goes upstream
+	cc.continueIfAsked() // the body is read before the request goes upstream
 
 	bb := p.bodies.get()
 	defer p.bodies.put(bb)
 	var kept []byte
 	var rest io.Reader
-	size := r.ContentLength
-	if r.Body != nil && r.Body != http.NoBody {
+	size := int64(cc.req.ContentLength())
+	if !cc.body.eof {
 		var err error
-		if kept, rest, err = rt.tr.KeepBody(r.Body, r.ContentLength, bb.b); err != nil {
-			p.upstreamError(rt, w, r, fmt.Errorf("read request body: %w", err))
+		if kept, rest, err = rt.tr.KeepBody(&cc.body, size, bb.b); err != nil {
+			p.upstreamError(rt, cc, r, mw, fmt.Errorf("read request body: %w", err))
+			cc.close = true
 			return
 		}
 		bb.b = kept[:0]
 		if rest != nil && size <= 0 {
 			size = -1
 		}
-		if rest == nil {
-			// Read to the end: net/http watches the client's connection
-			// (and cancels ctx when it goes away) only once the body has
-			// hit EOF.
-			var one [1]byte
-			_, _ = r.Body.Read(one[:])
-		}
+	} else {
+		size = 0
 	}
 	replayable := rest == nil
 	a, err := rt.tr.Begin(ctx, h)
 	if err != nil {
-		p.upstreamError(rt, w, r, err)
+		p.upstreamError(rt, cc, r, mw, err)
 		return
 	}
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	bb.uri = rt.target.requestURI(bb.uri, r.URL.EscapedPath(), r.URL.RawQuery)
-	if err := rt.target.fillRequest(req, r.Method, bb.uri, h, kept, rest, size); err != nil {
-		if mw, ok := w.(*meterWriter); ok {
+	bb.uri = rt.target.requestURI(bb.uri, r.url.EscapedPath(), r.url.RawQuery)
+	if err := rt.target.fillRequest(req, r.method, bb.uri, h, kept, rest, size); err != nil {
+		if mw != nil {
 			mw.own = true
 		}
-		p.refuse(w, rt.m, &errBadHeader)
+		p.refuse(cc, rt.m, &errBadHeader)
 		return
 	}
 
 	start := time.Now()
-	x, err := rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable)
+	x, err := rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable, cc.gone)
 	rt.m.ObserveSince(start)
 	if err != nil {
-		p.upstreamError(rt, w, r, err)
+		if rest != nil && !cc.body.eof {
+			cc.close = true // the body was not read to its end
+		}
+		p.upstreamError(rt, cc, r, mw, err)
 		return
 	}
 	var prefix []byte // the start of the body, read to classify a 401
 	if resp.StatusCode() == http.StatusUnauthorized {
-		n, err := io.ReadFull(x.body(), bb.errBuf[:])
+		n, err := io.ReadFull(&x, bb.errBuf[:])
 		prefix = bb.errBuf[:n]
 		classified := err == io.EOF || err == io.ErrUnexpectedEOF
 		next, kind := a.Rejected(ctx, prefix, classified, replayable)
 		if next != nil {
 			x.done(classified)
 			a.Retry(h, next, kind)
-			_ = rt.target.fillRequest(req, r.Method, bb.uri, h, kept, nil, size) // checked above
+			_ = rt.target.fillRequest(req, r.method, bb.uri, h, kept, nil, size) // checked above
 			start = time.Now()
-			x, err = rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable)
+			x, err = rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable, cc.gone)
 			rt.m.ObserveSince(start)
 			if err != nil {
-				p.upstreamError(rt, w, r, err)
+				p.upstreamError(rt, cc, r, mw, err)
 				return
 			}
 			prefix = nil
 		}
 	}
-	p.respond(rt, w, r, &x, prefix)
+	p.respond(rt, cc, r, &x, prefix, mw)
 }
 
-// respond copies the answer of x to w: headers, then the body (after
-// prefix, its start already read), flushed on every write when it is a
-// stream or of unknown length. A failed write to the client, or a failed
-// read from the upstream, ends the exchange at once and aborts the
+// respond copies the answer of x to the client: headers, then the body
+// (after prefix, its start already read), flushed on every write when it
+// is a stream or of unknown length. A failed write to the client, or a
+// failed read from the upstream, ends the exchange at once and cuts the
 // client's answer, as net/http's reverse proxy does.
-func (p *Proxy) respond(rt *route, w http.ResponseWriter, r *http.Request, x *exchange, prefix []byte) {
+func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, prefix []byte, mw *meterWriter) {
 	resp := x.resp
 	status := resp.StatusCode()
 	rt.m.Request(status)
-	dst := w.Header()
+	dst := cc.header()
 	var connHdr []byte
-	resp.Header.VisitAll(func(k, v []byte) {
-		if string(k) == "Connection" {
+	for k, v := range resp.Header.All() {
+		switch {
+		case string(k) == "Connection":
 			connHdr = append(append(connHdr, ','), v...)
-			return
+		case string(k) == "Content-Length", hopHeader(k):
+		default:
+			dst.AddBytesKV(k, v)
 		}
-		if hopHeader(k) {
-			return
-		}
-		key, ok := commonHeaders[string(k)]
-		if !ok {
-			key = string(k)
-		}
-		dst[key] = append(dst[key], string(v))
-	})
+	}
 	if len(connHdr) > 0 {
-		deleteListed(dst, string(connHdr))
-	}
-	w.WriteHeader(status)
-	var fl http.Flusher
-	if resp.Header.ContentLength() < 0 || usage.ContentFormat(resp.Header.ContentType()) == usage.SSE {
-		fl, _ = w.(http.Flusher)
-	}
-	if len(prefix) > 0 {
-		if _, err := w.Write(prefix); err != nil {
-			x.done(false)
-			panic(http.ErrAbortHandler)
+		for name := range strings.SplitSeq(string(connHdr), ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				dst.Del(name)
+			}
 		}
-		if fl != nil {
-			fl.Flush()
+	}
+	if mw != nil {
+		mw.header(status, &resp.Header)
+	}
+	length := int64(resp.Header.ContentLength())
+	flush := length < 0 || usage.ContentFormat(resp.Header.ContentType()) == usage.SSE
+	cc.writeHeader(status, length)
+	write := func(b []byte) bool {
+		if _, err := cc.Write(b); err != nil {
+			return false
 		}
+		if mw != nil {
+			mw.wrote(b)
+		}
+		return !flush || cc.Flush() == nil
+	}
+	if len(prefix) > 0 && !write(prefix) {
+		x.done(false)
+		cc.abort()
+		return
 	}
 	buf := p.buffers.Get()
 	defer p.buffers.Put(buf)
-	body := x.body()
+	body := x
 	for {
 		n, rerr := body.Read(buf)
-		if n > 0 {
-			if _, err := w.Write(buf[:n]); err != nil {
-				x.done(false)
-				rt.log.Debug("proxy: client went away during the answer", "path", r.URL.Path, "error", err)
-				panic(http.ErrAbortHandler)
-			}
-			if fl != nil {
-				fl.Flush()
-			}
+		if n > 0 && !write(buf[:n]) {
+			x.done(false)
+			cc.abort()
+			rt.log.Debug("proxy: client went away during the answer", "path", r.url.Path, "error", cc.werr)
+			return
 		}
 		if rerr == io.EOF {
 			x.done(true)
@@ -688,10 +734,9 @@ func (p *Proxy) respond(rt *route, w http.ResponseWriter, r *http.Request, x *ex
 		}
 		if rerr != nil {
 			x.done(false)
-			if ctx := r.Context(); ctx.Err() == nil {
-				rt.log.Warn("proxy: upstream answer cut", "path", r.URL.Path, "error", rerr)
-			}
-			panic(http.ErrAbortHandler)
+			cc.abort()
+			rt.log.Warn("proxy: upstream answer cut", "path", r.url.Path, "error", rerr)
+			return
 		}
 	}
 }
@@ -748,18 +793,20 @@ func (p bufferPool) Put(b []byte) {
 	}
 }
 
-func (p *Proxy) upstreamError(rt *route, w http.ResponseWriter, r *http.Request, err error) {
-	mw, _ := w.(*meterWriter)
+// upstreamError answers a request whose upstream exchange failed: 502, or
+// 504 after the header timeout; nothing when the client went away.
+func (p *Proxy) upstreamError(rt *route, cc *clientConn, r *request, mw *meterWriter, err error) {
 	if mw != nil {
 		mw.own = true
 	}
-	if r.Context().Err() != nil {
+	if errors.Is(err, errClientGone) {
 		if mw != nil {
 			mw.gone = true
 		}
-		// The client went away (or the server is closing): nobody to answer.
+		// The client went away: nobody to answer.
 		rt.m.Request(499)
-		rt.log.Debug("proxy: client went away", "path", r.URL.Path, "error", err)
+		rt.log.Debug("proxy: client went away", "path", r.url.Path, "error", err)
+		cc.abort()
 		return
 	}
 	e := errUpstream
@@ -768,8 +815,8 @@ func (p *Proxy) upstreamError(rt *route, w http.ResponseWriter, r *http.Request,
 		e = errUpstreamTimeout
 	}
 	rt.m.Request(e.status)
-	rt.log.Warn("proxy: upstream request failed", "path", r.URL.Path, "status", e.status, "error", err)
-	e.write(w, 0)
+	rt.log.Warn("proxy: upstream request failed", "path", r.url.Path, "status", e.status, "error", err)
+	e.write(cc, 0)
 }
 
 func (p *Proxy) onEvent(rt *route, log *slog.Logger) func(providers.Event) {
@@ -790,12 +837,4 @@ func (p *Proxy) onEvent(rt *route, log *slog.Logger) func(providers.Event) {
 			log.Warn("proxy: 401 not retried", "reason", ev.Kind.String())
 		}
 	}
-}
-
-// slogWriter turns net/http's log.Logger lines into slog records.
-type slogWriter struct{ log *slog.Logger }
-
-func (w slogWriter) Write(b []byte) (int, error) {
-	w.log.Warn(strings.TrimSpace(string(b)))
-	return len(b), nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/internal/proxy/proxytest"
 	"github.com/keywarden/keywarden/providers"
 )
 
@@ -46,7 +46,7 @@ func TestKeylessUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sidecar := httptest.NewServer(p.Handler())
+	sidecar := proxytest.NewServer(p)
 	defer sidecar.Close()
 	defer p.CloseIdleConnections()
 

@@ -18,12 +18,13 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/keywarden/keywarden/internal/anthropictest"
+	"github.com/keywarden/keywarden/internal/proxy/proxytest"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/federation"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, proxytest.IgnoreDateTicker) }
 
 const (
 	org      = "org_01test"

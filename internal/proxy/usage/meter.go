@@ -96,7 +96,7 @@ type Header interface {
 
 // FormatOf returns the Format the Meter reads for a Content-Type value:
 // ContentFormat's, or None in a build with the accounting off.
-func FormatOf(contentType string) Format {
+func FormatOf[T string | []byte](contentType T) Format {
 	if !enabled {
 		return None
 	}

@@ -1,0 +1,501 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// The client engine. Each client connection is served on one goroutine
+// that reads requests in fasthttp's HTTP/1.1 wire format (its request
+// header parser: strict about framing, duplicate Content-Length, and
+// Transfer-Encoding other than chunked), admits or refuses them, sends
+// them upstream (upstream.go) and writes the answers back with this file's
+// response writer: the upstream's Content-Length is kept, other bodies are
+// chunked, and every write of a stream is flushed at once. Nothing else
+// runs per request: no goroutine, no context.
+//
+// A client that goes away while its request waits for the upstream's
+// answer is seen without reading its connection: the wait wakes every
+// watchTick and peeks at the client's socket (MSG_PEEK|MSG_DONTWAIT); an
+// end of stream or a reset ends the upstream request. During an answer, a
+// failed write to the client does the same.
+
+const (
+	// clientReadBufferSize bounds a request's header (as nginx's
+	// large_client_header_buffers: 8 KiB); larger ones get a 431.
+	clientReadBufferSize  = 8 << 10
+	clientWriteBufferSize = 4 << 10
+	// watchTick is how often a request waiting for the upstream's answer
+	// checks that its client is still there.
+	watchTick = 250 * time.Millisecond
+	// maxDiscard is the most of an unread request body (after a refusal)
+	// read and dropped to keep the connection; past it, it is closed.
+	maxDiscard = 256 << 10
+)
+
+var (
+	clientReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, clientReadBufferSize) }}
+	clientWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, clientWriteBufferSize) }}
+)
+
+// Connection states, for a graceful shutdown: an idle connection waits
+// for the first byte of its next request and may be closed at once.
+const (
+	connActive int32 = iota
+	connIdle
+)
+
+// clientConn is one client connection and the request it serves.
+type clientConn struct {
+	net.Conn
+	raw  syscall.RawConn // nil when the connection has no file descriptor
+	srv  *Server
+	h    handler
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	addr string // the client's address, for per-address limits
+
+	state atomic.Int32
+
+	req     fasthttp.RequestHeader
+	hdr     http.Header // req's fields, for the key rule and the guards
+	vals    []string    // backing store of hdr's values
+	body    bodyReader
+	out     fasthttp.ResponseHeader
+	buf     []byte // scratch (chunk sizes)
+	peekBuf [1]byte
+
+	// The answer under way.
+	status    int
+	wrote     bool  // the header is written
+	chunked   bool  // the body is chunked
+	noBody    bool  // the answer has no body (1xx, 204, 304)
+	remaining int64 // bytes of a fixed-length body still to write, -1: not fixed
+	werr      error // the first failed write
+	close     bool  // close the connection after this answer
+	expect    bool  // the client waits for "100 Continue" before its body
+	linger    bool  // input may be left unread: close with lingerClose
+}
+
+// bodyReader is a request's body as read from the connection: it records
+// whether it reached its end, so that the connection can be kept.
+type bodyReader struct {
+	br        *bufio.Reader
+	remaining int64     // of a body of known length
+	chunked   io.Reader // the decoder of a chunked body, or nil
+	eof       bool
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
+	if b.chunked != nil {
+		n, err := b.chunked.Read(p)
+		if err == io.EOF {
+			if terr := readTrailers(b.br); terr != nil {
+				return n, terr
+			}
+			b.eof = true
+		}
+		return n, err
+	}
+	if int64(len(p)) > b.remaining {
+		p = p[:b.remaining]
+	}
+	n, err := b.br.Read(p)
+	b.remaining -= int64(n)
+	if b.remaining == 0 {
+		b.eof = true
+		if err == nil {
+			err = io.EOF
+		}
+	} else if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// continueIfAsked answers "100 Continue" to a client that waits for it
+// before sending its body (Expect: 100-continue): the request was admitted
+// and its body is about to be read. The Expect header is not forwarded.
+func (cc *clientConn) continueIfAsked() {
+	if cc.expect {
+		cc.expect = false
+		if !cc.body.eof {
+			_, _ = cc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+			_ = cc.bw.Flush()
+		}
+	}
+	delete(cc.hdr, "Expect")
+}
+
+// readTrailers reads the trailer section of a chunked body up to its
+// empty line; the trailers are dropped.
+func readTrailers(br *bufio.Reader) error {
+	for range 64 {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return errors.New("proxy: malformed chunked body trailer")
+		}
+		if len(line) <= 2 && (len(line) == 1 || line[0] == '\r') {
+			return nil
+		}
+	}
+	return errors.New("proxy: too many chunked body trailers")
+}
+
+// serve serves the connection's requests until it closes, goes idle for
+// too long, breaks the protocol, or the server shuts down.
+func (cc *clientConn) serve() {
+	defer cc.srv.untrack(cc)
+	defer cc.release()
+	defer func() {
+		// As net/http's server: a panic ends the connection, not the
+		// process. The stack is logged; the value is an error of this
+		// package, never a key.
+		if v := recover(); v != nil {
+			cc.srv.p.log.Error("proxy: panic serving a request; the connection is closed",
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
+	o := &cc.srv.p.opts
+	first := true
+	for {
+		cc.state.Store(connIdle)
+		wait := o.IdleTimeout
+		if first {
+			wait = o.ClientHeaderTimeout
+		}
+		first = false
+		if cc.br.Buffered() == 0 {
+			_ = cc.SetReadDeadline(time.Now().Add(wait))
+			// After the deadline: a Shutdown that began before it set its
+			// own (see Server.stop) is seen here.
+			if cc.srv.closing.Load() {
+				return
+			}
+			if _, err := cc.br.Peek(1); err != nil {
+				return
+			}
+		}
+		cc.state.Store(connActive)
+		_ = cc.SetReadDeadline(time.Now().Add(o.ClientHeaderTimeout))
+		cc.req.Reset()
+		if err := cc.req.Read(cc.br); err != nil {
+			cc.badRequest(err)
+			return
+		}
+		_ = cc.SetReadDeadline(time.Time{})
+		cc.begin()
+		cc.h.serve(cc)
+		if !cc.end() {
+			return
+		}
+	}
+}
+
+// begin prepares the answer to the request just read.
+func (cc *clientConn) begin() {
+	cc.status, cc.wrote, cc.chunked, cc.noBody, cc.remaining, cc.werr = 0, false, false, false, -1, nil
+	cc.close = cc.req.ConnectionClose() || cc.srv.closing.Load()
+	cc.out.Reset()
+	cc.out.SetNoDefaultContentType(true)
+	cc.fillHeader()
+	if v := cc.hdr["Expect"]; len(v) > 0 {
+		cc.expect = strings.EqualFold(v[0], "100-continue")
+	} else {
+		cc.expect = false
+	}
+	cc.body = bodyReader{br: cc.br}
+	switch n := cc.req.ContentLength(); {
+	case n > 0:
+		cc.body.remaining = int64(n)
+	case n == -1:
+		cc.body.chunked = newChunkedReader(cc.br)
+	default:
+		cc.body.eof = true
+	}
+}
+
+// end finishes the answer and reports whether the connection serves
+// another request.
+func (cc *clientConn) end() bool {
+	if !cc.wrote {
+		cc.writeHeader(http.StatusOK, 0)
+	}
+	if cc.chunked && cc.werr == nil {
+		_, _ = cc.bw.WriteString("0\r\n\r\n")
+	}
+	if cc.remaining > 0 {
+		cc.close = true // an answer cut short: the client must see the end
+	}
+	if err := cc.bw.Flush(); err != nil || cc.werr != nil {
+		return false
+	}
+	if !cc.body.eof {
+		// The body was not read (a refusal): read and drop a small one to
+		// keep the connection, as net/http does.
+		if cc.close || cc.expect || cc.body.chunked != nil || cc.req.ContentLength() > maxDiscard {
+			cc.linger = !cc.expect // the client may still be sending it
+			return false
+		}
+		_ = cc.SetReadDeadline(time.Now().Add(cc.srv.p.opts.ClientHeaderTimeout))
+		if _, err := io.Copy(io.Discard, &cc.body); err != nil {
+			return false
+		}
+	}
+	return !cc.close
+}
+
+// abort ends the answer at once: the client sees a cut answer (no final
+// chunk, or a short body) and the connection closes, as net/http's
+// http.ErrAbortHandler does.
+func (cc *clientConn) abort() {
+	cc.close = true
+	if cc.werr == nil {
+		cc.werr = errAborted
+	}
+}
+
+var errAborted = errors.New("proxy: answer aborted")
+
+// newChunkedReader decodes a chunked request body, up to its last chunk
+// (the trailers are bodyReader's).
+var newChunkedReader = httputil.NewChunkedReader
+
+// fillHeader puts the request's header fields into hdr, by canonical
+// name, as net/http's server would: the guards and the key rule read and
+// change them there. The values share one allocation.
+func (cc *clientConn) fillHeader() {
+	clear(cc.hdr)
+	n, size := 0, 0
+	for _, v := range cc.req.All() {
+		n++
+		size += len(v)
+	}
+	arena := make([]byte, 0, size)
+	for _, v := range cc.req.All() {
+		arena = append(arena, v...)
+	}
+	all := string(arena)
+	if cap(cc.vals) < n {
+		cc.vals = make([]string, n)
+	}
+	vals, off := cc.vals[:n], 0
+	i := 0
+	for k, v := range cc.req.All() {
+		vals[i] = all[off : off+len(v)]
+		off += len(v)
+		key, ok := requestHeaders[string(k)]
+		if !ok {
+			key = string(k)
+		}
+		if old := cc.hdr[key]; old != nil {
+			cc.hdr[key] = append(old[:len(old):len(old)], vals[i])
+		} else {
+			cc.hdr[key] = vals[i : i+1 : i+1]
+		}
+		i++
+	}
+}
+
+// requestHeaders are the names of the headers the SDKs send, so that
+// reading them allocates nothing.
+var requestHeaders = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Host", "Content-Type", "Content-Length", "User-Agent", "Accept", "Accept-Encoding", "Connection",
+		"Transfer-Encoding", "Expect", "X-Api-Key", "Authorization", "Anthropic-Version", "Anthropic-Beta",
+		"X-Keywarden-Token", "X-Stainless-Lang", "X-Stainless-Package-Version", "X-Stainless-Os",
+		"X-Stainless-Arch", "X-Stainless-Runtime", "X-Stainless-Runtime-Version", "X-Stainless-Retry-Count",
+		"X-Stainless-Timeout", "X-Stainless-Helper-Method", "Anthropic-Dangerous-Direct-Browser-Access",
+	} {
+		m[k] = k
+	}
+	return m
+}()
+
+// badRequest answers a request that could not be read, unless the client
+// went away or sent nothing in time.
+func (cc *clientConn) badRequest(err error) {
+	var ne net.Error
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne) && ne.Timeout() {
+		return
+	}
+	status := "400 Bad Request"
+	if errors.As(err, new(*fasthttp.ErrSmallBuffer)) || errors.Is(err, bufio.ErrBufferFull) {
+		status = "431 Request Header Fields Too Large"
+	}
+	cc.srv.p.refused.Request(atoiStatus(status))
+	_ = cc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = cc.bw.WriteString("HTTP/1.1 " + status + "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n" + status)
+	_ = cc.bw.Flush()
+	cc.linger = true
+}
+
+// lingerTime is how long a connection closed with input still unread
+// keeps reading it: closing at once would reset the connection, and the
+// reset can destroy the answer before the client read it (net/http waits
+// as long).
+const lingerTime = 500 * time.Millisecond
+
+// lingerClose closes the sending side, then reads and drops what the
+// client still sends, for lingerTime at most, and closes.
+func (cc *clientConn) lingerClose() {
+	if cw, ok := cc.Conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		_ = cc.SetReadDeadline(time.Now().Add(lingerTime))
+		_, _ = io.Copy(io.Discard, io.LimitReader(cc.Conn, maxDiscard))
+	}
+	_ = cc.Conn.Close()
+}
+
+func atoiStatus(s string) int { n, _ := strconv.Atoi(s[:3]); return n }
+
+// header returns the answer's header, to be filled before writeHeader;
+// its Content-Length and Transfer-Encoding are writeHeader's.
+func (cc *clientConn) header() *fasthttp.ResponseHeader { return &cc.out }
+
+// writeHeader writes the answer's status line and header. The body is
+// length bytes long, or of unknown length when length is negative: then
+// it is chunked (or, to an HTTP/1.0 client, ended by closing).
+func (cc *clientConn) writeHeader(status int, length int64) {
+	if cc.wrote {
+		return
+	}
+	cc.wrote, cc.status = true, status
+	h := &cc.out
+	h.SetStatusCode(status)
+	cc.noBody = status < 200 || status == http.StatusNoContent || status == http.StatusNotModified
+	switch {
+	case cc.noBody:
+		cc.remaining = -1
+	case length >= 0:
+		h.SetContentLength(int(length))
+		cc.remaining = length
+	case cc.req.IsHTTP11():
+		h.SetContentLength(-1)
+		cc.chunked = true
+	default:
+		h.SetContentLength(-2)
+		cc.close = true
+	}
+	if cc.close {
+		h.SetConnectionClose()
+	}
+	if err := h.Write(cc.bw); err != nil && cc.werr == nil {
+		cc.werr = err
+	}
+}
+
+// Write writes p to the answer's body.
+func (cc *clientConn) Write(p []byte) (int, error) {
+	if !cc.wrote {
+		cc.writeHeader(http.StatusOK, -1)
+	}
+	if cc.werr != nil {
+		return 0, cc.werr
+	}
+	if len(p) == 0 || cc.noBody {
+		return len(p), nil
+	}
+	n := len(p)
+	switch {
+	case cc.chunked:
+		cc.buf = strconv.AppendInt(cc.buf[:0], int64(len(p)), 16)
+		cc.buf = append(cc.buf, '\r', '\n')
+		_, _ = cc.bw.Write(cc.buf)
+		_, _ = cc.bw.Write(p)
+		_, cc.werr = cc.bw.WriteString("\r\n")
+	case cc.remaining >= 0:
+		if int64(n) > cc.remaining {
+			n = int(cc.remaining)
+			cc.werr = errors.New("proxy: answer longer than its Content-Length")
+		}
+		cc.remaining -= int64(n)
+		if _, err := cc.bw.Write(p[:n]); err != nil {
+			cc.werr = err
+		}
+	default:
+		_, cc.werr = cc.bw.Write(p)
+	}
+	if cc.werr != nil {
+		return 0, cc.werr
+	}
+	return n, nil
+}
+
+// Flush sends what was written so far.
+func (cc *clientConn) Flush() error {
+	if cc.werr != nil {
+		return cc.werr
+	}
+	cc.werr = cc.bw.Flush()
+	return cc.werr
+}
+
+// gone reports whether the client closed or reset its connection, without
+// reading from it: bytes it sent meanwhile (a pipelined request) are left
+// for the next read.
+func (cc *clientConn) gone() bool {
+	if cc.raw == nil {
+		return false
+	}
+	var n int
+	var err error
+	cerr := cc.raw.Control(func(fd uintptr) {
+		n, _, err = syscall.Recvfrom(int(fd), cc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	})
+	if cerr != nil {
+		return true
+	}
+	switch {
+	case err == nil:
+		return n == 0 // an orderly shutdown by the client
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		return false
+	default:
+		return true // reset, or otherwise broken
+	}
+}
+
+func (cc *clientConn) release() {
+	if cc.linger {
+		cc.lingerClose()
+	} else {
+		_ = cc.Conn.Close()
+	}
+	cc.br.Reset(nil)
+	clientReaders.Put(cc.br)
+	cc.bw.Reset(nil)
+	clientWriters.Put(cc.bw)
+	cc.br, cc.bw = nil, nil
+}
+
+// newClientConn wraps an accepted connection.
+func newClientConn(s *Server, h handler, c net.Conn) *clientConn {
+	cc := &clientConn{Conn: c, srv: s, h: h, hdr: http.Header{}, addr: c.RemoteAddr().String()}
+	if sc, ok := c.(syscall.Conn); ok {
+		cc.raw, _ = sc.SyscallConn()
+	}
+	cc.br = clientReaders.Get().(*bufio.Reader)
+	cc.br.Reset(c)
+	cc.bw = clientWriters.Get().(*bufio.Writer)
+	cc.bw.Reset(c)
+	return cc
+}

@@ -1,0 +1,253 @@
+package proxy_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keywarden/keywarden/internal/proxy"
+)
+
+// The client side of the wire, byte by byte, over real sockets: what a
+// client written against any HTTP/1.1 server expects of the sidecar.
+
+// wireConn is one client connection to the sidecar.
+type wireConn struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialWire(t *testing.T, addr string) *wireConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	return &wireConn{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+func (w *wireConn) send(raw string) {
+	w.t.Helper()
+	if _, err := io.WriteString(w.c, raw); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// answer reads one answer: status, header and whole body.
+func (w *wireConn) answer(method string) (*http.Response, string) {
+	w.t.Helper()
+	resp, err := http.ReadResponse(w.br, &http.Request{Method: method})
+	if err != nil {
+		w.t.Fatalf("no answer: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		w.t.Fatalf("the answer's body: %v", err)
+	}
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+// closed reports whether the sidecar closed the connection (nothing more
+// to read).
+func (w *wireConn) closed() bool {
+	_ = w.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := w.br.ReadByte()
+	return err == io.EOF
+}
+
+const modelsReq = "GET /v1/models HTTP/1.1\r\nHost: sidecar\r\n\r\n"
+
+func messagesReq(body string, extra string) string {
+	return "POST /v1/messages HTTP/1.1\r\nHost: sidecar\r\nContent-Type: application/json\r\n" + extra +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+}
+
+func TestWireKeepAliveAndPipelining(t *testing.T) {
+	up := newUpstream(t, keyA)
+	e := newEnv(t, up, nil)
+	w := dialWire(t, e.srv.Addr())
+	// Three requests written at once: three answers, in order, on one
+	// connection.
+	w.send(modelsReq + messagesReq(`{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}`, "") + modelsReq)
+	for i, method := range []string{"GET", "POST", "GET"} {
+		resp, body := w.answer(method)
+		if resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("answer %d: %d close=%v %s", i, resp.StatusCode, resp.Close, body)
+		}
+	}
+	if reqs := up.Requests(); len(reqs) != 3 || reqs[1].Path != "/v1/messages" || reqs[1].Key != keyA {
+		t.Fatalf("the upstream saw %d requests", len(reqs))
+	}
+}
+
+func TestWireExpectContinue(t *testing.T) {
+	up := newUpstream(t, keyA)
+	e := newEnv(t, up, func(o *proxy.Options) { o.ClientToken = "client-token-0123456789abcdef" })
+	body := `{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}`
+
+	// Admitted: "100 Continue" first, then the body goes upstream.
+	w := dialWire(t, e.srv.Addr())
+	head, _, _ := strings.Cut(messagesReq(body, "Expect: 100-continue\r\nX-Keywarden-Token: client-token-0123456789abcdef\r\n"), "\r\n\r\n")
+	w.send(head + "\r\n\r\n")
+	line, err := w.br.ReadString('\n')
+	if err != nil || line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("got %q, %v; want 100 Continue before the body", line, err)
+	}
+	if l, _ := w.br.ReadString('\n'); l != "\r\n" {
+		t.Fatalf("100 Continue not ended: %q", l)
+	}
+	w.send(body)
+	if resp, b := w.answer("POST"); resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	reqs := up.Requests()
+	if len(reqs) != 1 || reqs[0].Body != body || reqs[0].Header.Get("Expect") != "" {
+		t.Fatalf("the upstream got %d requests; body %q, Expect %q", len(reqs), reqs[0].Body, reqs[0].Header.Get("Expect"))
+	}
+
+	// Refused before the body: no 100, the refusal, and the connection
+	// closes (the body the client did not send is not waited for).
+	w = dialWire(t, e.srv.Addr())
+	head, _, _ = strings.Cut(messagesReq(body, "Expect: 100-continue\r\n"), "\r\n\r\n")
+	w.send(head + "\r\n\r\n")
+	resp, b := w.answer("POST")
+	if resp.StatusCode != 401 || apiErrorType(t, b) != "authentication_error" || !w.closed() {
+		t.Fatalf("refusal: %d %s", resp.StatusCode, b)
+	}
+	if len(up.Requests()) != 1 {
+		t.Fatal("a refused request reached the upstream")
+	}
+}
+
+func TestWireChunkedRequestBody(t *testing.T) {
+	up := newUpstream(t, keyA)
+	e := newEnv(t, up, nil)
+	body := `{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}`
+	w := dialWire(t, e.srv.Addr())
+	w.send("POST /v1/messages HTTP/1.1\r\nHost: sidecar\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		strconv.FormatInt(int64(len(body[:10])), 16) + ";ext=1\r\n" + body[:10] + "\r\n" +
+		strconv.FormatInt(int64(len(body[10:])), 16) + "\r\n" + body[10:] + "\r\n" +
+		"0\r\nX-Trailer: dropped\r\n\r\n" + modelsReq)
+	if resp, b := w.answer("POST"); resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	// The trailer was read: the next request on the connection is served.
+	if resp, b := w.answer("GET"); resp.StatusCode != 200 {
+		t.Fatalf("after a chunked body: %d %s", resp.StatusCode, b)
+	}
+	if reqs := up.Requests(); len(reqs) != 2 || reqs[0].Body != body || reqs[0].Header.Get("X-Trailer") != "" {
+		t.Fatalf("the upstream got %d requests, first body %q", len(reqs), reqs[0].Body)
+	}
+}
+
+func TestWireHTTP10(t *testing.T) {
+	up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: ping\ndata: {}\n\n")
+		w.(http.Flusher).Flush()
+		io.WriteString(w, "event: message_stop\ndata: {}\n\n")
+	})
+	e := newEnv(t, up, nil)
+	// A body of unknown length to an HTTP/1.0 client: not chunked (it
+	// does not know chunks), ended by closing the connection.
+	w := dialWire(t, e.srv.Addr())
+	w.send("POST /v1/messages HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+	resp, b := w.answer("POST")
+	if resp.StatusCode != 200 || len(resp.TransferEncoding) != 0 || !strings.HasSuffix(b, "event: message_stop\ndata: {}\n\n") {
+		t.Fatalf("%d %v %q", resp.StatusCode, resp.TransferEncoding, b)
+	}
+	if !w.closed() {
+		t.Fatal("the connection of an HTTP/1.0 client stayed open")
+	}
+}
+
+func TestWireMalformedRequests(t *testing.T) {
+	up := newUpstream(t, keyA)
+	e := newEnv(t, up, nil)
+	for _, tc := range []struct {
+		name, raw string
+		code      int
+	}{
+		{"garbage", "NOT HTTP AT ALL\r\n\r\n", 400},
+		{"duplicate content-length", "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400},
+		{"transfer-encoding other than chunked", "POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
+		{"header over 8 KiB", "GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 9000) + "\r\n\r\n", 431},
+		{"bad escape in the path", "GET /v1/models/%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+	} {
+		w := dialWire(t, e.srv.Addr())
+		w.send(tc.raw)
+		resp, b := w.answer("GET")
+		if resp.StatusCode != tc.code {
+			t.Errorf("%s: %d %q, want %d", tc.name, resp.StatusCode, b, tc.code)
+		}
+	}
+	if n := len(up.Requests()); n != 0 {
+		t.Fatalf("%d malformed requests reached the upstream", n)
+	}
+}
+
+func TestWireSmugglingClosesConnection(t *testing.T) {
+	up := newUpstream(t, keyA)
+	e := newEnv(t, up, nil)
+	// Content-Length and chunked together: the body is the chunked one
+	// (RFC 9112, 6.3), and the connection closes after the answer, so
+	// nothing the two readings disagree on is read as a next request.
+	body := `{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}`
+	w := dialWire(t, e.srv.Addr())
+	w.send("POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		strconv.FormatInt(int64(len(body)), 16) + "\r\n" + body + "\r\n0\r\n\r\n" + modelsReq)
+	resp, b := w.answer("POST")
+	if resp.StatusCode != 200 || !w.closed() {
+		t.Fatalf("%d %s, or the connection stayed open", resp.StatusCode, b)
+	}
+	if reqs := up.Requests(); len(reqs) != 1 || reqs[0].Body != body {
+		t.Fatalf("the upstream got %d requests", len(reqs))
+	}
+}
+
+func TestWireRefusalKeepsConnection(t *testing.T) {
+	up := newUpstream(t, keyA)
+	e := newEnv(t, up, func(o *proxy.Options) { o.ClientToken = "client-token-0123456789abcdef" })
+	// A refused request's small body is read and dropped: the next request
+	// on the connection is served.
+	w := dialWire(t, e.srv.Addr())
+	w.send(messagesReq(`{"a":1}`, "") + "GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Keywarden-Token: client-token-0123456789abcdef\r\n\r\n")
+	if resp, b := w.answer("POST"); resp.StatusCode != 401 || resp.Close {
+		t.Fatalf("%d close=%v %s", resp.StatusCode, resp.Close, b)
+	}
+	if resp, b := w.answer("GET"); resp.StatusCode != 200 {
+		t.Fatalf("after a refusal: %d %s", resp.StatusCode, b)
+	}
+}
+
+func TestWireTimeouts(t *testing.T) {
+	up := newUpstream(t, keyA)
+	e := newEnv(t, up, func(o *proxy.Options) {
+		o.ClientHeaderTimeout = 300 * time.Millisecond
+		o.IdleTimeout = 300 * time.Millisecond
+	})
+	// A header that never ends (slowloris) is cut at the header timeout.
+	w := dialWire(t, e.srv.Addr())
+	w.send("GET /v1/models HTTP/1.1\r\nHost: x\r\n")
+	if !w.closed() {
+		t.Fatal("a request header that never ends kept its connection")
+	}
+	// An idle keep-alive connection is closed at the idle timeout.
+	w = dialWire(t, e.srv.Addr())
+	w.send(modelsReq)
+	if resp, _ := w.answer("GET"); resp.StatusCode != 200 {
+		t.Fatal(resp.Status)
+	}
+	if !w.closed() {
+		t.Fatal("an idle connection was kept past the idle timeout")
+	}
+}
