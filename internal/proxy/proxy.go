@@ -10,11 +10,14 @@
 // error in the API's own shape. Behind it, the key rule shared with the Go
 // library (providers.Attempt, which providers.Transport follows too)
 // injects the key and, on a 401, refreshes the Source and retries once.
-// Clients are served by net/http's server; the upstream is spoken to in
-// HTTP/1.1 on fasthttp's wire format over a connection pool of this
-// package (upstream.go). Responses, SSE streams included, are flushed on
-// every write; a client that goes away cancels its upstream request, while
-// it waits for the answer's headers as well as during a stream.
+// Both sides speak HTTP/1.1 on fasthttp's wire format (its request header
+// parser and its response writer and parser) with this package's own
+// connection handling: clients are served one goroutine per connection
+// (conn.go), the upstream over a pool of keep-alive connections
+// (upstream.go), and a request runs on its client's goroutine from start to
+// end. Responses, SSE streams included, are flushed on every write; a client
+// that goes away cancels its upstream request, while it waits for the
+// answer's headers as well as during a stream.
 package proxy
 
 import (
@@ -317,7 +320,7 @@ type handler struct {
 // request is what the guards and the forwarding read of a request.
 type request struct {
 	method string
-	url    *url.URL // path (decoded) and query, as net/http's server parses them
+	url    *url.URL // path (decoded) and query (url.ParseRequestURI, as net/http's server)
 	header http.Header
 	addr   string // the client's address
 }
