@@ -124,10 +124,12 @@ type Proxy struct {
 	// noAccount turns the accounting off, for benchmarks (export_test.go).
 	noAccount bool
 	limit     *limiter
-	buffers   bufferPool
-	bodies    bodyPool
-	pools     map[string]*hostPool // by scheme://host
-	refused   *telemetry.Route     // refusals before a route is known
+	buffers   bufferPool // for bodies of known length
+	// streamBuffers are for streams and bodies of unknown length.
+	streamBuffers bufferPool
+	bodies        bodyPool
+	pools         map[string]*hostPool // by scheme://host
+	refused       *telemetry.Route     // refusals before a route is known
 
 	prefixes  []*route // longest prefix first
 	listeners map[string]*route
@@ -166,14 +168,15 @@ func New(o Options) (*Proxy, error) {
 		o.Metrics = telemetry.New()
 	}
 	p := &Proxy{
-		opts:      o,
-		log:       o.Logger,
-		metrics:   o.Metrics,
-		allow:     o.AllowPaths,
-		limit:     newLimiter(o.RPS, o.Burst, o.Concurrency),
-		buffers:   make(bufferPool, 256),
-		listeners: map[string]*route{},
-		refused:   o.Metrics.Route("-"),
+		opts:          o,
+		log:           o.Logger,
+		metrics:       o.Metrics,
+		allow:         o.AllowPaths,
+		limit:         newLimiter(o.RPS, o.Burst, o.Concurrency),
+		buffers:       newBufferPool(copyBufferSize),
+		streamBuffers: newBufferPool(streamBufferSize),
+		listeners:     map[string]*route{},
+		refused:       o.Metrics.Route("-"),
 	}
 	var err error
 	if p.clients, err = newClients(&o); err != nil {

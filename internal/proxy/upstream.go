@@ -638,7 +638,7 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 	}
 
 	start := time.Now()
-	x, err := rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable, cc.gone)
+	x, err := rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable, cc.goneFn)
 	rt.m.ObserveSince(start)
 	if err != nil {
 		if rest != nil && !cc.body.eof {
@@ -649,8 +649,10 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 	}
 	var prefix []byte // the start of the body, read to classify a 401
 	if resp.StatusCode() == http.StatusUnauthorized {
-		n, err := io.ReadFull(&x, bb.errBuf[:])
-		prefix = bb.errBuf[:n]
+		eb := errBufs.Get().(*[providers.MaxErrorBody + 1]byte)
+		defer errBufs.Put(eb)
+		n, err := io.ReadFull(&x, eb[:])
+		prefix = eb[:n]
 		classified := err == io.EOF || err == io.ErrUnexpectedEOF
 		next, kind := a.Rejected(ctx, prefix, classified, replayable)
 		if next != nil {
@@ -658,7 +660,7 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 			a.Retry(h, next, kind)
 			_ = rt.target.fillRequest(req, r.method, bb.uri, h, kept, nil, size) // checked above
 			start = time.Now()
-			x, err = rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable, cc.gone)
+			x, err = rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable, cc.goneFn)
 			rt.m.ObserveSince(start)
 			if err != nil {
 				p.upstreamError(rt, cc, r, mw, err)
@@ -717,8 +719,13 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 		cc.abort()
 		return
 	}
-	buf := p.buffers.Get()
-	defer p.buffers.Put(buf)
+	pool := p.buffers
+	if flush {
+		pool = p.streamBuffers
+		cc.releaseReader()
+	}
+	buf := pool.Get()
+	defer pool.Put(buf)
 	body := x
 	for {
 		n, rerr := body.Read(buf)
@@ -741,13 +748,16 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 	}
 }
 
-// reqBuffers are a request's pooled buffers: the body kept for a retry,
-// the request-target, and the start of a 401's body.
+// reqBuffers are a request's pooled buffers: the body kept for a retry
+// and the request-target.
 type reqBuffers struct {
-	b      []byte
-	uri    []byte
-	errBuf [providers.MaxErrorBody + 1]byte
+	b   []byte
+	uri []byte
 }
+
+// errBufs lend the buffer a 401's body is read into to classify it: only
+// such answers hold one.
+var errBufs = sync.Pool{New: func() any { return new([providers.MaxErrorBody + 1]byte) }}
 
 // bodyPool lends reqBuffers. Bodies larger than maxPooledBody are not kept.
 type bodyPool struct{ p sync.Pool }
@@ -768,27 +778,35 @@ func (bp *bodyPool) put(b *reqBuffers) {
 	bp.p.Put(b)
 }
 
-// copyBufferSize is the buffer the answers are copied with: large enough
-// for most non-streaming answers in one read, small enough that a thousand
-// held streams cost 16 MiB.
-const copyBufferSize = 16 << 10
+// The buffers the answers are copied with: for a body of known length,
+// large enough for most non-streaming answers in one read; for a stream,
+// a few events' worth, so that a thousand held streams cost 4 MiB.
+const (
+	copyBufferSize   = 16 << 10
+	streamBufferSize = 4 << 10
+)
 
-// bufferPool lends the copy buffers. A channel, unlike sync.Pool, takes a
-// []byte back without allocating.
-type bufferPool chan []byte
+// bufferPool lends copy buffers of one size. A channel, unlike sync.Pool,
+// takes a []byte back without allocating.
+type bufferPool struct {
+	ch   chan []byte
+	size int
+}
+
+func newBufferPool(size int) bufferPool { return bufferPool{ch: make(chan []byte, 256), size: size} }
 
 func (p bufferPool) Get() []byte {
 	select {
-	case b := <-p:
+	case b := <-p.ch:
 		return b
 	default:
-		return make([]byte, copyBufferSize)
+		return make([]byte, p.size)
 	}
 }
 
 func (p bufferPool) Put(b []byte) {
 	select {
-	case p <- b:
+	case p.ch <- b:
 	default:
 	}
 }
