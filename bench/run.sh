@@ -24,6 +24,11 @@ PORT0=${PORT0:-18080} # uses PORT0 .. PORT0+11 (+15 with BASE_BIN)
 # BASE_BIN: another keywarden binary (e.g. an earlier commit's) run side by
 # side as sidecar-base and sidecar-base-tls, for a before/after in one run.
 BASE_BIN=${BASE_BIN:-}
+# SIDECAR_ENV: the sidecars' runtime settings, by default as the Kubernetes
+# manifests deploy them (a 1-CPU limit, which Go turns into GOMAXPROCS=1,
+# and GOMEMLIMIT=56MiB under a 64Mi limit). SIDECAR_ENV= runs Go's defaults
+# on this machine (GOMAXPROCS = its cores, no memory limit).
+SIDECAR_ENV=${SIDECAR_ENV-GOMAXPROCS=1 GOMEMLIMIT=56MiB}
 OUT=${OUT:-$(mktemp -d /tmp/keywarden-bench.XXXXXX)}
 
 bench/install.sh
@@ -87,7 +92,8 @@ sidecar:
   rate_limit: {rps: 0, concurrency: 0}
 EOF
   [ -f "$OUT/keys.json" ] || printf '%s' "$KEY" | "$OUT/keywarden" put bench --config "$cfg" >/dev/null
-  SSL_CERT_FILE="$OUT/ca.pem" "$2" sidecar --config "$cfg" --log-level warn 2>"$OUT/$1.log" &
+  # shellcheck disable=SC2086 # SIDECAR_ENV is a list of NAME=value words
+  env $SIDECAR_ENV SSL_CERT_FILE="$OUT/ca.pem" "$2" sidecar --config "$cfg" --log-level warn 2>"$OUT/$1.log" &
   pids+=($!)
   PROXY_PIDS[$1]=$!
   URL[$1]="http://127.0.0.1:$port"
@@ -149,6 +155,7 @@ report="$OUT/report.md"
   echo "\`*-tls\`: the upstream is HTTPS (HTTP/1.1, a generated CA); the proxies listen on plain HTTP."
   echo "\`sidecar-noacct\`: the sidecar built with \`-tags keywarden_nousage\` (usage accounting off)."
   [ -z "$BASE_BIN" ] || echo "\`sidecar-base\`: $BASE_BIN, side by side."
+  echo "Sidecars run with: ${SIDECAR_ENV:-the Go runtime defaults} (see SIDECAR_ENV in bench/run.sh)."
   echo
   echo "| round | target | requests/s | p50 ms | p99 ms | errors | proxy CPU µs/request |"
   echo "|---|---|---:|---:|---:|---:|---:|"

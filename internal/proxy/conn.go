@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -205,19 +206,38 @@ func (cc *clientConn) serve() {
 			}
 		}
 		cc.state.Store(connActive)
-		_ = cc.SetReadDeadline(time.Now().Add(o.ClientHeaderTimeout))
+		// The header within its timeout, unless it is all there (the
+		// common case: a deadline costs as much as parsing it).
+		if !cc.headerBuffered() {
+			_ = cc.SetReadDeadline(time.Now().Add(o.ClientHeaderTimeout))
+		}
 		cc.req.Reset()
 		if err := cc.req.Read(cc.br); err != nil {
 			cc.badRequest(err)
 			return
 		}
-		_ = cc.SetReadDeadline(time.Time{})
 		cc.begin()
+		if !cc.body.buffered() {
+			_ = cc.SetReadDeadline(time.Time{}) // nothing bounds a body (as net/http)
+		}
 		cc.h.serve(cc)
 		if !cc.end() {
 			return
 		}
 	}
+}
+
+// headerBuffered reports whether the read buffer holds a whole request
+// header.
+func (cc *clientConn) headerBuffered() bool {
+	b, _ := cc.br.Peek(cc.br.Buffered())
+	return bytes.Contains(b, crlfcrlf)
+}
+
+// buffered reports whether the rest of the body, if any, is in the read
+// buffer: reading it cannot wait.
+func (b *bodyReader) buffered() bool {
+	return b.eof || b.chunked == nil && b.remaining <= int64(b.br.Buffered())
 }
 
 // begin prepares the answer to the request just read.
