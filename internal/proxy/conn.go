@@ -41,8 +41,11 @@ const (
 	clientReadBufferSize  = 8 << 10
 	clientWriteBufferSize = 4 << 10
 	// watchTick is how often a request waiting for the upstream's answer
-	// checks that its client is still there.
-	watchTick = 250 * time.Millisecond
+	// checks that its client is still there. Measured with 1,000 held
+	// streams pinging every second: 0.89 s of CPU per 10 s at 1 s, 1.09 s
+	// at 250 ms (net/http's server, which watches every connection with a
+	// reader goroutine: 0.59 s); a call abandoned costs at most a second.
+	watchTick = time.Second
 	// maxDiscard is the most of an unread request body (after a refusal)
 	// read and dropped to keep the connection; past it, it is closed.
 	maxDiscard = 256 << 10
@@ -63,14 +66,14 @@ const (
 // clientConn is one client connection and the request it serves.
 type clientConn struct {
 	net.Conn
-	raw  syscall.RawConn // nil when the connection has no file descriptor
+	raw syscall.RawConn // nil when the connection has no file descriptor
 	// goneFn is gone as a func value, made once.
 	goneFn func() bool
-	srv  *Server
-	h    handler
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	addr string // the client's address, for per-address limits
+	srv    *Server
+	h      handler
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	addr   string // the client's address, for per-address limits
 
 	state atomic.Int32
 

@@ -470,24 +470,6 @@ var hopHeaders = []string{
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-// commonHeaders are the names of the headers the Claude API answers with,
-// so that copying them allocates their values only.
-var commonHeaders = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{
-		"Content-Type", "Content-Length", "Content-Encoding", "Date", "Server", "Request-Id", "Cache-Control",
-		"Vary", "Via", "Cf-Ray", "Cf-Cache-Status", "X-Robots-Tag", "Strict-Transport-Security",
-		"Anthropic-Organization-Id", "X-Should-Retry", "Retry-After", "Set-Cookie",
-		"Anthropic-Ratelimit-Requests-Limit", "Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Requests-Reset",
-		"Anthropic-Ratelimit-Tokens-Limit", "Anthropic-Ratelimit-Tokens-Remaining", "Anthropic-Ratelimit-Tokens-Reset",
-		"Anthropic-Ratelimit-Input-Tokens-Limit", "Anthropic-Ratelimit-Input-Tokens-Remaining", "Anthropic-Ratelimit-Input-Tokens-Reset",
-		"Anthropic-Ratelimit-Output-Tokens-Limit", "Anthropic-Ratelimit-Output-Tokens-Remaining", "Anthropic-Ratelimit-Output-Tokens-Reset",
-	} {
-		m[k] = k
-	}
-	return m
-}()
-
 // hopHeader reports whether the header k is in hopHeaders.
 func hopHeader(k []byte) bool {
 	for _, n := range hopHeaders {
@@ -512,9 +494,16 @@ func removeHopHeaders(h http.Header) {
 // deleteListed deletes from h the headers named in the list v (the value
 // of a Connection header).
 func deleteListed(h http.Header, v string) {
+	eachListed(v, func(name string) { delete(h, http.CanonicalHeaderKey(name)) })
+}
+
+// eachListed calls f with each header name in the list v (the value of a
+// Connection header): the one reading of that list, for requests and
+// answers.
+func eachListed(v string, f func(name string)) {
 	for name := range strings.SplitSeq(v, ",") {
 		if name = strings.TrimSpace(name); name != "" {
-			delete(h, http.CanonicalHeaderKey(name))
+			f(name)
 		}
 	}
 }
@@ -693,11 +682,7 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 		}
 	}
 	if len(connHdr) > 0 {
-		for name := range strings.SplitSeq(string(connHdr), ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				dst.Del(name)
-			}
-		}
+		eachListed(string(connHdr), dst.Del)
 	}
 	if mw != nil {
 		mw.header(status, &resp.Header)

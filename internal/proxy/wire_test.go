@@ -64,7 +64,24 @@ func (w *wireConn) closed() bool {
 	return err == io.EOF
 }
 
+// wireEnv starts an upstream that takes keyA and a sidecar to it (edited
+// by edit), and opens one client connection to the sidecar.
+func wireEnv(t *testing.T, edit func(*proxy.Options)) (*upstream, *env, *wireConn) {
+	t.Helper()
+	up := newUpstream(t, keyA)
+	e := newEnv(t, up, edit)
+	return up, e, dialWire(t, e.srv.Addr())
+}
+
 const modelsReq = "GET /v1/models HTTP/1.1\r\nHost: sidecar\r\n\r\n"
+
+// helloBody is a valid Messages request body.
+const helloBody = `{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}`
+
+// chunk frames s as one chunk of a chunked body, with the extension ext.
+func chunk(s, ext string) string {
+	return strconv.FormatInt(int64(len(s)), 16) + ext + "\r\n" + s + "\r\n"
+}
 
 func messagesReq(body string, extra string) string {
 	return "POST /v1/messages HTTP/1.1\r\nHost: sidecar\r\nContent-Type: application/json\r\n" + extra +
@@ -72,12 +89,10 @@ func messagesReq(body string, extra string) string {
 }
 
 func TestWireKeepAliveAndPipelining(t *testing.T) {
-	up := newUpstream(t, keyA)
-	e := newEnv(t, up, nil)
-	w := dialWire(t, e.srv.Addr())
+	up, _, w := wireEnv(t, nil)
 	// Three requests written at once: three answers, in order, on one
 	// connection.
-	w.send(modelsReq + messagesReq(`{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}`, "") + modelsReq)
+	w.send(modelsReq + messagesReq(helloBody, "") + modelsReq)
 	for i, method := range []string{"GET", "POST", "GET"} {
 		resp, body := w.answer(method)
 		if resp.StatusCode != 200 || resp.Close {
@@ -92,7 +107,7 @@ func TestWireKeepAliveAndPipelining(t *testing.T) {
 func TestWireExpectContinue(t *testing.T) {
 	up := newUpstream(t, keyA)
 	e := newEnv(t, up, func(o *proxy.Options) { o.ClientToken = "client-token-0123456789abcdef" })
-	body := `{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}`
+	body := helloBody
 
 	// Admitted: "100 Continue" first, then the body goes upstream.
 	w := dialWire(t, e.srv.Addr())
@@ -129,14 +144,10 @@ func TestWireExpectContinue(t *testing.T) {
 }
 
 func TestWireChunkedRequestBody(t *testing.T) {
-	up := newUpstream(t, keyA)
-	e := newEnv(t, up, nil)
-	body := `{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}`
-	w := dialWire(t, e.srv.Addr())
+	up, _, w := wireEnv(t, nil)
+	body := helloBody
 	w.send("POST /v1/messages HTTP/1.1\r\nHost: sidecar\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" +
-		strconv.FormatInt(int64(len(body[:10])), 16) + ";ext=1\r\n" + body[:10] + "\r\n" +
-		strconv.FormatInt(int64(len(body[10:])), 16) + "\r\n" + body[10:] + "\r\n" +
-		"0\r\nX-Trailer: dropped\r\n\r\n" + modelsReq)
+		chunk(body[:10], ";ext=1") + chunk(body[10:], "") + "0\r\nX-Trailer: dropped\r\n\r\n" + modelsReq)
 	if resp, b := w.answer("POST"); resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, b)
 	}
@@ -196,15 +207,13 @@ func TestWireMalformedRequests(t *testing.T) {
 }
 
 func TestWireSmugglingClosesConnection(t *testing.T) {
-	up := newUpstream(t, keyA)
-	e := newEnv(t, up, nil)
+	up, _, w := wireEnv(t, nil)
 	// Content-Length and chunked together: the body is the chunked one
 	// (RFC 9112, 6.3), and the connection closes after the answer, so
 	// nothing the two readings disagree on is read as a next request.
-	body := `{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}`
-	w := dialWire(t, e.srv.Addr())
+	body := helloBody
 	w.send("POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +
-		strconv.FormatInt(int64(len(body)), 16) + "\r\n" + body + "\r\n0\r\n\r\n" + modelsReq)
+		chunk(body, "") + "0\r\n\r\n" + modelsReq)
 	resp, b := w.answer("POST")
 	if resp.StatusCode != 200 || !w.closed() {
 		t.Fatalf("%d %s, or the connection stayed open", resp.StatusCode, b)
