@@ -219,6 +219,8 @@ func TestPutStore(t *testing.T) {
 		{[]string{"put", "--store", "nosuch://x"}, "unknown store scheme"},
 		{[]string{"put", "--store", storeURL + "&refresh=soon"}, "not a positive Go duration"},
 		{[]string{"put", "--store", "env://X"}, "read-only"},
+		// A typo in a hand-typed path does not start a new store tree.
+		{[]string{"put", "--store", "file://" + filepath.Join(t.TempDir(), "typo", "admin.json") + "?name=admin"}, "does not exist; create it first"},
 	} {
 		if _, errOut, code := run(t, testKey, tc.args...); code != cli.ExitConfig || !strings.Contains(errOut, tc.want) {
 			t.Errorf("%v: code %d %s", tc.args, code, errOut)

@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/providers/stage"
 )
 
@@ -89,6 +93,9 @@ func putTarget(cmd *cobra.Command, args []string, storeURL string) (rawURL, labe
 		return "", "", "", Exit(ExitConfig, errors.New("put: give a configured KEY or --store URL, not both"))
 	case storeURL != "":
 		rawURL, label = storeURL, "--store"
+		if err := CheckStoreDir(storeURL); err != nil {
+			return "", "", "", Exit(ExitConfig, fmt.Errorf("put: --store: %w", err))
+		}
 	case len(args) == 1:
 		c, err := LoadConfig(cmd)
 		if err != nil {
@@ -136,4 +143,21 @@ func exitFor(err error) int {
 		return ExitConfig
 	}
 	return ExitFailed
+}
+
+// CheckStoreDir refuses a file store URL typed by hand (put --store, pool
+// add --store) whose directory does not exist: the file driver would
+// create the whole tree, and a typo in the path would silently start a new
+// store instead of failing. (Configured stores, and a new file in an
+// existing directory, are written as before.)
+func CheckStoreDir(rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "file" {
+		return nil // not a file store; OpenStager reports a bad URL
+	}
+	dir := filepath.Dir(file.PathOf(u))
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("the directory %s does not exist; create it first (a --store URL never creates directories)", dir)
+	}
+	return nil
 }

@@ -451,10 +451,15 @@ func absPath(path string) string {
 	return filepath.Clean(path)
 }
 
+// MaxRPS is the largest rate limit accepted: far above what one sidecar
+// serves, so a larger number is a typo (and 2×RPS, the default burst,
+// stays a whole number).
+const MaxRPS = 1e6
+
 func (rl RateLimit) validate(p string) []string {
 	var errs []string
-	if rl.RPS != nil && (*rl.RPS < 0 || math.IsNaN(*rl.RPS) || math.IsInf(*rl.RPS, 0)) {
-		errs = append(errs, p+".rps: must be a finite number, not negative, such as 10; 0 turns the rate limit off")
+	if rl.RPS != nil && (*rl.RPS < 0 || *rl.RPS > MaxRPS || math.IsNaN(*rl.RPS)) {
+		errs = append(errs, p+".rps: must be a number from 0 to 1000000, such as 10; 0 turns the rate limit off")
 	}
 	if rl.Burst != nil && *rl.Burst < 0 {
 		errs = append(errs, p+".burst: must not be negative")

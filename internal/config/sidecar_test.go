@@ -122,12 +122,14 @@ func TestSidecarErrors(t *testing.T) {
 		{"sidecar: {routes: [{prefix: /, key: prod}], allow_paths: [/v1/messages/../x]}", "is not a clean path"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], max_retry_body: 1TB}", `"1TB" is not a size`},
 		{"sidecar: {routes: [{prefix: /, key: prod}], max_retry_body: 1GiB}", "sidecar.max_retry_body: 1073741824 bytes is above the limit of 256MiB"},
-		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: -1}}", "sidecar.rate_limit.rps: must be a finite number, not negative"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: -1}}", "sidecar.rate_limit.rps: must be a number from 0 to 1000000"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: 1e300}}", "sidecar.rate_limit.rps: must be a number from 0 to 1000000"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: .inf}}", "sidecar.rate_limit.rps: must be a number from 0 to 1000000"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {concurrency: -1}}", "sidecar.rate_limit.concurrency: must not be negative"},
 		// NaN compares false with everything: it once passed and turned the limit off.
-		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: .nan}}", "sidecar.rate_limit.rps: must be a finite number"},
-		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: .inf}}", "sidecar.rate_limit.rps: must be a finite number"},
-		{"sidecar: {routes: [{prefix: /, key: prod}], clients: [{name: a, token_env: T, rate_limit: {rps: .nan}}]}", "sidecar.clients[0].rate_limit.rps: must be a finite number"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: .nan}}", "sidecar.rate_limit.rps: must be a number from 0 to 1000000"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {rps: .inf}}", "sidecar.rate_limit.rps: must be a number from 0 to 1000000"},
+		{"sidecar: {routes: [{prefix: /, key: prod}], clients: [{name: a, token_env: T, rate_limit: {rps: .nan}}]}", "sidecar.clients[0].rate_limit.rps: must be a number from 0 to 1000000"},
 		{"sidecar: {routes: [{prefix: /, key: prod}], rate_limit: {burst: .nan}}", "sidecar.rate_limit.burst: .nan is not a whole number"},
 		// A finite but huge price summed spend to +Inf.
 		{"sidecar: {routes: [{prefix: /, key: prod}], usage: {prices: {huge: {input: 1e308, output: 1e308}}}}", "sidecar.usage.prices.huge: price 1e+308 is above the limit of 1e+06 USD per million tokens"},

@@ -61,6 +61,11 @@ without an id and --key-id is given: then the id is attached to it (what
 				}
 				name = args[0]
 			}
+			if store != "" {
+				if err := cli.CheckStoreDir(store); err != nil {
+					return cli.Exit(cli.ExitConfig, fmt.Errorf("pool add: --store: %w", err))
+				}
+			}
 			raw, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), providers.MaxPayload+1))
 			if err != nil {
 				return cli.Exit(cli.ExitFailed, fmt.Errorf("pool add: read stdin: %w", err))

@@ -272,6 +272,11 @@ func TestPool(t *testing.T) {
 	if _, stderr, code := run(t, k1, "pool", "add", "--store", other); code != cli.ExitConfig || !strings.Contains(stderr, "already in the pool") {
 		t.Fatalf("duplicate add --store: exit %d: %s", code, stderr)
 	}
+	// A typo in a hand-typed path does not start a new store tree.
+	typo := "file://" + filepath.Join(t.TempDir(), "typo", "other.json") + "?name=seed"
+	if _, stderr, code := run(t, k1, "pool", "add", "--store", typo); code != cli.ExitConfig || !strings.Contains(stderr, "does not exist; create it first") {
+		t.Fatalf("add --store into a missing directory: exit %d: %s", code, stderr)
+	}
 	if out, stderr, code := run(t, "", "pool", "list", "--store", other, "--json"); code != 0 || strings.Count(out, "fingerprint") != 1 || strings.Contains(out, k1) {
 		t.Fatalf("list --store: exit %d: %s %s", code, out, stderr)
 	}

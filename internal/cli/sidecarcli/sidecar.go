@@ -277,7 +277,7 @@ func Options(c *config.Config) (proxy.Options, error) {
 const minTokenLen = 16
 
 // readToken reads a client token file (the setting named field). It must
-// be private to its owner and hold at least 16 characters.
+// be private to its owner and hold a token checkToken accepts.
 func readToken(field, path string) (string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -291,20 +291,36 @@ func readToken(field, path string) (string, error) {
 		return "", fmt.Errorf("%s: %w", field, err)
 	}
 	tok := strings.TrimSpace(string(b))
-	if len(tok) < minTokenLen {
-		return "", fmt.Errorf("%s: %s holds fewer than 16 characters; put a long random token in it, e.g. openssl rand -hex 32", field, path)
+	if err := checkToken(tok); err != nil {
+		return "", fmt.Errorf("%s: %s %w", field, path, err)
 	}
 	return tok, nil
 }
 
 // envToken reads a client token from the environment variable name (the
-// setting named field): at least 16 characters.
+// setting named field): a token checkToken accepts.
 func envToken(field, name string) (string, error) {
 	tok := strings.TrimSpace(os.Getenv(name))
-	if len(tok) < minTokenLen {
-		return "", fmt.Errorf("%s: the environment variable %s is unset or holds fewer than 16 characters; put a long random token in it, e.g. openssl rand -hex 32", field, name)
+	if err := checkToken(tok); err != nil {
+		return "", fmt.Errorf("%s: the environment variable %s is unset or %w", field, name, err)
 	}
 	return tok, nil
+}
+
+// checkToken is the one rule for a client token, wherever it is read
+// from: at least minTokenLen characters, all visible ASCII (what a header
+// carries as sent; a space or control character inside is a damaged file
+// or a pasted sentence, as for keys). The error names no character of it.
+func checkToken(tok string) error {
+	if len(tok) < minTokenLen {
+		return errors.New("holds fewer than 16 characters; put a long random token in it, e.g. openssl rand -hex 32")
+	}
+	for i := 0; i < len(tok); i++ {
+		if c := tok[i]; c <= ' ' || c >= 0x7f {
+			return fmt.Errorf("holds a space, control or non-ASCII character at byte %d; a token is visible ASCII only, e.g. openssl rand -hex 32", i)
+		}
+	}
+	return nil
 }
 
 func deref[T any](p *T) T {

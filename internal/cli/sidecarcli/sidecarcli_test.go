@@ -214,6 +214,9 @@ sidecar:
 	}{
 		{"short", 0o600, "fewer than 16 characters"},
 		{"0123456789abcdef0123", 0o644, "chmod 600"},
+		{"   QAQA  TOKEN  with spaces  \n", 0o600, "space, control or non-ASCII character at byte 4"},
+		{"0123456789abcdef\x01123", 0o600, "at byte 16"},
+		{"0123456789abcdéf0123", 0o600, "non-ASCII"},
 	} {
 		os.WriteFile(tok, []byte(tc.content), tc.mode)
 		os.Chmod(tok, tc.mode)
