@@ -41,10 +41,14 @@ import (
 // upstream would bring back the goroutines per connection.
 
 // Sizes of a connection's buffers. The reader holds the response headers
-// whole (the API's are about 2 KiB); the writer is lent from a pool only
+// whole (the API's are about 2 KiB; larger ones grow it, see readHeader); the writer is lent from a pool only
 // while a request is written, so a held stream costs the reader alone.
 const (
-	upReadBufferSize  = 8 << 10
+	upReadBufferSize = 4 << 10
+	// upMaxHeaderSize bounds an answer's header: a connection whose
+	// answer's header does not fit upReadBufferSize reads through a buffer
+	// this large from then on.
+	upMaxHeaderSize   = 64 << 10
 	upWriteBufferSize = 4 << 10
 	// upCheckIdle: a connection idle this long is checked before it is
 	// used again, as the upstream may have closed it meanwhile (a request
@@ -356,9 +360,7 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		if !c.headerBuffered() {
 			c.setReadDeadline(end) // the rest of the headers, within the timeout
 		}
-		resp.StreamBody = true
-		resp.Header.SetNoDefaultContentType(true)
-		if err := resp.Read(c.br); err != nil {
+		if err := c.readHeader(resp); err != nil {
 			_ = c.Conn.Close()
 			if errors.Is(err, fasthttp.ErrTimeout) {
 				err = errHeaderTimeout
@@ -366,6 +368,24 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 			return exchange{}, err
 		}
 		return exchange{c: c, resp: resp, gone: gone, length: int64(resp.Header.ContentLength())}, nil
+	}
+}
+
+// readHeader reads the answer's header into resp, its body left to
+// stream. A header larger than the connection's buffer (the API's are
+// about 2 KiB) is read again through a larger one: fasthttp's parser only
+// peeks until the header is whole, so nothing was consumed.
+func (c *upConn) readHeader(resp *fasthttp.Response) error {
+	for {
+		resp.Reset()
+		resp.StreamBody = true
+		resp.Header.SetNoDefaultContentType(true)
+		err := resp.Read(c.br)
+		var small *fasthttp.ErrSmallBuffer
+		if err == nil || !errors.As(err, &small) || c.br.Size() >= upMaxHeaderSize {
+			return err
+		}
+		c.br = bufio.NewReaderSize(c.br, upMaxHeaderSize) // reads what the small one holds first
 	}
 }
 

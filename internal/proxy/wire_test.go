@@ -260,3 +260,20 @@ func TestWireTimeouts(t *testing.T) {
 		t.Fatal("an idle connection was kept past the idle timeout")
 	}
 }
+
+func TestUpstreamLargeAnswerHeader(t *testing.T) {
+	big := strings.Repeat("b", 20<<10) // five times the upstream read buffer
+	up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Big", big)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"ok":true}`)
+	})
+	e := newEnv(t, up, nil)
+	// Twice on one upstream connection: the grown buffer keeps working.
+	for i := range 2 {
+		code, h, body := e.do(t, "GET", "/v1/models", "")
+		if code != 200 || h.Get("X-Big") != big || body != `{"ok":true}` {
+			t.Fatalf("request %d: %d, X-Big of %d bytes, body %q", i, code, len(h.Get("X-Big")), body)
+		}
+	}
+}
