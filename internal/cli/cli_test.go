@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/cli/clitest"
 	"github.com/keywarden/keywarden/providers"
 	_ "github.com/keywarden/keywarden/providers/all"
 	"github.com/keywarden/keywarden/providers/providertest"
@@ -22,23 +22,7 @@ import (
 // stderr and the exit code.
 func run(t *testing.T, stdin string, args ...string) (string, string, int) {
 	t.Helper()
-	root := cli.Root()
-	var out, errOut bytes.Buffer
-	root.SetArgs(args)
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetIn(strings.NewReader(stdin))
-	err := root.ExecuteContext(context.Background())
-	code := 0
-	if err != nil {
-		errOut.WriteString(err.Error())
-		code = cli.ExitConfig
-		var ee *cli.ExitError
-		if errors.As(err, &ee) {
-			code = ee.Code
-		}
-	}
-	return out.String(), errOut.String(), code
+	return clitest.Run(t, cli.Root(), stdin, args...)
 }
 
 func TestDefaultCheckPut(t *testing.T) {

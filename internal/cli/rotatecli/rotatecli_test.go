@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/cli/clitest"
 	"github.com/keywarden/keywarden/internal/cli/rotatecli"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/driver"
@@ -27,23 +27,7 @@ func run(t *testing.T, stdin string, args ...string) (stdout, stderr string, cod
 	t.Helper()
 	root := cli.Root()
 	root.AddCommand(rotatecli.Commands()...)
-	var out, errb bytes.Buffer
-	root.SetArgs(args)
-	root.SetIn(strings.NewReader(stdin))
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	err := root.ExecuteContext(context.Background())
-	code = cli.ExitOK
-	if err != nil {
-		var ee *cli.ExitError
-		if errors.As(err, &ee) {
-			code = ee.Code
-		} else {
-			code = cli.ExitConfig
-		}
-		errb.WriteString(err.Error())
-	}
-	return out.String(), errb.String(), code
+	return clitest.Run(t, root, stdin, args...)
 }
 
 // env is a config file over a file store.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/cli/clitest"
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/file"
@@ -68,7 +69,7 @@ func TestSupervisorRestartsOnChange(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() { c, err := sup.Run(ctx, nil); done <- result{c, err} }()
-	waitFor(t, "first program", func() bool { return len(keysWritten(t, out)) == 1 })
+	clitest.WaitFor(t, "first program", func() bool { return len(keysWritten(t, out)) == 1 })
 	if keysWritten(t, out)[0] != keyA {
 		t.Fatal("the program did not get the key in its environment")
 	}
@@ -76,7 +77,7 @@ func TestSupervisorRestartsOnChange(t *testing.T) {
 	if _, err := src.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "restart with the new key", func() bool { return len(keysWritten(t, out)) == 2 })
+	clitest.WaitFor(t, "restart with the new key", func() bool { return len(keysWritten(t, out)) == 2 })
 	got := keysWritten(t, out)
 	if !(got[0] == keyA && got[1] == keyB || got[0] == keyB && got[1] == keyA) {
 		t.Fatal("the restarted program did not get the new key")
@@ -97,12 +98,12 @@ func TestSupervisorSignalsOnChange(t *testing.T) {
 	forward := make(chan os.Signal, 1)
 	done := make(chan int, 1)
 	go func() { c, _ := sup.Run(context.Background(), forward); done <- c }()
-	waitFor(t, "program", func() bool { return len(keysWritten(t, out)) == 1 })
+	clitest.WaitFor(t, "program", func() bool { return len(keysWritten(t, out)) == 1 })
 	rotate(t, st, "prod", keyB)
 	if _, err := src.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "SIGHUP", func() bool { b, _ := os.ReadFile(filepath.Join(out, "signals")); return string(b) == "hup\n" })
+	clitest.WaitFor(t, "SIGHUP", func() bool { b, _ := os.ReadFile(filepath.Join(out, "signals")); return string(b) == "hup\n" })
 	if n := len(keysWritten(t, out)); n != 1 {
 		t.Fatalf("%d programs started, want 1 (signal, not restart)", n)
 	}

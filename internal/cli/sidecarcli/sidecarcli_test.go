@@ -13,9 +13,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/cli/clitest"
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
 	"github.com/keywarden/keywarden/internal/config"
 	"github.com/keywarden/keywarden/internal/proxy/settings"
@@ -78,17 +78,6 @@ func unixClient(path string) *http.Client {
 	}}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func rotate(t *testing.T, st *file.Store, name, val string) {
 	t.Helper()
 	providertest.Rotate(t, st, name, []byte(val))
@@ -99,7 +88,7 @@ func TestSidecarOnEmbeddedDefault(t *testing.T) {
 	t.Setenv("KEYWARDEN_CONFIG", "")
 	sock := filepath.Join(t.TempDir(), "kw.sock")
 	stop, out := start(t, "sidecar", "--listen", "", "--unix-socket", sock, "--metrics-listen", "off")
-	waitFor(t, "socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	clitest.WaitFor(t, "socket", func() bool { _, err := os.Stat(sock); return err == nil })
 	c := unixClient(sock)
 	// The Admin API is refused by the sidecar itself: no upstream needed.
 	resp, err := c.Get("http://sidecar/v1/organizations/api_keys")
@@ -152,7 +141,7 @@ sidecar:
   timeouts: {shutdown: 5s}
 `, storePath, sock, up.URL, sink)), 0o600)
 	stop, out := start(t, "sidecar", "--config", cfg, "--log-level", "debug")
-	waitFor(t, "socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	clitest.WaitFor(t, "socket", func() bool { _, err := os.Stat(sock); return err == nil })
 	c := unixClient(sock)
 	defer c.CloseIdleConnections()
 	get := func() int {
@@ -170,7 +159,7 @@ sidecar:
 		t.Fatal("the file sink does not hold the key")
 	}
 	rotate(t, st, "prod", keyB)
-	waitFor(t, "file sink follows the rotation", func() bool { b, _ := os.ReadFile(sink); return string(b) == keyB })
+	clitest.WaitFor(t, "file sink follows the rotation", func() bool { b, _ := os.ReadFile(sink); return string(b) == keyB })
 	if get() != 200 {
 		t.Fatal("request after the rotation failed")
 	}
@@ -308,7 +297,7 @@ sidecar:
   timeouts: {shutdown: 50ms}
 `, storePath, sock, up.URL)), 0o600)
 	stop, out := start(t, "sidecar", "--config", cfg)
-	waitFor(t, "socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	clitest.WaitFor(t, "socket", func() bool { _, err := os.Stat(sock); return err == nil })
 	c := unixClient(sock)
 	defer c.CloseIdleConnections()
 	resp, err := c.Get("http://sidecar/v1/models")

@@ -16,21 +16,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/cli/clitest"
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
 	"github.com/keywarden/keywarden/internal/mototest"
 	"github.com/keywarden/keywarden/providers/file"
 )
-
-// freeAddr returns a loopback address with a port free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 func get(addr, path string) (int, string) {
 	resp, err := http.Get("http://" + addr + path)
@@ -56,7 +46,7 @@ func brokenStore(t *testing.T, endpoint, startTimeout string) (cfg, store, secre
 	// (and -count=N runs a test N times against it).
 	secret = fmt.Sprintf("anthropic/start-%s-%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), time.Now().UnixNano())
 	store = "awssm://" + secret + "?region=us-east-1&endpoint=" + endpoint
-	listen, metrics = freeAddr(t), freeAddr(t)
+	listen, metrics = clitest.FreeAddr(t), clitest.FreeAddr(t)
 	cfg = filepath.Join(t.TempDir(), "kw.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`
 keys:
@@ -78,7 +68,7 @@ func TestSidecarStartTimeout(t *testing.T) {
 	// Windows long enough for the SDK's own retries of a refused
 	// connection to end, so that the refusal is what the sidecar reports.
 	defer sidecarcli.SetStartWindow(2 * time.Second)()
-	cfg, store, _, listen, metrics := brokenStore(t, "http://"+freeAddr(t), "6s")
+	cfg, store, _, listen, metrics := brokenStore(t, "http://"+clitest.FreeAddr(t), "6s")
 	done := make(chan error, 1)
 	var out fmt.Stringer
 	go func() {
@@ -87,7 +77,7 @@ func TestSidecarStartTimeout(t *testing.T) {
 		done <- err
 	}()
 	var ready string
-	waitFor(t, "a failing /readyz naming the wait", func() bool {
+	clitest.WaitFor(t, "a failing /readyz naming the wait", func() bool {
 		code, body := get(metrics, "/readyz")
 		ready = body
 		return code == 503 && strings.Contains(body, "connection refused")
@@ -144,7 +134,7 @@ sidecar: {listen: "", unix_socket: %s, metrics_listen: "off"}
 		t.Fatalf("exec: %v\n%s", err, out)
 	}
 	stop, out := start(t, "sidecar", "--config", cfg)
-	waitFor(t, "the sidecar's socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	clitest.WaitFor(t, "the sidecar's socket", func() bool { _, err := os.Stat(sock); return err == nil })
 	if err := stop(); err != nil {
 		t.Fatalf("sidecar: %v\n%s", err, out)
 	}
@@ -187,7 +177,7 @@ func forward(t *testing.T, addr, target string) {
 func TestSidecarStartsWhenStoreComesBack(t *testing.T) {
 	defer sidecarcli.SetStartWindow(time.Second)()
 	moto := mototest.Start(t)
-	storeAddr := freeAddr(t)
+	storeAddr := clitest.FreeAddr(t)
 	cfg, _, name, listen, metrics := brokenStore(t, "http://"+storeAddr, "1m")
 	if _, err := mototest.SecretsManager(t).CreateSecret(context.Background(), &secretsmanager.CreateSecretInput{
 		Name: &name, SecretString: ptr(keyA),
@@ -195,12 +185,12 @@ func TestSidecarStartsWhenStoreComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop, out := start(t, "sidecar", "--config", cfg)
-	waitFor(t, "a failing /readyz naming the wait", func() bool {
+	clitest.WaitFor(t, "a failing /readyz naming the wait", func() bool {
 		code, body := get(metrics, "/readyz")
 		return code == 503 && strings.Contains(body, "connection refused")
 	})
 	forward(t, storeAddr, strings.TrimPrefix(moto, "http://"))
-	waitFor(t, "/readyz 200", func() bool { code, _ := get(metrics, "/readyz"); return code == 200 })
+	clitest.WaitFor(t, "/readyz 200", func() bool { code, _ := get(metrics, "/readyz"); return code == 200 })
 	if code, body := get(listen, "/v1/organizations"); code != 403 {
 		t.Fatalf("the sidecar answered %d %s", code, body)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/anthropictest"
 	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/cli/clitest"
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
 	"github.com/keywarden/keywarden/internal/cli/topcli"
 	"github.com/keywarden/keywarden/internal/proxy/usage"
@@ -28,28 +29,6 @@ import (
 	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/providers/providertest"
 )
-
-// freeAddr returns a loopback address with a port free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // root returns keywarden's root command with the sidecar and top
 // subcommands, as cmd/keywarden assembles it.
@@ -96,7 +75,7 @@ func startSidecar(t *testing.T) *env {
 	dir := t.TempDir()
 	// The 429's rate-limit reset is an hour away: top marks a limit
 	// whose reset has passed stale, and the test must not race the clock.
-	e := &env{fake: anthropictest.Start(t, anthropictest.WithRetryAfter(time.Hour)), listen: freeAddr(t), metrics: freeAddr(t),
+	e := &env{fake: anthropictest.Start(t, anthropictest.WithRetryAfter(time.Hour)), listen: clitest.FreeAddr(t), metrics: clitest.FreeAddr(t),
 		tokens: map[string]string{"payments": "payments-token-0123456789", "search": "search-token-0123456789"}}
 	e.key = e.fake.AddKey("", "active").Value
 	storePath := filepath.Join(dir, "keys.json")
@@ -142,7 +121,7 @@ sidecar:
 			t.Error("the sidecar logged the key")
 		}
 	})
-	waitFor(t, "sidecar ready", func() bool {
+	clitest.WaitFor(t, "sidecar ready", func() bool {
 		resp, err := http.Get("http://" + e.metrics + "/readyz")
 		if err != nil {
 			return false
@@ -181,7 +160,7 @@ func (e *env) send(t *testing.T, client, body string) (int, string) {
 // after the client read it, and adds to its budgets after that.
 func (e *env) waitRow(t *testing.T, want ...string) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("row %q", want), func() bool {
+	clitest.WaitFor(t, fmt.Sprintf("row %q", want), func() bool {
 		out, _, _ := top(t, "top", "--once", "--metrics-url", e.metrics)
 		return hasRow(out, want...)
 	})
@@ -344,7 +323,7 @@ func TestTopAgainstSidecar(t *testing.T) {
 // live view (-n 2 here) shows the error line on every refresh and keeps
 // trying.
 func TestTopUnreachable(t *testing.T) {
-	addr := freeAddr(t)
+	addr := clitest.FreeAddr(t)
 	out, errOut, code := top(t, "top", "--once", "--metrics-url", addr)
 	if code != cli.ExitFailed || out != "" || !strings.Contains(errOut, "top: scrape http://"+addr+"/metrics") ||
 		!strings.Contains(errOut, "connection refused") {
@@ -464,7 +443,7 @@ func TestInterruptEndsLiveView(t *testing.T) {
 		os.Exit(cli.Main(r))
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestInterruptEndsLiveView$")
-	cmd.Env = append(os.Environ(), "KW_TOP_CHILD_URL="+freeAddr(t))
+	cmd.Env = append(os.Environ(), "KW_TOP_CHILD_URL="+clitest.FreeAddr(t))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
