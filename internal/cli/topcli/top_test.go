@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -43,21 +42,7 @@ func root() *cobra.Command {
 // code.
 func top(t *testing.T, args ...string) (out, errOut string, code int) {
 	t.Helper()
-	r := root()
-	var o, e bytes.Buffer
-	r.SetArgs(args)
-	r.SetOut(&o)
-	r.SetErr(&e)
-	err := r.ExecuteContext(context.Background())
-	if err != nil {
-		code = cli.ExitConfig
-		var ee *cli.ExitError
-		if errors.As(err, &ee) {
-			code = ee.Code
-		}
-		e.WriteString(err.Error())
-	}
-	return o.String(), e.String(), code
+	return clitest.Run(t, root(), "", args...)
 }
 
 // env is a sidecar started in-process against the fake Claude API, with
