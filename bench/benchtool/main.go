@@ -242,15 +242,7 @@ func latency(args []string) error {
 }
 
 // pctF is pct in fractional microseconds.
-func pctF(d []time.Duration, p int) float64 {
-	if len(d) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), d...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	i := (len(s)*p + 99) / 100
-	return float64(s[min(max(i-1, 0), len(s)-1)].Nanoseconds()) / 1e3
-}
+func pctF(d []time.Duration, p int) float64 { return float64(percentile(d, p).Nanoseconds()) / 1e3 }
 
 // trustingClient is client trusting the CA in caFile too, when not "".
 func trustingClient(conns int, caFile string) (*http.Client, error) {
@@ -418,14 +410,19 @@ func rssKB(pid int) (int, error) {
 	return 0, errors.New("no VmRSS")
 }
 
-func pct(d []time.Duration, p int) int64 {
+// pct returns the p-th percentile of d in whole microseconds.
+func pct(d []time.Duration, p int) int64 { return percentile(d, p).Microseconds() }
+
+// percentile returns the p-th percentile of d (nearest rank), 0 when d is
+// empty.
+func percentile(d []time.Duration, p int) time.Duration {
 	if len(d) == 0 {
 		return 0
 	}
 	s := append([]time.Duration(nil), d...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	i := (len(s)*p + 99) / 100
-	return s[min(max(i-1, 0), len(s)-1)].Microseconds()
+	return s[min(max(i-1, 0), len(s)-1)]
 }
 
 func printJSON(v any) error {

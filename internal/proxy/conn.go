@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -77,13 +76,12 @@ type clientConn struct {
 
 	state atomic.Int32
 
-	req     fasthttp.RequestHeader
-	hdr     http.Header // req's fields, for the key rule and the guards
-	vals    []string    // backing store of hdr's values
-	body    bodyReader
-	out     fasthttp.ResponseHeader
-	buf     []byte // scratch (chunk sizes)
-	peekBuf [1]byte
+	req  fasthttp.RequestHeader
+	hdr  http.Header // req's fields, for the key rule and the guards
+	vals []string    // backing store of hdr's values
+	body bodyReader
+	out  fasthttp.ResponseHeader
+	buf  []byte // scratch (chunk sizes)
 
 	// The answer under way.
 	status    int
@@ -211,7 +209,7 @@ func (cc *clientConn) serve() {
 		cc.state.Store(connActive)
 		// The header within its timeout, unless it is all there (the
 		// common case: a deadline costs as much as parsing it).
-		if !cc.headerBuffered() {
+		if !headerIn(cc.br) {
 			_ = cc.SetReadDeadline(time.Now().Add(o.ClientHeaderTimeout))
 		}
 		cc.req.Reset()
@@ -228,13 +226,6 @@ func (cc *clientConn) serve() {
 			return
 		}
 	}
-}
-
-// headerBuffered reports whether the read buffer holds a whole request
-// header.
-func (cc *clientConn) headerBuffered() bool {
-	b, _ := cc.br.Peek(cc.br.Buffered())
-	return bytes.Contains(b, crlfcrlf)
 }
 
 // buffered reports whether the rest of the body, if any, is in the read
@@ -371,11 +362,12 @@ func (cc *clientConn) badRequest(err error) {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne) && ne.Timeout() {
 		return
 	}
-	status := "400 Bad Request"
+	code := http.StatusBadRequest
 	if errors.As(err, new(*fasthttp.ErrSmallBuffer)) || errors.Is(err, bufio.ErrBufferFull) {
-		status = "431 Request Header Fields Too Large"
+		code = http.StatusRequestHeaderFieldsTooLarge
 	}
-	cc.srv.p.refused.Request(atoiStatus(status))
+	status := strconv.Itoa(code) + " " + http.StatusText(code)
+	cc.srv.p.refused.Request(code)
 	_ = cc.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = cc.bw.WriteString("HTTP/1.1 " + status + "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n" + status)
 	_ = cc.bw.Flush()
@@ -398,8 +390,6 @@ func (cc *clientConn) lingerClose() {
 	}
 	_ = cc.Conn.Close()
 }
-
-func atoiStatus(s string) int { n, _ := strconv.Atoi(s[:3]); return n }
 
 // header returns the answer's header, to be filled before writeHeader;
 // its Content-Length and Transfer-Encoding are writeHeader's.
@@ -490,22 +480,11 @@ func (cc *clientConn) gone() bool {
 	if cc.raw == nil {
 		return false
 	}
-	var n int
-	var err error
-	cerr := cc.raw.Control(func(fd uintptr) {
-		n, _, err = syscall.Recvfrom(int(fd), cc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	})
-	if cerr != nil {
+	st := sockClosed
+	if err := cc.raw.Control(func(fd uintptr) { st = peekSocket(fd) }); err != nil {
 		return true
 	}
-	switch {
-	case err == nil:
-		return n == 0 // an orderly shutdown by the client
-	case err == syscall.EAGAIN || err == syscall.EINTR:
-		return false
-	default:
-		return true // reset, or otherwise broken
-	}
+	return st == sockClosed
 }
 
 // awaitRequest waits, within the read deadline, until the client sent
@@ -514,23 +493,42 @@ func (cc *clientConn) awaitRequest() error {
 	if cc.raw == nil {
 		return nil // no descriptor to watch (an in-memory pipe): the read waits
 	}
-	var perr error
-	err := cc.raw.Read(func(fd uintptr) bool {
-		n, _, e := syscall.Recvfrom(int(fd), cc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case e == syscall.EAGAIN || e == syscall.EINTR:
-			return false // wait until readable
-		case e != nil:
-			perr = e
-		case n == 0:
-			perr = io.EOF
-		}
-		return true
-	})
-	if err != nil {
+	st := sockClosed
+	if err := cc.raw.Read(func(fd uintptr) bool {
+		st = peekSocket(fd)
+		return st != sockEmpty // empty: wait until readable
+	}); err != nil {
 		return err
 	}
-	return perr
+	if st == sockClosed {
+		return io.EOF
+	}
+	return nil
+}
+
+// sockState is what a non-blocking peek at a socket finds.
+type sockState uint8
+
+const (
+	sockEmpty  sockState = iota // open, nothing to read yet
+	sockData                    // bytes are waiting
+	sockClosed                  // the peer closed or reset it
+)
+
+// peekSocket looks at the socket fd without reading from it
+// (MSG_PEEK|MSG_DONTWAIT): the one reading of a socket's state, for a
+// client that may have gone (gone, awaitRequest) and for an idle upstream
+// connection that may have been closed (upConn.alive).
+func peekSocket(fd uintptr) sockState {
+	var b [1]byte
+	n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		return sockEmpty
+	case err != nil || n == 0:
+		return sockClosed
+	}
+	return sockData
 }
 
 func (cc *clientConn) release() {

@@ -22,25 +22,18 @@ var AllowMethods = []string{http.MethodGet, http.MethodPost, http.MethodDelete}
 // allowHeader is the Allow header of a method refusal.
 var allowHeader = strings.Join(AllowMethods, ", ")
 
-// methodAllowed reports whether m is in AllowMethods (case-sensitive, as
-// methods are).
-func methodAllowed(m []byte) bool {
-	switch string(m) {
-	case http.MethodGet, http.MethodPost, http.MethodDelete:
-		return true
-	}
-	return false
-}
-
-// methodName returns the allowed method m as a constant string.
-func methodName(m []byte) string {
+// allowedMethod returns m as its constant name when it is in AllowMethods
+// (case-sensitive, as methods are), and false otherwise.
+func allowedMethod(m []byte) (string, bool) {
 	switch string(m) {
 	case http.MethodGet:
-		return http.MethodGet
+		return http.MethodGet, true
 	case http.MethodPost:
-		return http.MethodPost
+		return http.MethodPost, true
+	case http.MethodDelete:
+		return http.MethodDelete, true
 	}
-	return http.MethodDelete
+	return "", false
 }
 
 // forwardProxyRequest reports a request whose target is not a plain path:

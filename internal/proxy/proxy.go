@@ -331,7 +331,8 @@ type request struct {
 // serve admits or refuses the request of cc, then forwards it.
 func (h handler) serve(cc *clientConn) {
 	p := h.p
-	if !methodAllowed(cc.req.Method()) {
+	method, ok := allowedMethod(cc.req.Method())
+	if !ok {
 		cc.header().Set("Allow", allowHeader)
 		p.refuse(cc, p.refused, &errMethod)
 		return
@@ -346,7 +347,7 @@ func (h handler) serve(cc *clientConn) {
 		p.refuse(cc, p.refused, &errBadTarget)
 		return
 	}
-	r := &request{method: methodName(cc.req.Method()), url: u, header: cc.hdr, addr: cc.addr}
+	r := &request{method: method, url: u, header: cc.hdr, addr: cc.addr}
 	ci := 0
 	if p.tokens() {
 		var ok bool

@@ -241,14 +241,9 @@ func (c *upConn) alive() bool {
 	if c.raw == nil {
 		return true
 	}
-	ok := false
-	var b [1]byte
-	err := c.raw.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
-		return true
-	})
-	return err == nil && ok
+	st := sockClosed
+	err := c.raw.Read(func(fd uintptr) bool { st = peekSocket(fd); return true })
+	return err == nil && st == sockEmpty
 }
 
 // put keeps c for another request, or closes it when the pool is full.
@@ -357,7 +352,7 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 			_ = c.Conn.Close()
 			return exchange{}, err
 		}
-		if !c.headerBuffered() {
+		if !headerIn(c.br) {
 			c.setReadDeadline(end) // the rest of the headers, within the timeout
 		}
 		if err := c.readHeader(resp); err != nil {
@@ -427,9 +422,10 @@ func (c *upConn) await(end time.Time, gone func() bool) error {
 	}
 }
 
-// headerBuffered reports whether the buffer holds a whole response header.
-func (c *upConn) headerBuffered() bool {
-	b, _ := c.br.Peek(c.br.Buffered())
+// headerIn reports whether br's buffer holds a whole header (request or
+// response): reading it cannot wait for the network.
+func headerIn(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
 	return bytes.Contains(b, crlfcrlf)
 }
 

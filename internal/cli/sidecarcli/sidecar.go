@@ -313,7 +313,7 @@ func envToken(field, name string) (string, error) {
 // or a pasted sentence, as for keys). The error names no character of it.
 func checkToken(tok string) error {
 	if len(tok) < minTokenLen {
-		return errors.New("holds fewer than 16 characters; put a long random token in it, e.g. openssl rand -hex 32")
+		return fmt.Errorf("holds fewer than %d characters; put a long random token in it, e.g. openssl rand -hex 32", minTokenLen)
 	}
 	for i := 0; i < len(tok); i++ {
 		if c := tok[i]; c <= ' ' || c >= 0x7f {
