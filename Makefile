@@ -37,6 +37,8 @@ test: lint test-go fuzz-short deploy-test
 # package's tests; its first build downloads ~4 GB of modules and takes ~8 min.
 test-go: vaultserver prometheus
 	bin/vaultserver -exec -- $(GO) test $(TESTFLAGS) ./...
+	# The proxy's raw socket calls are made only without -race (see internal/proxy/rawio_race.go).
+	$(GO) test -count=1 -timeout 20m ./internal/proxy/...
 
 ## prometheus: the real Prometheus server the revoke-gate tests start (Debian's package, as root;
 ## installed once here so that parallel test packages never run apt-get at the same time)

@@ -34,8 +34,11 @@ OUT=${OUT:-$(mktemp -d /tmp/keywarden-bench.XXXXXX)}
 bench/install.sh
 mkdir -p "$OUT"
 echo "building into $OUT" >&2
-go build -trimpath -o "$OUT/keywarden" ./cmd/keywarden
-go build -trimpath -tags keywarden_nousage -o "$OUT/keywarden-noacct" ./cmd/keywarden
+# The sidecars are built as the container image builds them (static,
+# stripped, the time zone database embedded: deploy/container/Dockerfile).
+export CGO_ENABLED=0
+go build -trimpath -tags timetzdata -ldflags "-s -w" -o "$OUT/keywarden" ./cmd/keywarden
+go build -trimpath -tags timetzdata,keywarden_nousage -ldflags "-s -w" -o "$OUT/keywarden-noacct" ./cmd/keywarden
 go build -trimpath -o "$OUT/benchtool" ./bench/benchtool
 
 pids=()

@@ -559,6 +559,7 @@ func (cc *clientConn) releaseReader() {
 
 // newClientConn wraps an accepted connection.
 func newClientConn(s *Server, h handler, c net.Conn) *clientConn {
+	c = withRawIO(c)
 	cc := &clientConn{Conn: c, srv: s, h: h, hdr: http.Header{}, addr: c.RemoteAddr().String()}
 	cc.goneFn = cc.gone
 	if sc, ok := c.(syscall.Conn); ok {

@@ -164,6 +164,7 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	conn = withRawIO(conn)
 	var raw syscall.RawConn
 	if sc, ok := conn.(syscall.Conn); ok {
 		raw, _ = sc.SyscallConn()

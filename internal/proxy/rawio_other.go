@@ -1,0 +1,17 @@
+//go:build !linux
+
+package proxy
+
+import (
+	"os"
+	"syscall"
+)
+
+// rawIO: elsewhere than Linux the proxy's sockets use Go's own reads and
+// writes.
+const rawIO = false
+
+func rawRead(uintptr, []byte) (int, syscall.Errno)  { return 0, syscall.ENOSYS }
+func rawWrite(uintptr, []byte) (int, syscall.Errno) { return 0, syscall.ENOSYS }
+
+func syscallError(op string, errno syscall.Errno) error { return os.NewSyscallError(op, errno) }

@@ -1,0 +1,180 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// rawPair returns a connection with raw reads and writes (the proxy's
+// side) and its peer, over TCP or a unix socket.
+func rawPair(t *testing.T, network string) (*rawConn, net.Conn) {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(t.TempDir(), "s")
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		peer <- c
+	}()
+	c, err := net.Dial(network, ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := <-peer
+	rc, ok := withRawIO(c).(*rawConn)
+	if !ok {
+		t.Fatalf("withRawIO(%T) made no rawConn", c)
+	}
+	t.Cleanup(func() { rc.Close(); p.Close() })
+	return rc, p
+}
+
+func TestRawConnCarriesBytesBothWays(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			rc, peer := rawPair(t, network)
+			// 16 MiB: far more than the socket buffers hold, so writes
+			// are partial and wait for room in the poller.
+			want := bytes.Repeat([]byte("0123456789abcdef"), 1<<20)
+			got := make(chan []byte, 1)
+			go func() {
+				b, err := io.ReadAll(io.LimitReader(peer, int64(len(want))))
+				if err != nil {
+					t.Error(err)
+				}
+				got <- b
+			}()
+			n, err := rc.Write(want)
+			if err != nil || n != len(want) {
+				t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(want))
+			}
+			if b := <-got; !bytes.Equal(b, want) {
+				t.Fatalf("the peer read %d bytes, not the %d written", len(b), len(want))
+			}
+			// And back: reads wait in the poller until bytes arrive.
+			go func() {
+				time.Sleep(20 * time.Millisecond)
+				_, _ = peer.Write(want)
+			}()
+			b, err := io.ReadAll(io.LimitReader(rc, int64(len(want))))
+			if err != nil || !bytes.Equal(b, want) {
+				t.Fatalf("read back %d bytes, err %v; want %d", len(b), err, len(want))
+			}
+			if n, err := rc.Write(nil); n != 0 || err != nil {
+				t.Fatalf("Write(nil) = %d, %v", n, err)
+			}
+			if n, err := rc.Read(nil); n != 0 || err != nil {
+				t.Fatalf("Read(nil) = %d, %v", n, err)
+			}
+		})
+	}
+}
+
+func TestRawConnDeadlines(t *testing.T) {
+	rc, _ := rawPair(t, "tcp")
+	_ = rc.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	_, err := rc.Read(make([]byte, 10))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past its deadline: %v, want a timeout", err)
+	}
+	// A peer that reads nothing: the write fills the buffers, then times out.
+	_ = rc.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	big := make([]byte, 64<<20)
+	n, err := rc.Write(big)
+	if !errors.As(err, &ne) || !ne.Timeout() || n <= 0 || n >= len(big) {
+		t.Fatalf("write past its deadline: %d, %v; want a timeout after a part", n, err)
+	}
+	// A deadline in the past wakes a read under way (how a request is stopped).
+	_ = rc.SetReadDeadline(time.Time{})
+	done := make(chan error, 1)
+	go func() { _, err := rc.Read(make([]byte, 10)); done <- err }()
+	time.Sleep(20 * time.Millisecond)
+	_ = rc.SetReadDeadline(aLongTimeAgo)
+	if err := <-done; !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read woken by a past deadline: %v", err)
+	}
+}
+
+func TestRawConnEndings(t *testing.T) {
+	t.Run("peer closes", func(t *testing.T) {
+		rc, peer := rawPair(t, "tcp")
+		_, _ = peer.Write([]byte("last"))
+		peer.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil || string(b) != "last" {
+			t.Fatalf("ReadAll = %q, %v; want the last bytes and io.EOF", b, err)
+		}
+		if _, err := rc.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("read after the end: %v, want io.EOF", err)
+		}
+	})
+	t.Run("peer resets", func(t *testing.T) {
+		rc, peer := rawPair(t, "tcp")
+		_ = peer.(*net.TCPConn).SetLinger(0)
+		peer.Close()
+		time.Sleep(20 * time.Millisecond)
+		_, err := rc.Read(make([]byte, 1))
+		var oe *net.OpError
+		if !errors.As(err, &oe) || oe.Op != "read" || oe.Source == nil || oe.Addr == nil {
+			t.Fatalf("read of a reset connection: %v, want a *net.OpError naming the read and addresses", err)
+		}
+		_, err = rc.Write([]byte("x"))
+		for i := 0; err == nil && i < 10; i++ {
+			_, err = rc.Write([]byte("x")) // the first may be buffered before the reset is seen
+		}
+		if !errors.As(err, &oe) || oe.Op != "write" {
+			t.Fatalf("write to a reset connection: %v, want a *net.OpError", err)
+		}
+	})
+	t.Run("closed", func(t *testing.T) {
+		rc, _ := rawPair(t, "tcp")
+		done := make(chan error, 1)
+		go func() { _, err := rc.Read(make([]byte, 1)); done <- err }()
+		time.Sleep(20 * time.Millisecond)
+		rc.Close()
+		if err := <-done; !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read woken by Close: %v, want net.ErrClosed", err)
+		}
+		if _, err := rc.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("write after Close: %v, want net.ErrClosed", err)
+		}
+	})
+	t.Run("close write", func(t *testing.T) {
+		rc, peer := rawPair(t, "unix")
+		if err := rc.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := peer.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Fatalf("the peer read %d, %v after CloseWrite; want io.EOF", n, err)
+		}
+		if _, err := rc.SyscallConn(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestWithRawIONeedsADescriptor(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if c := withRawIO(a); c != a {
+		t.Fatalf("withRawIO(net.Pipe) = %T, want the pipe itself", c)
+	}
+}
