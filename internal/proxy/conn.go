@@ -66,13 +66,14 @@ const (
 type clientConn struct {
 	net.Conn
 	raw syscall.RawConn // nil when the connection has no file descriptor
-	// goneFn is gone as a func value, made once.
-	goneFn func() bool
-	srv    *Server
-	h      handler
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	addr   string // the client's address, for per-address limits
+	// goneFn and flushFn are gone and Flush as func values, made once.
+	goneFn  func() bool
+	flushFn func() error
+	srv     *Server
+	h       handler
+	br      *bufio.Reader
+	bw      *bufio.Writer
+	addr    string // the client's address, for per-address limits
 
 	state atomic.Int32
 
@@ -561,7 +562,7 @@ func (cc *clientConn) releaseReader() {
 func newClientConn(s *Server, h handler, c net.Conn) *clientConn {
 	c = withRawIO(c)
 	cc := &clientConn{Conn: c, srv: s, h: h, hdr: http.Header{}, addr: c.RemoteAddr().String()}
-	cc.goneFn = cc.gone
+	cc.goneFn, cc.flushFn = cc.gone, cc.Flush
 	if sc, ok := c.(syscall.Conn); ok {
 		cc.raw, _ = sc.SyscallConn()
 	}

@@ -15,7 +15,8 @@
 // connection handling: clients are served one goroutine per connection
 // (conn.go), the upstream over a pool of keep-alive connections
 // (upstream.go), and a request runs on its client's goroutine from start to
-// end. Responses, SSE streams included, are flushed on every write; a client
+// end. Streams (SSE, bodies of unknown length) reach the client before the
+// sidecar waits on the upstream again, never held back; a client
 // that goes away cancels its upstream request, while it waits for the
 // answer's headers as well as during a stream.
 package proxy

@@ -371,8 +371,10 @@ func TestConcurrencyLimit(t *testing.T) {
 	}
 }
 
-func TestStreamingIsFlushedOnEveryWrite(t *testing.T) {
-	// SSE, and any chunked body (no content-length), pass through unbuffered.
+func TestStreamingIsNeverHeldBack(t *testing.T) {
+	// SSE, and any chunked body (no content-length), pass through unbuffered:
+	// what the upstream sent reaches the client before the sidecar waits
+	// for more.
 	for _, ct := range []string{"text/event-stream", "application/x-ndjson"} {
 		t.Run(ct, func(t *testing.T) { testFlushed(t, ct) })
 	}

@@ -98,8 +98,8 @@ func TestRawConnDeadlines(t *testing.T) {
 	_ = rc.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 	big := make([]byte, 64<<20)
 	n, err := rc.Write(big)
-	if !errors.As(err, &ne) || !ne.Timeout() || n <= 0 || n >= len(big) {
-		t.Fatalf("write past its deadline: %d, %v; want a timeout after a part", n, err)
+	if !errors.As(err, &ne) || !ne.Timeout() || n >= len(big) {
+		t.Fatalf("write past its deadline: %d, %v; want a timeout", n, err)
 	}
 	// A deadline in the past wakes a read under way (how a request is stopped).
 	_ = rc.SetReadDeadline(time.Time{})

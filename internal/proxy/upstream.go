@@ -91,6 +91,10 @@ type upConn struct {
 	br     *bufio.Reader
 	idleAt time.Time
 	reused bool
+	// beforeRead, when set, runs before each read of the connection:
+	// during a stream it sends the client what was written to it, so
+	// that nothing waits in the sidecar while it waits on the upstream.
+	beforeRead func() error
 
 	deadline time.Time // the read deadline set (zero: none)
 }
@@ -180,7 +184,19 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 		}
 		conn = tc
 	}
-	return &upConn{Conn: conn, raw: raw, pool: p, br: bufio.NewReaderSize(conn, upReadBufferSize)}, nil
+	c := &upConn{Conn: conn, raw: raw, pool: p}
+	c.br = bufio.NewReaderSize(c, upReadBufferSize)
+	return c, nil
+}
+
+// Read reads from the connection, after beforeRead.
+func (c *upConn) Read(p []byte) (int, error) {
+	if c.beforeRead != nil {
+		if err := c.beforeRead(); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Read(p)
 }
 
 // tunnel opens a connection to the upstream through the proxy, with
@@ -471,6 +487,7 @@ func (x *exchange) Read(p []byte) (int, error) {
 // done ends the exchange: its connection goes back to the pool when the
 // body was read whole, else it is closed.
 func (x *exchange) done(whole bool) {
+	x.c.beforeRead = nil
 	keep := whole && !x.resp.ConnectionClose()
 	_ = x.resp.CloseBodyStream()
 	if keep {
@@ -679,10 +696,13 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 }
 
 // respond copies the answer of x to the client: headers, then the body
-// (after prefix, its start already read), flushed on every write when it
-// is a stream or of unknown length. A failed write to the client, or a
-// failed read from the upstream, ends the exchange at once and cuts the
-// client's answer, as net/http's reverse proxy does.
+// (after prefix, its start already read). A stream (SSE, or a body of
+// unknown length) is sent to the client whenever the upstream's connection
+// has nothing more to read, before the sidecar waits on it: events that
+// arrived together go out in one write, as nginx sends what it read, and
+// none waits in the sidecar. A failed write to the client, or a failed
+// read from the upstream, ends the exchange at once and cuts the client's
+// answer, as net/http's reverse proxy does.
 func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, prefix []byte, mw *meterWriter) {
 	resp := x.resp
 	status := resp.StatusCode()
@@ -714,7 +734,7 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 		if mw != nil {
 			mw.wrote(b)
 		}
-		return !flush || cc.Flush() == nil
+		return true
 	}
 	if len(prefix) > 0 && !write(prefix) {
 		x.done(false)
@@ -725,13 +745,14 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 	if flush {
 		pool = p.streamBuffers
 		cc.releaseReader()
+		x.c.beforeRead = cc.flushFn
 	}
 	buf := pool.Get()
 	defer pool.Put(buf)
 	body := x
 	for {
 		n, rerr := body.Read(buf)
-		if n > 0 && !write(buf[:n]) {
+		if n > 0 && !write(buf[:n]) || cc.werr != nil {
 			x.done(false)
 			cc.abort()
 			rt.log.Debug("proxy: client went away during the answer", "path", r.url.Path, "error", cc.werr)
