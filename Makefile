@@ -8,6 +8,10 @@ LDFLAGS   := -s -w -X github.com/keywarden/keywarden/internal/version.Version=$(
              -X github.com/keywarden/keywarden/internal/version.Commit=$(COMMIT) \
              -X github.com/keywarden/keywarden/internal/version.Date=$(DATE)
 TESTFLAGS ?= -race -count=1 -timeout 20m
+# TAGS: extra build tags, e.g. TAGS=keywarden_no_gcp,keywarden_no_vault for a
+# binary without the drivers it does not use (providers/all; docs/benchmarks.md).
+TAGS      ?=
+BUILDTAGS := timetzdata$(TAGS:%=,%)
 # Fuzzing: `make fuzz` runs every fuzz target for FUZZTIME; `make test` runs
 # each for FUZZTIME_SHORT. FUZZPAR is the number of fuzzing workers.
 # FUZZTIME_SHORT is a count of executions, not a duration: Go 1.26's fuzz
@@ -22,7 +26,7 @@ FUZZPAR        ?= 2
 
 ## build: a static, stamped binary in bin/
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/keywarden
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(BUILDTAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/keywarden
 
 ## run: the sidecar on the embedded default (a local file store in ./.keywarden, created on first
 ## run with a placeholder key): proxy on 127.0.0.1:8787, /healthz /readyz /metrics on 127.0.0.1:9787
@@ -90,6 +94,7 @@ deploy-test:
 ## lint: go vet and a gofmt check
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags keywarden_no_aws,keywarden_no_gcp,keywarden_no_vault ./providers/... ./cmd/...
 	cd internal/vaultserver && $(GO) vet ./...
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 

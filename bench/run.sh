@@ -20,7 +20,7 @@ STREAMS=${STREAMS:-1000}
 HOLD=${HOLD:-10s}
 TTFB_N=${TTFB_N:-2000}
 LAT_D=${LAT_D:-5s}
-PORT0=${PORT0:-18080} # uses PORT0 .. PORT0+11 (+15 with BASE_BIN)
+PORT0=${PORT0:-18080} # uses PORT0 .. PORT0+17 (+21 with BASE_BIN)
 # BASE_BIN: another keywarden binary (e.g. an earlier commit's) run side by
 # side as sidecar-base and sidecar-base-tls, for a before/after in one run.
 BASE_BIN=${BASE_BIN:-}
@@ -39,6 +39,11 @@ echo "building into $OUT" >&2
 export CGO_ENABLED=0
 go build -trimpath -tags timetzdata -ldflags "-s -w" -o "$OUT/keywarden" ./cmd/keywarden
 go build -trimpath -tags timetzdata,keywarden_nousage -ldflags "-s -w" -o "$OUT/keywarden-noacct" ./cmd/keywarden
+# Builds with one cloud's store driver (providers/all), for their memory at rest.
+declare -A SLIM=([aws]=keywarden_no_gcp,keywarden_no_vault [gcp]=keywarden_no_aws,keywarden_no_vault [vault]=keywarden_no_aws,keywarden_no_gcp)
+for c in aws gcp vault; do
+  go build -trimpath -tags "timetzdata,${SLIM[$c]}" -ldflags "-s -w" -o "$OUT/keywarden-$c" ./cmd/keywarden
+done
 go build -trimpath -o "$OUT/benchtool" ./bench/benchtool
 
 pids=()
@@ -130,6 +135,14 @@ declare -A IDLE_RSS
 RSS_TARGETS=(sidecar sidecar-tls)
 [ -n "$BASE_BIN" ] && RSS_TARGETS+=(sidecar-base sidecar-base-tls)
 for t in "${RSS_TARGETS[@]}"; do IDLE_RSS[$t]=$("$OUT/benchtool" rss -pid "${PROXY_PIDS[$t]}"); done
+# The one-cloud builds, idle, one at a time (they serve no load).
+for c in aws gcp vault; do
+  start_sidecar "sidecar-$c" "$OUT/keywarden-$c" "${URL[direct]}"
+  wait_port "${URL[sidecar-$c]##*:}"
+  sleep 0.5
+  IDLE_RSS[sidecar-$c]=$("$OUT/benchtool" rss -pid "${PROXY_PIDS[sidecar-$c]}")
+  kill "${PROXY_PIDS[sidecar-$c]}"
+done
 
 # CPU time (clock ticks) used so far by the given processes; the proxies'
 # CPU per request is robust to other load on the machine, unlike requests/s.
@@ -216,6 +229,12 @@ for t in "${TARGETS[@]}"; do
   echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("| %s | %d | %d | %d | %d | %d |" % (sys.argv[1], d["ttfb_p50_us"], d["ttfb_p99_us"], d["total_p50_us"], d["total_p99_us"], d["failed"]))' "$t" >>"$report"
 done
 
+echo >>"$report"
+echo "Idle RSS by build: every driver (the default) $((IDLE_RSS[sidecar] / 1024)) MiB (${IDLE_RSS[sidecar]} kB);" \
+  "AWS only $((IDLE_RSS[sidecar-aws] / 1024)) MiB (${IDLE_RSS[sidecar-aws]} kB);" \
+  "GCP only $((IDLE_RSS[sidecar-gcp] / 1024)) MiB (${IDLE_RSS[sidecar-gcp]} kB);" \
+  "Vault only $((IDLE_RSS[sidecar-vault] / 1024)) MiB (${IDLE_RSS[sidecar-vault]} kB)" \
+  "(env, file and wif are in every build; see providers/all)." >>"$report"
 echo >>"$report"
 for t in "${RSS_TARGETS[@]}"; do
   j=$("$OUT/benchtool" streams -url "${URL[$t]}" -n "$STREAMS" -hold "$HOLD" -pid "${PROXY_PIDS[$t]}")

@@ -39,6 +39,16 @@ func Register(scheme string, open OpenFunc) {
 	reg[scheme] = open
 }
 
+// RegisterLeftOut registers a driver that this binary was built without
+// (package all, build tag tag): its store URLs fail with an error saying
+// so, rather than as an unknown scheme.
+func RegisterLeftOut(scheme, tag string) {
+	Register(scheme, func(context.Context, *url.URL) (driver.Reader, string, error) {
+		return nil, "", codes.Errorf(codes.InvalidArgument,
+			"the %s:// driver is not in this binary: it was built with -tags %s; use a build without that tag (the default build has every driver)", scheme, tag)
+	})
+}
+
 // Schemes returns the registered URL schemes, sorted.
 func Schemes() []string {
 	regMu.RLock()

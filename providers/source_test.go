@@ -451,6 +451,18 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
+func TestLeftOutDriver(t *testing.T) {
+	providers.RegisterLeftOut("leftout", "keywarden_no_leftout")
+	_, err := providers.Open(context.Background(), "leftout://projects/p/secrets/s", nil)
+	if err == nil || !strings.Contains(err.Error(), "the leftout:// driver is not in this binary") ||
+		!strings.Contains(err.Error(), "-tags keywarden_no_leftout") {
+		t.Fatalf("Open of a driver left out: %v, want an error naming the build tag", err)
+	}
+	if codes.Of(err) != codes.InvalidArgument {
+		t.Fatalf("code %v, want InvalidArgument (a configuration this binary cannot serve)", codes.Of(err))
+	}
+}
+
 func TestSecretRedaction(t *testing.T) {
 	s := providers.NewSecret(keyA)
 	for _, out := range []string{

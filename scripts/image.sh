@@ -44,7 +44,7 @@ chmod 0644 "$ctx/rootfs/etc/ssl/certs/ca-certificates.crt"
 
 pkg=github.com/keywarden/keywarden/internal/version
 echo "image: building the static binary ($VERSION)" >&2
-CGO_ENABLED=0 go build -trimpath -tags timetzdata \
+CGO_ENABLED=0 go build -trimpath -tags "timetzdata${TAGS:+,$TAGS}" \
 	-ldflags "-s -w -X $pkg.Version=$VERSION -X $pkg.Commit=$COMMIT -X $pkg.Date=$DATE" \
 	-o "$ctx/keywarden" ./cmd/keywarden
 
