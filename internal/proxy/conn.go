@@ -66,14 +66,14 @@ const (
 type clientConn struct {
 	net.Conn
 	raw syscall.RawConn // nil when the connection has no file descriptor
-	// goneFn and flushFn are gone and Flush as func values, made once.
-	goneFn  func() bool
-	flushFn func() error
-	srv     *Server
-	h       handler
-	br      *bufio.Reader
-	bw      *bufio.Writer
-	addr    string // the client's address, for per-address limits
+	// goneFn and sendFn are gone and sendPending as func values, made once.
+	goneFn func() bool
+	sendFn func() error
+	srv    *Server
+	h      handler
+	br     *bufio.Reader
+	bw     *bufio.Writer // nil while lent back (see w)
+	addr   string        // the client's address, for per-address limits
 
 	state atomic.Int32
 
@@ -142,8 +142,8 @@ func (cc *clientConn) continueIfAsked() {
 	if cc.expect {
 		cc.expect = false
 		if !cc.body.eof {
-			_, _ = cc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-			_ = cc.bw.Flush()
+			_, _ = cc.w().WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+			_ = cc.w().Flush()
 		}
 	}
 	delete(cc.hdr, "Expect")
@@ -265,14 +265,15 @@ func (cc *clientConn) end() bool {
 		cc.writeHeader(http.StatusOK, 0)
 	}
 	if cc.chunked && cc.werr == nil {
-		_, _ = cc.bw.WriteString("0\r\n\r\n")
+		_, _ = cc.w().WriteString("0\r\n\r\n")
 	}
 	if cc.remaining > 0 {
 		cc.close = true // an answer cut short: the client must see the end
 	}
-	if err := cc.bw.Flush(); err != nil || cc.werr != nil {
+	if err := cc.w().Flush(); err != nil || cc.werr != nil {
 		return false
 	}
+	cc.lendWriter()
 	if !cc.body.eof {
 		// The body was not read (a refusal): read and drop a small one to
 		// keep the connection, as net/http does.
@@ -370,8 +371,8 @@ func (cc *clientConn) badRequest(err error) {
 	status := strconv.Itoa(code) + " " + http.StatusText(code)
 	cc.srv.p.refused.Request(code)
 	_ = cc.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = cc.bw.WriteString("HTTP/1.1 " + status + "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n" + status)
-	_ = cc.bw.Flush()
+	_, _ = cc.w().WriteString("HTTP/1.1 " + status + "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n" + status)
+	_ = cc.w().Flush()
 	cc.linger = true
 }
 
@@ -423,7 +424,7 @@ func (cc *clientConn) writeHeader(status int, length int64) {
 	if cc.close {
 		h.SetConnectionClose()
 	}
-	if err := h.Write(cc.bw); err != nil && cc.werr == nil {
+	if err := h.Write(cc.w()); err != nil && cc.werr == nil {
 		cc.werr = err
 	}
 }
@@ -442,22 +443,23 @@ func (cc *clientConn) Write(p []byte) (int, error) {
 	n := len(p)
 	switch {
 	case cc.chunked:
+		bw := cc.w()
 		cc.buf = strconv.AppendInt(cc.buf[:0], int64(len(p)), 16)
 		cc.buf = append(cc.buf, '\r', '\n')
-		_, _ = cc.bw.Write(cc.buf)
-		_, _ = cc.bw.Write(p)
-		_, cc.werr = cc.bw.WriteString("\r\n")
+		_, _ = bw.Write(cc.buf)
+		_, _ = bw.Write(p)
+		_, cc.werr = bw.WriteString("\r\n")
 	case cc.remaining >= 0:
 		if int64(n) > cc.remaining {
 			n = int(cc.remaining)
 			cc.werr = errors.New("proxy: answer longer than its Content-Length")
 		}
 		cc.remaining -= int64(n)
-		if _, err := cc.bw.Write(p[:n]); err != nil {
+		if _, err := cc.w().Write(p[:n]); err != nil {
 			cc.werr = err
 		}
 	default:
-		_, cc.werr = cc.bw.Write(p)
+		_, cc.werr = cc.w().Write(p)
 	}
 	if cc.werr != nil {
 		return 0, cc.werr
@@ -467,11 +469,42 @@ func (cc *clientConn) Write(p []byte) (int, error) {
 
 // Flush sends what was written so far.
 func (cc *clientConn) Flush() error {
-	if cc.werr != nil {
+	if cc.werr != nil || cc.bw == nil {
 		return cc.werr
 	}
 	cc.werr = cc.bw.Flush()
 	return cc.werr
+}
+
+// sendPending sends what was written of the answer and lends the write
+// buffer back until more is written: a stream runs it before it waits on
+// the upstream, so that a held stream holds no write buffer.
+func (cc *clientConn) sendPending() error {
+	err := cc.Flush()
+	if err == nil {
+		cc.lendWriter()
+	}
+	return err
+}
+
+// w returns the connection's write buffer, taken from the pool when the
+// connection has none: connections waiting for a request, or for the
+// upstream during a stream, hold none.
+func (cc *clientConn) w() *bufio.Writer {
+	if cc.bw == nil {
+		cc.bw = clientWriters.Get().(*bufio.Writer)
+		cc.bw.Reset(cc.Conn)
+	}
+	return cc.bw
+}
+
+// lendWriter gives the (flushed) write buffer back to the pool.
+func (cc *clientConn) lendWriter() {
+	if cc.bw != nil {
+		cc.bw.Reset(nil)
+		clientWriters.Put(cc.bw)
+		cc.bw = nil
+	}
 }
 
 // gone reports whether the client closed or reset its connection, without
@@ -539,9 +572,7 @@ func (cc *clientConn) release() {
 		_ = cc.Conn.Close()
 	}
 	cc.releaseReader()
-	cc.bw.Reset(nil)
-	clientWriters.Put(cc.bw)
-	cc.bw = nil
+	cc.lendWriter()
 }
 
 // releaseReader lends the read buffer back while the connection has no
@@ -562,11 +593,9 @@ func (cc *clientConn) releaseReader() {
 func newClientConn(s *Server, h handler, c net.Conn) *clientConn {
 	c = withRawIO(c)
 	cc := &clientConn{Conn: c, srv: s, h: h, hdr: http.Header{}, addr: c.RemoteAddr().String()}
-	cc.goneFn, cc.flushFn = cc.gone, cc.Flush
+	cc.goneFn, cc.sendFn = cc.gone, cc.sendPending
 	if sc, ok := c.(syscall.Conn); ok {
 		cc.raw, _ = sc.SyscallConn()
 	}
-	cc.bw = clientWriters.Get().(*bufio.Writer)
-	cc.bw.Reset(c)
 	return cc
 }

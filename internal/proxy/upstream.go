@@ -470,18 +470,25 @@ func (x *exchange) Read(p []byte) (int, error) {
 	if b == nil {
 		return 0, io.EOF
 	}
-	c := x.c
-	if c.br.Buffered() == 0 && (x.length < 0 || x.read < x.length) {
-		if err := c.await(time.Time{}, x.gone); err != nil {
-			return 0, err
-		}
+	if err := x.wait(); err != nil {
+		return 0, err
 	}
+	c := x.c
 	if !c.deadline.IsZero() && (x.length < 0 || x.length-x.read > int64(c.br.Buffered())) {
 		c.setReadDeadline(time.Time{}) // this read may wait for the network
 	}
 	n, err := b.Read(p)
 	x.read += int64(n)
 	return n, err
+}
+
+// wait waits until the upstream sent more of the body (or its end), when
+// none is buffered, asking every watchTick whether the client went away.
+func (x *exchange) wait() error {
+	if x.c.br.Buffered() == 0 && (x.length < 0 || x.read < x.length) && x.resp.BodyStream() != nil {
+		return x.c.await(time.Time{}, x.gone)
+	}
+	return nil
 }
 
 // done ends the exchange: its connection goes back to the pool when the
@@ -745,14 +752,23 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 	if flush {
 		pool = p.streamBuffers
 		cc.releaseReader()
-		x.c.beforeRead = cc.flushFn
+		x.c.beforeRead = cc.sendFn
 	}
-	buf := pool.Get()
-	defer pool.Put(buf)
-	body := x
 	for {
-		n, rerr := body.Read(buf)
-		if n > 0 && !write(buf[:n]) || cc.werr != nil {
+		// A stream's copy buffer is held while there is something to
+		// copy, not while it waits on the upstream: a thousand held
+		// streams hold none.
+		var n int
+		rerr := x.wait()
+		if rerr == nil {
+			buf := pool.Get()
+			n, rerr = x.Read(buf)
+			if n > 0 {
+				write(buf[:n])
+			}
+			pool.Put(buf)
+		}
+		if cc.werr != nil {
 			x.done(false)
 			cc.abort()
 			rt.log.Debug("proxy: client went away during the answer", "path", r.url.Path, "error", cc.werr)
