@@ -819,7 +819,7 @@ func (bp *bodyPool) put(b *reqBuffers) {
 
 // The buffers the answers are copied with: for a body of known length,
 // large enough for most non-streaming answers in one read; for a stream,
-// a few events' worth, so that a thousand held streams cost 4 MiB.
+// a few events' worth (taken only while there is something to copy).
 const (
 	copyBufferSize   = 16 << 10
 	streamBufferSize = 4 << 10
