@@ -23,10 +23,39 @@ import (
 // callback (syscall.RawConn).
 
 // rawConn is a connection whose Read and Write use raw system calls.
+//
+// A write can also be held until the next read (holdWrites): the read
+// then writes it from the poller's read callback, after the poller's
+// readiness was reset, and waits for the answer without first trying a
+// read that cannot succeed yet. Go's Read always tries one (it returns
+// EAGAIN, then waits): for a request and its answer, a system call in
+// three. Only a connection whose peer sends nothing before it has the
+// request may hold writes (an upstream): bytes that arrived before the
+// write would not wake the wait (the watchTick deadline does, at most a
+// second later).
 type rawConn struct {
 	net.Conn
 	rc syscall.RawConn
+
+	holding bool   // Write appends to held
+	held    []byte // written, not yet sent
+	heldErr error  // the failure of the last held write sent
 }
+
+// maxHeld bounds the bytes a connection holds: a larger write goes out at
+// once.
+const maxHeld = 64 << 10
+
+// maxKeptHeld: a connection keeps a hold buffer this large for its next
+// request (a Messages request is a few KiB); larger ones are dropped.
+const maxKeptHeld = 8 << 10
+
+// holdWrites holds the next writes until the next Read.
+func (c *rawConn) holdWrites() { c.holding, c.heldErr = true, nil }
+
+// heldWriteFailed reports whether the last held write failed: the request
+// did not reach the upstream.
+func (c *rawConn) heldWriteFailed() bool { return c.heldErr != nil }
 
 // withRawIO returns c with raw reads and writes when it has a file
 // descriptor (a TCP or unix connection), or c itself.
@@ -45,14 +74,26 @@ func withRawIO(c net.Conn) net.Conn {
 	return &rawConn{Conn: c, rc: rc}
 }
 
-// Read reads from the socket, waiting in the poller while it is empty.
+// Read reads from the socket, waiting in the poller while it is empty;
+// it first sends what was held.
 func (c *rawConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	c.holding = false
 	var n int
 	var errno syscall.Errno
 	err := c.rc.Read(func(fd uintptr) bool {
+		if len(c.held) > 0 {
+			c.sendHeld(fd)
+			if len(c.held) == 0 && c.heldErr == nil {
+				if cap(c.held) > maxKeptHeld {
+					c.held = nil
+				}
+				return false // sent: wait for the answer
+			}
+			return true // not sent whole: see below
+		}
 		for {
 			n, errno = rawRead(fd, p)
 			if errno != syscall.EINTR {
@@ -60,6 +101,20 @@ func (c *rawConn) Read(p []byte) (int, error) {
 			}
 		}
 	})
+	if err == nil && (len(c.held) > 0 || c.heldErr != nil) {
+		// The socket was full (the rest waits for room as any write
+		// does), or the write failed.
+		if c.heldErr == nil {
+			rest := c.held
+			c.held = c.held[:0]
+			_, c.heldErr = c.Write(rest)
+		}
+		if c.heldErr != nil {
+			c.held = c.held[:0]
+			return 0, c.heldErr
+		}
+		return c.Read(p)
+	}
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -71,10 +126,41 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// sendHeld writes the held bytes to fd, as far as the socket takes them.
+func (c *rawConn) sendHeld(fd uintptr) {
+	for len(c.held) > 0 {
+		n, e := rawWrite(fd, c.held)
+		switch e {
+		case 0:
+			c.held = c.held[:copy(c.held, c.held[n:])]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return
+		default:
+			c.heldErr = c.opError("write", e)
+			return
+		}
+	}
+}
+
 // Write writes p whole, waiting in the poller while the socket is full.
 func (c *rawConn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if c.holding {
+		if len(c.held)+len(p) <= maxHeld {
+			c.held = append(c.held, p...)
+			return len(p), nil
+		}
+		c.holding = false // too large: out at once, after what was held
+		if len(c.held) > 0 {
+			rest := c.held
+			c.held = nil
+			if _, err := c.Write(rest); err != nil {
+				return 0, err
+			}
+		}
 	}
 	var done int
 	var errno syscall.Errno

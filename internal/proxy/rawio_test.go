@@ -178,3 +178,109 @@ func TestWithRawIONeedsADescriptor(t *testing.T) {
 		t.Fatalf("withRawIO(net.Pipe) = %T, want the pipe itself", c)
 	}
 }
+
+func TestRawConnHeldWrites(t *testing.T) {
+	t.Run("sent with the first read", func(t *testing.T) {
+		rc, peer := rawPair(t, "tcp")
+		rc.holdWrites()
+		if n, err := rc.Write([]byte("GET / HTTP/1.1\r\n\r\n")); n != 18 || err != nil {
+			t.Fatalf("held Write = %d, %v", n, err)
+		}
+		_ = peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if n, err := peer.Read(make([]byte, 64)); n != 0 {
+			t.Fatalf("the peer read %d bytes (%v) before the first read: the write was not held", n, err)
+		}
+		go func() {
+			_ = peer.SetReadDeadline(time.Time{})
+			b := make([]byte, 18)
+			if _, err := io.ReadFull(peer, b); err != nil || string(b) != "GET / HTTP/1.1\r\n\r\n" {
+				t.Errorf("the peer read %q, %v", b, err)
+			}
+			_, _ = peer.Write([]byte("answer"))
+		}()
+		b := make([]byte, 6)
+		if _, err := io.ReadFull(rc, b); err != nil || string(b) != "answer" {
+			t.Fatalf("Read = %q, %v", b, err)
+		}
+		if rc.heldWriteFailed() {
+			t.Fatal("heldWriteFailed after a held write went out")
+		}
+	})
+	t.Run("more than the socket takes", func(t *testing.T) {
+		rc, peer := rawPair(t, "tcp")
+		_ = rc.Conn.(*net.TCPConn).SetWriteBuffer(4 << 10)
+		_ = peer.(*net.TCPConn).SetReadBuffer(4 << 10)
+		want := bytes.Repeat([]byte("x"), maxHeld)
+		rc.holdWrites()
+		_, _ = rc.Write(want)
+		go func() {
+			time.Sleep(20 * time.Millisecond) // the socket fills first
+			b := make([]byte, len(want))
+			if _, err := io.ReadFull(peer, b); err != nil || !bytes.Equal(b, want) {
+				t.Errorf("the peer read %d bytes, %v", len(b), err)
+			}
+			_, _ = peer.Write([]byte("ok"))
+		}()
+		b := make([]byte, 2)
+		if _, err := io.ReadFull(rc, b); err != nil || string(b) != "ok" {
+			t.Fatalf("Read = %q, %v", b, err)
+		}
+	})
+	t.Run("too large to hold", func(t *testing.T) {
+		rc, peer := rawPair(t, "tcp")
+		rc.holdWrites()
+		_, _ = rc.Write([]byte("head "))
+		big := bytes.Repeat([]byte("y"), maxHeld)
+		got := make(chan []byte, 1)
+		go func() {
+			b := make([]byte, 5+len(big))
+			_, _ = io.ReadFull(peer, b)
+			got <- b
+		}()
+		if n, err := rc.Write(big); n != len(big) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+		// Sent at once, after what was held, without a read.
+		if b := <-got; string(b[:5]) != "head " || !bytes.Equal(b[5:], big) {
+			t.Fatalf("the peer read %.20q…", b)
+		}
+	})
+	t.Run("peer gone", func(t *testing.T) {
+		rc, peer := rawPair(t, "tcp")
+		_ = peer.(*net.TCPConn).SetLinger(0)
+		peer.Close()
+		time.Sleep(20 * time.Millisecond)
+		rc.holdWrites()
+		_, _ = rc.Write([]byte("request"))
+		_, err := rc.Read(make([]byte, 10))
+		if err == nil {
+			t.Fatal("Read after a held write to a reset peer succeeded")
+		}
+		// The write may be taken before the reset is seen (then the read
+		// fails): either way the request is known not to have an answer.
+		var oe *net.OpError
+		if !errors.As(err, &oe) {
+			t.Fatalf("error %v, want a *net.OpError", err)
+		}
+	})
+	t.Run("deadline already past", func(t *testing.T) {
+		rc, peer := rawPair(t, "tcp")
+		rc.holdWrites()
+		_, _ = rc.Write([]byte("late"))
+		_ = rc.SetReadDeadline(aLongTimeAgo)
+		var ne net.Error
+		if _, err := rc.Read(make([]byte, 4)); !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("Read past its deadline: %v", err)
+		}
+		_ = rc.SetReadDeadline(time.Time{})
+		go func() {
+			b := make([]byte, 4)
+			_, _ = io.ReadFull(peer, b)
+			_, _ = peer.Write(b)
+		}()
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(rc, b); err != nil || string(b) != "late" {
+			t.Fatalf("the held write was lost: %q, %v", b, err)
+		}
+	})
+}

@@ -87,6 +87,7 @@ type hostPool struct {
 type upConn struct {
 	net.Conn
 	raw    syscall.RawConn // of the TCP connection under TLS
+	rw     *rawConn        // the TCP connection under TLS, when it has raw I/O
 	pool   *hostPool
 	br     *bufio.Reader
 	idleAt time.Time
@@ -169,6 +170,7 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 		return nil, err
 	}
 	conn = withRawIO(conn)
+	rw, _ := conn.(*rawConn)
 	var raw syscall.RawConn
 	if sc, ok := conn.(syscall.Conn); ok {
 		raw, _ = sc.SyscallConn()
@@ -184,7 +186,7 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 		}
 		conn = tc
 	}
-	c := &upConn{Conn: conn, raw: raw, pool: p}
+	c := &upConn{Conn: conn, raw: raw, rw: rw, pool: p}
 	c.br = bufio.NewReaderSize(c, upReadBufferSize)
 	return c, nil
 }
@@ -346,6 +348,14 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		if err != nil {
 			return exchange{}, err
 		}
+		// retry: a request that did not reach the upstream on a reused
+		// connection (the upstream closed it meanwhile) goes again once.
+		retry := func() bool { return c.reused && try == 0 && replayable && ctx.Err() == nil }
+		if c.rw != nil && replayable {
+			// The request goes out with the first read of its answer
+			// (rawConn.holdWrites): one system call less.
+			c.rw.holdWrites()
+		}
 		bw := writerPool.Get().(*bufio.Writer)
 		bw.Reset(c.Conn)
 		err = req.Write(bw)
@@ -356,7 +366,7 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		writerPool.Put(bw)
 		if err != nil {
 			_ = c.Conn.Close()
-			if c.reused && try == 0 && replayable && ctx.Err() == nil {
+			if retry() {
 				continue
 			}
 			return exchange{}, err
@@ -367,6 +377,9 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		}
 		if err := c.await(end, gone); err != nil {
 			_ = c.Conn.Close()
+			if c.rw != nil && c.rw.heldWriteFailed() && retry() {
+				continue
+			}
 			return exchange{}, err
 		}
 		if !headerIn(c.br) {
@@ -374,6 +387,9 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		}
 		if err := c.readHeader(resp); err != nil {
 			_ = c.Conn.Close()
+			if c.rw != nil && c.rw.heldWriteFailed() && retry() {
+				continue
+			}
 			if errors.Is(err, fasthttp.ErrTimeout) {
 				err = errHeaderTimeout
 			}
