@@ -45,6 +45,15 @@ func rawPair(t *testing.T, network string) (*rawConn, net.Conn) {
 	return rc, p
 }
 
+// resetPair returns a rawConn whose peer reset the connection.
+func resetPair(t *testing.T) *rawConn {
+	rc, peer := rawPair(t, "tcp")
+	_ = peer.(*net.TCPConn).SetLinger(0)
+	peer.Close()
+	time.Sleep(20 * time.Millisecond)
+	return rc
+}
+
 func TestRawConnCarriesBytesBothWays(t *testing.T) {
 	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network, func(t *testing.T) {
@@ -126,10 +135,7 @@ func TestRawConnEndings(t *testing.T) {
 		}
 	})
 	t.Run("peer resets", func(t *testing.T) {
-		rc, peer := rawPair(t, "tcp")
-		_ = peer.(*net.TCPConn).SetLinger(0)
-		peer.Close()
-		time.Sleep(20 * time.Millisecond)
+		rc := resetPair(t)
 		_, err := rc.Read(make([]byte, 1))
 		var oe *net.OpError
 		if !errors.As(err, &oe) || oe.Op != "read" || oe.Source == nil || oe.Addr == nil {
@@ -246,10 +252,7 @@ func TestRawConnHeldWrites(t *testing.T) {
 		}
 	})
 	t.Run("peer gone", func(t *testing.T) {
-		rc, peer := rawPair(t, "tcp")
-		_ = peer.(*net.TCPConn).SetLinger(0)
-		peer.Close()
-		time.Sleep(20 * time.Millisecond)
+		rc := resetPair(t)
 		rc.holdWrites()
 		_, _ = rc.Write([]byte("request"))
 		_, err := rc.Read(make([]byte, 10))
