@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -376,16 +377,18 @@ func TestStreamingIsNeverHeldBack(t *testing.T) {
 	// what the upstream sent reaches the client before the sidecar waits
 	// for more.
 	for _, ct := range []string{"text/event-stream", "application/x-ndjson"} {
-		t.Run(ct, func(t *testing.T) { testFlushed(t, ct) })
+		t.Run(ct, func(t *testing.T) { testFlushed(t, ct, false) })
 	}
+	// Over TLS, each event is a record of its own.
+	t.Run("https", func(t *testing.T) { testFlushed(t, "text/event-stream", true) })
 }
 
 // testFlushed: the upstream sends one event, then waits until the client
 // has read it through the proxy before it sends the next. A proxy that
 // buffers deadlocks here, which the test's context turns into a failure.
-func testFlushed(t *testing.T, contentType string) {
+func testFlushed(t *testing.T, contentType string, overTLS bool) {
 	next := make(chan struct{})
-	up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("content-type", contentType)
 		for i := 0; i < 3; i++ {
 			fmt.Fprintf(w, "event: content_block_delta\ndata: {\"i\":%d}\n\n", i)
@@ -397,7 +400,17 @@ func testFlushed(t *testing.T, contentType string) {
 			}
 		}
 	})
+	up := &upstream{srv: httptest.NewUnstartedServer(h)}
+	if overTLS {
+		up.srv.StartTLS()
+	} else {
+		up.srv.Start()
+	}
+	t.Cleanup(up.srv.Close)
 	e := newEnv(t, up, nil)
+	if overTLS {
+		proxy.TrustUpstream(e.p, up.srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/v1/messages", strings.NewReader(`{"stream":true}`))

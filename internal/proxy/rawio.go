@@ -40,6 +40,9 @@ type rawConn struct {
 	holding bool   // Write appends to held
 	held    []byte // written, not yet sent
 	heldErr error  // the failure of the last held write sent
+
+	// beforeRead, when set, runs before each Read (upConn.onRead).
+	beforeRead func() error
 }
 
 // maxHeld bounds the bytes a connection holds: a larger write goes out at
@@ -79,6 +82,11 @@ func withRawIO(c net.Conn) net.Conn {
 func (c *rawConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if c.beforeRead != nil {
+		if err := c.beforeRead(); err != nil {
+			return 0, err
+		}
 	}
 	c.holding = false
 	var n int

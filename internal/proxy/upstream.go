@@ -92,9 +92,8 @@ type upConn struct {
 	br     *bufio.Reader
 	idleAt time.Time
 	reused bool
-	// beforeRead, when set, runs before each read of the connection:
-	// during a stream it sends the client what was written to it, so
-	// that nothing waits in the sidecar while it waits on the upstream.
+	// beforeRead, when set, runs before each read of a connection
+	// without raw I/O (see onRead).
 	beforeRead func() error
 
 	deadline time.Time // the read deadline set (zero: none)
@@ -189,6 +188,19 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 	c := &upConn{Conn: conn, raw: raw, rw: rw, pool: p}
 	c.br = bufio.NewReaderSize(c, upReadBufferSize)
 	return c, nil
+}
+
+// onRead sets f to run before each read from the network, or none (nil):
+// during a stream it sends the client what was written to it, so that
+// nothing waits in the sidecar while it waits on the upstream. It runs
+// below TLS when the connection has raw I/O: records TLS already holds are
+// read without it, so that events that came together go out together.
+func (c *upConn) onRead(f func() error) {
+	if c.rw != nil {
+		c.rw.beforeRead = f
+		return
+	}
+	c.beforeRead = f
 }
 
 // Read reads from the connection, after beforeRead.
@@ -510,7 +522,7 @@ func (x *exchange) wait() error {
 // done ends the exchange: its connection goes back to the pool when the
 // body was read whole, else it is closed.
 func (x *exchange) done(whole bool) {
-	x.c.beforeRead = nil
+	x.c.onRead(nil)
 	keep := whole && !x.resp.ConnectionClose()
 	_ = x.resp.CloseBodyStream()
 	if keep {
@@ -768,7 +780,7 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 	if flush {
 		pool = p.streamBuffers
 		cc.releaseReader()
-		x.c.beforeRead = cc.sendFn
+		x.c.onRead(cc.sendFn)
 	}
 	for {
 		// A stream's copy buffer is held while there is something to
