@@ -177,7 +177,7 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 	if p.tls != nil {
 		tc := tls.Client(conn, p.tls)
 		hctx, cancel := context.WithTimeout(ctx, tlsTimeout)
-		err := tc.HandshakeContext(hctx)
+		err := handshake(hctx, tc)
 		cancel()
 		if err != nil {
 			_ = conn.Close()
@@ -211,6 +211,17 @@ func (c *upConn) Read(p []byte) (int, error) {
 		}
 	}
 	return c.Conn.Read(p)
+}
+
+// handshake runs tc's handshake on a goroutine of its own. Verifying a
+// certificate chain takes a deep stack, and the goroutine that asks for a
+// connection serves its client for the connection's whole life: its stack
+// would keep that depth (a thousand held streams over TLS kept 8 MiB more
+// of stacks), where the handshake's own goroutine gives it back as it ends.
+func handshake(ctx context.Context, tc *tls.Conn) error {
+	done := make(chan error, 1)
+	go func() { done <- tc.HandshakeContext(ctx) }()
+	return <-done
 }
 
 // tunnel opens a connection to the upstream through the proxy, with
