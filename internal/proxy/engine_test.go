@@ -173,3 +173,49 @@ func TestClosedIdleConnectionNotUsed(t *testing.T) {
 		t.Fatalf("after the upstream closed the idle connection: got %d %s", code, body)
 	}
 }
+
+// TestResetIdleConnectionRetried: a request sent on a reused connection
+// that the upstream reset meanwhile (too recently used for the idle check
+// to look) does not reach it, and is sent again once on a new connection
+// when its body is kept.
+func TestResetIdleConnectionRetried(t *testing.T) {
+	var mu sync.Mutex
+	var conns []net.Conn
+	served := 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		served++
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"type":"message"}`)
+	}))
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	e := newEnv(t, &upstream{srv: srv}, nil)
+	if code, _, body := e.do(t, "POST", "/v1/messages", msgBody); code != 200 {
+		t.Fatalf("first request: %d %s", code, body)
+	}
+	mu.Lock()
+	for _, c := range conns {
+		_ = c.(*net.TCPConn).SetLinger(0) // close with a reset
+		_ = c.Close()
+	}
+	mu.Unlock()
+	time.Sleep(50 * time.Millisecond) // the reset reaches the sidecar's socket
+	if code, _, body := e.do(t, "POST", "/v1/messages", msgBody); code != 200 {
+		t.Fatalf("on a reset keep-alive connection: got %d %s, want the request sent again on a new one", code, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(conns) != 2 || served != 2 {
+		t.Fatalf("%d connections, %d requests served; want 2 and 2", len(conns), served)
+	}
+}
