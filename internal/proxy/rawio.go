@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"net"
+	"os"
 	"syscall"
 )
 
@@ -57,8 +58,8 @@ const maxKeptHeld = 8 << 10
 func (c *rawConn) holdWrites() { c.holding, c.heldErr = true, nil }
 
 // heldWriteFailed reports whether the last held write failed: the request
-// did not reach the upstream.
-func (c *rawConn) heldWriteFailed() bool { return c.heldErr != nil }
+// did not reach the upstream. False for a nil c (no raw I/O).
+func (c *rawConn) heldWriteFailed() bool { return c != nil && c.heldErr != nil }
 
 // withRawIO returns c with raw reads and writes when it has a file
 // descriptor (a TCP or unix connection), or c itself.
@@ -89,15 +90,14 @@ func (c *rawConn) Read(p []byte) (int, error) {
 		}
 	}
 	c.holding = false
+	sending := len(c.held) > 0
 	var n int
 	var errno syscall.Errno
 	err := c.rc.Read(func(fd uintptr) bool {
 		if len(c.held) > 0 {
 			c.sendHeld(fd)
 			if len(c.held) == 0 && c.heldErr == nil {
-				if cap(c.held) > maxKeptHeld {
-					c.held = nil
-				}
+				c.emptyHeld()
 				return false // sent: wait for the answer
 			}
 			return true // not sent whole: see below
@@ -109,16 +109,14 @@ func (c *rawConn) Read(p []byte) (int, error) {
 			}
 		}
 	})
-	if err == nil && (len(c.held) > 0 || c.heldErr != nil) {
+	if err == nil && sending && (len(c.held) > 0 || c.heldErr != nil) {
 		// The socket was full (the rest waits for room as any write
 		// does), or the write failed.
 		if c.heldErr == nil {
-			rest := c.held
-			c.held = c.held[:0]
-			_, c.heldErr = c.Write(rest)
+			c.heldErr = c.flushHeld()
 		}
 		if c.heldErr != nil {
-			c.held = c.held[:0]
+			c.emptyHeld()
 			return 0, c.heldErr
 		}
 		return c.Read(p)
@@ -136,19 +134,47 @@ func (c *rawConn) Read(p []byte) (int, error) {
 
 // sendHeld writes the held bytes to fd, as far as the socket takes them.
 func (c *rawConn) sendHeld(fd uintptr) {
-	for len(c.held) > 0 {
-		n, e := rawWrite(fd, c.held)
+	n, e := writeSome(fd, c.held)
+	c.held = c.held[:copy(c.held, c.held[n:])]
+	if e != 0 && e != syscall.EAGAIN {
+		c.heldErr = c.opError("write", e)
+	}
+}
+
+// flushHeld sends what is held with Write, which waits for room.
+func (c *rawConn) flushHeld() error {
+	rest := c.held
+	c.emptyHeld()
+	_, err := c.Write(rest)
+	return err
+}
+
+// emptyHeld empties the hold buffer, keeping it for the next request
+// unless it grew past maxKeptHeld.
+func (c *rawConn) emptyHeld() {
+	if cap(c.held) > maxKeptHeld {
+		c.held = nil
+	} else {
+		c.held = c.held[:0]
+	}
+}
+
+// writeSome writes p to fd as far as the socket takes it: it returns the
+// bytes written and 0 when all were, EAGAIN when the socket is full, or
+// the error that stopped it.
+func writeSome(fd uintptr, p []byte) (int, syscall.Errno) {
+	done := 0
+	for done < len(p) {
+		n, e := rawWrite(fd, p[done:])
 		switch e {
 		case 0:
-			c.held = c.held[:copy(c.held, c.held[n:])]
+			done += n
 		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return
 		default:
-			c.heldErr = c.opError("write", e)
-			return
+			return done, e
 		}
 	}
+	return done, 0
 }
 
 // Write writes p whole, waiting in the poller while the socket is full.
@@ -163,9 +189,7 @@ func (c *rawConn) Write(p []byte) (int, error) {
 		}
 		c.holding = false // too large: out at once, after what was held
 		if len(c.held) > 0 {
-			rest := c.held
-			c.held = nil
-			if _, err := c.Write(rest); err != nil {
+			if err := c.flushHeld(); err != nil {
 				return 0, err
 			}
 		}
@@ -173,19 +197,12 @@ func (c *rawConn) Write(p []byte) (int, error) {
 	var done int
 	var errno syscall.Errno
 	err := c.rc.Write(func(fd uintptr) bool {
-		for done < len(p) {
-			n, e := rawWrite(fd, p[done:])
-			switch e {
-			case 0:
-				done += n
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
+		n, e := writeSome(fd, p[done:])
+		done += n
+		if e == syscall.EAGAIN {
+			return false // wait for room
 		}
+		errno = e
 		return true
 	})
 	switch {
@@ -204,6 +221,9 @@ func (c *rawConn) opError(op string, err error) error {
 	}
 	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
+
+// syscallError names the system call of errno, as the net package does.
+func syscallError(op string, errno syscall.Errno) error { return os.NewSyscallError(op, errno) }
 
 // CloseWrite shuts down the sending side, when the connection can.
 func (c *rawConn) CloseWrite() error {

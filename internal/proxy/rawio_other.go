@@ -2,10 +2,7 @@
 
 package proxy
 
-import (
-	"os"
-	"syscall"
-)
+import "syscall"
 
 // rawIO: elsewhere than Linux the proxy's sockets use Go's own reads and
 // writes.
@@ -13,5 +10,3 @@ const rawIO = false
 
 func rawRead(uintptr, []byte) (int, syscall.Errno)  { return 0, syscall.ENOSYS }
 func rawWrite(uintptr, []byte) (int, syscall.Errno) { return 0, syscall.ENOSYS }
-
-func syscallError(op string, errno syscall.Errno) error { return os.NewSyscallError(op, errno) }

@@ -400,7 +400,7 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		}
 		if err := c.await(end, gone); err != nil {
 			_ = c.Conn.Close()
-			if c.rw != nil && c.rw.heldWriteFailed() && retry() {
+			if c.rw.heldWriteFailed() && retry() {
 				continue
 			}
 			return exchange{}, err
@@ -410,7 +410,7 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		}
 		if err := c.readHeader(resp); err != nil {
 			_ = c.Conn.Close()
-			if c.rw != nil && c.rw.heldWriteFailed() && retry() {
+			if c.rw.heldWriteFailed() && retry() {
 				continue
 			}
 			if errors.Is(err, fasthttp.ErrTimeout) {
@@ -773,19 +773,19 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 	length := int64(resp.Header.ContentLength())
 	flush := length < 0 || usage.ContentFormat(resp.Header.ContentType()) == usage.SSE
 	cc.writeHeader(status, length)
-	write := func(b []byte) bool {
-		if _, err := cc.Write(b); err != nil {
-			return false
-		}
-		if mw != nil {
+	// write writes b to the client and hands it to the meter; a failure
+	// is kept in cc.werr.
+	write := func(b []byte) {
+		if _, err := cc.Write(b); err == nil && mw != nil {
 			mw.wrote(b)
 		}
-		return true
 	}
-	if len(prefix) > 0 && !write(prefix) {
-		x.done(false)
-		cc.abort()
-		return
+	if len(prefix) > 0 {
+		if write(prefix); cc.werr != nil {
+			x.done(false)
+			cc.abort()
+			return
+		}
 	}
 	pool := p.buffers
 	if flush {
