@@ -34,17 +34,16 @@ OUT=${OUT:-$(mktemp -d /tmp/keywarden-bench.XXXXXX)}
 bench/install.sh
 mkdir -p "$OUT"
 echo "building into $OUT" >&2
-# The sidecars are built as the container image builds them (static,
-# stripped, the time zone database embedded: deploy/container/Dockerfile).
-export CGO_ENABLED=0
-go build -trimpath -tags timetzdata -ldflags "-s -w" -o "$OUT/keywarden" ./cmd/keywarden
-go build -trimpath -tags timetzdata,keywarden_nousage -ldflags "-s -w" -o "$OUT/keywarden-noacct" ./cmd/keywarden
+# The sidecars are built by `make build`, as the image builds them (static,
+# stripped, the time zone database embedded), with extra tags for the variants.
+make -s build BIN="$OUT/keywarden"
+make -s build BIN="$OUT/keywarden-noacct" TAGS=keywarden_nousage
 # Builds with one cloud's store driver (providers/all), for their memory at rest.
 declare -A SLIM=([aws]=keywarden_no_gcp,keywarden_no_vault [gcp]=keywarden_no_aws,keywarden_no_vault [vault]=keywarden_no_aws,keywarden_no_gcp)
 for c in aws gcp vault; do
-  go build -trimpath -tags "timetzdata,${SLIM[$c]}" -ldflags "-s -w" -o "$OUT/keywarden-$c" ./cmd/keywarden
+  make -s build BIN="$OUT/keywarden-$c" TAGS="${SLIM[$c]}"
 done
-go build -trimpath -o "$OUT/benchtool" ./bench/benchtool
+CGO_ENABLED=0 go build -trimpath -o "$OUT/benchtool" ./bench/benchtool
 
 pids=()
 cleanup() {
