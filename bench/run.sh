@@ -130,28 +130,32 @@ sleep 0.5
 for p in "${pids[@]}"; do
   kill -0 "$p" 2>/dev/null || { echo "a process of the run exited (a port of PORT0=$PORT0 in use?)" >&2; exit 1; }
 done
-declare -A IDLE_RSS
-RSS_TARGETS=(sidecar sidecar-tls)
+# Memory, in kB: RSS and its anonymous part (heap, stacks, the runtime's),
+# the rest being the executable's pages, which the page cache shares
+# between every process that runs the same file (see docs/benchmarks.md).
+declare -A IDLE_RSS IDLE_ANON
+NGINX_PIDS=("$NGINX_PID" $(pgrep -P "$NGINX_PID" || true))
+PROXY_PIDS[nginx]="${NGINX_PIDS[*]}"
+PROXY_PIDS[nginx-tls]="${NGINX_PIDS[*]}"
+idle_mem() { read -r "IDLE_RSS[$1]" "IDLE_ANON[$1]" < <("$OUT/benchtool" rss -pid "${PROXY_PIDS[$1]}"); }
+RSS_TARGETS=(nginx sidecar nginx-tls sidecar-tls)
 [ -n "$BASE_BIN" ] && RSS_TARGETS+=(sidecar-base sidecar-base-tls)
-for t in "${RSS_TARGETS[@]}"; do IDLE_RSS[$t]=$("$OUT/benchtool" rss -pid "${PROXY_PIDS[$t]}"); done
+for t in "${RSS_TARGETS[@]}"; do idle_mem "$t"; done
 # The one-cloud builds, idle, one at a time (they serve no load).
 for c in aws gcp vault; do
   start_sidecar "sidecar-$c" "$OUT/keywarden-$c" "${URL[direct]}"
   wait_port "${URL[sidecar-$c]##*:}"
   sleep 0.5
-  IDLE_RSS[sidecar-$c]=$("$OUT/benchtool" rss -pid "${PROXY_PIDS[sidecar-$c]}")
+  idle_mem "sidecar-$c"
   kill "${PROXY_PIDS[sidecar-$c]}"
 done
 
 # CPU time (clock ticks) used so far by the given processes; the proxies'
 # CPU per request is robust to other load on the machine, unlike requests/s.
 cpu_ticks() { for p in "$@"; do awk '{print $14+$15}' "/proc/$p/stat"; done | awk '{s+=$1} END {print s+0}'; }
-NGINX_PIDS=("$NGINX_PID" $(pgrep -P "$NGINX_PID" || true))
 HZ=$(getconf CLK_TCK)
 PROXY_PIDS[direct]=""
 PROXY_PIDS[direct-tls]=""
-PROXY_PIDS[nginx]="${NGINX_PIDS[*]}"
-PROXY_PIDS[nginx-tls]="${NGINX_PIDS[*]}"
 TARGETS=(direct nginx sidecar sidecar-noacct direct-tls nginx-tls sidecar-tls sidecar-noacct-tls)
 [ -n "$BASE_BIN" ] && TARGETS=(direct nginx sidecar sidecar-noacct sidecar-base direct-tls nginx-tls sidecar-tls sidecar-noacct-tls sidecar-base-tls)
 # The direct call a target's added latency is measured against.
@@ -228,21 +232,26 @@ for t in "${TARGETS[@]}"; do
   echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("| %s | %d | %d | %d | %d | %d |" % (sys.argv[1], d["ttfb_p50_us"], d["ttfb_p99_us"], d["total_p50_us"], d["total_p99_us"], d["failed"]))' "$t" >>"$report"
 done
 
-echo >>"$report"
-echo "Idle RSS by build: every driver (the default) $((IDLE_RSS[sidecar] / 1024)) MiB (${IDLE_RSS[sidecar]} kB);" \
-  "AWS only $((IDLE_RSS[sidecar-aws] / 1024)) MiB (${IDLE_RSS[sidecar-aws]} kB);" \
-  "GCP only $((IDLE_RSS[sidecar-gcp] / 1024)) MiB (${IDLE_RSS[sidecar-gcp]} kB);" \
-  "Vault only $((IDLE_RSS[sidecar-vault] / 1024)) MiB (${IDLE_RSS[sidecar-vault]} kB)" \
-  "(env, file and wif are in every build; see providers/all)." >>"$report"
-echo >>"$report"
+mib() { echo $(($1 / 1024)); }
+{
+  echo
+  echo "Idle RSS by build (anonymous part in brackets): every driver (the default) $(mib "${IDLE_RSS[sidecar]}") MiB [$(mib "${IDLE_ANON[sidecar]}")];" \
+    "AWS only $(mib "${IDLE_RSS[sidecar-aws]}") MiB [$(mib "${IDLE_ANON[sidecar-aws]}")];" \
+    "GCP only $(mib "${IDLE_RSS[sidecar-gcp]}") MiB [$(mib "${IDLE_ANON[sidecar-gcp]}")];" \
+    "Vault only $(mib "${IDLE_RSS[sidecar-vault]}") MiB [$(mib "${IDLE_ANON[sidecar-vault]}")]" \
+    "(env, file and wif are in every build; see providers/all)."
+  echo
+  echo "Memory with $STREAMS streams open at once (nginx: master and workers summed; MiB; anon = anonymous part, the rest is the executable's pages):"
+  echo
+  echo "| target | idle RSS | idle anon | RSS, all open | anon, all open | RSS after | completed | failed |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+} >>"$report"
 for t in "${RSS_TARGETS[@]}"; do
   j=$("$OUT/benchtool" streams -url "${URL[$t]}" -n "$STREAMS" -hold "$HOLD" -pid "${PROXY_PIDS[$t]}")
   echo "$j" >"$OUT/streams-$t.json"
-  after=$("$OUT/benchtool" rss -pid "${PROXY_PIDS[$t]}")
-  echo "RSS of $t: idle $((IDLE_RSS[$t] / 1024)) MiB (${IDLE_RSS[$t]} kB);" \
-    "with $STREAMS concurrent streams open $(echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%d MiB (%d kB), %d completed, %d failed" % (d["rss_kb_all_open"]//1024, d["rss_kb_all_open"], d["completed"], d["failed"]))');" \
-    "after they closed $((after / 1024)) MiB." >>"$report"
-  echo >>"$report"
+  read -r after _ < <("$OUT/benchtool" rss -pid "${PROXY_PIDS[$t]}")
+  echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); a=sys.argv; print("| %s | %d | %d | %d | %d | %d | %d | %d |" % (a[1], int(a[2])//1024, int(a[3])//1024, d["rss_kb_all_open"]//1024, d["anon_kb_all_open"]//1024, int(a[4])//1024, d["completed"], d["failed"]))' \
+    "$t" "${IDLE_RSS[$t]}" "${IDLE_ANON[$t]}" "$after" >>"$report"
 done
 cat "$report"
 echo >&2 "raw outputs in $OUT"

@@ -57,11 +57,11 @@ func main() {
 		err = streams(os.Args[2:])
 	case "rss":
 		fs := flag.NewFlagSet("rss", flag.ExitOnError)
-		pid := fs.Int("pid", 0, "process id")
+		pids := fs.String("pid", "", "process ids, separated by commas or spaces (their memory is summed)")
 		_ = fs.Parse(os.Args[2:])
-		var kb int
-		if kb, err = rssKB(*pid); err == nil {
-			fmt.Println(kb)
+		var m memory
+		if m, err = memOf(*pids); err == nil {
+			fmt.Println(m.RSS, m.Anon)
 		}
 	default:
 		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
@@ -334,13 +334,14 @@ func ttfb(args []string) error {
 }
 
 // streams opens n streams at once, each held open by the upstream for
-// hold, reads the RSS of pid while all are open, and reports it.
+// hold, reads the memory of pid (or of several, summed) while all are
+// open, and reports it.
 func streams(args []string) error {
 	fs := flag.NewFlagSet("streams", flag.ExitOnError)
 	url := fs.String("url", "", "base URL")
 	n := fs.Int("n", 1000, "concurrent streams")
 	hold := fs.Duration("hold", 10*time.Second, "how long the upstream holds each stream open")
-	pid := fs.Int("pid", 0, "process whose RSS to read while the streams are open")
+	pids := fs.String("pid", "", "processes whose memory to read while the streams are open, separated by commas or spaces (summed)")
 	_ = fs.Parse(args)
 	cl := client(*n)
 	ctx, cancel := context.WithTimeout(context.Background(), *hold+2*time.Minute)
@@ -375,13 +376,13 @@ func streams(args []string) error {
 			}
 		}()
 	}
-	peak := 0
+	var peak memory
 	select {
 	case <-allOpen:
 		// Sample a few times while every stream is open; keep the largest.
 		for i := 0; i < 5; i++ {
-			if kb, err := rssKB(*pid); err == nil && kb > peak {
-				peak = kb
+			if m, err := memOf(*pids); err == nil && m.RSS > peak.RSS {
+				peak = m
 			}
 			time.Sleep(*hold / 10)
 		}
@@ -391,23 +392,50 @@ func streams(args []string) error {
 	if open.Load() != int64(*n) {
 		return fmt.Errorf("only %d of %d streams opened (%d failed)", open.Load(), *n, failed.Load())
 	}
-	return printJSON(map[string]any{"streams": *n, "completed": completed.Load(), "failed": failed.Load(), "rss_kb_all_open": peak})
+	return printJSON(map[string]any{"streams": *n, "completed": completed.Load(), "failed": failed.Load(), "rss_kb_all_open": peak.RSS, "anon_kb_all_open": peak.Anon})
 }
 
-func rssKB(pid int) (int, error) {
-	if pid == 0 {
-		return 0, errors.New("no -pid")
+// memory is what processes hold in RAM, in kB: RSS (VmRSS) and its
+// anonymous part (RssAnon: heap, stacks, the runtime's own), the rest
+// being pages of files mapped, mostly the executable's, which the page
+// cache shares between every process that runs the same file.
+type memory struct{ RSS, Anon int }
+
+// memOf sums the memory of the process ids in pids, separated by commas
+// or spaces.
+func memOf(pids string) (memory, error) {
+	var sum memory
+	if pids == "" {
+		return sum, errors.New("no -pid")
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			return strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+	for _, p := range strings.FieldsFunc(pids, func(r rune) bool { return r == ',' || r == ' ' }) {
+		pid, err := strconv.Atoi(p)
+		if err != nil || pid <= 0 {
+			return sum, fmt.Errorf("bad process id %q", p)
 		}
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err != nil {
+			return sum, err
+		}
+		var m memory
+		seen := 0
+		for _, line := range strings.Split(string(b), "\n") {
+			for name, v := range map[string]*int{"VmRSS:": &m.RSS, "RssAnon:": &m.Anon} {
+				if rest, ok := strings.CutPrefix(line, name); ok {
+					if *v, err = strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB"))); err != nil {
+						return sum, fmt.Errorf("process %d: %s: %w", pid, name, err)
+					}
+					seen++
+				}
+			}
+		}
+		if seen != 2 {
+			return sum, fmt.Errorf("process %d: no VmRSS or RssAnon", pid)
+		}
+		sum.RSS += m.RSS
+		sum.Anon += m.Anon
 	}
-	return 0, errors.New("no VmRSS")
+	return sum, nil
 }
 
 // pct returns the p-th percentile of d in whole microseconds.
