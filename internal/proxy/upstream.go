@@ -398,17 +398,7 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		if headerTimeout > 0 {
 			end = time.Now().Add(headerTimeout)
 		}
-		if err := c.await(end, gone); err != nil {
-			_ = c.Conn.Close()
-			if c.rw.heldWriteFailed() && retry() {
-				continue
-			}
-			return exchange{}, err
-		}
-		if !headerIn(c.br) {
-			c.setReadDeadline(end) // the rest of the headers, within the timeout
-		}
-		if err := c.readHeader(resp); err != nil {
+		if err := c.readHeader(resp, end, gone); err != nil {
 			_ = c.Conn.Close()
 			if c.rw.heldWriteFailed() && retry() {
 				continue
@@ -423,29 +413,124 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 }
 
 // readHeader reads the answer's header into resp, its body left to
-// stream. A header larger than the connection's buffer (the API's are
-// about 2 KiB) is read again through a larger one: fasthttp's parser only
-// peeks until the header is whole, so nothing was consumed.
-func (c *upConn) readHeader(resp *fasthttp.Response) error {
-	for {
-		resp.Reset()
-		resp.StreamBody = true
-		resp.Header.SetNoDefaultContentType(true)
-		err := resp.Read(c.br)
-		var small *fasthttp.ErrSmallBuffer
-		if err == nil || !errors.As(err, &small) || c.br.Size() >= upMaxHeaderSize {
+// stream. Each header block is read once it is buffered whole (see
+// awaitHeader), so that every wait for the upstream, before the first
+// byte, within a header or between an interim answer and the final one,
+// wakes every watchTick to ask gone whether the client went away, and
+// ends at end (none when zero). Interim answers (1xx: 100 Continue, 103
+// Early Hints) are skipped, at most maxInterim of them. Refused at once,
+// as malformed: a 101 (the sidecar never asks to switch protocols) or a
+// status under 100, and a header block ending in a blank line that is not
+// a CRLF after a CRLF (fasthttp's parser would wait for one). A header
+// larger than the connection's buffer (the API's are about 2 KiB) is read
+// again through a larger one: fasthttp's parser only peeks until the
+// header is whole, so nothing was consumed.
+func (c *upConn) readHeader(resp *fasthttp.Response, end time.Time, gone func() bool) error {
+	resp.Reset()
+	resp.StreamBody = true
+	resp.Header.SetNoDefaultContentType(true)
+	for interim := 0; ; {
+		if err := c.awaitHeader(end, gone); err != nil {
 			return err
 		}
-		c.br = bufio.NewReaderSize(c.br, upMaxHeaderSize) // reads what the small one holds first
+		err := resp.Header.Read(c.br)
+		var small *fasthttp.ErrSmallBuffer
+		if errors.As(err, &small) && c.br.Size() < upMaxHeaderSize {
+			c.br = bufio.NewReaderSize(c.br, upMaxHeaderSize) // reads what the small one holds first
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		status := resp.Header.StatusCode()
+		if status == http.StatusSwitchingProtocols || status < 100 {
+			return fmt.Errorf("%w: status %d", errBadAnswer, status)
+		}
+		if status >= 200 {
+			break
+		}
+		if interim++; interim > maxInterim {
+			return fmt.Errorf("%w: more than %d interim (1xx) answers", errBadAnswer, maxInterim)
+		}
+	}
+	if s := resp.StatusCode(); s == http.StatusNoContent || s == http.StatusNotModified {
+		return nil // no body, whatever the header says
+	}
+	return resp.ReadBody(c.br, 0) // with StreamBody: the body is read as it is copied
+}
+
+// maxInterim bounds the interim answers before a final one (as net/http's
+// client).
+const maxInterim = 5
+
+// errBadAnswer: the upstream's answer cannot be forwarded (502).
+var errBadAnswer = errors.New("proxy: malformed upstream answer")
+
+// awaitHeader waits until c's buffer holds a whole header block, or is
+// full (readHeader then reads through a larger one), or a read failed
+// (the header's read reports it). A block that ends in a blank line
+// fasthttp's parser does not take for one is refused (headerEnd).
+func (c *upConn) awaitHeader(end time.Time, gone func() bool) error {
+	for {
+		b, _ := c.br.Peek(c.br.Buffered())
+		switch headerEnd(b) {
+		case blockWhole:
+			return nil
+		case blockBareLF:
+			return fmt.Errorf("%w: a header line ends in a bare LF", errBadAnswer)
+		}
+		n := len(b)
+		if n >= c.br.Size() {
+			return nil
+		}
+		if err := c.await(n+1, end, gone); err != nil {
+			return err
+		}
+		if c.br.Buffered() == n {
+			return nil // the read failed
+		}
 	}
 }
 
-// await waits until c has something to read (or a read would fail at
+// Where a buffered header block ends (headerEnd).
+const (
+	blockOpen   = iota // nowhere yet: more is to come
+	blockWhole         // at a CRLF after a CRLF
+	blockBareLF        // at another blank line: LF LF, LF CRLF or CRLF LF
+)
+
+// headerEnd reports where the header block at the start of b ends.
+// Blank lines before the start line are skipped, as fasthttp's parser
+// does; the first blank line after it ends the block. fasthttp only sees
+// the end at a CRLF CRLF and waits past any other, where net/http and
+// nginx accept a bare LF: such a block is reported, not waited on.
+func headerEnd(b []byte) int {
+	started := false
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return blockOpen
+		}
+		line := b[i : i+j]
+		blank := len(line) == 0 || len(line) == 1 && line[0] == '\r'
+		switch {
+		case !blank:
+			started = true
+		case started && len(line) == 1 && b[i-2] == '\r':
+			return blockWhole // b[i-1] is the LF of the line before
+		case started:
+			return blockBareLF
+		}
+		i += j + 1
+	}
+}
+
+// await waits until c's buffer holds n bytes (or a read would fail at
 // once: the read reports it), until end at most (none when zero), waking
 // every watchTick to ask gone whether the client went away. It leaves a
 // read deadline at most a watchTick away.
-func (c *upConn) await(end time.Time, gone func() bool) error {
-	if c.br.Buffered() > 0 {
+func (c *upConn) await(n int, end time.Time, gone func() bool) error {
+	if c.br.Buffered() >= n {
 		return nil
 	}
 	now := time.Now()
@@ -460,7 +545,7 @@ func (c *upConn) await(end time.Time, gone func() bool) error {
 		if c.deadline.IsZero() || c.deadline.Sub(now) < watchTick-watchTick/8 || c.deadline.After(next) {
 			c.setReadDeadline(next)
 		}
-		_, err := c.br.Peek(1)
+		_, err := c.br.Peek(n)
 		if err == nil {
 			return nil
 		}
@@ -525,7 +610,7 @@ func (x *exchange) Read(p []byte) (int, error) {
 // none is buffered, asking every watchTick whether the client went away.
 func (x *exchange) wait() error {
 	if x.c.br.Buffered() == 0 && (x.length < 0 || x.read < x.length) && x.resp.BodyStream() != nil {
-		return x.c.await(time.Time{}, x.gone)
+		return x.c.await(1, time.Time{}, x.gone)
 	}
 	return nil
 }

@@ -1,0 +1,149 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The upstream's answers the sidecar reads itself (its HTTP/1.1 client
+// is the sidecar's own, on fasthttp's parser): interim answers, malformed
+// ones, and a client that leaves while an answer's header is under way.
+
+// TestUpstreamInterimAnswers: interim answers (100 Continue, 103 Early
+// Hints; RFC 9110 §15.2: a client must take them unasked) are skipped,
+// however long the final answer takes after them: here longer than the
+// tick at which the sidecar checks that its client is still there (the
+// sidecar answered 504 at that tick before).
+func TestUpstreamInterimAnswers(t *testing.T) {
+	for _, interim := range []int{http.StatusContinue, http.StatusEarlyHints} {
+		t.Run(strconv.Itoa(interim), func(t *testing.T) {
+			up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.ReadAll(r.Body)
+				w.Header().Set("Link", "</style.css>; rel=preload")
+				w.WriteHeader(interim) // sent at once (net/http)
+				w.WriteHeader(interim) // twice: several may come
+				time.Sleep(1500 * time.Millisecond)
+				w.Header().Del("Link")
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, `{"ok":true}`)
+			})
+			e := newEnv(t, up, nil)
+			code, h, body := e.do(t, "POST", "/v1/messages", msgBody)
+			if code != 200 || body != `{"ok":true}` || h.Get("Link") != "" {
+				t.Fatalf("got %d %q (Link %q), want the final answer alone", code, body, h.Get("Link"))
+			}
+		})
+	}
+}
+
+// rawUpstream answers every request with raw, then keeps the connection
+// open until the sidecar closes it (an answer the sidecar waited on would
+// hang the test, not pass it).
+func rawUpstream(t *testing.T, raw string) *upstream {
+	return newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		_, _ = io.WriteString(conn, raw)
+		_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
+		_, _ = io.Copy(io.Discard, brw) // until the sidecar closes it
+	})
+}
+
+// TestUpstreamMalformedAnswers: answers the sidecar cannot forward get a
+// 502 at once, and their connection is not used again.
+func TestUpstreamMalformedAnswers(t *testing.T) {
+	interims := strings.Repeat("HTTP/1.1 103 Early Hints\r\n\r\n", 6)
+	for _, tc := range []struct{ name, raw string }{
+		// The sidecar never asks to switch protocols (it strips Upgrade).
+		{"101 unasked", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"},
+		// fasthttp's parser only ends a header at CRLF CRLF and would
+		// wait for one until the header timeout (10 minutes).
+		{"bare LF lines", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok"},
+		{"LF then CRLF", "HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nok"},
+		{"CRLF then LF", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok"},
+		{"status under 100", "HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok"},
+		{"too many interim answers", interims + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+		{"not HTTP", "SSH-2.0-OpenSSH_9.2\r\n\r\n"},
+		{"two Content-Lengths", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nokk"},
+		{"a CR inside a value", "HTTP/1.1 200 OK\r\nX-A: a\rSet-Cookie: evil=1\r\nContent-Length: 2\r\n\r\nok"},
+		{"an unknown transfer coding", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, rawUpstream(t, tc.raw), nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/v1/messages", strings.NewReader(msgBody))
+			resp, err := e.srv.Client().Do(req)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadGateway || apiErrorType(t, string(b)) != "api_error" {
+				t.Fatalf("got %d %s, want a 502 api_error", resp.StatusCode, b)
+			}
+			if !strings.Contains(e.logs.String(), "proxy: upstream request failed") {
+				t.Errorf("the failure was not logged:\n%s", e.logs.String())
+			}
+		})
+	}
+}
+
+// TestClientGoneWhileAnswerHeaderUnderWay: a client that goes away after
+// the upstream began its answer's header, or sent an interim answer, and
+// before the final header is whole, stops the upstream request (the
+// sidecar waited for the rest with the header timeout, 10 minutes by
+// default, without looking at the client).
+func TestClientGoneWhileAnswerHeaderUnderWay(t *testing.T) {
+	for _, tc := range []struct{ name, raw string }{
+		{"a partial header", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"},
+		{"an interim answer", "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			started, cancelled := make(chan struct{}), make(chan struct{})
+			up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.ReadAll(r.Body)
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer conn.Close()
+				_, _ = io.WriteString(conn, tc.raw)
+				close(started)
+				_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
+				if _, err := bufio.NewReader(conn).ReadByte(); err == io.EOF {
+					close(cancelled) // the sidecar closed the connection
+				}
+			})
+			e := newEnv(t, up, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/v1/messages", strings.NewReader(msgBody))
+			go func() {
+				<-started
+				cancel()
+			}()
+			if resp, err := e.srv.Client().Do(req); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				t.Fatalf("the call returned an answer: %d %s", resp.StatusCode, b)
+			}
+			select {
+			case <-cancelled:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the upstream request was not stopped when the client went away")
+			}
+		})
+	}
+}
