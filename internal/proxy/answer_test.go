@@ -46,6 +46,12 @@ func TestUpstreamInterimAnswers(t *testing.T) {
 // open until the sidecar closes it (an answer the sidecar waited on would
 // hang the test, not pass it).
 func rawUpstream(t *testing.T, raw string) *upstream {
+	return hijackUpstream(t, raw, func(r *bufio.Reader) { _, _ = io.Copy(io.Discard, r) })
+}
+
+// hijackUpstream answers every request with raw on its net.Conn, then
+// calls after with the connection's reader (a minute's read deadline).
+func hijackUpstream(t *testing.T, raw string, after func(r *bufio.Reader)) *upstream {
 	return newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.ReadAll(r.Body)
 		conn, brw, err := http.NewResponseController(w).Hijack()
@@ -56,7 +62,7 @@ func rawUpstream(t *testing.T, raw string) *upstream {
 		defer conn.Close()
 		_, _ = io.WriteString(conn, raw)
 		_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
-		_, _ = io.Copy(io.Discard, brw) // until the sidecar closes it
+		after(brw.Reader)
 	})
 }
 
@@ -112,38 +118,13 @@ func TestClientGoneWhileAnswerHeaderUnderWay(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			started, cancelled := make(chan struct{}), make(chan struct{})
-			up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
-				_, _ = io.ReadAll(r.Body)
-				conn, _, err := http.NewResponseController(w).Hijack()
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				defer conn.Close()
-				_, _ = io.WriteString(conn, tc.raw)
+			up := hijackUpstream(t, tc.raw, func(r *bufio.Reader) {
 				close(started)
-				_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
-				if _, err := bufio.NewReader(conn).ReadByte(); err == io.EOF {
+				if _, err := r.ReadByte(); err == io.EOF {
 					close(cancelled) // the sidecar closed the connection
 				}
 			})
-			e := newEnv(t, up, nil)
-			ctx, cancel := context.WithCancel(context.Background())
-			req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/v1/messages", strings.NewReader(msgBody))
-			go func() {
-				<-started
-				cancel()
-			}()
-			if resp, err := e.srv.Client().Do(req); err == nil {
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				t.Fatalf("the call returned an answer: %d %s", resp.StatusCode, b)
-			}
-			select {
-			case <-cancelled:
-			case <-time.After(20 * time.Second):
-				t.Fatal("the upstream request was not stopped when the client went away")
-			}
+			abandonCall(t, newEnv(t, up, nil), started, cancelled)
 		})
 	}
 }

@@ -31,6 +31,14 @@ func TestClientGoneCancelsLongCall(t *testing.T) {
 		close(cancelled)
 	})
 	e := newEnv(t, up, nil) // the header timeout is the default 10 minutes
+	abandonCall(t, e, started, cancelled)
+}
+
+// abandonCall sends a Messages call through e and goes away once started
+// is closed; it fails unless cancelled is closed soon after (the upstream
+// saw its request stopped).
+func abandonCall(t *testing.T, e *env, started, cancelled <-chan struct{}) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/v1/messages", strings.NewReader(msgBody))
 	go func() {
@@ -45,7 +53,7 @@ func TestClientGoneCancelsLongCall(t *testing.T) {
 	select {
 	case <-cancelled:
 	case <-time.After(20 * time.Second):
-		t.Fatal("the upstream request was not cancelled when the client went away")
+		t.Fatal("the upstream request was not stopped when the client went away")
 	}
 }
 
