@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keywarden/keywarden/internal/proxy"
 )
 
 // The upstream's answers the sidecar reads itself (its HTTP/1.1 client
@@ -125,6 +127,45 @@ func TestClientGoneWhileAnswerHeaderUnderWay(t *testing.T) {
 				}
 			})
 			abandonCall(t, newEnv(t, up, nil), started, cancelled)
+		})
+	}
+}
+
+// TestUpstreamEarlyAnswer: an answer the upstream sends before it read
+// the request's body (a 413 for a body too large), closing the connection
+// on the rest, is the client's answer. The sidecar answered 502 (writing
+// the body failed), which SDKs retry, uploading the body again. The
+// client, still sending its body, reads the answer: the sidecar reads and
+// drops the rest of the body before it closes (it dropped 256 KiB and
+// reset the connection, and the reset could destroy the answer).
+func TestUpstreamEarlyAnswer(t *testing.T) {
+	const tooLarge = `{"type":"error","error":{"type":"request_too_large","message":"Request exceeds the maximum allowed number of bytes."}}`
+	up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		// net/http's server: the body unread, it closes the connection.
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		io.WriteString(w, tooLarge)
+	})
+	body := `{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"` + strings.Repeat("a", 8<<20) + `"}]}`
+	for _, tc := range []struct {
+		name string
+		keep int64
+	}{
+		{"a body kept for a retry", 16 << 20},
+		{"a streamed body", 0}, // the default: 1 MiB kept at most
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, up, func(o *proxy.Options) { o.MaxRetryBody = tc.keep })
+			w := dialWire(t, e.srv.Addr())
+			w.send("POST /v1/messages HTTP/1.1\r\nHost: sidecar\r\nContent-Type: application/json\r\nContent-Length: " +
+				strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+			resp, got := w.answer("POST")
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || got != tooLarge {
+				t.Fatalf("got %d %s, want the upstream's 413", resp.StatusCode, got)
+			}
+			if tc.keep == 0 && !w.closed() {
+				t.Error("the connection was kept after a body left unread")
+			}
 		})
 	}
 }

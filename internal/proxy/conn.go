@@ -376,21 +376,48 @@ func (cc *clientConn) badRequest(err error) {
 	cc.linger = true
 }
 
-// lingerTime is how long a connection closed with input still unread
-// keeps reading it: closing at once would reset the connection, and the
-// reset can destroy the answer before the client read it (net/http waits
-// as long).
-const lingerTime = 500 * time.Millisecond
+// A connection closed with input still unread (a body refused, or
+// answered early by the upstream while the client was still sending it)
+// keeps reading and dropping that input first: closing at once would
+// reset the connection, and the reset can destroy the answer before the
+// client read it. It reads while the client keeps sending, lingerTime at
+// most between two reads and lingerMax in all (nginx's lingering_timeout
+// and lingering_time, 5 s and 30 s), so that a client still uploading a
+// large body gets to read the answer; net/http's server drops at most
+// 256 KiB, after which a large upload loses the answer to the reset.
+const (
+	lingerTime = 500 * time.Millisecond
+	lingerMax  = 5 * time.Second
+)
 
 // lingerClose closes the sending side, then reads and drops what the
-// client still sends, for lingerTime at most, and closes.
+// client still sends (see lingerTime), and closes.
 func (cc *clientConn) lingerClose() {
 	if cw, ok := cc.Conn.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
-		_ = cc.SetReadDeadline(time.Now().Add(lingerTime))
-		_, _ = io.Copy(io.Discard, io.LimitReader(cc.Conn, maxDiscard))
+		_, _ = io.Copy(io.Discard, &lingerReader{Conn: cc.Conn, end: time.Now().Add(lingerMax)})
 	}
 	_ = cc.Conn.Close()
+}
+
+// lingerReader reads a connection within lingerTime of each read and
+// until end.
+type lingerReader struct {
+	net.Conn
+	end time.Time
+}
+
+func (r *lingerReader) Read(p []byte) (int, error) {
+	now := time.Now()
+	if !now.Before(r.end) {
+		return 0, io.EOF
+	}
+	d := now.Add(lingerTime)
+	if d.After(r.end) {
+		d = r.end
+	}
+	_ = r.SetReadDeadline(d)
+	return r.Conn.Read(p)
 }
 
 // header returns the answer's header, to be filled before writeHeader;

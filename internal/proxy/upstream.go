@@ -279,13 +279,19 @@ func (p *hostPool) tunnel(ctx context.Context, d *net.Dialer) (net.Conn, error) 
 
 // alive reports that the upstream has not closed c nor sent anything on
 // it: a non-blocking peek finds nothing to read.
-func (c *upConn) alive() bool {
+func (c *upConn) alive() bool { return c.peek() == sockEmpty }
+
+// peek looks at c's socket without reading from it (peekSocket);
+// sockEmpty when c has no descriptor to look at.
+func (c *upConn) peek() sockState {
 	if c.raw == nil {
-		return true
+		return sockEmpty
 	}
 	st := sockClosed
-	err := c.raw.Read(func(fd uintptr) bool { st = peekSocket(fd); return true })
-	return err == nil && st == sockEmpty
+	if err := c.raw.Read(func(fd uintptr) bool { st = peekSocket(fd); return true }); err != nil {
+		return sockClosed
+	}
+	return st
 }
 
 // put keeps c for another request, or closes it when the pool is full.
@@ -379,6 +385,10 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 			// (rawConn.holdWrites): one system call less.
 			c.rw.holdWrites()
 		}
+		var end time.Time
+		if headerTimeout > 0 {
+			end = time.Now().Add(headerTimeout)
+		}
 		bw := writerPool.Get().(*bufio.Writer)
 		bw.Reset(c.Conn)
 		err = req.Write(bw)
@@ -388,17 +398,19 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		bw.Reset(nil)
 		writerPool.Put(bw)
 		if err != nil {
+			if c.earlyAnswer(resp, end, gone) {
+				return exchange{c: c, resp: resp, gone: gone, length: int64(resp.Header.ContentLength())}, nil
+			}
 			_ = c.Conn.Close()
 			if retry() {
 				continue
 			}
 			return exchange{}, err
 		}
-		var end time.Time
-		if headerTimeout > 0 {
-			end = time.Now().Add(headerTimeout)
-		}
 		if err := c.readHeader(resp, end, gone); err != nil {
+			if c.rw.heldWriteFailed() && c.earlyAnswer(resp, end, gone) {
+				return exchange{c: c, resp: resp, gone: gone, length: int64(resp.Header.ContentLength())}, nil
+			}
 			_ = c.Conn.Close()
 			if c.rw.heldWriteFailed() && retry() {
 				continue
@@ -457,6 +469,29 @@ func (c *upConn) readHeader(resp *fasthttp.Response, end time.Time, gone func() 
 		return nil // no body, whatever the header says
 	}
 	return resp.ReadBody(c.br, 0) // with StreamBody: the body is read as it is copied
+}
+
+// earlyAnswer reads the answer the upstream sent before it stopped
+// reading the request, after writing the request failed: a 413 for a body
+// too large, a 401 before the body, sent before the upstream closed the
+// connection (which resets it: its unread request). What the upstream sent
+// is still there to be read, and is the request's answer, as net/http's
+// client takes it. False when nothing came, as from an idle connection
+// the upstream had closed meanwhile; a 408 on a reused connection is such
+// a server's farewell to an idle connection, not an answer. The
+// connection is not used again.
+func (c *upConn) earlyAnswer(resp *fasthttp.Response, end time.Time, gone func() bool) bool {
+	if c.br.Buffered() == 0 && c.peek() != sockData {
+		return false
+	}
+	if err := c.readHeader(resp, end, gone); err != nil {
+		return false
+	}
+	if c.reused && resp.StatusCode() == http.StatusRequestTimeout {
+		return false
+	}
+	resp.SetConnectionClose()
+	return true
 }
 
 // maxInterim bounds the interim answers before a final one (as net/http's
