@@ -169,3 +169,73 @@ func TestUpstreamEarlyAnswer(t *testing.T) {
 		})
 	}
 }
+
+// stalledUpstream takes a request's header and then reads nothing more,
+// keeping the connection open: it answers with answer first, when given.
+func stalledUpstream(t *testing.T, answer string) *upstream {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	return newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		_, _ = io.WriteString(conn, answer)
+		<-release
+	})
+}
+
+// TestUpstreamStopsReading: an upstream that stops reading a large
+// request body without closing the connection does not strand the
+// request: an answer it sent meanwhile is the client's (within a watch
+// tick), and one that neither reads nor answers for the header timeout
+// gets a 504. The sidecar waited for room in the socket until the
+// upstream closed the connection, holding the request, its client and
+// its goroutine.
+func TestUpstreamStopsReading(t *testing.T) {
+	big := `{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"` + strings.Repeat("a", 16<<20) + `"}]}`
+	t.Run("answered", func(t *testing.T) {
+		const tooLarge = `{"type":"error","error":{"type":"request_too_large","message":"too large"}}`
+		up := stalledUpstream(t, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\nContent-Length: "+
+			strconv.Itoa(len(tooLarge))+"\r\n\r\n"+tooLarge)
+		e := newEnv(t, up, nil)
+		code, _, body := e.do(t, "POST", "/v1/messages", big)
+		if code != http.StatusRequestEntityTooLarge || body != tooLarge {
+			t.Fatalf("got %d %s, want the upstream's 413", code, body)
+		}
+	})
+	t.Run("silent", func(t *testing.T) {
+		e := newEnv(t, stalledUpstream(t, ""), func(o *proxy.Options) { o.HeaderTimeout = 2 * time.Second })
+		code, _, body := e.do(t, "POST", "/v1/messages", big)
+		if code != http.StatusGatewayTimeout || apiErrorType(t, body) != "api_error" {
+			t.Fatalf("got %d %s, want a 504", code, body)
+		}
+	})
+}
+
+// TestClientGoneAfterPipelining: a client that pipelined a next request
+// behind a long call and then closed its connection stops the call: the
+// sidecar's peek at the socket saw the pipelined bytes, not the end
+// behind them, and the abandoned call ran to its end.
+func TestClientGoneAfterPipelining(t *testing.T) {
+	started, cancelled := make(chan struct{}), make(chan struct{})
+	up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		close(started)
+		<-r.Context().Done()
+		close(cancelled)
+	})
+	e := newEnv(t, up, nil)
+	w := dialWire(t, e.srv.Addr())
+	w.send(messagesReq(helloBody, ""))
+	<-started
+	w.send(modelsReq) // left in the socket: the sidecar reads it after the call
+	w.c.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the upstream request was not stopped when the client went away")
+	}
+}

@@ -535,14 +535,19 @@ func (cc *clientConn) lendWriter() {
 }
 
 // gone reports whether the client closed or reset its connection, without
-// reading from it: bytes it sent meanwhile (a pipelined request) are left
-// for the next read.
+// reading from it: bytes it sent meanwhile (a pipelined request, the rest
+// of a body) are left for the next read. Behind such bytes a peek does not
+// see the end; TCP's state does (peerClosed).
 func (cc *clientConn) gone() bool {
 	if cc.raw == nil {
 		return false
 	}
 	st := sockClosed
-	if err := cc.raw.Control(func(fd uintptr) { st = peekSocket(fd) }); err != nil {
+	if err := cc.raw.Control(func(fd uintptr) {
+		if st = peekSocket(fd); st == sockData && peerClosed(fd) {
+			st = sockClosed
+		}
+	}); err != nil {
 		return true
 	}
 	return st == sockClosed

@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
 	"syscall"
+	"time"
 )
 
 // Reads and writes of the proxy's sockets, client and upstream, without
@@ -44,6 +46,10 @@ type rawConn struct {
 
 	// beforeRead, when set, runs before each Read (upConn.onRead).
 	beforeRead func() error
+	// whileFull, when set, runs every watchTick while a Write waits for
+	// room in the socket, told how long the Write has made no progress;
+	// an error it returns ends the Write (upConn.whileFull).
+	whileFull func(stalled time.Duration) error
 }
 
 // maxHeld bounds the bytes a connection holds: a larger write goes out at
@@ -196,22 +202,45 @@ func (c *rawConn) Write(p []byte) (int, error) {
 	}
 	var done int
 	var errno syscall.Errno
-	err := c.rc.Write(func(fd uintptr) bool {
-		n, e := writeSome(fd, p[done:])
-		done += n
-		if e == syscall.EAGAIN {
-			return false // wait for room
+	watching := false // a write deadline is set for whileFull
+	var progress time.Time
+	var lastDone int
+	for {
+		full := false
+		err := c.rc.Write(func(fd uintptr) bool {
+			n, e := writeSome(fd, p[done:])
+			done += n
+			if e == syscall.EAGAIN {
+				full = true
+				// Wait for room; first set a deadline when watched.
+				return !watching && c.whileFull != nil
+			}
+			errno = e
+			return true
+		})
+		if full && c.whileFull != nil && (err == nil || watching && errors.Is(err, os.ErrDeadlineExceeded)) {
+			now := time.Now()
+			if !watching || done > lastDone {
+				progress, lastDone = now, done
+			} else if werr := c.whileFull(now.Sub(progress)); werr != nil {
+				_ = c.Conn.SetWriteDeadline(time.Time{})
+				return done, werr
+			}
+			watching = true
+			_ = c.Conn.SetWriteDeadline(now.Add(watchTick))
+			continue
 		}
-		errno = e
-		return true
-	})
-	switch {
-	case err != nil:
-		return done, c.opError("write", err)
-	case errno != 0:
-		return done, c.opError("write", errno)
+		if watching {
+			_ = c.Conn.SetWriteDeadline(time.Time{})
+		}
+		switch {
+		case err != nil:
+			return done, c.opError("write", err)
+		case errno != 0:
+			return done, c.opError("write", errno)
+		}
+		return done, nil
 	}
-	return done, nil
 }
 
 // opError wraps err as net.Conn's methods do.

@@ -10,3 +10,6 @@ const rawIO = false
 
 func rawRead(uintptr, []byte) (int, syscall.Errno)  { return 0, syscall.ENOSYS }
 func rawWrite(uintptr, []byte) (int, syscall.Errno) { return 0, syscall.ENOSYS }
+
+// peerClosed: unknown elsewhere than Linux.
+func peerClosed(uintptr) bool { return false }

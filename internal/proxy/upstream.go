@@ -97,6 +97,12 @@ type upConn struct {
 	beforeRead func() error
 
 	deadline time.Time // the read deadline set (zero: none)
+
+	isTLS bool
+	// While a request is written (see whileFull): whether its client went
+	// away, and how long the upstream may read nothing of it.
+	gone       func() bool
+	stallLimit time.Duration
 }
 
 // newHostPool returns the pool of the upstream u: TLS with the system roots
@@ -185,10 +191,40 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 		}
 		conn = tc
 	}
-	c := &upConn{Conn: conn, raw: raw, rw: rw, pool: p}
+	c := &upConn{Conn: conn, raw: raw, rw: rw, pool: p, isTLS: p.tls != nil}
 	c.br = bufio.NewReaderSize(c, upReadBufferSize)
+	if rw != nil {
+		rw.whileFull = c.whileFull
+	}
 	return c, nil
 }
+
+// whileFull runs every watchTick while writing a request has made no
+// progress (rawConn.whileFull): the upstream stopped reading it. It ends
+// the write when the upstream answered meanwhile (a 413 for a body too
+// large, the connection left open: the answer is read then, earlyAnswer),
+// when the client went away (seen once the client's end reached the
+// sidecar: a client whose own unsent body waits behind the stall cannot
+// be seen leaving), or when the upstream has read nothing for the header
+// timeout (a 504, as nginx's proxy_send_timeout). An answer is seen as
+// bytes on a socket that holds nothing else: a plain one, or a TLS one
+// past its first answer (until then the server's session tickets may wait
+// there unread).
+func (c *upConn) whileFull(stalled time.Duration) error {
+	if (!c.isTLS || c.reused) && c.peek() == sockData {
+		return errEarlyAnswer
+	}
+	if c.gone != nil && c.gone() {
+		return errClientGone
+	}
+	if c.stallLimit > 0 && stalled >= c.stallLimit {
+		return errHeaderTimeout
+	}
+	return nil
+}
+
+// errEarlyAnswer ends writing a request the upstream answered already.
+var errEarlyAnswer = errors.New("proxy: the upstream answered before it read the whole request")
 
 // onRead sets f to run before each read from the network, or none (nil):
 // during a stream it sends the client what was written to it, so that
@@ -378,8 +414,13 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 			return exchange{}, err
 		}
 		// retry: a request that did not reach the upstream on a reused
-		// connection (the upstream closed it meanwhile) goes again once.
-		retry := func() bool { return c.reused && try == 0 && replayable && ctx.Err() == nil }
+		// connection (the upstream closed it meanwhile) goes again once,
+		// unless its client went away or the upstream took it and then
+		// stalled.
+		retry := func(err error) bool {
+			return c.reused && try == 0 && replayable && ctx.Err() == nil &&
+				!errors.Is(err, errClientGone) && !errors.Is(err, errHeaderTimeout)
+		}
 		if c.rw != nil && replayable {
 			// The request goes out with the first read of its answer
 			// (rawConn.holdWrites): one system call less.
@@ -391,6 +432,7 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		}
 		bw := writerPool.Get().(*bufio.Writer)
 		bw.Reset(c.Conn)
+		c.gone, c.stallLimit = gone, headerTimeout
 		err = req.Write(bw)
 		if err == nil {
 			err = bw.Flush()
@@ -398,21 +440,24 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		bw.Reset(nil)
 		writerPool.Put(bw)
 		if err != nil {
+			c.gone, c.stallLimit = nil, 0
 			if c.earlyAnswer(resp, end, gone) {
 				return exchange{c: c, resp: resp, gone: gone, length: int64(resp.Header.ContentLength())}, nil
 			}
 			_ = c.Conn.Close()
-			if retry() {
+			if retry(err) {
 				continue
 			}
 			return exchange{}, err
 		}
-		if err := c.readHeader(resp, end, gone); err != nil {
+		err = c.readHeader(resp, end, gone) // a held request is written with its first read
+		c.gone, c.stallLimit = nil, 0
+		if err != nil {
 			if c.rw.heldWriteFailed() && c.earlyAnswer(resp, end, gone) {
 				return exchange{c: c, resp: resp, gone: gone, length: int64(resp.Header.ContentLength())}, nil
 			}
 			_ = c.Conn.Close()
-			if c.rw.heldWriteFailed() && retry() {
+			if c.rw.heldWriteFailed() && retry(err) {
 				continue
 			}
 			if errors.Is(err, fasthttp.ErrTimeout) {
