@@ -48,14 +48,17 @@ func TestUpstreamInterimAnswers(t *testing.T) {
 // open until the sidecar closes it (an answer the sidecar waited on would
 // hang the test, not pass it).
 func rawUpstream(t *testing.T, raw string) *upstream {
-	return hijackUpstream(t, raw, func(r *bufio.Reader) { _, _ = io.Copy(io.Discard, r) })
+	return hijackUpstream(t, true, raw, func(r *bufio.Reader) { _, _ = io.Copy(io.Discard, r) })
 }
 
-// hijackUpstream answers every request with raw on its net.Conn, then
-// calls after with the connection's reader (a minute's read deadline).
-func hijackUpstream(t *testing.T, raw string, after func(r *bufio.Reader)) *upstream {
+// hijackUpstream answers every request with raw on its net.Conn, after
+// reading its body whole when readBody, then calls after with the
+// connection's reader (a minute's read deadline).
+func hijackUpstream(t *testing.T, readBody bool, raw string, after func(r *bufio.Reader)) *upstream {
 	return newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.ReadAll(r.Body)
+		if readBody {
+			_, _ = io.ReadAll(r.Body)
+		}
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			t.Error(err)
@@ -120,7 +123,7 @@ func TestClientGoneWhileAnswerHeaderUnderWay(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			started, cancelled := make(chan struct{}), make(chan struct{})
-			up := hijackUpstream(t, tc.raw, func(r *bufio.Reader) {
+			up := hijackUpstream(t, true, tc.raw, func(r *bufio.Reader) {
 				close(started)
 				if _, err := r.ReadByte(); err == io.EOF {
 					close(cancelled) // the sidecar closed the connection
@@ -175,16 +178,7 @@ func TestUpstreamEarlyAnswer(t *testing.T) {
 func stalledUpstream(t *testing.T, answer string) *upstream {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	return newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
-		conn, _, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close()
-		_, _ = io.WriteString(conn, answer)
-		<-release
-	})
+	return hijackUpstream(t, false, answer, func(*bufio.Reader) { <-release })
 }
 
 // TestUpstreamStopsReading: an upstream that stops reading a large

@@ -150,8 +150,18 @@ func TestUpstreamThroughProxyEnv(t *testing.T) {
 	t.Setenv("NO_PROXY", "")
 	target := &url.URL{Scheme: "http", Host: "upstream.test:" + upURL.Port()}
 	e := newEnv(t, up, func(o *proxy.Options) { o.Routes[0].Upstream = target })
-	if code, _, body := e.do(t, "GET", "/v1/models", ""); code != 200 {
-		t.Fatalf("got %d %s", code, body)
+	// The tunnel is up at once (reading the CONNECT answer as a GET's
+	// waited for its body until the 30-second dial timeout).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/v1/models", nil)
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("through the proxy: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("got %d", resp.StatusCode)
 	}
 	e.p.CloseIdleConnections()
 	mu.Lock()

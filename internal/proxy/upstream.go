@@ -295,11 +295,15 @@ func (p *hostPool) tunnel(ctx context.Context, d *net.Dialer) (net.Conn, error) 
 		return fail(err)
 	}
 	br := bufio.NewReaderSize(conn, 1024)
-	resp, err := http.ReadResponse(br, nil)
+	// The answer's body is never read nor closed (as net/http's client):
+	// net/http takes a CONNECT's 200 without a length as a body running to
+	// the end of the connection, so closing it read the tunnel until the
+	// dial timeout, 30 s per new connection. A refusal closes the
+	// connection.
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
 	if err != nil {
 		return fail(err)
 	}
-	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fail(fmt.Errorf("CONNECT answered %s", resp.Status))
 	}
