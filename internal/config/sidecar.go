@@ -162,13 +162,15 @@ type RateLimit struct {
 
 // Timeouts of the sidecar; internal/proxy/settings owns their defaults.
 type Timeouts struct {
-	// Header bounds the wait for the upstream's response headers
+	// Header bounds the wait for the upstream's response headers, and
+	// for an upstream that reads nothing of a request body
 	// (settings.DefaultHeaderTimeout).
 	Header Duration `yaml:"header"`
 	// ClientHeader bounds reading a client's request headers
 	// (settings.DefaultClientHeaderTimeout).
 	ClientHeader Duration `yaml:"client_header"`
-	// Idle closes keep-alive connections idle this long
+	// Idle closes keep-alive connections idle this long, and cuts off a
+	// client that reads nothing of its answer for this long
 	// (settings.DefaultIdleTimeout).
 	Idle Duration `yaml:"idle"`
 	// Shutdown is how long in-flight requests and streams may run after

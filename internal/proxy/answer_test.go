@@ -3,8 +3,10 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -231,5 +233,37 @@ func TestClientGoneAfterPipelining(t *testing.T) {
 	case <-cancelled:
 	case <-time.After(20 * time.Second):
 		t.Fatal("the upstream request was not stopped when the client went away")
+	}
+}
+
+// TestClientStopsReading: a client that reads nothing of a stream for the
+// idle timeout is cut off, and its upstream request stopped (as nginx's
+// send_timeout). The sidecar waited to write to it for as long as it
+// stayed connected, holding the stream upstream.
+func TestClientStopsReading(t *testing.T) {
+	cancelled := make(chan struct{})
+	up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		event := "event: ping\ndata: " + strings.Repeat("p", 32<<10) + "\n\n"
+		for r.Context().Err() == nil {
+			if _, err := io.WriteString(w, event); err != nil {
+				break
+			}
+			http.NewResponseController(w).Flush()
+		}
+		close(cancelled)
+	})
+	e := newEnv(t, up, func(o *proxy.Options) { o.IdleTimeout = 2 * time.Second })
+	w := dialWire(t, e.srv.Addr())
+	w.send(messagesReq(`{"model":"claude-sonnet-4-6","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"Hi"}]}`, ""))
+	select { // reading nothing
+	case <-cancelled:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stream went on for a client that read nothing of it")
+	}
+	_ = w.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, w.br); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Error("the client's connection was kept") // else it ends, closed or reset
 	}
 }

@@ -553,6 +553,21 @@ func (cc *clientConn) gone() bool {
 	return st == sockClosed
 }
 
+// whileFull runs every watchTick while writing to the client has made no
+// progress (rawConn.whileFull): a client that reads nothing of its answer
+// for the idle timeout is cut off, which stops its upstream request (as
+// nginx's send_timeout). It held the stream, its upstream request and its
+// goroutine for as long as it stayed connected.
+func (cc *clientConn) whileFull(stalled time.Duration) error {
+	if stalled >= cc.srv.p.opts.IdleTimeout {
+		return errClientStalled
+	}
+	return nil
+}
+
+// errClientStalled ends an answer its client stopped reading.
+var errClientStalled = errors.New("proxy: the client read nothing of its answer for the idle timeout")
+
 // awaitRequest waits, within the read deadline, until the client sent
 // something (or closed the connection), without reading it.
 func (cc *clientConn) awaitRequest() error {
@@ -626,6 +641,9 @@ func newClientConn(s *Server, h handler, c net.Conn) *clientConn {
 	c = withRawIO(c)
 	cc := &clientConn{Conn: c, srv: s, h: h, hdr: http.Header{}, addr: c.RemoteAddr().String()}
 	cc.goneFn, cc.sendFn = cc.gone, cc.sendPending
+	if rc, ok := c.(*rawConn); ok {
+		rc.whileFull = cc.whileFull
+	}
 	if sc, ok := c.(syscall.Conn); ok {
 		cc.raw, _ = sc.SyscallConn()
 	}

@@ -91,13 +91,16 @@ type Options struct {
 	RPS         float64
 	Burst       int
 	Concurrency int
-	// HeaderTimeout bounds the wait for upstream response headers
+	// HeaderTimeout bounds the wait for upstream response headers, and
+	// for an upstream that reads nothing of a request body
 	// (settings.DefaultHeaderTimeout).
 	HeaderTimeout time.Duration
 	// ClientHeaderTimeout bounds reading a client's request headers
 	// (settings.DefaultClientHeaderTimeout).
 	ClientHeaderTimeout time.Duration
-	// IdleTimeout closes idle keep-alive connections (settings.DefaultIdleTimeout).
+	// IdleTimeout closes idle keep-alive connections, and cuts off a
+	// client that reads nothing of its answer for as long
+	// (settings.DefaultIdleTimeout).
 	IdleTimeout time.Duration
 	// ShutdownTimeout bounds the drain of in-flight requests
 	// (settings.DefaultShutdownTimeout).

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -50,6 +51,37 @@ type rawConn struct {
 	// room in the socket, told how long the Write has made no progress;
 	// an error it returns ends the Write (upConn.whileFull).
 	whileFull func(stalled time.Duration) error
+	// wdl is the write deadline set (Unix nanoseconds, 0: none), which a
+	// watched write keeps; set from any goroutine (a TLS handshake's
+	// cancellation sets one).
+	wdl atomic.Int64
+}
+
+// SetWriteDeadline sets the write deadline.
+func (c *rawConn) SetWriteDeadline(t time.Time) error {
+	c.wdl.Store(unixNano(t))
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline sets the read and write deadlines.
+func (c *rawConn) SetDeadline(t time.Time) error {
+	c.wdl.Store(unixNano(t))
+	return c.Conn.SetDeadline(t)
+}
+
+// writeDeadline returns the write deadline set.
+func (c *rawConn) writeDeadline() time.Time {
+	if n := c.wdl.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // maxHeld bounds the bytes a connection holds: a larger write goes out at
@@ -219,19 +251,27 @@ func (c *rawConn) Write(p []byte) (int, error) {
 			return true
 		})
 		if full && c.whileFull != nil && (err == nil || watching && errors.Is(err, os.ErrDeadlineExceeded)) {
-			now := time.Now()
-			if !watching || done > lastDone {
-				progress, lastDone = now, done
-			} else if werr := c.whileFull(now.Sub(progress)); werr != nil {
-				_ = c.Conn.SetWriteDeadline(time.Time{})
-				return done, werr
+			now, wdl := time.Now(), c.writeDeadline()
+			if !wdl.IsZero() && !now.Before(wdl) {
+				err = os.ErrDeadlineExceeded // the deadline set, not a tick
+			} else {
+				if !watching || done > lastDone {
+					progress, lastDone = now, done
+				} else if werr := c.whileFull(now.Sub(progress)); werr != nil {
+					_ = c.Conn.SetWriteDeadline(wdl)
+					return done, werr
+				}
+				watching = true
+				next := now.Add(watchTick)
+				if !wdl.IsZero() && wdl.Before(next) {
+					next = wdl
+				}
+				_ = c.Conn.SetWriteDeadline(next)
+				continue
 			}
-			watching = true
-			_ = c.Conn.SetWriteDeadline(now.Add(watchTick))
-			continue
 		}
 		if watching {
-			_ = c.Conn.SetWriteDeadline(time.Time{})
+			_ = c.Conn.SetWriteDeadline(c.writeDeadline())
 		}
 		switch {
 		case err != nil:

@@ -103,13 +103,21 @@ func TestRawConnDeadlines(t *testing.T) {
 	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read past its deadline: %v, want a timeout", err)
 	}
-	// A peer that reads nothing: the write fills the buffers, then times out.
-	_ = rc.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	// A peer that reads nothing: the write fills the buffers, then times
+	// out, watched (whileFull) or not: the watch keeps the deadline set.
 	big := make([]byte, 64<<20)
-	n, err := rc.Write(big)
-	if !errors.As(err, &ne) || !ne.Timeout() || n >= len(big) {
-		t.Fatalf("write past its deadline: %d, %v; want a timeout", n, err)
+	for _, watched := range []bool{false, true} {
+		rc.whileFull = nil
+		if watched {
+			rc.whileFull = func(time.Duration) error { return nil }
+		}
+		_ = rc.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+		n, err := rc.Write(big)
+		if !errors.As(err, &ne) || !ne.Timeout() || n >= len(big) {
+			t.Fatalf("write past its deadline (watched %v): %d, %v; want a timeout", watched, n, err)
+		}
 	}
+	rc.whileFull = nil
 	// A deadline in the past wakes a read under way (how a request is stopped).
 	_ = rc.SetReadDeadline(time.Time{})
 	done := make(chan error, 1)
