@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,5 +268,51 @@ func TestClientStopsReading(t *testing.T) {
 	_ = w.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.Copy(io.Discard, w.br); errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Error("the client's connection was kept") // else it ends, closed or reset
+	}
+}
+
+// TestUpstreamHandshakeNeverEnds: an https upstream that takes the
+// connection and never completes the TLS handshake gets a 504 that says
+// the upstream could not be reached, within the header timeout (connecting
+// is part of that wait); the log names the handshake. It was a 504 after
+// the handshake's own 10 s, saying no header came, logged as "context
+// deadline exceeded".
+func TestUpstreamHandshakeNeverEnds(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, silent
+			mu.Unlock()
+		}
+	}()
+	target := &url.URL{Scheme: "https", Host: ln.Addr().String()}
+	e := newEnv(t, newUpstreamFunc(t, nil), func(o *proxy.Options) {
+		o.Routes[0].Upstream = target
+		o.HeaderTimeout = time.Second
+	})
+	code, _, body := e.do(t, "GET", "/v1/models", "")
+	if code != http.StatusGatewayTimeout || !strings.Contains(body, "could not be reached in time") {
+		t.Fatalf("got %d %s, want a 504 saying the upstream could not be reached", code, body)
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "TLS handshake") {
+		t.Errorf("the log does not name the handshake:\n%s", logs)
 	}
 }

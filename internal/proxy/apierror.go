@@ -56,6 +56,8 @@ var (
 		"keywarden: the upstream could not be reached or broke off")
 	errUpstreamTimeout = newAPIError(http.StatusGatewayTimeout, "api_error",
 		"keywarden: the upstream sent no response headers within the sidecar's header timeout")
+	errConnectTimeout = newAPIError(http.StatusGatewayTimeout, "api_error",
+		"keywarden: the upstream could not be reached in time (connection or TLS handshake)")
 )
 
 // write sends the error. retryAfter > 0 sets the retry-after header.

@@ -141,8 +141,10 @@ func newHostPool(u *url.URL, maxIdle int, idleTime time.Duration) (*hostPool, er
 	return p, nil
 }
 
-// get returns an idle connection, or a new one.
-func (p *hostPool) get(ctx context.Context) (*upConn, error) {
+// get returns an idle connection, or a new one, connected within
+// timeout (when not zero: connecting is part of the wait for the answer's
+// header).
+func (p *hostPool) get(ctx context.Context, timeout time.Duration) (*upConn, error) {
 	now := time.Now()
 	p.mu.Lock()
 	for n := len(p.idle); n > 0; n = len(p.idle) {
@@ -157,8 +159,17 @@ func (p *hostPool) get(ctx context.Context) (*upConn, error) {
 		_ = c.Conn.Close()
 	}
 	p.mu.Unlock()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	return p.connect(ctx)
 }
+
+// errConnect: connecting to the upstream failed (dialling, the proxy's
+// tunnel, or the TLS handshake).
+var errConnect = errors.New("proxy: connecting to")
 
 // connect dials a new connection (through the environment's proxy when one
 // applies) and, for https, completes the TLS handshake.
@@ -172,7 +183,7 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 		conn, err = p.tunnel(ctx, &d)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w %s: %w", errConnect, p.addr, err)
 	}
 	conn = withRawIO(conn)
 	rw, _ := conn.(*rawConn)
@@ -187,7 +198,7 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 		cancel()
 		if err != nil {
 			_ = conn.Close()
-			return nil, err
+			return nil, fmt.Errorf("%w %s: TLS handshake: %w", errConnect, p.addr, err)
 		}
 		conn = tc
 	}
@@ -413,7 +424,7 @@ var errClientGone = errors.New("proxy: the client went away")
 // again once on a new one when its body can be had again.
 func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response, headerTimeout time.Duration, replayable bool, gone func() bool) (exchange, error) {
 	for try := 0; ; try++ {
-		c, err := p.get(ctx)
+		c, err := p.get(ctx, headerTimeout)
 		if err != nil {
 			return exchange{}, err
 		}
@@ -1076,7 +1087,10 @@ func (p *Proxy) upstreamError(rt *route, cc *clientConn, r *request, mw *meterWr
 	}
 	e := errUpstream
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+	switch timeout := errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded); {
+	case timeout && errors.Is(err, errConnect):
+		e = errConnectTimeout
+	case timeout:
 		e = errUpstreamTimeout
 	}
 	rt.m.Request(e.status)
