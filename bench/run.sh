@@ -26,9 +26,9 @@ PORT0=${PORT0:-18080} # uses PORT0 .. PORT0+17 (+21 with BASE_BIN)
 BASE_BIN=${BASE_BIN:-}
 # SIDECAR_ENV: the sidecars' runtime settings, by default as the Kubernetes
 # manifests deploy them (a 1-CPU limit, which Go turns into GOMAXPROCS=1,
-# and GOMEMLIMIT=56MiB under a 64Mi limit). SIDECAR_ENV= runs Go's defaults
+# and GOMEMLIMIT=64MiB under a 96Mi limit). SIDECAR_ENV= runs Go's defaults
 # on this machine (GOMAXPROCS = its cores, no memory limit).
-SIDECAR_ENV=${SIDECAR_ENV-GOMAXPROCS=1 GOMEMLIMIT=56MiB}
+SIDECAR_ENV=${SIDECAR_ENV-GOMAXPROCS=1 GOMEMLIMIT=64MiB}
 OUT=${OUT:-$(mktemp -d /tmp/keywarden-bench.XXXXXX)}
 
 bench/install.sh
