@@ -219,24 +219,14 @@ func TestUpstreamStopsReading(t *testing.T) {
 // sidecar's peek at the socket saw the pipelined bytes, not the end
 // behind them, and the abandoned call ran to its end.
 func TestClientGoneAfterPipelining(t *testing.T) {
-	started, cancelled := make(chan struct{}), make(chan struct{})
-	up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.ReadAll(r.Body)
-		close(started)
-		<-r.Context().Done()
-		close(cancelled)
-	})
+	up, started, cancelled := longCallUpstream(t)
 	e := newEnv(t, up, nil)
 	w := dialWire(t, e.srv.Addr())
 	w.send(messagesReq(helloBody, ""))
 	<-started
 	w.send(modelsReq) // left in the socket: the sidecar reads it after the call
 	w.c.Close()
-	select {
-	case <-cancelled:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the upstream request was not stopped when the client went away")
-	}
+	awaitStopped(t, cancelled, "the upstream request was not stopped when the client went away")
 }
 
 // TestClientStopsReading: a client that reads nothing of a stream for the
@@ -260,11 +250,7 @@ func TestClientStopsReading(t *testing.T) {
 	e := newEnv(t, up, func(o *proxy.Options) { o.IdleTimeout = 2 * time.Second })
 	w := dialWire(t, e.srv.Addr())
 	w.send(messagesReq(`{"model":"claude-sonnet-4-6","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"Hi"}]}`, ""))
-	select { // reading nothing
-	case <-cancelled:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the stream went on for a client that read nothing of it")
-	}
+	awaitStopped(t, cancelled, "the stream went on for a client that read nothing of it") // reading nothing
 	_ = w.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.Copy(io.Discard, w.br); errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Error("the client's connection was kept") // else it ends, closed or reset

@@ -412,11 +412,7 @@ func (r *lingerReader) Read(p []byte) (int, error) {
 	if !now.Before(r.end) {
 		return 0, io.EOF
 	}
-	d := now.Add(lingerTime)
-	if d.After(r.end) {
-		d = r.end
-	}
-	_ = r.SetReadDeadline(d)
+	_ = r.SetReadDeadline(nextDeadline(now, lingerTime, r.end))
 	return r.Conn.Read(p)
 }
 

@@ -22,16 +22,33 @@ import (
 // non-streaming call waits for its answer stops the upstream request at
 // once, not at the header timeout (an abandoned long call is paid for).
 func TestClientGoneCancelsLongCall(t *testing.T) {
-	cancelled := make(chan struct{})
-	started := make(chan struct{})
-	up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.ReadAll(r.Body) // net/http watches the connection from the body's end
-		close(started)
-		<-r.Context().Done()
-		close(cancelled)
-	})
+	up, started, cancelled := longCallUpstream(t)
 	e := newEnv(t, up, nil) // the header timeout is the default 10 minutes
 	abandonCall(t, e, started, cancelled)
+}
+
+// longCallUpstream answers nothing: it closes started once it has read a
+// request whole, and cancelled once that request was stopped.
+func longCallUpstream(t *testing.T) (up *upstream, started, cancelled <-chan struct{}) {
+	s, c := make(chan struct{}), make(chan struct{})
+	up = newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body) // net/http watches the connection from the body's end
+		close(s)
+		<-r.Context().Done()
+		close(c)
+	})
+	return up, s, c
+}
+
+// awaitStopped fails t unless stopped is closed within 20 s (the upstream
+// saw its request stopped); fail says what went wrong otherwise.
+func awaitStopped(t *testing.T, stopped <-chan struct{}, fail string) {
+	t.Helper()
+	select {
+	case <-stopped:
+	case <-time.After(20 * time.Second):
+		t.Fatal(fail)
+	}
 }
 
 // abandonCall sends a Messages call through e and goes away once started
@@ -50,11 +67,7 @@ func abandonCall(t *testing.T, e *env, started, cancelled <-chan struct{}) {
 		resp.Body.Close()
 		t.Fatalf("the call returned an answer: %d %s", resp.StatusCode, b)
 	}
-	select {
-	case <-cancelled:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the upstream request was not stopped when the client went away")
-	}
+	awaitStopped(t, cancelled, "the upstream request was not stopped when the client went away")
 }
 
 // TestHTTPSUpstream: an https upstream is verified against the roots, is

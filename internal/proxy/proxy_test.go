@@ -504,11 +504,7 @@ func TestClientGoneCancelsUpstream(t *testing.T) {
 	<-started
 	cancel()
 	resp.Body.Close()
-	select {
-	case <-cancelled:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the upstream request was not cancelled when the client went away")
-	}
+	awaitStopped(t, cancelled, "the upstream request was not cancelled when the client went away")
 }
 
 func TestRetryOnceAfterRotation(t *testing.T) {

@@ -262,11 +262,7 @@ func (c *rawConn) Write(p []byte) (int, error) {
 					return done, werr
 				}
 				watching = true
-				next := now.Add(watchTick)
-				if !wdl.IsZero() && wdl.Before(next) {
-					next = wdl
-				}
-				_ = c.Conn.SetWriteDeadline(next)
+				_ = c.Conn.SetWriteDeadline(nextDeadline(now, watchTick, wdl))
 				continue
 			}
 		}

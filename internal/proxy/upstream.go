@@ -66,6 +66,15 @@ const (
 // a connection at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
+// nextDeadline returns the deadline of a wait that wakes step after now,
+// or at end when that comes first (none when zero).
+func nextDeadline(now time.Time, step time.Duration, end time.Time) time.Time {
+	if next := now.Add(step); end.IsZero() || next.Before(end) {
+		return next
+	}
+	return end
+}
+
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, upWriteBufferSize) }}
 
 // hostPool is the keep-alive connections to one upstream host.
@@ -98,7 +107,6 @@ type upConn struct {
 
 	deadline time.Time // the read deadline set (zero: none)
 
-	isTLS bool
 	// While a request is written (see whileFull): whether its client went
 	// away, and how long the upstream may read nothing of it.
 	gone       func() bool
@@ -202,7 +210,7 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 		}
 		conn = tc
 	}
-	c := &upConn{Conn: conn, raw: raw, rw: rw, pool: p, isTLS: p.tls != nil}
+	c := &upConn{Conn: conn, raw: raw, rw: rw, pool: p}
 	c.br = bufio.NewReaderSize(c, upReadBufferSize)
 	if rw != nil {
 		rw.whileFull = c.whileFull
@@ -222,7 +230,7 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 // past its first answer (until then the server's session tickets may wait
 // there unread).
 func (c *upConn) whileFull(stalled time.Duration) error {
-	if (!c.isTLS || c.reused) && c.peek() == sockData {
+	if (c.pool.tls == nil || c.reused) && c.peek() == sockData {
 		return errEarlyAnswer
 	}
 	if c.gone != nil && c.gone() {
@@ -428,14 +436,6 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		if err != nil {
 			return exchange{}, err
 		}
-		// retry: a request that did not reach the upstream on a reused
-		// connection (the upstream closed it meanwhile) goes again once,
-		// unless its client went away or the upstream took it and then
-		// stalled.
-		retry := func(err error) bool {
-			return c.reused && try == 0 && replayable && ctx.Err() == nil &&
-				!errors.Is(err, errClientGone) && !errors.Is(err, errHeaderTimeout)
-		}
 		if c.rw != nil && replayable {
 			// The request goes out with the first read of its answer
 			// (rawConn.holdWrites): one system call less.
@@ -454,25 +454,23 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		}
 		bw.Reset(nil)
 		writerPool.Put(bw)
-		if err != nil {
-			c.gone, c.stallLimit = nil, 0
-			if c.earlyAnswer(resp, end, gone) {
-				return exchange{c: c, resp: resp, gone: gone, length: int64(resp.Header.ContentLength())}, nil
-			}
-			_ = c.Conn.Close()
-			if retry(err) {
-				continue
-			}
-			return exchange{}, err
+		sent := err == nil
+		if sent {
+			err = c.readHeader(resp, end, gone) // a held request is written with its first read
+			sent = !c.rw.heldWriteFailed()
 		}
-		err = c.readHeader(resp, end, gone) // a held request is written with its first read
 		c.gone, c.stallLimit = nil, 0
+		if err != nil && !sent && c.earlyAnswer(resp, end, gone) {
+			err = nil
+		}
 		if err != nil {
-			if c.rw.heldWriteFailed() && c.earlyAnswer(resp, end, gone) {
-				return exchange{c: c, resp: resp, gone: gone, length: int64(resp.Header.ContentLength())}, nil
-			}
 			_ = c.Conn.Close()
-			if c.rw.heldWriteFailed() && retry(err) {
+			// A request that did not reach the upstream on a reused
+			// connection (the upstream closed it meanwhile) goes again
+			// once, unless its client went away or the upstream took it
+			// and then stalled.
+			if !sent && c.reused && try == 0 && replayable && ctx.Err() == nil &&
+				!errors.Is(err, errClientGone) && !errors.Is(err, errHeaderTimeout) {
 				continue
 			}
 			if errors.Is(err, fasthttp.ErrTimeout) {
@@ -633,10 +631,7 @@ func (c *upConn) await(n int, end time.Time, gone func() bool) error {
 		// A deadline left from the connection's last wait is kept while
 		// it is at least 7/8 of a tick away: setting one costs as much as
 		// a small request's parsing.
-		next := now.Add(watchTick)
-		if !end.IsZero() && end.Before(next) {
-			next = end
-		}
+		next := nextDeadline(now, watchTick, end)
 		if c.deadline.IsZero() || c.deadline.Sub(now) < watchTick-watchTick/8 || c.deadline.After(next) {
 			c.setReadDeadline(next)
 		}
