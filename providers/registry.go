@@ -218,8 +218,10 @@ func RedactStore(rawURL string) string {
 }
 
 // keyLike matches values shaped like API keys and bearer credentials: the
-// sk-… family (Anthropic, OpenAI), and whatever follows "Bearer ".
-var keyLike = regexp.MustCompile(`sk-[A-Za-z0-9_\-]{12,}|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}`)
+// sk-… family (Anthropic, OpenAI), whatever follows "Bearer ", and JWTs
+// (identity tokens: a workload's token for federation, a Kubernetes
+// service account's).
+var keyLike = regexp.MustCompile(`sk-[A-Za-z0-9_\-]{12,}|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*`)
 
 // RedactKeys replaces every key-shaped value in s with its fingerprint. It
 // is the one pattern of "looks like a key" that every message, log record

@@ -96,20 +96,28 @@ func New(p Params, identity IdentitySource, client *http.Client) (*Reader, error
 	return &Reader{params: p, identity: identity, client: client}, nil
 }
 
+// The shapes of ids, at most maxID bytes after any prefix (checked apart:
+// a counted repetition compiles into one copy of the class per count).
 var (
-	validRule = regexp.MustCompile(`^fdrl_[A-Za-z0-9_-]{1,200}$`)
-	validID   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,200}$`)
+	validRule = regexp.MustCompile(`^fdrl_[A-Za-z0-9_-]+$`)
+	validID   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 )
+
+const maxID = 200
+
+// isRule and isID say whether s is a federation rule id or another id.
+func isRule(s string) bool { return len(s) <= len("fdrl_")+maxID && validRule.MatchString(s) }
+func isID(s string) bool   { return len(s) <= maxID && validID.MatchString(s) }
 
 func (p Params) validate() error {
 	switch {
-	case !validRule.MatchString(p.FederationRuleID):
+	case !isRule(p.FederationRuleID):
 		return codes.Errorf(codes.InvalidArgument, "federation: federation rule id %q is not of the form fdrl_…", clip(p.FederationRuleID))
-	case !validID.MatchString(p.OrganizationID):
+	case !isID(p.OrganizationID):
 		return codes.Errorf(codes.InvalidArgument, "federation: organization_id is required (letters, digits, _ and -)")
-	case p.ServiceAccountID != "" && !validID.MatchString(p.ServiceAccountID):
+	case p.ServiceAccountID != "" && !isID(p.ServiceAccountID):
 		return codes.Errorf(codes.InvalidArgument, "federation: service_account_id %q is malformed", clip(p.ServiceAccountID))
-	case p.WorkspaceID != "" && !validID.MatchString(p.WorkspaceID):
+	case p.WorkspaceID != "" && !isID(p.WorkspaceID):
 		return codes.Errorf(codes.InvalidArgument, "federation: workspace_id %q is malformed", clip(p.WorkspaceID))
 	}
 	if p.BaseURL != "" {
@@ -315,21 +323,15 @@ func printable(s string, n int) string {
 }
 
 // scrub removes known secrets from a message, and anything shaped like a
-// key or a JWT.
+// key or a JWT (providers.RedactKeys).
 func scrub(s string, secrets ...string) string {
 	for _, v := range secrets {
 		if len(v) >= 8 {
 			s = strings.ReplaceAll(s, v, "[redacted]")
 		}
 	}
-	s = jwtLike.ReplaceAllString(s, "[redacted]")
-	return keyLike.ReplaceAllString(s, "[redacted]")
+	return providers.RedactKeys(s)
 }
-
-var (
-	jwtLike = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*`)
-	keyLike = regexp.MustCompile(`sk-ant-[A-Za-z0-9_-]{4,}`)
-)
 
 // openURL opens a wif:// URL.
 func openURL(_ context.Context, u *url.URL) (driver.Reader, string, error) {

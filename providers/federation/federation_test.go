@@ -336,6 +336,12 @@ func TestParseURL(t *testing.T) {
 		{"wif://fdrl_1?organization_id=o&token_source=gcp-metadata&audience=a", ""},
 		{"wif://fdrl_1?organization_id=o&token_source=github-actions", ""},
 		{"wif://fdrl_1?organization_id=o&token_command=gcloud+auth+print-identity-token", ""},
+		// Ids of at most 200 bytes (after fdrl_ for the rule).
+		{"wif://fdrl_" + strings.Repeat("r", 200) + "?organization_id=" + strings.Repeat("o", 200) + "&token_file=/t&workspace_id=" + strings.Repeat("w", 200), ""},
+		{"wif://fdrl_" + strings.Repeat("r", 201) + "?organization_id=o&token_file=/t", "fdrl_"},
+		{"wif://fdrl_1?organization_id=" + strings.Repeat("o", 201) + "&token_file=/t", "organization_id is required"},
+		{"wif://fdrl_1?organization_id=o&token_file=/t&service_account_id=" + strings.Repeat("s", 201), "service_account_id"},
+		{"wif://fdrl_?organization_id=o&token_file=/t", "fdrl_"},
 		{"wif://rule?organization_id=o&token_file=/t", "fdrl_"},
 		{"wif://fdrl_1?token_file=/t", "organization_id is required"},
 		{"wif://fdrl_1?organization_id=o", "exactly one identity token source"},

@@ -231,6 +231,9 @@ func TestOpenURL(t *testing.T) {
 		{"gcpsm://projects/p1/secrets", "want gcpsm://projects/PROJECT/secrets/SECRET"},
 		{"gcpsm://projects/P_BAD/secrets/s", "not a project id"},
 		{"gcpsm://projects/p1/secrets/bad.name", "secret id"},
+		// The lengths: a project id of at most 63 bytes, a secret id of at most 255.
+		{"gcpsm://projects/p" + strings.Repeat("1", 63) + "/secrets/s", "not a project id"},
+		{"gcpsm://projects/p1/secrets/" + strings.Repeat("s", 256), "secret id"},
 		{"gcpsm://projects/p1/secrets/s?insecure=true", "needs endpoint"},
 		{"gcpsm://projects/p1/secrets/s?region=x", "unknown parameter(s) region"},
 		{"gcpsm://projects/p1/secrets/s?disable_old=maybe", "not a boolean"},
@@ -239,6 +242,10 @@ func TestOpenURL(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("OpenDriver(%q): %v, want %q", tc.url, err, tc.want)
 		}
+	}
+	// At the bounds, the ids are taken (the fake answers for any project).
+	if _, _, err := providers.OpenStager(ctx, "gcpsm://projects/p"+strings.Repeat("1", 62)+"/secrets/"+strings.Repeat("s", 255)+"?endpoint="+srv.Addr()+"&insecure=true"); err != nil {
+		t.Fatalf("open at the length bounds: %v", err)
 	}
 	// A Source over the real client reads through the URL.
 	st, name, err := providers.OpenStager(ctx, "gcpsm://projects/p1/secrets/src?endpoint="+srv.Addr()+"&insecure=true")

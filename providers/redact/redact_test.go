@@ -19,6 +19,8 @@ func TestRedact(t *testing.T) {
 		{"upstream said: invalid key " + secret, "TELEMETRYSECRETVALUE"},
 		{"authorization: Bearer abcdefghijklmnopqrstuvwxyz0123", "abcdefghijklmnop"},
 		{"sk-proj-OPENAIKEYVALUE1234567890", "OPENAIKEYVALUE"},
+		// A JWT (a workload's identity token) in a store's or endpoint's message.
+		{"token endpoint: bad assertion eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", "eyJzdWIiOiJ4In0"},
 	} {
 		out := redact.String(tc.in)
 		if strings.Contains(out, tc.gone) || !strings.Contains(out, "[redacted ") {
