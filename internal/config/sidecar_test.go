@@ -108,7 +108,7 @@ func TestSidecarErrors(t *testing.T) {
 		{"sidecar: {routes: [{listener: \"127.0.0.1:0\", key: prod}]}", `sidecar.routes[0].listener: "127.0.0.1:0": the port must be a number from 1 to 65535`},
 		{"sidecar: {routes: [{listener: \"localhost:8787\", key: prod}]}", "already the sidecar's listen or metrics_listen address"},
 		{"sidecar: {routes: [{listener: \"127.0.0.1:8790\", key: prod}, {listener: \"localhost:8790\", key: dev}]}", `sidecar.routes[1].listener: "localhost:8790" is also routes[0]'s listener`},
-		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"http://api.example.com\"}]}", "sidecar.routes[0].upstream: upstream \"http://api.example.com\" would send the key in clear text to another host; use https"},
+		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"http://api.example.com\"}]}", "sidecar.routes[0].upstream: upstream \"http://api.example.com\": would cross the network in clear text; use https"},
 		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"api.example.com\"}]}", "is not an absolute URL"},
 		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"ftp://x\"}]}", "scheme must be https"},
 		{"sidecar: {routes: [{prefix: /, key: prod, upstream: \"https://u:p@x\"}]}", "must not carry credentials"},

@@ -2,7 +2,7 @@
 // their rules, in one place for package proxy (which applies them) and
 // internal/config (which copies what a config file sets and checks it at
 // load with these same rules). It imports no more than the standard
-// library and package providers, so the config loader stays light.
+// library, package providers and package netrule, so the config loader stays light.
 package settings
 
 import (
@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/netrule"
 	"github.com/keywarden/keywarden/providers"
 )
 
@@ -71,18 +72,9 @@ func ListenAddrs(listen, unixSocket, metrics string) (listenAddr, metricsAddr st
 	return listenAddr, metricsAddr
 }
 
-// IsLoopback reports whether a host:port address listens on loopback only.
-func IsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+// IsLoopback reports whether a host:port address listens on loopback only
+// (netrule.IsLoopback, the one rule).
+func IsLoopback(addr string) bool { return netrule.IsLoopback(addr) }
 
 // CheckAddr checks a TCP address a sidecar's config names (listen,
 // metrics_listen, a route's listener): host:port with a numeric port from
@@ -187,9 +179,10 @@ func CheckPrefix(p string) error {
 	return nil
 }
 
-// ParseUpstream parses an upstream base URL: https, or http to a loopback
-// address only (so that a key never crosses a network in clear), with a
-// host and without credentials, query or fragment.
+// ParseUpstream parses an upstream base URL: https, or http to this
+// machine only, so that a key never crosses a network in clear
+// (netrule.CheckSecure), with a host, a port from 1 to 65535 and without
+// credentials, query or fragment.
 func ParseUpstream(raw string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimRight(raw, "/"))
 	switch {
@@ -197,19 +190,13 @@ func ParseUpstream(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("upstream %q is not an absolute URL; write it like %s", raw, DefaultUpstream)
 	case u.Scheme != "https" && u.Scheme != "http":
 		return nil, fmt.Errorf("upstream %q: scheme must be https (or http on loopback)", raw)
-	case u.Scheme == "http" && !IsLoopback(hostPort(u)):
-		return nil, fmt.Errorf("upstream %q would send the key in clear text to another host; use https", raw)
 	case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
 		return nil, fmt.Errorf("upstream %q must not carry credentials, a query or a fragment", raw)
 	}
-	return u, nil
-}
-
-func hostPort(u *url.URL) string {
-	if u.Port() != "" {
-		return u.Host
+	if err := netrule.CheckSecure(u); err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", raw, err)
 	}
-	return net.JoinHostPort(u.Hostname(), "80")
+	return u, nil
 }
 
 // ParseAuth parses an auth spelling, as providers.Auth.String writes it:
