@@ -51,7 +51,7 @@ readable by others, two clients sharing one), never printing a token.`,
 			err = Check(ctx, c, cmd)
 			for _, chk := range checks {
 				if cerr := chk(c); cerr != nil {
-					fmt.Fprintf(cmd.OutOrStdout(), "FAILED: %v\n", cerr)
+					fmt.Fprintf(cmd.OutOrStdout(), "FAILED: %s\n", ErrText(cerr))
 					if ee := (*ExitError)(nil); !errors.As(err, &ee) || ee.Code != ExitConfig {
 						err = Exit(ExitConfig, fmt.Errorf("check: %w", cerr))
 					}
@@ -78,7 +78,7 @@ func Check(ctx context.Context, c *config.Config, cmd *cobra.Command) error {
 			if exitFor(err) == ExitConfig {
 				badInput++
 			}
-			fmt.Fprintf(w, "%s\t%s\t-\t-\t-\t-\tFAILED: %v\n", name, providers.RedactStore(k.Store), err)
+			fmt.Fprintf(w, "%s\t%s\t-\t-\t-\t-\tFAILED: %s\n", name, providers.RedactStore(k.Store), ErrText(err))
 			continue
 		}
 		p := "-"

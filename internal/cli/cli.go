@@ -77,7 +77,7 @@ func Main(root *cobra.Command) int {
 	}
 	// The net under "no error carries a key": whatever a command's error
 	// chain quotes, a key-shaped value prints as its fingerprint.
-	fmt.Fprintln(os.Stderr, "keywarden:", providers.RedactKeys(err.Error()))
+	fmt.Fprintln(os.Stderr, "keywarden:", ErrText(err))
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		return ee.Code
@@ -85,6 +85,12 @@ func Main(root *cobra.Command) int {
 	// Flag and argument errors from cobra are usage errors.
 	return ExitConfig
 }
+
+// ErrText is an error's text as every command prints it, on stderr or in
+// its output (tables, JSON): whatever the error chain quotes from input (a
+// store URL, a path, a name), a key-shaped value prints as its
+// fingerprint (providers.RedactKeys).
+func ErrText(err error) string { return providers.RedactKeys(err.Error()) }
 
 // LoadConfig loads --config, or the embedded default when it is not set.
 func LoadConfig(cmd *cobra.Command) (*config.Config, error) {

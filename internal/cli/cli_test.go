@@ -13,6 +13,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/cli/clitest"
+	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
 	"github.com/keywarden/keywarden/providers"
 	_ "github.com/keywarden/keywarden/providers/all"
 	"github.com/keywarden/keywarden/providers/providertest"
@@ -222,6 +223,10 @@ func TestKeyInStoreURLNeverPrinted(t *testing.T) {
 		"env://" + key,
 		"file://" + filepath.Join(dir, "keys.json") + "?name=prod&api_key=" + key,
 		"nosuch://" + key,
+		// A key pasted as the secret's name or into the path: the store's
+		// own error quotes them.
+		"file://" + filepath.Join(dir, "keys.json") + "?name=" + key,
+		"file://" + filepath.Join(dir, key, "keys.json") + "?name=prod",
 	} {
 		cfg := filepath.Join(dir, "kw.yaml")
 		if err := os.WriteFile(cfg, []byte("keys: {prod: {store: \""+store+"\"}}\n"), 0o600); err != nil {
@@ -235,9 +240,28 @@ func TestKeyInStoreURLNeverPrinted(t *testing.T) {
 			t.Errorf("%s: check printed the key:\n%s\n%s", store, out, errOut)
 		}
 		out, errOut, code = run(t, "sk-ant-api03-new-key-0123456789abcdefghijklmn\n", "put", "--store", store)
-		if code == 0 || strings.Contains(out+errOut, "PASTEDPASTED") {
+		if code == 0 && !strings.Contains(store, "file:") || strings.Contains(out+errOut, "PASTEDPASTED") {
 			t.Errorf("%s: put --store exit %d, printed:\n%s\n%s", store, code, out, errOut)
 		}
+	}
+}
+
+// TestKeyInTokenPathNeverPrinted: check's FAILED line for a client token
+// file quotes its path; a key pasted there prints as its fingerprint.
+func TestKeyInTokenPathNeverPrinted(t *testing.T) {
+	const key = "sk-ant-api03-PASTEDPASTEDPASTEDPASTEDPASTEDPASTED-PASTEDAA"
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "kw.yaml")
+	doc := "keys: {prod: {store: \"env://KW_TEST_UNSET_KEY\"}}\nsidecar: {client_token_file: \"" + filepath.Join(dir, key) + "\"}\n"
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := clitest.Run(t, cli.Root(sidecarcli.CheckConfig), "", "check", "--config", cfg)
+	if code == 0 || !strings.Contains(out, "FAILED: sidecar.client_token_file") {
+		t.Fatalf("check exit %d, want a failed token file:\n%s\n%s", code, out, errOut)
+	}
+	if strings.Contains(out+errOut, "PASTEDPASTED") {
+		t.Errorf("check printed the key:\n%s\n%s", out, errOut)
 	}
 }
 

@@ -75,7 +75,7 @@ secret), 2 bad flags, configuration or input.
 			if err != nil {
 				return Exit(ExitFailed, fmt.Errorf("put: %s: %w", label, err))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "put: %s is now version %s (%s)\n", label, v, p.Key.Fingerprint())
+			fmt.Fprintf(cmd.OutOrStdout(), "put: %s is now version %s (%s)\n", providers.RedactKeys(label), v, p.Key.Fingerprint())
 			return nil
 		},
 	}

@@ -35,7 +35,7 @@ func Run(t testing.TB, root *cobra.Command, stdin string, args ...string) (stdou
 		if errors.As(err, &ee) {
 			code = ee.Code
 		}
-		errb.WriteString(err.Error())
+		errb.WriteString(cli.ErrText(err)) // as cli.Main prints it
 	}
 	return out.String(), errb.String(), code
 }

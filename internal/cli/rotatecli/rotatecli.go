@@ -170,7 +170,7 @@ func printResult(w io.Writer, res *rotation.Result, err error, asJSON bool) {
 			ExitCode int    `json:"exit_code"`
 		}{Result: res, ExitCode: rotation.ExitCode(err)}
 		if err != nil {
-			out.Error = err.Error()
+			out.Error = cli.ErrText(err)
 		}
 		b, _ := json.Marshal(out)
 		fmt.Fprintln(w, string(b))
@@ -178,7 +178,7 @@ func printResult(w io.Writer, res *rotation.Result, err error, asJSON bool) {
 	}
 	switch {
 	case err != nil:
-		fmt.Fprintf(w, "%s: %s (exit %d): %v\n", res.Key, res.Outcome, rotation.ExitCode(err), err)
+		fmt.Fprintf(w, "%s: %s (exit %d): %s\n", res.Key, res.Outcome, rotation.ExitCode(err), cli.ErrText(err))
 	case len(res.Plan) > 0:
 		fmt.Fprintf(w, "%s: dry run, would:\n", res.Key)
 		for i, p := range res.Plan {

@@ -79,7 +79,7 @@ func Status(ctx context.Context, c *config.Config, keys []string, asJSON bool, w
 				return err
 			}
 			if err != nil {
-				st.Errors = append(st.Errors, err.Error())
+				st.Errors = append(st.Errors, cli.ErrText(err))
 			}
 			byName[name] = st
 		}
