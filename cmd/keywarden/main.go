@@ -14,7 +14,7 @@ import (
 )
 
 func main() {
-	root := cli.Root(sidecarcli.CheckConfig)
+	root := cli.Root(sidecarcli.CheckConfig, rotatecli.CheckConfig)
 	root.AddCommand(sidecarcli.Commands()...)
 	root.AddCommand(rotatecli.Commands()...)
 	root.AddCommand(topcli.Commands()...)

@@ -18,7 +18,7 @@ import (
 // reading the keys, for what other commands will read at their start (the
 // sidecar's client tokens); its error is a configuration error (exit 2). It
 // is how a package that imports cli adds to check without a cycle.
-type ConfigCheck func(*config.Config) error
+type ConfigCheck func(context.Context, *config.Config) error
 
 func checkCmd(checks []ConfigCheck) *cobra.Command {
 	var timeout time.Duration
@@ -36,7 +36,10 @@ malformed store URL or parameter, a stored value that is no key), and 1 when
 a store failed otherwise. It also reads what the sidecar reads at its start
 (client_token_file and each client's token_file or token_env) and fails,
 exit 2, on a token the sidecar would refuse (missing, too short, a file
-readable by others, two clients sharing one), never printing a token.`,
+readable by others, two clients sharing one), never printing a token. And it
+sets up the rotation of each rotated key as rotate does, failing, exit 2, on a
+setting rotate would refuse (on_probe_failure, rotate_before_expiry, the
+revoke gate, the issuer's settings).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if timeout <= 0 {
@@ -50,7 +53,7 @@ readable by others, two clients sharing one), never printing a token.`,
 			defer cancel()
 			err = Check(ctx, c, cmd)
 			for _, chk := range checks {
-				if cerr := chk(c); cerr != nil {
+				if cerr := chk(ctx, c); cerr != nil {
 					fmt.Fprintf(cmd.OutOrStdout(), "FAILED: %s\n", ErrText(cerr))
 					if ee := (*ExitError)(nil); !errors.As(err, &ee) || ee.Code != ExitConfig {
 						err = Exit(ExitConfig, fmt.Errorf("check: %w", cerr))

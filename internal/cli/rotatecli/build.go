@@ -115,6 +115,27 @@ func Build(ctx context.Context, c *config.Config, o BuildOptions) (*Rotator, err
 	return out, nil
 }
 
+// CheckConfig builds the rotator of c's rotated keys as the rotation
+// commands do, and closes it: for `keywarden check`, so that a file the
+// rotation commands would refuse (an on_probe_failure, a revoke gate, a
+// lease, an issuer's settings, whose rules rotation.New and the issuers
+// own) fails check too. Only bad settings are its business: a store that
+// cannot be opened is not reported here.
+func CheckConfig(ctx context.Context, c *config.Config) error {
+	if len(RotatedKeys(c)) == 0 {
+		return nil
+	}
+	r, err := Build(ctx, c, BuildOptions{})
+	if err != nil {
+		if rotation.KindOf(err) == rotation.KindConfig {
+			return err
+		}
+		return nil
+	}
+	r.Close() // closing what was opened for the check: not a config error
+	return nil
+}
+
 // openErr classifies a store open error: a bad URL is a configuration
 // error, anything else a store error.
 func openErr(field string, err error) error {

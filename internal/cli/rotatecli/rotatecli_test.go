@@ -273,3 +273,34 @@ func TestPool(t *testing.T) {
 		t.Fatalf("no pool: exit %d: %s", code, stderr)
 	}
 }
+
+// TestCheckRefusesWhatRotateRefuses: settings whose rules rotation.New and
+// the issuers own (not the config loader) fail `check` as they fail
+// `rotate`, exit 2 naming the setting, before any rotation is tried.
+func TestCheckRefusesWhatRotateRefuses(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"issuer: {type: random}\non_probe_failure: explode\n", "explode"},
+		{"issuer: {type: random}\nrotate_before_expiry: -1h\n", "rotate_before_expiry"},
+		{"issuer: {type: random}\nrevoke_gate: {prometheus_url: \"ftp://x\"}\n", "ftp://x"},
+		{"issuer: {type: random}\nrevoke_gate: {prometheus_url: \"http://127.0.0.1:9090\", checks: -3}\n", "checks"},
+	} {
+		e := newEnv(t, tc.yaml)
+		root := cli.Root(rotatecli.CheckConfig)
+		root.AddCommand(rotatecli.Commands()...)
+		_, rotErr, rotCode := clitest.Run(t, root, "", "rotate", "--config", e.cfg, "--dry-run")
+		out, stderr, code := clitest.Run(t, root, "", "check", "--config", e.cfg)
+		if code != cli.ExitConfig || !strings.Contains(out, "FAILED: ") || !strings.Contains(out+stderr, tc.want) {
+			t.Errorf("%q: check exit %d, want 2 naming %q (rotate: exit %d %s)\n%s\n%s", tc.yaml, code, tc.want, rotCode, rotErr, out, stderr)
+		}
+		if rotCode != cli.ExitConfig {
+			t.Errorf("%q: rotate exit %d, want 2: %s", tc.yaml, rotCode, rotErr)
+		}
+	}
+	// A valid rotation passes check.
+	e := newEnv(t, "schedule: \"@weekly\"\nissuer: {type: random}\n")
+	e.seed(oldKey)
+	root := cli.Root(rotatecli.CheckConfig)
+	if out, stderr, code := clitest.Run(t, root, "", "check", "--config", e.cfg); code != 0 {
+		t.Errorf("valid rotation: check exit %d\n%s\n%s", code, out, stderr)
+	}
+}

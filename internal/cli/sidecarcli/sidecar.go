@@ -178,7 +178,7 @@ func orDuration(d, def time.Duration) time.Duration {
 
 // CheckConfig reads the sidecar's client tokens as the sidecar does at its
 // start and checks them as the proxy does (a cli.ConfigCheck for `check`).
-func CheckConfig(c *config.Config) error {
+func CheckConfig(_ context.Context, c *config.Config) error {
 	o, err := Options(c)
 	if err != nil {
 		return err
