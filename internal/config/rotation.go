@@ -2,11 +2,13 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/netrule"
+	"github.com/keywarden/keywarden/internal/proxy/settings"
+	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/rotation"
 )
 
@@ -262,7 +264,8 @@ func (r *Rotation) validate(path string, k *Key, c *Config) []string {
 	// on_probe_failure and a negative grace are checked by rotation.New,
 	// their owner, when the rotation commands start.
 	if r.BaseURL != "" {
-		checkHTTPURL(add, path+".base_url", r.BaseURL)
+		// The Admin key and new keys travel to it.
+		checkSecretURL(add, path+".base_url", r.BaseURL)
 	}
 	errs = append(errs, r.Issuer.validate(path+".issuer", k)...)
 	errs = append(errs, r.Probe.validate(path+".probe", r)...)
@@ -350,6 +353,15 @@ func (i *RotationIssuer) validate(path string, k *Key) []string {
 			}
 		}
 	case "random":
+		// The prefix starts every key: what it makes must pass the one key
+		// check every reader applies (providers' payload rules), or the
+		// rotation would write a PENDING no reader takes.
+		if i.Prefix != "" {
+			p := providers.EncodePayload(providers.Payload{Key: providers.NewSecret(i.Prefix + "x")})
+			if _, err := providers.DecodePayload(p, ""); err != nil {
+				add("%s.prefix: keys made with it are refused by every reader: %v", path, err)
+			}
+		}
 		if i.Bytes != 0 && (i.Bytes < 16 || i.Bytes > 1024) {
 			add("%s.bytes: %d is out of range; use 16 to 1024 (default 32)", path, i.Bytes)
 		}
@@ -396,7 +408,8 @@ func (p *RotationProbe) validate(path string, r *Rotation) []string {
 		if p.URL == "" {
 			add("%s.url: missing; set the URL the key is tried on, e.g. https://api.example.com/v1/me", path)
 		} else {
-			checkHTTPURL(add, path+".url", p.URL)
+			// The new key travels to it (in a header).
+			checkSecretURL(add, path+".url", p.URL)
 			if strings.Contains(p.URL, "{{key}}") {
 				add("%s.url: must not carry {{key}}: URLs are logged; put the key in a header", path)
 			}
@@ -461,8 +474,8 @@ func (r *Rotator) validate(path string, c *Config) []string {
 		add("%s.lease: %v is shorter than %v; a renewal must fit in a third of it (default %v)", path, r.Lease.D, rotation.MinLease, rotation.DefaultLease)
 	}
 	if m := r.MetricsListen; m != "" && m != MetricsListenOff {
-		if _, _, err := net.SplitHostPort(m); err != nil {
-			add("%s.metrics_listen: %q is not host:port; write it like 127.0.0.1:9788, or off", path, m)
+		if err := settings.CheckAddr(m); err != nil {
+			add("%s.metrics_listen: %v (e.g. %s), or off", path, err, DefaultRotatorMetricsListen)
 		}
 	}
 	if r.Webhook != nil {
@@ -479,6 +492,19 @@ func checkHTTPURL(add func(string, ...any), field, v string) {
 	}
 	if u.User != nil {
 		add("%s: must not carry credentials", field)
+	}
+}
+
+// checkSecretURL checks a URL a secret travels to: an http(s) URL, and
+// netrule's rule (https, or plain http only to this machine, no user info).
+func checkSecretURL(add func(string, ...any), field, v string) {
+	u, err := url.Parse(v)
+	if err != nil {
+		add("%s: %q is not an http(s) URL", field, v)
+		return
+	}
+	if err := netrule.CheckSecure(u); err != nil {
+		add("%s: %s: %v", field, providers.Redact(u), err)
 	}
 }
 

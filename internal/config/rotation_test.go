@@ -98,7 +98,17 @@ func TestRotationErrors(t *testing.T) {
 		{"zone only", rotationBase + "      schedule: \"CRON_TZ=UTC\"\n" + anthropic, "has a time zone but no schedule"},
 		{"short grace", rotationBase + "      grace: 30s\n" + anthropic, "keys.prod.rotation.grace: 30s is shorter than the key's refresh + jitter (1m10s)"},
 		{"negative jitter", rotationBase + "      start_jitter: -1s\n" + anthropic, "start_jitter: must not be negative"},
-		{"bad base url", rotationBase + "      base_url: api.anthropic.com\n" + anthropic, `base_url: "api.anthropic.com" is not an http(s) URL`},
+		{"bad base url", rotationBase + "      base_url: api.anthropic.com\n" + anthropic, `base_url: api.anthropic.com: not an absolute http(s) URL`},
+		// The Admin key and new keys travel to the base URL, a new key to
+		// the http probe's URL: never in clear text across a network.
+		{"clear base url", rotationBase + "      base_url: \"http://192.0.2.2:18901\"\n" + anthropic, `base_url: http://192.0.2.2:18901: would cross the network in clear text`},
+		{"base url credentials", rotationBase + "      base_url: \"https://u:S3CRET@api.example.com\"\n" + anthropic, `base_url: https://api.example.com: must not carry credentials`},
+		{"clear probe url", rotationBase + anthropic + "      probe: {type: http, url: \"http://api.example.com/me\", headers: {A: \"{{key}}\"}}\n", "probe.url: http://api.example.com/me: would cross the network in clear text"},
+		{"random prefix space", rotationBase + "      issuer: {type: random, prefix: 'kw key '}\n", "prefix: keys made with it are refused by every reader: providers: JSON payload field \"api_key\": the key holds white space at byte 2"},
+		{"random prefix non-ASCII", rotationBase + "      issuer: {type: random, prefix: 'kwé-'}\n", "outside printable ASCII"},
+		{"rotator metrics port", "keys: {p: {store: \"env://K\"}}\nrotator: {metrics_listen: \"127.0.0.1:99999\"}\n", "rotator.metrics_listen: \"127.0.0.1:99999\": the port must be a number from 1 to 65535"},
+		{"rotator metrics service", "keys: {p: {store: \"env://K\"}}\nrotator: {metrics_listen: \"127.0.0.1:http\"}\n", "the port must be a number"},
+		{"rotator metrics port 0", "keys: {p: {store: \"env://K\"}}\nrotator: {metrics_listen: \"127.0.0.1:0\"}\n", "the port must be a number"},
 		{"no admin store", rotationBase + "      issuer: {type: anthropic, pool_store: \"awssm://pool\"}\n", "issuer.admin_key_store: missing; set a store URL"},
 		{"no pool store", rotationBase + "      issuer: {type: anthropic, admin_key_store: \"awssm://admin\"}\n", "issuer.pool_store: missing"},
 		{"pool is the key", rotationBase + "      issuer: {type: anthropic, admin_key_store: \"awssm://admin\", pool_store: \"awssm://anthropic/prod?region=us-east-1&refresh=1m\"}\n", "is the key's own store"},
