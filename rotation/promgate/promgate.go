@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/keywarden/keywarden/rotation"
 )
@@ -132,10 +134,18 @@ func (c *Client) Query(key, fp string) string {
 }
 
 // Holders returns the series of keywarden_key_info that report fp for key:
-// one per consumer, by its labels.
+// one per consumer, by its labels. An answer that may be incomplete (one
+// with warnings, such as a partial response of Thanos, Cortex or Mimir
+// when a store was unreachable) is an error, never an empty list.
 func (c *Client) Holders(ctx context.Context, key, fp string) ([]rotation.Holder, error) {
 	q := *c.base
-	q.RawQuery = url.Values{"query": {c.Query(key, fp)}}.Encode()
+	q.RawQuery = url.Values{
+		"query": {c.Query(key, fp)},
+		// Thanos answers with an error instead of a partial response
+		// (warnings) when a store is unreachable; Prometheus ignores
+		// parameters it does not know.
+		"partial_response": {"false"},
+	}.Encode()
 	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, q.String(), nil)
@@ -196,11 +206,14 @@ func readSecretFile(path string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// answer is the JSON envelope of /api/v1/query.
+// answer is the JSON envelope of /api/v1/query. Infos (PromQL's
+// informational annotations) do not make an answer incomplete and are not
+// read.
 type answer struct {
 	Status    string          `json:"status"`
 	ErrorType string          `json:"errorType"`
 	Error     string          `json:"error"`
+	Warnings  []string        `json:"warnings"`
 	Data      json.RawMessage `json:"data"`
 }
 
@@ -216,8 +229,10 @@ type sample struct {
 
 // ParseVector parses an answer of Prometheus' /api/v1/query and returns the
 // label sets of the instant vector's samples (samples with value 0 left
-// out). An error answer, another result type or a malformed body is an
-// error.
+// out). An error answer, an answer with warnings (it may be incomplete:
+// Thanos, Cortex and Mimir warn when part of the data was unreachable),
+// another result type or a malformed body is an error: an unknown answer,
+// never an empty one.
 func ParseVector(body []byte) ([]map[string]string, error) {
 	var a answer
 	if err := json.Unmarshal(body, &a); err != nil {
@@ -226,20 +241,30 @@ func ParseVector(body []byte) ([]map[string]string, error) {
 	switch a.Status {
 	case "success":
 	case "error":
-		return nil, fmt.Errorf("prometheus error %s: %s", orUnknown(a.ErrorType), truncate(a.Error, 300))
+		return nil, fmt.Errorf("prometheus error %s: %s", orUnknown(printable(a.ErrorType, 40)), printable(a.Error, 300))
 	default:
-		return nil, fmt.Errorf("malformed answer: status %q", truncate(a.Status, 40))
+		return nil, fmt.Errorf("malformed answer: status %q", printable(a.Status, 40))
+	}
+	if len(a.Warnings) > 0 {
+		more := ""
+		if len(a.Warnings) > 1 {
+			more = fmt.Sprintf(" (and %d more)", len(a.Warnings)-1)
+		}
+		return nil, fmt.Errorf("the answer may be incomplete: warning %q%s", printable(a.Warnings[0], 300), more)
 	}
 	var d vectorData
 	if err := json.Unmarshal(a.Data, &d); err != nil {
 		return nil, fmt.Errorf("malformed answer data: %w", err)
 	}
 	if d.ResultType != "vector" {
-		return nil, fmt.Errorf("result type %q, want vector", truncate(d.ResultType, 40))
+		return nil, fmt.Errorf("result type %q, want vector", printable(d.ResultType, 40))
 	}
 	var samples []sample
 	if err := json.Unmarshal(d.Result, &samples); err != nil {
 		return nil, fmt.Errorf("malformed result: %w", err)
+	}
+	if samples == nil {
+		return nil, errors.New("malformed result: not a list")
 	}
 	out := make([]map[string]string, 0, len(samples))
 	for i, s := range samples {
@@ -252,7 +277,7 @@ func ParseVector(body []byte) ([]map[string]string, error) {
 		}
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil {
-			return nil, fmt.Errorf("sample %d: value %q is not a number", i, truncate(v, 40))
+			return nil, fmt.Errorf("sample %d: value %q is not a number", i, printable(v, 40))
 		}
 		if f == 0 {
 			continue
@@ -272,9 +297,23 @@ func orUnknown(s string) string {
 	return s
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+// printable returns s for an error message: cut to at most n bytes on a
+// rune boundary (with "…" when cut), each rune that is not printable (a
+// control character, an escape sequence's ESC, a bidi override, a byte
+// that is not UTF-8) replaced by U+FFFD.
+func printable(s string, n int) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, w := utf8.DecodeRuneInString(s[i:])
+		if i+w > n {
+			b.WriteString("…")
+			break
+		}
+		if !unicode.IsPrint(r) {
+			r = utf8.RuneError
+		}
+		b.WriteRune(r)
+		i += w
 	}
-	return s[:n] + "…"
+	return b.String()
 }

@@ -2,12 +2,16 @@ package promgate_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/keywarden/keywarden/rotation/promgate"
 )
@@ -15,6 +19,10 @@ import (
 const vector = `{"status":"success","data":{"resultType":"vector","result":[
  {"metric":{"__name__":"keywarden_key_info","fingerprint":"sk-ant-api03-…sha256:1f2e3d4c","instance":"10.0.0.7:9090","job":"sidecar","key":"prod","pod":"web-7"},"value":[1700000000.123,"1"]},
  {"metric":{"__name__":"keywarden_key_info","instance":"10.0.0.8:9090","pod":"web-8"},"value":[1700000000.123,"0"]}]}}`
+
+// partial is what Thanos, Cortex and Mimir answer when part of the data
+// was unreachable: a success, an empty vector, and a warning.
+const partial = `{"status":"success","data":{"resultType":"vector","result":[]},"warnings":["partial response: store 10.0.0.9:10901 unavailable: rpc error: code = Unavailable"]}`
 
 func TestParseVector(t *testing.T) {
 	tests := []struct {
@@ -30,6 +38,16 @@ func TestParseVector(t *testing.T) {
 		{"bad value", `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"x"]}]}}`, 0, `value "x" is not a number`},
 		{"short value", `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1]}]}}`, 0, "value has 1 elements"},
 		{"no status", `{}`, 0, `status ""`},
+		{"partial response", partial, 0, `the answer may be incomplete: warning "partial response: store 10.0.0.9:10901 unavailable`},
+		{"holders and a warning", strings.Replace(vector, `"data"`, `"warnings":["store b down"],"data"`, 1), 0, `warning "store b down"`},
+		{"two warnings", `{"status":"success","warnings":["a","b"],"data":{"resultType":"vector","result":[]}}`, 0, `warning "a" (and 1 more)`},
+		{"empty warnings", `{"status":"success","warnings":[],"data":{"resultType":"vector","result":[]}}`, 0, ""},
+		{"null warnings", `{"status":"success","warnings":null,"data":{"resultType":"vector","result":[]}}`, 0, ""},
+		{"warnings not strings", `{"status":"success","warnings":[{"w":1}],"data":{"resultType":"vector","result":[]}}`, 0, "malformed answer"},
+		{"infos are not warnings", strings.Replace(vector, `"data"`, `"infos":["PromQL info: metric might not be a counter"],"data"`, 1), 1, ""},
+		{"error with warnings", `{"status":"error","errorType":"execution","error":"store down","warnings":["w"]}`, 0, "prometheus error execution: store down"},
+		{"null result", `{"status":"success","data":{"resultType":"vector","result":null}}`, 0, "malformed result: not a list"},
+		{"no result", `{"status":"success","data":{"resultType":"vector"}}`, 0, "malformed result"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,8 +65,69 @@ func TestParseVector(t *testing.T) {
 	}
 }
 
+// A warning reaches the error message clipped and printable: no control
+// character, escape sequence or invalid UTF-8 from the answer.
+func TestParseVectorWarningPrintable(t *testing.T) {
+	// An escape sequence, a newline, a bidi override and a byte that is
+	// not UTF-8, then more than the 300 bytes kept.
+	body := `{"status":"success","warnings":["\u001b[31mstore\nb\u202edown` + "\xff " + strings.Repeat("é", 400) + `"],"data":{"resultType":"vector","result":[]}}`
+	_, err := promgate.ParseVector([]byte(body))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "warning \"\ufffd[31mstore\ufffdb\ufffddown\ufffd éé") || !strings.HasSuffix(msg, "é…\"") || len(msg) > 400 {
+		t.Fatalf("message %q", msg)
+	}
+	if !printable(msg) {
+		t.Fatalf("not printable: %q", msg)
+	}
+}
+
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestHoldersPartialResponse: a Thanos-like server that could not reach a
+// store answers success, no series and a warning. Holders must not read
+// that as "nobody holds the key"; and it asks Thanos not to answer
+// partially at all (partial_response=false).
+func TestHoldersPartialResponse(t *testing.T) {
+	var got url.Values
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.URL.Query()
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(partial))
+	}))
+	defer srv.Close()
+	c, err := promgate.New(promgate.Options{URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := c.Holders(context.Background(), "prod", "sk-ant-api03-…sha256:1f2e3d4c")
+	if err == nil || hs != nil {
+		t.Fatalf("Holders = %v, %v; want an error (a partial answer is no clear check)", hs, err)
+	}
+	if !strings.Contains(err.Error(), `may be incomplete: warning "partial response: store 10.0.0.9:10901 unavailable`) {
+		t.Fatalf("error %q does not name the warning", err)
+	}
+	if got.Get("partial_response") != "false" || got.Get("query") != c.Query("prod", "sk-ant-api03-…sha256:1f2e3d4c") {
+		t.Fatalf("query parameters %v, want partial_response=false and the query", got)
+	}
+}
+
 func FuzzParseVector(f *testing.F) {
 	f.Add([]byte(vector))
+	f.Add([]byte(partial))
+	f.Add([]byte(`{"status":"success","warnings":[],"infos":["i"],"data":{"resultType":"vector","result":[]}}`))
 	f.Add([]byte(`{"status":"success","data":{"resultType":"vector","result":[]}}`))
 	f.Add([]byte(`{"status":"error","errorType":"timeout","error":"query timed out"}`))
 	f.Add([]byte(`{"status":"success","data":{"resultType":"vector","result":[{"metric":null,"value":[1,"NaN"]}]}}`))
@@ -58,7 +137,18 @@ func FuzzParseVector(f *testing.F) {
 			if got != nil {
 				t.Fatal("series with an error")
 			}
+			if !printable(err.Error()) {
+				t.Fatalf("error not printable: %q", err)
+			}
 			return
+		}
+		// Only a complete success answers: status success, no warnings.
+		var env struct {
+			Status   string   `json:"status"`
+			Warnings []string `json:"warnings"`
+		}
+		if json.Unmarshal(body, &env) != nil || env.Status != "success" || len(env.Warnings) > 0 {
+			t.Fatalf("accepted %+v", env)
 		}
 		for _, m := range got {
 			if m == nil {
