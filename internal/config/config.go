@@ -129,6 +129,15 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// emptyDocument reports whether a decoded YAML document sets nothing (a
+// trailing --- line).
+func emptyDocument(n *yaml.Node) bool {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	return n.Kind == 0 || n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
 // Parse parses and validates a config document. Its errors quote the
 // values at fault, with anything shaped like a key redacted: a key pasted
 // into the wrong field must not reach a log.
@@ -155,6 +164,18 @@ func parse(b []byte) (*Config, error) {
 			return nil, errors.New("config: the file is empty; it needs at least a keys: section")
 		}
 		return nil, fmt.Errorf("config: %s", explainYAML(err))
+	}
+	// A second document (after ---) would be ignored: refuse it, so that
+	// nothing a file sets is silently dropped.
+	for {
+		var more yaml.Node
+		err := dec.Decode(&more)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil || !emptyDocument(&more) {
+			return nil, errors.New("config: the file holds more than one YAML document (a --- line); keywarden reads one: merge them")
+		}
 	}
 	for name, k := range c.Keys {
 		if k == nil {

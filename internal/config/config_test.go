@@ -63,6 +63,7 @@ func TestParseErrors(t *testing.T) {
 		{`keys: {}`, "no keys configured"},
 		{`keys: {prod: {store: x, colour: blue}}`, `unknown field "colour" (known fields here: field, jitter, max_stale, refresh, rotation, store)`},
 		{`kees: {}`, `unknown field "kees"`},
+		{"keys: {prod: {store: \"env://K\"}}\n---\nsidecar: {listen: \"0.0.0.0:1\"}\n", "more than one YAML document"},
 		{`keys: {prod: {}}`, "keys.prod.store: missing"},
 		{`keys: {prod: }`, "keys.prod is empty"},
 		{`keys: {prod: {store: keys.json}}`, "keys.prod.store: \"keys.json\" is not a URL"},
@@ -142,5 +143,22 @@ func TestStoreURLParametersReachProviders(t *testing.T) {
 		if got := s.Options(); got.Refresh != time.Minute || got.Jitter != 2*time.Second || got.MaxStale != 3*time.Hour || got.Field != "token" {
 			t.Fatalf("effective options %+v: the URL's parameters were not used", got)
 		}
+	}
+}
+
+// TestOneDocument: a leading or trailing --- (an empty document) is fine;
+// a second document that sets anything is refused, not ignored.
+func TestOneDocument(t *testing.T) {
+	for _, doc := range []string{
+		"---\nkeys: {prod: {store: \"env://K\"}}\n",
+		"keys: {prod: {store: \"env://K\"}}\n---\n",
+		"keys: {prod: {store: \"env://K\"}}\n---\n# a comment\n...\n",
+	} {
+		if _, err := config.Parse([]byte(doc)); err != nil {
+			t.Errorf("Parse(%q): %v", doc, err)
+		}
+	}
+	if _, err := config.Parse([]byte("keys: {prod: {store: \"env://K\"}}\n---\nkeys: {dev: {store: \"env://D\"}}\n")); err == nil || !strings.Contains(err.Error(), "more than one YAML document") {
+		t.Errorf("a second document: %v", err)
 	}
 }

@@ -308,6 +308,9 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 	if s.UnixSocket != "" {
 		if err := checkPath(s.UnixSocket); err != nil {
 			add("%s.unix_socket: %v", p, err)
+		} else if len(s.UnixSocket) > maxSocketPath {
+			// bind fails with "invalid argument" at start otherwise.
+			add("%s.unix_socket: the path is %d bytes; a unix socket's path holds at most %d (the kernel's sun_path): use a shorter directory", p, len(s.UnixSocket), maxSocketPath)
 		}
 	}
 	if s.MetricsListen != "" && s.MetricsListen != settings.MetricsOff {
@@ -394,6 +397,10 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 // checkPath checks a path the sidecar creates (its unix socket, the file
 // sink's file): absolute, or relative written with ./ so that it is not
 // taken for something else.
+// maxSocketPath is the longest unix socket path Linux binds: sun_path's
+// 108 bytes, one of them the terminating NUL.
+const maxSocketPath = 107
+
 func checkPath(path string) error {
 	if !strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "./") {
 		return fmt.Errorf("%q must be a path starting with / or ./", path)
@@ -685,6 +692,10 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	b, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
 		return fmt.Errorf("line %d: %q is not a size; write bytes or a unit, such as 65536, 512KiB or 1MiB", n.Line, n.Value)
+	}
+	if b < 0 || b > math.MaxInt64/mult {
+		// Beyond int64 the product would wrap (2^64 bytes read as 0).
+		return fmt.Errorf("line %d: %q is not a size from 0 to 8 EiB", n.Line, n.Value)
 	}
 	s.Bytes = b * mult
 	return nil

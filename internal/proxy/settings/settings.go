@@ -159,10 +159,30 @@ func CheckAllowPath(p string) error {
 		return fmt.Errorf("%q would expose the Admin API, which the sidecar never forwards; list data-plane paths such as /v1/messages", p)
 	case !strings.HasPrefix(p, "/v1/"):
 		return fmt.Errorf("%q must be an API path under /v1/, e.g. /v1/messages", p)
+	case !plainPath(p):
+		return fmt.Errorf("%q: a path is letters, digits, / and - . _ ~ ! $ & ' ( ) * + , ; = : @ (no query, fragment, escape or space: no request path would match it)", p)
 	case path.Clean(p) != p:
 		return fmt.Errorf("%q is not a clean path; write it as %q", p, path.Clean(p))
 	}
 	return nil
+}
+
+// plainPath reports whether p holds only the characters a request's path
+// carries literally (RFC 3986 pchar without escapes, and /): letters,
+// digits, - . _ ~ ! $ & ' ( ) * + , ; = : @. A ? or # starts a query or a
+// fragment, % an escape, and a space, a control or a non-ASCII character
+// cannot be sent as they are: a prefix with one never matches a request.
+func plainPath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("-._~!$&'()*+,;=:@/", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // CheckPrefix checks a route's path prefix: "/" or a clean path that does
@@ -171,6 +191,8 @@ func CheckPrefix(p string) error {
 	switch {
 	case !strings.HasPrefix(p, "/"):
 		return fmt.Errorf("%q must start with /", p)
+	case !plainPath(p):
+		return fmt.Errorf("%q: a prefix is letters, digits, / and - . _ ~ ! $ & ' ( ) * + , ; = : @ (no query, fragment, escape or space: no request path would match it)", p)
 	case p != "/" && path.Clean(p) != p:
 		return fmt.Errorf("%q is not a clean path; write it as %q", p, path.Clean(p))
 	case UnderPrefix(p, "/v1"):

@@ -59,6 +59,17 @@ func TestChecks(t *testing.T) {
 		{"unclean allow path", settings.CheckAllowPath("/v1/models/../organizations"), false},
 		{"prefix", settings.CheckPrefix("/staging"), true},
 		{"prefix hiding the API", settings.CheckPrefix("/v1"), false},
+		// A prefix or path no request can match: a query, a fragment, an
+		// escape, a space, a control or non-ASCII character.
+		{"prefix with a query", settings.CheckPrefix("/staging?x=1"), false},
+		{"prefix with a fragment", settings.CheckPrefix("/staging#a"), false},
+		{"prefix with an escape", settings.CheckPrefix("/a%2Fb"), false},
+		{"prefix with a space", settings.CheckPrefix("/my app"), false},
+		{"prefix non-ASCII", settings.CheckPrefix("/é"), false},
+		{"prefix of pchars", settings.CheckPrefix("/team:a@b/x~y_z-1.2!$&'()*+,;="), true},
+		{"allow path with a query", settings.CheckAllowPath("/v1/messages?x"), false},
+		{"allow path with a tab", settings.CheckAllowPath("/v1/mess\tages"), false},
+		{"allow path with a colon", settings.CheckAllowPath("/v1/models/m:count"), true},
 		{"timeout", settings.CheckTimeout(-1), false},
 		{"retry body", settings.CheckMaxRetryBody(settings.MaxRetryBodyLimit + 1), false},
 		{"version", settings.CheckVersion("latest"), false},
@@ -70,6 +81,7 @@ func TestChecks(t *testing.T) {
 	for raw, ok := range map[string]bool{
 		"https://api.anthropic.com": true, "http://127.0.0.1:9000/": true, "http://localhost": true,
 		"http://api.example.com": false, "ftp://x": false, "api.example.com": false, "https://u:p@x": false, "https://x/?q=1": false,
+		"http://LOCALHOST:9000": true, "https://:443": false, "https://api.anthropic.com:99999": false, "https://127.0.0.1:0": false,
 	} {
 		if _, err := settings.ParseUpstream(raw); (err == nil) != ok {
 			t.Errorf("ParseUpstream(%q): %v, want ok=%v", raw, err, ok)
