@@ -221,7 +221,7 @@ func (c *Config) validate() error {
 		}
 		if k.Refresh.D >= 0 && k.Jitter.D >= 0 && strings.Contains(k.Store, ":") {
 			if _, err := k.Effective(); err != nil {
-				add("%s: refresh, jitter, max_stale, field (here or in the store URL): %v", p, err)
+				add("%s: %v", p, err) // the error names the URL or the parameter at fault
 			}
 		}
 		if k.Rotation != nil {

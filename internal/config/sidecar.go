@@ -356,12 +356,16 @@ func (s *Sidecar) validate(p string, c *Config) []string {
 			add("%s.usage.prices.%s: %v", p, m, err)
 		}
 	}
+	// Waits for a peer or a store have a floor; shutdown may be short
+	// (streams cut at once).
 	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"timeouts.header", s.Timeouts.Header.D}, {"timeouts.client_header", s.Timeouts.ClientHeader.D},
-		{"timeouts.idle", s.Timeouts.Idle.D}, {"timeouts.shutdown", s.Timeouts.Shutdown.D}, {"start_timeout", s.StartTimeout.D}} {
-		if err := settings.CheckTimeout(d.v); err != nil {
+		name  string
+		v     time.Duration
+		check func(time.Duration) error
+	}{{"timeouts.header", s.Timeouts.Header.D, settings.CheckConfigTimeout}, {"timeouts.client_header", s.Timeouts.ClientHeader.D, settings.CheckConfigTimeout},
+		{"timeouts.idle", s.Timeouts.Idle.D, settings.CheckConfigTimeout}, {"timeouts.shutdown", s.Timeouts.Shutdown.D, settings.CheckTimeout},
+		{"start_timeout", s.StartTimeout.D, settings.CheckConfigTimeout}} {
+		if err := d.check(d.v); err != nil {
 			add("%s.%s: %v", p, d.name, err)
 		}
 	}
@@ -465,10 +469,15 @@ func absPath(path string) string {
 // stays a whole number).
 const MaxRPS = 1e6
 
+// MinRPS is the smallest rate limit accepted (one request in under three
+// hours): below it, a refused client would be told to retry after years
+// (1e-300 gave Retry-After: 9223372037).
+const MinRPS = 1e-4
+
 func (rl RateLimit) validate(p string) []string {
 	var errs []string
-	if rl.RPS != nil && (*rl.RPS < 0 || *rl.RPS > MaxRPS || math.IsNaN(*rl.RPS)) {
-		errs = append(errs, p+".rps: must be a number from 0 to 1000000, such as 10; 0 turns the rate limit off")
+	if rl.RPS != nil && (*rl.RPS < 0 || *rl.RPS > MaxRPS || *rl.RPS != 0 && *rl.RPS < MinRPS || math.IsNaN(*rl.RPS)) {
+		errs = append(errs, p+".rps: must be 0 (the rate limit off) or a number from 0.0001 to 1000000, such as 10")
 	}
 	if rl.Burst != nil && *rl.Burst < 0 {
 		errs = append(errs, p+".burst: must not be negative")

@@ -269,6 +269,23 @@ func RouteVersion(version string, auth providers.Auth) string {
 	return version
 }
 
+// MinConfigTimeout is the shortest timeout a config file sets: below it
+// (1ns, 1ms) every request or start would time out. The proxy's Options,
+// for library use and tests, take any positive value (CheckTimeout).
+const MinConfigTimeout = time.Second
+
+// CheckConfigTimeout checks a timeout a config file sets: zero (the
+// default) or at least MinConfigTimeout.
+func CheckConfigTimeout(d time.Duration) error {
+	if err := CheckTimeout(d); err != nil {
+		return err
+	}
+	if d != 0 && d < MinConfigTimeout {
+		return fmt.Errorf("%v is shorter than %v: every wait would time out; use a duration such as 30s, or leave it unset for the default", d, MinConfigTimeout)
+	}
+	return nil
+}
+
 // CheckTimeout checks a timeout: zero (the default) or positive.
 func CheckTimeout(d time.Duration) error {
 	if d < 0 {
