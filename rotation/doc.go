@@ -40,12 +40,15 @@
 //	idle           no PENDING                      nothing unless due (schedule or Force); then
 //	                                               write creating+token+lease, and go on
 //	idle           a PENDING (stray, e.g. a put)   stop, exit 11; --abandon discards it
-//	creating       no PENDING with the token       Issuer.Create(token), PutPending(token)
+//	creating       no PENDING with the token       Issuer.Create(token), PutPending(token); a key
+//	                                               consumers cannot read: record discarding (no
+//	                                               pending_version), revoke it, record idle
 //	creating       PENDING with the token          use it (no second Create); record probing
 //	probing        PENDING = pending_version       Activate, Probe; pass: record promoting
 //	                                               (old = CURRENT); fail: park or discard
 //	parked         PENDING = pending_version       probe again (--abandon discards it)
 //	discarding     PENDING = pending_version/none  Revoke the new key, DiscardPending, record idle
+//	discarding     no pending_version (refused)    Issuer.Create(token) again, Revoke it, record idle
 //	promoting      CURRENT = old_version           Promote(pending, old); record grace
 //	promoting      CURRENT = pending_version       (promoted before a crash) record grace
 //	grace          CURRENT = new, PREVIOUS = old   before revoke_due: exit 0 (or wait);

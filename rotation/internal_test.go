@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -176,5 +177,40 @@ func TestKindOf(t *testing.T) {
 	}
 	if !errors.Is(failf(KindConflict, "x: %w", ErrInProgress), ErrInProgress) {
 		t.Error("ErrInProgress lost")
+	}
+}
+
+// TestCheckedValue: an issued key is stored only as consumers will read it
+// back (providers.DecodePayload), under any current payload. want is ""
+// for no error.
+func TestCheckedValue(t *testing.T) {
+	cred := func(k, id string) Credential { return Credential{Key: providers.NewSecret(k), KeyID: id} }
+	const good = "sk-ant-api03-good"
+	type tc struct {
+		c             Credential
+		current, want string
+	}
+	for name, tc := range map[string]tc{
+		"bare":                {cred(good, ""), "", ""},
+		"with id":             {cred(good, "apikey_1"), "", ""},
+		"under JSON":          {cred(good, ""), `{"api_key":"x","base_url":"https://a"}`, ""},
+		"space":               {cred("kw key abc", ""), "", "white space"},
+		"space under JSON":    {cred("kw key abc", ""), `{"api_key":"x"}`, "white space"},
+		"leading space, bare": {cred(" "+good+"abc", ""), "", "starts or ends with white space"},
+		"non-ASCII":           {cred("sk-ant-api03-abc\u00e9", ""), "", "outside printable ASCII"},
+		"starts like JSON":    {cred("{abc", ""), "", "not a valid JSON object"},
+		"bad id":              {cred(good, "apikey 1"), "", "key id"},
+	} {
+		b, err := checkedValue(tc.c, "", []byte(tc.current))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", name, err)
+		case tc.want == "" && !bytes.Contains(b, []byte(tc.c.Key.Reveal())):
+			t.Errorf("%s: the payload does not hold the key", name)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want %q", name, err, tc.want)
+		case err != nil && strings.Contains(err.Error(), "abc"):
+			t.Errorf("%s: the error holds the key: %v", name, err)
+		}
 	}
 }

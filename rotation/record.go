@@ -232,6 +232,13 @@ func decode(r *driver.Record) (*state, error) {
 }
 
 // clone returns a copy of s to modify before a write.
+// refusedIssued reports whether a discarding rotation's key was refused
+// before it reached the store (refuseIssued): it has a fingerprint and no
+// PENDING version. (An abandoned rotation that had no PENDING has neither.)
+func (s *state) refusedIssued() bool {
+	return s.Phase == PhaseDiscarding && s.PendingVersion == "" && s.NewFP != "" && s.Token != ""
+}
+
 func (s *state) clone() *state {
 	c := *s
 	c.KeyIDs = maps.Clone(s.KeyIDs)

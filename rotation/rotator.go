@@ -195,6 +195,11 @@ func New(opts Options, keys ...*Key) (*Rotator, error) {
 		case k.OnProbeFailure != "" && k.OnProbeFailure != Park && k.OnProbeFailure != Discard:
 			return nil, failf(KindConfig, "rotation: key %s: on_probe_failure %q: want park or discard", k.Name, k.OnProbeFailure)
 		}
+		if k.Schedule != nil {
+			if err := checkFires(k.Schedule, opts.Now()); err != nil {
+				return nil, fail(KindConfig, fmt.Errorf("rotation: key %s: schedule: %w", k.Name, err))
+			}
+		}
 		if k.RevokeGate != nil {
 			if err := k.RevokeGate.validate("key " + k.Name); err != nil {
 				return nil, err

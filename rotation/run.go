@@ -32,6 +32,7 @@ type run struct {
 	waited  time.Duration // grace waits, excluded from Active
 	crashed bool          // AfterStep stopped the run: write nothing more (set under mu)
 	probed  bool          // the probe ran in this run
+	issued  *Credential   // the key this run refused before the store (refuseIssued)
 	started bool          // this run started a new rotation
 }
 

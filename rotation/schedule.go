@@ -17,10 +17,17 @@ type Schedule interface {
 	Next(t time.Time) time.Time
 }
 
+// MinEvery is the shortest period of an "@every" schedule: a rotation
+// includes a grace period of minutes, so a key cannot usefully rotate more
+// often.
+const MinEvery = time.Minute
+
 // ParseSchedule parses a cron spec: five fields (minute hour day-of-month
 // month day-of-week), a descriptor such as @daily, @weekly, @monthly or
 // "@every 720h", optionally prefixed with a time zone, "CRON_TZ=Europe/Paris
-// 0 3 * * 1". Times are UTC without a CRON_TZ.
+// 0 3 * * 1". Times are UTC without a CRON_TZ. It refuses an "@every"
+// period shorter than MinEvery (a negative or zero one included) and a spec
+// that never fires (such as "0 0 31 2 *", February 31st).
 func ParseSchedule(spec string) (Schedule, error) {
 	spec = strings.TrimSpace(spec)
 	if spec == "" {
@@ -41,7 +48,25 @@ func ParseSchedule(spec string) (Schedule, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rotation: schedule %q: %v; use 5 fields (minute hour day-of-month month day-of-week) such as \"0 3 * * 1\", a descriptor such as @weekly, optionally prefixed with CRON_TZ=Region/City", spec, err)
 	}
+	// cron rounds any period under a second, a negative one included, up
+	// to a second: refuse what it parsed, whatever was written.
+	if every, ok := s.(cron.ConstantDelaySchedule); ok && every.Delay < MinEvery {
+		return nil, fmt.Errorf("rotation: schedule %q: an @every period must be at least %v (a rotation includes a grace period of minutes); write e.g. \"@every 720h\"", spec, MinEvery)
+	}
+	if err := checkFires(s, time.Now()); err != nil {
+		return nil, fmt.Errorf("rotation: schedule %q: %w", spec, err)
+	}
 	return s, nil
+}
+
+// checkFires refuses a schedule that has no activation after now: cron's
+// Next returns the zero time for a spec such as "0 0 31 2 *" (February
+// 31st), which must never be taken for "due at once".
+func checkFires(s Schedule, now time.Time) error {
+	if s.Next(now).IsZero() {
+		return fmt.Errorf("never fires (no such date in the next years); check the day of month against the month")
+	}
+	return nil
 }
 
 // dueSlack is how early a run may come and still find a scheduled rotation
@@ -60,14 +85,19 @@ func nextDue(sched Schedule, base time.Time) time.Time {
 
 // isDue reports whether a rotation is due at now: its due time has come,
 // allowing a slack of a tenth of the schedule's period, at most dueSlack.
+// A key never rotated (zero base) is due at once; a schedule with no next
+// activation is never due.
 func isDue(sched Schedule, base, now time.Time) bool {
-	due := nextDue(sched, base)
-	if due.IsZero() {
+	if sched == nil || base.IsZero() {
 		return true
 	}
+	due := sched.Next(base)
+	if due.IsZero() {
+		return false
+	}
 	slack := dueSlack
-	if p := sched.Next(due).Sub(due) / 10; p < slack {
-		slack = p
+	if after := sched.Next(due); !after.IsZero() && after.Sub(due)/10 < slack {
+		slack = after.Sub(due) / 10
 	}
 	return !due.After(now.Add(slack))
 }

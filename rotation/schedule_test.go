@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keywarden/keywarden/providers/driver"
 )
 
 func TestParseSchedule(t *testing.T) {
@@ -37,22 +39,65 @@ func TestParseSchedule(t *testing.T) {
 }
 
 func TestParseScheduleErrors(t *testing.T) {
-	for _, tc := range []struct{ spec, want string }{
-		{"", "empty schedule"},
-		{"0 3 * *", "expected exactly 5 fields"},
-		{"0 0 3 * * 1", "expected exactly 5 fields"},
-		{"@fortnightly", "unrecognized descriptor"},
-		{"61 * * * *", "above maximum"},
-		{"CRON_TZ=Nowhere/Atlantis 0 3 * * *", "bad location"},
-		{"CRON_TZ=UTC", "has a time zone but no schedule"},
+	const fields = "5 fields"
+	for _, tc := range []struct{ spec, want, fix string }{
+		{"", "empty schedule", ""},
+		{"0 3 * *", "expected exactly 5 fields", fields},
+		{"0 0 3 * * 1", "expected exactly 5 fields", fields},
+		{"@fortnightly", "unrecognized descriptor", fields},
+		{"61 * * * *", "above maximum", fields},
+		{"CRON_TZ=Nowhere/Atlantis 0 3 * * *", "bad location", fields},
+		{"CRON_TZ=UTC", "has a time zone but no schedule", ""},
+		// cron's Next returns the zero time for a spec that never fires.
+		{"0 0 31 2 *", "never fires", "day of month"},
+		{"CRON_TZ=Europe/Paris 0 3 30 2 *", "never fires", "day of month"},
+		// cron rounds these up to a second; a rotation cannot be that short.
+		{"@every -1s", "at least 1m0s", "@every 720h"},
+		{"@every 0s", "at least 1m0s", "@every 720h"},
+		{"@every 1ns", "at least 1m0s", "@every 720h"},
+		{"@every 59s", "at least 1m0s", "@every 720h"},
+		{"CRON_TZ=UTC @every 1s", "at least 1m0s", "@every 720h"},
 	} {
 		_, err := ParseSchedule(tc.spec)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want %q", tc.spec, err, tc.want)
 		}
-		if err != nil && !strings.Contains(err.Error(), "5 fields") && tc.spec != "" && tc.spec != "CRON_TZ=UTC" {
-			t.Errorf("%q: the error does not say how to fix it: %v", tc.spec, err)
+		if err != nil && !strings.Contains(err.Error(), tc.fix) {
+			t.Errorf("%q: the error does not say how to fix it (%q): %v", tc.spec, tc.fix, err)
 		}
+	}
+	for _, spec := range []string{"@every 1m", "0 0 29 2 *"} { // Feb 29th fires in leap years
+		if _, err := ParseSchedule(spec); err != nil {
+			t.Errorf("%q: %v", spec, err)
+		}
+	}
+}
+
+// never is a Schedule with no next activation, as cron's is for "0 0 31 2 *".
+type never struct{}
+
+func (never) Next(time.Time) time.Time { return time.Time{} }
+
+// nopStager and nopIssuer fill a Key for New, which never calls them.
+type (
+	nopStager struct{ driver.Stager }
+	nopIssuer struct{ Issuer }
+)
+
+// TestNeverFiresIsNeverDue: a schedule whose Next is the zero time is never
+// due (it was taken for "due at once": every run rotated), and New refuses
+// it.
+func TestNeverFiresIsNeverDue(t *testing.T) {
+	now := time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)
+	if isDue(never{}, now.Add(-24*time.Hour), now) {
+		t.Error("a schedule that never fires is due")
+	}
+	if !isDue(never{}, time.Time{}, now) {
+		t.Error("a key never rotated is not due at once")
+	}
+	_, err := New(Options{}, &Key{Name: "k", Store: nopStager{}, Issuer: nopIssuer{}, Schedule: never{}})
+	if err == nil || !strings.Contains(err.Error(), "never fires") || KindOf(err) != KindConfig {
+		t.Errorf("New: %v, want a config error saying the schedule never fires", err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
 	"github.com/keywarden/keywarden/providers/stage"
@@ -74,7 +75,11 @@ func (ru *run) create(ctx context.Context) error {
 				return fail(KindIssuer, fmt.Errorf("rotation: %s: the %s issuer returned the key that is CURRENT (%s); remove it from the issuer's pool", k.Name, k.Issuer.Type(), cred.Key.Fingerprint()))
 			}
 		}
-		pv, err = k.Store.PutPending(ctx, k.Secret, s.Token, encodeValue(cred, k.Field, curRaw))
+		value, err := checkedValue(cred, k.Field, curRaw)
+		if err != nil {
+			return ru.refuseIssued(ctx, cred, err)
+		}
+		pv, err = k.Store.PutPending(ctx, k.Secret, s.Token, value)
 		if err != nil {
 			if codes.Is(err, codes.FailedPrecondition) {
 				return fail(KindConflict, fmt.Errorf("rotation: %s: write PENDING: another writer holds PENDING: %w", k.Name, err))
@@ -87,7 +92,7 @@ func (ru *run) create(ctx context.Context) error {
 	}
 	p, fp := fingerprintOf(pv, k.Field)
 	if p.Key.IsZero() {
-		return ru.storeErr("decode the PENDING version", codes.Errorf(codes.Internal, "PENDING version %s does not hold a key", pv.ID))
+		return ru.storeErr("decode the PENDING version", codes.Errorf(codes.InvalidArgument, "PENDING version %s does not hold a key consumers can read; run `keywarden rotate --key %s --abandon` to discard it", pv.ID, k.Name))
 	}
 	next := s.clone()
 	next.Phase = PhaseProbing
@@ -102,6 +107,63 @@ func (ru *run) create(ctx context.Context) error {
 	ru.commit(ctx, s.Token)
 	ru.reportPool(ctx)
 	return ru.step(ctx, AfterCommit)
+}
+
+// refuseIssued drops a key the issuer returned that readers could not
+// decode (cause says why): it never reaches the store. The rotation takes
+// the path of a discarded probe failure: the record is written first
+// (discarding, with the key's id and fingerprint and no PENDING version),
+// then the key is revoked at the issuer and the rotation ends, failing
+// with an issuer error.
+func (ru *run) refuseIssued(ctx context.Context, cred Credential, cause error) error {
+	k, s := ru.k, ru.s
+	next := s.clone()
+	next.Phase = PhaseDiscarding
+	next.PendingVersion, next.NewKeyID, next.NewFP = "", "", cred.Key.Fingerprint()
+	if providers.CheckKeyID(cred.KeyID) == nil {
+		next.NewKeyID = cred.KeyID
+	}
+	next.Reason = fmt.Sprintf("the %s issuer returned a key that consumers could not read: %v", k.Issuer.Type(), cause)
+	next.LastOutcome, next.LastReason = KindIssuer.String(), next.Reason
+	next.LastFinishedAt = ru.now()
+	if err := ru.save(ctx, next); err != nil {
+		return err
+	}
+	ru.issued = &cred
+	if err := ru.step(ctx, AfterRecordDiscarding); err != nil {
+		return err
+	}
+	return ru.discard(ctx)
+}
+
+// issuedCredential returns the key a discarding rotation refused before it
+// reached the store (see refuseIssued), to revoke it: the one this run
+// holds, or else the issuer's again (Create is idempotent on the token).
+// A key other than the refused one, from an issuer that is not idempotent,
+// is revoked at once: nobody will use it.
+func (ru *run) issuedCredential(ctx context.Context) (Credential, error) {
+	k, s := ru.k, ru.s
+	if c := ru.issued; c != nil && c.Key.Fingerprint() == s.NewFP {
+		return *c, nil
+	}
+	c, err := k.Issuer.Create(ctx, s.Token)
+	if err != nil {
+		if e := ctxError(err); e != nil {
+			return Credential{}, e
+		}
+		return Credential{}, ru.issuerErr(err, "find again the refused key %s to revoke it", s.NewFP)
+	}
+	if c.Key.Fingerprint() == s.NewFP {
+		return c, nil
+	}
+	ru.log().Warn("the issuer returned another key for the rotation's token; revoking it too", slog.String("fingerprint", c.Key.Fingerprint()))
+	if err := k.Issuer.Revoke(ctx, c); err != nil {
+		if e := ctxError(err); e != nil {
+			return Credential{}, e
+		}
+		return Credential{}, ru.issuerErr(err, "revoke the key %s the issuer created again", c.Key.Fingerprint())
+	}
+	return Credential{KeyID: s.NewKeyID}, nil
 }
 
 // commit tells a Committer issuer that the key of token is safe in the
@@ -190,7 +252,13 @@ func (ru *run) pendingCredential(ctx context.Context) (Credential, bool, error) 
 	}
 	p, fp := fingerprintOf(pv, ru.k.Field)
 	if p.Key.IsZero() {
-		return Credential{}, false, ru.storeErr("decode the PENDING version", codes.Errorf(codes.Internal, "PENDING version %s does not hold a key", pv.ID))
+		// Written by an older keywarden that did not check issued keys:
+		// no key to probe, but one to discard, by its id when known.
+		id := s.keyID(salvageKeyID(pv.Value), fp)
+		if id == "" {
+			id = s.NewKeyID
+		}
+		return Credential{KeyID: id, OtherIDs: s.otherIDs(id)}, true, nil
 	}
 	id := s.keyID(p.KeyID, fp)
 	if id == "" {
@@ -208,6 +276,9 @@ func (ru *run) probe(ctx context.Context) error {
 	cred, ok, err := ru.pendingCredential(ctx)
 	if err != nil {
 		return err
+	}
+	if ok && cred.Key.IsZero() {
+		return ru.storeErr("decode the PENDING version", codes.Errorf(codes.InvalidArgument, "PENDING version %s does not hold a key consumers can read; run `keywarden rotate --key %s --abandon` to discard it", s.PendingVersion, k.Name))
 	}
 	if !ok {
 		cur, err := ru.currentVersion(ctx)
@@ -326,7 +397,17 @@ func (ru *run) discard(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if s.Token != "" && (pending || cred.KeyID != "") {
+	if !pending && s.refusedIssued() {
+		if cred, err = ru.issuedCredential(ctx); err != nil {
+			return err
+		}
+	}
+	if s.Token != "" && pending && cred.Key.IsZero() && cred.KeyID == "" {
+		ru.log().Warn("the PENDING version does not hold a readable key or a key id: its key cannot be revoked at the issuer; discarding PENDING only",
+			slog.String("version", s.PendingVersion), slog.String("fingerprint", s.NewFP))
+		pending = false
+	}
+	if s.Token != "" && (pending || cred.KeyID != "" || !cred.Key.IsZero()) {
 		cur, err := ru.currentVersion(ctx)
 		if err != nil {
 			return err
@@ -376,6 +457,8 @@ func (ru *run) discard(ctx context.Context) error {
 		return nil
 	case KindConflict.String():
 		return fail(KindConflict, fmt.Errorf("rotation: %s: %s; the new key %s was discarded", k.Name, reason, orNone(s.NewFP)))
+	case KindIssuer.String():
+		return fail(KindIssuer, fmt.Errorf("rotation: %s: %s; the key was revoked at the issuer and never stored; CURRENT is untouched", k.Name, reason))
 	}
 	return fail(KindProbe, fmt.Errorf("rotation: %s: the new key %s failed its probe and was discarded (revoked at the issuer, PENDING removed); CURRENT is untouched: %s", k.Name, orNone(s.NewFP), reason))
 }

@@ -589,9 +589,35 @@ func TestNewIssuerRejectsBadOptions(t *testing.T) {
 		{claude.IssuerOptions{Pool: p}, "no Admin key source"},
 		{claude.IssuerOptions{AdminKey: key}, "no key pool"},
 		{claude.IssuerOptions{AdminKey: key, Pool: p, RevokeStatus: "deleted"}, `revoke status "deleted"`},
+		// The Admin key goes to the base URL: never in clear text over the
+		// network, never to a URL with credentials.
+		{claude.IssuerOptions{AdminKey: key, Pool: p, BaseURL: "http://192.0.2.2"}, "clear text"},
+		{claude.IssuerOptions{AdminKey: key, Pool: p, BaseURL: "http://api.example.com:8080/v1"}, "clear text"},
+		{claude.IssuerOptions{AdminKey: key, Pool: p, BaseURL: "https://admin:S3CRET@api.example.com"}, "credentials"},
+		{claude.IssuerOptions{AdminKey: key, Pool: p, BaseURL: "api.anthropic.com"}, "not an absolute"},
 	} {
-		if _, err := claude.NewIssuer(tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
+		_, err := claude.NewIssuer(tc.o)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("NewIssuer: %v, want an error saying %q", err, tc.want)
 		}
+		if err != nil && (strings.Contains(err.Error(), "S3CRET") || strings.Contains(err.Error(), "admin:")) {
+			t.Errorf("the error holds the URL's user info: %v", err)
+		}
+	}
+	for _, base := range []string{"", claude.DefaultBaseURL, "http://127.0.0.1:8080", "http://localhost:9000/"} {
+		if _, err := claude.NewIssuer(claude.IssuerOptions{AdminKey: key, Pool: p, BaseURL: base}); err != nil {
+			t.Errorf("base URL %q: %v", base, err)
+		}
+	}
+}
+
+// TestProbeInsecureBaseURL: a probe never sends the new key to a base URL
+// in clear text over the network: it fails at once, without a retry.
+func TestProbeInsecureBaseURL(t *testing.T) {
+	probe := claude.NewProbe(claude.ProbeOptions{BaseURL: "http://192.0.2.2:18901"})
+	err := probe.Probe(context.Background(), providers.NewSecret("sk-ant-api03-newkey"))
+	var pe *rotation.ProbeError
+	if !errors.As(err, &pe) || pe.Retryable || !strings.Contains(err.Error(), "clear text") {
+		t.Fatalf("probe: %v, want a final probe error saying clear text", err)
 	}
 }

@@ -7,16 +7,37 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/netrule"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/redact"
 )
 
 // DefaultBaseURL is the API's default base URL.
 const DefaultBaseURL = "https://api.anthropic.com"
+
+// CheckBaseURL checks a base URL that keys are sent to in x-api-key (the
+// Admin key by an Issuer, a new key by a Probe): "" (DefaultBaseURL), or
+// an absolute URL that netrule.CheckSecure accepts: https, or plain http
+// only to this machine, without user info. NewIssuer refuses a base URL it
+// refuses; a Probe never sends to one. Its errors never hold user info.
+func CheckBaseURL(base string) error {
+	if base == "" {
+		return nil
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return fmt.Errorf("anthropic: base URL is not a URL")
+	}
+	if err := netrule.CheckSecure(u); err != nil {
+		return fmt.Errorf("anthropic: base URL %s://%s: %w", u.Scheme, u.Host, err)
+	}
+	return nil
+}
 
 // maxBody bounds the response bodies read.
 const maxBody = 1 << 20
@@ -65,6 +86,7 @@ type client struct {
 	base    string
 	version string
 	http    *http.Client
+	err     error // CheckBaseURL's verdict on base: when set, nothing is sent
 }
 
 // newHTTPClient returns a client that never follows redirects: the key is
@@ -85,7 +107,7 @@ func newClient(base, version string, hc *http.Client) *client {
 	if version == "" {
 		version = providers.DefaultAnthropicVersion
 	}
-	return &client{base: strings.TrimRight(base, "/"), version: version, http: newHTTPClient(hc)}
+	return &client{base: strings.TrimRight(base, "/"), version: version, http: newHTTPClient(hc), err: CheckBaseURL(base)}
 }
 
 // do sends one request and decodes a 2xx JSON answer into out (when not
@@ -93,6 +115,9 @@ func newClient(base, version string, hc *http.Client) *client {
 // is (wrapped), without the URL's query.
 func (c *client) do(ctx context.Context, key providers.Secret, method, path string, body, out any) error {
 	op := method + " " + strings.SplitN(path, "?", 2)[0]
+	if c.err != nil {
+		return fmt.Errorf("%s: %w", op, c.err)
+	}
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)

@@ -39,7 +39,8 @@ import (
 
 // IssuerOptions configure an Issuer.
 type IssuerOptions struct {
-	// BaseURL is the API's base URL (DefaultBaseURL).
+	// BaseURL is the API's base URL (DefaultBaseURL); the Admin key is
+	// sent there, so it must pass CheckBaseURL.
 	BaseURL string
 	// Version is the anthropic-version header
 	// (providers.DefaultAnthropicVersion).
@@ -102,6 +103,9 @@ func NewIssuer(o IssuerOptions) (*Issuer, error) {
 		return nil, errors.New("anthropic: no Admin key source")
 	case o.Pool == nil:
 		return nil, errors.New("anthropic: no key pool")
+	}
+	if err := CheckBaseURL(o.BaseURL); err != nil {
+		return nil, err
 	}
 	switch o.RevokeStatus {
 	case "":

@@ -12,7 +12,8 @@ import (
 
 // ProbeOptions configure a Probe.
 type ProbeOptions struct {
-	// BaseURL is the API's base URL (DefaultBaseURL).
+	// BaseURL is the API's base URL (DefaultBaseURL). The key is sent
+	// there: one CheckBaseURL refuses fails every probe, without sending.
 	BaseURL string
 	// Version is the anthropic-version header (providers.DefaultAnthropicVersion).
 	Version string
@@ -44,6 +45,9 @@ func (*Probe) Type() string { return "anthropic" }
 // 429, 5xx and 529 (and network errors) are retryable, with the server's
 // retry-after.
 func (p *Probe) Probe(ctx context.Context, key providers.Secret) error {
+	if p.c.err != nil {
+		return &rotation.ProbeError{Err: p.c.err} // no retry can fix it
+	}
 	if err := p.c.do(ctx, key, "GET", "/v1/models?limit=1", nil, nil); err != nil {
 		return classify(ctx, err)
 	}

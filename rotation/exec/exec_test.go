@@ -93,7 +93,6 @@ func TestErrors(t *testing.T) {
 		{"exit status", `echo "upstream said no to ` + leaked + `" >&2; exit 3`, []string{"exit status 3", "upstream said no", "[redacted"}},
 		{"not JSON", `echo "api_key=` + leaked + `"`, []string{"stdout is not a JSON object"}},
 		{"no api_key", `echo '{"key_id": "x"}'`, []string{"stdout has no api_key"}},
-		{"line break", `printf '{"api_key": "a\\nb"}'`, []string{"line break"}},
 		{"too large", `head -c 100000 /dev/zero | tr '\0' a`, []string{"larger than"}},
 		{"failed after printing", `echo '{"api_key": "` + leaked + `"}'; echo "` + leaked + ` was rejected" >&2; exit 1`, []string{"exit status 1", "was rejected"}},
 	} {
@@ -169,5 +168,61 @@ func TestRotate(t *testing.T) {
 	revoked, _ := os.ReadFile(filepath.Join(state, "revoked"))
 	if strings.TrimSpace(string(revoked)) != "apikey_old" {
 		t.Fatalf("revoked %q, want apikey_old", revoked)
+	}
+}
+
+// TestRotateRefusesUnreadableKey: a command that prints a key a consumer
+// could not read (a non-ASCII character, a space, a line break) fails the
+// rotation before the key is stored, and the key it created is revoked
+// with the revoke command, by id and value; CURRENT is untouched. (Such a
+// key was stored as PENDING and stranded the rotation, and the command's
+// key was never revoked.)
+func TestRotateRefusesUnreadableKey(t *testing.T) {
+	for name, key := range map[string]string{
+		"non-ASCII":  `sk-ant-api03-AUDIT\u00e9xxxxxxxxxxxxxxxxAA`,
+		"space":      `kw key xxxxxxxxxxxxxxxx`,
+		"line break": `sk-ant-api03-AUDIT\nxxxxxxxxxxxxxxxxAA`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			state := t.TempDir()
+			cmd := script(t, `set -eu
+case "$KEYWARDEN_ACTION" in
+create) printf '{"api_key": "%s", "key_id": "apikey_bad"}\n' "$BAD_KEY" ;;
+revoke) cat > "$STATE/revoke.stdin"; echo "$KEYWARDEN_KEY_ID" >> "$STATE/revoked" ;;
+esac`)
+			i := issuer(t, exec.Options{KeyName: "prod", Command: []string{cmd}, Env: []string{"STATE=" + state, "BAD_KEY=" + key}})
+			st := file.New(filepath.Join(t.TempDir(), "keys.json"))
+			ctx := context.Background()
+			old := providers.EncodePayload(providers.Payload{Key: providers.NewSecret("sk-ant-api03-oldkeyoldkeyoldkeyoldkeyAA"), KeyID: "apikey_old"})
+			if err := st.PutByHand(ctx, "prod", old); err != nil {
+				t.Fatal(err)
+			}
+			r, err := rotation.New(rotation.Options{}, &rotation.Key{Name: "prod", Store: st, Secret: "prod", Issuer: i})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = r.Run(ctx, "prod", rotation.RunOptions{Force: true})
+			if rotation.KindOf(err) != rotation.KindIssuer || !strings.Contains(err.Error(), "could not read") {
+				t.Fatalf("run: %v, want an issuer error saying the key cannot be read", err)
+			}
+			if strings.Contains(err.Error(), "xxxxxxxx") {
+				t.Fatalf("the error holds the key: %s", providers.Fingerprint(err.Error()))
+			}
+			revoked, _ := os.ReadFile(filepath.Join(state, "revoked"))
+			if strings.TrimSpace(string(revoked)) != "apikey_bad" {
+				t.Fatalf("revoked %q, want apikey_bad", revoked)
+			}
+			var in map[string]string
+			b, _ := os.ReadFile(filepath.Join(state, "revoke.stdin"))
+			if err := json.Unmarshal(b, &in); err != nil || !strings.Contains(in["api_key"], "xxxxxxxx") {
+				t.Fatalf("revoke stdin does not carry the key: %v", err)
+			}
+			if _, err := st.ReadPending(ctx, "prod"); err == nil {
+				t.Fatal("the key was stored as PENDING")
+			}
+			if v, err := st.Read(ctx, "prod", driver.Current); err != nil || string(v.Value) != string(old) {
+				t.Fatalf("CURRENT changed: %v", err)
+			}
+		})
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/netrule"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/rotation"
 )
@@ -29,7 +30,8 @@ const Placeholder = "{{key}}"
 type Options struct {
 	// Method is the request method (default GET).
 	Method string
-	// URL is the absolute http(s) URL to call.
+	// URL is the absolute URL to call: https, or plain http only to this
+	// machine (see CheckURL), since the request carries the key.
 	URL string
 	// Headers are sent with every request; {{key}} in a value is replaced
 	// by the key. At least one header must carry the key.
@@ -60,12 +62,8 @@ func New(o Options) (*Probe, error) {
 	if o.ExpectStatus < 100 || o.ExpectStatus > 599 {
 		return nil, fmt.Errorf("httpprobe: expect_status %d is not an HTTP status", o.ExpectStatus)
 	}
-	u, err := url.Parse(o.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("httpprobe: url %q is not an absolute http(s) URL", o.URL)
-	}
-	if strings.Contains(o.URL, Placeholder) || strings.Contains(u.String(), url.QueryEscape(Placeholder)) {
-		return nil, fmt.Errorf("httpprobe: url must not carry %s: URLs are logged; put the key in a header", Placeholder)
+	if err := CheckURL(o.URL); err != nil {
+		return nil, err
 	}
 	carries := false
 	for k, v := range o.Headers {
@@ -86,6 +84,24 @@ func New(o Options) (*Probe, error) {
 	cc := *c
 	cc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Probe{o: o, client: &cc}, nil
+}
+
+// CheckURL checks a probe's URL. The probe sends the key (in a header), so
+// the URL must be one netrule.CheckSecure accepts (https, or plain http
+// only to this machine, without user info), and must not carry {{key}}.
+// New refuses a URL it refuses. Its errors never hold user info.
+func CheckURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("httpprobe: url is not a URL")
+	}
+	if err := netrule.CheckSecure(u); err != nil {
+		return fmt.Errorf("httpprobe: url %s://%s: %w", u.Scheme, u.Host, err)
+	}
+	if strings.Contains(raw, Placeholder) || strings.Contains(u.String(), url.QueryEscape(Placeholder)) {
+		return fmt.Errorf("httpprobe: url must not carry %s: URLs are logged; put the key in a header", Placeholder)
+	}
+	return nil
 }
 
 // Type returns "http".

@@ -95,13 +95,27 @@ func TestOptions(t *testing.T) {
 		want string
 	}{
 		{httpprobe.Options{URL: "ftp://x", Headers: map[string]string{"A": "{{key}}"}}, "not an absolute http(s) URL"},
+		// The request carries the key: never in clear text over the
+		// network, never to a URL with credentials.
+		{httpprobe.Options{URL: "http://192.0.2.2/check", Headers: map[string]string{"A": "{{key}}"}}, "clear text"},
+		{httpprobe.Options{URL: "http://svc.internal:8080/check", Headers: map[string]string{"A": "{{key}}"}}, "clear text"},
+		{httpprobe.Options{URL: "https://u:S3CRET@x/check", Headers: map[string]string{"A": "{{key}}"}}, "credentials"},
 		{httpprobe.Options{URL: "https://x/check?key={{key}}", Headers: map[string]string{"A": "{{key}}"}}, "must not carry"},
 		{httpprobe.Options{URL: "https://x/check", Headers: map[string]string{"A": "static"}}, "no header carries"},
 		{httpprobe.Options{URL: "https://x/check", Headers: map[string]string{"Bad Name": "{{key}}"}}, "not a valid header"},
 		{httpprobe.Options{URL: "https://x/check", Headers: map[string]string{"A": "{{key}}"}, ExpectStatus: 42}, "not an HTTP status"},
 	} {
-		if _, err := httpprobe.New(tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
+		_, err := httpprobe.New(tc.o)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New(%+v): %v, want %q", tc.o, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "S3CRET") {
+			t.Errorf("the error holds the URL's password: %v", err)
+		}
+	}
+	for _, u := range []string{"https://x/check", "http://127.0.0.1:8080/check", "http://localhost/check"} {
+		if _, err := httpprobe.New(httpprobe.Options{URL: u, Headers: map[string]string{"A": "{{key}}"}}); err != nil {
+			t.Errorf("url %s: %v", u, err)
 		}
 	}
 }

@@ -29,7 +29,8 @@ type Options struct {
 	Bytes int
 	// Encoding is base64url (default, unpadded) or hex.
 	Encoding string
-	// Prefix is put before the encoded bytes, e.g. "kw-" (not secret).
+	// Prefix is put before the encoded bytes, e.g. "kw-" (not secret);
+	// printable ASCII without spaces, as every key.
 	Prefix string
 }
 
@@ -52,6 +53,18 @@ func New(o Options) (*Issuer, error) {
 	case "base64url", "hex":
 	default:
 		return nil, fmt.Errorf("random: encoding %q: want base64url or hex", o.Encoding)
+	}
+	// Every secret starts with the prefix: one that consumers would refuse
+	// in a key (a space, a character outside printable ASCII) would fail
+	// every rotation, so it is refused here, by the readers' own check.
+	if o.Prefix != "" {
+		p, err := providers.DecodePayload([]byte(o.Prefix+"A"), "")
+		if err != nil {
+			return nil, fmt.Errorf("random: prefix %q cannot start a key: %w", o.Prefix, err)
+		}
+		if p.Key.Reveal() != o.Prefix+"A" {
+			return nil, fmt.Errorf("random: prefix %q cannot start a key: it starts with white space", o.Prefix)
+		}
 	}
 	return &Issuer{o: o}, nil
 }

@@ -51,6 +51,25 @@ func TestOptions(t *testing.T) {
 	}
 }
 
+// TestPrefix: a prefix that consumers would refuse in a key (a space, a
+// character outside printable ASCII) is refused when the issuer is made;
+// every rotation failed on it.
+func TestPrefix(t *testing.T) {
+	for prefix, want := range map[string]string{
+		"kw-": "", "sk_live_": "",
+		"kw key ": "white space", " kw": "white space", "kw\t": "white space",
+		"kw\u00e9": "printable ASCII", "kw\x01": "control character", "{": "JSON",
+	} {
+		_, err := random.New(random.Options{Prefix: prefix})
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("prefix %q: %v", prefix, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("prefix %q: %v, want an error saying %q", prefix, err, want)
+		}
+	}
+}
+
 // TestRotate rotates a shared secret in a file store: no probe, no revoke.
 func TestRotate(t *testing.T) {
 	st := file.New(filepath.Join(t.TempDir(), "keys.json"))
