@@ -272,8 +272,50 @@ func ExampleResolveOptions() {
 	// Output: api_key 1m0s 6s 2h0m0s 1m6s
 }
 
+// TestQuery: a parameter given twice or with an empty value is refused by
+// name (it silently read as the last one, or as the default), never
+// echoing a value; a key pasted as a value is not echoed either.
+func TestQuery(t *testing.T) {
+	for _, tc := range []struct{ query, want string }{
+		{"name=prod", ""},
+		{"name=prod&name=other", "parameter name is given 2 times; give it once"},
+		{"timeout=1m&timeout=2m", "parameter timeout is given 2 times"},
+		{"insecure=true&insecure=false", "parameter insecure is given 2 times"},
+		{"name=", "parameter name is empty; give it a value, or leave it out for its default"},
+		{"timeout=", "parameter timeout is empty"},
+		{"insecure=", "parameter insecure is empty"},
+		{"timeout=" + keyA, "parameter timeout=\"[redacted "},
+		{"colour=blue", "unknown parameter(s) colour"},
+	} {
+		vals, err := url.ParseQuery(tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := providers.NewQuery(vals)
+		q.String("name", "def")
+		q.Bool("insecure", false)
+		q.Duration("timeout", time.Second)
+		err = q.Done("name", "insecure", "timeout")
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.query, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !codes.Is(err, codes.InvalidArgument)):
+			t.Errorf("%s: %v, want InvalidArgument containing %q", tc.query, err, tc.want)
+		case err != nil && (strings.Contains(err.Error(), "other") || strings.Contains(err.Error(), "2m") || strings.Contains(err.Error(), keyA[13:])):
+			t.Errorf("%s: the error echoes a value: %v", tc.query, err)
+		}
+	}
+	// The portable parameters go through the same rules.
+	for _, raw := range []string{"file:k.json?name=p&refresh=1m&refresh=2m", "file:k.json?name=p&field=", "file:k.json?name=p&refresh="} {
+		if _, err := providers.ResolveOptions(raw, providers.Options{}); err == nil || !codes.Is(err, codes.InvalidArgument) {
+			t.Errorf("ResolveOptions(%q): %v, want InvalidArgument", raw, err)
+		}
+	}
+}
+
 // FuzzQuery: a driver's parameter parsing never panics; Done fails exactly
-// when a parameter is unknown or does not parse, names every unknown one,
+// when a parameter is unknown, given twice, empty or does not parse, names
+// every unknown one,
 // and is InvalidArgument; a value that parses is what the URL says.
 func FuzzQuery(f *testing.F) {
 	for _, s := range []string{"name=prod", "insecure=true&timeout=30s", "insecure=maybe", "timeout=-1s", "timeout=1h&timeout=x",
@@ -290,12 +332,20 @@ func FuzzQuery(f *testing.F) {
 		insecure := q.Bool("insecure", false)
 		timeout := q.Duration("timeout", time.Second)
 		err = q.Done("name", "insecure", "timeout")
+		// A parameter given once with a value; given twice or empty, it
+		// is an error and reads as its default.
 		last := func(k string) (string, bool) {
 			v, ok := vals[k]
-			if !ok || len(v) == 0 {
+			switch {
+			case !ok || len(v) == 0:
+				return "", false
+			case len(v) > 1 || v[0] == "":
+				if err == nil || !strings.Contains(err.Error(), "parameter "+k+" is") {
+					t.Fatalf("%s given as %q accepted: %v", k, v, err)
+				}
 				return "", false
 			}
-			return v[len(v)-1], true
+			return v[0], true
 		}
 		bad := false
 		if v, ok := last("name"); ok && name != v || !ok && name != "def" {

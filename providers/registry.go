@@ -193,6 +193,20 @@ func parseURL(rawURL string) (*url.URL, error) {
 	if u.User != nil {
 		return nil, codes.Errorf(codes.InvalidArgument, "providers: store URL must not carry credentials (user info); use the store's own credential chain")
 	}
+	if strings.Contains(rawURL, "#") {
+		// No store reads a fragment: url.Parse would drop it, and with it
+		// whatever the user meant by it (a '#' in a name, a parameter).
+		c := *u
+		c.Fragment, c.RawFragment = "", ""
+		return nil, codes.Errorf(codes.InvalidArgument, "providers: store URL %q has a #fragment, which no store reads; remove it (a '#' inside a name or value is written %%23)", Redact(&c))
+	}
+	if _, err := url.ParseQuery(u.RawQuery); err != nil {
+		// URL.Query drops a pair it cannot parse, silently; the error
+		// quotes the pair, which may hold a secret.
+		c := *u
+		c.RawQuery = ""
+		return nil, codes.Errorf(codes.InvalidArgument, "providers: the query of store URL %q is malformed (a ';' between parameters, or a '%%' not followed by two hex digits?); separate parameters with '&' and write '%%' as %%25", Redact(&c))
+	}
 	return u, nil
 }
 
@@ -246,13 +260,25 @@ type Query struct {
 // NewQuery wraps a URL query.
 func NewQuery(v url.Values) *Query { return &Query{vals: v, used: map[string]bool{}} }
 
-// String returns parameter key, or def when absent.
+// String returns parameter key, or def when absent. A parameter given more
+// than once, or given with an empty value, is an error (reported by Done,
+// naming the parameter and never its value) and reads as def: no store URL
+// means one of two values, and "key=" is never a way to ask for a default
+// (leave the parameter out).
 func (q *Query) String(key, def string) string {
 	q.used[key] = true
-	if v, ok := q.vals[key]; ok && len(v) > 0 {
-		return v[len(v)-1]
+	v, ok := q.vals[key]
+	switch {
+	case !ok || len(v) == 0:
+		return def
+	case len(v) > 1:
+		q.errs = append(q.errs, fmt.Sprintf("parameter %s is given %d times; give it once", key, len(v)))
+		return def
+	case v[0] == "":
+		q.errs = append(q.errs, fmt.Sprintf("parameter %s is empty; give it a value, or leave it out for its default", key))
+		return def
 	}
-	return def
+	return v[0]
 }
 
 // Bool returns parameter key parsed as a boolean ("true", "false", "1", "0").
@@ -285,7 +311,9 @@ func (q *Query) Duration(key string, def time.Duration) time.Duration {
 }
 
 // Done returns an InvalidArgument error naming any parameter that was not
-// read, listing the known ones, or any parameter that failed to parse.
+// read, listing the known ones, or any parameter that failed to parse, was
+// given twice or was empty. Its text passes through RedactKeys, so that a
+// key pasted as a value is never echoed.
 func (q *Query) Done(known ...string) error {
 	var unknown []string
 	for k := range q.vals {
@@ -299,7 +327,7 @@ func (q *Query) Done(known ...string) error {
 			strings.Join(unknown, ", "), strings.Join(append(known, portableParams...), ", ")))
 	}
 	if len(q.errs) > 0 {
-		return codes.Errorf(codes.InvalidArgument, "%s", strings.Join(q.errs, "; "))
+		return codes.Errorf(codes.InvalidArgument, "%s", RedactKeys(strings.Join(q.errs, "; ")))
 	}
 	return nil
 }

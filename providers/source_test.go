@@ -440,6 +440,11 @@ func TestOpenErrors(t *testing.T) {
 		{"keys.json", "has no scheme"},
 		{"file://%zz", "malformed store URL"},
 		{"awssm://user:pw@x/y", "must not carry credentials"},
+		// A fragment or a pair url.Parse cannot read was dropped silently.
+		{"env://KEY#pw", "has a #fragment, which no store reads"},
+		{"env://KEY#", "has a #fragment"},
+		{"env://KEY?refresh=1m;jitter=pw", "query of store URL \"env://KEY\" is malformed"},
+		{"env://KEY?refresh=1m&jitter=%zzpw", "is malformed"},
 	} {
 		_, err := providers.Open(ctx, tc.url, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
