@@ -213,22 +213,76 @@ func parseURL(rawURL string) (*url.URL, error) {
 // quoted matches a quoted part of a url.Parse error, which is input.
 var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
-// Redact returns the URL as a string without user info and with every
-// key-shaped value redacted (RedactKeys), for messages.
+// Redact returns the URL as a string for messages: without user info, its
+// own or that of a URL given as a parameter's value (endpoint=,
+// address=, …), and with every key-shaped value redacted (RedactKeys).
+// The rest of the query is printed as written.
 func Redact(u *url.URL) string {
 	c := *u
 	c.User = nil
+	c.RawQuery = redactQueryUserInfo(c.RawQuery)
 	return RedactKeys(c.String())
 }
 
 // RedactStore returns a store URL as Redact prints it, or, when it does
-// not parse, the text with every key-shaped value redacted: for tables and
-// messages that show a configured store.
+// not parse, the text without anything that looks like user info and with
+// every key-shaped value redacted: for tables and messages that show a
+// configured store.
 func RedactStore(rawURL string) string {
 	if u, err := url.Parse(rawURL); err == nil {
 		return Redact(u)
 	}
-	return RedactKeys(rawURL)
+	return RedactKeys(stripUserInfo(rawURL))
+}
+
+// redactQueryUserInfo removes the user info of every URL-valued parameter
+// of a raw query, whether written plainly or escaped; the rest is kept as
+// written. A value that does not unescape and holds an '@' is replaced as a
+// whole.
+func redactQueryUserInfo(raw string) string {
+	if !strings.Contains(raw, "@") && !strings.Contains(strings.ToLower(raw), "%40") {
+		return raw
+	}
+	pairs := strings.Split(raw, "&")
+	for i, pair := range pairs {
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok {
+			continue
+		}
+		v = stripUserInfo(v) // as written: endpoint=http://u:p@host
+		uv, err := url.QueryUnescape(v)
+		switch {
+		case err != nil && (strings.Contains(v, "@") || strings.Contains(strings.ToLower(v), "%40")):
+			v = "…"
+		case err == nil && stripUserInfo(uv) != uv: // escaped: http%3A%2F%2Fu%3Ap%40host
+			v = url.QueryEscape(stripUserInfo(uv))
+		}
+		pairs[i] = k + "=" + v
+	}
+	return strings.Join(pairs, "&")
+}
+
+// stripUserInfo removes what stands between each "://" in s and the last
+// '@' of the authority that follows it: the user info of every URL in s,
+// parsed or not.
+func stripUserInfo(s string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "://")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i+3])
+		s = s[i+3:]
+		end := strings.IndexAny(s, "/?#")
+		if end < 0 {
+			end = len(s)
+		}
+		if at := strings.LastIndex(s[:end], "@"); at >= 0 {
+			s = s[at+1:]
+		}
+	}
 }
 
 // keyLike matches values shaped like API keys and bearer credentials: the

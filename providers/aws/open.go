@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
+	"github.com/keywarden/keywarden/internal/netrule"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
@@ -50,9 +51,15 @@ func parseURL(u *url.URL) (*urlConfig, error) {
 		c.region = strings.Split(c.name, ":")[3]
 	}
 	if c.endpoint != "" {
+		// The endpoint receives the request signature and sends the secret
+		// back: netrule's rule for where a secret may travel. Neither
+		// error quotes it: it may hold a password.
 		e, err := url.Parse(c.endpoint)
-		if err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" {
-			return nil, codes.Errorf(codes.InvalidArgument, "aws: parameter endpoint=%q is not an http(s) URL such as https://secretsmanager.us-east-1.amazonaws.com", c.endpoint)
+		if err != nil {
+			return nil, codes.Errorf(codes.InvalidArgument, "aws: parameter endpoint is not a URL such as https://secretsmanager.us-east-1.amazonaws.com")
+		}
+		if err := netrule.CheckSecure(e); err != nil {
+			return nil, codes.Errorf(codes.InvalidArgument, "aws: parameter endpoint: %w (such as https://secretsmanager.us-east-1.amazonaws.com, or http://127.0.0.1:PORT for a local test server)", err)
 		}
 	}
 	return c, nil

@@ -2,6 +2,7 @@ package aws_test
 
 import (
 	"context"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,8 +77,13 @@ func TestOpenURLErrors(t *testing.T) {
 		want string // part of the message
 	}{
 		{"awssm://x?region=us-east-1&colour=red", "unknown parameter(s) colour"},
-		{"awssm://x?region=us-east-1&endpoint=ftp://h", "not an http(s) URL"},
-		{"awssm://x?region=us-east-1&endpoint=localhost:4566", "not an http(s) URL"},
+		{"awssm://x?region=us-east-1&endpoint=ftp://h", "not an absolute http(s) URL"},
+		{"awssm://x?region=us-east-1&endpoint=localhost:4566", "not an absolute http(s) URL"},
+		// netrule: no credentials in the URL, no clear text off this machine.
+		{"awssm://x?region=us-east-1&endpoint=http://admin:S3CRETPASS@127.0.0.1:1", "endpoint: must not carry credentials"},
+		{"awssm://x?region=us-east-1&endpoint=http://evil.example.com", "endpoint: would cross the network in clear text"},
+		{"awssm://x?region=us-east-1&endpoint=https://127.0.0.1:0", "port"},
+		{"awssm://x?region=us-east-1&endpoint=" + url.QueryEscape("http://a:S3CRETPASS@h:%zz"), "endpoint is not a URL"},
 		{"awssm://x", "no AWS region"},
 		{"awssm:x?region=us-east-1", "awssm://NAME"},
 		{"awssm:///?region=us-east-1", "1 to 512 characters"},
@@ -93,6 +99,9 @@ func TestOpenURLErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("OpenStager(%s): %q does not say %q", c.url, err, c.want)
+			}
+			if strings.Contains(err.Error(), "S3CRETPASS") {
+				t.Fatalf("OpenStager(%s): the error shows the password: %v", c.url, err)
 			}
 		})
 	}
