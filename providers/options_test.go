@@ -51,6 +51,21 @@ func TestResolveOptions(t *testing.T) {
 		{name: "negative jitter", url: "file:keys.json", set: providers.Options{Jitter: -time.Second}, err: "jitter -1s is negative"},
 		{name: "backoff", url: "file:keys.json", set: providers.Options{MinBackoff: time.Minute, MaxBackoff: time.Second}, err: "below min backoff"},
 		{name: "no scheme", url: "keys.json", err: "has no scheme"},
+		// A minimum refresh: refresh=1ns made 27,646 store reads in 2 s.
+		{name: "refresh 1ns", url: "file:keys.json?refresh=1ns", err: "refresh 1ns is shorter than the minimum of 1s"},
+		{name: "set refresh too short", url: "file:keys.json", set: providers.Options{Refresh: 999 * time.Millisecond}, err: "refresh 999ms is shorter than the minimum"},
+		{name: "refresh at the minimum", url: "file:keys.json?refresh=1s",
+			want: providers.Options{Field: "api_key", Refresh: time.Second, Jitter: 100 * time.Millisecond, MaxStale: time.Hour}},
+		{name: "negative max_stale", url: "file:keys.json", set: providers.Options{MaxStale: -time.Second}, err: "max_stale -1s is negative"},
+		// Bounded durations: 2*refresh overflowed into "max_stale 1h0m0s
+		// is shorter than refresh".
+		{name: "refresh overflow", url: "file:keys.json?refresh=1500000h", err: "refresh 1500000h0m0s is longer than the limit of 365 days"},
+		{name: "set refresh overflow", url: "file:keys.json", set: providers.Options{Refresh: 1500000 * time.Hour}, err: "refresh 1500000h0m0s is longer than the limit"},
+		{name: "jitter too long", url: "file:keys.json?jitter=8761h", err: "jitter 8761h0m0s is longer than the limit"},
+		{name: "max_stale too long", url: "file:keys.json", set: providers.Options{MaxStale: providers.MaxDuration + 1}, err: "max_stale"},
+		{name: "backoff too long", url: "file:keys.json", set: providers.Options{MaxBackoff: providers.MaxDuration + 1}, err: "max backoff"},
+		{name: "refresh at the limit", url: "file:keys.json?refresh=8760h",
+			want: providers.Options{Field: "api_key", Refresh: 8760 * time.Hour, Jitter: 876 * time.Hour, MaxStale: 17520 * time.Hour}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := providers.ResolveOptions(tc.url, tc.set)
@@ -74,6 +89,24 @@ func TestResolveOptions(t *testing.T) {
 				t.Fatalf("LongestGap %v", got.LongestGap())
 			}
 		})
+	}
+}
+
+// TestNewBounds: New, given a driver by Go code, takes a refresh below
+// MinRefresh (tests drive in-memory stores in milliseconds) but not a
+// duration past MaxDuration.
+func TestNewBounds(t *testing.T) {
+	st := file.New(filepath.Join(t.TempDir(), "keys.json"))
+	rotate(t, st, keyA)
+	src, err := providers.New(context.Background(), st, "prod", providers.Options{Refresh: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("New with a 5ms refresh: %v", err)
+	}
+	src.Close()
+	for _, o := range []providers.Options{{Refresh: 1500000 * time.Hour}, {Jitter: providers.MaxDuration + 1}, {MinBackoff: providers.MaxDuration + 1}} {
+		if _, err := providers.New(context.Background(), st, "prod", o); !codes.Is(err, codes.InvalidArgument) || !strings.Contains(err.Error(), "longer than the limit") {
+			t.Errorf("New(%+v): %v, want InvalidArgument over the limit", o, err)
+		}
 	}
 }
 
@@ -192,7 +225,8 @@ var storeURLs = []string{
 // FuzzStoreURL: parsing a store URL and its parameters never panics; an
 // error never holds the URL's password, nor a quoted part of a URL that does
 // not parse; ResolveOptions' errors are InvalidArgument; what ResolveOptions accepts is valid
-// (a field, a max_stale not below a positive refresh, no negative duration);
+// (a field, a refresh from MinRefresh to MaxDuration, a max_stale not below
+// it, no negative duration, none that a doubling overflows);
 // and SameStore holds for a URL with itself and with its portable
 // parameters removed.
 func FuzzStoreURL(f *testing.F) {
@@ -238,7 +272,8 @@ func FuzzStoreURL(f *testing.F) {
 			}
 			return
 		}
-		if o.Field == "" || o.Refresh <= 0 || o.Jitter < 0 || o.MaxStale < o.Refresh || o.LongestGap() < o.Refresh {
+		if o.Field == "" || o.Refresh < providers.MinRefresh || o.Jitter < 0 || o.MaxStale < o.Refresh || o.LongestGap() < o.Refresh ||
+			o.Refresh > providers.MaxDuration || o.Jitter > providers.MaxDuration || o.MaxStale > 2*providers.MaxDuration {
 			t.Fatalf("ResolveOptions accepted %q as field %q refresh %v jitter %v max_stale %v", raw, o.Field, o.Refresh, o.Jitter, o.MaxStale)
 		}
 		// Options the caller sets win over the URL's.
