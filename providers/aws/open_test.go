@@ -85,6 +85,12 @@ func TestOpenURLErrors(t *testing.T) {
 		{"awssm://x?region=us-east-1&endpoint=https://127.0.0.1:0", "port"},
 		{"awssm://x?region=us-east-1&endpoint=" + url.QueryEscape("http://a:S3CRETPASS@h:%zz"), "endpoint is not a URL"},
 		{"awssm://x", "no AWS region"},
+		// A region that is not shaped like one was a store failure (exit 1)
+		// on the first call, not bad input.
+		{"awssm://x?region=us+east+1", `parameter region "us east 1" is not an AWS region name`},
+		{"awssm://x?region=US-EAST-1", "is not an AWS region name"},
+		{"awssm://x?region=us-east-1.evil.example", "is not an AWS region name"},
+		{"awssm:///arn:aws:secretsmanager:us_east:123456789012:secret:a", "is not an AWS region name"},
 		{"awssm:x?region=us-east-1", "awssm://NAME"},
 		{"awssm:///?region=us-east-1", "1 to 512 characters"},
 		{"awssm:///has%20space?region=us-east-1", "has the character"},
@@ -104,6 +110,16 @@ func TestOpenURLErrors(t *testing.T) {
 				t.Fatalf("OpenStager(%s): the error shows the password: %v", c.url, err)
 			}
 		})
+	}
+}
+
+// TestOpenURLRegionFromEnvironment: a region from AWS_REGION is checked
+// like the URL's.
+func TestOpenURLRegionFromEnvironment(t *testing.T) {
+	hermeticEnv(t, "us east 1")
+	_, _, err := providers.OpenStager(context.Background(), "awssm://x")
+	if !codes.Is(err, codes.InvalidArgument) || !strings.Contains(err.Error(), `region (from AWS_REGION or the shared configuration) "us east 1" is not an AWS region name`) {
+		t.Fatalf("OpenStager with AWS_REGION=us east 1: %v, want InvalidArgument", err)
 	}
 }
 
