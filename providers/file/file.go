@@ -328,7 +328,7 @@ func (s *Store) secret(ctx context.Context, name string) (*secret, error) {
 		return nil, err
 	}
 	if d.missing {
-		return nil, codes.Errorf(codes.NotFound, "file: %s does not exist: create it with the secret: keywarden put --store '%s' < key.txt", s.path, urlOf(s.path, name))
+		return nil, codes.Errorf(codes.NotFound, "file: store file %s not found: it does not exist (yet); create it with the secret: keywarden put --store '%s' < key.txt", s.path, urlOf(s.path, name))
 	}
 	sec := d.Secrets[name]
 	if sec == nil || len(sec.Versions) == 0 {

@@ -166,7 +166,7 @@ func TestNotAStoreFile(t *testing.T) {
 	for path, want := range map[string]string{
 		dir:     "is a directory, not a store file: name the JSON file in it, such as file://" + dir + "/keys.json?name=NAME",
 		fifo:    "is not a regular file (a named pipe)",
-		missing: "does not exist: create it with the secret: keywarden put --store 'file://" + missing + "?name=prod' < key.txt",
+		missing: "store file " + missing + " not found: it does not exist (yet); create it with the secret: keywarden put --store 'file://" + missing + "?name=prod' < key.txt",
 	} {
 		errc := make(chan error, 1)
 		go func() {
