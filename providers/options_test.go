@@ -51,6 +51,21 @@ func TestResolveOptions(t *testing.T) {
 		{name: "negative jitter", url: "file:keys.json", set: providers.Options{Jitter: -time.Second}, err: "jitter -1s is negative"},
 		{name: "backoff", url: "file:keys.json", set: providers.Options{MinBackoff: time.Minute, MaxBackoff: time.Second}, err: "below min backoff"},
 		{name: "no scheme", url: "keys.json", err: "has no scheme"},
+		// A minimum refresh: refresh=1ns made 27,646 store reads in 2 s.
+		{name: "refresh 1ns", url: "file:keys.json?refresh=1ns", err: "refresh 1ns is shorter than the minimum of 1s"},
+		{name: "set refresh too short", url: "file:keys.json", set: providers.Options{Refresh: 999 * time.Millisecond}, err: "refresh 999ms is shorter than the minimum"},
+		{name: "refresh at the minimum", url: "file:keys.json?refresh=1s",
+			want: providers.Options{Field: "api_key", Refresh: time.Second, Jitter: 100 * time.Millisecond, MaxStale: time.Hour}},
+		{name: "negative max_stale", url: "file:keys.json", set: providers.Options{MaxStale: -time.Second}, err: "max_stale -1s is negative"},
+		// Bounded durations: 2*refresh overflowed into "max_stale 1h0m0s
+		// is shorter than refresh".
+		{name: "refresh overflow", url: "file:keys.json?refresh=1500000h", err: "refresh 1500000h0m0s is longer than the limit of 365 days"},
+		{name: "set refresh overflow", url: "file:keys.json", set: providers.Options{Refresh: 1500000 * time.Hour}, err: "refresh 1500000h0m0s is longer than the limit"},
+		{name: "jitter too long", url: "file:keys.json?jitter=8761h", err: "jitter 8761h0m0s is longer than the limit"},
+		{name: "max_stale too long", url: "file:keys.json", set: providers.Options{MaxStale: providers.MaxDuration + 1}, err: "max_stale"},
+		{name: "backoff too long", url: "file:keys.json", set: providers.Options{MaxBackoff: providers.MaxDuration + 1}, err: "max backoff"},
+		{name: "refresh at the limit", url: "file:keys.json?refresh=8760h",
+			want: providers.Options{Field: "api_key", Refresh: 8760 * time.Hour, Jitter: 876 * time.Hour, MaxStale: 17520 * time.Hour}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := providers.ResolveOptions(tc.url, tc.set)
@@ -74,6 +89,24 @@ func TestResolveOptions(t *testing.T) {
 				t.Fatalf("LongestGap %v", got.LongestGap())
 			}
 		})
+	}
+}
+
+// TestNewBounds: New, given a driver by Go code, takes a refresh below
+// MinRefresh (tests drive in-memory stores in milliseconds) but not a
+// duration past MaxDuration.
+func TestNewBounds(t *testing.T) {
+	st := file.New(filepath.Join(t.TempDir(), "keys.json"))
+	rotate(t, st, keyA)
+	src, err := providers.New(context.Background(), st, "prod", providers.Options{Refresh: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("New with a 5ms refresh: %v", err)
+	}
+	src.Close()
+	for _, o := range []providers.Options{{Refresh: 1500000 * time.Hour}, {Jitter: providers.MaxDuration + 1}, {MinBackoff: providers.MaxDuration + 1}} {
+		if _, err := providers.New(context.Background(), st, "prod", o); !codes.Is(err, codes.InvalidArgument) || !strings.Contains(err.Error(), "longer than the limit") {
+			t.Errorf("New(%+v): %v, want InvalidArgument over the limit", o, err)
+		}
 	}
 }
 
@@ -192,7 +225,8 @@ var storeURLs = []string{
 // FuzzStoreURL: parsing a store URL and its parameters never panics; an
 // error never holds the URL's password, nor a quoted part of a URL that does
 // not parse; ResolveOptions' errors are InvalidArgument; what ResolveOptions accepts is valid
-// (a field, a max_stale not below a positive refresh, no negative duration);
+// (a field, a refresh from MinRefresh to MaxDuration, a max_stale not below
+// it, no negative duration, none that a doubling overflows);
 // and SameStore holds for a URL with itself and with its portable
 // parameters removed.
 func FuzzStoreURL(f *testing.F) {
@@ -238,7 +272,8 @@ func FuzzStoreURL(f *testing.F) {
 			}
 			return
 		}
-		if o.Field == "" || o.Refresh <= 0 || o.Jitter < 0 || o.MaxStale < o.Refresh || o.LongestGap() < o.Refresh {
+		if o.Field == "" || o.Refresh < providers.MinRefresh || o.Jitter < 0 || o.MaxStale < o.Refresh || o.LongestGap() < o.Refresh ||
+			o.Refresh > providers.MaxDuration || o.Jitter > providers.MaxDuration || o.MaxStale > 2*providers.MaxDuration {
 			t.Fatalf("ResolveOptions accepted %q as field %q refresh %v jitter %v max_stale %v", raw, o.Field, o.Refresh, o.Jitter, o.MaxStale)
 		}
 		// Options the caller sets win over the URL's.
@@ -272,8 +307,50 @@ func ExampleResolveOptions() {
 	// Output: api_key 1m0s 6s 2h0m0s 1m6s
 }
 
+// TestQuery: a parameter given twice or with an empty value is refused by
+// name (it silently read as the last one, or as the default), never
+// echoing a value; a key pasted as a value is not echoed either.
+func TestQuery(t *testing.T) {
+	for _, tc := range []struct{ query, want string }{
+		{"name=prod", ""},
+		{"name=prod&name=other", "parameter name is given 2 times; give it once"},
+		{"timeout=1m&timeout=2m", "parameter timeout is given 2 times"},
+		{"insecure=true&insecure=false", "parameter insecure is given 2 times"},
+		{"name=", "parameter name is empty; give it a value, or leave it out for its default"},
+		{"timeout=", "parameter timeout is empty"},
+		{"insecure=", "parameter insecure is empty"},
+		{"timeout=" + keyA, "parameter timeout=\"[redacted "},
+		{"colour=blue", "unknown parameter(s) colour"},
+	} {
+		vals, err := url.ParseQuery(tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := providers.NewQuery(vals)
+		q.String("name", "def")
+		q.Bool("insecure", false)
+		q.Duration("timeout", time.Second)
+		err = q.Done("name", "insecure", "timeout")
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.query, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !codes.Is(err, codes.InvalidArgument)):
+			t.Errorf("%s: %v, want InvalidArgument containing %q", tc.query, err, tc.want)
+		case err != nil && (strings.Contains(err.Error(), "other") || strings.Contains(err.Error(), "2m") || strings.Contains(err.Error(), keyA[13:])):
+			t.Errorf("%s: the error echoes a value: %v", tc.query, err)
+		}
+	}
+	// The portable parameters go through the same rules.
+	for _, raw := range []string{"file:k.json?name=p&refresh=1m&refresh=2m", "file:k.json?name=p&field=", "file:k.json?name=p&refresh="} {
+		if _, err := providers.ResolveOptions(raw, providers.Options{}); err == nil || !codes.Is(err, codes.InvalidArgument) {
+			t.Errorf("ResolveOptions(%q): %v, want InvalidArgument", raw, err)
+		}
+	}
+}
+
 // FuzzQuery: a driver's parameter parsing never panics; Done fails exactly
-// when a parameter is unknown or does not parse, names every unknown one,
+// when a parameter is unknown, given twice, empty or does not parse, names
+// every unknown one,
 // and is InvalidArgument; a value that parses is what the URL says.
 func FuzzQuery(f *testing.F) {
 	for _, s := range []string{"name=prod", "insecure=true&timeout=30s", "insecure=maybe", "timeout=-1s", "timeout=1h&timeout=x",
@@ -290,12 +367,20 @@ func FuzzQuery(f *testing.F) {
 		insecure := q.Bool("insecure", false)
 		timeout := q.Duration("timeout", time.Second)
 		err = q.Done("name", "insecure", "timeout")
+		// A parameter given once with a value; given twice or empty, it
+		// is an error and reads as its default.
 		last := func(k string) (string, bool) {
 			v, ok := vals[k]
-			if !ok || len(v) == 0 {
+			switch {
+			case !ok || len(v) == 0:
+				return "", false
+			case len(v) > 1 || v[0] == "":
+				if err == nil || !strings.Contains(err.Error(), "parameter "+k+" is") {
+					t.Fatalf("%s given as %q accepted: %v", k, v, err)
+				}
 				return "", false
 			}
-			return v[len(v)-1], true
+			return v[0], true
 		}
 		bad := false
 		if v, ok := last("name"); ok && name != v || !ok && name != "def" {

@@ -162,7 +162,10 @@ func checkKey(k []byte) error {
 
 // CheckKeyID accepts an upstream key id ("" included) made of printable
 // ASCII without white space, as every issuer's ids are, so that an id
-// prints safely in tables and logs.
+// prints safely in tables and logs. It refuses an id shaped like a key (by
+// the rule RedactKeys is built on): ids are printed in full, so a key
+// given as an id by mistake would be printed too. Its errors never echo
+// the id.
 func CheckKeyID(id string) error {
 	if err := checkKeyID(id); err != nil {
 		return fmt.Errorf("providers: %w", err)
@@ -173,6 +176,9 @@ func CheckKeyID(id string) error {
 func checkKeyID(id string) error {
 	if i, class := badByte([]byte(id)); i >= 0 {
 		return codes.Errorf(codes.InvalidArgument, "key id holds %s at byte %d; an id is printable ASCII without spaces", class, i)
+	}
+	if RedactKeys(id) != id {
+		return codes.Errorf(codes.InvalidArgument, "key id is shaped like a key (sk-…, a bearer token or a JWT), not an id: give the key's id (such as apikey_01…), never the key itself")
 	}
 	return nil
 }

@@ -24,6 +24,9 @@ func TestDecodePayload(t *testing.T) {
 		{name: "field number", in: `{"api_key":1}`, err: "not a string"},
 		{name: "id number", in: `{"api_key":"x","key_id":2}`, err: `"key_id" is not a string`},
 		{name: "id with space", in: `{"api_key":"x","key_id":"apikey 2"}`, err: `"key_id": key id holds white space at byte 6`},
+		// A key given as the id would be printed in full by check and status.
+		{name: "key as id", in: `{"api_key":"` + keyA + `","key_id":"` + keyB + `"}`, err: `"key_id": key id is shaped like a key`},
+		{name: "JWT as id", in: `{"api_key":"` + keyA + `","key_id":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"}`, err: "shaped like a key"},
 		{name: "no field", in: `{"x":"y"}`, err: `no field "api_key" (fields present: ["x"])`},
 		{name: "truncated object", in: `{`, err: "not a valid JSON object"},
 		{name: "empty", in: "", err: "payload is empty"},
@@ -72,6 +75,17 @@ func TestDecodePayload(t *testing.T) {
 				t.Fatalf("DecodePayload = %s %q, %v", p.Key, p.KeyID, err)
 			}
 		})
+	}
+	for _, id := range []string{keyA, "prefix" + keyB, "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"} {
+		err := providers.CheckKeyID(id)
+		if err == nil || !codes.Is(err, codes.InvalidArgument) || strings.Contains(err.Error(), id[10:]) {
+			t.Errorf("CheckKeyID of a key-shaped id: %v, want InvalidArgument not echoing it", err)
+		}
+	}
+	for _, id := range []string{"", "apikey_01Abc", "sk-short", "key_9"} {
+		if err := providers.CheckKeyID(id); err != nil {
+			t.Errorf("CheckKeyID(%q): %v", id, err)
+		}
 	}
 	round, err := providers.DecodePayload(providers.EncodePayload(providers.Payload{Key: providers.NewSecret(keyB), KeyID: "apikey_9"}), "")
 	if err != nil || round.Key.Reveal() != keyB || round.KeyID != "apikey_9" {

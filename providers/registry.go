@@ -193,28 +193,96 @@ func parseURL(rawURL string) (*url.URL, error) {
 	if u.User != nil {
 		return nil, codes.Errorf(codes.InvalidArgument, "providers: store URL must not carry credentials (user info); use the store's own credential chain")
 	}
+	if strings.Contains(rawURL, "#") {
+		// No store reads a fragment: url.Parse would drop it, and with it
+		// whatever the user meant by it (a '#' in a name, a parameter).
+		c := *u
+		c.Fragment, c.RawFragment = "", ""
+		return nil, codes.Errorf(codes.InvalidArgument, "providers: store URL %q has a #fragment, which no store reads; remove it (a '#' inside a name or value is written %%23)", Redact(&c))
+	}
+	if _, err := url.ParseQuery(u.RawQuery); err != nil {
+		// URL.Query drops a pair it cannot parse, silently; the error
+		// quotes the pair, which may hold a secret.
+		c := *u
+		c.RawQuery = ""
+		return nil, codes.Errorf(codes.InvalidArgument, "providers: the query of store URL %q is malformed (a ';' between parameters, or a '%%' not followed by two hex digits?); separate parameters with '&' and write '%%' as %%25", Redact(&c))
+	}
 	return u, nil
 }
 
 // quoted matches a quoted part of a url.Parse error, which is input.
 var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
-// Redact returns the URL as a string without user info and with every
-// key-shaped value redacted (RedactKeys), for messages.
+// Redact returns the URL as a string for messages: without user info, its
+// own or that of a URL given as a parameter's value (endpoint=,
+// address=, …), and with every key-shaped value redacted (RedactKeys).
+// The rest of the query is printed as written.
 func Redact(u *url.URL) string {
 	c := *u
 	c.User = nil
+	c.RawQuery = redactQueryUserInfo(c.RawQuery)
 	return RedactKeys(c.String())
 }
 
 // RedactStore returns a store URL as Redact prints it, or, when it does
-// not parse, the text with every key-shaped value redacted: for tables and
-// messages that show a configured store.
+// not parse, the text without anything that looks like user info and with
+// every key-shaped value redacted: for tables and messages that show a
+// configured store.
 func RedactStore(rawURL string) string {
 	if u, err := url.Parse(rawURL); err == nil {
 		return Redact(u)
 	}
-	return RedactKeys(rawURL)
+	return RedactKeys(stripUserInfo(rawURL))
+}
+
+// redactQueryUserInfo removes the user info of every URL-valued parameter
+// of a raw query, whether written plainly or escaped; the rest is kept as
+// written. A value that does not unescape and holds an '@' is replaced as a
+// whole.
+func redactQueryUserInfo(raw string) string {
+	if !strings.Contains(raw, "@") && !strings.Contains(strings.ToLower(raw), "%40") {
+		return raw
+	}
+	pairs := strings.Split(raw, "&")
+	for i, pair := range pairs {
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok {
+			continue
+		}
+		v = stripUserInfo(v) // as written: endpoint=http://u:p@host
+		uv, err := url.QueryUnescape(v)
+		switch {
+		case err != nil && (strings.Contains(v, "@") || strings.Contains(strings.ToLower(v), "%40")):
+			v = "…"
+		case err == nil && stripUserInfo(uv) != uv: // escaped: http%3A%2F%2Fu%3Ap%40host
+			v = url.QueryEscape(stripUserInfo(uv))
+		}
+		pairs[i] = k + "=" + v
+	}
+	return strings.Join(pairs, "&")
+}
+
+// stripUserInfo removes what stands between each "://" in s and the last
+// '@' of the authority that follows it: the user info of every URL in s,
+// parsed or not.
+func stripUserInfo(s string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "://")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i+3])
+		s = s[i+3:]
+		end := strings.IndexAny(s, "/?#")
+		if end < 0 {
+			end = len(s)
+		}
+		if at := strings.LastIndex(s[:end], "@"); at >= 0 {
+			s = s[at+1:]
+		}
+	}
 }
 
 // keyLike matches values shaped like API keys and bearer credentials: the
@@ -246,13 +314,25 @@ type Query struct {
 // NewQuery wraps a URL query.
 func NewQuery(v url.Values) *Query { return &Query{vals: v, used: map[string]bool{}} }
 
-// String returns parameter key, or def when absent.
+// String returns parameter key, or def when absent. A parameter given more
+// than once, or given with an empty value, is an error (reported by Done,
+// naming the parameter and never its value) and reads as def: no store URL
+// means one of two values, and "key=" is never a way to ask for a default
+// (leave the parameter out).
 func (q *Query) String(key, def string) string {
 	q.used[key] = true
-	if v, ok := q.vals[key]; ok && len(v) > 0 {
-		return v[len(v)-1]
+	v, ok := q.vals[key]
+	switch {
+	case !ok || len(v) == 0:
+		return def
+	case len(v) > 1:
+		q.errs = append(q.errs, fmt.Sprintf("parameter %s is given %d times; give it once", key, len(v)))
+		return def
+	case v[0] == "":
+		q.errs = append(q.errs, fmt.Sprintf("parameter %s is empty; give it a value, or leave it out for its default", key))
+		return def
 	}
-	return def
+	return v[0]
 }
 
 // Bool returns parameter key parsed as a boolean ("true", "false", "1", "0").
@@ -285,7 +365,9 @@ func (q *Query) Duration(key string, def time.Duration) time.Duration {
 }
 
 // Done returns an InvalidArgument error naming any parameter that was not
-// read, listing the known ones, or any parameter that failed to parse.
+// read, listing the known ones, or any parameter that failed to parse, was
+// given twice or was empty. Its text passes through RedactKeys, so that a
+// key pasted as a value is never echoed.
 func (q *Query) Done(known ...string) error {
 	var unknown []string
 	for k := range q.vals {
@@ -299,7 +381,7 @@ func (q *Query) Done(known ...string) error {
 			strings.Join(unknown, ", "), strings.Join(append(known, portableParams...), ", ")))
 	}
 	if len(q.errs) > 0 {
-		return codes.Errorf(codes.InvalidArgument, "%s", strings.Join(q.errs, "; "))
+		return codes.Errorf(codes.InvalidArgument, "%s", RedactKeys(strings.Join(q.errs, "; ")))
 	}
 	return nil
 }

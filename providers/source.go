@@ -44,6 +44,23 @@ const (
 
 	refreshTimeout = 30 * time.Second // bound of one shared store read
 
+	// MinRefresh is the shortest refresh interval of a Source whose
+	// settings come from a store URL or a configuration (Open,
+	// ResolveOptions): every read of a cloud store is a billed, rate-limited
+	// API call, and a key changes at most once per rotation, so reading
+	// more than once a second buys nothing (refresh=1ns made 27,646 reads
+	// in 2 s). A rotated key reaches consumers sooner through the 401
+	// retry (Source.RefreshIfCurrent), not through a shorter interval. New,
+	// given a driver by Go code, accepts any interval: tests drive
+	// in-memory stores in milliseconds.
+	MinRefresh = time.Second
+	// MaxDuration bounds Refresh, Jitter, MaxStale, MinBackoff and
+	// MaxBackoff: 365 days, far beyond any useful setting, and small
+	// enough that no sum or small multiple of them (2·Refresh,
+	// Refresh+Jitter, a grace period of twice that) overflows a
+	// time.Duration (about 292 years).
+	MaxDuration = 365 * 24 * time.Hour
+
 	// AdvisoryLead is how long before its expiry a short-lived token
 	// (Key.Expires set) is refreshed in the background: the TypeScript
 	// SDK's advisory window. A token that lives less than twice as long
@@ -70,7 +87,9 @@ type Options struct {
 	// object (DefaultField, "api_key").
 	Field string
 	// Refresh is the interval between background reads (DefaultRefresh).
-	// A negative value disables background refresh.
+	// A negative value disables background refresh. Open and
+	// ResolveOptions refuse one shorter than MinRefresh; every duration
+	// here is at most MaxDuration.
 	Refresh time.Duration
 	// Jitter is the most added at random to each interval, so that many
 	// consumers do not read the store in step (Refresh/10). The longest gap
@@ -121,7 +140,9 @@ func (o Options) LongestGap() time.Duration {
 }
 
 // resolve fills zero fields from the URL's portable parameters params (nil
-// for none), then from the defaults, and validates the result.
+// for none: New, which takes a driver and no URL), then from the defaults,
+// and validates the result: every duration at most MaxDuration, and with a
+// URL a refresh of at least MinRefresh.
 func (o Options) resolve(params url.Values) (Options, error) {
 	if params != nil {
 		q := NewQuery(params)
@@ -144,6 +165,19 @@ func (o Options) resolve(params url.Values) (Options, error) {
 		if o.MaxStale == 0 {
 			o.MaxStale = maxStale
 		}
+	}
+	// Bounded before any arithmetic on them (2*Refresh below).
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"refresh", o.Refresh}, {"jitter", o.Jitter}, {"max_stale", o.MaxStale}, {"min backoff", o.MinBackoff}, {"max backoff", o.MaxBackoff}} {
+		if d.v > MaxDuration {
+			return o, codes.Errorf(codes.InvalidArgument, "providers: %s %v is longer than the limit of 365 days (%v)", d.name, d.v, MaxDuration)
+		}
+	}
+	if params != nil && o.Refresh > 0 && o.Refresh < MinRefresh {
+		// params is nil only for New: see MinRefresh.
+		return o, codes.Errorf(codes.InvalidArgument, "providers: refresh %v is shorter than the minimum of %v: every refresh is a store read (a billed API call on a cloud store); a rotated key is picked up at once on a 401 anyway", o.Refresh, MinRefresh)
 	}
 	if o.Field == "" {
 		o.Field = DefaultField

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -440,6 +441,11 @@ func TestOpenErrors(t *testing.T) {
 		{"keys.json", "has no scheme"},
 		{"file://%zz", "malformed store URL"},
 		{"awssm://user:pw@x/y", "must not carry credentials"},
+		// A fragment or a pair url.Parse cannot read was dropped silently.
+		{"env://KEY#pw", "has a #fragment, which no store reads"},
+		{"env://KEY#", "has a #fragment"},
+		{"env://KEY?refresh=1m;jitter=pw", "query of store URL \"env://KEY\" is malformed"},
+		{"env://KEY?refresh=1m&jitter=%zzpw", "is malformed"},
 	} {
 		_, err := providers.Open(ctx, tc.url, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -447,6 +453,29 @@ func TestOpenErrors(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), "pw") {
 			t.Errorf("Open(%q) echoes credentials: %v", tc.url, err)
+		}
+	}
+}
+
+// TestRedactStore: a printed store URL never shows user info, neither its
+// own nor that of a URL given as a parameter (endpoint=, address=), written
+// plainly or escaped, nor in text that does not parse as a URL.
+func TestRedactStore(t *testing.T) {
+	for in, want := range map[string]string{
+		"awssm://anthropic/prod?region=us-east-1&endpoint=http://admin:S3CRETPASS@127.0.0.1:1": "awssm://anthropic/prod?region=us-east-1&endpoint=http://127.0.0.1:1",
+		"vault://secret/p?address=http://u:PASSW0RD@vault.example.com:8200&auth=token":         "vault://secret/p?address=http://vault.example.com:8200&auth=token",
+		"vault://secret/p?address=" + url.QueryEscape("https://u:PASSW0RD@v:8200/x?a=b@c"):     "vault://secret/p?address=" + url.QueryEscape("https://v:8200/x?a=b@c"),
+		"awssm://u:S3CRETPASS@x/y?region=r":                                                    "awssm://x/y?region=r",
+		"awssm://x/%zz?endpoint=http://a:S3CRETPASS@h":                                         "awssm://x/%zz?endpoint=http://h",
+		"awssm://x/y?endpoint=http%3A%2F%2Fa:S3CRETPASS%40h%zz":                                "awssm://x/y?endpoint=…",
+		"awssm:///team+ops@corp/key=1?region=r&profile=a@b":                                    "awssm:///team+ops@corp/key=1?region=r&profile=a@b",
+	} {
+		got := providers.RedactStore(in)
+		if got != want {
+			t.Errorf("RedactStore(%q) = %q, want %q", in, got, want)
+		}
+		if strings.Contains(got, "S3CRETPASS") || strings.Contains(got, "PASSW0RD") {
+			t.Errorf("RedactStore(%q) shows the password: %q", in, got)
 		}
 	}
 }

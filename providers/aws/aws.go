@@ -6,9 +6,11 @@
 //
 // Host and path form the secret's name (use the triple-slash form for an ARN
 // or a name holding characters that a URL host cannot). Parameters: region
-// (default: the SDK's, e.g. AWS_REGION, or the ARN's), endpoint (an endpoint
-// URL, e.g. a VPC endpoint or a local test server), profile (a shared config
-// profile) and kms_key (the KMS key of secrets the driver creates).
+// (default: the SDK's, e.g. AWS_REGION, or the ARN's; shaped like us-east-1,
+// checked at open), endpoint (an endpoint URL, e.g. a VPC endpoint or a
+// local test server: https, or plain http only to this machine, without
+// user info), profile (a shared config profile) and kms_key (the KMS key of
+// secrets the driver creates).
 // Credentials come from the SDK's default chain: environment, shared config
 // and SSO, web identity (EKS IRSA), ECS task role and EC2 instance role.
 //

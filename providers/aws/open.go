@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"regexp"
 	"strings"
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
+	"github.com/keywarden/keywarden/internal/netrule"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
@@ -49,13 +51,39 @@ func parseURL(u *url.URL) (*urlConfig, error) {
 	if c.region == "" && strings.HasPrefix(c.name, "arn:") {
 		c.region = strings.Split(c.name, ":")[3]
 	}
+	if c.region != "" {
+		if err := checkRegion("parameter region", c.region); err != nil {
+			return nil, err
+		}
+	}
 	if c.endpoint != "" {
+		// The endpoint receives the request signature and sends the secret
+		// back: netrule's rule for where a secret may travel. Neither
+		// error quotes it: it may hold a password.
 		e, err := url.Parse(c.endpoint)
-		if err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" {
-			return nil, codes.Errorf(codes.InvalidArgument, "aws: parameter endpoint=%q is not an http(s) URL such as https://secretsmanager.us-east-1.amazonaws.com", c.endpoint)
+		if err != nil {
+			return nil, codes.Errorf(codes.InvalidArgument, "aws: parameter endpoint is not a URL such as https://secretsmanager.us-east-1.amazonaws.com")
+		}
+		if err := netrule.CheckSecure(e); err != nil {
+			return nil, codes.Errorf(codes.InvalidArgument, "aws: parameter endpoint: %w (such as https://secretsmanager.us-east-1.amazonaws.com, or http://127.0.0.1:PORT for a local test server)", err)
 		}
 	}
 	return c, nil
+}
+
+// regionShape is the shape of an AWS region name (us-east-1,
+// us-gov-west-1, eusc-de-east-1): lowercase letters, digits and '-', a
+// valid DNS label, since the SDK puts it in the endpoint's host name.
+var regionShape = regexp.MustCompile(`^[a-z][a-z0-9-]*[a-z0-9]$`)
+
+// checkRegion refuses a region (from where, for the message) that is not
+// shaped like one, as bad input: the SDK would take it and fail every call
+// as a store failure.
+func checkRegion(where, region string) error {
+	if len(region) > 63 || !regionShape.MatchString(region) {
+		return codes.Errorf(codes.InvalidArgument, "aws: %s %q is not an AWS region name such as us-east-1 (lowercase letters, digits and '-')", where, region)
+	}
+	return nil
 }
 
 // checkName accepts a secret name (1 to 512 of letters, digits and
@@ -111,6 +139,9 @@ func newClient(ctx context.Context, c *urlConfig) (*secretsmanager.Client, error
 	}
 	if cfg.Region == "" {
 		return nil, codes.Errorf(codes.InvalidArgument, "aws: no AWS region for secret %q: add ?region=REGION to the URL or set AWS_REGION", c.name)
+	}
+	if err := checkRegion("region (from AWS_REGION or the shared configuration)", cfg.Region); err != nil {
+		return nil, err
 	}
 	if cfg.Credentials != nil {
 		cfg.Credentials = credentials{p: cfg.Credentials}

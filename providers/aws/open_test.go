@@ -2,6 +2,7 @@ package aws_test
 
 import (
 	"context"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,9 +77,20 @@ func TestOpenURLErrors(t *testing.T) {
 		want string // part of the message
 	}{
 		{"awssm://x?region=us-east-1&colour=red", "unknown parameter(s) colour"},
-		{"awssm://x?region=us-east-1&endpoint=ftp://h", "not an http(s) URL"},
-		{"awssm://x?region=us-east-1&endpoint=localhost:4566", "not an http(s) URL"},
+		{"awssm://x?region=us-east-1&endpoint=ftp://h", "not an absolute http(s) URL"},
+		{"awssm://x?region=us-east-1&endpoint=localhost:4566", "not an absolute http(s) URL"},
+		// netrule: no credentials in the URL, no clear text off this machine.
+		{"awssm://x?region=us-east-1&endpoint=http://admin:S3CRETPASS@127.0.0.1:1", "endpoint: must not carry credentials"},
+		{"awssm://x?region=us-east-1&endpoint=http://evil.example.com", "endpoint: would cross the network in clear text"},
+		{"awssm://x?region=us-east-1&endpoint=https://127.0.0.1:0", "port"},
+		{"awssm://x?region=us-east-1&endpoint=" + url.QueryEscape("http://a:S3CRETPASS@h:%zz"), "endpoint is not a URL"},
 		{"awssm://x", "no AWS region"},
+		// A region that is not shaped like one was a store failure (exit 1)
+		// on the first call, not bad input.
+		{"awssm://x?region=us+east+1", `parameter region "us east 1" is not an AWS region name`},
+		{"awssm://x?region=US-EAST-1", "is not an AWS region name"},
+		{"awssm://x?region=us-east-1.evil.example", "is not an AWS region name"},
+		{"awssm:///arn:aws:secretsmanager:us_east:123456789012:secret:a", "is not an AWS region name"},
 		{"awssm:x?region=us-east-1", "awssm://NAME"},
 		{"awssm:///?region=us-east-1", "1 to 512 characters"},
 		{"awssm:///has%20space?region=us-east-1", "has the character"},
@@ -94,7 +106,20 @@ func TestOpenURLErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("OpenStager(%s): %q does not say %q", c.url, err, c.want)
 			}
+			if strings.Contains(err.Error(), "S3CRETPASS") {
+				t.Fatalf("OpenStager(%s): the error shows the password: %v", c.url, err)
+			}
 		})
+	}
+}
+
+// TestOpenURLRegionFromEnvironment: a region from AWS_REGION is checked
+// like the URL's.
+func TestOpenURLRegionFromEnvironment(t *testing.T) {
+	hermeticEnv(t, "us east 1")
+	_, _, err := providers.OpenStager(context.Background(), "awssm://x")
+	if !codes.Is(err, codes.InvalidArgument) || !strings.Contains(err.Error(), `region (from AWS_REGION or the shared configuration) "us east 1" is not an AWS region name`) {
+		t.Fatalf("OpenStager with AWS_REGION=us east 1: %v, want InvalidArgument", err)
 	}
 }
 

@@ -3,9 +3,11 @@
 // rotation records. Writes are atomic (temp file, fsync, rename) and guarded
 // by an advisory lock, so several processes may share one file.
 //
-// URL form: file:///etc/keywarden/keys.json?name=prod (absolute path), or
-// file:keys.json?name=prod (relative to the working directory). The name
-// parameter selects the secret and is required.
+// URL form: file:///etc/keywarden/keys.json?name=prod (absolute path; also
+// file://localhost/etc/keywarden/keys.json, RFC 8089), or
+// file:keys.json?name=prod (relative to the working directory). Any other
+// host is refused. The name parameter selects the secret and is required.
+// The file must be a regular file (not a directory, pipe or device).
 //
 // A hand-managed file needs only versions; the newest version is CURRENT
 // while no stage is marked:
@@ -23,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -37,13 +40,33 @@ const Scheme = "file"
 
 func init() { providers.Register(Scheme, openURL) }
 
-// PathOf returns the file a file:// store URL names: its opaque part
-// (file:keys.json), else host and path (file:///etc/kw/keys.json).
+// PathOf returns the file a file: store URL names, as ParsePath does, or
+// "" when ParsePath refuses the URL.
 func PathOf(u *url.URL) string {
-	if u.Opaque != "" {
-		return u.Opaque
+	p, err := ParsePath(u)
+	if err != nil {
+		return ""
 	}
-	return u.Host + u.Path
+	return p
+}
+
+// ParsePath returns the file a file: store URL names: a relative path as
+// the opaque part (file:keys.json), an absolute one as the path
+// (file:///etc/kw/keys.json, or file://localhost/etc/kw/keys.json as RFC
+// 8089 allows). Any other host is refused (file://keys.json named the
+// relative path keys.json, file://localhost/tmp/keys.json the relative path
+// localhost/tmp/keys.json), as is a URL without a path.
+func ParsePath(u *url.URL) (string, error) {
+	switch {
+	case u.Opaque != "":
+		return u.Opaque, nil
+	case u.Host != "" && !strings.EqualFold(u.Host, "localhost"):
+		return "", codes.Errorf(codes.InvalidArgument,
+			"file: %q is a host in the URL, and a file store has none: write file:///ABSOLUTE/PATH (three slashes) or file:RELATIVE/PATH (no slash)", u.Host)
+	case u.Path == "":
+		return "", codes.Errorf(codes.InvalidArgument, "file: URL has no path (want file:///path/keys.json?name=NAME)")
+	}
+	return u.Path, nil
 }
 
 // lockPath and tmpPattern name the files a store at path uses besides path
@@ -69,9 +92,9 @@ func Uses(path, target string) string {
 }
 
 func openURL(ctx context.Context, u *url.URL) (driver.Reader, string, error) {
-	path := PathOf(u)
-	if path == "" {
-		return nil, "", codes.Errorf(codes.InvalidArgument, "file: URL has no path (want file:///path/keys.json?name=NAME)")
+	path, err := ParsePath(u)
+	if err != nil {
+		return nil, "", err
 	}
 	q := providers.NewQuery(u.Query())
 	name := q.String("name", "")
@@ -125,6 +148,7 @@ func (s *Store) Close() error { return nil }
 // fileData is the file's JSON form.
 type fileData struct {
 	Secrets map[string]*secret `json:"secrets"`
+	missing bool               // the file does not exist (yet)
 }
 
 type secret struct {
@@ -161,10 +185,15 @@ func (v *version) toDriver() *driver.Version {
 	return &driver.Version{ID: v.ID, Value: []byte(v.Value), Created: v.Created, Token: v.Token}
 }
 
+// load reads the file; a file that does not exist reads as an empty
+// store with missing set. Anything but a regular file is refused: it is
+// opened without blocking (a FIFO would block the open until a writer
+// came, for ever), and what was opened is checked, not the path, so that
+// nothing swapped in between is read.
 func (s *Store) load() (*fileData, error) {
-	f, err := os.Open(s.path)
+	f, err := os.OpenFile(s.path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return &fileData{Secrets: map[string]*secret{}}, nil
+		return &fileData{Secrets: map[string]*secret{}, missing: true}, nil
 	}
 	if err != nil {
 		return nil, mapErr(err)
@@ -173,6 +202,12 @@ func (s *Store) load() (*fileData, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, mapErr(err)
+	}
+	switch {
+	case fi.IsDir():
+		return nil, codes.Errorf(codes.InvalidArgument, "file: %s is a directory, not a store file: name the JSON file in it, such as %s", s.path, urlOf(filepath.Join(s.path, "keys.json"), "NAME"))
+	case !fi.Mode().IsRegular():
+		return nil, codes.Errorf(codes.InvalidArgument, "file: %s is not a regular file (%s): a store is a JSON file", s.path, fileKind(fi.Mode()))
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, codes.Errorf(codes.PermissionDenied,
@@ -292,11 +327,40 @@ func (s *Store) secret(ctx context.Context, name string) (*secret, error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.missing {
+		return nil, codes.Errorf(codes.NotFound, "file: store file %s not found: it does not exist (yet); create it with the secret: keywarden put --store '%s' < key.txt", s.path, urlOf(s.path, name))
+	}
 	sec := d.Secrets[name]
 	if sec == nil || len(sec.Versions) == 0 {
 		return nil, codes.Errorf(codes.NotFound, "file: secret %q not found in %s", name, s.path)
 	}
 	return sec, nil
+}
+
+// urlOf spells the store URL of the secret name in the file at path, as
+// ParsePath reads it, for messages.
+func urlOf(path, name string) string {
+	u := url.URL{Scheme: Scheme, Opaque: path, RawQuery: url.Values{"name": {name}}.Encode()}
+	if filepath.IsAbs(path) {
+		u.Opaque, u.Path = "", path
+	}
+	return u.String()
+}
+
+// fileKind names the kind of a file that is neither regular nor a
+// directory, for messages.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "mode " + m.String()
 }
 
 // Read implements driver.Reader.

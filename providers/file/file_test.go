@@ -2,10 +2,13 @@ package file_test
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
@@ -104,5 +107,86 @@ func TestTwoStoresShareAFile(t *testing.T) {
 	got, err := b.ReadRecord(ctx, "k")
 	if err != nil || got.Rev != r.Rev || got.Data["lease"] != "a" {
 		t.Fatalf("b reads %+v, %v; want a's record", got, err)
+	}
+}
+
+// TestParsePath: file://localhost/abs is /abs (RFC 8089; it read as the
+// relative path localhost/abs), and any other host is refused with the
+// right spellings (file://keys.json read as the relative path keys.json).
+func TestParsePath(t *testing.T) {
+	for raw, want := range map[string]string{
+		"file:///tmp/x/keys.json":          "/tmp/x/keys.json",
+		"file://localhost/tmp/x/keys.json": "/tmp/x/keys.json",
+		"file://LocalHost/tmp/x/keys.json": "/tmp/x/keys.json",
+		"file:/tmp/x/keys.json":            "/tmp/x/keys.json",
+		"file:keys.json":                   "keys.json",
+		"file:dir/keys.json":               "dir/keys.json",
+		"file://keys.json":                 "write file:///ABSOLUTE/PATH (three slashes) or file:RELATIVE/PATH",
+		"file://example.com/tmp/keys.json": `"example.com" is a host in the URL`,
+		"file://localhost:80/tmp/k.json":   "is a host in the URL",
+		"file://localhost":                 "no path",
+		"file://":                          "no path",
+	} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := file.ParsePath(u)
+		if strings.HasPrefix(want, "/") || !strings.Contains(want, " ") {
+			if err != nil || got != want || file.PathOf(u) != want {
+				t.Errorf("ParsePath(%s) = %q, %v; want %q", raw, got, err, want)
+			}
+			continue
+		}
+		if !codes.Is(err, codes.InvalidArgument) || !strings.Contains(err.Error(), want) || file.PathOf(u) != "" {
+			t.Errorf("ParsePath(%s) = %q, %v; want InvalidArgument containing %q", raw, got, err, want)
+		}
+	}
+	// Through Open, file://localhost/abs reads the file at /abs.
+	path := filepath.Join(t.TempDir(), "keys.json")
+	if err := file.New(path).PutByHand(context.Background(), "prod", []byte("sk-ant-api03-abcdefghijklmnopqrstuvwxyz")); err != nil {
+		t.Fatal(err)
+	}
+	src, err := providers.Open(context.Background(), "file://localhost"+path+"?name=prod", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Close()
+}
+
+// TestNotAStoreFile: a directory, a FIFO (whose open blocked for ever) and
+// a missing file each say what they are.
+func TestNotAStoreFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.json")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "nonexistent.json")
+	for path, want := range map[string]string{
+		dir:     "is a directory, not a store file: name the JSON file in it, such as file://" + dir + "/keys.json?name=NAME",
+		fifo:    "is not a regular file (a named pipe)",
+		missing: "store file " + missing + " not found: it does not exist (yet); create it with the secret: keywarden put --store 'file://" + missing + "?name=prod' < key.txt",
+	} {
+		errc := make(chan error, 1)
+		go func() {
+			_, err := file.New(path).Read(context.Background(), "prod", driver.Current)
+			errc <- err
+		}()
+		var err error
+		select {
+		case err = <-errc:
+		case <-time.After(10 * time.Second): // a hang guard, not a speed claim
+			t.Fatalf("Read of %s does not return", path)
+		}
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "chmod") {
+			t.Errorf("Read of %s: %v, want %q", path, err, want)
+		}
+	}
+	// A relative path is spelt file:PATH in the advice.
+	t.Chdir(dir)
+	_, err := file.New("keys.json").Read(context.Background(), "prod", driver.Current)
+	if err == nil || !strings.Contains(err.Error(), "--store 'file:keys.json?name=prod'") {
+		t.Errorf("Read of a missing relative file: %v", err)
 	}
 }

@@ -2,7 +2,8 @@
 //
 // URL form: gcpsm://projects/PROJECT/secrets/SECRET, with parameters
 // endpoint (host:port of another Secret Manager endpoint), insecure=true
-// (plaintext and no credentials, for a local test server only) and
+// (plaintext and no credentials, for a test server on this machine only:
+// an endpoint elsewhere is refused) and
 // disable_old=true (disable versions older than PREVIOUS after a promotion;
 // versions are never destroyed). Credentials are Application Default
 // Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, GKE Workload Identity,

@@ -235,6 +235,10 @@ func TestOpenURL(t *testing.T) {
 		{"gcpsm://projects/p" + strings.Repeat("1", 63) + "/secrets/s", "not a project id"},
 		{"gcpsm://projects/p1/secrets/" + strings.Repeat("s", 256), "secret id"},
 		{"gcpsm://projects/p1/secrets/s?insecure=true", "needs endpoint"},
+		// Plaintext only on this machine: elsewhere the secret would come
+		// back in clear text.
+		{"gcpsm://projects/p1/secrets/s?insecure=true&endpoint=secretmanager.example.com:443", "insecure=true would read the secret in clear text"},
+		{"gcpsm://projects/p1/secrets/s?insecure=true&endpoint=192.0.2.1:8080", "only for an endpoint on this machine"},
 		{"gcpsm://projects/p1/secrets/s?region=x", "unknown parameter(s) region"},
 		{"gcpsm://projects/p1/secrets/s?disable_old=maybe", "not a boolean"},
 	} {

@@ -14,6 +14,7 @@ import (
 	gbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/keywarden/keywarden/internal/netrule"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
@@ -93,6 +94,11 @@ func openURL(ctx context.Context, u *url.URL) (driver.Reader, string, error) {
 	}
 	if plaintext && endpoint == "" {
 		return nil, "", codes.Errorf(codes.InvalidArgument, "gcp: insecure=true needs endpoint= (a local test server); Google's endpoint is always TLS")
+	}
+	if plaintext && !netrule.IsLoopback(endpoint) {
+		// Without TLS the secret comes back in clear text: netrule's rule
+		// allows that only on this machine.
+		return nil, "", codes.Errorf(codes.InvalidArgument, "gcp: insecure=true would read the secret in clear text over the network: it is only for an endpoint on this machine (localhost:PORT, 127.0.0.1:PORT, [::1]:PORT); use TLS (leave insecure out) for any other")
 	}
 	c, err := secretmanager.NewClient(ctx, clientOptions(endpoint, plaintext)...)
 	if err != nil {

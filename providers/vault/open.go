@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/api/auth/approle"
 
+	"github.com/keywarden/keywarden/internal/netrule"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
@@ -90,9 +91,8 @@ func parseURL(u *url.URL) (*urlConfig, error) {
 	c.roleID, c.roleIDFile, c.secretIDFile = vals["role_id"], vals["role_id_file"], vals["secret_id_file"]
 	c.role, c.k8sTokenFile = vals["role"], vals["k8s_token_file"]
 	if c.address != "" {
-		a, err := url.Parse(c.address)
-		if err != nil || (a.Scheme != "http" && a.Scheme != "https") || a.Host == "" {
-			return nil, codes.Errorf(codes.InvalidArgument, "vault: parameter address=%q is not an http(s) URL such as https://vault.example.com:8200", c.address)
+		if err := checkAddress("parameter address", c.address); err != nil {
+			return nil, err
 		}
 	}
 	if c.namespace != "" {
@@ -119,6 +119,21 @@ func parseURL(u *url.URL) (*urlConfig, error) {
 		}
 	}
 	return c, nil
+}
+
+// checkAddress checks a Vault server address (from what, for the message)
+// by netrule's rule for where a secret may travel: the client sends its
+// token there and reads secrets back. Its errors never quote the address,
+// which may hold a password.
+func checkAddress(what, addr string) error {
+	a, err := url.Parse(addr)
+	if err != nil {
+		return codes.Errorf(codes.InvalidArgument, "vault: %s is not a URL such as https://vault.example.com:8200", what)
+	}
+	if err := netrule.CheckSecure(a); err != nil {
+		return codes.Errorf(codes.InvalidArgument, "vault: %s: %w (such as https://vault.example.com:8200, or http://127.0.0.1:8200 for a server on this machine)", what, err)
+	}
+	return nil
 }
 
 // authMethod builds the login of c.
@@ -159,6 +174,8 @@ func (c *urlConfig) client() (*api.Client, error) {
 	}
 	if c.address != "" {
 		cfg.Address = c.address
+	} else if err := checkAddress("VAULT_ADDR", cfg.Address); err != nil {
+		return nil, err
 	}
 	cl, err := api.NewClient(cfg) // reads VAULT_TOKEN and VAULT_NAMESPACE
 	if err != nil {

@@ -55,7 +55,11 @@ func TestParseURLErrors(t *testing.T) {
 		{"vault://secret/x?auth=kubernetes", "role="},
 		{"vault://secret/x?role=kw", "applies to auth=kubernetes"},
 		{"vault://secret/x?auth=kubernetes&role=kw&token_file=/t", "applies to auth=token"},
-		{"vault://secret/x?address=vault:8200", "not an http(s) URL"},
+		{"vault://secret/x?address=vault:8200", "not an absolute http(s) URL"},
+		// netrule: the token never travels in clear text off this machine,
+		// and the address holds no credentials (nor does the error).
+		{"vault://secret/x?address=http://u:PASSW0RD@vault.example.com:8200", "parameter address: must not carry credentials"},
+		{"vault://secret/x?address=http://vault.example.com:8200", "parameter address: would cross the network in clear text"},
 		{"vault://secret/x?namespace=a b", "namespace"},
 		{"vault://secret/x?namespace=a//b", "namespace"},
 		{"vault://secret/x?auth_mount=../x", "auth_mount"},
@@ -66,6 +70,9 @@ func TestParseURLErrors(t *testing.T) {
 			t.Fatalf("url.Parse(%s): %v", c.url, err)
 		}
 		_, err = parseURL(u)
+		if err != nil && strings.Contains(err.Error(), "PASSW0RD") {
+			t.Errorf("parseURL(%s): the error shows the password: %v", c.url, err)
+		}
 		if !codes.Is(err, codes.InvalidArgument) {
 			t.Errorf("parseURL(%s): %v (code %v), want InvalidArgument", c.url, err, codes.Of(err))
 			continue
@@ -104,5 +111,33 @@ func TestNamespaceParam(t *testing.T) {
 	c, _ = parseURL(u)
 	if cl, err = c.client(); err != nil || cl.Namespace() != "from-env" {
 		t.Fatalf("namespace from VAULT_NAMESPACE: %q, %v", cl.Namespace(), err)
+	}
+}
+
+// TestVaultAddrChecked: VAULT_ADDR, used when the URL has no address=, is
+// held to the same rule as address=: the token never crosses the network in
+// clear text, and the error never shows the address's password.
+func TestVaultAddrChecked(t *testing.T) {
+	u, _ := url.Parse("vault://secret/p")
+	c, err := parseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, want := range map[string]string{
+		"http://vault.example.com:8200":        "VAULT_ADDR: would cross the network in clear text",
+		"https://u:PASSW0RD@vault.example.com": "VAULT_ADDR: must not carry credentials",
+		"https://vault.example.com:8200":       "",
+		"http://127.0.0.1:8200":                "",
+	} {
+		t.Setenv("VAULT_ADDR", addr)
+		_, err := c.client()
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("VAULT_ADDR=%s: %v", addr, err)
+		case want != "" && (!codes.Is(err, codes.InvalidArgument) || !strings.Contains(err.Error(), want)):
+			t.Errorf("VAULT_ADDR=%s: %v, want InvalidArgument containing %q", addr, err, want)
+		case err != nil && strings.Contains(err.Error(), "PASSW0RD"):
+			t.Errorf("VAULT_ADDR=%s: the error shows the password: %v", addr, err)
+		}
 	}
 }

@@ -7,10 +7,13 @@
 //
 // The host is the KV v2 mount and the path the secret's name. Parameters:
 //
-//   - address: the Vault address (default: VAULT_ADDR). TLS and the rest of
-//     the client come from the standard VAULT_* variables (VAULT_CACERT,
-//     VAULT_CAPATH, VAULT_CLIENT_CERT, VAULT_CLIENT_KEY, VAULT_TLS_SERVER_NAME,
-//     VAULT_SKIP_VERIFY, ...), read by api.DefaultConfig.
+//   - address: the Vault address (default: VAULT_ADDR). Either is refused
+//     when it holds user info or is plain http to another machine (package
+//     netrule): the token and the secrets would cross the network in clear
+//     text. TLS and the rest of the client come from the standard VAULT_*
+//     variables (VAULT_CACERT, VAULT_CAPATH, VAULT_CLIENT_CERT,
+//     VAULT_CLIENT_KEY, VAULT_TLS_SERVER_NAME, VAULT_SKIP_VERIFY, ...), read
+//     by api.DefaultConfig.
 //   - namespace: a Vault Enterprise / HCP namespace (default: VAULT_NAMESPACE).
 //   - auth: token (default), approle or kubernetes.
 //   - token_file: with auth=token, read the token from this file (re-read on
