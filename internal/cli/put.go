@@ -155,7 +155,11 @@ func CheckStoreDir(rawURL string) error {
 	if err != nil || u.Scheme != "file" {
 		return nil // not a file store; OpenStager reports a bad URL
 	}
-	dir := filepath.Dir(file.PathOf(u))
+	path, err := file.ParsePath(u)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("the directory %s does not exist; create it first (a --store URL never creates directories)", dir)
 	}

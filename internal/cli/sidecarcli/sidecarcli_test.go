@@ -132,7 +132,7 @@ func TestSidecarConfigRoutesAndFileSink(t *testing.T) {
 	cfg := filepath.Join(dir, "kw.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`
 keys:
-  prod: {store: "file://%s?name=prod", refresh: 20ms, jitter: 1ms}
+  prod: {store: "file://%s?name=prod", refresh: 1s, jitter: 100ms}
 sidecar:
   unix_socket: %s
   metrics_listen: "off"
