@@ -48,6 +48,7 @@ import (
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/config"
+	"github.com/keywarden/keywarden/internal/netrule"
 
 	"github.com/keywarden/keywarden/internal/version"
 	"github.com/keywarden/keywarden/providers"
@@ -125,8 +126,8 @@ func (p Params) validate() error {
 		if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 			return codes.Errorf(codes.InvalidArgument, "federation: base_url is not an http(s) URL of the API without credentials or query")
 		}
-		if err := config.RequireSecureTokenEndpoint(p.BaseURL); err != nil {
-			return codes.Errorf(codes.InvalidArgument, "federation: base_url must be https (plain http only on loopback)")
+		if err := netrule.CheckSecure(u); err != nil {
+			return codes.Errorf(codes.InvalidArgument, "federation: base_url must be https (plain http only to this machine): %v", err)
 		}
 	}
 	return nil

@@ -350,6 +350,8 @@ func TestParseURL(t *testing.T) {
 		{"wif://fdrl_1?organization_id=o&token_source=aws", "unknown"},
 		{"wif://fdrl_1?organization_id=o&token_file=/t&audience=a", "audience applies only"},
 		{"wif://fdrl_1?organization_id=o&token_file=/t&base_url=http://api.example.com", "must be https"},
+		{"wif://fdrl_1?organization_id=o&token_file=/t&base_url=http://LOCALHOST:8080", ""},
+		{"wif://fdrl_1?organization_id=o&token_file=/t&base_url=https://api.example.com:99999", "must be https"},
 		{"wif://fdrl_1?organization_id=o&token_file=/t&bogus=1", "unknown parameter(s) bogus"},
 		{"wif://fdrl_1/path?organization_id=o&token_file=/t", "has a path"},
 	} {
