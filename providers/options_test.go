@@ -64,6 +64,10 @@ func TestResolveOptions(t *testing.T) {
 		{name: "jitter too long", url: "file:keys.json?jitter=8761h", err: "jitter 8761h0m0s is longer than the limit"},
 		{name: "max_stale too long", url: "file:keys.json", set: providers.Options{MaxStale: providers.MaxDuration + 1}, err: "max_stale"},
 		{name: "backoff too long", url: "file:keys.json", set: providers.Options{MaxBackoff: providers.MaxDuration + 1}, err: "max backoff"},
+		// The key cannot live in the field that holds its id (encoding a
+		// payload with an id wrote the id over the key).
+		{name: "field key_id", url: "file:keys.json?field=key_id", err: `field "key_id" is where a payload keeps the key's id`},
+		{name: "set field key_id", url: "file:keys.json", set: providers.Options{Field: "key_id"}, err: `field "key_id"`},
 		{name: "refresh at the limit", url: "file:keys.json?refresh=8760h",
 			want: providers.Options{Field: "api_key", Refresh: 8760 * time.Hour, Jitter: 876 * time.Hour, MaxStale: 17520 * time.Hour}},
 	} {

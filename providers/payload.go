@@ -19,6 +19,10 @@ const MaxPayload = 64 << 10
 // JSON object and no field is configured.
 const DefaultField = "api_key"
 
+// KeyIDField is the JSON field of a payload that holds the key's upstream
+// id; it cannot also hold the key (Options.Field).
+const KeyIDField = "key_id"
+
 // Payload is a decoded secret payload.
 type Payload struct {
 	// Key is the key value.
@@ -114,7 +118,7 @@ func decodeObject(b []byte, field string) (Payload, error) {
 		return Payload{}, fmt.Errorf("JSON payload field %q: %w", field, err)
 	}
 	p := Payload{Key: NewSecret(key)}
-	if rawID, ok := obj["key_id"]; ok {
+	if rawID, ok := obj[KeyIDField]; ok {
 		if err := json.Unmarshal(rawID, &p.KeyID); err != nil {
 			return Payload{}, codes.Errorf(codes.InvalidArgument, "JSON payload field \"key_id\" is not a string")
 		}
@@ -211,8 +215,8 @@ func EncodePayloadField(p Payload, field string) []byte {
 		field = DefaultField
 	}
 	obj := map[string]string{field: p.Key.Reveal()}
-	if p.KeyID != "" && field != "key_id" {
-		obj["key_id"] = p.KeyID
+	if p.KeyID != "" && field != KeyIDField {
+		obj[KeyIDField] = p.KeyID
 	}
 	b, _ := json.Marshal(obj)
 	return b

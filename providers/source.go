@@ -179,6 +179,9 @@ func (o Options) resolve(params url.Values) (Options, error) {
 		// params is nil only for New: see MinRefresh.
 		return o, codes.Errorf(codes.InvalidArgument, "providers: refresh %v is shorter than the minimum of %v: every refresh is a store read (a billed API call on a cloud store); a rotated key is picked up at once on a 401 anyway", o.Refresh, MinRefresh)
 	}
+	if o.Field == KeyIDField {
+		return o, codes.Errorf(codes.InvalidArgument, "providers: field %q is where a payload keeps the key's id; the key needs a field of its own (default %s)", KeyIDField, DefaultField)
+	}
 	if o.Field == "" {
 		o.Field = DefaultField
 	}
