@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -295,6 +296,10 @@ func TestIdentitySourceErrors(t *testing.T) {
 	os.WriteFile(empty, []byte(" \n"), 0o600)
 	spaced := filepath.Join(dir, "spaced")
 	os.WriteFile(spaced, []byte("eyJhbGciOi.secret part.sig"), 0o600)
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	noEnv := func(string) (string, bool) { return "", false }
 	forbidden := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusForbidden)
@@ -309,6 +314,9 @@ func TestIdentitySourceErrors(t *testing.T) {
 	}{
 		{"missing file", federation.File{Path: filepath.Join(dir, "none")}, codes.Unavailable, "no such file"},
 		{"empty file", federation.File{Path: empty}, codes.Unavailable, "is empty"},
+		// A named pipe: refused at once (reading it blocked every exchange).
+		{"named pipe", federation.File{Path: fifo}, codes.InvalidArgument, "is a named pipe, not a regular file"},
+		{"directory", federation.File{Path: dir}, codes.InvalidArgument, "is a directory"},
 		{"white space inside", federation.File{Path: spaced}, codes.InvalidArgument, "offset 17"},
 		{"unset env", federation.Env{Name: "NOPE", Lookup: noEnv}, codes.Unavailable, "NOPE is not set"},
 		{"failing command", federation.Command{Argv: []string{"false"}}, codes.Unavailable, "exit status 1"},
@@ -316,7 +324,15 @@ func TestIdentitySourceErrors(t *testing.T) {
 		{"metadata refuses", federation.GCPMetadata{Audience: "a", Host: strings.TrimPrefix(forbidden.URL, "http://")}, codes.PermissionDenied, "status 403"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := tc.id.IdentityToken(ctx)
+			// Bounded: reading a named pipe used to block for ever.
+			done := make(chan error, 1)
+			go func() { _, err := tc.id.IdentityToken(ctx); done <- err }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("IdentityToken blocked")
+			}
 			if err == nil || codes.Of(err) != tc.code || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v (%v), want %v with %q", err, codes.Of(err), tc.code, tc.want)
 			}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/secretfile"
 	"github.com/keywarden/keywarden/providers/codes"
 )
 
@@ -64,11 +65,14 @@ type File struct{ Path string }
 
 // IdentityToken reads the file.
 func (f File) IdentityToken(context.Context) (string, error) {
-	b, err := os.ReadFile(f.Path)
+	b, fi, err := secretfile.Read(f.Path)
 	if err != nil {
 		c := codes.Unavailable // a projected volume may not be mounted yet
-		if errors.Is(err, os.ErrPermission) {
+		switch {
+		case errors.Is(err, os.ErrPermission):
 			c = codes.PermissionDenied
+		case fi != nil:
+			c = codes.InvalidArgument // a FIFO, a directory: never a token
 		}
 		return "", codes.Wrap(c, "federation: read identity token", err)
 	}

@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/secretfile"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
@@ -207,7 +208,7 @@ func (s *Store) load() (*fileData, error) {
 	case fi.IsDir():
 		return nil, codes.Errorf(codes.InvalidArgument, "file: %s is a directory, not a store file: name the JSON file in it, such as %s", s.path, urlOf(filepath.Join(s.path, "keys.json"), "NAME"))
 	case !fi.Mode().IsRegular():
-		return nil, codes.Errorf(codes.InvalidArgument, "file: %s is not a regular file (%s): a store is a JSON file", s.path, fileKind(fi.Mode()))
+		return nil, codes.Errorf(codes.InvalidArgument, "file: %s is not a regular file (%s): a store is a JSON file", s.path, secretfile.Kind(fi.Mode()))
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, codes.Errorf(codes.PermissionDenied,
@@ -345,22 +346,6 @@ func urlOf(path, name string) string {
 		u.Opaque, u.Path = "", path
 	}
 	return u.String()
-}
-
-// fileKind names the kind of a file that is neither regular nor a
-// directory, for messages.
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeNamedPipe != 0:
-		return "a named pipe"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeCharDevice != 0:
-		return "a character device"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	}
-	return "mode " + m.String()
 }
 
 // Read implements driver.Reader.

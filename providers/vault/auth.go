@@ -2,7 +2,6 @@ package vault
 
 import (
 	"context"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/api/auth/kubernetes"
 
+	"github.com/keywarden/keywarden/internal/secretfile"
 	"github.com/keywarden/keywarden/providers/backoff"
 	"github.com/keywarden/keywarden/providers/codes"
 )
@@ -61,7 +61,7 @@ func (a staticToken) Login(ctx context.Context, c *api.Client) (*api.Secret, err
 type tokenFile struct{ path string }
 
 func (a tokenFile) Login(ctx context.Context, c *api.Client) (*api.Secret, error) {
-	b, err := os.ReadFile(a.path)
+	b, _, err := secretfile.Read(a.path)
 	if err != nil {
 		return nil, codes.Wrap(codes.FailedPrecondition, "vault: read token_file", err)
 	}

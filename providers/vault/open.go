@@ -3,13 +3,13 @@ package vault
 import (
 	"context"
 	"net/url"
-	"os"
 	"strings"
 
 	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/api/auth/approle"
 
 	"github.com/keywarden/keywarden/internal/netrule"
+	"github.com/keywarden/keywarden/internal/secretfile"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
@@ -142,7 +142,7 @@ func (c *urlConfig) authMethod() (api.AuthMethod, error) {
 	case "approle":
 		roleID := c.roleID
 		if c.roleIDFile != "" {
-			b, err := os.ReadFile(c.roleIDFile)
+			b, _, err := secretfile.Read(c.roleIDFile)
 			if err != nil {
 				return nil, codes.Wrap(codes.FailedPrecondition, "vault: read role_id_file", err)
 			}

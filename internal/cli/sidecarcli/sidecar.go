@@ -22,6 +22,7 @@ import (
 	"github.com/keywarden/keywarden/internal/proxy"
 	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/internal/proxy/usage"
+	"github.com/keywarden/keywarden/internal/secretfile"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/redact"
 )
@@ -279,16 +280,12 @@ const minTokenLen = 16
 // readToken reads a client token file (the setting named field). It must
 // be private to its owner and hold a token checkToken accepts.
 func readToken(field, path string) (string, error) {
-	fi, err := os.Stat(path)
+	b, fi, err := secretfile.Read(path)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", field, err)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		return "", fmt.Errorf("%s: %s is readable by others (mode %04o); chmod 600 it", field, path, fi.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
 	}
 	tok := strings.TrimSpace(string(b))
 	if err := checkToken(tok); err != nil {

@@ -12,7 +12,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/cli/clitest"
@@ -213,7 +215,23 @@ sidecar:
 			t.Errorf("token %q mode %o: got %v, want %q", tc.content, tc.mode, err, tc.want)
 		}
 	}
-	os.Chmod(tok, 0o600)
+	// A named pipe at the path (a writer never comes): an error at once,
+	// where reading it blocked the sidecar's start, and check, for ever.
+	os.Remove(tok)
+	if err := syscall.Mkfifo(tok, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifoErr := make(chan error, 1)
+	go func() { _, err := sidecarcli.Options(c); fifoErr <- err }()
+	select {
+	case err := <-fifoErr:
+		if err == nil || !strings.Contains(err.Error(), "is a named pipe, not a regular file") {
+			t.Errorf("token file a FIFO: got %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reading a token file that is a named pipe blocked")
+	}
+	os.Remove(tok)
 	os.WriteFile(tok, []byte("0123456789abcdef0123\n"), 0o600)
 	o, err := sidecarcli.Options(c)
 	if err != nil {
