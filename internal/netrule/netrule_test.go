@@ -1,7 +1,9 @@
 package netrule_test
 
 import (
+	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -55,4 +57,53 @@ func TestIsLoopback(t *testing.T) {
 			t.Errorf("IsLoopback(%q) = %v", addr, !want)
 		}
 	}
+}
+
+// FuzzCheckSecure: whatever URL a config or a store URL names, CheckSecure
+// accepts it only when a secret sent there cannot cross a network in clear
+// or carry credentials, and its error never quotes the URL's password.
+func FuzzCheckSecure(f *testing.F) {
+	for _, s := range []string{
+		"https://api.anthropic.com", "http://127.0.0.1:8080", "http://LOCALHOST:1", "http://[::1]/x",
+		"http://api.example.com", "https://u:S3CRET@h", "https://h:0", "https://:1", "http://127.0.0.1.nip.io",
+		"http://[::ffff:127.0.0.1]:80", "http://0x7f.0.0.1", "http://127.1", "http://localhost%2eexample.com",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return
+		}
+		err = netrule.CheckSecure(u)
+		if err != nil {
+			if p, ok := u.User.Password(); ok && len(p) >= 4 && strings.Contains(err.Error(), p) {
+				t.Fatalf("error quotes the password: %v", err)
+			}
+			return
+		}
+		if u.User != nil {
+			t.Fatalf("accepted user info: %q", raw)
+		}
+		switch u.Scheme {
+		case "https":
+		case "http":
+			host := u.Hostname()
+			ip := net.ParseIP(host)
+			if !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
+				t.Fatalf("accepted plain http to %q (%q)", host, raw)
+			}
+		default:
+			t.Fatalf("accepted scheme %q", u.Scheme)
+		}
+		if u.Hostname() == "" {
+			t.Fatalf("accepted no host: %q", raw)
+		}
+		if p := u.Port(); p != "" {
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 1 || n > 65535 {
+				t.Fatalf("accepted port %q", p)
+			}
+		}
+	})
 }

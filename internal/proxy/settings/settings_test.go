@@ -1,6 +1,8 @@
 package settings_test
 
 import (
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/keywarden/keywarden/internal/proxy/settings"
@@ -120,4 +122,24 @@ func TestCheckAddrAndSameAddr(t *testing.T) {
 			t.Errorf("SameAddr(%q, %q) = %v", tc.a, tc.b, got)
 		}
 	}
+}
+
+// FuzzRoutePaths: a prefix or allowlisted path the config accepts is one a
+// request can carry as it is: a request to it parses back to a path that
+// starts with it, with no query or fragment taken out of it.
+func FuzzRoutePaths(f *testing.F) {
+	for _, s := range []string{"/", "/staging", "/staging?x=1", "/a#b", "/a%2Fb", "/my app", "/v1/messages", "/v1/models/m:count", "/é", "/a/../b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		for _, check := range []func(string) error{settings.CheckPrefix, settings.CheckAllowPath} {
+			if check(p) != nil {
+				continue
+			}
+			u, err := url.Parse("http://127.0.0.1:1" + p + "/x")
+			if err != nil || u.RawQuery != "" || u.Fragment != "" || !strings.HasPrefix(u.Path, p) || u.EscapedPath() != u.Path {
+				t.Fatalf("accepted %q, which a request carries as %v (path %q, err %v)", p, u, u.Path, err)
+			}
+		}
+	})
 }
