@@ -5,7 +5,8 @@
 //  1. create: an Issuer makes a new key (idempotent on the rotation token),
 //     written as PENDING with driver.Stager.PutPending under that token.
 //  2. probe: the new key is activated (Activator) and verified by a Probe,
-//     with retries and backoff honouring retry-after. A failure leaves
+//     with retries and backoff honouring retry-after (refusals only while
+//     a just-activated key settles, Retry.Settle). A failure leaves
 //     CURRENT untouched and parks the key (kept PENDING, probed again by the
 //     next run) or discards it (revoked at the issuer, PENDING removed).
 //  3. promote: PENDING becomes CURRENT by compare-and-swap; the old CURRENT

@@ -302,7 +302,8 @@ func (ru *run) probe(ctx context.Context) error {
 		}
 		return fail(KindConflict, fmt.Errorf("rotation: %s: PENDING version %s was discarded by someone else; the rotation is abandoned (the new key %s may still be valid at the issuer)", k.Name, s.PendingVersion, orNone(s.NewKeyID)))
 	}
-	if a, ok := k.Issuer.(Activator); ok {
+	a, activates := k.Issuer.(Activator)
+	if activates {
 		// CURRENT's key is never the new one: an issuer matching by a
 		// partial hint must not pick it.
 		if cur, err := ru.currentVersion(ctx); err != nil {
@@ -324,7 +325,8 @@ func (ru *run) probe(ctx context.Context) error {
 	}
 	if k.Probe != nil {
 		ru.probed = true
-		n, err := runProbe(ctx, k.Probe, cred.Key, k.Retry, sleepCtx)
+		// A key just activated may be refused for a while (Retry.Settle).
+		n, err := runProbe(ctx, k.Probe, cred.Key, k.Retry, activates, sleepCtx)
 		ru.res.ProbeAttempts += n
 		ru.r.opts.Metrics.probe(k.Name, n, err == nil)
 		if err != nil {
