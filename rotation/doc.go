@@ -55,7 +55,10 @@
 //	grace          CURRENT = new, PREVIOUS = old   before revoke_due: exit 0 (or wait);
 //	                                               after: record revoking (with a RevokeGate:
 //	                                               once Checks clear checks in a row)
-//	revoking       CURRENT ≠ old                   Issuer.Revoke(old); record idle (revoked)
+//	revoking       CURRENT ≠ old                   Issuer.Revoke(old); record idle (revoked); with
+//	                                               no value or id of old: idle (not_revoked, warned);
+//	                                               --abandon: idle (not_revoked by hand, warned)
+//	revoking       CURRENT = old (a rollback)      revoke nothing; record idle (rolled_back, warned)
 //	any with lease held by another, unexpired      stop, exit 11 (in progress)
 //
 // # The revoke gate

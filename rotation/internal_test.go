@@ -63,6 +63,9 @@ func TestEncodeValue(t *testing.T) {
 			map[string]any{"api_key": "sk-ant-api03-new", "key_id": "apikey_2", "base_url": "https://x"}},
 		{"drops a stale id", Credential{Key: key}, "", `{"api_key":"old","key_id":"apikey_1"}`, map[string]any{"api_key": "sk-ant-api03-new"}},
 		{"custom field", Credential{Key: key, KeyID: "apikey_3"}, "token", `{"token":"old"}`, map[string]any{"token": "sk-ant-api03-new", "key_id": "apikey_3"}},
+		{"nothing from a payload that does not decode", Credential{Key: key, KeyID: "apikey_4"}, "", `{"apikey":"sk-ant-api03-old","base_url":"https://x"}`,
+			map[string]any{"api_key": "sk-ant-api03-new", "key_id": "apikey_4"}},
+		{"bare from a payload that does not decode", Credential{Key: key}, "", `{"apikey":"sk-ant-api03-old"}`, nil},
 	} {
 		got := encodeValue(tc.c, tc.field, []byte(tc.current))
 		if tc.want == nil {
