@@ -3,6 +3,7 @@ package rotation_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,5 +92,34 @@ func TestParkedWakesForExpiry(t *testing.T) {
 	}
 	if wake.After(clock.Now()) {
 		t.Fatalf("parked key wakes at %v (%s); CURRENT expires at %v: want now", wake, reason, clock.Now().Add(48*time.Hour))
+	}
+}
+
+// TestEarlyCronJobServesTheSlot: a weekly "0 3 * * 1" key, a CronJob every
+// 30 minutes whose first run fires at 02:59:30 (within the slack): the
+// rotation served the 03:00 slot, so the runs at 03:29:30, 03:59:30 and
+// 04:29:30 find nothing due (they rotated and revoked again).
+func TestEarlyCronJobServesTheSlot(t *testing.T) {
+	sched, err := rotation.ParseSchedule("0 3 * * 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := rotationtest.NewLedger()
+	l.LimitPool(2)
+	st, _ := seeded(t, l)
+	clock := rotationtest.NewClock(time.Date(2030, 12, 2, 2, 59, 30, 0, time.UTC)) // a Monday
+	r := newRotator(t, rotation.Options{Now: clock.Now}, &rotation.Key{Name: "k", Store: st, Secret: "k", Issuer: l, Probe: l.Probe(nil), Schedule: sched})
+	var got []string
+	for range 4 {
+		res, err := r.Run(context.Background(), "k", rotation.RunOptions{})
+		if err != nil {
+			t.Fatalf("run at %v: %v", clock.Now(), err)
+		}
+		got = append(got, res.Outcome)
+		clock.Advance(30 * time.Minute)
+	}
+	want := []string{rotation.OutcomeRevoked, rotation.OutcomeNothing, rotation.OutcomeNothing, rotation.OutcomeNothing}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("outcomes %v, want %v", got, want)
 	}
 }

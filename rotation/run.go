@@ -490,7 +490,9 @@ func (ru *run) begin(ctx context.Context) (done bool, err error) {
 	next.Phase = PhaseCreating
 	next.Token = newToken()
 	next.StartedAt = ru.now()
-	next.LastAttemptAt = next.StartedAt
+	// The schedule's activation this rotation serves: one a few seconds
+	// ahead counts as served, so that it is not due again at its time.
+	next.LastAttemptAt = servedSlot(ru.k.Schedule, next.StartedAt)
 	next.OldVersion, next.OldKeyID, next.OldFP = "", "", ""
 	next.PromotedAt, next.RevokeDue, next.RevokedAt = time.Time{}, time.Time{}, time.Time{}
 	if err := ru.save(ctx, next); err != nil {
