@@ -14,8 +14,11 @@ import (
 type ServeOptions struct {
 	// MinRetry and MaxRetry bound the backoff (backoff.Policy: doubling,
 	// jittered) before a failed rotation is tried again (default 1m and
-	// 30m). A parked rotation is probed again at
-	// the next scheduled time instead.
+	// 30m). A parked rotation is probed again at the next scheduled time
+	// (or once CURRENT enters its RotateBeforeExpiry window); after a
+	// failed probe (parked or discarded) the key never runs again before
+	// the backoff, even when it is due at once, so that a probe that
+	// refuses every key cannot burn the issuer's pool.
 	MinRetry, MaxRetry time.Duration
 	// ShutdownTimeout bounds how long runs under way may go on after ctx is
 	// done (default 30s); past it they are cancelled and leave their lease to
@@ -81,8 +84,9 @@ func (r *Rotator) serveKey(ctx, runCtx context.Context, k *Key, o ServeOptions) 
 		failures++
 		return d
 	}
+	var notBefore time.Time // no run before: the backoff after a failed probe
 	for {
-		wake, reason, err := r.nextWake(ctx, k)
+		wake, reason, err := r.nextWake(ctx, k, o.MinRetry)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -93,6 +97,9 @@ func (r *Rotator) serveKey(ctx, runCtx context.Context, k *Key, o ServeOptions) 
 		}
 		if reason == "schedule" && k.StartJitter > 0 {
 			wake = wake.Add(rand.N(k.StartJitter))
+		}
+		if wake.Before(notBefore) {
+			wake, reason = notBefore, "backoff after a failed probe"
 		}
 		if d := wake.Sub(r.opts.Now()); d > 0 {
 			lg.Debug("next rotation run", slog.Time("at", wake), slog.String("reason", reason))
@@ -109,10 +116,16 @@ func (r *Rotator) serveKey(ctx, runCtx context.Context, k *Key, o ServeOptions) 
 		}
 		switch {
 		case err == nil:
-			failures = 0
+			failures, notBefore = 0, time.Time{}
 		case KindOf(err) == KindProbe || KindOf(err) == KindConfig:
-			// Parked or discarded: the next scheduled time tries again.
-			failures = 0
+			// Parked or discarded: the next scheduled time tries again,
+			// but not before the backoff: a key due at once (CURRENT
+			// inside its expiry window) whose probe keeps failing would
+			// otherwise create and discard a key per loop.
+			retry := nextRetry()
+			notBefore = r.opts.Now().Add(retry)
+			lg.Warn("rotation run failed; the key is not tried again before the backoff", slog.String("error", err.Error()),
+				slog.Duration("backoff", retry))
 		default:
 			retry := nextRetry()
 			lg.Warn("rotation run failed; trying again", slog.String("error", err.Error()), slog.Duration("in", retry))
@@ -127,8 +140,11 @@ func (r *Rotator) serveKey(ctx, runCtx context.Context, k *Key, o ServeOptions) 
 // RotateBeforeExpiry, so that an expiry set on CURRENT meanwhile is seen.
 const expiryRecheck = time.Hour
 
-// nextWake returns when the key's loop should run next, and why.
-func (r *Rotator) nextWake(ctx context.Context, k *Key) (time.Time, string, error) {
+// nextWake returns when the key's loop should run next, and why. An idle
+// key whose last rotation was discarded (its probe failed) is not due
+// before minRetry after that discard, even when CURRENT's expiry makes it
+// due at once (a restarted daemon keeps no backoff of its own).
+func (r *Rotator) nextWake(ctx context.Context, k *Key, minRetry time.Duration) (time.Time, string, error) {
 	ru := &run{r: r, k: k, res: &Result{Key: k.Name}}
 	if err := ru.load(ctx); err != nil {
 		return time.Time{}, "", err
@@ -143,20 +159,13 @@ func (r *Rotator) nextWake(ctx context.Context, k *Key) (time.Time, string, erro
 		if next.IsZero() || next.Before(now) {
 			next = now
 		}
-		if k.RotateBeforeExpiry > 0 {
-			// Wake when CURRENT enters its rotate_before_expiry window,
-			// and look again at least every expiryRecheck (an expiry can
-			// be set on a key at any time).
-			if exp, ok := ru.currentExpiry(ctx); ok && !exp.IsZero() {
-				if at := exp.Add(-k.RotateBeforeExpiry); at.Before(next) {
-					return laterOf(at, now), "expiry", nil
-				}
-			}
-			if at := now.Add(expiryRecheck); at.Before(next) {
-				return at, "expiry check", nil
+		wake, reason := ru.expiryWake(ctx, now, next)
+		if s.LastOutcome == OutcomeDiscarded && !s.LastFinishedAt.IsZero() {
+			if at := s.LastFinishedAt.Add(minRetry); wake.Before(at) {
+				return at, "backoff after a discarded rotation", nil
 			}
 		}
-		return next, "schedule", nil
+		return wake, reason, nil
 	case PhaseGrace:
 		due := ru.revokeDue()
 		if k.RevokeGate != nil && !s.GateLast.IsZero() {
@@ -165,14 +174,35 @@ func (r *Rotator) nextWake(ctx context.Context, k *Key) (time.Time, string, erro
 		}
 		return due, "revocation", nil
 	case PhaseParked:
-		// Probe the parked key again at the next scheduled time.
-		return k.Schedule.Next(now), "schedule", nil
+		// Probe the parked key again at the next scheduled time, or
+		// sooner when CURRENT expires before it.
+		wake, reason := ru.expiryWake(ctx, now, k.Schedule.Next(now))
+		return wake, reason, nil
 	default:
 		if ru.leaseHeld() {
 			return s.LeaseUntil, "lease", nil
 		}
 		return now, "resume", nil
 	}
+}
+
+// expiryWake returns next, or an earlier time when the key has a
+// RotateBeforeExpiry: when CURRENT enters its window (now when it is in it
+// already), and at least every expiryRecheck (an expiry can be set on a
+// key at any time).
+func (ru *run) expiryWake(ctx context.Context, now, next time.Time) (time.Time, string) {
+	if ru.k.RotateBeforeExpiry <= 0 {
+		return next, "schedule"
+	}
+	if exp, ok := ru.currentExpiry(ctx); ok && !exp.IsZero() {
+		if at := exp.Add(-ru.k.RotateBeforeExpiry); at.Before(next) {
+			return laterOf(at, now), "expiry"
+		}
+	}
+	if at := now.Add(expiryRecheck); at.Before(next) {
+		return at, "expiry check"
+	}
+	return next, "schedule"
 }
 
 // laterOf returns the later of a and b.

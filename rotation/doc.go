@@ -5,7 +5,8 @@
 //  1. create: an Issuer makes a new key (idempotent on the rotation token),
 //     written as PENDING with driver.Stager.PutPending under that token.
 //  2. probe: the new key is activated (Activator) and verified by a Probe,
-//     with retries and backoff honouring retry-after. A failure leaves
+//     with retries and backoff honouring retry-after (refusals only while
+//     a just-activated key settles, Retry.Settle). A failure leaves
 //     CURRENT untouched and parks the key (kept PENDING, probed again by the
 //     next run) or discards it (revoked at the issuer, PENDING removed).
 //  3. promote: PENDING becomes CURRENT by compare-and-swap; the old CURRENT
@@ -54,7 +55,10 @@
 //	grace          CURRENT = new, PREVIOUS = old   before revoke_due: exit 0 (or wait);
 //	                                               after: record revoking (with a RevokeGate:
 //	                                               once Checks clear checks in a row)
-//	revoking       CURRENT ≠ old                   Issuer.Revoke(old); record idle (revoked)
+//	revoking       CURRENT ≠ old                   Issuer.Revoke(old); record idle (revoked); with
+//	                                               no value or id of old: idle (not_revoked, warned);
+//	                                               --abandon: idle (not_revoked by hand, warned)
+//	revoking       CURRENT = old (a rollback)      revoke nothing; record idle (rolled_back, warned)
 //	any with lease held by another, unexpired      stop, exit 11 (in progress)
 //
 // # The revoke gate

@@ -63,6 +63,9 @@ func TestEncodeValue(t *testing.T) {
 			map[string]any{"api_key": "sk-ant-api03-new", "key_id": "apikey_2", "base_url": "https://x"}},
 		{"drops a stale id", Credential{Key: key}, "", `{"api_key":"old","key_id":"apikey_1"}`, map[string]any{"api_key": "sk-ant-api03-new"}},
 		{"custom field", Credential{Key: key, KeyID: "apikey_3"}, "token", `{"token":"old"}`, map[string]any{"token": "sk-ant-api03-new", "key_id": "apikey_3"}},
+		{"nothing from a payload that does not decode", Credential{Key: key, KeyID: "apikey_4"}, "", `{"apikey":"sk-ant-api03-old","base_url":"https://x"}`,
+			map[string]any{"api_key": "sk-ant-api03-new", "key_id": "apikey_4"}},
+		{"bare from a payload that does not decode", Credential{Key: key}, "", `{"apikey":"sk-ant-api03-old"}`, nil},
 	} {
 		got := encodeValue(tc.c, tc.field, []byte(tc.current))
 		if tc.want == nil {
@@ -117,20 +120,32 @@ func TestRunProbe(t *testing.T) {
 		attempts int
 		waits    []time.Duration
 		fail     string
+		// activated: the issuer just activated the key; settle overrides
+		// Retry.Settle when not 0.
+		activated bool
+		settle    time.Duration
 	}{
-		{"passes at once", nil, 1, nil, ""},
-		{"401 fails at once", []error{final}, 1, nil, "authentication_error"},
-		{"backoff doubles", []error{retry(0), retry(0), retry(0)}, 4, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}, ""},
-		{"retry-after honoured", []error{retry(2 * time.Second)}, 2, []time.Duration{2 * time.Second}, ""},
-		{"retry-after capped", []error{retry(time.Hour)}, 2, []time.Duration{5 * time.Second}, ""},
-		{"retry-after honoured", []error{retry(3 * time.Second)}, 2, []time.Duration{3 * time.Second}, ""},
-		{"gives up", []error{retry(0), retry(0), retry(0), retry(0)}, 4, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}, "gave up after 4 attempts"},
-		{"attempt timeout retried", []error{context.DeadlineExceeded}, 2, []time.Duration{100 * time.Millisecond}, ""},
-		{"other errors fail", []error{errors.New("boom")}, 1, nil, "boom"},
+		{"passes at once", nil, 1, nil, "", false, 0},
+		{"401 fails at once", []error{final}, 1, nil, "authentication_error", false, 0},
+		{"backoff doubles", []error{retry(0), retry(0), retry(0)}, 4, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}, "", false, 0},
+		{"retry-after honoured", []error{retry(2 * time.Second)}, 2, []time.Duration{2 * time.Second}, "", false, 0},
+		{"retry-after capped", []error{retry(time.Hour)}, 2, []time.Duration{5 * time.Second}, "", false, 0},
+		{"retry-after honoured", []error{retry(3 * time.Second)}, 2, []time.Duration{3 * time.Second}, "", false, 0},
+		{"gives up", []error{retry(0), retry(0), retry(0), retry(0)}, 4, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}, "gave up after 4 attempts", false, 0},
+		{"attempt timeout retried", []error{context.DeadlineExceeded}, 2, []time.Duration{100 * time.Millisecond}, "", false, 0},
+		{"other errors fail", []error{errors.New("boom")}, 1, nil, "boom", false, 0},
+		{"refusal retried while the key settles", []error{final, final}, 3, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, "", true, 0},
+		{"refusals beyond Attempts while settling", []error{final, final, final, final, final}, 6, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, 1600 * time.Millisecond}, "", true, 0},
+		{"refusal fails once settled", []error{final, final, final}, 2, []time.Duration{100 * time.Millisecond}, "still refused after 2 attempts", true, time.Nanosecond},
+		{"no settling when disabled", []error{final}, 1, nil, "authentication_error", true, -1},
 	} {
 		p := &scriptedProbe{errs: tc.errs}
 		var waits []time.Duration
-		n, err := runProbe(context.Background(), p, providers.NewSecret("k"), r, func(_ context.Context, d time.Duration) error {
+		r := r
+		if tc.settle != 0 {
+			r.Settle = tc.settle
+		}
+		n, err := runProbe(context.Background(), p, providers.NewSecret("k"), r, tc.activated, func(_ context.Context, d time.Duration) error {
 			waits = append(waits, d)
 			return nil
 		})

@@ -68,6 +68,16 @@ type KeyIDChecker interface {
 	CheckKeyID(ctx context.Context, c Credential) error
 }
 
+// KeyIDResolver is an optional Issuer interface: ResolveKeyID returns the
+// issuer's id of the key c (for example found by the Admin API's
+// partial_key_hint; never one of c.OtherIDs). The rotator asks it for
+// CURRENT's id before the promotion, while CURRENT still holds that key,
+// and records it, so that the old key can be revoked by id whatever
+// happens to the stored versions during the grace.
+type KeyIDResolver interface {
+	ResolveKeyID(ctx context.Context, c Credential) (string, error)
+}
+
 // ExpiryReporter is an optional Issuer interface of issuers whose keys can
 // expire: Expiry returns when the key c expires, zero when it never does.
 // The rotator asks it for CURRENT to rotate early (Key.RotateBeforeExpiry)

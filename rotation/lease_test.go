@@ -13,6 +13,7 @@ import (
 
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
+	"github.com/keywarden/keywarden/providers/driver"
 	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/rotation"
 	"github.com/keywarden/keywarden/rotation/rotationtest"
@@ -254,5 +255,58 @@ func TestIssuerErrorsByCode(t *testing.T) {
 		if got := rotation.ExitCode(codes.Errorf(c, "x")); got != exit {
 			t.Errorf("code %v: exit %d, want %d", c, got, exit)
 		}
+	}
+}
+
+// TestKeyIDDuringRotation: `keywarden key-id` during a live rotation (a
+// compare-and-swap write of the record) does not break the holder's lease:
+// its next renewal found the revision changed and stopped the run (exit
+// 11, lease not released). The run goes on and keeps the attached id.
+func TestKeyIDDuringRotation(t *testing.T) {
+	l := rotationtest.NewLedger()
+	st, _ := seeded(t, l)
+	inProbe, release := make(chan struct{}), make(chan struct{})
+	probe := probeFunc(func(ctx context.Context, _ providers.Secret) error {
+		close(inProbe)
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	key := func(p rotation.Probe) *rotation.Key {
+		return &rotation.Key{Name: "k", Store: st, Secret: "k", Issuer: l, Probe: p}
+	}
+	r := newRotator(t, rotation.Options{Holder: "prober"}, key(probe))
+	rotation.SetRenewEvery(r, 20*time.Millisecond)
+	other := newRotator(t, rotation.Options{Holder: "operator"}, key(l.Probe(nil)))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang, not a timing
+	defer cancel()
+	type result struct {
+		res *rotation.Result
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := r.Run(ctx, "k", rotation.RunOptions{Force: true})
+		done <- result{res, err}
+	}()
+	<-inProbe
+	if _, err := other.SetKeyID(ctx, "k", driver.Current, "id-attached"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // several renewals
+	close(release)
+	got := <-done
+	if got.err != nil || got.res.Outcome != rotation.OutcomeRevoked {
+		t.Fatalf("run: exit %d %v (%+v)", rotation.ExitCode(got.err), got.err, got.res)
+	}
+	rec, err := st.ReadRecord(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(rec.Data["key_ids"], "id-attached") {
+		t.Fatalf("the attached id was lost: key_ids %q", rec.Data["key_ids"])
 	}
 }

@@ -42,6 +42,16 @@ const (
 	// EventGateForced: the old key is revoked although consumers still
 	// reported it when the gate's max_wait ended (policy revoke).
 	EventGateForced EventType = "rotation.gate_forced"
+	// EventRolledBack: an operator made the old key CURRENT again during
+	// the grace (`keywarden put` of it): the rotation ended without
+	// revoking either key; the new key is PREVIOUS and still valid (the
+	// old and new versions, fingerprints and ids name them).
+	EventRolledBack EventType = "rotation.rolled_back"
+	// EventNotRevoked: the rotation ended without revoking the old key (no
+	// value or id to revoke it by, or an operator's `rotate --abandon` of
+	// the revocation): it is still valid and must be revoked by hand.
+	// Reason says why; the old version, fingerprint and id name it.
+	EventNotRevoked EventType = "rotation.not_revoked"
 )
 
 // Event is what a Notifier receives. It holds version ids, key ids and

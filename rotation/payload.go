@@ -42,8 +42,11 @@ func salvageKeyID(raw []byte) string {
 }
 
 // encodeValue returns the payload to store for a new key. When the current
-// payload is a JSON object, the new one keeps its other fields (metadata
-// such as a base URL) and replaces the key (in field) and the key id. A new
+// payload is a JSON object that consumers read (providers.DecodePayload),
+// the new one keeps its other fields (metadata such as a base URL) and
+// replaces the key (in field) and the key id; from a payload that does not
+// decode (a hand edit with the key under a wrong field, say) nothing is
+// carried over: its unknown fields may hold the old key. A new
 // key with an id is stored as a JSON object; one without, under a current
 // payload that is a bare key or absent, as a bare key (which DecodePayload
 // reads whatever the configured field).
@@ -54,6 +57,11 @@ func encodeValue(c Credential, field string, current []byte) []byte {
 	obj := map[string]any{}
 	cur := bytes.TrimSpace(current)
 	isJSON := len(cur) > 0 && cur[0] == '{' && json.Unmarshal(cur, &obj) == nil
+	if isJSON {
+		if _, err := providers.DecodePayload(cur, field); err != nil {
+			isJSON = false
+		}
+	}
 	if !isJSON {
 		if c.KeyID == "" {
 			return []byte(c.Key.Reveal())

@@ -80,7 +80,7 @@ func TestEveryPhaseHasAWayOut(t *testing.T) {
 				return nil
 			})
 			key := func() *rotation.Key {
-				k := &rotation.Key{Name: "k", Store: st, Secret: "k", Issuer: l, Probe: probe, Grace: tc.grace}
+				k := &rotation.Key{Name: "k", Store: st, Secret: "k", Issuer: l, Probe: probe, Grace: tc.grace, Retry: rotation.Retry{Settle: -1}}
 				if tc.discard {
 					k.OnProbeFailure = rotation.Discard
 				}

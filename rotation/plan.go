@@ -153,6 +153,8 @@ func (ru *run) planAbandon(ctx context.Context) (*Result, error) {
 			_, fp := fingerprintOf(pv, k.Field)
 			add("discard the stray PENDING version %s (%s); its key is not revoked", pv.ID, fp)
 		}
+	case PhaseRevoking:
+		add("end the revocation WITHOUT revoking the old version %s (%s, key id %s): logged, with a %s event; revoke it by hand", orNone(s.OldVersion), orNone(s.OldFP), orNone(s.OldKeyID), EventNotRevoked)
 	default:
 		add("stop: the rotation is in phase %s, past its probe, and cannot be abandoned (exit %d)", s.Phase, ExitConflict)
 	}

@@ -48,6 +48,14 @@ type Retry struct {
 	MaxBackoff time.Duration
 	// Timeout bounds one attempt (default 30s).
 	Timeout time.Duration
+	// Settle is how long a key the issuer just activated (an Activator)
+	// may take to start working: its probe's refusals (a ProbeError that
+	// is not Retryable, such as the Claude API's 401 and 403) are tried
+	// again, with the same backoff and without counting against Attempts,
+	// while the waits so far are shorter than Settle (default
+	// DefaultProbeSettle; negative: refusals fail at once). A key that is
+	// truly refused fails after at most Settle + MaxBackoff of waits.
+	Settle time.Duration
 }
 
 // Defaults of Retry.
@@ -56,6 +64,10 @@ const (
 	DefaultProbeMinBackoff = time.Second
 	DefaultProbeMaxBackoff = 30 * time.Second
 	DefaultProbeTimeout    = 30 * time.Second
+	// DefaultProbeSettle is Retry.Settle's default: the Claude API can
+	// take seconds before a key set active works ("new keys can take
+	// seconds to work"); it answers 401 meanwhile.
+	DefaultProbeSettle = 30 * time.Second
 )
 
 func (r Retry) withDefaults() Retry {
@@ -74,11 +86,16 @@ func (r Retry) withDefaults() Retry {
 	if r.Timeout <= 0 {
 		r.Timeout = DefaultProbeTimeout
 	}
+	if r.Settle == 0 {
+		r.Settle = DefaultProbeSettle
+	}
 	return r
 }
 
 // Budget is the longest a probe with these bounds can take:
-// Attempts × Timeout + (Attempts − 1) × MaxBackoff.
+// Attempts × Timeout + (Attempts − 1) × MaxBackoff. A just-activated key's
+// refusals add at most Settle + MaxBackoff of waits (and their attempts,
+// each within Timeout).
 func (r Retry) Budget() time.Duration {
 	r = r.withDefaults()
 	return time.Duration(r.Attempts)*r.Timeout + time.Duration(r.Attempts-1)*r.MaxBackoff
@@ -94,12 +111,15 @@ func (r Retry) wait(n int, after time.Duration) time.Duration {
 }
 
 // runProbe probes key with retries: retryable failures are tried again
-// after a backoff that honours retry-after, others fail at once. It returns
+// after a backoff that honours retry-after, others fail at once, except
+// that, when activated (the issuer just activated the key), refusals are
+// tried again while the waits so far are shorter than r.Settle. It returns
 // the number of attempts made.
-func runProbe(ctx context.Context, p Probe, key providers.Secret, r Retry, sleep func(context.Context, time.Duration) error) (int, error) {
+func runProbe(ctx context.Context, p Probe, key providers.Secret, r Retry, activated bool, sleep func(context.Context, time.Duration) error) (int, error) {
 	r = r.withDefaults()
-	var last error
-	for n := 1; n <= r.Attempts; n++ {
+	var waited time.Duration
+	tries := 0 // retryable failures, bounded by r.Attempts
+	for n := 1; ; n++ {
 		actx, cancel := context.WithTimeout(ctx, r.Timeout)
 		err := p.Probe(actx, key)
 		cancel()
@@ -109,27 +129,35 @@ func runProbe(ctx context.Context, p Probe, key providers.Secret, r Retry, sleep
 		if ctx.Err() != nil {
 			return n, ctx.Err()
 		}
-		last = err
 		var pe *ProbeError
 		retryable := errors.As(err, &pe) && pe.Retryable
 		if !retryable && errors.Is(err, context.DeadlineExceeded) {
 			retryable = true // the attempt's own timeout
 		}
-		if !retryable {
-			return n, fmt.Errorf("%s probe: %w", p.Type(), err)
-		}
-		if n == r.Attempts {
-			break
+		if retryable {
+			tries++
+			if tries >= r.Attempts {
+				return n, fmt.Errorf("%s probe: gave up after %d attempts: %w", p.Type(), n, err)
+			}
+		} else {
+			settling := activated && pe != nil && r.Settle > 0
+			if !settling {
+				return n, fmt.Errorf("%s probe: %w", p.Type(), err)
+			}
+			if waited >= r.Settle {
+				return n, fmt.Errorf("%s probe: still refused after %d attempts over %v since the key was activated: %w", p.Type(), n, waited.Round(time.Millisecond), err)
+			}
 		}
 		var after time.Duration
 		if pe != nil {
 			after = pe.RetryAfter
 		}
-		if err := sleep(ctx, r.wait(n, after)); err != nil {
+		d := r.wait(n, after)
+		if err := sleep(ctx, d); err != nil {
 			return n, err
 		}
+		waited += d
 	}
-	return r.Attempts, fmt.Errorf("%s probe: gave up after %d attempts: %w", p.Type(), r.Attempts, last)
 }
 
 // sleepCtx waits d or until ctx is done.

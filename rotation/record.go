@@ -102,6 +102,12 @@ const (
 	OutcomeParked    = "parked"    // probe failed; pending key kept
 	OutcomeDiscarded = "discarded" // probe failed; pending key dropped
 	OutcomeGate      = "gate"      // grace over; the revoke gate waits for consumers to let go of the old key
+	// OutcomeRolledBack: the old key was CURRENT again when its revocation
+	// came (an operator's rollback); neither key was revoked.
+	OutcomeRolledBack = "rolled_back"
+	// OutcomeNotRevoked: the rotation ended without revoking the old key
+	// (nothing to revoke it by, or an operator abandoned the revocation).
+	OutcomeNotRevoked = "not_revoked"
 )
 
 const timeFormat = time.RFC3339Nano

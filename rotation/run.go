@@ -27,6 +27,11 @@ type run struct {
 	holding   bool   // this run holds the lease
 	leaseLost bool   // a renewal found the lease broken or taken over
 	cancel    context.CancelFunc
+	leaseAt   time.Time // the lease expiry this run last wrote
+	// ext is the record as another writer left it while this run held the
+	// lease, changing no phase, token or lease (`keywarden key-id`), until
+	// the run's next write takes its changes in (see reconcile).
+	ext *state
 
 	begun   time.Time
 	waited  time.Duration // grace waits, excluded from Active
@@ -104,10 +109,20 @@ func (ru *run) save(ctx context.Context, next *state) error {
 		next.Holder, next.LeaseUntil = "", time.Time{}
 	}
 	ru.mu.Lock()
-	rec, err := ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.rev, next.encode())
-	if err == nil {
-		ru.s, ru.rev = next, rec.Rev
-		ru.holding = next.Phase.holdsLease()
+	var err error
+	for attempt := 0; ; attempt++ {
+		ru.mergeExt(next)
+		var rec *driver.Record
+		rec, err = ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.rev, next.encode())
+		if err == nil {
+			ru.s, ru.rev, ru.ext = next, rec.Rev, nil
+			ru.holding = next.Phase.holdsLease()
+			ru.leaseAt = next.LeaseUntil
+			break
+		}
+		if !codes.Is(err, codes.Aborted) || attempt == 2 || !ru.holding || !ru.reconcile(ctx) {
+			break
+		}
 	}
 	ru.mu.Unlock()
 	if err != nil {
@@ -156,10 +171,22 @@ func (ru *run) renew(ctx context.Context) error {
 	if !ru.holding || ru.crashed {
 		return nil
 	}
-	next := ru.s.clone()
+	base := ru.s
+	if ru.ext != nil {
+		base = ru.ext
+	}
+	next := base.clone()
 	next.Holder = ru.r.opts.Holder
 	next.LeaseUntil = ru.now().Add(ru.r.opts.Lease)
 	rec, err := ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.rev, next.encode())
+	if err != nil && codes.Is(err, codes.Aborted) && ru.reconcile(ctx) {
+		// Another writer changed the record but not the lease (`keywarden
+		// key-id`): renew over its change.
+		next = ru.ext.clone()
+		next.Holder = ru.r.opts.Holder
+		next.LeaseUntil = ru.now().Add(ru.r.opts.Lease)
+		rec, err = ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.rev, next.encode())
+	}
 	if err != nil {
 		if codes.Is(err, codes.Aborted) {
 			ru.holding, ru.leaseLost = false, true
@@ -170,8 +197,55 @@ func (ru *run) renew(ctx context.Context) error {
 		}
 		return err
 	}
-	ru.rev = rec.Rev
+	ru.rev, ru.leaseAt = rec.Rev, next.LeaseUntil
+	if ru.ext != nil {
+		ru.ext = next
+	}
 	return nil
+}
+
+// reconcile, called with mu held after this run lost a compare-and-swap
+// on the record while holding the lease, re-reads the record: when its
+// holder, lease, phase and token are still this run's, the writer changed
+// only what needs no lease (SetKeyID's key ids), and the run goes on from
+// the new revision, keeping the writer's changes in ext for its next
+// write. Otherwise the lease was broken or taken over: false.
+func (ru *run) reconcile(ctx context.Context) bool {
+	rec, err := ru.k.Store.ReadRecord(ctx, ru.k.Secret)
+	if err != nil {
+		return false
+	}
+	s, err := decode(rec)
+	if err != nil || s.Holder != ru.r.opts.Holder || !s.LeaseUntil.Equal(ru.leaseAt) || s.Phase != ru.s.Phase || s.Token != ru.s.Token {
+		return false
+	}
+	ru.rev, ru.ext = rec.Rev, s
+	ru.log().Info("the rotation record changed under this run without touching its lease (a key id attached?); going on with the change")
+	return true
+}
+
+// mergeExt, called with mu held, takes into next the key ids another
+// writer attached (ext) since this run's last write (ru.s), unless next
+// changes them itself.
+func (ru *run) mergeExt(next *state) {
+	ext, base := ru.ext, ru.s
+	if ext == nil || base == nil {
+		return
+	}
+	for fp, id := range ext.KeyIDs {
+		if base.KeyIDs[fp] != id {
+			if next.KeyIDs == nil {
+				next.KeyIDs = map[string]string{}
+			}
+			next.KeyIDs[fp] = id
+		}
+	}
+	if ext.NewKeyID != base.NewKeyID && next.NewKeyID == base.NewKeyID {
+		next.NewKeyID = ext.NewKeyID
+	}
+	if ext.OldKeyID != base.OldKeyID && next.OldKeyID == base.OldKeyID {
+		next.OldKeyID = ext.OldKeyID
+	}
 }
 
 // errLeaseLost reports a run stopped because its lease was broken or
@@ -490,7 +564,9 @@ func (ru *run) begin(ctx context.Context) (done bool, err error) {
 	next.Phase = PhaseCreating
 	next.Token = newToken()
 	next.StartedAt = ru.now()
-	next.LastAttemptAt = next.StartedAt
+	// The schedule's activation this rotation serves: one a few seconds
+	// ahead counts as served, so that it is not due again at its time.
+	next.LastAttemptAt = servedSlot(ru.k.Schedule, next.StartedAt)
 	next.OldVersion, next.OldKeyID, next.OldFP = "", "", ""
 	next.PromotedAt, next.RevokeDue, next.RevokedAt = time.Time{}, time.Time{}, time.Time{}
 	if err := ru.save(ctx, next); err != nil {

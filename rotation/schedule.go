@@ -95,9 +95,29 @@ func isDue(sched Schedule, base, now time.Time) bool {
 	if due.IsZero() {
 		return false
 	}
+	return !due.After(now.Add(slackOf(sched, due)))
+}
+
+// slackOf is how early a run may come for the activation due: a tenth of
+// the schedule's period there, at most dueSlack.
+func slackOf(sched Schedule, due time.Time) time.Duration {
 	slack := dueSlack
 	if after := sched.Next(due); !after.IsZero() && after.Sub(due)/10 < slack {
 		slack = after.Sub(due) / 10
 	}
-	return !due.After(now.Add(slack))
+	return slack
+}
+
+// servedSlot returns the activation a rotation started at now serves, to
+// record as its attempt: an activation that is still to come but within
+// the slack (a CronJob firing early), else now. Recording now for an early
+// run would make that same activation due again moments later.
+func servedSlot(sched Schedule, now time.Time) time.Time {
+	if sched == nil {
+		return now
+	}
+	if next := sched.Next(now); !next.IsZero() && !next.After(now.Add(slackOf(sched, next))) {
+		return next
+	}
+	return now
 }

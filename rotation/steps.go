@@ -302,7 +302,8 @@ func (ru *run) probe(ctx context.Context) error {
 		}
 		return fail(KindConflict, fmt.Errorf("rotation: %s: PENDING version %s was discarded by someone else; the rotation is abandoned (the new key %s may still be valid at the issuer)", k.Name, s.PendingVersion, orNone(s.NewKeyID)))
 	}
-	if a, ok := k.Issuer.(Activator); ok {
+	a, activates := k.Issuer.(Activator)
+	if activates {
 		// CURRENT's key is never the new one: an issuer matching by a
 		// partial hint must not pick it.
 		if cur, err := ru.currentVersion(ctx); err != nil {
@@ -324,7 +325,8 @@ func (ru *run) probe(ctx context.Context) error {
 	}
 	if k.Probe != nil {
 		ru.probed = true
-		n, err := runProbe(ctx, k.Probe, cred.Key, k.Retry, sleepCtx)
+		// A key just activated may be refused for a while (Retry.Settle).
+		n, err := runProbe(ctx, k.Probe, cred.Key, k.Retry, activates, sleepCtx)
 		ru.res.ProbeAttempts += n
 		ru.r.opts.Metrics.probe(k.Name, n, err == nil)
 		if err != nil {
@@ -349,11 +351,41 @@ func (ru *run) probe(ctx context.Context) error {
 	if cur != nil {
 		p, fp := fingerprintOf(cur, k.Field)
 		next.OldVersion, next.OldKeyID, next.OldFP = cur.ID, s.keyID(p.KeyID, fp), fp
+		if next.OldKeyID == "" && p.Key.IsZero() {
+			next.OldKeyID = salvageKeyID(cur.Value)
+		}
+		if next.OldKeyID == "" && !p.Key.IsZero() {
+			next.OldKeyID = ru.resolveKeyID(ctx, Credential{Key: p.Key, OtherIDs: append(s.otherIDs(""), cred.KeyID)}, fp)
+		}
 	}
 	if err := ru.save(ctx, next); err != nil {
 		return err
 	}
 	return ru.step(ctx, AfterRecordPromote)
+}
+
+// resolveKeyID asks a KeyIDResolver issuer for the id of c, CURRENT's key
+// of fingerprint fp, while CURRENT still holds it: once promoted over, the
+// old key may leave PREVIOUS (a `keywarden put` during the grace) and then
+// only its id can revoke it. It returns "" when the issuer cannot tell;
+// the revocation then looks for the key as before (a failure is logged).
+func (ru *run) resolveKeyID(ctx context.Context, c Credential, fp string) string {
+	kr, ok := ru.k.Issuer.(KeyIDResolver)
+	if !ok {
+		return ""
+	}
+	id, err := kr.ResolveKeyID(ctx, c)
+	if err != nil || providers.CheckKeyID(id) != nil {
+		reason := "not a key id"
+		if err != nil {
+			reason = err.Error()
+		}
+		ru.log().Warn("could not find the issuer's id of CURRENT's key before promoting over it; the revocation looks for it again",
+			slog.String("fingerprint", fp), slog.String("error", reason))
+		return ""
+	}
+	ru.log().Info("recorded the issuer's id of the key to revoke after the grace", slog.String("fingerprint", fp), slog.String("key_id", id))
+	return id
 }
 
 // probeFailed parks or discards the new key.
@@ -598,7 +630,7 @@ func (ru *run) revoke(ctx context.Context) error {
 	if cur != nil {
 		p, fp := fingerprintOf(cur, k.Field)
 		if cur.ID == s.OldVersion || fp == s.OldFP || (s.OldKeyID != "" && p.KeyID == s.OldKeyID) {
-			return fail(KindConflict, fmt.Errorf("rotation: %s: the old key (version %s, %s) is CURRENT again; not revoking it", k.Name, orNone(s.OldVersion), s.OldFP))
+			return ru.rolledBack(ctx, cur)
 		}
 	}
 	cred := Credential{KeyID: s.keyID(s.OldKeyID, s.OldFP)}
@@ -624,6 +656,9 @@ func (ru *run) revoke(ctx context.Context) error {
 		}
 	}
 	cred.OtherIDs = others
+	if cred.Key.IsZero() && cred.KeyID == "" {
+		return ru.endUnrevoked(ctx, OutcomeNotRevoked, "neither the old key's value (PREVIOUS no longer holds it, or holds a payload consumers cannot read) nor its issuer id is known")
+	}
 	if err := k.Issuer.Revoke(ctx, cred); err != nil {
 		if e := ctxError(err); e != nil {
 			return e
@@ -649,6 +684,57 @@ func (ru *run) revoke(ctx context.Context) error {
 	ru.r.opts.Metrics.due(k.Name, time.Time{})
 	ru.log().Info("old key revoked", slog.String("old_version", s.OldVersion), slog.String("old_fingerprint", s.OldFP), slog.String("old_key_id", cred.KeyID))
 	ru.emit(ctx, Event{Type: EventRevoked, Outcome: OutcomeRevoked, NewVersion: s.PendingVersion, NewFingerprint: s.NewFP, NewKeyID: s.NewKeyID})
+	ru.started = true // the loop ends on idle
+	return ru.step(ctx, AfterDone)
+}
+
+// rolledBack ends a rotation whose old key is CURRENT again when its
+// revocation comes: an operator rolled back (`keywarden put` of the old
+// key) during the grace. Neither key is revoked: the old key is in use,
+// and the new one, now PREVIOUS, may still be read by consumers that have
+// not refreshed since the rollback (and is their fallback on a 401); the
+// operator revokes it by hand once none uses it. The record goes idle with
+// outcome rolled_back, a warning is logged and EventRolledBack emitted.
+func (ru *run) rolledBack(ctx context.Context, cur *driver.Version) error {
+	k, s := ru.k, ru.s
+	reason := fmt.Sprintf("the old key (version %s, %s) is CURRENT again (version %s): rolled back by hand during the grace; it is not revoked, and neither is the new key %s (id %s, version %s), which stays valid: revoke it at the %s issuer once no consumer uses it",
+		orNone(s.OldVersion), orNone(s.OldFP), cur.ID, orNone(s.NewFP), orNone(s.NewKeyID), orNone(s.PendingVersion), k.Issuer.Type())
+	ru.log().Warn("rotation rolled back: the old key is CURRENT again; revoking nothing", slog.String("old_version", s.OldVersion),
+		slog.String("old_fingerprint", s.OldFP), slog.String("new_fingerprint", s.NewFP), slog.String("new_key_id", s.NewKeyID))
+	return ru.endIdle(ctx, OutcomeRolledBack, reason, Event{Type: EventRolledBack, Outcome: OutcomeRolledBack, Reason: reason,
+		NewVersion: s.PendingVersion, NewFingerprint: s.NewFP, NewKeyID: s.NewKeyID, OldVersion: s.OldVersion, OldFingerprint: s.OldFP, OldKeyID: s.OldKeyID})
+}
+
+// endUnrevoked ends a rotation in revoking without revoking the old key
+// (why says why): the record goes idle with outcome, a warning is logged
+// and EventNotRevoked emitted, naming the old key's version, fingerprint
+// and id, which must be revoked by hand.
+func (ru *run) endUnrevoked(ctx context.Context, outcome, why string) error {
+	k, s := ru.k, ru.s
+	reason := fmt.Sprintf("the old key (version %s, %s, id %s) was NOT revoked and is still valid: %s; revoke it by hand at the %s issuer",
+		orNone(s.OldVersion), orNone(s.OldFP), orNone(s.OldKeyID), why, k.Issuer.Type())
+	ru.log().Warn("rotation ended without revoking the old key; revoke it by hand", slog.String("old_version", s.OldVersion),
+		slog.String("old_fingerprint", s.OldFP), slog.String("old_key_id", s.OldKeyID), slog.String("reason", why))
+	return ru.endIdle(ctx, outcome, reason, Event{Type: EventNotRevoked, Outcome: outcome, Reason: reason})
+}
+
+// endIdle ends a rotation in revoking with the record idle, outcome and
+// reason, without revoking anything, and emits ev.
+func (ru *run) endIdle(ctx context.Context, outcome, reason string, ev Event) error {
+	s := ru.s
+	next := s.clone()
+	next.clearRotation()
+	next.LastOutcome, next.LastReason = outcome, reason
+	next.LastFinishedAt = ru.now()
+	if err := ru.save(ctx, next); err != nil {
+		return err
+	}
+	ru.res.NewVersion, ru.res.NewFingerprint, ru.res.NewKeyID = s.PendingVersion, s.NewFP, s.NewKeyID
+	ru.res.OldVersion, ru.res.OldFingerprint, ru.res.OldKeyID = s.OldVersion, s.OldFP, s.OldKeyID
+	ru.res.Outcome = outcome
+	ru.res.Message = reason
+	ru.r.opts.Metrics.due(ru.k.Name, time.Time{})
+	ru.emit(ctx, ev)
 	ru.started = true // the loop ends on idle
 	return ru.step(ctx, AfterDone)
 }
@@ -686,6 +772,13 @@ func (ru *run) abandon(ctx context.Context) (*Result, error) {
 		_, fp := fingerprintOf(pv, ru.k.Field)
 		next.clearRotation()
 		next.PendingVersion, next.NewFP = pv.ID, fp
+	case PhaseRevoking:
+		// A revocation that cannot go on (the issuer refuses, or cannot
+		// find the old key): the operator ends it and revokes by hand.
+		if err := ru.takeOver(ctx); err != nil {
+			return ru.res, err
+		}
+		return ru.res, ru.endUnrevoked(ctx, outcomeAbandoned, "the revocation was abandoned by an operator (`rotate --abandon`)")
 	default:
 		return ru.res, fail(KindConflict, fmt.Errorf("rotation: %s: the rotation is in phase %s, past its probe; it cannot be abandoned: let it finish", ru.k.Name, s.Phase))
 	}

@@ -509,9 +509,11 @@ func TestProbeRetriesThroughRotator(t *testing.T) {
 	}
 }
 
-// TestProbeRefusalFailsAtOnce: a 401 or 403 fails the rotation after one
-// attempt with exit code 10; CURRENT and the old key are untouched. Parked,
-// the new key stays PENDING; discarded, it is set inactive again.
+// TestProbeRefusalFailsAtOnce: a 401 or 403 that lasts fails the rotation
+// with exit code 10 once the settle time after the activation is over (a
+// few attempts, not Attempts' worth of 429 backoff); CURRENT and the old
+// key are untouched. Parked, the new key stays PENDING; discarded, it is
+// set inactive again.
 func TestProbeRefusalFailsAtOnce(t *testing.T) {
 	for _, tc := range []struct {
 		status int
@@ -524,16 +526,20 @@ func TestProbeRefusalFailsAtOnce(t *testing.T) {
 		t.Run(fmt.Sprintf("%d %s", tc.status, tc.policy), func(t *testing.T) {
 			e := setup(t, true)
 			next := e.addPool(1, true)[0]
-			e.api.FailNext(1, tc.status, "/v1/models")
-			res, err := e.run(e.rotator(e.issuer(nil), func(k *rotation.Key) { k.OnProbeFailure = tc.policy }))
+			e.api.FailNext(1000, tc.status, "/v1/models")
+			res, err := e.run(e.rotator(e.issuer(nil), func(k *rotation.Key) {
+				k.OnProbeFailure = tc.policy
+				k.Retry.Settle = 20 * time.Millisecond
+			}))
 			if rotation.KindOf(err) != rotation.KindProbe || rotation.ExitCode(err) != 10 {
 				t.Fatalf("run: kind %v exit %d (%v), want probe_failed, 10", rotation.KindOf(err), rotation.ExitCode(err), err)
 			}
 			if !strings.Contains(err.Error(), fmt.Sprintf("%d %s", tc.status, tc.typ)) {
 				t.Errorf("error %q does not give the API's error type", err)
 			}
-			if n := len(e.requests("GET", "/v1/models")); n != 1 || res.ProbeAttempts != 1 {
-				t.Errorf("%d probe requests (%d attempts): a refusal must fail at once", n, res.ProbeAttempts)
+			// 1ms doubling: the waits pass 20ms after the 5th or 6th.
+			if n := len(e.requests("GET", "/v1/models")); n != res.ProbeAttempts || n < 2 || n > 8 {
+				t.Errorf("%d probe requests (%d attempts): a refusal is tried again only while the key settles", n, res.ProbeAttempts)
 			}
 			if cur := e.current(); cur.KeyID != e.first.ID {
 				t.Errorf("CURRENT changed to %s", cur.KeyID)
@@ -554,6 +560,32 @@ func TestProbeRefusalFailsAtOnce(t *testing.T) {
 				if s := e.status(next.ID); s != anthropictest.StatusInactive {
 					t.Errorf("discarded new key is %s, want inactive", s)
 				}
+			}
+		})
+	}
+}
+
+// TestProbeSettlesAfterActivation: the Claude API answers 401 for a while
+// after a key is set active; the probe waits for it (Retry.Settle) instead
+// of failing the rotation (park: exit 10 and no new key; discard: a good
+// pool key dropped).
+func TestProbeSettlesAfterActivation(t *testing.T) {
+	for _, pol := range []rotation.OnProbeFailure{rotation.Park, rotation.Discard} {
+		t.Run(string(pol), func(t *testing.T) {
+			e := setup(t, true, anthropictest.WithActivationDelay(2*time.Second))
+			next := e.addPool(2, true)[0]
+			res, err := e.run(e.rotator(e.issuer(nil), func(k *rotation.Key) { k.OnProbeFailure = pol }))
+			if err != nil || res.Outcome != rotation.OutcomeRevoked {
+				t.Fatalf("run: %v (%+v)", err, res)
+			}
+			if res.ProbeAttempts < 2 {
+				t.Errorf("%d probe attempts: the activation delay was not met", res.ProbeAttempts)
+			}
+			if cur := e.current(); cur.KeyID != next.ID {
+				t.Errorf("CURRENT is %s, want the pool key %s", cur.KeyID, next.ID)
+			}
+			if s := e.status(e.first.ID); s != anthropictest.StatusInactive {
+				t.Errorf("old key is %s, want inactive", s)
 			}
 		})
 	}

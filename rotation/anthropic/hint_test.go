@@ -9,7 +9,9 @@ import (
 	"github.com/keywarden/keywarden/internal/anthropictest"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/stage"
 	"github.com/keywarden/keywarden/rotation"
+	"github.com/keywarden/keywarden/rotation/rotationtest"
 )
 
 // twin returns a key value with the same partial_key_hint as v (its first
@@ -151,5 +153,43 @@ func TestKeyIDUnsticksRevocation(t *testing.T) {
 	st, err := r.Status(context.Background(), "claude")
 	if err != nil || st.Previous == nil || st.Previous.KeyID != e.first.ID {
 		t.Fatalf("status shows PREVIOUS's attached id? %+v %v", st.Previous, err)
+	}
+}
+
+// TestPutDuringGraceOldKeyWithoutID: the old key was stored without its
+// id; during the grace an operator puts another key, so the old key is no
+// longer PREVIOUS and its value is gone from the store. The id resolved
+// before the promotion (while it was CURRENT) still revokes it; it failed
+// "neither the key nor its id is known" on every run.
+func TestPutDuringGraceOldKeyWithoutID(t *testing.T) {
+	e := setup(t, false)
+	e.addPool(2, true)
+	clock := rotationtest.NewClock(time.Now())
+	r, err := rotation.New(rotation.Options{Logger: e.log, Now: clock.Now}, &rotation.Key{
+		Name: "claude", Store: e.st, Secret: secretName, Issuer: e.issuer(nil), Probe: e.probe(), Grace: time.Hour,
+		Retry: rotation.Retry{MinBackoff: time.Millisecond, MaxBackoff: time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	res, err := r.Run(ctx, "claude", rotation.RunOptions{Force: true})
+	if err != nil || res.Phase != rotation.PhaseGrace || res.OldKeyID != e.first.ID {
+		t.Fatalf("rotate: %v (%+v); want grace with the old key's id %s recorded", err, res, e.first.ID)
+	}
+	manual := e.api.AddKey("", anthropictest.StatusActive)
+	if _, err := stage.Put(ctx, e.st, secretName, []byte(manual.Value)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Hour)
+	res, err = r.Run(ctx, "claude", rotation.RunOptions{})
+	if err != nil || res.Outcome != rotation.OutcomeRevoked {
+		t.Fatalf("run after the grace: exit %d %v (%+v)", rotation.ExitCode(err), e.saw(err), res)
+	}
+	if s := e.status(e.first.ID); s != anthropictest.StatusInactive {
+		t.Fatalf("old key is %s, want inactive", s)
+	}
+	if s := e.status(manual.ID); s != anthropictest.StatusActive {
+		t.Fatalf("the key put by hand is %s, want active", s)
 	}
 }

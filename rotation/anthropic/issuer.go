@@ -93,6 +93,7 @@ var (
 	_ rotation.PoolReporter   = (*Issuer)(nil)
 	_ rotation.KeyIDChecker   = (*Issuer)(nil)
 	_ rotation.ExpiryReporter = (*Issuer)(nil)
+	_ rotation.KeyIDResolver  = (*Issuer)(nil)
 	_ rotation.PoolInspector  = (*Issuer)(nil)
 )
 
@@ -282,6 +283,17 @@ func (i *Issuer) lookup(ctx context.Context, c rotation.Credential, prefer strin
 		return nil, fmt.Errorf("anthropic: key id %s does not belong to key %s (partial_key_hint %s); attach the right id with `keywarden key-id`", k.ID, c.Key.Fingerprint(), k.PartialKeyHint)
 	}
 	return k, nil
+}
+
+// ResolveKeyID returns the Admin API's id of the key c.Key (found by its
+// partial_key_hint, the active one among keys sharing it, never one of
+// c.OtherIDs).
+func (i *Issuer) ResolveKeyID(ctx context.Context, c rotation.Credential) (string, error) {
+	k, err := i.lookup(ctx, c, preferActive)
+	if err != nil {
+		return "", err
+	}
+	return k.ID, nil
 }
 
 // CheckKeyID verifies that c.KeyID exists at the Admin API and that its

@@ -41,9 +41,10 @@ func NewProbe(o ProbeOptions) *Probe {
 // Type returns "anthropic".
 func (*Probe) Type() string { return "anthropic" }
 
-// Probe tries key once. 401 and 403 fail at once with the API's error type;
-// 429, 5xx and 529 (and network errors) are retryable, with the server's
-// retry-after.
+// Probe tries key once. 401 and 403 are refusals (not Retryable) with the
+// API's error type: the rotator tries them again only while a key it just
+// activated settles (rotation.Retry.Settle); 429, 5xx and 529 (and network
+// errors) are retryable, with the server's retry-after.
 func (p *Probe) Probe(ctx context.Context, key providers.Secret) error {
 	if p.c.err != nil {
 		return &rotation.ProbeError{Err: p.c.err} // no retry can fix it
