@@ -160,6 +160,10 @@ type RotationProbe struct {
 	Backoff Duration `yaml:"backoff"`
 	// MaxBackoff caps the wait, retry-after included (default 30s).
 	MaxBackoff Duration `yaml:"max_backoff"`
+	// Settle is how long a key the issuer just activated may answer 401
+	// or 403 before the probe counts it refused (rotation.Retry.Settle;
+	// default rotation.DefaultProbeSettle; negative: refused at once).
+	Settle Duration `yaml:"settle"`
 }
 
 // RotationWebhook configures a webhook for rotation events (JSON, never a
@@ -243,7 +247,7 @@ func (r *Rotator) MetricsAddr() string {
 
 // Retry returns the probe's retry bounds.
 func (p *RotationProbe) Retry() rotation.Retry {
-	return rotation.Retry{Attempts: p.Attempts, Timeout: p.Timeout.D, MinBackoff: p.Backoff.D, MaxBackoff: p.MaxBackoff.D}
+	return rotation.Retry{Attempts: p.Attempts, Timeout: p.Timeout.D, MinBackoff: p.Backoff.D, MaxBackoff: p.MaxBackoff.D, Settle: p.Settle.D}
 }
 
 func (r *Rotation) validate(path string, k *Key, c *Config) []string {

@@ -34,6 +34,7 @@ func TestRotationParse(t *testing.T) {
         model: claude-sonnet-4-5
         attempts: 3
         timeout: 5s
+        settle: 12s
       webhook: {url: "https://hooks.example.com/kw", timeout: 3s}
 rotator:
   lease: 5m
@@ -48,7 +49,7 @@ rotator:
 	if r.GraceInterval(k) != 5*time.Minute || r.StartJitter.D != 2*time.Minute || r.OnProbeFailure != "discard" {
 		t.Fatalf("rotation %+v", r)
 	}
-	if r.ProbeType() != "anthropic" || r.Probe.Retry().Attempts != 3 || r.APIBaseURL() != "http://127.0.0.1:8080" {
+	if r.ProbeType() != "anthropic" || r.Probe.Retry().Attempts != 3 || r.Probe.Retry().Settle != 12*time.Second || r.APIBaseURL() != "http://127.0.0.1:8080" {
 		t.Fatalf("probe %+v", r.Probe)
 	}
 	if r.Issuer.PoolLow != 3 || r.Issuer.RevokeStatus != "archived" || r.Webhook.Timeout.D != 3*time.Second {
