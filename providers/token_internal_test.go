@@ -393,3 +393,26 @@ func (r staticReader) Read(_ context.Context, _ string, stage driver.Stage) (*dr
 }
 
 func (staticReader) Close() error { return nil }
+
+// A token that expired during an outage of the token endpoint is replaced
+// as soon as the endpoint is back (within the backoff cap): a read that
+// failed after the token was dropped does not stand for a new one.
+func TestTokenRecoversAfterOutageLongerThanItsLife(t *testing.T) {
+	d := &tokenDriver{life: 2 * time.Second}
+	s := tokenSource(t, d, Options{MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	d.fail.Store(true)
+	waitFor(t, "the token to leave service", func() bool { return s.Current().dropped })
+	n := d.reads.Load()
+	waitFor(t, "failed exchanges after the drop", func() bool { return d.reads.Load() >= n+3 })
+	if _, err := s.Fresh(context.Background()); err == nil {
+		t.Fatal("Fresh gave a token while the endpoint is down and the token expired")
+	}
+	d.fail.Store(false)
+	waitFor(t, "an exchange after the endpoint recovered", func() bool { return !s.Key().IsZero() })
+	if k, err := s.Fresh(context.Background()); err != nil || k.Expired(time.Now()) {
+		t.Fatalf("Fresh after recovery: %v, %v", k, err)
+	}
+	if err := s.CheckHealth(); err != nil {
+		t.Fatalf("health after recovery: %v", err)
+	}
+}
