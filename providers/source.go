@@ -803,11 +803,20 @@ func (s *Source) Close() error {
 }
 
 // load reads CURRENT and PREVIOUS from the store and installs them; seq is
-// the read's number. A read fails when the store fails, and when ctx ends
+// the read's number. A read fails when the store fails, when ctx ends
 // before the store's calls return (whether or not they honour ctx: see
-// readBounded); the failure counts for the backoff.
+// readBounded), and when it brings a short-lived token that is already out
+// of service (it expired on the way, as a token whose life is shorter than
+// the exchange's round trip does): a token never enters service expired, and
+// the failure counts for the backoff like any other.
 func (s *Source) load(ctx context.Context, seq uint64) (*Key, error) {
 	cur, prev, err := s.readBounded(ctx)
+	if err == nil && !cur.Expires.IsZero() {
+		if now := time.Now(); cur.Expired(now) || !now.Before(cur.serviceEnd()) {
+			err = codes.Errorf(codes.Unavailable, "providers: read %q: the new token (%s) arrived out of service: it expires at %s, %v from its arrival (its life is shorter than the exchange took, or the clocks disagree)",
+				s.name, cur.Fingerprint, cur.Expires.UTC().Format(time.RFC3339Nano), cur.lifetime().Round(time.Millisecond))
+		}
+	}
 	if err != nil {
 		now := time.Now()
 		s.failures.Add(1)

@@ -20,6 +20,7 @@ type tokenDriver struct {
 	life  time.Duration
 	reads atomic.Int64  // CURRENT reads begun
 	fail  atomic.Bool   // reads fail while set
+	born  atomic.Bool   // while set, reads mint tokens that are already expired
 	gate  chan struct{} // when set, reads wait for it to be closed
 
 	mu     sync.Mutex
@@ -49,6 +50,9 @@ func (d *tokenDriver) Read(ctx context.Context, _ string, stage driver.Stage) (*
 		Value:   fmt.Appendf(nil, "sk-ant-oat01-token%06d-abcdefghijklmnop", n),
 		Expires: time.Now().Add(d.life),
 		OAuth:   true,
+	}
+	if d.born.Load() { // a life shorter than the exchange's round trip
+		v.Expires = time.Now().Add(-time.Millisecond)
 	}
 	d.minted = append(d.minted, v)
 	return v, nil
@@ -414,5 +418,49 @@ func TestTokenRecoversAfterOutageLongerThanItsLife(t *testing.T) {
 	}
 	if err := s.CheckHealth(); err != nil {
 		t.Fatalf("health after recovery: %v", err)
+	}
+}
+
+// A token that arrives already expired (its life shorter than the
+// exchange's round trip) is a failed read: Open does not succeed with it,
+// it never enters service, and the loop backs off instead of exchanging
+// again at once.
+func TestTokenArrivingExpiredIsAFailedRead(t *testing.T) {
+	d := &tokenDriver{life: time.Hour}
+	d.born.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if s, err := New(ctx, d, "fdrl_test", Options{MinBackoff: 50 * time.Millisecond}); err == nil {
+		s.Close()
+		t.Fatalf("New succeeded with a token expired on arrival (%v)", s.Current().Expires)
+	} else if !codes.Is(err, codes.Unavailable) || !strings.Contains(err.Error(), "arrived out of service") {
+		t.Fatalf("New: %v, want Unavailable naming the expired token", err)
+	}
+
+	d = &tokenDriver{life: time.Hour}
+	backoff := 200 * time.Millisecond
+	s := tokenSource(t, d, Options{MinBackoff: backoff, MaxBackoff: backoff})
+	d.born.Store(true)
+	n := d.reads.Load()
+	s.drop(s.Current()) // the loop exchanges at once
+	const span = time.Second
+	deadline := time.Now().Add(span)
+	for time.Now().Before(deadline) {
+		if !s.Key().IsZero() {
+			t.Fatal("a token expired on arrival is in service")
+		}
+		if k, err := s.Fresh(context.Background()); err == nil {
+			t.Fatalf("Fresh returned %v, expired on arrival", k)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Waits drawn from [backoff/2, backoff]: at most span/(backoff/2)
+	// reads, and one more begun at the start. Without backoff the loop
+	// exchanged every 10 ms.
+	if got, most := d.reads.Load()-n, int64(span/(backoff/2))+1; got > most {
+		t.Fatalf("%d exchanges in %v with a %v backoff, want at most %d", got, span, backoff, most)
+	}
+	if d.reads.Load() == n {
+		t.Fatal("no exchange after the drop")
 	}
 }
