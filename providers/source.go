@@ -42,7 +42,11 @@ const (
 	DefaultMinBackoff = time.Second
 	DefaultMaxBackoff = time.Minute
 
-	refreshTimeout = 30 * time.Second // bound of one shared store read
+	// refreshTimeout bounds one store read (both calls, CURRENT and
+	// PREVIOUS). A read that has not returned by then fails Unavailable
+	// for everyone waiting on it, and the next refresh starts a new read
+	// (see Source.Close for what a call that ignores its context costs).
+	refreshTimeout = 30 * time.Second
 
 	// MinRefresh is the shortest refresh interval of a Source whose
 	// settings come from a store URL or a configuration (Open,
@@ -384,13 +388,26 @@ type Source struct {
 	loopDone chan struct{}
 	flights  sync.WaitGroup // store reads under way
 
+	readTimeout time.Duration // bound of one store read: refreshTimeout
+
 	mu       sync.Mutex
 	inflight *flight // the store read under way, nil when none
 	subs     map[int]func(Change)
 	nextSub  int
 	lastErr  error
-	closed   bool
-	ownsDrv  bool
+	// goodSeq is the number of the last store read that succeeded. Only a
+	// successful read stands for a read of its sequence (see refresh): a
+	// failed one brought nothing newer.
+	goodSeq uint64
+	// streak counts the store reads that failed in a row; retryAt is when
+	// the backoff after the last of them ends (zero after a success).
+	// Forced reads (RefreshIfCurrent, Fresh) wait for it, and the loop
+	// schedules its next read there, so that callers and loop share one
+	// backoff.
+	streak  int
+	retryAt time.Time
+	closed  bool
+	ownsDrv bool
 }
 
 // Open opens the store URL and returns a Source holding its key. It blocks
@@ -431,7 +448,7 @@ func New(ctx context.Context, d driver.Reader, name string, opts Options) (*Sour
 }
 
 func newSource(ctx context.Context, d driver.Reader, name string, o Options) (*Source, error) {
-	s := &Source{name: name, d: d, opts: o, log: o.Logger.With("secret", name), subs: map[int]func(Change){}}
+	s := &Source{name: name, d: d, opts: o, log: o.Logger.With("secret", name), subs: map[int]func(Change){}, readTimeout: refreshTimeout}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.loopDone = make(chan struct{})
 	// The first load: retry with backoff until a good value or ctx is
@@ -439,7 +456,10 @@ func newSource(ctx context.Context, d driver.Reader, name string, o Options) (*S
 	// data, a denied permission) fails at once.
 	var err error
 	for attempt := 0; ; attempt++ {
-		if _, err = s.load(ctx, s.started.Add(1)); err == nil {
+		rctx, cancel := s.withReadTimeout(ctx)
+		_, err = s.load(rctx, s.started.Add(1))
+		cancel()
+		if err == nil {
 			break
 		}
 		if c := codes.Of(err); !c.Retryable() {
@@ -540,7 +560,7 @@ func (s *Source) Options() Options { return s.opts }
 // share one store read: a call made while a read is under way waits for that
 // read.
 func (s *Source) Refresh(ctx context.Context) (*Key, error) {
-	return s.refresh(ctx, nil, 0, true)
+	return s.refresh(ctx, nil, 0, readAny)
 }
 
 // Fresh returns CURRENT when a request may use it now: a key that does not
@@ -558,7 +578,7 @@ func (s *Source) Fresh(ctx context.Context) (*Key, error) {
 	if !k.dropped && time.Now().Before(k.mandatoryAt()) {
 		return k, nil
 	}
-	nk, err := s.refresh(ctx, nil, k.readSeq, false)
+	nk, err := s.refresh(ctx, nil, k.readSeq, readForced)
 	if err == nil && !nk.dropped && time.Now().Before(nk.serviceEnd()) {
 		return nk, nil
 	}
@@ -631,7 +651,7 @@ func (s *Source) RefreshIfCurrent(ctx context.Context, seen *Key, seq uint64) (*
 	if seen == nil {
 		return s.Current(), nil
 	}
-	return s.refresh(ctx, seen, seq, false)
+	return s.refresh(ctx, seen, seq, readForced)
 }
 
 // replaced returns CURRENT when it is no longer the key seen.
@@ -642,14 +662,35 @@ func (s *Source) replaced(seen *Key) *Key {
 	return nil
 }
 
-// refresh waits for a store read and returns its answer. With anyRead, a
+// readMode says which store reads a refresh accepts.
+type readMode int
+
+const (
+	// readAny: any read, a read under way included (Refresh).
+	readAny readMode = iota
+	// readForced: a read that began after the caller's sequence, but not
+	// before the backoff after a failed read ends; meanwhile the last
+	// error is returned (RefreshIfCurrent, Fresh: callers that a storm of
+	// requests can multiply).
+	readForced
+	// readScheduled: like readForced, without waiting for the backoff:
+	// the background loop, which already waited for it (nextWait).
+	readScheduled
+)
+
+// refresh waits for a store read and returns its answer. With readAny, a
 // read under way will do. Otherwise only a read that began after read number
 // after: a read under way that began earlier is waited for and then followed
-// by a new one, and a later read that already ended stands (CURRENT is
-// returned). With seen, CURRENT is returned as soon as it is not seen: a
-// read that began too early for the caller, waited out, may still have
-// found the key that replaced seen.
-func (s *Source) refresh(ctx context.Context, seen *Key, after uint64, anyRead bool) (*Key, error) {
+// by a new one, and a later read that already ended successfully stands
+// (CURRENT is returned). A later read that failed does not stand: it
+// brought nothing newer, so a new read is made, with readForced only once
+// the backoff after the failure ended (before, the failure is returned
+// without a read: a storm of rejections while the store fails costs one
+// read per backoff step). With seen, CURRENT is returned as soon as it is
+// not seen: a read that began too early for the caller, waited out, may
+// still have found the key that replaced seen.
+func (s *Source) refresh(ctx context.Context, seen *Key, after uint64, mode readMode) (*Key, error) {
+	anyRead := mode == readAny
 	for {
 		if seen != nil {
 			if cur := s.replaced(seen); cur != nil {
@@ -664,9 +705,13 @@ func (s *Source) refresh(ctx context.Context, seen *Key, after uint64, anyRead b
 		f := s.inflight
 		switch {
 		case f != nil: // join it (or, when it is too old, wait it out)
-		case !anyRead && s.started.Load() > after:
+		case !anyRead && s.goodSeq > after:
 			s.mu.Unlock()
 			return s.Current(), nil
+		case mode == readForced && time.Now().Before(s.retryAt):
+			err := s.backingOff()
+			s.mu.Unlock()
+			return nil, err
 		default:
 			f = s.startFlight()
 		}
@@ -682,19 +727,32 @@ func (s *Source) refresh(ctx context.Context, seen *Key, after uint64, anyRead b
 	}
 }
 
+// backingOff is the error of a forced refresh refused during the backoff
+// after a failed read: the last read's error, wrapped. s.mu is held.
+func (s *Source) backingOff() error {
+	return fmt.Errorf("providers: refresh of %q waits for the backoff after %d failed read(s) (next read from %s): %w",
+		s.name, s.streak, s.retryAt.UTC().Format(time.RFC3339Nano), s.lastErr)
+}
+
 // startFlight starts a shared store read; s.mu is held. The read is bound by
-// the Source's life and refreshTimeout, not by the ctx of whoever started it.
+// the Source's life and readTimeout, not by the ctx of whoever started it.
+// A store call that ignores its context does not hold the flight past
+// readTimeout: the flight ends with an Unavailable error, the next refresh
+// starts a new one, and the stuck call's answer, when it comes, is dropped
+// (see load).
 func (s *Source) startFlight() *flight {
 	f := &flight{seq: s.started.Add(1), done: make(chan struct{})}
 	s.inflight = f
 	s.flights.Add(1) // under mu, so never after Close began waiting
 	go func() {
 		defer s.flights.Done()
-		rctx, cancel := context.WithTimeout(s.ctx, refreshTimeout)
+		rctx, cancel := s.withReadTimeout(s.ctx)
 		f.key, f.err = s.load(rctx, f.seq)
 		cancel()
 		s.mu.Lock()
-		s.inflight = nil
+		if s.inflight == f {
+			s.inflight = nil
+		}
 		s.mu.Unlock()
 		close(f.done)
 	}()
@@ -718,6 +776,13 @@ func (s *Source) Subscribe(fn func(Change)) (unsubscribe func()) {
 
 // Close stops background refresh and, for a Source made by Open, closes the
 // driver. It is safe to call more than once.
+//
+// Close cancels the store reads under way and waits for them to end, but not
+// for a store call that ignores its context (a hung NFS or FUSE mount, a
+// stuck network call without a deadline): such a call keeps one goroutine,
+// and the driver in use, until it returns; its answer is dropped. The same
+// holds for a call abandoned after refreshTimeout while the Source runs: at
+// most one such goroutine per stuck call.
 func (s *Source) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -737,24 +802,40 @@ func (s *Source) Close() error {
 	return nil
 }
 
-// load reads CURRENT and PREVIOUS from the store and installs them.
+// load reads CURRENT and PREVIOUS from the store and installs them; seq is
+// the read's number. A read fails when the store fails, when ctx ends
+// before the store's calls return (whether or not they honour ctx: see
+// readBounded), and when it brings a short-lived token that is already out
+// of service (it expired on the way, as a token whose life is shorter than
+// the exchange's round trip does): a token never enters service expired, and
+// the failure counts for the backoff like any other.
 func (s *Source) load(ctx context.Context, seq uint64) (*Key, error) {
-	cur, prev, err := s.read(ctx)
-	if cur != nil {
-		cur.readSeq = seq
+	cur, prev, err := s.readBounded(ctx)
+	if err == nil && !cur.Expires.IsZero() {
+		if now := time.Now(); cur.Expired(now) || !now.Before(cur.serviceEnd()) {
+			err = codes.Errorf(codes.Unavailable, "providers: read %q: the new token (%s) arrived out of service: it expires at %s, %v from its arrival (its life is shorter than the exchange took, or the clocks disagree)",
+				s.name, cur.Fingerprint, cur.Expires.UTC().Format(time.RFC3339Nano), cur.lifetime().Round(time.Millisecond))
+		}
 	}
 	if err != nil {
+		now := time.Now()
 		s.failures.Add(1)
-		s.lastFailure.Store(time.Now().UnixNano())
+		s.lastFailure.Store(now.UnixNano())
 		s.mu.Lock()
 		s.lastErr = err
+		s.streak++
+		s.retryAt = now.Add(s.opts.backoff().Delay(s.streak - 1))
 		s.mu.Unlock()
 		return nil, err
 	}
+	cur.readSeq = seq
 	s.reads.Add(1)
 	s.lastSuccess.Store(time.Now().UnixNano())
 	s.mu.Lock()
 	s.lastErr = nil
+	s.streak = 0
+	s.retryAt = time.Time{}
+	s.goodSeq = max(s.goodSeq, seq)
 	s.mu.Unlock()
 	old := s.snap.Load()
 	if old != nil && !old.cur.dropped && old.cur.VersionID == cur.VersionID && old.cur.Value.Equal(cur.Value) {
@@ -785,6 +866,44 @@ func prevChanged(a, b *Key) bool {
 		return a != b
 	}
 	return a.VersionID != b.VersionID
+}
+
+// readBounded is read, returning when ctx ends even if the driver's call
+// does not: a call that ignores its context is left to return on its own
+// (one goroutine until it does), and its answer is dropped. A read that ran
+// out of time is Unavailable (a cancelled one Canceled).
+func (s *Source) readBounded(ctx context.Context) (cur, prev *Key, err error) {
+	type result struct {
+		cur, prev *Key
+		err       error
+	}
+	ch := make(chan result, 1) // the abandoned call's send never blocks
+	go func() {
+		c, p, e := s.read(ctx)
+		ch <- result{c, p, e}
+	}()
+	var r result
+	select {
+	case r = <-ch:
+		if r.err == nil || !errors.Is(context.Cause(ctx), errReadTimeout) {
+			return r.cur, r.prev, r.err
+		}
+	case <-ctx.Done():
+		r.err = codes.FromContext(ctx.Err())
+	}
+	if errors.Is(context.Cause(ctx), errReadTimeout) {
+		return nil, nil, codes.Errorf(codes.Unavailable, "providers: read %q: the store did not answer within %v; the call is abandoned: %w", s.name, s.readTimeout, r.err)
+	}
+	return nil, nil, fmt.Errorf("providers: read %q: %w", s.name, r.err)
+}
+
+// errReadTimeout is the cause of a store read's context that ran out of
+// readTimeout (rather than of its caller's deadline).
+var errReadTimeout = errors.New("store read timeout")
+
+// withReadTimeout bounds one store read by s.readTimeout.
+func (s *Source) withReadTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, s.readTimeout, errReadTimeout)
 }
 
 func (s *Source) read(ctx context.Context) (cur, prev *Key, err error) {
@@ -857,7 +976,7 @@ func (s *Source) nextWait(failures int, now time.Time) time.Duration {
 		}
 	}
 	if failures > 0 {
-		b := s.opts.backoff().Delay(failures - 1)
+		b := s.backoffLeft(failures, now)
 		if wait == 0 {
 			return b
 		}
@@ -867,6 +986,19 @@ func (s *Source) nextWait(failures int, now time.Time) time.Duration {
 		return wait
 	}
 	return max(wait, minTokenWait)
+}
+
+// backoffLeft is the wait after failures failed reads in a row: until the
+// backoff the last failure set (retryAt, shared with forced refreshes) ends,
+// or a new draw when none is set.
+func (s *Source) backoffLeft(failures int, now time.Time) time.Duration {
+	s.mu.Lock()
+	at := s.retryAt
+	s.mu.Unlock()
+	if at.IsZero() {
+		return s.opts.backoff().Delay(failures - 1)
+	}
+	return max(at.Sub(now), 0)
 }
 
 // minTokenWait keeps a token that is born expired (expires_in 0) from
@@ -903,7 +1035,7 @@ func (s *Source) loop(ctx context.Context, first time.Duration) {
 		} else {
 			// A token: a read begun since k came (a request's Fresh, a
 			// 401) already replaced it; its outcome stands.
-			_, err = s.refresh(ctx, nil, k.readSeq, false)
+			_, err = s.refresh(ctx, nil, k.readSeq, readScheduled)
 			if err == nil && s.Current().dropped {
 				s.mu.Lock()
 				err = s.lastErr

@@ -513,3 +513,86 @@ func TestSecretRedaction(t *testing.T) {
 		t.Fatal("fingerprints collide")
 	}
 }
+
+// One store call that never returns (a hung NFS or FUSE mount; the driver
+// ignores its context) does not lock the Source: the read fails Unavailable
+// after the read timeout, the next refresh starts a new read that sees the
+// recovered store, the stuck call's late answer is dropped, and Close
+// returns while the call is still stuck.
+func TestStuckStoreCallDoesNotWedge(t *testing.T) {
+	st := store(t)
+	d := providertest.NewFaulty(st)
+	src := newSource(t, d, providers.Options{Refresh: -1})
+	providers.SetReadTimeout(src, 200*time.Millisecond)
+	freed := make(chan struct{})
+	var once sync.Once
+	free := func() {
+		once.Do(func() { close(freed) })
+		for d.Stuck() != 0 { // the held calls end before the leak check
+			time.Sleep(time.Millisecond)
+		}
+	}
+	t.Cleanup(free)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // bounds a hang only
+	defer cancel()
+	d.Hang(freed)
+	_, err := src.Refresh(ctx)
+	if codes.Of(err) != codes.Unavailable {
+		t.Fatalf("refresh of a hung store: %v, want Unavailable after the read timeout", err)
+	}
+	if d.Stuck() != 1 {
+		t.Fatalf("%d store calls held, want 1", d.Stuck())
+	}
+
+	// The store recovers (new calls go through) with a new key; the old
+	// call is still stuck.
+	d.Hang(nil)
+	rotate(t, st, keyB)
+	k, err := src.Refresh(ctx)
+	if err != nil || k.Value.Reveal() != keyB {
+		t.Fatalf("refresh after the store recovered: %v, %v; want keyB", k, err)
+	}
+
+	// The stuck call's answer comes late and is dropped: no read counted,
+	// CURRENT untouched.
+	before := src.Stats()
+	rotate(t, st, keyC)
+	free()
+	if after := src.Stats(); after.Reads != before.Reads || after.Failures != before.Failures || src.Key().Reveal() != keyB {
+		t.Fatalf("the abandoned call's answer was installed: reads %d→%d, failures %d→%d",
+			before.Reads, after.Reads, before.Failures, after.Failures)
+	}
+
+	// Close does not wait for a call that ignores its context.
+	freed2 := make(chan struct{})
+	t.Cleanup(func() {
+		close(freed2)
+		for d.Stuck() != 0 {
+			time.Sleep(time.Millisecond)
+		}
+	})
+	d.Hang(freed2)
+	providers.SetReadTimeout(src, time.Hour)
+	refreshed := make(chan error, 1)
+	go func() {
+		_, err := src.Refresh(ctx)
+		refreshed <- err
+	}()
+	for d.Stuck() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- src.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Close waited for a store call that ignores its context")
+	}
+	if err := <-refreshed; codes.Of(err) != codes.Canceled {
+		t.Fatalf("refresh under way at Close: %v, want Canceled", err)
+	}
+}

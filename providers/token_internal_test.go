@@ -20,6 +20,7 @@ type tokenDriver struct {
 	life  time.Duration
 	reads atomic.Int64  // CURRENT reads begun
 	fail  atomic.Bool   // reads fail while set
+	born  atomic.Bool   // while set, reads mint tokens that are already expired
 	gate  chan struct{} // when set, reads wait for it to be closed
 
 	mu     sync.Mutex
@@ -49,6 +50,9 @@ func (d *tokenDriver) Read(ctx context.Context, _ string, stage driver.Stage) (*
 		Value:   fmt.Appendf(nil, "sk-ant-oat01-token%06d-abcdefghijklmnop", n),
 		Expires: time.Now().Add(d.life),
 		OAuth:   true,
+	}
+	if d.born.Load() { // a life shorter than the exchange's round trip
+		v.Expires = time.Now().Add(-time.Millisecond)
 	}
 	d.minted = append(d.minted, v)
 	return v, nil
@@ -393,3 +397,70 @@ func (r staticReader) Read(_ context.Context, _ string, stage driver.Stage) (*dr
 }
 
 func (staticReader) Close() error { return nil }
+
+// A token that expired during an outage of the token endpoint is replaced
+// as soon as the endpoint is back (within the backoff cap): a read that
+// failed after the token was dropped does not stand for a new one.
+func TestTokenRecoversAfterOutageLongerThanItsLife(t *testing.T) {
+	d := &tokenDriver{life: 2 * time.Second}
+	s := tokenSource(t, d, Options{MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	d.fail.Store(true)
+	waitFor(t, "the token to leave service", func() bool { return s.Current().dropped })
+	n := d.reads.Load()
+	waitFor(t, "failed exchanges after the drop", func() bool { return d.reads.Load() >= n+3 })
+	if _, err := s.Fresh(context.Background()); err == nil {
+		t.Fatal("Fresh gave a token while the endpoint is down and the token expired")
+	}
+	d.fail.Store(false)
+	waitFor(t, "an exchange after the endpoint recovered", func() bool { return !s.Key().IsZero() })
+	if k, err := s.Fresh(context.Background()); err != nil || k.Expired(time.Now()) {
+		t.Fatalf("Fresh after recovery: %v, %v", k, err)
+	}
+	if err := s.CheckHealth(); err != nil {
+		t.Fatalf("health after recovery: %v", err)
+	}
+}
+
+// A token that arrives already expired (its life shorter than the
+// exchange's round trip) is a failed read: Open does not succeed with it,
+// it never enters service, and the loop backs off instead of exchanging
+// again at once.
+func TestTokenArrivingExpiredIsAFailedRead(t *testing.T) {
+	d := &tokenDriver{life: time.Hour}
+	d.born.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if s, err := New(ctx, d, "fdrl_test", Options{MinBackoff: 50 * time.Millisecond}); err == nil {
+		s.Close()
+		t.Fatalf("New succeeded with a token expired on arrival (%v)", s.Current().Expires)
+	} else if !codes.Is(err, codes.Unavailable) || !strings.Contains(err.Error(), "arrived out of service") {
+		t.Fatalf("New: %v, want Unavailable naming the expired token", err)
+	}
+
+	d = &tokenDriver{life: time.Hour}
+	backoff := 200 * time.Millisecond
+	s := tokenSource(t, d, Options{MinBackoff: backoff, MaxBackoff: backoff})
+	d.born.Store(true)
+	n := d.reads.Load()
+	s.drop(s.Current()) // the loop exchanges at once
+	const span = time.Second
+	deadline := time.Now().Add(span)
+	for time.Now().Before(deadline) {
+		if !s.Key().IsZero() {
+			t.Fatal("a token expired on arrival is in service")
+		}
+		if k, err := s.Fresh(context.Background()); err == nil {
+			t.Fatalf("Fresh returned %v, expired on arrival", k)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Waits drawn from [backoff/2, backoff]: at most span/(backoff/2)
+	// reads, and one more begun at the start. Without backoff the loop
+	// exchanged every 10 ms.
+	if got, most := d.reads.Load()-n, int64(span/(backoff/2))+1; got > most {
+		t.Fatalf("%d exchanges in %v with a %v backoff, want at most %d", got, span, backoff, most)
+	}
+	if d.reads.Load() == n {
+		t.Fatal("no exchange after the drop")
+	}
+}

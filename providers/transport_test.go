@@ -8,13 +8,16 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/providers/providertest"
 )
@@ -514,5 +517,117 @@ func BenchmarkTransportRoundTripOwned(b *testing.B) {
 		if _, err := tr.RoundTripOwned(req); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A storm of 401s while the store fails costs one store read too: the
+// upstream refuses the key (revoked), the store refuses every read (a
+// throttled cloud API), and every rejected request asks for a refresh.
+// After the failed read, forced refreshes wait for the backoff and return
+// the store's error meanwhile, instead of reading once per round trip.
+func TestTransportStormWhileStoreFails(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail func(st *file.Store, d *providertest.Faulty)
+	}{
+		{"throttled", func(_ *file.Store, d *providertest.Faulty) {
+			d.Fail(codes.Errorf(codes.ResourceExhausted, "test: ThrottlingException: rate exceeded"))
+		}},
+		// The real file store failing by itself: mode 0644 is refused.
+		{"file mode", func(st *file.Store, _ *providertest.Faulty) {
+			if err := os.Chmod(st.Path(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := newTrUpstream(t, keyB) // keyA was revoked upstream
+			st := file.New(filepath.Join(t.TempDir(), "keys.json"))
+			rotate(t, st, keyA)
+			d := providertest.NewFaulty(st)
+			// A backoff far longer than the test: every read after the
+			// first failed one would be a read the backoff should have held.
+			src := newSource(t, d, providers.Options{Refresh: -1, MinBackoff: time.Hour, MaxBackoff: time.Hour})
+			tc.fail(st, d)
+			c := &http.Client{Transport: &providers.Transport{Source: src}}
+			defer c.CloseIdleConnections()
+			reads := d.Reads()
+			var wg sync.WaitGroup
+			var n, unauthorized atomic.Int64
+			for range 8 {
+				wg.Go(func() {
+					for range 100 {
+						resp, err := c.Get(up.URL + "/v1/models")
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						resp.Body.Close()
+						n.Add(1)
+						if resp.StatusCode == http.StatusUnauthorized {
+							unauthorized.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if unauthorized.Load() != n.Load() || n.Load() != 800 {
+				t.Fatalf("%d requests, %d answered 401; want 800 and all", n.Load(), unauthorized.Load())
+			}
+			if got := d.Reads() - reads; got != 1 {
+				t.Fatalf("800 rejected requests against a failing store cost %d store reads, want 1", got)
+			}
+			// Meanwhile a forced refresh answers the store's error at once.
+			k, seq := src.Taken()
+			_, err := src.RefreshIfCurrent(context.Background(), k, seq)
+			want := codes.ResourceExhausted
+			if tc.name == "file mode" {
+				want = codes.PermissionDenied
+			}
+			if codes.Of(err) != want {
+				t.Fatalf("refresh during the backoff: %v, want the store's error (%v)", err, want)
+			}
+			if got := d.Reads() - reads; got != 1 {
+				t.Fatalf("refresh during the backoff read the store (%d reads)", got)
+			}
+		})
+	}
+}
+
+// A store that recovers is read again once the backoff after its failure
+// ends, without waiting for the background loop (off here): the next
+// rejected request reads it and retries with the new key.
+func TestTransportStoreRecoversAfterBackoff(t *testing.T) {
+	up := newTrUpstream(t, keyB)
+	st := file.New(filepath.Join(t.TempDir(), "keys.json"))
+	rotate(t, st, keyA)
+	d := providertest.NewFaulty(st)
+	src := newSource(t, d, providers.Options{Refresh: -1, MinBackoff: 100 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	d.Fail(codes.Errorf(codes.Unavailable, "test: outage"))
+	c := &http.Client{Transport: &providers.Transport{Source: src}}
+	defer c.CloseIdleConnections()
+	get := func() int {
+		resp, err := c.Get(up.URL + "/v1/models")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(); code != http.StatusUnauthorized {
+		t.Fatalf("status %d during the outage, want 401", code)
+	}
+	rotate(t, st, keyB)
+	d.Fail(nil)
+	reads := d.Reads()
+	deadline := time.Now().Add(10 * time.Second) // the backoff is 100 ms; this only stops a hang
+	for get() != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatalf("no request succeeded 10 s after the store recovered (%d reads since)", d.Reads()-reads)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := d.Reads() - reads; got != 1 {
+		t.Fatalf("recovery took %d store reads, want 1", got)
 	}
 }

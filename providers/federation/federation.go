@@ -218,11 +218,17 @@ func (r *Reader) Exchange(ctx context.Context) (*Token, error) {
 		exp := start.Add(creds.ExpiresAt.Sub(end))
 		creds.ExpiresAt = &exp
 	}
-	return checkCredentials(creds.AccessToken, creds.ExpiresAt, start, assertion)
+	return checkCredentials(creds.AccessToken, creds.ExpiresAt, start, end, assertion)
 }
 
-// checkCredentials validates an exchange's answer.
-func checkCredentials(access string, expiresAt *time.Time, issued time.Time, assertion string) (*Token, error) {
+// checkCredentials validates an exchange's answer: an exchange sent at
+// issued whose answer arrived at arrived. A token that expires before it
+// arrived, or that has no more life left at its arrival than the exchange
+// took (it would expire before an exchange as slow as this one could
+// replace it), is refused Unavailable: a token whose life is shorter than
+// the round trip never enters service, and the Source backs off as after
+// any failed exchange.
+func checkCredentials(access string, expiresAt *time.Time, issued, arrived time.Time, assertion string) (*Token, error) {
 	tok := providers.NewSecret(access)
 	if _, err := providers.DecodePayload([]byte(access), providers.DefaultField); err != nil || strings.HasPrefix(access, "{") {
 		return nil, codes.Errorf(codes.Internal, "federation: the token endpoint answered an access token that is no token (%s)", scrub(errString(err), assertion, access))
@@ -232,6 +238,10 @@ func checkCredentials(access string, expiresAt *time.Time, issued time.Time, ass
 	}
 	if !expiresAt.After(issued) {
 		return nil, codes.Errorf(codes.Unavailable, "federation: the token endpoint answered a token that is already expired (expires_in %v)", expiresAt.Sub(issued).Round(time.Second))
+	}
+	if left, took := expiresAt.Sub(arrived), arrived.Sub(issued); left <= took {
+		return nil, codes.Errorf(codes.Unavailable, "federation: the token endpoint answered a token that expires %v after it arrived, no more than the exchange took (%v): its life (expires_in %v) is too short to serve",
+			left.Round(time.Millisecond), took.Round(time.Millisecond), expiresAt.Sub(issued).Round(time.Millisecond))
 	}
 	return &Token{AccessToken: tok, Issued: issued, Expires: *expiresAt}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -440,5 +441,54 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("gave up waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A token whose life is shorter than the exchange's round trip arrives
+// expired: the exchange fails Unavailable, Open never returns a Source
+// holding it, and the failed exchanges back off.
+func TestTokenExpiredOnArrival(t *testing.T) {
+	var exchanges atomic.Int64
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := exchanges.Add(1)
+		select { // a 1 s token, answered after 1.2 s
+		case <-time.After(1200 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("content-type", "application/json")
+		fmt.Fprintf(w, `{"access_token":"sk-ant-oat01-slow%060d","token_type":"Bearer","expires_in":1}`, n)
+	}))
+	defer slow.Close()
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	raw := "wif://fdrl_slow?organization_id=" + org + "&base_url=" + url.QueryEscape(slow.URL) + "&token_file=" + url.QueryEscape(file)
+
+	u, _ := url.Parse(raw)
+	p, id, err := federation.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := federation.New(p, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := r.Exchange(context.Background())
+	if err == nil {
+		t.Fatalf("Exchange returned a token expiring %v ago", time.Since(tok.Expires).Round(time.Millisecond))
+	}
+	if !codes.Is(err, codes.Unavailable) || !strings.Contains(err.Error(), "too short") {
+		t.Fatalf("Exchange: %v, want Unavailable naming the short life", err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	if src, err := providers.Open(ctx, raw, nil); err == nil {
+		src.Close()
+		t.Fatalf("Open returned a Source holding a token expiring at %v", src.Current().Expires)
+	} else if !codes.Is(err, codes.Unavailable) {
+		t.Fatalf("Open: %v, want Unavailable", err)
 	}
 }
