@@ -34,14 +34,18 @@ func Start(path string, src *providers.Source, log *slog.Logger) (*Sink, error) 
 		log = slog.Default()
 	}
 	s := &Sink{path: path, src: src, log: log.With("file", path)}
-	if err := s.sync(); err != nil {
-		return nil, err
-	}
+	// Subscribe before the first write: a change notified while it runs
+	// is then written by the subscriber (sync skips a value already
+	// written), where it would otherwise reach nobody.
 	s.unsub = src.Subscribe(func(providers.Change) {
 		if err := s.sync(); err != nil {
 			s.log.Error("filesink: writing the new key failed; the file holds the previous key", "error", err)
 		}
 	})
+	if err := s.sync(); err != nil {
+		s.unsub()
+		return nil, err
+	}
 	return s, nil
 }
 

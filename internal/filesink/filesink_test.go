@@ -42,7 +42,11 @@ func rotate(t *testing.T, st *file.Store, val string) {
 	}
 }
 
-func TestSinkFollowsTheKey(t *testing.T) {
+// newSource returns a temporary directory, a file store in it whose key
+// "prod" holds keyA, and a Source on it without background refresh (closed
+// by the test's cleanup).
+func newSource(t *testing.T) (string, *file.Store, *providers.Source) {
+	t.Helper()
 	dir := t.TempDir()
 	st := file.New(filepath.Join(dir, "keys.json"))
 	rotate(t, st, keyA)
@@ -50,7 +54,12 @@ func TestSinkFollowsTheKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	t.Cleanup(func() { src.Close() })
+	return dir, st, src
+}
+
+func TestSinkFollowsTheKey(t *testing.T) {
+	dir, st, src := newSource(t)
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{&logs, &logMu}, nil))
@@ -121,4 +130,43 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
+}
+
+// A change notified while Start writes the first key is written too: Start
+// subscribes before its first write. Each round starts a Sink while a
+// Refresh installs a new key; without the ordering, most rounds leave the
+// file on the old key.
+func TestStartKeepsAChangeDuringTheFirstWrite(t *testing.T) {
+	dir, st, src := newSource(t)
+	out := filepath.Join(dir, "k")
+	missed := 0
+	const rounds = 100
+	for i := range rounds {
+		v := keyA
+		if i%2 == 0 {
+			v = keyB
+		}
+		rotate(t, st, v)
+		done := make(chan error, 1)
+		go func() { _, err := src.Refresh(context.Background()); done <- err }()
+		sink, err := filesink.Start(out, src, slog.New(slog.DiscardHandler))
+		if rerr := <-done; rerr != nil {
+			t.Fatal(rerr)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Refresh returned: its subscribers ran, so the file must hold
+		// the key the Source holds now.
+		if b, _ := os.ReadFile(out); string(b) != src.Key().Reveal() {
+			missed++
+		}
+		sink.Close()
+		if err := os.Remove(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if missed > 0 {
+		t.Fatalf("%d of %d Starts left the file on the old key", missed, rounds)
+	}
 }
