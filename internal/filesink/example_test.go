@@ -27,7 +27,7 @@ func ExampleStart() {
 	}
 	defer src.Close()
 
-	sink, err := filesink.Start(filepath.Join(dir, "anthropic-key"), src, nil)
+	sink, err := filesink.Start(filepath.Join(dir, "anthropic-key"), src, filesink.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}

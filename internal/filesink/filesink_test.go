@@ -42,7 +42,11 @@ func rotate(t *testing.T, st *file.Store, val string) {
 	}
 }
 
-func TestSinkFollowsTheKey(t *testing.T) {
+// newSource returns a temporary directory, a file store in it whose key
+// "prod" holds keyA, and a Source on it without background refresh (closed
+// by the test's cleanup).
+func newSource(t *testing.T) (string, *file.Store, *providers.Source) {
+	t.Helper()
 	dir := t.TempDir()
 	st := file.New(filepath.Join(dir, "keys.json"))
 	rotate(t, st, keyA)
@@ -50,7 +54,12 @@ func TestSinkFollowsTheKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	t.Cleanup(func() { src.Close() })
+	return dir, st, src
+}
+
+func TestSinkFollowsTheKey(t *testing.T) {
+	dir, st, src := newSource(t)
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{&logs, &logMu}, nil))
@@ -58,7 +67,7 @@ func TestSinkFollowsTheKey(t *testing.T) {
 	if err := os.Mkdir(filepath.Dir(out), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	sink, err := filesink.Start(out, src, log)
+	sink, err := filesink.Start(out, src, filesink.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,4 +130,120 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
+}
+
+// A change notified while Start writes the first key is written too: Start
+// subscribes before its first write. Each round starts a Sink while a
+// Refresh installs a new key; without the ordering, most rounds leave the
+// file on the old key.
+func TestStartKeepsAChangeDuringTheFirstWrite(t *testing.T) {
+	dir, st, src := newSource(t)
+	out := filepath.Join(dir, "k")
+	missed := 0
+	const rounds = 100
+	for i := range rounds {
+		v := keyA
+		if i%2 == 0 {
+			v = keyB
+		}
+		rotate(t, st, v)
+		done := make(chan error, 1)
+		go func() { _, err := src.Refresh(context.Background()); done <- err }()
+		sink, err := filesink.Start(out, src, filesink.Options{Logger: slog.New(slog.DiscardHandler)})
+		if rerr := <-done; rerr != nil {
+			t.Fatal(rerr)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Refresh returned: its subscribers ran, so the file must hold
+		// the key the Source holds now.
+		if b, _ := os.ReadFile(out); string(b) != src.Key().Reveal() {
+			missed++
+		}
+		sink.Close()
+		if err := os.Remove(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if missed > 0 {
+		t.Fatalf("%d of %d Starts left the file on the old key", missed, rounds)
+	}
+}
+
+// A write that fails is retried until the file holds the current key, and
+// CheckHealth reports the failure meanwhile; the file is also read back on
+// every check, so a file lost without a key change (its directory
+// recreated) is written again.
+func TestSinkConvergesAfterAFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		breaks func(dir string) error
+		change bool // a key change lands while the file cannot be written
+	}{
+		{"directory removed, key changed", os.RemoveAll, true},
+		{"directory removed, key unchanged", os.RemoveAll, false},
+		{"parent replaced by a file, key changed", func(dir string) error {
+			if err := os.RemoveAll(dir); err != nil {
+				return err
+			}
+			return os.WriteFile(dir, nil, 0o600)
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, st, src := newSource(t)
+			run := filepath.Join(dir, "run")
+			if err := os.Mkdir(run, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(run, "anthropic-key")
+			sink, err := filesink.Start(out, src, filesink.Options{Check: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sink.Close()
+			if err := sink.CheckHealth(); err != nil {
+				t.Fatalf("after the first write: %v", err)
+			}
+			if err := tc.breaks(run); err != nil {
+				t.Fatal(err)
+			}
+			want := keyA
+			if tc.change {
+				want = keyB
+				rotate(t, st, keyB)
+				if _, err := src.Refresh(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, "CheckHealth to report the failed write", func() bool { return sink.CheckHealth() != nil })
+			if err := sink.CheckHealth(); strings.Contains(err.Error(), "FILESINK") {
+				t.Fatal("the health error holds the key")
+			}
+			if err := os.RemoveAll(run); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(run, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the file to hold the current key", func() bool {
+				b, _ := os.ReadFile(out)
+				return string(b) == want
+			})
+			waitFor(t, "CheckHealth to recover", func() bool { return sink.CheckHealth() == nil })
+			if time.Since(sink.LastSuccess()) > time.Minute {
+				t.Fatalf("LastSuccess %v, want recent", sink.LastSuccess())
+			}
+		})
+	}
+}
+
+// waitFor polls cond until it holds, for at most 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
 }

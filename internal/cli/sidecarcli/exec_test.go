@@ -1,12 +1,15 @@
 package sidecarcli_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/cli/clitest"
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
+	"github.com/keywarden/keywarden/internal/tailbuf"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/file"
 )
@@ -147,4 +151,171 @@ func TestExecCommandExitCode(t *testing.T) {
 			t.Errorf("%v: got %v, want code %d and %q", tc.args, err, tc.code, tc.want)
 		}
 	}
+}
+
+// groupChild starts a background sleep, records "PID SLEEPPID" in
+// $OUT/pids.<pid> and waits: the shape of `sh -c 'sleep 1000; echo after'`
+// whose sleep outlived a restart with the old key. With trap set, SIGTERM
+// is noted in $OUT/signals and ignored.
+func groupChild(trap bool) string {
+	s := `sleep 1000 & printf '%s %s' "$$" "$!" > "$OUT/tmp.$$" && mv "$OUT/tmp.$$" "$OUT/pids.$$"
+`
+	if trap {
+		return `trap 'echo term >> "$OUT/signals"' TERM
+` + s + `while :; do sleep 0.02; done`
+	}
+	return s + `wait`
+}
+
+// started returns the pids files' process ids: each program and its sleep.
+func started(t *testing.T, dir string) (pids [][2]int) {
+	t.Helper()
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "pids.") {
+			var p [2]int
+			b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+			if _, err := fmt.Sscan(string(b), &p[0], &p[1]); err != nil {
+				t.Fatal(err)
+			}
+			pids = append(pids, p)
+		}
+	}
+	return pids
+}
+
+// groupAlive returns the live (not zombie) processes of group pg, from /proc.
+func groupAlive(pg int) []int {
+	var live []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 2 && f[0] != "Z" && f[2] == strconv.Itoa(pg) {
+			live = append(live, pid)
+		}
+	}
+	return live
+}
+
+// checkGroupGone fails when a process of the program's group, or its
+// sleep, still runs; it kills them so that a failing run leaks nothing.
+func checkGroupGone(t *testing.T, p [2]int) {
+	t.Helper()
+	clitest.WaitFor(t, "the old program's process group to end", func() bool { return len(groupAlive(p[0])) == 0 && !alive(p[1]) })
+}
+
+// alive reports whether pid runs (exists and is no zombie).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
+}
+
+func killLeftovers(t *testing.T, out string) {
+	t.Cleanup(func() {
+		for _, p := range started(t, out) {
+			_ = syscall.Kill(p[1], syscall.SIGKILL)
+			_ = syscall.Kill(-p[0], syscall.SIGKILL)
+		}
+	})
+}
+
+// The tests below leave Stdout and Stderr nil (/dev/null): with a pipe, a
+// leftover sleep would hold it open and Run's Wait would hang instead of
+// the test failing.
+
+// A restart and exec's own end leave no process of the old program's
+// group running: the child the program started goes with it.
+func TestSupervisorStopsTheWholeGroup(t *testing.T) {
+	for _, how := range []string{"restart", "forwarded SIGTERM", "cancel"} {
+		t.Run(how, func(t *testing.T) {
+			out := t.TempDir()
+			t.Setenv("OUT", out)
+			killLeftovers(t, out)
+			src, st := supervisorSource(t)
+			sup := &sidecarcli.Supervisor{Path: "/bin/sh", Args: []string{"-c", groupChild(false)}, Env: "ANTHROPIC_API_KEY", Source: src,
+				Restart: true, Grace: 10 * time.Second, Log: slog.New(slog.DiscardHandler)}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			forward := make(chan os.Signal, 1)
+			done := make(chan int, 1)
+			go func() { c, _ := sup.Run(ctx, forward); done <- c }()
+			clitest.WaitFor(t, "first program", func() bool { return len(started(t, out)) == 1 })
+			first := started(t, out)[0]
+			switch how {
+			case "restart":
+				rotate(t, st, "prod", keyB)
+				if _, err := src.Refresh(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				clitest.WaitFor(t, "restart", func() bool { return len(started(t, out)) == 2 })
+				checkGroupGone(t, first)
+				cancel()
+				<-done
+			case "forwarded SIGTERM":
+				forward <- syscall.SIGTERM
+				if c := <-done; c != 128+int(syscall.SIGTERM) {
+					t.Fatalf("exit code %d, want %d", c, 128+int(syscall.SIGTERM))
+				}
+			case "cancel":
+				cancel()
+				<-done
+			}
+			for _, p := range started(t, out) {
+				checkGroupGone(t, p)
+			}
+		})
+	}
+}
+
+// A SIGTERM sent to exec while a restart waits for the old program to
+// stop ends exec with 128+15; no new program starts.
+func TestSupervisorSignalDuringRestart(t *testing.T) {
+	out := t.TempDir()
+	t.Setenv("OUT", out)
+	killLeftovers(t, out)
+	src, st := supervisorSource(t)
+	// Starts are counted in the log: a program signalled at once may die
+	// before it writes anything.
+	logs := &tailbuf.Buffer{}
+	sup := &sidecarcli.Supervisor{Path: "/bin/sh", Args: []string{"-c", groupChild(true)}, Env: "ANTHROPIC_API_KEY", Source: src,
+		Restart: true, Grace: time.Second, Log: slog.New(slog.NewTextHandler(logs, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	forward := make(chan os.Signal, 1)
+	done := make(chan int, 1)
+	go func() { c, _ := sup.Run(ctx, forward); done <- c }()
+	clitest.WaitFor(t, "first program", func() bool { return len(started(t, out)) == 1 })
+	rotate(t, st, "prod", keyB)
+	if _, err := src.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	clitest.WaitFor(t, "the restart's SIGTERM", func() bool { b, _ := os.ReadFile(filepath.Join(out, "signals")); return len(b) > 0 })
+	forward <- syscall.SIGTERM
+	select {
+	case c := <-done:
+		if c != 128+int(syscall.SIGTERM) {
+			t.Fatalf("exit code %d, want %d", c, 128+int(syscall.SIGTERM))
+		}
+	case <-time.After(10 * time.Second):
+		cancel()
+		<-done
+		t.Fatalf("exec kept running after SIGTERM during a restart; %d programs started", len(started(t, out)))
+	}
+	if n := strings.Count(logs.String(), "exec: started"); n != 1 {
+		t.Fatalf("%d programs started, want 1:\n%s", n, logs)
+	}
+	checkGroupGone(t, started(t, out)[0])
 }

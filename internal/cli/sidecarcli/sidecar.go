@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/keywarden/keywarden/internal/cli"
@@ -23,6 +24,7 @@ import (
 	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/internal/proxy/usage"
 	"github.com/keywarden/keywarden/internal/secretfile"
+	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/redact"
 )
@@ -116,11 +118,15 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 		o.Routes[i].Source = srcs[o.Routes[i].Key]
 	}
 	if fs := s.FileSink; fs != nil {
-		sink, err := filesink.Start(fs.Path, srcs[s.SinkKey(c)], lg)
+		sink, err := filesink.Start(fs.Path, srcs[s.SinkKey(c)], filesink.Options{Logger: lg})
 		if err != nil {
 			return cli.Exit(cli.ExitFailed, err)
 		}
 		defer sink.Close()
+		o.Metrics = telemetry.New()
+		if err := registerSink(o.Metrics.Registry, s.SinkKey(c), sink); err != nil {
+			return cli.Exit(cli.ExitFailed, err)
+		}
 	}
 	p, err := proxy.New(o)
 	if err != nil {
@@ -157,6 +163,33 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 			"timeout", shutdownTimeout(s))
 	}
 	lg.Info("sidecar: stopped")
+	return nil
+}
+
+// registerSink exports the file sink's health for alerting:
+// keywarden_file_sink_ok (1 while the file holds the current key, else 0)
+// and keywarden_file_sink_last_success_timestamp_seconds, labelled with
+// the key's name.
+func registerSink(reg prometheus.Registerer, key string, sink *filesink.Sink) error {
+	labels := prometheus.Labels{"key": key}
+	ok := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: telemetry.Namespace, Subsystem: "file_sink", Name: "ok", ConstLabels: labels,
+		Help: "1 while the file sink's file holds the current key, 0 while a write is failing or pending.",
+	}, func() float64 {
+		if sink.CheckHealth() != nil {
+			return 0
+		}
+		return 1
+	})
+	last := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: telemetry.Namespace, Subsystem: "file_sink", Name: "last_success_timestamp_seconds", ConstLabels: labels,
+		Help: "When the file sink's file was last written or found to hold the current key (unix seconds).",
+	}, func() float64 { return float64(sink.LastSuccess().UnixNano()) / 1e9 })
+	for _, c := range []prometheus.Collector{ok, last} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("sidecar: file sink metrics: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -336,3 +336,57 @@ sidecar:
 		t.Fatal("the key was logged")
 	}
 }
+
+// TestSidecarFileSinkRecovers breaks the file sink's directory while the
+// key rotates: the metric keywarden_file_sink_ok drops to 0, and once the
+// directory is back the sink writes the new key without another change
+// and the metric returns to 1.
+func TestSidecarFileSinkRecovers(t *testing.T) {
+	dir := t.TempDir()
+	storePath := filepath.Join(dir, "keys.json")
+	st := file.New(storePath)
+	rotate(t, st, "prod", keyA)
+	run := filepath.Join(dir, "run")
+	if err := os.Mkdir(run, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sink := filepath.Join(run, "key.txt")
+	metrics := clitest.FreeAddr(t)
+	cfg := filepath.Join(dir, "kw.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+keys:
+  prod: {store: "file://%s?name=prod", refresh: 1s, jitter: 100ms}
+sidecar:
+  listen: ""
+  unix_socket: %s
+  metrics_listen: "%s"
+  routes: [{prefix: /, key: prod, upstream: "http://127.0.0.1:9"}]
+  file_sink: {path: %s}
+`, storePath, filepath.Join(dir, "kw.sock"), metrics, sink)), 0o600)
+	stop, out := start(t, "sidecar", "--config", cfg)
+	sinkOK := func(want string) func() bool {
+		return func() bool {
+			_, body := get(metrics, "/metrics")
+			return strings.Contains(body, `keywarden_file_sink_ok{key="prod"} `+want+"\n")
+		}
+	}
+	clitest.WaitFor(t, "keywarden_file_sink_ok 1", sinkOK("1"))
+	if err := os.RemoveAll(run); err != nil {
+		t.Fatal(err)
+	}
+	rotate(t, st, "prod", keyB)
+	clitest.WaitFor(t, "keywarden_file_sink_ok 0 after the write failed", sinkOK("0"))
+	if err := os.Mkdir(run, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	clitest.WaitFor(t, "the file sink to write the new key", func() bool { b, _ := os.ReadFile(sink); return string(b) == keyB })
+	clitest.WaitFor(t, "keywarden_file_sink_ok 1 again", sinkOK("1"))
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"level=ERROR msg=\"filesink: ", "; retrying", "the file holds the current key again"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no log line %q:\n%s", want, out)
+		}
+	}
+}

@@ -41,8 +41,13 @@ type Supervisor struct {
 }
 
 // Run runs the program until it exits on its own or ctx is done, and
-// returns its exit code (128+N when signal N ended it). Signals received on
-// forward are passed to the program.
+// returns its exit code (128+N when signal N ended it). The program runs
+// in a process group of its own, and every signal goes to the whole
+// group, so that nothing it started keeps running with an old key: signals
+// received on forward, the signal of on-change signal, and the SIGTERM and
+// SIGKILL of a stop. When the program has exited, whatever is left of its
+// group is killed. A SIGINT or SIGTERM received on forward while a restart
+// stops the program ends Run with 128+N and starts no new program.
 func (s *Supervisor) Run(ctx context.Context, forward <-chan os.Signal) (int, error) {
 	changes := make(chan struct{}, 1)
 	unsub := s.Source.Subscribe(func(providers.Change) {
@@ -57,47 +62,82 @@ func (s *Supervisor) Run(ctx context.Context, forward <-chan os.Signal) (int, er
 		cmd := exec.Command(s.Path, s.Args...)
 		cmd.Env = append(withoutVar(os.Environ(), s.Env), s.Env+"="+k.Value.Reveal())
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = s.Stdin, s.Stdout, s.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {
 			return 127, fmt.Errorf("exec: start %s: %w", s.Path, err)
 		}
-		s.Log.Info("exec: started", "program", s.Path, "pid", cmd.Process.Pid, "version", k.VersionID, "fingerprint", k.Fingerprint)
+		pg := cmd.Process.Pid // the group's id: the program leads it
+		s.Log.Info("exec: started", "program", s.Path, "pid", pg, "version", k.VersionID, "fingerprint", k.Fingerprint)
 		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+		go func() {
+			err := cmd.Wait()
+			// The program is gone; what it left behind holds the same
+			// key and goes too. The group's id cannot name another group
+			// while one of its members lives.
+			_ = syscall.Kill(-pg, syscall.SIGKILL)
+			done <- err
+		}()
 		restart := false
 		for !restart {
 			select {
 			case <-done:
 				return exitCode(cmd.ProcessState), nil
 			case sig := <-forward:
-				_ = cmd.Process.Signal(sig)
+				signalGroup(pg, sig)
 			case <-changes:
-				if s.Restart {
-					s.Log.Info("exec: key changed; restarting the program", "pid", cmd.Process.Pid)
-					s.stop(cmd, done)
-					restart = true
-				} else {
-					s.Log.Info("exec: key changed; signalling the program", "pid", cmd.Process.Pid, "signal", s.Signal.String())
-					_ = cmd.Process.Signal(s.Signal)
+				if !s.Restart {
+					s.Log.Info("exec: key changed; signalling the program", "pid", pg, "signal", s.Signal.String())
+					signalGroup(pg, s.Signal)
+					continue
 				}
+				s.Log.Info("exec: key changed; restarting the program", "pid", pg)
+				if sig := s.stop(pg, done, forward); sig != 0 {
+					s.Log.Info("exec: stopped by a signal during the restart; not starting the program again", "signal", sig.String())
+					return 128 + int(sig), nil
+				}
+				if err := ctx.Err(); err != nil {
+					return exitCode(cmd.ProcessState), err
+				}
+				restart = true
 			case <-ctx.Done():
-				s.stop(cmd, done)
+				s.stop(pg, done, forward)
 				return exitCode(cmd.ProcessState), ctx.Err()
 			}
 		}
 	}
 }
 
-// stop sends SIGTERM, waits up to Grace, then kills.
-func (s *Supervisor) stop(cmd *exec.Cmd, done <-chan error) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+// stop sends SIGTERM to the process group pg, waits up to Grace for its
+// leader to exit (done), then kills the group. Signals received on
+// forward meanwhile go to the group too; stop returns the first SIGINT or
+// SIGTERM among them (0 if none), which ends exec.
+func (s *Supervisor) stop(pg int, done <-chan error, forward <-chan os.Signal) syscall.Signal {
+	signalGroup(pg, syscall.SIGTERM)
 	t := time.NewTimer(s.Grace)
 	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		s.Log.Warn("exec: the program did not stop in time; killing it", "pid", cmd.Process.Pid, "grace", s.Grace)
-		_ = cmd.Process.Kill()
-		<-done
+	var term syscall.Signal
+	for {
+		select {
+		case <-done:
+			return term
+		case sig := <-forward:
+			signalGroup(pg, sig)
+			if ss, ok := sig.(syscall.Signal); ok && term == 0 && (ss == syscall.SIGINT || ss == syscall.SIGTERM) {
+				term = ss
+			}
+		case <-t.C:
+			s.Log.Warn("exec: the program did not stop in time; killing its process group", "pid", pg, "grace", s.Grace)
+			_ = syscall.Kill(-pg, syscall.SIGKILL)
+			<-done
+			return term
+		}
+	}
+}
+
+// signalGroup sends sig to every process of the group pg.
+func signalGroup(pg int, sig os.Signal) {
+	if ss, ok := sig.(syscall.Signal); ok {
+		_ = syscall.Kill(-pg, ss)
 	}
 }
 
