@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/cli/clitest"
 	"github.com/keywarden/keywarden/internal/cli/sidecarcli"
@@ -247,11 +249,7 @@ func TestSupervisorStopsTheWholeGroup(t *testing.T) {
 			src, st := supervisorSource(t)
 			sup := &sidecarcli.Supervisor{Path: "/bin/sh", Args: []string{"-c", groupChild(false)}, Env: "ANTHROPIC_API_KEY", Source: src,
 				Restart: true, Grace: 10 * time.Second, Log: slog.New(slog.DiscardHandler)}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			forward := make(chan os.Signal, 1)
-			done := make(chan int, 1)
-			go func() { c, _ := sup.Run(ctx, forward); done <- c }()
+			forward, done, cancel := runSupervisor(t, sup)
 			clitest.WaitFor(t, "first program", func() bool { return len(started(t, out)) == 1 })
 			first := started(t, out)[0]
 			switch how {
@@ -292,11 +290,7 @@ func TestSupervisorSignalDuringRestart(t *testing.T) {
 	logs := &tailbuf.Buffer{}
 	sup := &sidecarcli.Supervisor{Path: "/bin/sh", Args: []string{"-c", groupChild(true)}, Env: "ANTHROPIC_API_KEY", Source: src,
 		Restart: true, Grace: time.Second, Log: slog.New(slog.NewTextHandler(logs, nil))}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	forward := make(chan os.Signal, 1)
-	done := make(chan int, 1)
-	go func() { c, _ := sup.Run(ctx, forward); done <- c }()
+	forward, done, cancel := runSupervisor(t, sup)
 	clitest.WaitFor(t, "first program", func() bool { return len(started(t, out)) == 1 })
 	rotate(t, st, "prod", keyB)
 	if _, err := src.Refresh(context.Background()); err != nil {
@@ -318,4 +312,57 @@ func TestSupervisorSignalDuringRestart(t *testing.T) {
 		t.Fatalf("%d programs started, want 1:\n%s", n, logs)
 	}
 	checkGroupGone(t, started(t, out)[0])
+}
+
+// runSupervisor runs sup in the background: the channel of signals it
+// forwards, the channel of its exit code, and the cancel of its context.
+func runSupervisor(t *testing.T, sup *sidecarcli.Supervisor) (chan os.Signal, chan int, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	forward := make(chan os.Signal, 1)
+	done := make(chan int, 1)
+	go func() { c, _ := sup.Run(ctx, forward); done <- c }()
+	return forward, done, cancel
+}
+
+// TestSupervisorTerminalKeepsGroup: run by hand at a terminal, the program
+// stays in exec's process group, which the terminal keeps in the
+// foreground (in a group of its own, a program reading the terminal would
+// be stopped by SIGTTIN). A pseudo-terminal stands in for the terminal.
+func TestSupervisorTerminalKeepsGroup(t *testing.T) {
+	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatalf("open a pseudo-terminal: %v", err)
+	}
+	defer ptm.Close()
+	if err := unix.IoctlSetPointerInt(int(ptm.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptm.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pts.Close()
+	out := t.TempDir()
+	t.Setenv("OUT", out)
+	src, _ := supervisorSource(t)
+	sup := &sidecarcli.Supervisor{Path: "/bin/sh", Args: []string{"-c", groupChild(false)}, Env: "ANTHROPIC_API_KEY", Source: src,
+		Restart: true, Grace: 10 * time.Second, Stdin: pts, Log: slog.New(slog.DiscardHandler)}
+	_, done, cancel := runSupervisor(t, sup)
+	clitest.WaitFor(t, "the program", func() bool { return len(started(t, out)) == 1 })
+	p := started(t, out)[0]
+	pg, err := syscall.Getpgid(p[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pg != syscall.Getpgrp() {
+		t.Errorf("at a terminal the program runs in group %d, not exec's %d", pg, syscall.Getpgrp())
+	}
+	cancel()
+	<-done
+	syscall.Kill(p[1], syscall.SIGKILL) // its background sleep: only the program itself is stopped here
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/keywarden/keywarden/providers"
 )
 
@@ -46,7 +48,10 @@ type Supervisor struct {
 // group, so that nothing it started keeps running with an old key: signals
 // received on forward, the signal of on-change signal, and the SIGTERM and
 // SIGKILL of a stop. When the program has exited, whatever is left of its
-// group is killed. A SIGINT or SIGTERM received on forward while a restart
+// group is killed. Except when Stdin is a terminal (a person runs exec
+// by hand): the program then stays in exec's group, which the terminal
+// keeps in the foreground (a program of another group that read the
+// terminal would be stopped), and only the program itself is signalled. A SIGINT or SIGTERM received on forward while a restart
 // stops the program ends Run with 128+N and starts no new program.
 func (s *Supervisor) Run(ctx context.Context, forward <-chan os.Signal) (int, error) {
 	changes := make(chan struct{}, 1)
@@ -62,19 +67,22 @@ func (s *Supervisor) Run(ctx context.Context, forward <-chan os.Signal) (int, er
 		cmd := exec.Command(s.Path, s.Args...)
 		cmd.Env = append(withoutVar(os.Environ(), s.Env), s.Env+"="+k.Value.Reveal())
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = s.Stdin, s.Stdout, s.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		group := !isTerminal(s.Stdin)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: group}
 		if err := cmd.Start(); err != nil {
 			return 127, fmt.Errorf("exec: start %s: %w", s.Path, err)
 		}
-		pg := cmd.Process.Pid // the group's id: the program leads it
-		s.Log.Info("exec: started", "program", s.Path, "pid", pg, "version", k.VersionID, "fingerprint", k.Fingerprint)
+		pg := target{pid: cmd.Process.Pid, group: group} // the program leads its group
+		s.Log.Info("exec: started", "program", s.Path, "pid", pg.pid, "version", k.VersionID, "fingerprint", k.Fingerprint)
 		done := make(chan error, 1)
 		go func() {
 			err := cmd.Wait()
 			// The program is gone; what it left behind holds the same
 			// key and goes too. The group's id cannot name another group
 			// while one of its members lives.
-			_ = syscall.Kill(-pg, syscall.SIGKILL)
+			if pg.group {
+				_ = syscall.Kill(-pg.pid, syscall.SIGKILL)
+			}
 			done <- err
 		}()
 		restart := false
@@ -83,14 +91,14 @@ func (s *Supervisor) Run(ctx context.Context, forward <-chan os.Signal) (int, er
 			case <-done:
 				return exitCode(cmd.ProcessState), nil
 			case sig := <-forward:
-				signalGroup(pg, sig)
+				pg.signal(sig)
 			case <-changes:
 				if !s.Restart {
-					s.Log.Info("exec: key changed; signalling the program", "pid", pg, "signal", s.Signal.String())
-					signalGroup(pg, s.Signal)
+					s.Log.Info("exec: key changed; signalling the program", "pid", pg.pid, "signal", s.Signal.String())
+					pg.signal(s.Signal)
 					continue
 				}
-				s.Log.Info("exec: key changed; restarting the program", "pid", pg)
+				s.Log.Info("exec: key changed; restarting the program", "pid", pg.pid)
 				if sig := s.stop(pg, done, forward); sig != 0 {
 					s.Log.Info("exec: stopped by a signal during the restart; not starting the program again", "signal", sig.String())
 					return 128 + int(sig), nil
@@ -111,8 +119,8 @@ func (s *Supervisor) Run(ctx context.Context, forward <-chan os.Signal) (int, er
 // leader to exit (done), then kills the group. Signals received on
 // forward meanwhile go to the group too; stop returns the first SIGINT or
 // SIGTERM among them (0 if none), which ends exec.
-func (s *Supervisor) stop(pg int, done <-chan error, forward <-chan os.Signal) syscall.Signal {
-	signalGroup(pg, syscall.SIGTERM)
+func (s *Supervisor) stop(pg target, done <-chan error, forward <-chan os.Signal) syscall.Signal {
+	pg.signal(syscall.SIGTERM)
 	t := time.NewTimer(s.Grace)
 	defer t.Stop()
 	var term syscall.Signal
@@ -121,24 +129,48 @@ func (s *Supervisor) stop(pg int, done <-chan error, forward <-chan os.Signal) s
 		case <-done:
 			return term
 		case sig := <-forward:
-			signalGroup(pg, sig)
+			pg.signal(sig)
 			if ss, ok := sig.(syscall.Signal); ok && term == 0 && (ss == syscall.SIGINT || ss == syscall.SIGTERM) {
 				term = ss
 			}
 		case <-t.C:
-			s.Log.Warn("exec: the program did not stop in time; killing its process group", "pid", pg, "grace", s.Grace)
-			_ = syscall.Kill(-pg, syscall.SIGKILL)
+			s.Log.Warn("exec: the program did not stop in time; killing its process group", "pid", pg.pid, "grace", s.Grace)
+			pg.signal(syscall.SIGKILL)
 			<-done
 			return term
 		}
 	}
 }
 
-// signalGroup sends sig to every process of the group pg.
-func signalGroup(pg int, sig os.Signal) {
-	if ss, ok := sig.(syscall.Signal); ok {
-		_ = syscall.Kill(-pg, ss)
+// target is the program exec runs: with group, the leader of a process
+// group of its own, every member of which is signalled.
+type target struct {
+	pid   int
+	group bool
+}
+
+// signal sends sig to the program's group, or to the program alone.
+func (t target) signal(sig os.Signal) {
+	ss, ok := sig.(syscall.Signal)
+	if !ok {
+		return
 	}
+	if t.group {
+		_ = syscall.Kill(-t.pid, ss)
+		return
+	}
+	_ = syscall.Kill(t.pid, ss)
+}
+
+// isTerminal reports whether r is a terminal (a character device that
+// answers a terminal's ioctl).
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func exitCode(ps *os.ProcessState) int {
