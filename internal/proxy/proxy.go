@@ -111,6 +111,10 @@ type Options struct {
 	Listen, UnixSocket, MetricsListen string
 	// Metrics receives the metrics (a new set when nil).
 	Metrics *telemetry.Metrics
+	// ReadyChecks are more conditions of /readyz beside the keys' health,
+	// e.g. a file sink that holds the current key; each error (redacted)
+	// is a line of the 503's text.
+	ReadyChecks []func() error
 	// Logger receives events; never key values (slog.Default()).
 	Logger *slog.Logger
 }

@@ -364,13 +364,19 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // HealthHandler serves /healthz (the process is up), /readyz (every key is
-// loaded and within its max-stale) and /metrics.
+// loaded and within its max-stale, and every ReadyChecks passes) and
+// /metrics.
 func (p *Proxy) HealthHandler() http.Handler {
 	mux := healthMux(func() string {
 		var bad []byte
 		for _, ns := range p.sources {
 			if err := ns.src.CheckHealth(); err != nil {
 				bad = fmt.Appendf(bad, "key %s: %s\n", ns.name, redact.String(err.Error()))
+			}
+		}
+		for _, ready := range p.opts.ReadyChecks {
+			if err := ready(); err != nil {
+				bad = fmt.Appendf(bad, "%s\n", redact.String(err.Error()))
 			}
 		}
 		return string(bad)

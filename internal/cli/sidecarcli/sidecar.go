@@ -123,6 +123,7 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 			return cli.Exit(cli.ExitFailed, err)
 		}
 		defer sink.Close()
+		o.ReadyChecks = append(o.ReadyChecks, sink.CheckHealth)
 		o.Metrics = telemetry.New()
 		if err := registerSink(o.Metrics.Registry, s.SinkKey(c), sink); err != nil {
 			return cli.Exit(cli.ExitFailed, err)

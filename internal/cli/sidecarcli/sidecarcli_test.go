@@ -376,11 +376,19 @@ sidecar:
 	}
 	rotate(t, st, "prod", keyB)
 	clitest.WaitFor(t, "keywarden_file_sink_ok 0 after the write failed", sinkOK("0"))
+	// /readyz says so too: a pod whose file consumers read a key about to
+	// be revoked is not ready.
+	if code, body := get(metrics, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "filesink: ") {
+		t.Errorf("/readyz while the file sink fails: %d %q, want 503 naming the file sink", code, body)
+	}
 	if err := os.Mkdir(run, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	clitest.WaitFor(t, "the file sink to write the new key", func() bool { b, _ := os.ReadFile(sink); return string(b) == keyB })
 	clitest.WaitFor(t, "keywarden_file_sink_ok 1 again", sinkOK("1"))
+	if code, body := get(metrics, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz once the file holds the key: %d %q", code, body)
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
