@@ -174,7 +174,7 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 func registerSink(reg prometheus.Registerer, key string, sink *filesink.Sink) error {
 	labels := prometheus.Labels{"key": key}
 	ok := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: telemetry.Namespace, Subsystem: "file_sink", Name: "ok", ConstLabels: labels,
+		Namespace: "keywarden", Subsystem: "file_sink", Name: "ok", ConstLabels: labels,
 		Help: "1 while the file sink's file holds the current key, 0 while a write is failing or pending.",
 	}, func() float64 {
 		if sink.CheckHealth() != nil {
@@ -183,7 +183,7 @@ func registerSink(reg prometheus.Registerer, key string, sink *filesink.Sink) er
 		return 1
 	})
 	last := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: telemetry.Namespace, Subsystem: "file_sink", Name: "last_success_timestamp_seconds", ConstLabels: labels,
+		Namespace: "keywarden", Subsystem: "file_sink", Name: "last_success_timestamp_seconds", ConstLabels: labels,
 		Help: "When the file sink's file was last written or found to hold the current key (unix seconds).",
 	}, func() float64 { return float64(sink.LastSuccess().UnixNano()) / 1e9 })
 	for _, c := range []prometheus.Collector{ok, last} {
