@@ -630,12 +630,24 @@ func testRevokeRefusesCurrent(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	f.clock.Advance(2 * time.Minute)
-	_, err = f.rotator("a", grace).Run(ctx, "k", rotation.RunOptions{})
-	f.checkErr("revoke after a rollback", err, rotation.ExitConflict)
+	// The rotation ends as rolled back: nothing is revoked (the old key is
+	// in use; the new one, now PREVIOUS, is the consumers' fallback), the
+	// record is idle, and later runs go on as usual.
+	res, err := f.rotator("a", grace).Run(ctx, "k", rotation.RunOptions{})
+	f.checkErr("revoke after a rollback", err, 0)
+	if res.Outcome != rotation.OutcomeRolledBack {
+		t.Fatalf("outcome %q, want %q", res.Outcome, rotation.OutcomeRolledBack)
+	}
 	if !f.ledger.Valid(old.Key) {
 		t.Fatal("revoked the key that is CURRENT")
 	}
-	f.checkInvariants("after the refused revocation")
+	if prev, _ := f.read(driver.Previous); prev == nil || !f.ledger.Valid(prev.Key) {
+		t.Fatal("revoked the rotated key, the consumers' fallback")
+	}
+	if rec := f.record(); rec["phase"] != "idle" || rec["last_outcome"] != rotation.OutcomeRolledBack {
+		t.Fatalf("record %q/%q", rec["phase"], rec["last_outcome"])
+	}
+	f.checkInvariants("after the rollback")
 }
 
 // failingStager fails record writes while down.

@@ -104,7 +104,10 @@ func newFixture(t *testing.T, h Harness) *fixture {
 }
 
 // key returns the key's rotation settings: the ledger as issuer and probe,
-// no grace, a weekly schedule, fast probe retries.
+// no grace, a weekly schedule, fast probe retries, and refusals that fail
+// at once (no settle time after activation: the ledger's keys work at once;
+// the settle time is tested against the fake Claude API in package
+// rotation).
 func (f *fixture) key() *rotation.Key {
 	return &rotation.Key{
 		Name:     "k",
@@ -112,7 +115,7 @@ func (f *fixture) key() *rotation.Key {
 		Secret:   f.name,
 		Issuer:   f.ledger,
 		Probe:    f.ledger.Probe(nil),
-		Retry:    rotation.Retry{Attempts: 3, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Timeout: 10 * time.Second},
+		Retry:    rotation.Retry{Attempts: 3, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Timeout: 10 * time.Second, Settle: -1},
 		Schedule: mustSchedule(f.t, "@weekly"),
 	}
 }
