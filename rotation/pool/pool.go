@@ -233,8 +233,18 @@ func (p *Pool) Add(ctx context.Context, key providers.Secret, keyID string) (int
 		return 0, codes.Errorf(codes.InvalidArgument, "pool: empty key")
 	}
 	n := 0
+	// The entry's time tells this call's own write from another's: a write
+	// that landed but was reported as lost (another writer replaced
+	// CURRENT right after it, so the read-back saw theirs) is found on the
+	// retry, and is success, not a duplicate.
+	added := time.Now().UTC()
 	err := p.update(ctx, func(d *doc) error {
 		n = len(d.Keys)
+		if slices.ContainsFunc(d.all(), func(e Entry) bool {
+			return e.AddedAt.Equal(added) && e.KeyID == keyID && e.Secret().Equal(key)
+		}) {
+			return errNoChange
+		}
 		if keyID != "" && !slices.ContainsFunc(d.all(), func(e Entry) bool { return e.KeyID == keyID }) {
 			if i := slices.IndexFunc(d.Keys, func(e Entry) bool { return e.KeyID == "" && e.Secret().Equal(key) }); i >= 0 {
 				d.Keys[i].KeyID = keyID
@@ -249,7 +259,7 @@ func (p *Pool) Add(ctx context.Context, key providers.Secret, keyID string) (int
 				return codes.Wrap(codes.InvalidArgument, "pool: a key with id "+keyID, ErrDuplicate)
 			}
 		}
-		d.Keys = append(d.Keys, Entry{APIKey: key, KeyID: keyID, AddedAt: time.Now().UTC()})
+		d.Keys = append(d.Keys, Entry{APIKey: key, KeyID: keyID, AddedAt: added})
 		n = len(d.Keys)
 		return nil
 	})

@@ -286,3 +286,42 @@ func TestAddAttachesID(t *testing.T) {
 		}
 	}
 }
+
+// overtaken is a store where another writer adds a key to the pool right
+// after the first promotion lands, before the writer reads CURRENT back.
+type overtaken struct {
+	driver.Stager
+	once  sync.Once
+	other func()
+}
+
+func (o *overtaken) Promote(ctx context.Context, name, id, currentID string) error {
+	if err := o.Stager.Promote(ctx, name, id, currentID); err != nil {
+		return err
+	}
+	o.once.Do(o.other)
+	return nil
+}
+
+// TestAddOvertakenAfterItLanded: an Add whose write landed but was reported
+// lost (another writer replaced CURRENT before the read-back) succeeds on
+// its retry; it said "already in the pool", and concurrent adds failed so.
+func TestAddOvertakenAfterItLanded(t *testing.T) {
+	for name, st := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			secret := uniqueName()
+			other := fakeKey()
+			o := &overtaken{Stager: st}
+			o.other = func() {
+				if _, err := pool.New(st, secret).Add(ctx, other, "apikey_other"); err != nil {
+					t.Errorf("the other writer: %v", err)
+				}
+			}
+			n, err := pool.New(o, secret).Add(ctx, fakeKey(), "apikey_mine")
+			if err != nil || n != 2 {
+				t.Fatalf("Add overtaken after it landed: %d keys, %v", n, err)
+			}
+		})
+	}
+}
