@@ -28,6 +28,14 @@ const MinEvery = time.Minute
 // 0 3 * * 1". Times are UTC without a CRON_TZ. It refuses an "@every"
 // period shorter than MinEvery (a negative or zero one included) and a spec
 // that never fires (such as "0 0 31 2 *", February 31st).
+//
+// Across the clock changes of the zone, a spec whose hour field names hours
+// ("30 2 * * 0", @daily) fires each local date and time it matches once: a
+// local time repeated by a change back at its first occurrence only, the
+// local times skipped by a change forward once, at the change. A spec
+// matching every hour ("*/15 * * * *", @hourly) follows real time: it fires
+// in both passes of a repeated hour and nothing extra at a change forward.
+// "@every" counts real time.
 func ParseSchedule(spec string) (Schedule, error) {
 	spec = strings.TrimSpace(spec)
 	if spec == "" {
@@ -53,10 +61,86 @@ func ParseSchedule(spec string) (Schedule, error) {
 	if every, ok := s.(cron.ConstantDelaySchedule); ok && every.Delay < MinEvery {
 		return nil, fmt.Errorf("rotation: schedule %q: an @every period must be at least %v (a rotation includes a grace period of minutes); write e.g. \"@every 720h\"", spec, MinEvery)
 	}
-	if err := checkFires(s, time.Now()); err != nil {
+	var sched Schedule = s
+	if cs, ok := s.(*cron.SpecSchedule); ok && cs.Hour&allHours != allHours {
+		sched = wallClock{cs}
+	}
+	if err := checkFires(sched, time.Now()); err != nil {
 		return nil, fmt.Errorf("rotation: schedule %q: %w", spec, err)
 	}
-	return s, nil
+	return sched, nil
+}
+
+// allHours is a cron hour field that matches every hour of the day.
+const allHours = 1<<24 - 1
+
+// wallClock is a cron schedule whose hour field names hours (not every
+// hour), pinned to the local wall clock across the clock changes of its
+// time zone: each local date and time the spec matches fires once. cron's
+// own Next fires a local time that a clock change back repeats twice (both
+// passes of 02:30 on the last Sunday of October in Paris) and never a
+// local time that a clock change forward skips (02:30 on the last Sunday of
+// March): a daily or weekly rotation ran twice that night, or not at all
+// that day or week.
+//
+// So a repeated local time fires at its first occurrence only, and the
+// local times that a clock change forward skips fire once, at the change.
+// Between changes the zone's offset is fixed, and cron's Next at that
+// fixed offset gives the times (cron's own stepping through a change is
+// not used: it also skips days and fires unmatched times in zones whose
+// clocks change by half an hour).
+//
+// wallClock is immutable and safe for concurrent use.
+type wallClock struct{ spec *cron.SpecSchedule }
+
+// Next returns the first activation strictly after t, or the zero time
+// when there is none in the next five years.
+func (w wallClock) Next(t time.Time) time.Time {
+	limit := t.AddDate(5, 0, 0)
+	// One zone period (an offset between two clock changes) a turn: in
+	// at, activations after from.
+	at, from := t.In(w.spec.Location), t
+	for entered := false; at.Before(limit); entered = true {
+		start, end := at.ZoneBounds()
+		_, off := at.Zone()
+		prev := off
+		if !start.IsZero() {
+			_, prev = start.Add(-time.Second).Zone()
+		}
+		if entered && off > prev {
+			// A change forward after t: the local times it skipped, read
+			// at the offset before it, are the instants [start, start+gap).
+			gap := time.Duration(off-prev) * time.Second
+			if m := w.at(prev).Next(start.Add(-time.Second)); !m.IsZero() && m.Before(start.Add(gap)) {
+				return start.In(t.Location())
+			}
+		}
+		// A change back at start shows the local times of its first back
+		// seconds a second time: they fired (or were due at or before t)
+		// in the period before.
+		back := time.Duration(prev-off) * time.Second
+		spec := w.at(off)
+		for m := spec.Next(from); ; m = spec.Next(m) {
+			if m.IsZero() {
+				return m
+			}
+			if !end.IsZero() && !m.Before(end) {
+				break
+			}
+			if back <= 0 || m.Sub(start) >= back {
+				return m.In(t.Location())
+			}
+		}
+		at, from = end, end.Add(-time.Second) // the next period, from its first instant
+	}
+	return time.Time{}
+}
+
+// at returns the spec at the fixed UTC offset off, in seconds.
+func (w wallClock) at(off int) *cron.SpecSchedule {
+	s := *w.spec
+	s.Location = time.FixedZone("", off)
+	return &s
 }
 
 // checkFires refuses a schedule that has no activation after now: cron's
