@@ -70,6 +70,9 @@ func TestParseErrors(t *testing.T) {
 		{`keys: {prod: {store: "env://K", refresh: 5}}`, `"5" is not a Go duration; write it with a unit`},
 		{`keys: {prod: {store: "env://K", refresh: 10m, max_stale: 1m}}`, "max_stale 1m0s is shorter than refresh 10m0s"},
 		{`keys: {"bad name": {store: "env://K"}}`, "key name must be"},
+		// A malformed store URL is named as such (the error blamed "refresh,
+		// jitter, max_stale, field").
+		{`keys: {prod: {store: " env://K"}}`, "keys.prod: providers: malformed store URL"},
 		{`keys: {` + strings.Repeat("k", 64) + `: {store: "env://K"}}`, "key name must be"},
 		{`keys: {.k: {store: "env://K"}}`, "key name must be"},
 		{`keys: {prod: {store: "env://K", rotation: {issuer: {type: anthropic, pool_low: 1.5}}}}`, "keys.prod.rotation.issuer.pool_low: 1.5 is not a whole number (line 1)"},
