@@ -454,7 +454,7 @@ func newSource(ctx context.Context, d driver.Reader, name string, o Options) (*S
 	// The first load: retry with backoff until a good value or ctx is
 	// done; an error that reading again cannot cure (a bad payload, corrupt
 	// data, a denied permission) fails at once.
-	var err error
+	var err, last error
 	for attempt := 0; ; attempt++ {
 		rctx, cancel := s.withReadTimeout(ctx)
 		_, err = s.load(rctx, s.started.Add(1))
@@ -462,6 +462,13 @@ func newSource(ctx context.Context, d driver.Reader, name string, o Options) (*S
 		if err == nil {
 			break
 		}
+		if cerr := ctx.Err(); cerr != nil && last != nil {
+			// The caller's deadline cut this read short: the store's own
+			// last answer says why nothing loaded.
+			s.stop()
+			return nil, fmt.Errorf("%w (gave up waiting: %w)", last, cerr)
+		}
+		last = err
 		if c := codes.Of(err); !c.Retryable() {
 			s.stop()
 			return nil, err

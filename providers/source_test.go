@@ -114,6 +114,16 @@ func TestFirstLoadBlocksUntilCtx(t *testing.T) {
 	if d.Reads() < 2 {
 		t.Fatalf("first load tried %d times, want retries with backoff", d.Reads())
 	}
+	// A deadline that cuts a read short still reports the store's last
+	// answer (under load it reported only "context deadline exceeded").
+	slow := providertest.NewFaulty(st)
+	slow.Fail(codes.Errorf(codes.Unavailable, "test: backend down"))
+	slow.Delay(120 * time.Millisecond)
+	sctx, scancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer scancel()
+	if _, err := providers.New(sctx, slow, "prod", providers.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "backend down") {
+		t.Fatalf("deadline during a read: got %v, want the deadline and the last error", err)
+	}
 	// A permanent error fails at once.
 	d.Fail(codes.Errorf(codes.PermissionDenied, "test: denied"))
 	_, err = providers.New(context.Background(), d, "prod", providers.Options{})
