@@ -2,7 +2,9 @@
 // on every change of the key, for programs that read their key from a file.
 // Each write is atomic: a temporary file in the same directory, mode 0600,
 // synced, then renamed over the target; a reader sees the old key or the new
-// one, never a mix.
+// one, never a mix. A temporary file left by a process killed mid-write
+// (it holds a key) is removed by the next sink on the path once it is a
+// minute old.
 package filesink
 
 import (
@@ -14,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -187,6 +190,7 @@ func (s *Sink) sync(verify bool) error {
 	s.smu.Lock()
 	known := k.Fingerprint == s.written
 	s.smu.Unlock()
+	removeStaleTemps(s.path, time.Now().Add(-staleTemp))
 	if known && (!verify || holds(s.path, k.Value)) {
 		s.succeeded(k.Fingerprint)
 		return nil
@@ -253,12 +257,40 @@ func (s *Sink) Close() error {
 	return nil
 }
 
+// staleTemp is the age past which a temporary file of a sink's path is a
+// dead writer's: a write holds its own for milliseconds.
+const staleTemp = time.Minute
+
+// tempPrefix starts the name of Write's temporary files for path.
+func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
+
+// removeStaleTemps removes the temporary files of path last changed before
+// cutoff: a process killed between Write's write and its rename (OOM, a
+// SIGKILL at the end of a grace period) leaves one, holding a key, for as
+// long as the directory lives.
+func removeStaleTemps(path string, cutoff time.Time) {
+	dir, prefix := filepath.Dir(path), tempPrefix(path)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), prefix) || len(e.Name()) == len(prefix) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() && fi.ModTime().Before(cutoff) {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// afterTempWrite, set by tests only, runs between the temporary file's
+// close and its rename: where a crash test stops the process.
+var afterTempWrite func()
+
 // Write puts v in the file at path atomically, mode 0600: a temporary file
 // in the same directory is written, synced and renamed over path, and the
 // directory is synced. Errors never hold the value.
 func Write(path string, v providers.Secret) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	f, err := os.CreateTemp(dir, tempPrefix(path)+"*")
 	if err != nil {
 		return fmt.Errorf("filesink: %w", err)
 	}
@@ -281,6 +313,9 @@ func Write(path string, v providers.Secret) error {
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("filesink: close %s: %w", tmp, err)
+	}
+	if afterTempWrite != nil {
+		afterTempWrite()
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("filesink: %w", err)

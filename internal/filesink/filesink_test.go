@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -245,5 +246,58 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+	}
+}
+
+// TestKilledWriteLeavesNoKeyCopy: a process killed between Write's write
+// of its temporary file and the rename (a real exit, in a child process)
+// leaves that file, holding the key, beside the sink's path. A sink on the
+// path removes it once it is older than a write could be, and leaves a
+// younger one (a live writer's) alone.
+func TestKilledWriteLeavesNoKeyCopy(t *testing.T) {
+	const envPath = "KEYWARDEN_FILESINK_KILL_PATH"
+	if p := os.Getenv(envPath); p != "" {
+		filesink.SetAfterTempWrite(func() { os.Exit(86) })
+		_ = filesink.Write(p, providers.NewSecret(keyB))
+		os.Exit(1) // not reached: the hook exits
+	}
+	dir, _, src := newSource(t)
+	path := filepath.Join(dir, "api-key")
+	temps := func() []string {
+		t.Helper()
+		m, err := filepath.Glob(filepath.Join(dir, ".api-key.tmp-*"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	for range 2 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKilledWriteLeavesNoKeyCopy$", "-test.count=1")
+		cmd.Env = append(os.Environ(), envPath+"="+path)
+		if err := cmd.Run(); err == nil || cmd.ProcessState.ExitCode() != 86 {
+			t.Fatalf("child: %v; want exit 86 between the write and the rename", err)
+		}
+	}
+	left := temps()
+	if len(left) != 2 {
+		t.Fatalf("after two killed writes: temporary files %q, want 2", left)
+	}
+	if b, err := os.ReadFile(left[0]); err != nil || string(b) != keyB {
+		t.Fatalf("a killed write's temporary file does not hold its key (err %v): the crash point is not where this test thinks", err)
+	}
+	old := time.Now().Add(-filesink.StaleTemp - time.Second)
+	if err := os.Chtimes(left[0], old, old); err != nil {
+		t.Fatal(err)
+	}
+	s, err := filesink.Start(path, src, filesink.Options{Check: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := temps(); len(got) != 1 || got[0] != left[1] {
+		t.Fatalf("after the sink's start: temporary files %q; want only the one younger than %v (%s)", got, filesink.StaleTemp, left[1])
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != keyA {
+		t.Fatalf("the sink's file: err %v, holds the current key %v", err, string(b) == keyA)
 	}
 }

@@ -1,7 +1,8 @@
 // Package file is keywarden's file store driver and its embedded default: a
 // JSON file, mode 0600, holding named secrets with their versions, stages and
 // rotation records. Writes are atomic (temp file, fsync, rename) and guarded
-// by an advisory lock, so several processes may share one file.
+// by an advisory lock, so several processes may share one file; a temp file
+// a killed writer left (a copy of every key) is removed by the next write.
 //
 // URL form: file:///etc/keywarden/keys.json?name=prod (absolute path; also
 // file://localhost/etc/keywarden/keys.json, RFC 8089), or
@@ -75,6 +76,14 @@ func ParsePath(u *url.URL) (string, error) {
 func lockPath(path string) string   { return path + ".lock" }
 func tmpPattern(path string) string { return "." + filepath.Base(path) + ".tmp-*" }
 
+// isTemp reports whether name (a base name in path's directory) is one of
+// the temporary files of a store at path: tmpPattern taken literally, as
+// os.CreateTemp does (a glob would read a [ or ? in the file's name).
+func isTemp(path, name string) bool {
+	prefix, suffix, _ := strings.Cut(tmpPattern(path), "*")
+	return len(name) > len(prefix)+len(suffix) && strings.HasPrefix(name, prefix) && strings.HasSuffix(name, suffix)
+}
+
 // Uses reports which of its files a store at path holds at target: "file",
 // "lock file", "temporary file", or "" when target is none of them. Paths
 // are compared as given: pass cleaned absolute ones.
@@ -84,10 +93,8 @@ func Uses(path, target string) string {
 		return "file"
 	case target == lockPath(path):
 		return "lock file"
-	case filepath.Dir(target) == filepath.Dir(path):
-		if ok, _ := filepath.Match(tmpPattern(path), filepath.Base(target)); ok {
-			return "temporary file"
-		}
+	case filepath.Dir(target) == filepath.Dir(path) && isTemp(path, filepath.Base(target)):
+		return "temporary file"
 	}
 	return ""
 }
@@ -244,6 +251,7 @@ func (s *Store) save(d *fileData) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return mapErr(err)
 	}
+	s.removeStaleTemps()
 	tmp, err := os.CreateTemp(dir, tmpPattern(s.path))
 	if err != nil {
 		return mapErr(err)
@@ -274,6 +282,20 @@ func (s *Store) save(d *fileData) error {
 	}
 	s.hook(true)
 	return nil
+}
+
+// removeStaleTemps removes the temporary files a writer killed between
+// its write and its rename left beside the store's file: each holds a copy
+// of every key the store held. Every writer holds the flock while its
+// temporary file exists, so under it any such file is a dead writer's.
+func (s *Store) removeStaleTemps() {
+	dir := filepath.Dir(s.path)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if isTemp(s.path, e.Name()) {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // update runs fn on the file's content under the process mutex and an

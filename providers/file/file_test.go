@@ -15,6 +15,7 @@ import (
 	"github.com/keywarden/keywarden/providers/driver"
 	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/providers/providertest"
+	"github.com/keywarden/keywarden/providers/providertest/crashtest"
 )
 
 func TestConformance(t *testing.T) {
@@ -188,5 +189,77 @@ func TestNotAStoreFile(t *testing.T) {
 	_, err := file.New("keys.json").Read(context.Background(), "prod", driver.Current)
 	if err == nil || !strings.Contains(err.Error(), "--store 'file:keys.json?name=prod'") {
 		t.Errorf("Read of a missing relative file: %v", err)
+	}
+}
+
+// TestKilledWriterLeavesNoKeyCopy: a process killed between the write of
+// its temporary file and the rename (a real exit, by crashtest's counter at
+// the store's AfterIO hook) leaves that file beside the store, holding every
+// key the store held; the next write removes it, and the store holds what
+// it held before the killed write.
+func TestKilledWriterLeavesNoKeyCopy(t *testing.T) {
+	const pending = "sk-ant-api03-killedwriterPENDINGvalue-AA"
+	if crashtest.IsChild() {
+		c, err := crashtest.FromEnv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := file.NewWithOptions(os.Getenv(crashtest.EnvPrefix+"PATH"), file.Options{AfterIO: c.TickFile})
+		c.Arm()
+		if _, err := st.PutPending(context.Background(), "k", "tok", []byte(pending)); err != nil {
+			t.Fatal(err)
+		}
+		c.Report()
+		os.Exit(0)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys[1].json") // glob characters are literal
+	ctx := context.Background()
+	st := file.New(path)
+	if _, err := st.WriteRecord(ctx, "k", "", map[string]string{"phase": "idle"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := crashtest.Spawn(ctx, "TestKilledWriterLeavesNoKeyCopy", []string{
+		crashtest.EnvCase + "=file-temp", crashtest.EnvAt + "=1", crashtest.EnvPrefix + "PATH=" + path})
+	if err != nil || !res.Crashed {
+		t.Fatalf("child: %+v, %v; want a crash after the temporary file's write", res, err)
+	}
+	temps := func() []string {
+		var out []string
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if file.Uses(path, filepath.Join(dir, e.Name())) == "temporary file" {
+				out = append(out, e.Name())
+			}
+		}
+		return out
+	}
+	left := temps()
+	if len(left) != 1 {
+		t.Fatalf("after the kill: temporary files %q, want the killed writer's one", left)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, left[0])); err != nil || !strings.Contains(string(b), "killedwriter") {
+		t.Fatalf("the killed writer's temporary file does not hold its PENDING (err %v): the crash point is not where this test thinks", err)
+	}
+	if v, err := st.ReadPending(ctx, "k"); v != nil || (err != nil && !codes.Is(err, codes.NotFound)) {
+		t.Fatalf("PENDING after the killed write: %v, %v; want none (the rename never happened)", v, err)
+	}
+	if _, err := st.WriteRecord(ctx, "k", "", map[string]string{"phase": "idle", "n": "2"}); !codes.Is(err, codes.Aborted) {
+		// The record exists: a create-only write is refused, and refused
+		// writes save nothing; write it properly next.
+		t.Fatalf("create-only write over an existing record: %v, want Aborted", err)
+	}
+	r, err := st.ReadRecord(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.WriteRecord(ctx, "k", r.Rev, map[string]string{"phase": "idle", "n": "2"}); err != nil {
+		t.Fatal(err)
+	}
+	if left := temps(); len(left) != 0 {
+		t.Fatalf("after the next write: temporary files %q left, each a copy of the store's keys", left)
 	}
 }
