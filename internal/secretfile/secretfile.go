@@ -64,3 +64,26 @@ func Kind(m fs.FileMode) string {
 	}
 	return "mode " + m.String()
 }
+
+// CheckEnv checks the files that the environment variables names name for
+// a cloud SDK to read itself (AWS_WEB_IDENTITY_TOKEN_FILE, VAULT_CACERT,
+// GOOGLE_APPLICATION_CREDENTIALS, ...): a variable that is set must name a
+// regular file, or one that does not exist (the SDK then says so). It only
+// looks at the path (stat, never open), so a named pipe there is an error
+// at once, not a read by the SDK that waits for ever.
+func CheckEnv(names ...string) error {
+	for _, n := range names {
+		p := os.Getenv(n)
+		if p == "" {
+			continue
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s=%s is %s, not a regular file", n, p, Kind(fi.Mode()))
+		}
+	}
+	return nil
+}

@@ -56,3 +56,32 @@ func TestNamedPipeDoesNotBlock(t *testing.T) {
 		t.Fatal("Read blocked on a named pipe")
 	}
 }
+
+// TestCheckEnv: a variable naming a named pipe or a directory is an error
+// naming the variable; a regular file, a missing file and an unset or empty
+// variable pass.
+func TestCheckEnv(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(reg, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KW_T_REG", reg)
+	t.Setenv("KW_T_MISSING", filepath.Join(dir, "missing"))
+	t.Setenv("KW_T_EMPTY", "")
+	t.Setenv("KW_T_FIFO", fifo)
+	t.Setenv("KW_T_DIR", dir)
+	if err := secretfile.CheckEnv("KW_T_REG", "KW_T_MISSING", "KW_T_EMPTY", "KW_T_UNSET"); err != nil {
+		t.Fatalf("regular, missing, empty, unset: %v", err)
+	}
+	for name, kind := range map[string]string{"KW_T_FIFO": "a named pipe", "KW_T_DIR": "a directory"} {
+		err := secretfile.CheckEnv("KW_T_REG", name)
+		if err == nil || !strings.Contains(err.Error(), name+"=") || !strings.Contains(err.Error(), kind) {
+			t.Errorf("%s: %v; want an error naming the variable and %q", name, err, kind)
+		}
+	}
+}

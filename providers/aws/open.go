@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/keywarden/keywarden/internal/netrule"
+	"github.com/keywarden/keywarden/internal/secretfile"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
@@ -119,6 +120,12 @@ func openURL(ctx context.Context, u *url.URL) (driver.Reader, string, error) {
 	return New(client, &Options{KMSKeyID: c.kmsKey}), c.name, nil
 }
 
+// sdkFiles are the variables naming files the SDK reads itself, with
+// os.ReadFile: a named pipe at one blocked the open, or every credential
+// refresh, for ever.
+var sdkFiles = []string{"AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+	"AWS_CA_BUNDLE", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"}
+
 // newClient loads the SDK's default configuration (credential chain, region,
 // retries) with the URL's overrides.
 func newClient(ctx context.Context, c *urlConfig) (*secretsmanager.Client, error) {
@@ -128,6 +135,9 @@ func newClient(ctx context.Context, c *urlConfig) (*secretsmanager.Client, error
 	}
 	if c.profile != "" {
 		opts = append(opts, config.WithSharedConfigProfile(c.profile))
+	}
+	if err := secretfile.CheckEnv(sdkFiles...); err != nil {
+		return nil, codes.Wrap(codes.InvalidArgument, "aws", err)
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keywarden/keywarden/internal/netrule"
+	"github.com/keywarden/keywarden/internal/secretfile"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
@@ -99,6 +100,11 @@ func openURL(ctx context.Context, u *url.URL) (driver.Reader, string, error) {
 		// Without TLS the secret comes back in clear text: netrule's rule
 		// allows that only on this machine.
 		return nil, "", codes.Errorf(codes.InvalidArgument, "gcp: insecure=true would read the secret in clear text over the network: it is only for an endpoint on this machine (localhost:PORT, 127.0.0.1:PORT, [::1]:PORT); use TLS (leave insecure out) for any other")
+	}
+	// The client reads the file of Application Default Credentials itself
+	// (os.ReadFile: a named pipe there blocked the open for ever).
+	if err := secretfile.CheckEnv("GOOGLE_APPLICATION_CREDENTIALS"); err != nil {
+		return nil, "", codes.Wrap(codes.InvalidArgument, "gcp", err)
 	}
 	c, err := secretmanager.NewClient(ctx, clientOptions(endpoint, plaintext)...)
 	if err != nil {

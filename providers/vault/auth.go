@@ -42,7 +42,13 @@ func Kubernetes(role, mount, tokenFile string) api.AuthMethod {
 type k8sAuth struct{ role, mount, file string }
 
 func (a k8sAuth) Login(ctx context.Context, c *api.Client) (*api.Secret, error) {
-	m, err := kubernetes.NewKubernetesAuth(a.role, kubernetes.WithMountPath(a.mount), kubernetes.WithServiceAccountTokenPath(a.file))
+	// Read here, not by the SDK (os.ReadFile: a named pipe at the path
+	// blocked every login for ever).
+	jwt, err := readToken("k8s_token_file", a.file)
+	if err != nil {
+		return nil, err
+	}
+	m, err := kubernetes.NewKubernetesAuth(a.role, kubernetes.WithMountPath(a.mount), kubernetes.WithServiceAccountToken(jwt))
 	if err != nil {
 		return nil, codes.Wrap(codes.FailedPrecondition, "vault: kubernetes auth", err)
 	}
@@ -61,15 +67,25 @@ func (a staticToken) Login(ctx context.Context, c *api.Client) (*api.Secret, err
 type tokenFile struct{ path string }
 
 func (a tokenFile) Login(ctx context.Context, c *api.Client) (*api.Secret, error) {
-	b, _, err := secretfile.Read(a.path)
+	tok, err := readToken("token_file", a.path)
 	if err != nil {
-		return nil, codes.Wrap(codes.FailedPrecondition, "vault: read token_file", err)
+		return nil, err
+	}
+	return lookup(ctx, c, tok)
+}
+
+// readToken reads the token in the file at path, named by the URL
+// parameter param in errors: a regular file (secretfile), not empty.
+func readToken(param, path string) (string, error) {
+	b, _, err := secretfile.Read(path)
+	if err != nil {
+		return "", codes.Wrap(codes.FailedPrecondition, "vault: read "+param, err)
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
-		return nil, codes.Errorf(codes.Unauthenticated, "vault: token_file %s is empty", a.path)
+		return "", codes.Errorf(codes.Unauthenticated, "vault: %s %s is empty", param, path)
 	}
-	return lookup(ctx, c, tok)
+	return tok, nil
 }
 
 // lookup returns a login-shaped secret for token, with its TTL and

@@ -14,10 +14,17 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
 
 	"github.com/keywarden/keywarden/providers"
+	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/vault"
 	"github.com/keywarden/keywarden/providers/vault/vaulttest"
 )
@@ -162,5 +169,42 @@ func TestKubernetesLogin(t *testing.T) {
 	wantCurrent(t, s, name, val)
 	if n := vault.LoginCount(s); n != 2 {
 		t.Fatalf("%d logins, want 2", n)
+	}
+}
+
+// TestKubernetesTokenFileNotRegular: a named pipe at k8s_token_file (no
+// writer ever comes) or a directory fails the login at once, naming the
+// file's kind; the SDK's own read of the path blocked every login for ever
+// on the pipe. An empty file is refused before Vault is asked.
+func TestKubernetesTokenFileNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "token")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := writeFile(t, "empty", "\n")
+	c, err := api.NewClient(&api.Config{Address: "https://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path string
+		code codes.Code
+		want string
+	}{
+		{fifo, codes.FailedPrecondition, "named pipe"},
+		{dir, codes.FailedPrecondition, "directory"},
+		{empty, codes.Unauthenticated, "is empty"},
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := vault.Kubernetes("r", "", tc.path).Login(context.Background(), c); done <- err }()
+		select {
+		case err := <-done:
+			if !codes.Is(err, tc.code) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("login with k8s_token_file %s: %v; want %v naming %q", tc.path, err, tc.code, tc.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("login with a named pipe at k8s_token_file still blocked after 10s")
+		}
 	}
 }

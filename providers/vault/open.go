@@ -166,11 +166,29 @@ func (c *urlConfig) authMethod() (api.AuthMethod, error) {
 	return nil, nil // the client's token (VAULT_TOKEN)
 }
 
-// client builds the Vault client of c from the VAULT_* environment.
-func (c *urlConfig) client() (*api.Client, error) {
-	cfg := api.DefaultConfig() // reads VAULT_ADDR, VAULT_CACERT, ... (ReadEnvironment)
+// sdkFiles are the variables naming files the Vault SDK reads itself
+// (api.DefaultConfig's TLS set-up), with os.ReadFile.
+var sdkFiles = []string{"VAULT_CACERT", "VAULT_CLIENT_CERT", "VAULT_CLIENT_KEY"}
+
+// defaultConfig is api.DefaultConfig (VAULT_ADDR, VAULT_CACERT, ...: its
+// ReadEnvironment), after checking that the files those variables name are
+// regular files: a named pipe at VAULT_CACERT blocked the open for ever.
+func defaultConfig() (*api.Config, error) {
+	if err := secretfile.CheckEnv(sdkFiles...); err != nil {
+		return nil, codes.Wrap(codes.InvalidArgument, "vault", err)
+	}
+	cfg := api.DefaultConfig()
 	if cfg.Error != nil {
 		return nil, codes.Wrap(codes.InvalidArgument, "vault: client configuration from VAULT_* variables", cfg.Error)
+	}
+	return cfg, nil
+}
+
+// client builds the Vault client of c from the VAULT_* environment.
+func (c *urlConfig) client() (*api.Client, error) {
+	cfg, err := defaultConfig()
+	if err != nil {
+		return nil, err
 	}
 	if c.address != "" {
 		cfg.Address = c.address

@@ -127,11 +127,10 @@ var _ driver.Stager = (*Store)(nil)
 func New(ctx context.Context, opts Options) (*Store, error) {
 	c := opts.Client
 	if c == nil {
-		cfg := api.DefaultConfig()
-		if cfg.Error != nil {
-			return nil, codes.Wrap(codes.InvalidArgument, "vault: client configuration from VAULT_* variables", cfg.Error)
+		cfg, err := defaultConfig()
+		if err != nil {
+			return nil, err
 		}
-		var err error
 		if c, err = api.NewClient(cfg); err != nil {
 			return nil, codes.Wrap(codes.InvalidArgument, "vault: client", err)
 		}
