@@ -2,6 +2,7 @@ package file_test
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -262,4 +263,72 @@ func TestKilledWriterLeavesNoKeyCopy(t *testing.T) {
 	if left := temps(); len(left) != 0 {
 		t.Fatalf("after the next write: temporary files %q left, each a copy of the store's keys", left)
 	}
+}
+
+// FuzzStoreFile: arbitrary bytes as a store's file (a hand edit gone
+// wrong, a truncated copy) never panic any call of the driver, and no
+// error quotes the file's content.
+func FuzzStoreFile(f *testing.F) {
+	const marker = "sk-ant-api03-FUZZMARKER"
+	f.Add(`{"secrets": {"k": {"versions": [{"id": "1", "value": "` + marker + `"}]}}}`)
+	f.Add(`{"secrets": {"k": {"versions": [{"id": "1", "value": "` + marker + `"}, {"id": "2", "value": "v2"}], "current": "2", "pending": "1", "previous": "9", "next_id": 3, "record": {"rev": 1, "data": {"phase": "idle"}}}}}`)
+	f.Add(`{"secrets": {"k": null}}`)
+	f.Add(`{"secrets": {"k": {"versions": null, "current": "1"}}}`)
+	f.Add(`{"secrets": {"k": {"versions": [], "record": null, "next_id": -1}}}`)
+	f.Add(`{"secrets": {"k": {"versions": [{"id": "", "value": ""}, {"id": "", "value": "x"}], "pending": ""}}}`)
+	f.Add(`{"secrets": {"k": {"versions": [{"id": "1", "value": "` + marker + `"}]}}, "secrets": 5}`)
+	f.Add(`{"secrets": {"k": {"versions": [{"id": "1", "value": "` + marker + `", "created": "` + marker + `"}]}}}`)
+	f.Add(`[` + marker + `]`)
+	// Each call that writes syncs the file and its directory: on a disk
+	// that makes a few hundred executions a second; in memory (tmpfs),
+	// where there is one, many more.
+	dir, err := os.MkdirTemp("/dev/shm", "kw-fuzz-")
+	if err != nil {
+		dir = f.TempDir()
+	} else {
+		f.Cleanup(func() { os.RemoveAll(dir) })
+	}
+	var n int
+	f.Fuzz(func(t *testing.T, content string) {
+		n++
+		path := filepath.Join(dir, fmt.Sprintf("keys-%d.json", n))
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(path + ".lock")
+		defer os.Remove(path)
+		st := file.New(path)
+		ctx := context.Background()
+		check := func(op string, err error) {
+			if err != nil && strings.Contains(err.Error(), "FUZZMARKER") {
+				t.Fatalf("%s: the error quotes the file: %v", op, err)
+			}
+		}
+		cur, err := st.Read(ctx, "k", driver.Current)
+		check("Read CURRENT", err)
+		_, err = st.Read(ctx, "k", driver.Previous)
+		check("Read PREVIOUS", err)
+		pend, err := st.ReadPending(ctx, "k")
+		check("ReadPending", err)
+		rec, err := st.ReadRecord(ctx, "k")
+		check("ReadRecord", err)
+		rev := ""
+		if rec != nil {
+			rev = rec.Rev
+		}
+		_, err = st.WriteRecord(ctx, "k", rev, map[string]string{"phase": "idle"})
+		check("WriteRecord", err)
+		if pend != nil {
+			curID := ""
+			if cur != nil {
+				curID = cur.ID
+			}
+			check("Promote", st.Promote(ctx, "k", pend.ID, curID))
+		}
+		p, err := st.PutPending(ctx, "k", "fuzz-token", []byte("sk-ant-api03-new"))
+		check("PutPending", err)
+		if p != nil {
+			check("DiscardPending", st.DiscardPending(ctx, "k", p.ID))
+		}
+	})
 }
