@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -365,4 +367,52 @@ func TestSupervisorTerminalKeepsGroup(t *testing.T) {
 	cancel()
 	<-done
 	syscall.Kill(p[1], syscall.SIGKILL) // its background sleep: only the program itself is stopped here
+}
+
+// TestSupervisorKilledTakesTheProgram: a process running the supervisor
+// killed with SIGKILL (as the OOM killer does; a real exit, in a child
+// process) takes its program with it: the program ran on, unsupervised,
+// with a key the next rotation would revoke.
+func TestSupervisorKilledTakesTheProgram(t *testing.T) {
+	const envChild = "KEYWARDEN_TEST_SUPERVISOR_CHILD"
+	if os.Getenv(envChild) != "" {
+		src, _ := supervisorSource(t)
+		sup := &sidecarcli.Supervisor{Path: "/bin/sh", Args: []string{"-c", groupChild(false)}, Env: "ANTHROPIC_API_KEY", Source: src,
+			Restart: true, Grace: 10 * time.Second, Log: slog.New(slog.DiscardHandler)}
+		// Goroutines end threads while the program runs, as a program
+		// using runtime.LockOSThread may: the program must outlive them
+		// (Pdeathsig follows the thread that started it, not the process).
+		go func() {
+			for range 400 {
+				time.Sleep(2 * time.Millisecond)
+				go func() {
+					runtime.LockOSThread()
+					time.Sleep(time.Millisecond)
+				}()
+			}
+		}()
+		_, _ = sup.Run(context.Background(), nil)
+		os.Exit(0)
+	}
+	out := t.TempDir()
+	t.Setenv("OUT", out)
+	killLeftovers(t, out)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSupervisorKilledTakesTheProgram$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envChild+"=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	clitest.WaitFor(t, "the program", func() bool { return len(started(t, out)) == 1 })
+	p := started(t, out)[0]
+	time.Sleep(time.Second) // while the child ends threads
+	if !alive(p[0]) {
+		t.Fatalf("the program %d ended before its supervisor was killed", p[0])
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-waited
+	clitest.WaitFor(t, "the program to die with its supervisor", func() bool { return !alive(p[0]) })
 }

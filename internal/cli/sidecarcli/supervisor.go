@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -52,7 +53,10 @@ type Supervisor struct {
 // by hand): the program then stays in exec's group, which the terminal
 // keeps in the foreground (a program of another group that read the
 // terminal would be stopped), and only the program itself is signalled. A SIGINT or SIGTERM received on forward while a restart
-// stops the program ends Run with 128+N and starts no new program.
+// stops the program ends Run with 128+N and starts no new program. Should
+// the process running Run die without stopping the program (SIGKILL, the
+// OOM killer), the kernel kills the program (PR_SET_PDEATHSIG); what the
+// program itself started is left to it.
 func (s *Supervisor) Run(ctx context.Context, forward <-chan os.Signal) (int, error) {
 	changes := make(chan struct{}, 1)
 	unsub := s.Source.Subscribe(func(providers.Change) {
@@ -68,14 +72,27 @@ func (s *Supervisor) Run(ctx context.Context, forward <-chan os.Signal) (int, er
 		cmd.Env = append(withoutVar(os.Environ(), s.Env), s.Env+"="+k.Value.Reveal())
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = s.Stdin, s.Stdout, s.Stderr
 		group := !isTerminal(s.Stdin)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: group}
-		if err := cmd.Start(); err != nil {
-			return 127, fmt.Errorf("exec: start %s: %w", s.Path, err)
-		}
-		pg := target{pid: cmd.Process.Pid, group: group} // the program leads its group
-		s.Log.Info("exec: started", "program", s.Path, "pid", pg.pid, "version", k.VersionID, "fingerprint", k.Fingerprint)
+		// Pdeathsig: should exec itself die without stopping the program
+		// (SIGKILL, the OOM killer), the kernel kills the program, which
+		// would otherwise run on unsupervised with a key that the next
+		// rotation revokes.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: group, Pdeathsig: syscall.SIGKILL}
+		pg := target{group: group} // the program leads its group
+		started := make(chan error, 1)
 		done := make(chan error, 1)
 		go func() {
+			// The kernel sends Pdeathsig when the thread that started the
+			// program ends, not the process: this goroutine keeps its
+			// thread until the program is gone (Go ends a thread only when
+			// a goroutine locked to it returns locked).
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			if err := cmd.Start(); err != nil {
+				started <- err
+				return
+			}
+			pg.pid = cmd.Process.Pid
+			started <- nil
 			err := cmd.Wait()
 			// The program is gone; what it left behind holds the same
 			// key and goes too. The group's id cannot name another group
@@ -85,6 +102,10 @@ func (s *Supervisor) Run(ctx context.Context, forward <-chan os.Signal) (int, er
 			}
 			done <- err
 		}()
+		if err := <-started; err != nil {
+			return 127, fmt.Errorf("exec: start %s: %w", s.Path, err)
+		}
+		s.Log.Info("exec: started", "program", s.Path, "pid", pg.pid, "version", k.VersionID, "fingerprint", k.Fingerprint)
 		restart := false
 		for !restart {
 			select {
