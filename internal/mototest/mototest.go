@@ -77,12 +77,19 @@ func Start(t testing.TB) string {
 	s, e := srv, err
 	mu.Unlock()
 	if e != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mototest: %v", e)
-		}
-		t.Skipf("mototest: skipping, moto is not available: %v (set CI=true to fail instead)", e)
+		unavailable(t, e)
 	}
 	return s.endpoint
+}
+
+// unavailable skips the test because moto could not start, or fails it
+// when the environment variable CI is "true".
+func unavailable(t testing.TB, err error) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("mototest: %v", err)
+	}
+	t.Skipf("mototest: skipping, moto is not available: %v (set CI=true to fail instead)", err)
 }
 
 // Config returns an AWS SDK config for the moto server: region us-east-1,
@@ -148,7 +155,7 @@ func start() (*server, error) {
 	// another process may take it in between, so try a few times.
 	var last error
 	for range 3 {
-		s, err := launch(py)
+		s, err := launch(py, nil)
 		if err == nil {
 			return s, nil
 		}
@@ -157,13 +164,19 @@ func start() (*server, error) {
 	return nil, last
 }
 
-func launch(py string) (*server, error) {
+// launch starts a moto server on a free port: python3 -m moto.server, or,
+// when script is not nil, python3 -c script with moto.server's arguments.
+func launch(py string, script []byte) (*server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	out := &tailbuf.Buffer{Max: 4096}
-	cmd := exec.Command(py, "-m", "moto.server", "-H", "127.0.0.1", "-p", strconv.Itoa(port))
+	run := []string{"-m", "moto.server"}
+	if script != nil {
+		run = []string{"-c", string(script)}
+	}
+	cmd := exec.Command(py, append(run, "-H", "127.0.0.1", "-p", strconv.Itoa(port))...)
 	cmd.Stdout = out
 	cmd.Stderr = out
 	// Dummy credentials and no real AWS config for the server itself.
