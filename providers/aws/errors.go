@@ -98,6 +98,20 @@ func codeOf(ctx context.Context, err error) codes.Code {
 		}
 		return codes.Unknown
 	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		// An answer without an error code the SDK could read, e.g. a proxy's
+		// page or a refusal in another protocol's shape: its status says
+		// enough to stop retrying a refusal.
+		switch s := re.HTTPStatusCode(); {
+		case s == 401:
+			return codes.Unauthenticated
+		case s == 403:
+			return codes.PermissionDenied
+		case s >= 500:
+			return codes.Unavailable
+		}
+	}
 	var (
 		se *v4.SigningError
 		qe ratelimit.QuotaExceededError
@@ -119,8 +133,19 @@ func wrap(ctx context.Context, msg string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return codes.Wrap(codeOf(ctx, err), msg, err)
+	c := codeOf(ctx, err)
+	if c == codes.PermissionDenied {
+		msg += deniedHint
+	}
+	return codes.Wrap(c, msg, err)
 }
+
+// deniedHint follows the message of a refused call: what an operator
+// checks. AWS's own message, which follows, names the identity, the action
+// and the resource.
+const deniedHint = " (denied: grant the action on this secret to the AWS identity, in its IAM policy," +
+	" the secret's resource policy and the KMS key's policy; AWS also denies a secret that does not exist" +
+	" when the policy names only its ARN NAME-??????; least-privilege policies: deploy/policies/aws-reader.json, aws-rotator.json)"
 
 // isAPI reports whether err is an AWS API error with code name.
 func isAPI(err error, name string) bool {

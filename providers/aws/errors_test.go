@@ -159,3 +159,36 @@ func TestTransportAndContextErrors(t *testing.T) {
 		})
 	}
 }
+
+// An answer whose error the SDK cannot decode (a proxy's page, a refusal in
+// another protocol's shape) is classified by its status: a refusal is not
+// retried as Unknown.
+func TestUndecodableRefusals(t *testing.T) {
+	for _, c := range []struct {
+		status int
+		want   codes.Code
+	}{{401, codes.Unauthenticated}, {403, codes.PermissionDenied}, {502, codes.Unavailable}} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(c.status)
+			fmt.Fprint(w, "<html>proxy says no</html>")
+		}))
+		_, err := aws.New(sdkClient(srv.URL, nil), nil).Read(context.Background(), "kwt-errors", driver.Current)
+		srv.Close()
+		if got := codes.Of(err); got != c.want {
+			t.Errorf("status %d with an HTML body: code %v (%v), want %v", c.status, got, err, c.want)
+		}
+	}
+}
+
+// A refusal tells the operator where to look: the policies, and that AWS
+// also refuses a missing secret to a policy naming its ARN.
+func TestPermissionDeniedHint(t *testing.T) {
+	srv := awsErrorServer(t, 400, "AccessDeniedException")
+	_, err := aws.New(sdkClient(srv.URL, nil), nil).Read(context.Background(), "kwt-x", driver.Current)
+	for _, want := range []string{`aws: read AWSCURRENT of secret "kwt-x" (denied:`, "deploy/policies/aws-reader.json", "does not exist", "AccessDeniedException"} {
+		if !strings.Contains(fmt.Sprint(err), want) {
+			t.Errorf("error %q: want %q in it", err, want)
+		}
+	}
+}
