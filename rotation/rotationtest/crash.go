@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,6 +14,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/keywarden/keywarden/internal/anthropictest"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
@@ -23,7 +22,6 @@ import (
 	"github.com/keywarden/keywarden/providers/providertest/crashtest"
 	"github.com/keywarden/keywarden/providers/stage"
 	"github.com/keywarden/keywarden/rotation"
-	rexec "github.com/keywarden/keywarden/rotation/exec"
 	"github.com/keywarden/keywarden/rotation/pool"
 )
 
@@ -51,6 +49,7 @@ const (
 	envSecret = crashtest.EnvPrefix + "SECRET"
 	envDir    = crashtest.EnvPrefix + "DIR"
 	envArgs   = crashtest.EnvPrefix + "ARGS"
+	envAPI    = crashtest.EnvPrefix + "CLAUDE_URL" // an anthropic world's fake Claude API
 )
 
 // crashWorkers bounds the children and follow-ups running at once.
@@ -111,17 +110,13 @@ func RunCrash(t *testing.T, backends ...CrashBackend) {
 type crashOp struct {
 	name string
 	pool bool // on the pool secret, not on a key
+	// issuer is the issuer of the key's rotations: issuerExec (default) or
+	// issuerClaude (a fake Claude API is started per crashed state).
+	issuer string
 	// seed prepares the secret (in the parent) and returns what do needs.
 	seed func(ctx context.Context, w *world) (map[string]string, error)
 	// do runs the operation (in the child).
 	do func(ctx context.Context, w *world, args map[string]string) error
-}
-
-// world is one secret on one backend, with the exec issuer's state.
-type world struct {
-	st   driver.Stager
-	name string
-	dir  string // the exec issuer's state (keys minted, revocations)
 }
 
 // Key ids of the values the harness writes.
@@ -199,8 +194,32 @@ var crashOps = []crashOp{
 		_, err := stage.Put(ctx, w.st, w.name, keyValue(idNew))
 		return err
 	}},
-	{name: "rotate", seed: seedKey, do: func(ctx context.Context, w *world, _ map[string]string) error {
-		_, err := w.rotator().Run(ctx, "k", rotation.RunOptions{Force: true})
+	{name: "rotate", seed: seedKey, do: doRotate},
+	{name: "rotate.anthropic", issuer: issuerClaude, seed: func(ctx context.Context, w *world) (map[string]string, error) {
+		_, err := seedClaude(ctx, w)
+		return nil, err
+	}, do: doRotate},
+	{name: "abandon.creating", seed: seedRun(rotation.PhaseCreating, stopAt(rotation.AfterCreate)), do: doAbandon},
+	{name: "abandon.creating.anthropic", issuer: issuerClaude, seed: seedRun(rotation.PhaseCreating, stopAt(rotation.AfterCreate)), do: doAbandon},
+	{name: "abandon.parked", seed: seedRun(rotation.PhaseParked, failingProbe), do: doAbandon},
+	{name: "abandon.parked.anthropic", issuer: issuerClaude, seed: seedRun(rotation.PhaseParked, failingProbe), do: doAbandon},
+	{name: "abandon.stray", seed: func(ctx context.Context, w *world) (map[string]string, error) {
+		if _, err := seedKey(ctx, w); err != nil {
+			return nil, err
+		}
+		_, err := w.st.PutPending(ctx, w.name, "stray-token", keyValue(idNew))
+		return nil, err
+	}, do: doAbandon},
+	{name: "abandon.revoking", seed: seedRevoking, do: doAbandon},
+	{name: "key-id", seed: seedKey, do: func(ctx context.Context, w *world, _ map[string]string) error {
+		_, err := w.rotator().SetKeyID(ctx, "k", driver.Current, "apikey_attached")
+		return err
+	}},
+	{name: "key-id.anthropic", issuer: issuerClaude, seed: func(ctx context.Context, w *world) (map[string]string, error) {
+		first, err := seedClaude(ctx, w)
+		return map[string]string{"id": first.ID}, err
+	}, do: func(ctx context.Context, w *world, a map[string]string) error {
+		_, err := w.rotator().SetKeyID(ctx, "k", driver.Current, a["id"])
 		return err
 	}},
 	{name: "pool.Add", pool: true, seed: seedPool, do: func(ctx context.Context, w *world, _ map[string]string) error {
@@ -216,26 +235,59 @@ var crashOps = []crashOp{
 	}},
 }
 
-// rotator returns the rotator of key "k" on the world's secret, its issuer
-// the exec script keeping its keys and revocations on disk, so that they
-// count across processes. Every process is the same holder: a restarted
-// rotator.
-func (w *world) rotator() *rotation.Rotator {
-	script, err := filepath.Abs("testdata/issuer.sh")
-	if err != nil {
-		panic(err)
+// doRotate runs a rotation (`keywarden rotate --force`).
+func doRotate(ctx context.Context, w *world, _ map[string]string) error {
+	_, err := w.rotator().Run(ctx, "k", rotation.RunOptions{Force: true})
+	return err
+}
+
+// doAbandon runs `keywarden rotate --abandon`.
+func doAbandon(ctx context.Context, w *world, _ map[string]string) error {
+	_, err := w.rotator().Run(ctx, "k", rotation.RunOptions{Abandon: true})
+	return err
+}
+
+// seedIssuerKey seeds CURRENT as the world's issuer wants it.
+func seedIssuerKey(ctx context.Context, w *world) error {
+	if w.issuer == issuerClaude {
+		_, err := seedClaude(ctx, w)
+		return err
 	}
-	iss, err := rexec.New(rexec.Options{KeyName: "k", Command: []string{script}, Env: []string{"STATE=" + w.dir}})
-	if err != nil {
-		panic(err)
+	_, err := seedKey(ctx, w)
+	return err
+}
+
+// seedRun seeds a key, then a rotation that mods stop or fail, leaving the
+// record in phase want.
+func seedRun(want rotation.Phase, mods ...rotatorOpt) func(context.Context, *world) (map[string]string, error) {
+	return func(ctx context.Context, w *world) (map[string]string, error) {
+		if err := seedIssuerKey(ctx, w); err != nil {
+			return nil, err
+		}
+		_, runErr := w.rotator(mods...).Run(ctx, "k", rotation.RunOptions{Force: true})
+		rec, err := w.st.ReadRecord(ctx, w.name)
+		if err != nil {
+			return nil, err
+		}
+		if got := rotation.Phase(rec.Data["phase"]); got != want {
+			return nil, fmt.Errorf("the seeding rotation left phase %s, want %s (run: %v)", got, want, runErr)
+		}
+		return nil, nil
 	}
-	weekly, _ := rotation.ParseSchedule("@weekly")
-	r, err := rotation.New(rotation.Options{Holder: "crash-pod", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
-		&rotation.Key{Name: "k", Store: w.st, Secret: w.name, Issuer: iss, Schedule: weekly})
-	if err != nil {
-		panic(err)
+}
+
+// seedRevoking seeds a rotation stuck in phase revoking: the issuer
+// refused the revocation.
+func seedRevoking(ctx context.Context, w *world) (map[string]string, error) {
+	refuse := filepath.Join(w.dir, "fail-revoke")
+	if err := os.WriteFile(refuse, nil, 0o600); err != nil {
+		return nil, err
 	}
-	return r
+	args, err := seedRun(rotation.PhaseRevoking)(ctx, w)
+	if rerr := os.Remove(refuse); err == nil {
+		err = rerr
+	}
+	return args, err
 }
 
 // crashChild runs the operation the environment names, counting store
@@ -256,7 +308,10 @@ func crashChild(t *testing.T, backends []CrashBackend) {
 		t.Fatalf("crash child: %s: %v", envArgs, err)
 	}
 	name := os.Getenv(envSecret)
-	w := &world{st: backends[bi].Open(t, c, name), name: name, dir: os.Getenv(envDir)}
+	b := backends[bi]
+	w := &world{st: b.Open(t, c, name), name: name, dir: os.Getenv(envDir), c: c,
+		issuer: crashOps[oi].issuer, apiURL: os.Getenv(envAPI),
+		open: func(secret string) driver.Stager { return b.Open(t, c, secret) }}
 	c.Arm()
 	if err := crashOps[oi].do(context.Background(), w, args); err != nil {
 		fmt.Printf("crash child: %s: %v\n", crashtest.Case(), err)
@@ -293,9 +348,14 @@ func runCrashOp(t *testing.T, test string, b CrashBackend, benv []string, op cra
 	instance := func(k int64) (*world, crashtest.Result, error) {
 		n := seq.Add(1)
 		name := providertest.UniqueName(b.Prefix + "kwcrash-" + strings.ReplaceAll(strings.ToLower(op.name), ".", "-"))
-		w := &world{st: b.Open(t, nil, name), name: name, dir: filepath.Join(dir, fmt.Sprint(n))}
+		w := &world{st: b.Open(t, nil, name), name: name, dir: filepath.Join(dir, fmt.Sprint(n)), issuer: op.issuer,
+			open: func(secret string) driver.Stager { return b.Open(t, nil, secret) }}
 		if err := os.Mkdir(w.dir, 0o700); err != nil {
 			return nil, crashtest.Result{}, err
+		}
+		if op.issuer == issuerClaude {
+			w.api = anthropictest.Start(t)
+			w.apiURL = w.api.URL()
 		}
 		args, err := op.seed(ctx, w)
 		if err != nil {
@@ -305,7 +365,7 @@ func runCrashOp(t *testing.T, test string, b CrashBackend, benv []string, op cra
 		env := append([]string{
 			crashtest.EnvCase + "=" + b.Name + "/" + op.name,
 			fmt.Sprintf("%s=%d", crashtest.EnvAt, k),
-			envSecret + "=" + w.name, envDir + "=" + w.dir, envArgs + "=" + string(a),
+			envSecret + "=" + w.name, envDir + "=" + w.dir, envArgs + "=" + string(a), envAPI + "=" + w.apiURL,
 		}, benv...)
 		res, err := crashtest.Spawn(ctx, test, env)
 		return w, res, err
@@ -406,13 +466,6 @@ func parallel(n int, fn func(i int)) {
 	wg.Wait()
 }
 
-// issuerState describes the issuer's state: how many keys it minted (their
-// files are named by random rotation tokens) and the revocations asked for.
-func (w *world) issuerState() string {
-	minted, _ := filepath.Glob(filepath.Join(w.dir, "token.*"))
-	return fmt.Sprintf("minted %d, revoked %v", len(minted), w.revoked())
-}
-
 func followUpNames(fus []followUp) string {
 	names := make([]string, len(fus))
 	for i, f := range fus {
@@ -435,21 +488,28 @@ func followAndCheck(ctx context.Context, w *world, fu followUp, check func(conte
 // current reads CURRENT's key id, and checks that CURRENT exists and is not
 // PENDING.
 func current(ctx context.Context, w *world) (string, error) {
+	p, err := currentPayload(ctx, w)
+	return p.KeyID, err
+}
+
+// currentPayload reads CURRENT's payload, and checks that CURRENT exists
+// and is not PENDING.
+func currentPayload(ctx context.Context, w *world) (providers.Payload, error) {
 	cur, err := w.st.Read(ctx, w.name, driver.Current)
 	if err != nil {
-		return "", fmt.Errorf("consumers cannot read CURRENT: %w", err)
+		return providers.Payload{}, fmt.Errorf("consumers cannot read CURRENT: %w", err)
 	}
 	p, err := providers.DecodePayload(cur.Value, "")
 	if err != nil {
-		return "", fmt.Errorf("CURRENT version %s holds no key: %w", cur.ID, err)
+		return providers.Payload{}, fmt.Errorf("CURRENT version %s holds no key: %w", cur.ID, err)
 	}
 	switch pv, err := w.st.ReadPending(ctx, w.name); {
 	case err == nil && pv.ID == cur.ID:
-		return "", fmt.Errorf("CURRENT version %s is also PENDING", cur.ID)
+		return providers.Payload{}, fmt.Errorf("CURRENT version %s is also PENDING", cur.ID)
 	case err != nil && !codes.Is(err, codes.NotFound):
-		return "", fmt.Errorf("read PENDING: %w", err)
+		return providers.Payload{}, fmt.Errorf("read PENDING: %w", err)
 	}
-	return p.KeyID, nil
+	return p, nil
 }
 
 // noPending checks that no PENDING version is left.
@@ -471,15 +531,18 @@ func (w *world) revoked() []string {
 
 // checkKey checks a key's invariants: CURRENT is readable and is a value
 // some operation wrote, never PENDING; no key was revoked twice; CURRENT's
-// key was not revoked. A revocation repeated right after itself is one
-// revocation retried: a rotator stopped between the issuer's answer and
-// its record asks again, as rotation.Issuer's contract allows.
+// key was not revoked; no key is valid at the issuer that nothing in the
+// store or the record names (noLeak). A revocation repeated right after
+// itself is one revocation retried: a rotator stopped between the
+// issuer's answer and its record asks again, as rotation.Issuer's contract
+// allows.
 func checkKey(ctx context.Context, w *world) error {
-	id, err := current(ctx, w)
+	p, err := currentPayload(ctx, w)
 	if err != nil {
 		return err
 	}
-	if id != idOld && id != idNew && id != idPut && !strings.HasPrefix(id, "apikey_k") {
+	id := p.KeyID
+	if id != idOld && id != idNew && id != idPut && !w.isIssued(id) {
 		return fmt.Errorf("CURRENT holds key %q, which no operation wrote", id)
 	}
 	rev := w.revoked()
@@ -493,10 +556,10 @@ func checkKey(ctx context.Context, w *world) error {
 		}
 		seen[r] = true
 	}
-	if seen[id] {
+	if w.currentRevoked(id, p.Key.Reveal()) {
 		return fmt.Errorf("CURRENT's key %s was revoked (revocations %v)", id, rev)
 	}
-	return nil
+	return noLeak(ctx, w)
 }
 
 // checkPool checks the pool's invariants: the document reads, no key is in
@@ -530,6 +593,14 @@ func committed(w *world, id string) bool {
 
 func followRotate(ctx context.Context, w *world) error {
 	res, err := w.rotator().Run(ctx, "k", rotation.RunOptions{Force: true})
+	if err != nil && rotation.KindOf(err) == rotation.KindConflict && strings.Contains(err.Error(), "--abandon` to discard it") {
+		// A PENDING version no rotation wrote: the documented way out is
+		// --abandon, then the rotation runs.
+		if _, aerr := w.rotator().Run(ctx, "k", rotation.RunOptions{Abandon: true}); aerr != nil {
+			return fmt.Errorf("rotate: %w; then abandon, as told: %w", err, aerr)
+		}
+		res, err = w.rotator().Run(ctx, "k", rotation.RunOptions{Force: true})
+	}
 	if err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}
@@ -540,8 +611,8 @@ func followRotate(ctx context.Context, w *world) error {
 	if err != nil {
 		return fmt.Errorf("after rotate: %w", err)
 	}
-	if !strings.HasPrefix(id, "apikey_k") {
-		return fmt.Errorf("after rotate: CURRENT holds %s, not a minted key", id)
+	if !w.isIssued(id) {
+		return fmt.Errorf("after rotate: CURRENT holds %s, not a key the issuer handed out", id)
 	}
 	return noPending(ctx, w)
 }
