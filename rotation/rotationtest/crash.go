@@ -55,27 +55,37 @@ const (
 // crashWorkers bounds the children and follow-ups running at once.
 const crashWorkers = 4
 
-// RunCrash is the crash-point harness. For every operation that writes to
-// a store (the driver's PutPending, Promote, DiscardPending and
-// WriteRecord, `put` (stage.Put), the key pool's Add, Claim and Commit,
-// and a whole rotation, Rotator.Run) on every backend, it first runs the
-// operation in a child process that counts its store calls, then, for
-// every k, runs it in a child that exits after its k-th store call, and
-// checks the store from this process with a fresh driver:
+// RunCrash is the crash-point harness. For every operation that makes
+// several store or API calls (the driver's PutPending, Promote,
+// DiscardPending and WriteRecord, `put` (stage.Put), the key pool's Add,
+// Claim and Commit, whole rotations (Rotator.Run) with the exec issuer and
+// with the anthropic issuer against a fake Claude API, --abandon of each
+// kind of stuck rotation, and `key-id`) on every backend, it first runs
+// the operation in a child process that counts its calls, then, for every
+// k, runs it in a child that exits after its k-th call, and checks the
+// store from this process with a fresh driver. A call is one to the store
+// or to the issuer (the exec issuer's Create and Revoke, the Admin API),
+// or a probe of the new key: each counts once its answer arrived.
 //
 //   - consumers read the right CURRENT (the old value or the new one,
 //     never none, never the PENDING version);
 //   - each follow-up, from its own copy of the crashed state (the state is
-//     made again per follow-up), completes or undoes the interrupted
-//     operation: for a key, the next rotation (Run with Force), put and
-//     --abandon; for the pool, the next pool add and a rotation's claim
-//     and commit;
-//   - no key is revoked twice, and CURRENT's key is never revoked.
+//     made again per follow-up; a dry run, which changes nothing, shares
+//     the copy of the rotation that follows it), completes or undoes the
+//     interrupted operation: for a key, the next rotation (Run with
+//     Force), put, --abandon and dry runs; for the pool, the next pool add
+//     and a rotation's claim and commit;
+//   - no key is revoked twice, and CURRENT's key is never revoked;
+//   - no key is valid at the issuer that nothing in the store or the
+//     rotation record names (a leaked key), and no pool key stays claimed
+//     by a rotation that is over: after the crash and after each
+//     follow-up.
 //
-// A crash after a call that only read leaves the store as the crash after
+// A crash after a call that only read leaves the state of the crash after
 // the call before it: such a crash point is crashed and checked, and its
 // follow-ups are those of the state before, unless the issuer acted in
-// between (a key minted or revoked: the issuer's state is compared).
+// between (a key minted, activated or revoked: the issuer's state is
+// compared).
 //
 // The children are this test binary run again with -test.run=^<test>$,
 // where test is the top-level test calling RunCrash (it must call RunCrash
@@ -90,10 +100,25 @@ func RunCrash(t *testing.T, backends ...CrashBackend) {
 	test := t.Name()
 	for _, b := range backends {
 		t.Run(b.Name, func(t *testing.T) {
+			// Backends run side by side: moto serves on one core.
+			t.Parallel()
 			env := b.Start(t)
 			for _, kv := range env {
+				// Each backend's variables are its own: set them for
+				// this process's Open as t.Setenv would, which a
+				// parallel test may not call.
 				k, v, _ := strings.Cut(kv, "=")
-				t.Setenv(k, v)
+				old, had := os.LookupEnv(k)
+				if err := os.Setenv(k, v); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() {
+					if had {
+						os.Setenv(k, old)
+					} else {
+						os.Unsetenv(k)
+					}
+				})
 			}
 			points := 0
 			for _, op := range crashOps {
@@ -199,6 +224,31 @@ var crashOps = []crashOp{
 		_, err := seedClaude(ctx, w)
 		return nil, err
 	}, do: doRotate},
+	// The new key fails its probe and is discarded (the run fails with
+	// exit 10, as it should).
+	{name: "rotate.discard", seed: seedKey, do: doRotateWith(discardOnFailure, failingProbe)},
+	{name: "rotate.discard.anthropic", issuer: issuerClaude, seed: func(ctx context.Context, w *world) (map[string]string, error) {
+		_, err := seedClaude(ctx, w)
+		return nil, err
+	}, do: doRotateWith(discardOnFailure, failingProbe)},
+	// CURRENT holds the bare key: the rotation resolves its id by hint
+	// before promoting.
+	{name: "rotate.skip.anthropic", issuer: issuerClaude, seed: func(ctx context.Context, w *world) (map[string]string, error) {
+		_, err := seedClaudeAs(ctx, w, false)
+		if err != nil {
+			return nil, err
+		}
+		// The first pool key was archived in the Console: the draw drops
+		// it from the pool and claims the next.
+		ks := w.api.Keys()
+		if err := w.api.SetStatus(ks[1].ID, anthropictest.StatusArchived); err != nil {
+			return nil, err
+		}
+		// A third, for the follow-up's rotation.
+		k := w.api.AddKey("", anthropictest.StatusInactive)
+		_, err = pool.New(w.open(w.poolName()), w.poolName()).Add(ctx, providers.NewSecret(k.Value), k.ID)
+		return nil, err
+	}, do: doRotate},
 	{name: "abandon.creating", seed: seedRun(rotation.PhaseCreating, stopAt(rotation.AfterCreate)), do: doAbandon},
 	{name: "abandon.creating.anthropic", issuer: issuerClaude, seed: seedRun(rotation.PhaseCreating, stopAt(rotation.AfterCreate)), do: doAbandon},
 	{name: "abandon.parked", seed: seedRun(rotation.PhaseParked, failingProbe), do: doAbandon},
@@ -211,6 +261,7 @@ var crashOps = []crashOp{
 		return nil, err
 	}, do: doAbandon},
 	{name: "abandon.revoking", seed: seedRevoking, do: doAbandon},
+	{name: "abandon.revoking.anthropic", issuer: issuerClaude, seed: seedRevokingClaude, do: doAbandon},
 	{name: "key-id", seed: seedKey, do: func(ctx context.Context, w *world, _ map[string]string) error {
 		_, err := w.rotator().SetKeyID(ctx, "k", driver.Current, "apikey_attached")
 		return err
@@ -236,9 +287,20 @@ var crashOps = []crashOp{
 }
 
 // doRotate runs a rotation (`keywarden rotate --force`).
-func doRotate(ctx context.Context, w *world, _ map[string]string) error {
-	_, err := w.rotator().Run(ctx, "k", rotation.RunOptions{Force: true})
-	return err
+func doRotate(ctx context.Context, w *world, a map[string]string) error {
+	return doRotateWith()(ctx, w, a)
+}
+
+// doRotateWith runs a rotation of a rotator changed by mods. A probe
+// failure is an outcome, not an error of the operation.
+func doRotateWith(mods ...rotatorOpt) func(context.Context, *world, map[string]string) error {
+	return func(ctx context.Context, w *world, _ map[string]string) error {
+		_, err := w.rotator(mods...).Run(ctx, "k", rotation.RunOptions{Force: true})
+		if rotation.KindOf(err) == rotation.KindProbe {
+			return nil
+		}
+		return err
+	}
 }
 
 // doAbandon runs `keywarden rotate --abandon`.
@@ -264,16 +326,22 @@ func seedRun(want rotation.Phase, mods ...rotatorOpt) func(context.Context, *wor
 		if err := seedIssuerKey(ctx, w); err != nil {
 			return nil, err
 		}
-		_, runErr := w.rotator(mods...).Run(ctx, "k", rotation.RunOptions{Force: true})
-		rec, err := w.st.ReadRecord(ctx, w.name)
-		if err != nil {
-			return nil, err
-		}
-		if got := rotation.Phase(rec.Data["phase"]); got != want {
-			return nil, fmt.Errorf("the seeding rotation left phase %s, want %s (run: %v)", got, want, runErr)
-		}
-		return nil, nil
+		return seedRunOn(ctx, w, want, mods...)
 	}
+}
+
+// seedRunOn runs a rotation that mods stop or fail on the seeded world,
+// leaving the record in phase want.
+func seedRunOn(ctx context.Context, w *world, want rotation.Phase, mods ...rotatorOpt) (map[string]string, error) {
+	_, runErr := w.rotator(mods...).Run(ctx, "k", rotation.RunOptions{Force: true})
+	rec, err := w.st.ReadRecord(ctx, w.name)
+	if err != nil {
+		return nil, err
+	}
+	if got := rotation.Phase(rec.Data["phase"]); got != want {
+		return nil, fmt.Errorf("the seeding rotation left phase %s, want %s (run: %v)", got, want, runErr)
+	}
+	return nil, nil
 }
 
 // seedRevoking seeds a rotation stuck in phase revoking: the issuer
@@ -288,6 +356,22 @@ func seedRevoking(ctx context.Context, w *world) (map[string]string, error) {
 		err = rerr
 	}
 	return args, err
+}
+
+// seedRevokingClaude seeds an anthropic rotation stuck in phase revoking
+// (the Admin API failed the revocation) whose run died before it told the
+// pool that its key was stored (a crash right after recording probing):
+// the pool still holds the key as claimed by the rotation.
+func seedRevokingClaude(ctx context.Context, w *world) (map[string]string, error) {
+	first, err := seedClaude(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := seedRunOn(ctx, w, rotation.PhaseProbing, stopAt(rotation.AfterRecordProbing)); err != nil {
+		return nil, err
+	}
+	w.api.FailNext(1, 500, "/v1/organizations/api_keys/"+first.ID)
+	return seedRunOn(ctx, w, rotation.PhaseRevoking)
 }
 
 // crashChild runs the operation the environment names, counting store
@@ -325,18 +409,20 @@ func crashChild(t *testing.T, backends []CrashBackend) {
 type followUp struct {
 	name string
 	do   func(ctx context.Context, w *world) error
+	// keeps: the follow-up changes nothing, and fails if it did.
+	keeps bool
 }
 
 var keyFollowUps = []followUp{
-	{"rotate", followRotate},
-	{"put", followPut},
-	{"abandon", followAbandon},
-	{"dry-run", followDryRun},
+	{name: "rotate", do: followRotate},
+	{name: "put", do: followPut},
+	{name: "abandon", do: followAbandon},
+	{name: "dry-run", do: followDryRun, keeps: true},
 }
 
 var poolFollowUps = []followUp{
-	{"pool-add", followPoolAdd},
-	{"rotate-claim", followPoolClaim},
+	{name: "pool-add", do: followPoolAdd},
+	{name: "rotate-claim", do: followPoolClaim},
 }
 
 // runCrashOp exercises every crash point of op on b and returns how many.
@@ -396,7 +482,7 @@ func runCrashOp(t *testing.T, test string, b CrashBackend, benv []string, op cra
 			err = check(ctx, w)
 		}
 		if err != nil {
-			t.Errorf("crash after store call %d of %d: %v", k, n, err)
+			t.Errorf("crash after call %d of %d: %v", k, n, err)
 			return
 		}
 		worlds[k], sigs[k] = w, w.issuerState()
@@ -406,24 +492,37 @@ func runCrashOp(t *testing.T, test string, b CrashBackend, benv []string, op cra
 	}
 	// Phase 2: the follow-ups, each from its own copy of every distinct
 	// crashed state. A crash after a read that the issuer did not act
-	// before leaves the state of the crash before it.
+	// before leaves the state of the crash before it. A follow-up that
+	// changes nothing (and checks that it did not) shares its copy with
+	// the first one that does, and runs before it: phase 1's world.
 	type job struct {
-		k  int64
-		fu followUp
-		w  *world // the crashed state of phase 1, or nil: make it again
+		k   int64
+		fus []followUp
+		w   *world // the crashed state of phase 1, or nil: make it again
 	}
 	var jobs []job
+	states := 0
 	for k := 1; k <= n; k++ {
 		if k > 1 && k <= len(clean.Writes) && !clean.Writes[k-1] && sigs[k] == sigs[k-1] {
 			continue
 		}
-		for i, fu := range fus {
-			j := job{k: int64(k), fu: fu}
-			if i == 0 {
-				j.w = worlds[k]
+		states++
+		first := job{k: int64(k), w: worlds[k]}
+		for _, fu := range fus {
+			if fu.keeps {
+				first.fus = append(first.fus, fu)
 			}
-			jobs = append(jobs, j)
 		}
+		for _, fu := range fus {
+			switch {
+			case fu.keeps:
+			case first.fus == nil || first.fus[len(first.fus)-1].keeps:
+				first.fus = append(first.fus, fu)
+			default:
+				jobs = append(jobs, job{k: int64(k), fus: []followUp{fu}})
+			}
+		}
+		jobs = append(jobs, first)
 	}
 	parallel(len(jobs), func(i int) {
 		j := jobs[i]
@@ -434,15 +533,18 @@ func runCrashOp(t *testing.T, test string, b CrashBackend, benv []string, op cra
 				err = check(ctx, w)
 			}
 			if err != nil {
-				t.Errorf("crash after store call %d of %d (again, for %s): %v", j.k, n, j.fu.name, err)
+				t.Errorf("crash after call %d of %d (again, for %s): %v", j.k, n, j.fus[0].name, err)
 				return
 			}
 		}
-		if err := followAndCheck(ctx, w, j.fu, check); err != nil {
-			t.Errorf("crash after store call %d of %d, then %s: %v", j.k, n, j.fu.name, err)
+		for _, fu := range j.fus {
+			if err := followAndCheck(ctx, w, fu, check); err != nil {
+				t.Errorf("crash after call %d of %d, then %s: %v", j.k, n, fu.name, err)
+				return
+			}
 		}
 	})
-	t.Logf("%d crash points, %d distinct crashed states, each with follow-ups %s", n, len(jobs)/len(fus), followUpNames(fus))
+	t.Logf("%d crash points, %d distinct crashed states, each with follow-ups %s", n, states, followUpNames(fus))
 	return n
 }
 
@@ -542,7 +644,7 @@ func checkKey(ctx context.Context, w *world) error {
 		return err
 	}
 	id := p.KeyID
-	if id != idOld && id != idNew && id != idPut && !w.isIssued(id) {
+	if id != idOld && id != idNew && id != idPut && !w.isIssued(id, p.Key.Reveal()) {
 		return fmt.Errorf("CURRENT holds key %q, which no operation wrote", id)
 	}
 	rev := w.revoked()
@@ -592,6 +694,9 @@ func committed(w *world, id string) bool {
 }
 
 func followRotate(ctx context.Context, w *world) error {
+	if err := revokeByHand(ctx, w); err != nil {
+		return err
+	}
 	res, err := w.rotator().Run(ctx, "k", rotation.RunOptions{Force: true})
 	if err != nil && rotation.KindOf(err) == rotation.KindConflict && strings.Contains(err.Error(), "--abandon` to discard it") {
 		// A PENDING version no rotation wrote: the documented way out is
@@ -601,17 +706,26 @@ func followRotate(ctx context.Context, w *world) error {
 		}
 		res, err = w.rotator().Run(ctx, "k", rotation.RunOptions{Force: true})
 	}
+	if err != nil && rotation.KindOf(err) == rotation.KindProbe && strings.Contains(err.Error(), "failed its probe and was discarded") {
+		// A run that finishes discarding a key that failed its probe
+		// reports that failure (exit 10) and ends there, the key undone;
+		// the next run rotates.
+		if perr := noPending(ctx, w); perr != nil {
+			return fmt.Errorf("rotate: %w; and %w", err, perr)
+		}
+		res, err = w.rotator().Run(ctx, "k", rotation.RunOptions{Force: true})
+	}
 	if err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}
 	if res.Outcome != rotation.OutcomeRevoked {
 		return fmt.Errorf("rotate: outcome %s: %s", res.Outcome, res.Message)
 	}
-	id, err := current(ctx, w)
+	p, err := currentPayload(ctx, w)
 	if err != nil {
 		return fmt.Errorf("after rotate: %w", err)
 	}
-	if !w.isIssued(id) {
+	if id := p.KeyID; !w.isIssued(id, p.Key.Reveal()) {
 		return fmt.Errorf("after rotate: CURRENT holds %s, not a key the issuer handed out", id)
 	}
 	return noPending(ctx, w)

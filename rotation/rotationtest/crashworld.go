@@ -17,6 +17,7 @@ import (
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/file"
 	"github.com/keywarden/keywarden/providers/providertest/crashtest"
 	"github.com/keywarden/keywarden/providers/stage"
 	"github.com/keywarden/keywarden/rotation"
@@ -49,9 +50,15 @@ type world struct {
 	apiURL string
 }
 
-// Names of the anthropic issuer's secrets, beside the key's.
-func (w *world) poolName() string  { return w.name + "-pool" }
-func (w *world) adminName() string { return w.name + "-admin" }
+// poolName names the anthropic issuer's pool secret, beside the key's.
+func (w *world) poolName() string { return w.name + "-pool" }
+
+// adminStore is where the anthropic issuer reads its Admin key (secret
+// "admin"): a file store of the world's own, outside the backend under
+// test and not counted. The Admin key's store is configured apart from the
+// key's, and a crash after reading it leaves the state of the crash
+// before it: counting its reads would add crash points and no state.
+func (w *world) adminStore() driver.Stager { return file.New(filepath.Join(w.dir, "admin.json")) }
 
 // rotatorOpt changes a crash rotator's options or key before it is made:
 // to seed a state (a failing probe, a run stopped at a boundary).
@@ -70,7 +77,7 @@ func (w *world) rotator(mods ...rotatorOpt) *rotation.Rotator {
 		hc := &http.Client{Transport: w.c.Transport(nil), Timeout: time.Minute}
 		iss, err := claude.NewIssuer(claude.IssuerOptions{
 			BaseURL:  w.apiURL,
-			AdminKey: claude.KeyFromStore(w.open(w.adminName()), w.adminName(), ""),
+			AdminKey: claude.KeyFromStore(w.adminStore(), "admin", ""),
 			Pool:     pool.New(w.open(w.poolName()), w.poolName()),
 			// One attempt: a crash child never sees a failure to retry.
 			HTTPClient: hc, Attempts: 1, Backoff: time.Millisecond,
@@ -320,32 +327,45 @@ func (w *world) currentRevoked(id, value string) bool {
 	return slices.Contains(w.revoked(), id)
 }
 
-// isIssued reports whether id is a key the world's issuer handed out.
-func (w *world) isIssued(id string) bool {
+// isIssued reports whether the key (id, value) is one the world's issuer
+// handed out (for the anthropic issuer: any key of its organization, found
+// by its value when the payload has no id).
+func (w *world) isIssued(id, value string) bool {
 	if w.issuer == issuerClaude {
-		_, ok := w.api.Key(id)
+		_, ok := w.api.KeyByValue(value)
 		return ok
 	}
 	return strings.HasPrefix(id, "apikey_k")
 }
 
 // seedClaude seeds the world's fake Claude API (started by the harness)
-// with an active key as CURRENT (with its id), the Admin key in its secret, and two inactive
-// Console keys in the pool, the first with its id, the second without (a
-// draw finds it by its partial_key_hint).
+// with an active key as CURRENT (with its id), the Admin key in its
+// store, and two inactive Console keys in the pool, the first without its
+// id (a draw finds it by its partial_key_hint), the second with it.
 func seedClaude(ctx context.Context, w *world) (anthropictest.Key, error) {
+	return seedClaudeAs(ctx, w, true)
+}
+
+// seedClaudeAs is seedClaude, CURRENT's payload holding its id or, when
+// not withID, only the bare key (a hand-managed secret: the rotation
+// resolves the old key's id by its partial_key_hint before promoting).
+func seedClaudeAs(ctx context.Context, w *world, withID bool) (anthropictest.Key, error) {
 	first := w.api.AddKey("", anthropictest.StatusActive)
-	if _, err := stage.Put(ctx, w.st, w.name, providers.EncodePayload(providers.Payload{Key: providers.NewSecret(first.Value), KeyID: first.ID})); err != nil {
+	value := []byte(first.Value)
+	if withID {
+		value = providers.EncodePayload(providers.Payload{Key: providers.NewSecret(first.Value), KeyID: first.ID})
+	}
+	if _, err := stage.Put(ctx, w.st, w.name, value); err != nil {
 		return first, err
 	}
-	if _, err := stage.Put(ctx, w.open(w.adminName()), w.adminName(), []byte(w.api.AdminKey())); err != nil {
+	if _, err := stage.Put(ctx, w.adminStore(), "admin", []byte(w.api.AdminKey())); err != nil {
 		return first, err
 	}
 	p := pool.New(w.open(w.poolName()), w.poolName())
 	for i := range 2 {
 		k := w.api.AddKey("", anthropictest.StatusInactive)
 		id := k.ID
-		if i == 1 {
+		if i == 0 {
 			id = ""
 		}
 		if _, err := p.Add(ctx, providers.NewSecret(k.Value), id); err != nil {
@@ -369,6 +389,32 @@ func stopAt(b rotation.Boundary) rotatorOpt {
 }
 
 var errStopped = errors.New("stopped here to seed a state")
+
+// revokeByHand does what a rotation that ended without revoking its old key
+// (outcome not_revoked, or abandoned by an operator) tells the operator:
+// revoke the key it names by hand at the issuer. The next rotation records
+// another old key, and the store names the unrevoked one no more.
+func revokeByHand(ctx context.Context, w *world) error {
+	rec, err := w.st.ReadRecord(ctx, w.name)
+	if err != nil {
+		return fmt.Errorf("read the rotation record: %w", err)
+	}
+	d := rec.Data
+	if d["phase"] != string(rotation.PhaseIdle) || (d["last_outcome"] != rotation.OutcomeNotRevoked && d["last_outcome"] != "abandoned") {
+		return nil
+	}
+	id := d["old_key_id"]
+	if w.issuer == issuerClaude {
+		if _, ok := w.api.Key(id); ok {
+			return w.api.SetStatus(id, anthropictest.StatusInactive)
+		}
+		return nil
+	}
+	return os.WriteFile(filepath.Join(w.dir, "revoked."+id), nil, 0o600)
+}
+
+// discardOnFailure discards a new key that fails its probe.
+func discardOnFailure(_ *rotation.Options, k *rotation.Key) { k.OnProbeFailure = rotation.Discard }
 
 // failingProbe makes the seeding run's probe refuse the new key.
 func failingProbe(_ *rotation.Options, k *rotation.Key) { k.Probe = refusingProbe{} }
