@@ -63,6 +63,10 @@
 //	revoking       CURRENT = old (a rollback)      revoke nothing; record idle (rolled_back, warned)
 //	any with lease held by another, unexpired      stop, exit 11 (in progress)
 //
+// Whichever way a rotation ends, the issuer forgets the key it stored
+// (Committer: a pool's claim), even when the run that stored it died
+// before telling it.
+//
 // # The revoke gate
 //
 // A Key's RevokeGate holds the revocation after the grace until its

@@ -325,6 +325,7 @@ func (ru *run) probe(ctx context.Context) error {
 			next.Phase = PhasePromoting
 			return ru.save(ctx, next)
 		}
+		ru.commit(ctx, s.Token) // the key left the issuer's pool for the store
 		next := s.clone()
 		next.clearRotation()
 		next.LastOutcome, next.LastReason = KindConflict.String(), "PENDING was discarded by someone else"
@@ -607,7 +608,10 @@ func (ru *run) revokeDue() time.Time {
 func (ru *run) grace(ctx context.Context) (done bool, err error) {
 	s := ru.s
 	if s.OldVersion == "" && s.OldKeyID == "" {
-		// The first key of the secret: nothing to revoke.
+		// The first key of the secret: nothing to revoke; the issuer
+		// forgets the key (a run that died before committing it left it
+		// to this one).
+		ru.commit(ctx, s.Token)
 		next := s.clone()
 		next.clearRotation()
 		next.LastOutcome = OutcomeRotated
@@ -756,9 +760,12 @@ func (ru *run) endUnrevoked(ctx context.Context, outcome, why string) error {
 }
 
 // endIdle ends a rotation in revoking with the record idle, outcome and
-// reason, without revoking anything, and emits ev.
+// reason, without revoking anything, and emits ev. The key the rotation
+// stored is the issuer's no more: a run that died before committing it
+// (a pool's claim) left it to this one.
 func (ru *run) endIdle(ctx context.Context, outcome, reason string, ev Event) error {
 	s := ru.s
+	ru.commit(ctx, s.Token)
 	next := s.clone()
 	next.clearRotation()
 	next.LastOutcome, next.LastReason = outcome, reason
