@@ -50,6 +50,8 @@
 //	parked         PENDING = pending_version       probe again (--abandon discards it)
 //	discarding     PENDING = pending_version/none  Revoke the new key, DiscardPending, record idle
 //	discarding     no pending_version (refused)    Issuer.Create(token) again, Revoke it, record idle
+//	discarding     no pending_version nor new_fp   a Releaser gives the token's key back; others:
+//	               (abandoned in creating)         Issuer.Create(token) again, Revoke it; record idle
 //	promoting      CURRENT = old_version           Promote(pending, old); record grace
 //	promoting      CURRENT = pending_version       (promoted before a crash) record grace
 //	grace          CURRENT = new, PREVIOUS = old   before revoke_due: exit 0 (or wait);
@@ -60,6 +62,10 @@
 //	                                               --abandon: idle (not_revoked by hand, warned)
 //	revoking       CURRENT = old (a rollback)      revoke nothing; record idle (rolled_back, warned)
 //	any with lease held by another, unexpired      stop, exit 11 (in progress)
+//
+// Whichever way a rotation ends, the issuer forgets the key it stored
+// (Committer: a pool's claim), even when the run that stored it died
+// before telling it.
 //
 // # The revoke gate
 //

@@ -54,6 +54,16 @@ type Committer interface {
 	Commit(ctx context.Context, token string) error
 }
 
+// Releaser is an optional Issuer interface of issuers that hand out keys
+// they hold (a pool): Release gives back, unused, the key Create handed
+// out for token, if any (it was never activated nor stored), so that an
+// abandoned rotation does not use it up. Releasing a token that has none
+// must succeed. Issuers without it get the key of the token again from
+// Create (idempotent on the token) and Revoke it.
+type Releaser interface {
+	Release(ctx context.Context, token string) error
+}
+
 // PoolReporter is an optional Issuer interface of issuers that draw from a
 // pool: Available returns how many keys are left, for dry runs, status and
 // the keywarden_pool_keys metric.

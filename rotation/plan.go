@@ -104,6 +104,10 @@ func (ru *run) plan(ctx context.Context) (*Result, error) {
 		add("%s", probe)
 		add("promote it over %s; revoke the old key after a grace of %v", curDesc, k.Grace)
 	case PhaseDiscarding:
+		if s.abandonedUnstored() {
+			add("finish abandoning the rotation (token %s…), whose key never reached the store: %s", short(s.Token), unstoredPlan(k))
+			break
+		}
 		add("finish discarding PENDING version %s (%s): revoke it at the %s issuer and remove PENDING (reason: %s)", s.PendingVersion, s.NewFP, k.Issuer.Type(), s.Reason)
 	case PhasePromoting:
 		add("promote PENDING version %s (%s) over version %s (%s)", s.PendingVersion, s.NewFP, orNone(s.OldVersion), orNone(s.OldFP))
@@ -139,7 +143,23 @@ func (ru *run) planAbandon(ctx context.Context) (*Result, error) {
 	k, s, res := ru.k, ru.s, ru.res
 	add := func(format string, args ...any) { res.Plan = append(res.Plan, fmt.Sprintf(format, args...)) }
 	switch s.Phase {
-	case PhaseParked, PhaseProbing, PhaseCreating, PhaseDiscarding:
+	case PhaseCreating:
+		pv, err := ru.pendingVersion(ctx)
+		if err != nil {
+			return res, err
+		}
+		if pv == nil || pv.Token != s.Token {
+			add("abandon the rotation in phase creating (token %s…), whose key never reached the store: %s; CURRENT stays", short(s.Token), unstoredPlan(k))
+			break
+		}
+		_, fp := fingerprintOf(pv, k.Field)
+		add("abandon the rotation in phase creating: revoke the new key %s with the %s issuer", fp, k.Issuer.Type())
+		add("discard PENDING version %s; CURRENT stays", pv.ID)
+	case PhaseParked, PhaseProbing, PhaseDiscarding:
+		if s.abandonedUnstored() {
+			add("finish abandoning the rotation (token %s…), whose key never reached the store: %s; CURRENT stays", short(s.Token), unstoredPlan(k))
+			break
+		}
 		add("abandon the rotation in phase %s: revoke the new key %s (key id %s) with the %s issuer", s.Phase, orNone(s.NewFP), orNone(s.NewKeyID), k.Issuer.Type())
 		add("discard PENDING version %s; CURRENT stays", orNone(s.PendingVersion))
 	case PhaseIdle:
@@ -174,4 +194,13 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// unstoredPlan says how a rotation abandoned before its key reached the
+// store undoes what the issuer handed out for its token.
+func unstoredPlan(k *Key) string {
+	if _, ok := k.Issuer.(Releaser); ok {
+		return fmt.Sprintf("give the key the %s issuer handed out for the token back, unused", k.Issuer.Type())
+	}
+	return fmt.Sprintf("ask the %s issuer for the token's key again (idempotent on the token) and revoke it", k.Issuer.Type())
 }

@@ -237,7 +237,6 @@ func decode(r *driver.Record) (*state, error) {
 	return s, nil
 }
 
-// clone returns a copy of s to modify before a write.
 // refusedIssued reports whether a discarding rotation's key was refused
 // before it reached the store (refuseIssued): it has a fingerprint and no
 // PENDING version. (An abandoned rotation that had no PENDING has neither.)
@@ -245,6 +244,16 @@ func (s *state) refusedIssued() bool {
 	return s.Phase == PhaseDiscarding && s.PendingVersion == "" && s.NewFP != "" && s.Token != ""
 }
 
+// abandonedUnstored reports whether a discarding rotation was abandoned
+// in phase creating before its key reached the store: it has a token and
+// neither a PENDING version nor a fingerprint. The issuer may have handed
+// out a key for the token (a run died between Create and PutPending); only
+// the token finds it.
+func (s *state) abandonedUnstored() bool {
+	return s.Phase == PhaseDiscarding && s.PendingVersion == "" && s.NewFP == "" && s.Token != ""
+}
+
+// clone returns a copy of s to modify before a write.
 func (s *state) clone() *state {
 	c := *s
 	c.KeyIDs = maps.Clone(s.KeyIDs)

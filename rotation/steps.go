@@ -166,6 +166,38 @@ func (ru *run) issuedCredential(ctx context.Context) (Credential, error) {
 	return Credential{KeyID: s.NewKeyID}, nil
 }
 
+// unstoredCredential undoes what the issuer handed out for the token of a
+// rotation abandoned in phase creating before its key reached the store
+// (a run died between Create and PutPending, or before Create): a
+// Releaser gives its key back unused, and nothing is left to revoke;
+// another issuer returns the token's key again (Create is idempotent on
+// the token; one that never ran mints it now), to be revoked. An empty
+// pool means nothing was claimed for the token: nothing to revoke.
+func (ru *run) unstoredCredential(ctx context.Context) (Credential, error) {
+	k, s := ru.k, ru.s
+	if rl, ok := k.Issuer.(Releaser); ok {
+		if err := rl.Release(ctx, s.Token); err != nil {
+			if e := ctxError(err); e != nil {
+				return Credential{}, e
+			}
+			return Credential{}, ru.issuerErr(err, "give back the key issued for the abandoned rotation")
+		}
+		return Credential{}, ru.step(ctx, AfterRevokeNew)
+	}
+	c, err := k.Issuer.Create(ctx, s.Token)
+	switch {
+	case errors.Is(err, ErrPoolEmpty):
+		return Credential{}, nil
+	case err != nil:
+		if e := ctxError(err); e != nil {
+			return Credential{}, e
+		}
+		return Credential{}, ru.issuerErr(err, "find the key issued for the abandoned rotation to revoke it")
+	}
+	c.OtherIDs = s.otherIDs(c.KeyID)
+	return c, nil
+}
+
 // commit tells a Committer issuer that the key of token is safe in the
 // store. A failure is logged: the key is safe, and a later step commits
 // again.
@@ -293,6 +325,7 @@ func (ru *run) probe(ctx context.Context) error {
 			next.Phase = PhasePromoting
 			return ru.save(ctx, next)
 		}
+		ru.commit(ctx, s.Token) // the key left the issuer's pool for the store
 		next := s.clone()
 		next.clearRotation()
 		next.LastOutcome, next.LastReason = KindConflict.String(), "PENDING was discarded by someone else"
@@ -429,8 +462,13 @@ func (ru *run) discard(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !pending && s.refusedIssued() {
+	switch {
+	case !pending && s.refusedIssued():
 		if cred, err = ru.issuedCredential(ctx); err != nil {
+			return err
+		}
+	case !pending && s.abandonedUnstored():
+		if cred, err = ru.unstoredCredential(ctx); err != nil {
 			return err
 		}
 	}
@@ -570,7 +608,10 @@ func (ru *run) revokeDue() time.Time {
 func (ru *run) grace(ctx context.Context) (done bool, err error) {
 	s := ru.s
 	if s.OldVersion == "" && s.OldKeyID == "" {
-		// The first key of the secret: nothing to revoke.
+		// The first key of the secret: nothing to revoke; the issuer
+		// forgets the key (a run that died before committing it left it
+		// to this one).
+		ru.commit(ctx, s.Token)
 		next := s.clone()
 		next.clearRotation()
 		next.LastOutcome = OutcomeRotated
@@ -719,9 +760,12 @@ func (ru *run) endUnrevoked(ctx context.Context, outcome, why string) error {
 }
 
 // endIdle ends a rotation in revoking with the record idle, outcome and
-// reason, without revoking anything, and emits ev.
+// reason, without revoking anything, and emits ev. The key the rotation
+// stored is the issuer's no more: a run that died before committing it
+// (a pool's claim) left it to this one.
 func (ru *run) endIdle(ctx context.Context, outcome, reason string, ev Event) error {
 	s := ru.s
+	ru.commit(ctx, s.Token)
 	next := s.clone()
 	next.clearRotation()
 	next.LastOutcome, next.LastReason = outcome, reason

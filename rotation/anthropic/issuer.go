@@ -95,6 +95,7 @@ var (
 	_ rotation.ExpiryReporter = (*Issuer)(nil)
 	_ rotation.KeyIDResolver  = (*Issuer)(nil)
 	_ rotation.PoolInspector  = (*Issuer)(nil)
+	_ rotation.Releaser       = (*Issuer)(nil)
 )
 
 // NewIssuer returns an Issuer.
@@ -341,6 +342,16 @@ func (i *Issuer) Revoke(ctx context.Context, c rotation.Credential) error {
 // Commit removes the key claimed by token from the pool.
 func (i *Issuer) Commit(ctx context.Context, token string) error {
 	if err := i.pool.Commit(ctx, token); err != nil {
+		return fmt.Errorf("anthropic: %w", err)
+	}
+	return nil
+}
+
+// Release puts the key claimed by token back in the pool (first in line):
+// a rotation abandoned before its key reached the store never activated
+// it.
+func (i *Issuer) Release(ctx context.Context, token string) error {
+	if err := i.pool.Release(ctx, token); err != nil {
 		return fmt.Errorf("anthropic: %w", err)
 	}
 	return nil

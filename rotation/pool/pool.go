@@ -304,6 +304,20 @@ func (p *Pool) Commit(ctx context.Context, tok string) error {
 	})
 }
 
+// Release puts the key claimed by token back first in the pool, for a
+// rotation abandoned before it used it; it does nothing when there is none.
+func (p *Pool) Release(ctx context.Context, tok string) error {
+	return p.update(ctx, func(d *doc) error {
+		e, ok := d.Claimed[tok]
+		if !ok {
+			return errNoChange
+		}
+		delete(d.Claimed, tok)
+		d.Keys = append([]Entry{e}, d.Keys...)
+		return nil
+	})
+}
+
 // Available returns the number of keys available.
 func (p *Pool) Available(ctx context.Context) (int, error) {
 	d, _, err := p.read(ctx)

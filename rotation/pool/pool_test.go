@@ -103,6 +103,19 @@ func testPool(t *testing.T, st driver.Stager) {
 	if _, _, err := p.Claim(ctx, "tok-3"); !errors.Is(err, pool.ErrEmpty) {
 		t.Fatalf("claim on an emptied pool: %v", err)
 	}
+	// A released key is first in line again, once.
+	if err := p.Release(ctx, "tok-2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Release(ctx, "tok-2"); err != nil {
+		t.Fatalf("second release: %v", err)
+	}
+	if list, _ := p.List(ctx); len(list) != 1 || list[0].Claimed != "" {
+		t.Fatalf("after release: %+v", list)
+	}
+	if e, left, err := p.Claim(ctx, "tok-4"); err != nil || !e.Secret().Equal(k2) || left != 0 {
+		t.Fatalf("claim after release: %v", err)
+	}
 }
 
 // TestConcurrentAdds adds keys from several goroutines at once: every key

@@ -13,7 +13,12 @@
 // file store's AfterIO hook (Counter.TickFile), called after each write and
 // rename. Each tells calls that may change the store from reads, so that
 // a harness knows which crash points leave the same state as the one
-// before.
+// before. The same counter makes the other calls of an operation crash
+// points: an HTTP API's (the Claude Admin API's, through
+// Counter.Transport: every method but GET, HEAD and LIST counts as a
+// change), and any other call a wrapper ticks after its answer (Tick for
+// one that changes something, such as an issuer minting or revoking a key;
+// TickRead for one that only reads, such as a probe).
 //
 // A child first runs with k = 0: it counts its calls and reports the count
 // (Report), so that the parent covers every k without hard-coding any.
@@ -58,8 +63,8 @@ const ExitCrash = 86
 // reportPrefix starts the line on which a counting child reports its count.
 const reportPrefix = "crashtest: calls="
 
-// Counter counts store calls and, when armed with k > 0, exits the process
-// after the k-th. It is safe for concurrent use; a nil *Counter counts
+// Counter counts store and API calls and, when armed with k > 0, exits the
+// process after the k-th. It is safe for concurrent use; a nil *Counter counts
 // nothing.
 type Counter struct {
 	at    int64
@@ -94,11 +99,12 @@ func (c *Counter) Arm() {
 	}
 }
 
-// Tick counts one store call that may have changed the store, whose answer
-// arrived, and exits the process with ExitCrash when it is the k-th.
+// Tick counts one call that may have changed the store or the service it
+// went to, whose answer arrived, and exits the process with ExitCrash when
+// it is the k-th.
 func (c *Counter) Tick() { c.tick(true) }
 
-// TickRead counts one store call that only read, as Tick does.
+// TickRead counts one call that only read, as Tick does.
 func (c *Counter) TickRead() { c.tick(false) }
 
 // TickFile is the file store's AfterIO hook (file.Options): a write of the
@@ -164,7 +170,7 @@ func (c *Counter) UnaryClientInterceptor() grpc.UnaryClientInterceptor {
 }
 
 // Transport wraps base (http.DefaultTransport when nil) to tick after each
-// response arrived.
+// response arrived (its body read): the Vault client's, an API client's.
 func (c *Counter) Transport(base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport

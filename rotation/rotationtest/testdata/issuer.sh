@@ -1,7 +1,8 @@
 #!/bin/sh
-# A key service shared by processes, for the kill tests: state in $STATE.
-# create mints one key per rotation token (idempotent); revoke records every
-# call in revoke.calls and marks the key revoked.
+# A key service shared by processes, for the kill and crash tests: state in
+# $STATE. create mints one key per rotation token (idempotent); revoke
+# records every call in revoke.calls and marks the key revoked, or fails
+# while the file fail-revoke exists (a revocation that cannot go on).
 set -eu
 cat > /dev/null
 case "$KEYWARDEN_ACTION" in
@@ -16,6 +17,10 @@ create)
 	printf '{"api_key": "%s", "key_id": "%s"}\n' "$key" "$id"
 	;;
 revoke)
+	if [ -f "$STATE/fail-revoke" ]; then
+		echo "revocation refused" >&2
+		exit 1
+	fi
 	echo "$KEYWARDEN_KEY_ID" >> "$STATE/revoke.calls"
 	touch "$STATE/revoked.$KEYWARDEN_KEY_ID"
 	;;
