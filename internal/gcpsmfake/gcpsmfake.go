@@ -3,6 +3,9 @@
 // secretmanagerpb.SecretManagerServiceServer, driven by the real Go client
 // over a loopback connection. There is no official emulator.
 //
+// An IAM check, off unless a test calls EnforceIAM, makes every call need
+// the permission Secret Manager documents for it (iam.go).
+//
 // It implements, with the documented semantics: CreateSecret, GetSecret,
 // UpdateSecret (update_mask: labels, annotations, version_aliases; etag
 // checked), DeleteSecret, AddSecretVersion (64 KiB limit, data_crc32c),
@@ -54,6 +57,10 @@ type Server struct {
 	faults  map[string][]codes.Code // method name → codes of the next calls
 	// dropAliases makes UpdateSecret ignore version_aliases silently.
 	dropAliases bool
+	// iam turns on the IAM check (iam.go); projects holds the bindings on
+	// projects, a secret's own are in the secret.
+	iam      bool
+	projects map[string]policy
 
 	addr string
 	srv  *grpc.Server // nil while stopped
@@ -62,6 +69,7 @@ type Server struct {
 type secret struct {
 	pb       *secretmanagerpb.Secret
 	versions []*version // index n-1 holds version n
+	policy   policy     // the secret's IAM bindings
 }
 
 type version struct {
@@ -71,7 +79,7 @@ type version struct {
 
 // New returns an empty Server.
 func New() *Server {
-	return &Server{secrets: map[string]*secret{}, faults: map[string][]codes.Code{}}
+	return &Server{secrets: map[string]*secret{}, faults: map[string][]codes.Code{}, projects: map[string]policy{}}
 }
 
 // Start serves a new Server on a loopback TCP port until the test ends.
@@ -175,6 +183,12 @@ func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 		s.faults[method] = f[1:]
 		s.mu.Unlock()
 		return nil, status.Errorf(c, "gcpsmfake: injected %v", c)
+	}
+	if s.iam {
+		if err := s.authorize(ctx, method, req); err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
 	}
 	s.mu.Unlock()
 	return h(ctx, req)

@@ -160,3 +160,104 @@ func TestDocumentedBehaviour(t *testing.T) {
 		t.Fatalf("deleted: %v", err)
 	}
 }
+
+// TestIAM: with the check on, a call needs its documented permission on
+// the secret or the project; a missing secret is PermissionDenied to a
+// caller bound on secrets only and NotFound to one bound on the project;
+// bindings of a deleted secret do not come back with a new one.
+func TestIAM(t *testing.T) {
+	ctx := context.Background()
+	srv := gcpsmfake.Start(t)
+	srv.EnforceIAM()
+	if err := srv.Grant(parent, "admin", gcpsmfake.Permissions...); err != nil {
+		t.Fatal(err)
+	}
+	admin := srv.ClientAs(t, "admin")
+	name := parent + "/secrets/s"
+	create := func() {
+		t.Helper()
+		if _, err := admin.CreateSecret(ctx, &secretmanagerpb.CreateSecretRequest{Parent: parent, SecretId: "s", Secret: &secretmanagerpb.Secret{Replication: auto}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.AddSecretVersion(ctx, &secretmanagerpb.AddSecretVersionRequest{Parent: name, Payload: &secretmanagerpb.SecretPayload{Data: []byte("v")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create()
+	if err := srv.Grant(name, "reader", "secretmanager.versions.access"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Grant(parent+"/secrets/missing", "reader", "secretmanager.versions.access"); code(err) != codes.NotFound {
+		t.Fatalf("a binding on a missing secret: %v, want NotFound", err)
+	}
+	if err := srv.Grant(name, "reader", "secretmanager.versions.acess"); err == nil {
+		t.Fatal("a misspelt permission was granted")
+	}
+	if err := srv.Grant(parent, "lister", "secretmanager.secrets.get"); err != nil {
+		t.Fatal(err)
+	}
+	reader, lister := srv.ClientAs(t, "reader"), srv.ClientAs(t, "lister")
+
+	if r, err := reader.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: name + "/versions/latest"}); err != nil || string(r.GetPayload().GetData()) != "v" {
+		t.Fatalf("access with versions.access on the secret: %v", err)
+	}
+	for _, c := range []struct {
+		what string
+		call func() error
+		want codes.Code
+		msg  string
+	}{
+		{"reader GetSecret", func() error {
+			_, err := reader.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
+			return err
+		}, codes.PermissionDenied, "Permission 'secretmanager.secrets.get' denied for resource '" + name + "' (or it may not exist)."},
+		{"reader GetSecretVersion", func() error {
+			_, err := reader.GetSecretVersion(ctx, &secretmanagerpb.GetSecretVersionRequest{Name: name + "/versions/1"})
+			return err
+		}, codes.PermissionDenied, "Permission 'secretmanager.versions.get' denied for resource '" + name + "/versions/1' (or it may not exist)."},
+		{"reader access of a missing secret", func() error {
+			_, err := reader.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: parent + "/secrets/missing/versions/latest"})
+			return err
+		}, codes.PermissionDenied, "Permission 'secretmanager.versions.access' denied for resource '" + parent + "/secrets/missing/versions/latest' (or it may not exist)."},
+		{"reader CreateSecret", func() error {
+			_, err := reader.CreateSecret(ctx, &secretmanagerpb.CreateSecretRequest{Parent: parent, SecretId: "new", Secret: &secretmanagerpb.Secret{Replication: auto}})
+			return err
+		}, codes.PermissionDenied, "Permission 'secretmanager.secrets.create' denied for resource '" + parent + "' (or it may not exist)."},
+		{"lister GetSecret of a missing secret", func() error {
+			_, err := lister.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: parent + "/secrets/missing"})
+			return err
+		}, codes.NotFound, ""},
+		{"lister GetSecret in another project", func() error {
+			_, err := lister.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: "projects/other/secrets/s"})
+			return err
+		}, codes.PermissionDenied, ""},
+		{"a call without a token", func() error {
+			_, err := srv.Client(t).GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
+			return err
+		}, codes.Unauthenticated, ""},
+		{"a call with an unknown token", func() error {
+			_, err := srv.ClientAs(t, "nobody").GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
+			return err
+		}, codes.Unauthenticated, ""},
+	} {
+		err := c.call()
+		if code(err) != c.want || c.msg != "" && status.Convert(err).Message() != c.msg {
+			t.Errorf("%s: %v, want %v %q", c.what, err, c.want, c.msg)
+		}
+	}
+	if _, err := lister.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name}); err != nil {
+		t.Fatalf("secrets.get on the project reaches the secret: %v", err)
+	}
+
+	// The secret's bindings are the secret's: deleted with it.
+	if err := admin.DeleteSecret(ctx, &secretmanagerpb.DeleteSecretRequest{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	create()
+	if err := srv.Grant(name, "reader", "secretmanager.versions.get"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reader.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: name + "/versions/latest"}); code(err) != codes.PermissionDenied {
+		t.Fatalf("a binding of the deleted secret reached its successor: %v", err)
+	}
+}

@@ -48,8 +48,22 @@ func mapErr(what string, err error) error {
 	if !ok {
 		c = kwcodes.Unknown
 	}
-	return kwcodes.Wrap(c, "gcp: "+what, err)
+	msg := "gcp: " + what
+	if c == kwcodes.PermissionDenied {
+		msg += deniedHint
+	}
+	return kwcodes.Wrap(c, msg, err)
 }
+
+// deniedHint follows the message of a refused call: what an operator
+// grants. Secret Manager's own message, which follows, names the permission
+// and the resource, and refuses alike a secret that does not exist (to a
+// caller bound on secrets, not on the project), which keywarden therefore
+// cannot create: it must exist before its roles can be bound on it.
+const deniedHint = " (denied: bind the role holding this permission on this secret to the caller's identity," +
+	" gcloud secrets add-iam-policy-binding SECRET --member MEMBER --role projects/PROJECT/roles/keywardenReader or keywardenRotator;" +
+	" a secret that does not exist is refused too: create it first, gcloud secrets create SECRET --replication-policy automatic;" +
+	" least-privilege roles: deploy/policies/gcp-reader.yaml, gcp-rotator.yaml)"
 
 // mapEtagErr is mapErr for calls that carry an etag: Secret Manager answers
 // a stale etag with FAILED_PRECONDITION, which is a compare-and-swap
