@@ -2,7 +2,6 @@ package aws_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -17,8 +16,8 @@ import (
 	"github.com/keywarden/keywarden/internal/mototest"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/aws"
-	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/providertest"
 	"github.com/keywarden/keywarden/providers/stage"
 	"github.com/keywarden/keywarden/rotation"
 	"github.com/keywarden/keywarden/rotation/pool"
@@ -150,41 +149,18 @@ func TestShippedPoliciesOnIAM(t *testing.T) {
 
 	denied := func(who, what string, err error) {
 		t.Helper()
-		msg := fmt.Sprint(err)
-		switch {
-		case !codes.Is(err, codes.PermissionDenied):
-			t.Errorf("%s: %s: %v (code %v), want PermissionDenied", who, what, err, codes.Of(err))
-		case !strings.Contains(msg, "is not authorized to perform: secretsmanager:"),
-			!strings.Contains(msg, "deploy/policies/aws-reader.json, aws-rotator.json"):
-			t.Errorf("%s: %s: %q does not say which action was refused and where the policies are", who, what, msg)
-		}
-		for _, v := range values {
-			if strings.Contains(fmt.Sprintf("%v %+v %#v", err, err, err), v) {
-				t.Errorf("%s: %s: the error holds a key value", who, what)
-			}
-		}
+		providertest.CheckDenied(t, who, what, err, []string{"is not authorized to perform: secretsmanager:",
+			"deploy/policies/aws-reader.json, aws-rotator.json"}, values)
 	}
 	pendingID := "kw01-a000000000000000000000000000"
 
 	// Every write of the driver, and the raw write calls, on the key's own
 	// secret: refused to the reader.
-	for what, op := range map[string]func() error{
-		"PutPending": func() error { _, err := rd.PutPending(ctx, iamKey, token(), fakeKey()); return err },
-		"Promote":    func() error { return rd.Promote(ctx, iamKey, pendingID, cur.VersionID) },
-		"Discard":    func() error { return rd.DiscardPending(ctx, iamKey, pendingID) },
-		"WriteRecord": func() error {
-			// The record's revision, so that the write itself is tried.
-			rec, err := rd.ReadRecord(ctx, iamKey)
-			if err != nil {
-				return err
-			}
-			_, err = rd.WriteRecord(ctx, iamKey, rec.Rev, map[string]string{"k": "v"})
-			return err
-		},
-		"create a secret": func() error { _, err := rd.PutPending(ctx, "anthropic-prod-3", token(), fakeKey()); return err },
-	} {
-		denied("reader", what+" on "+iamKey, op())
+	readerCalls := providertest.DriverCalls(ctx, rd, iamKey, pendingID, cur.VersionID)
+	for _, what := range []string{"PutPending", "Promote", "Discard", "WriteRecord", "put"} {
+		denied("reader", what+" on "+iamKey, readerCalls[what]())
 	}
+	denied("reader", "create a secret", providertest.DriverCalls(ctx, rd, "anthropic-prod-3", "", "")["PutPending"]())
 	readerSM := srv.SecretsManager(readerCreds)
 	for what, op := range map[string]func() error{
 		"PutSecretValue": func() error {
@@ -218,15 +194,7 @@ func TestShippedPoliciesOnIAM(t *testing.T) {
 
 	// The rotator on the other secrets: nothing, and no new secret.
 	for _, name := range append([]string{"anthropic-prod-3"}, iamOthers...) {
-		for what, op := range map[string]func() error{
-			"Read":        func() error { _, err := rot.Read(ctx, name, driver.Current); return err },
-			"ReadPending": func() error { _, err := rot.ReadPending(ctx, name); return err },
-			"PutPending":  func() error { _, err := rot.PutPending(ctx, name, token(), fakeKey()); return err },
-			"Promote":     func() error { return rot.Promote(ctx, name, pendingID, "") },
-			"Discard":     func() error { return rot.DiscardPending(ctx, name, pendingID) },
-			"ReadRecord":  func() error { _, err := rot.ReadRecord(ctx, name); return err },
-			"WriteRecord": func() error { _, err := rot.WriteRecord(ctx, name, "", map[string]string{"k": "v"}); return err },
-		} {
+		for what, op := range providertest.DriverCalls(ctx, rot, name, pendingID, "") {
 			denied("rotator", what+" on "+name, op())
 		}
 	}

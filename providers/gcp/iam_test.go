@@ -113,20 +113,8 @@ func (w *iamWorld) store(t *testing.T, member string, opts gcp.Options) *gcp.Sto
 // permission refused and the roles to bind, and holds no key value.
 func (w *iamWorld) denied(t *testing.T, who, what string, err error) {
 	t.Helper()
-	msg := fmt.Sprint(err)
-	switch {
-	case !kwcodes.Is(err, kwcodes.PermissionDenied):
-		t.Errorf("%s: %s: %v (code %v), want PermissionDenied", who, what, err, kwcodes.Of(err))
-	case !strings.Contains(msg, "Permission 'secretmanager."),
-		!strings.Contains(msg, "gcloud secrets add-iam-policy-binding"),
-		!strings.Contains(msg, "deploy/policies/gcp-reader.yaml, gcp-rotator.yaml"):
-		t.Errorf("%s: %s: %q does not say which permission was refused and what to bind", who, what, msg)
-	}
-	for _, v := range w.values {
-		if strings.Contains(fmt.Sprintf("%v %+v %#v", err, err, err), v) {
-			t.Errorf("%s: %s: the error holds a key value", who, what)
-		}
-	}
+	providertest.CheckDenied(t, who, what, err, []string{"Permission 'secretmanager.", "gcloud secrets add-iam-policy-binding",
+		"deploy/policies/gcp-reader.yaml, gcp-rotator.yaml"}, w.values)
 }
 
 func (w *iamWorld) state(t *testing.T, name, version string) secretmanagerpb.SecretVersion_State {
@@ -354,35 +342,14 @@ func pendingID(w *iamWorld, t *testing.T) string {
 	return v.ID
 }
 
-// driverCalls are the driver's calls on secret name, and `put` and
-// `pool add` over them, by name. Each goes as far as its write: Promote and
-// DiscardPending name pendingID (Promote with currentID as CURRENT),
-// WriteRecord the revision it reads first.
+// driverCalls is providertest.DriverCalls and `pool add`.
 func driverCalls(ctx context.Context, st driver.Stager, name, pendingID, currentID string) map[string]func() error {
-	return map[string]func() error{
-		"Read":        func() error { _, err := st.Read(ctx, name, driver.Current); return err },
-		"ReadPending": func() error { _, err := st.ReadPending(ctx, name); return err },
-		"ReadRecord":  func() error { _, err := st.ReadRecord(ctx, name); return err },
-		"PutPending": func() error {
-			_, err := st.PutPending(ctx, name, providertest.Token(), providertest.FakeKey())
-			return err
-		},
-		"Promote": func() error { return st.Promote(ctx, name, pendingID, currentID) },
-		"Discard": func() error { return st.DiscardPending(ctx, name, pendingID) },
-		"WriteRecord": func() error {
-			rec, err := st.ReadRecord(ctx, name)
-			if err != nil {
-				return err
-			}
-			_, err = st.WriteRecord(ctx, name, rec.Rev, map[string]string{"k": "v"})
-			return err
-		},
-		"put": func() error { _, err := stage.Put(ctx, st, name, providertest.FakeKey()); return err },
-		"pool add": func() error {
-			_, err := pool.New(st, name).Add(ctx, providers.NewSecret(string(providertest.FakeKey())), "")
-			return err
-		},
+	calls := providertest.DriverCalls(ctx, st, name, pendingID, currentID)
+	calls["pool add"] = func() error {
+		_, err := pool.New(st, name).Add(ctx, providers.NewSecret(string(providertest.FakeKey())), "")
+		return err
 	}
+	return calls
 }
 
 // TestCreateNeedsTheProject: keywarden creates a missing secret only for a
