@@ -82,6 +82,7 @@ exec exits with the program's exit code.
 				Grace: orDuration(s.Timeouts.Shutdown.D, settings.DefaultShutdownTimeout),
 				Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(), Log: lg,
 			}
+			dropStartupPages(lg)
 			code, err := sup.Run(cmd.Context(), forward)
 			if err != nil {
 				return cli.Exit(cli.ExitFailed, err)

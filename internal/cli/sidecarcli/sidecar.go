@@ -23,6 +23,7 @@ import (
 	"github.com/keywarden/keywarden/internal/proxy"
 	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/internal/proxy/usage"
+	"github.com/keywarden/keywarden/internal/residency"
 	"github.com/keywarden/keywarden/internal/secretfile"
 	"github.com/keywarden/keywarden/internal/telemetry"
 	"github.com/keywarden/keywarden/providers"
@@ -153,6 +154,7 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 		}
 	}
 	lg.Info("sidecar: serving", attrs...)
+	dropStartupPages(lg)
 	if err := srv.Run(ctx); err != nil {
 		if ctx.Err() == nil || !errors.Is(err, context.DeadlineExceeded) {
 			return cli.Exit(cli.ExitFailed, err)
@@ -165,6 +167,18 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 	}
 	lg.Info("sidecar: stopped")
 	return nil
+}
+
+// dropStartupPages unmaps the executable's pages that start-up touched
+// (package residency): 18 of an idle sidecar's 22 MiB resident. Failing
+// costs nothing but that memory, so it is only logged.
+func dropStartupPages(lg *slog.Logger) {
+	n, err := residency.DropStartupPages()
+	if err != nil {
+		lg.Debug("could not drop start-up's pages of the executable", "error", err.Error())
+		return
+	}
+	lg.Debug("dropped start-up's pages of the executable", "mapped_bytes", n)
 }
 
 // registerSink exports the file sink's health for alerting:
