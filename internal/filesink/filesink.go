@@ -15,11 +15,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/atomicfile"
 	"github.com/keywarden/keywarden/providers"
 )
 
@@ -190,7 +189,7 @@ func (s *Sink) sync(verify bool) error {
 	s.smu.Lock()
 	known := k.Fingerprint == s.written
 	s.smu.Unlock()
-	removeStaleTemps(s.path, time.Now().Add(-staleTemp))
+	atomicfile.RemoveTemps(s.path, staleTemp)
 	if known && (!verify || holds(s.path, k.Value)) {
 		s.succeeded(k.Fingerprint)
 		return nil
@@ -258,72 +257,25 @@ func (s *Sink) Close() error {
 }
 
 // staleTemp is the age past which a temporary file of a sink's path is a
-// dead writer's: a write holds its own for milliseconds.
+// dead writer's: a write holds its own for milliseconds. A process killed
+// between Write's write and its rename (OOM, a SIGKILL at the end of a
+// grace period) leaves one, holding a key; each sync removes those older
+// than this (atomicfile.RemoveTemps). No lock is taken by every writer of
+// the path, so a younger one may be a live writer's, and is left.
 const staleTemp = time.Minute
-
-// tempPrefix starts the name of Write's temporary files for path.
-func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
-
-// removeStaleTemps removes the temporary files of path last changed before
-// cutoff: a process killed between Write's write and its rename (OOM, a
-// SIGKILL at the end of a grace period) leaves one, holding a key, for as
-// long as the directory lives.
-func removeStaleTemps(path string, cutoff time.Time) {
-	dir, prefix := filepath.Dir(path), tempPrefix(path)
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), prefix) || len(e.Name()) == len(prefix) {
-			continue
-		}
-		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() && fi.ModTime().Before(cutoff) {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
-}
 
 // afterTempWrite, set by tests only, runs between the temporary file's
 // close and its rename: where a crash test stops the process.
 var afterTempWrite func()
 
-// Write puts v in the file at path atomically, mode 0600: a temporary file
-// in the same directory is written, synced and renamed over path, and the
-// directory is synced. Errors never hold the value.
+// Write puts v in the file at path atomically, mode 0600 (atomicfile.Write):
+// a temporary file in the same directory is written, synced and renamed
+// over path, and the directory is synced. Errors never hold the value.
 func Write(path string, v providers.Secret) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, tempPrefix(path)+"*")
-	if err != nil {
+	b := []byte(v.Reveal())
+	defer clear(b)
+	if err := atomicfile.Write(path, b, atomicfile.Options{AfterTempWrite: afterTempWrite}); err != nil {
 		return fmt.Errorf("filesink: %w", err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("filesink: %w", err)
-	}
-	if _, err := f.WriteString(v.Reveal()); err != nil {
-		return fmt.Errorf("filesink: write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("filesink: sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("filesink: close %s: %w", tmp, err)
-	}
-	if afterTempWrite != nil {
-		afterTempWrite()
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("filesink: %w", err)
-	}
-	ok = true
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return nil
 }

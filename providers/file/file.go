@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/atomicfile"
 	"github.com/keywarden/keywarden/internal/secretfile"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
@@ -71,18 +72,10 @@ func ParsePath(u *url.URL) (string, error) {
 	return u.Path, nil
 }
 
-// lockPath and tmpPattern name the files a store at path uses besides path
-// itself: its lock file, and the temporary files a write renames over it.
-func lockPath(path string) string   { return path + ".lock" }
-func tmpPattern(path string) string { return "." + filepath.Base(path) + ".tmp-*" }
-
-// isTemp reports whether name (a base name in path's directory) is one of
-// the temporary files of a store at path: tmpPattern taken literally, as
-// os.CreateTemp does (a glob would read a [ or ? in the file's name).
-func isTemp(path, name string) bool {
-	prefix, suffix, _ := strings.Cut(tmpPattern(path), "*")
-	return len(name) > len(prefix)+len(suffix) && strings.HasPrefix(name, prefix) && strings.HasSuffix(name, suffix)
-}
+// lockPath names the lock file of a store at path. Its other files besides
+// path itself are the temporary files a write renames over it
+// (atomicfile.IsTemp).
+func lockPath(path string) string { return path + ".lock" }
 
 // Uses reports which of its files a store at path holds at target: "file",
 // "lock file", "temporary file", or "" when target is none of them. Paths
@@ -93,7 +86,7 @@ func Uses(path, target string) string {
 		return "file"
 	case target == lockPath(path):
 		return "lock file"
-	case filepath.Dir(target) == filepath.Dir(path) && isTemp(path, filepath.Base(target)):
+	case filepath.Dir(target) == filepath.Dir(path) && atomicfile.IsTemp(path, filepath.Base(target)):
 		return "temporary file"
 	}
 	return ""
@@ -240,62 +233,26 @@ func (s *Store) load() (*fileData, error) {
 	return &d, nil
 }
 
-// save writes d atomically: temp file in the same directory, fsync, rename,
-// fsync of the directory.
+// save writes d atomically (atomicfile.Write: temp file in the same
+// directory, mode 0600, fsync, rename, fsync of the directory). First it
+// removes the temporary files a writer killed between its write and its
+// rename left beside the store's file: each holds a copy of every key the
+// store held. Every writer holds the flock while its temporary file
+// exists, so under it any such file is a dead writer's.
 func (s *Store) save(d *fileData) error {
 	b, err := json.MarshalIndent(d, "", "  ")
 	if err != nil {
 		return codes.Wrap(codes.Internal, "file: encode", err)
 	}
-	dir := filepath.Dir(s.path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
 		return mapErr(err)
 	}
-	s.removeStaleTemps()
-	tmp, err := os.CreateTemp(dir, tmpPattern(s.path))
-	if err != nil {
+	atomicfile.RemoveTemps(s.path, 0)
+	if err := atomicfile.Write(s.path, append(b, '\n'), atomicfile.Options{AfterTempWrite: func() { s.hook(false) }}); err != nil {
 		return mapErr(err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return mapErr(err)
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return mapErr(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return mapErr(err)
-	}
-	if err := tmp.Close(); err != nil {
-		return mapErr(err)
-	}
-	s.hook(false)
-	if err := os.Rename(tmp.Name(), s.path); err != nil {
-		return mapErr(err)
-	}
-	if df, err := os.Open(dir); err == nil {
-		_ = df.Sync()
-		df.Close()
 	}
 	s.hook(true)
 	return nil
-}
-
-// removeStaleTemps removes the temporary files a writer killed between
-// its write and its rename left beside the store's file: each holds a copy
-// of every key the store held. Every writer holds the flock while its
-// temporary file exists, so under it any such file is a dead writer's.
-func (s *Store) removeStaleTemps() {
-	dir := filepath.Dir(s.path)
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if isTemp(s.path, e.Name()) {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
 }
 
 // update runs fn on the file's content under the process mutex and an
