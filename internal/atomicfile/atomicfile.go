@@ -34,11 +34,21 @@ func createTemp(path string) (*os.File, error) {
 
 // IsTemp reports whether name, a base name in path's directory, is one of
 // path's temporary files: tempPrefix taken literally (a glob would read a
-// [ or * in the file's name) and at least one character more. The base
-// name of path itself is never one.
+// [ or * in the file's name) and os.CreateTemp's random digits, nothing
+// else, so that the temporary files of a neighbour named "NAME.tmp-1"
+// (".NAME.tmp-1.tmp-DIGITS") are not NAME's. The base name of path itself
+// is never one.
 func IsTemp(path, name string) bool {
-	prefix := tempPrefix(path)
-	return len(name) > len(prefix) && strings.HasPrefix(name, prefix)
+	rest, ok := strings.CutPrefix(name, tempPrefix(path))
+	if !ok || rest == "" {
+		return false
+	}
+	for i := 0; i < len(rest); i++ {
+		if rest[i] < '0' || rest[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Options tune Write. The zero value is ready to use.

@@ -157,7 +157,11 @@ func TestIsTemp(t *testing.T) {
 		want       bool
 	}{
 		{"/d/keys.json", ".keys.json.tmp-123", true},
-		{"/d/keys.json", ".keys.json.tmp-x", true},
+		{"/d/keys.json", ".keys.json.tmp-x", false},
+		{"/d/keys.json", ".keys.json.tmp-12x", false},
+		// A neighbour named keys.json.tmp-1 has its own temporary files.
+		{"/d/keys.json", ".keys.json.tmp-1.tmp-123", false},
+		{"/d/keys.json.tmp-1", ".keys.json.tmp-1.tmp-123", true},
 		{"/d/keys.json", ".keys.json.tmp-", false},
 		{"/d/keys.json", "keys.json", false},
 		{"/d/keys.json", "keys.json.lock", false},
@@ -208,24 +212,24 @@ func TestRemoveTemps(t *testing.T) {
 		minAge time.Duration
 		left   []string
 	}{
-		{0, []string{".keys.json.tmp-", ".other.tmp-1", "keys.json", "keys.json.lock"}},
-		{time.Minute, []string{".keys.json.tmp-", ".keys.json.tmp-dir", ".keys.json.tmp-link", ".keys.json.tmp-young", ".other.tmp-1", "keys.json", "keys.json.lock"}},
+		{0, []string{".keys.json.tmp-", ".keys.json.tmp-1.tmp-5", ".other.tmp-1", "keys.json", "keys.json.lock"}},
+		{time.Minute, []string{".keys.json.tmp-", ".keys.json.tmp-1.tmp-5", ".keys.json.tmp-3", ".keys.json.tmp-4", ".keys.json.tmp-6", ".other.tmp-1", "keys.json", "keys.json.lock"}},
 	} {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "keys.json")
-		for _, n := range []string{"keys.json", "keys.json.lock", ".keys.json.tmp-", ".keys.json.tmp-old", ".keys.json.tmp-young", ".other.tmp-1"} {
+		for _, n := range []string{"keys.json", "keys.json.lock", ".keys.json.tmp-", ".keys.json.tmp-2", ".keys.json.tmp-6", ".keys.json.tmp-1.tmp-5", ".other.tmp-1"} {
 			if err := os.WriteFile(filepath.Join(dir, n), []byte(key), 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := os.Mkdir(filepath.Join(dir, ".keys.json.tmp-dir"), 0o700); err != nil {
+		if err := os.Mkdir(filepath.Join(dir, ".keys.json.tmp-3"), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Symlink("keys.json", filepath.Join(dir, ".keys.json.tmp-link")); err != nil {
+		if err := os.Symlink("keys.json", filepath.Join(dir, ".keys.json.tmp-4")); err != nil {
 			t.Fatal(err)
 		}
 		for _, n := range names(t, dir) {
-			if n == ".keys.json.tmp-young" {
+			if n == ".keys.json.tmp-6" { // the young one
 				continue
 			}
 			tv := unix.NsecToTimeval(old.UnixNano())
