@@ -80,6 +80,19 @@ func unixClient(path string) *http.Client {
 	}}
 }
 
+// waitSocket waits until the unix socket at path accepts connections (its
+// file exists from the bind, a moment before the listen).
+func waitSocket(t *testing.T, path string) {
+	t.Helper()
+	clitest.WaitFor(t, "socket", func() bool {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
 func rotate(t *testing.T, st *file.Store, name, val string) {
 	t.Helper()
 	providertest.Rotate(t, st, name, []byte(val))
@@ -90,7 +103,7 @@ func TestSidecarOnEmbeddedDefault(t *testing.T) {
 	t.Setenv("KEYWARDEN_CONFIG", "")
 	sock := filepath.Join(t.TempDir(), "kw.sock")
 	stop, out := start(t, "sidecar", "--listen", "", "--unix-socket", sock, "--metrics-listen", "off")
-	clitest.WaitFor(t, "socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	waitSocket(t, sock)
 	c := unixClient(sock)
 	// The Admin API is refused by the sidecar itself: no upstream needed.
 	resp, err := c.Get("http://sidecar/v1/organizations/api_keys")
@@ -143,7 +156,7 @@ sidecar:
   timeouts: {shutdown: 5s}
 `, storePath, sock, up.URL, sink)), 0o600)
 	stop, out := start(t, "sidecar", "--config", cfg, "--log-level", "debug")
-	clitest.WaitFor(t, "socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	waitSocket(t, sock)
 	c := unixClient(sock)
 	defer c.CloseIdleConnections()
 	get := func() int {
@@ -315,7 +328,7 @@ sidecar:
   timeouts: {shutdown: 50ms}
 `, storePath, sock, up.URL)), 0o600)
 	stop, out := start(t, "sidecar", "--config", cfg)
-	clitest.WaitFor(t, "socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	waitSocket(t, sock)
 	c := unixClient(sock)
 	defer c.CloseIdleConnections()
 	resp, err := c.Get("http://sidecar/v1/models")
