@@ -315,3 +315,30 @@ func TestLeftValidAbandoned(t *testing.T) {
 		t.Fatalf("the gate was asked %d times, want its 2 checks on the clearing run", n)
 	}
 }
+
+// TestLeftValidBound: with MaxLeftValid keys listed, no rotation starts
+// (exit 11, naming the way out); nothing is dropped.
+func TestLeftValidBound(t *testing.T) {
+	w := newLeftValidWorld(t, nil)
+	ctx := context.Background()
+	var es []rotation.LeftValidKey
+	for i := range rotation.MaxLeftValid {
+		es = append(es, rotation.LeftValidKey{Fingerprint: "sha256:" + strings.Repeat("0", 7) + string(rune('a'+i%26)) + string(rune('a'+i/26)), Outcome: rotation.OutcomeNotRevoked})
+	}
+	b, _ := json.Marshal(es)
+	rec, err := w.st.ReadRecord(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.st.WriteRecord(ctx, "k", rec.Rev, map[string]string{"v": "1", "phase": "idle", "left_valid": string(b)}); err != nil {
+		t.Fatal(err)
+	}
+	minted := w.l.Minted()
+	_, err = w.run(rotation.RunOptions{Force: true})
+	if rotation.ExitCode(err) != rotation.ExitConflict || !strings.Contains(err.Error(), "--revoke-left-valid") || w.l.Minted() != minted {
+		t.Fatalf("rotate past the bound: exit %d %v (minted %d)", rotation.ExitCode(err), err, w.l.Minted())
+	}
+	if n := len(w.status().LeftValid); n != rotation.MaxLeftValid || w.gauge() != float64(rotation.MaxLeftValid) {
+		t.Fatalf("listed %d, gauge %v", n, w.gauge())
+	}
+}
