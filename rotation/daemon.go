@@ -60,6 +60,18 @@ func (r *Rotator) Serve(ctx context.Context, o ServeOptions) error {
 		k := r.keys[name]
 		if k.Schedule == nil {
 			r.log.Info("key has no schedule; rotate it with `keywarden rotate`", slog.String("key", name))
+			// Its record is still read now and then: the keys its
+			// rotations left valid are exported.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					r.exportLeftValid(ctx, k)
+					if sleepCtx(ctx, leftValidRecheck) != nil {
+						return
+					}
+				}
+			}()
 			continue
 		}
 		n++
@@ -103,7 +115,7 @@ func (r *Rotator) serveKey(ctx, runCtx context.Context, k *Key, o ServeOptions) 
 		}
 		if d := wake.Sub(r.opts.Now()); d > 0 {
 			lg.Debug("next rotation run", slog.Time("at", wake), slog.String("reason", reason))
-			if sleepCtx(ctx, d) != nil {
+			if r.sleepExporting(ctx, k, d) != nil {
 				return
 			}
 		}
@@ -133,6 +145,35 @@ func (r *Rotator) serveKey(ctx, runCtx context.Context, k *Key, o ServeOptions) 
 				return
 			}
 		}
+	}
+}
+
+// leftValidRecheck is how often the daemon reads an idle key's record
+// between runs, to export keywarden_rotation_keys_left_valid: a list
+// cleared by `rotate --revoke-left-valid` elsewhere stops the alert
+// within it.
+const leftValidRecheck = 5 * time.Minute
+
+// sleepExporting sleeps d, reading k's record every leftValidRecheck to
+// export its keys left valid.
+func (r *Rotator) sleepExporting(ctx context.Context, k *Key, d time.Duration) error {
+	for d > leftValidRecheck {
+		if err := sleepCtx(ctx, leftValidRecheck); err != nil {
+			return err
+		}
+		d -= leftValidRecheck
+		r.exportLeftValid(ctx, k)
+	}
+	return sleepCtx(ctx, d)
+}
+
+// exportLeftValid reads k's record, which exports the number of keys its
+// rotations left valid (run.load); a failure is logged at debug level:
+// the next run reports it.
+func (r *Rotator) exportLeftValid(ctx context.Context, k *Key) {
+	ru := &run{r: r, k: k, res: &Result{Key: k.Name}}
+	if err := ru.load(ctx); err != nil && ctx.Err() == nil {
+		r.log.Debug("could not read the rotation record", slog.String("key", k.Name), slog.String("error", err.Error()))
 	}
 }
 

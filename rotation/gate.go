@@ -253,12 +253,19 @@ var errNobody = errors.New("no consumer reports the new key either: the query re
 // askGate asks who holds the old key. An empty answer counts only when
 // some consumer reports the new key: otherwise it is errNobody.
 func (ru *run) askGate(ctx context.Context) ([]Holder, error) {
-	g, k, s := ru.k.RevokeGate, ru.k, ru.s
-	holders, err := g.Consumers.Holders(ctx, k.Name, s.OldFP)
+	return ru.askHolders(ctx, ru.s.OldFP, ru.s.NewFP)
+}
+
+// askHolders asks the revoke gate who holds the key of fingerprint fp. An
+// empty answer counts only when some consumer reports freshFP, the key
+// that replaced it: otherwise it is errNobody.
+func (ru *run) askHolders(ctx context.Context, fp, freshFP string) ([]Holder, error) {
+	g, k := ru.k.RevokeGate, ru.k
+	holders, err := g.Consumers.Holders(ctx, k.Name, fp)
 	if err != nil || len(holders) > 0 {
 		return holders, err
 	}
-	fresh, err := g.Consumers.Holders(ctx, k.Name, s.NewFP)
+	fresh, err := g.Consumers.Holders(ctx, k.Name, freshFP)
 	if err != nil {
 		return nil, err
 	}

@@ -229,3 +229,24 @@ func TestCheckedValue(t *testing.T) {
 		}
 	}
 }
+
+// TestLeftValidCorrupt: a left_valid field that does not decode, or an
+// entry naming no key, is a corrupt record.
+func TestLeftValidCorrupt(t *testing.T) {
+	for _, v := range []string{`[{`, `{"key_id":"a"}`, `[{"outcome":"rolled_back"}]`, `[{"key_id":"a"}]`} {
+		_, err := decode(&driver.Record{Data: map[string]string{"v": recordVersion, "phase": "idle", "left_valid": v}})
+		if err == nil || !strings.Contains(err.Error(), "corrupt (fields [left_valid])") {
+			t.Errorf("left_valid %s: %v", v, err)
+		}
+	}
+	s := &state{Phase: PhaseIdle, LeftValid: []LeftValidKey{{KeyID: "a", Fingerprint: "sha256:x", Outcome: OutcomeRolledBack, At: time.Unix(1, 0).UTC()}}}
+	back, err := decode(&driver.Record{Data: s.encode()})
+	if err != nil || len(back.LeftValid) != 1 || back.LeftValid[0] != s.LeftValid[0] {
+		t.Fatalf("round trip: %v %+v", err, back)
+	}
+	// Merged by id or fingerprint, never twice.
+	l := addLeftValid(s.LeftValid, LeftValidKey{Fingerprint: "sha256:x", Version: "3", Outcome: OutcomeNotRevoked})
+	if len(l) != 1 || l[0].Version != "3" || l[0].Outcome != OutcomeRolledBack {
+		t.Fatalf("merged %+v", l)
+	}
+}

@@ -23,6 +23,7 @@ type Metrics struct {
 	timeouts  *prometheus.CounterVec
 	expires   *prometheus.GaugeVec
 	poolExp   *prometheus.GaugeVec
+	left      *prometheus.GaugeVec
 
 	mu         sync.Mutex
 	poolSeries map[string][][]string // label values of poolExp's series, by key
@@ -61,6 +62,12 @@ type Metrics struct {
 //   - keywarden_key_expiry_timestamp_seconds{key}: when the CURRENT key
 //     expires at its issuer (0: never), read when a run checks whether a
 //     rotation is due.
+//   - keywarden_rotation_keys_left_valid{key}: keys that rotations ended
+//     leaving valid at the issuer (rolled_back, not_revoked, abandoned),
+//     as listed in the rotation record: set on every read and write of the
+//     record (a restarted daemon exports it at its first look at the key),
+//     above 0 until `rotate --revoke-left-valid` or `--forget-left-valid`
+//     clears the list.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -104,10 +111,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "keywarden", Subsystem: "pool_key", Name: "expiry_timestamp_seconds",
 			Help: "Unix time a key waiting in the pool expires at its issuer; 0 when it never does. usable=false: a draw would skip it.",
 		}, []string{"key", "fingerprint", "usable"}),
+		left: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "keywarden", Subsystem: "rotation", Name: "keys_left_valid",
+			Help: "Keys that rotations ended leaving valid at the issuer, as listed in the rotation record; cleared by rotate --revoke-left-valid or --forget-left-valid.",
+		}, []string{"key"}),
 		poolSeries: map[string][][]string{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.runs, m.duration, m.lastOK, m.revokeDue, m.pool, m.probes, m.holders, m.timeouts, m.expires, m.poolExp)
+		reg.MustRegister(m.runs, m.duration, m.lastOK, m.revokeDue, m.pool, m.probes, m.holders, m.timeouts, m.expires, m.poolExp, m.left)
 	}
 	return m
 }
@@ -171,6 +182,13 @@ func (m *Metrics) gateTimeout(key string, p GatePolicy) {
 		return
 	}
 	m.timeouts.WithLabelValues(key, string(p)).Inc()
+}
+
+func (m *Metrics) leftValid(key string, n int) {
+	if m == nil {
+		return
+	}
+	m.left.WithLabelValues(key).Set(float64(n))
 }
 
 func (m *Metrics) expiry(key string, t time.Time) {

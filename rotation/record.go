@@ -91,6 +91,73 @@ type state struct {
 	// KeyIDs maps key fingerprints to issuer key ids attached by an
 	// operator (`keywarden key-id`), for stored keys whose payload has none.
 	KeyIDs map[string]string
+
+	// LeftValid lists the keys that rotations ended leaving valid at the
+	// issuer (rolled_back, not_revoked, abandoned), oldest first, until
+	// `rotate --revoke-left-valid` revokes them or `--forget-left-valid`
+	// drops one; see LeftValidKey.
+	LeftValid []LeftValidKey
+}
+
+// LeftValidKey names a key that a rotation ended leaving valid at the
+// issuer, never its value. Entries live in the rotation record: appended
+// in the write that ends the rotation, so no crash loses one, and kept
+// through any number of later rotations.
+type LeftValidKey struct {
+	// KeyID is the key's issuer id ("" when unknown: keywarden cannot
+	// revoke it; revoke it by hand, then `--forget-left-valid`).
+	KeyID string `json:"key_id,omitempty"`
+	// Fingerprint is the key's fingerprint.
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// Version is the store version that held the key.
+	Version string `json:"version,omitempty"`
+	// Outcome is the outcome of the rotation that left it valid
+	// (rolled_back, not_revoked or abandoned).
+	Outcome string `json:"outcome"`
+	// At is when that rotation ended.
+	At time.Time `json:"at"`
+}
+
+// MaxLeftValid bounds the record's list of keys left valid. No entry is
+// ever dropped to make room: a rotation leaves at most one key valid, and
+// once the list holds MaxLeftValid keys no new rotation starts (the run
+// fails with a conflict, exit 11) until `rotate --revoke-left-valid` or
+// `--forget-left-valid` shortens it.
+const MaxLeftValid = 32
+
+// names reports whether e names the key of fingerprint fp or issuer id id.
+func (e LeftValidKey) names(fp, id string) bool {
+	return (fp != "" && e.Fingerprint == fp) || (id != "" && e.KeyID == id)
+}
+
+// addLeftValid returns list with e appended, or merged into the entry that
+// names the same key (by fingerprint or issuer id), filling what it lacks.
+func addLeftValid(list []LeftValidKey, e LeftValidKey) []LeftValidKey {
+	if e.KeyID == "" && e.Fingerprint == "" {
+		return list
+	}
+	out := slices.Clone(list)
+	for i, have := range out {
+		if have.names(e.Fingerprint, e.KeyID) {
+			if have.KeyID == "" {
+				out[i].KeyID = e.KeyID
+			}
+			if have.Fingerprint == "" {
+				out[i].Fingerprint = e.Fingerprint
+			}
+			if have.Version == "" {
+				out[i].Version = e.Version
+			}
+			return out
+		}
+	}
+	return append(out, e)
+}
+
+// dropLeftValid returns list without the entries naming the key of
+// fingerprint fp or issuer id id.
+func dropLeftValid(list []LeftValidKey, fp, id string) []LeftValidKey {
+	return slices.DeleteFunc(slices.Clone(list), func(e LeftValidKey) bool { return e.names(fp, id) })
 }
 
 // Outcomes recorded in the record, reported in events and metrics.
@@ -158,6 +225,10 @@ func (s *state) encode() map[string]string {
 	if len(s.KeyIDs) > 0 {
 		b, _ := json.Marshal(s.KeyIDs)
 		m["key_ids"] = string(b)
+	}
+	if len(s.LeftValid) > 0 {
+		b, _ := json.Marshal(s.LeftValid)
+		m["left_valid"] = string(b)
 	}
 	return m
 }
@@ -231,6 +302,13 @@ func decode(r *driver.Record) (*state, error) {
 			errs = append(errs, "key_ids")
 		}
 	}
+	if v, ok := m["left_valid"]; ok {
+		if err := json.Unmarshal([]byte(v), &s.LeftValid); err != nil || slices.ContainsFunc(s.LeftValid, func(e LeftValidKey) bool {
+			return e.KeyID == "" && e.Fingerprint == "" || e.Outcome == ""
+		}) {
+			errs = append(errs, "left_valid")
+		}
+	}
 	if len(errs) > 0 {
 		return nil, codes.Errorf(codes.Internal, "the rotation record is corrupt (fields %v); inspect it in the store, or delete it to start over", errs)
 	}
@@ -257,6 +335,7 @@ func (s *state) abandonedUnstored() bool {
 func (s *state) clone() *state {
 	c := *s
 	c.KeyIDs = maps.Clone(s.KeyIDs)
+	c.LeftValid = slices.Clone(s.LeftValid)
 	return &c
 }
 
@@ -283,6 +362,9 @@ func (s *state) otherIDs(this string) []string {
 	add(s.OldKeyID)
 	for _, fp := range slices.Sorted(maps.Keys(s.KeyIDs)) {
 		add(s.KeyIDs[fp])
+	}
+	for _, e := range s.LeftValid {
+		add(e.KeyID)
 	}
 	return out
 }

@@ -96,6 +96,9 @@ const (
 	AfterRecordDiscarding Boundary = "record_discarding" // record: discarding
 	AfterRevokeNew        Boundary = "revoke_new"        // the issuer revoked the failed new key
 	AfterDiscard          Boundary = "discard"           // PENDING removed
+	// AfterRevokeLeftValid: `rotate --revoke-left-valid` revoked a key a
+	// rotation had left valid (its entry is dropped at AfterDone).
+	AfterRevokeLeftValid Boundary = "revoke_left_valid"
 )
 
 // Boundaries lists the boundaries of a successful rotation, in order.
@@ -253,6 +256,17 @@ type RunOptions struct {
 	// notices at its next renewal or write and stops with a conflict. For
 	// a holder known dead that must not be waited for.
 	BreakLease bool
+	// RevokeLeftValid revokes, under the lease, the keys that rotations
+	// left valid (listed in the record, see LeftValidKey) and drops them
+	// from the list: each one that has an issuer id or whose value
+	// PREVIOUS still holds, is neither CURRENT's nor PENDING's key, and no
+	// consumer holds (with a RevokeGate). Others stay listed, and the run
+	// says why. Nothing else is done: no rotation starts.
+	RevokeLeftValid bool
+	// ForgetLeftValid drops from the list the key left valid with this
+	// fingerprint or issuer id, revoking nothing: for a key an operator
+	// revoked by hand. Nothing else is done. See Rotator.ForgetLeftValid.
+	ForgetLeftValid string
 }
 
 // Result is what a run did.
@@ -298,6 +312,15 @@ func (r *Rotator) Run(ctx context.Context, name string, o RunOptions) (*Result, 
 	k, err := r.key(name)
 	if err != nil {
 		return &Result{Key: name, Outcome: KindConfig.String(), Message: err.Error()}, err
+	}
+	if o.ForgetLeftValid != "" || o.RevokeLeftValid {
+		if (o.ForgetLeftValid != "" && (o.RevokeLeftValid || o.DryRun)) || o.Abandon || o.Force || o.Wait {
+			err := fail(KindConfig, fmt.Errorf("rotation: %s: %w", name, errLeftValidMode))
+			return &Result{Key: name, Outcome: KindConfig.String(), Message: err.Error()}, err
+		}
+		if o.ForgetLeftValid != "" {
+			return r.ForgetLeftValid(ctx, name, o.ForgetLeftValid)
+		}
 	}
 	ru := &run{r: r, k: k, o: o, begun: r.opts.Now(), res: &Result{Key: name}}
 	var res *Result

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,6 +40,10 @@ type run struct {
 	probed  bool          // the probe ran in this run
 	issued  *Credential   // the key this run refused before the store (refuseIssued)
 	started bool          // this run started a new rotation
+	// holdIdle makes save keep the lease in a phase that does not hold
+	// one (idle, parked): `rotate --revoke-left-valid`. Set and read by
+	// the run's own goroutine only.
+	holdIdle bool
 }
 
 // errCrash marks an error returned by Options.AfterStep.
@@ -95,6 +100,7 @@ func (ru *run) load(ctx context.Context) error {
 	ru.s, ru.rev = s, rec.Rev
 	ru.mu.Unlock()
 	ru.res.Phase = s.Phase
+	ru.r.opts.Metrics.leftValid(ru.k.Name, len(s.LeftValid))
 	return nil
 }
 
@@ -102,7 +108,8 @@ func (ru *run) load(ctx context.Context) error {
 // Phases that hold the lease get this rotator as holder and a fresh expiry;
 // others free it.
 func (ru *run) save(ctx context.Context, next *state) error {
-	if next.Phase.holdsLease() {
+	hold := next.Phase.holdsLease() || ru.holdIdle
+	if hold {
 		next.Holder = ru.r.opts.Holder
 		next.LeaseUntil = ru.now().Add(ru.r.opts.Lease)
 	} else {
@@ -116,7 +123,7 @@ func (ru *run) save(ctx context.Context, next *state) error {
 		rec, err = ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.rev, next.encode())
 		if err == nil {
 			ru.s, ru.rev, ru.ext = next, rec.Rev, nil
-			ru.holding = next.Phase.holdsLease()
+			ru.holding = hold
 			ru.leaseAt = next.LeaseUntil
 			break
 		}
@@ -132,6 +139,7 @@ func (ru *run) save(ctx context.Context, next *state) error {
 		return ru.storeErr("write the rotation record", err)
 	}
 	ru.res.Phase = next.Phase
+	ru.r.opts.Metrics.leftValid(ru.k.Name, len(next.LeftValid))
 	return nil
 }
 
@@ -238,6 +246,12 @@ func (ru *run) mergeExt(next *state) {
 				next.KeyIDs = map[string]string{}
 			}
 			next.KeyIDs[fp] = id
+		}
+	}
+	for _, e := range base.LeftValid {
+		if !slices.ContainsFunc(ext.LeftValid, func(x LeftValidKey) bool { return x.names(e.Fingerprint, e.KeyID) }) {
+			// Forgotten meanwhile (`rotate --forget-left-valid`).
+			next.LeftValid = dropLeftValid(next.LeftValid, e.Fingerprint, e.KeyID)
 		}
 	}
 	if ext.NewKeyID != base.NewKeyID && next.NewKeyID == base.NewKeyID {
@@ -373,6 +387,9 @@ func (ru *run) do(ctx context.Context) (*Result, error) {
 		return ru.res, err
 	}
 	if ru.o.DryRun {
+		if ru.o.RevokeLeftValid {
+			return ru.revokeLeftValid(ctx)
+		}
 		return ru.plan(ctx)
 	}
 	if ru.o.BreakLease {
@@ -383,12 +400,16 @@ func (ru *run) do(ctx context.Context) (*Result, error) {
 	if ru.o.Abandon {
 		return ru.abandon(ctx)
 	}
+	if ru.o.RevokeLeftValid {
+		return ru.revokeLeftValid(ctx)
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return ru.res, ctxError(err)
 		}
 		s := ru.s
-		if s.Phase.holdsLease() || s.Phase == PhaseParked {
+		// An idle record is held only by `rotate --revoke-left-valid`.
+		if s.Phase.holdsLease() || s.Phase == PhaseParked || s.Phase == PhaseIdle {
 			if ru.leaseHeld() {
 				return ru.res, ru.inProgress(s)
 			}
@@ -553,6 +574,9 @@ func (ru *run) begin(ctx context.Context) (done bool, err error) {
 			ru.res.Message = "nothing due; next rotation due at " + next.UTC().Format(time.RFC3339)
 			return true, nil
 		}
+	}
+	if n := len(ru.s.LeftValid); n >= MaxLeftValid {
+		return true, fail(KindConflict, fmt.Errorf("rotation: %s: %d keys that rotations left valid are listed in the rotation record (the bound is %d); no rotation starts until they are revoked: run `keywarden rotate --key %s --revoke-left-valid` (or revoke by hand, then `--forget-left-valid`)", ru.k.Name, n, MaxLeftValid, ru.k.Name))
 	}
 	if pv, err := ru.strayPending(ctx); err != nil {
 		return true, err

@@ -66,6 +66,12 @@ type KeyStatus struct {
 	// Pool lists the waiting pool keys with their expiry and why a draw
 	// would skip them (issuers that are PoolInspectors).
 	Pool []PoolKey `json:"pool,omitempty"`
+	// LeftValid lists the keys rotations ended leaving valid at the issuer
+	// (rolled_back, not_revoked, abandoned), from the rotation record,
+	// until `rotate --revoke-left-valid` revokes them or
+	// `--forget-left-valid` drops one revoked by hand; see
+	// keywarden_rotation_keys_left_valid.
+	LeftValid []LeftValidKey `json:"left_valid,omitempty"`
 	// Errors lists what could not be read.
 	Errors []string `json:"errors,omitempty"`
 }
@@ -144,6 +150,7 @@ func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 	st.Phase, st.Holder, st.LeaseUntil, st.Reason = s.Phase, s.Holder, s.LeaseUntil, s.Reason
 	st.LastAttempt, st.LastRotated, st.LastOutcome, st.LastReason = s.LastAttemptAt, s.LastRotatedAt, s.LastOutcome, s.LastReason
 	st.LastFinished, st.LastRevoked, st.Rotations = s.LastFinishedAt, s.RevokedAt, s.Rotations
+	st.LeftValid = s.LeftValid
 	if s.Phase == PhaseGrace || s.Phase == PhaseRevoking {
 		st.RevokeDue = ru.revokeDue()
 		st.RevokeOverdue = !now.Before(st.RevokeDue)

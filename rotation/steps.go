@@ -668,35 +668,13 @@ func (ru *run) revoke(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if cur != nil {
-		p, fp := fingerprintOf(cur, k.Field)
-		if cur.ID == s.OldVersion || fp == s.OldFP || (s.OldKeyID != "" && p.KeyID == s.OldKeyID) {
-			return ru.rolledBack(ctx, cur)
-		}
+	if holdsKey(cur, k.Field, s.OldVersion, s.OldFP, s.OldKeyID) {
+		return ru.rolledBack(ctx, cur)
 	}
-	cred := Credential{KeyID: s.keyID(s.OldKeyID, s.OldFP)}
-	if s.OldVersion != "" {
-		prev, err := k.Store.Read(ctx, k.Secret, driver.Previous)
-		switch {
-		case err == nil && prev.ID == s.OldVersion:
-			p, _ := fingerprintOf(prev, k.Field)
-			cred.Key = p.Key
-			if cred.KeyID == "" {
-				cred.KeyID = p.KeyID
-			}
-		case err != nil && !codes.Is(err, codes.NotFound):
-			return ru.storeErr("read PREVIOUS", err)
-		}
+	cred, err := ru.revocationCredential(ctx, cur, s.OldVersion, s.OldFP, s.OldKeyID)
+	if err != nil {
+		return err
 	}
-	// CURRENT's id (the new key's, or one attached to it) is never the old
-	// key's: an issuer matching by a partial hint must not pick it.
-	others := s.otherIDs(cred.KeyID)
-	if cur != nil {
-		if p, fp := fingerprintOf(cur, k.Field); s.keyID(p.KeyID, fp) != "" && s.keyID(p.KeyID, fp) != cred.KeyID {
-			others = append(others, s.keyID(p.KeyID, fp))
-		}
-	}
-	cred.OtherIDs = others
 	if cred.Key.IsZero() && cred.KeyID == "" {
 		return ru.endUnrevoked(ctx, OutcomeNotRevoked, "neither the old key's value (PREVIOUS no longer holds it, or holds a payload consumers cannot read) nor its issuer id is known")
 	}
@@ -713,6 +691,9 @@ func (ru *run) revoke(ctx context.Context) error {
 	now := ru.now()
 	next := s.clone()
 	next.clearRotation()
+	// A key an earlier rotation left valid (put back as CURRENT since, and
+	// rotated out again) is revoked now: it is left valid no more.
+	next.LeftValid = dropLeftValid(next.LeftValid, s.OldFP, cred.KeyID)
 	next.RevokedAt = now
 	next.LastOutcome, next.LastReason = OutcomeRevoked, ""
 	next.LastFinishedAt = now
@@ -729,6 +710,48 @@ func (ru *run) revoke(ctx context.Context) error {
 	return ru.step(ctx, AfterDone)
 }
 
+// holdsKey reports whether the stored version v (nil: none) holds the key
+// of store version version, fingerprint fp or issuer id id (those known):
+// the check that keeps a revocation off CURRENT's and PENDING's key.
+func holdsKey(v *driver.Version, field, version, fp, id string) bool {
+	if v == nil {
+		return false
+	}
+	p, vfp := fingerprintOf(v, field)
+	return (version != "" && v.ID == version) || (fp != "" && vfp == fp) || (id != "" && p.KeyID == id)
+}
+
+// revocationCredential returns what revokes the key of store version
+// version, fingerprint fp and issuer id id: its id (or the one attached to
+// its fingerprint), and its value while PREVIOUS still holds it. CURRENT's
+// id (cur's, nil for none) and every other id the record knows are in
+// OtherIDs: an issuer matching by a partial hint must not pick them.
+func (ru *run) revocationCredential(ctx context.Context, cur *driver.Version, version, fp, id string) (Credential, error) {
+	k, s := ru.k, ru.s
+	cred := Credential{KeyID: s.keyID(id, fp)}
+	if version != "" {
+		prev, err := k.Store.Read(ctx, k.Secret, driver.Previous)
+		switch {
+		case err == nil && prev.ID == version:
+			p, _ := fingerprintOf(prev, k.Field)
+			cred.Key = p.Key
+			if cred.KeyID == "" {
+				cred.KeyID = p.KeyID
+			}
+		case err != nil && !codes.Is(err, codes.NotFound):
+			return Credential{}, ru.storeErr("read PREVIOUS", err)
+		}
+	}
+	others := s.otherIDs(cred.KeyID)
+	if cur != nil {
+		if p, cfp := fingerprintOf(cur, k.Field); s.keyID(p.KeyID, cfp) != "" && s.keyID(p.KeyID, cfp) != cred.KeyID {
+			others = append(others, s.keyID(p.KeyID, cfp))
+		}
+	}
+	cred.OtherIDs = others
+	return cred, nil
+}
+
 // rolledBack ends a rotation whose old key is CURRENT again when its
 // revocation comes: an operator rolled back (`keywarden put` of the old
 // key) during the grace. Neither key is revoked: the old key is in use,
@@ -738,11 +761,12 @@ func (ru *run) revoke(ctx context.Context) error {
 // outcome rolled_back, a warning is logged and EventRolledBack emitted.
 func (ru *run) rolledBack(ctx context.Context, cur *driver.Version) error {
 	k, s := ru.k, ru.s
-	reason := fmt.Sprintf("the old key (version %s, %s) is CURRENT again (version %s): rolled back by hand during the grace; it is not revoked, and neither is the new key %s (id %s, version %s), which stays valid: revoke it at the %s issuer once no consumer uses it",
-		orNone(s.OldVersion), orNone(s.OldFP), cur.ID, orNone(s.NewFP), orNone(s.NewKeyID), orNone(s.PendingVersion), k.Issuer.Type())
+	reason := fmt.Sprintf("the old key (version %s, %s) is CURRENT again (version %s): rolled back by hand during the grace; it is not revoked, and neither is the new key %s (id %s, version %s), which stays valid and is listed as left valid: revoke it once no consumer uses it (`keywarden rotate --key %s --revoke-left-valid`)",
+		orNone(s.OldVersion), orNone(s.OldFP), cur.ID, orNone(s.NewFP), orNone(s.NewKeyID), orNone(s.PendingVersion), k.Name)
 	ru.log().Warn("rotation rolled back: the old key is CURRENT again; revoking nothing", slog.String("old_version", s.OldVersion),
 		slog.String("old_fingerprint", s.OldFP), slog.String("new_fingerprint", s.NewFP), slog.String("new_key_id", s.NewKeyID))
-	return ru.endIdle(ctx, OutcomeRolledBack, reason, Event{Type: EventRolledBack, Outcome: OutcomeRolledBack, Reason: reason,
+	left := LeftValidKey{KeyID: s.keyID(s.NewKeyID, s.NewFP), Fingerprint: s.NewFP, Version: s.PendingVersion}
+	return ru.endIdle(ctx, OutcomeRolledBack, reason, left, Event{Type: EventRolledBack, Outcome: OutcomeRolledBack, Reason: reason,
 		NewVersion: s.PendingVersion, NewFingerprint: s.NewFP, NewKeyID: s.NewKeyID, OldVersion: s.OldVersion, OldFingerprint: s.OldFP, OldKeyID: s.OldKeyID})
 }
 
@@ -752,22 +776,31 @@ func (ru *run) rolledBack(ctx context.Context, cur *driver.Version) error {
 // and id, which must be revoked by hand.
 func (ru *run) endUnrevoked(ctx context.Context, outcome, why string) error {
 	k, s := ru.k, ru.s
-	reason := fmt.Sprintf("the old key (version %s, %s, id %s) was NOT revoked and is still valid: %s; revoke it by hand at the %s issuer",
-		orNone(s.OldVersion), orNone(s.OldFP), orNone(s.OldKeyID), why, k.Issuer.Type())
+	reason := fmt.Sprintf("the old key (version %s, %s, id %s) was NOT revoked and is still valid: %s; it is listed as left valid: revoke it with `keywarden rotate --key %s --revoke-left-valid`, or by hand at the %s issuer and then drop it with `--forget-left-valid=%s`",
+		orNone(s.OldVersion), orNone(s.OldFP), orNone(s.OldKeyID), why, k.Name, k.Issuer.Type(), orNone(s.OldFP))
 	ru.log().Warn("rotation ended without revoking the old key; revoke it by hand", slog.String("old_version", s.OldVersion),
 		slog.String("old_fingerprint", s.OldFP), slog.String("old_key_id", s.OldKeyID), slog.String("reason", why))
-	return ru.endIdle(ctx, outcome, reason, Event{Type: EventNotRevoked, Outcome: outcome, Reason: reason})
+	left := LeftValidKey{KeyID: s.keyID(s.OldKeyID, s.OldFP), Fingerprint: s.OldFP, Version: s.OldVersion}
+	return ru.endIdle(ctx, outcome, reason, left, Event{Type: EventNotRevoked, Outcome: outcome, Reason: reason})
 }
 
 // endIdle ends a rotation in revoking with the record idle, outcome and
-// reason, without revoking anything, and emits ev. The key the rotation
-// stored is the issuer's no more: a run that died before committing it
-// (a pool's claim) left it to this one.
-func (ru *run) endIdle(ctx context.Context, outcome, reason string, ev Event) error {
+// reason, without revoking anything, and emits ev. left, the key the
+// rotation leaves valid, joins the record's LeftValid list in the same
+// write: no crash can lose it. The key the rotation stored is the
+// issuer's no more: a run that died before committing it (a pool's claim)
+// left it to this one.
+func (ru *run) endIdle(ctx context.Context, outcome, reason string, left LeftValidKey, ev Event) error {
 	s := ru.s
 	ru.commit(ctx, s.Token)
 	next := s.clone()
 	next.clearRotation()
+	left.Outcome, left.At = outcome, ru.now().UTC().Round(0)
+	next.LeftValid = addLeftValid(next.LeftValid, left)
+	if len(next.LeftValid) > MaxLeftValid {
+		ru.log().Error("the record lists more keys left valid than its bound; none is dropped, and no rotation starts until they are revoked (`rotate --revoke-left-valid`)",
+			slog.Int("left_valid", len(next.LeftValid)), slog.Int("bound", MaxLeftValid))
+	}
 	next.LastOutcome, next.LastReason = outcome, reason
 	next.LastFinishedAt = ru.now()
 	if err := ru.save(ctx, next); err != nil {

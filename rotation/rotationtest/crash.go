@@ -142,6 +142,8 @@ type crashOp struct {
 	seed func(ctx context.Context, w *world) (map[string]string, error)
 	// do runs the operation (in the child).
 	do func(ctx context.Context, w *world, args map[string]string) error
+	// followUps replaces keyFollowUps for the operation (nil: those).
+	followUps []followUp
 }
 
 // Key ids of the values the harness writes.
@@ -262,6 +264,9 @@ var crashOps = []crashOp{
 	}, do: doAbandon},
 	{name: "abandon.revoking", seed: seedRevoking, do: doAbandon},
 	{name: "abandon.revoking.anthropic", issuer: issuerClaude, seed: seedRevokingClaude, do: doAbandon},
+	// A revocation the issuer refused, abandoned: the old key is listed
+	// as left valid; `rotate --revoke-left-valid` revokes it and drops it.
+	{name: "revoke-left-valid", seed: seedLeftValid, do: doRevokeLeftValid, followUps: leftValidFollowUps},
 	{name: "key-id", seed: seedKey, do: func(ctx context.Context, w *world, _ map[string]string) error {
 		_, err := w.rotator().SetKeyID(ctx, "k", driver.Current, "apikey_attached")
 		return err
@@ -358,6 +363,24 @@ func seedRevoking(ctx context.Context, w *world) (map[string]string, error) {
 	return args, err
 }
 
+// seedLeftValid seeds a rotation whose revocation the issuer refused and
+// an operator abandoned: the old key (idOld) is listed as left valid.
+func seedLeftValid(ctx context.Context, w *world) (map[string]string, error) {
+	if _, err := seedRevoking(ctx, w); err != nil {
+		return nil, err
+	}
+	if _, err := w.rotator().Run(ctx, "k", rotation.RunOptions{Abandon: true}); err != nil {
+		return nil, fmt.Errorf("abandon: %w", err)
+	}
+	return nil, nil
+}
+
+// doRevokeLeftValid runs `keywarden rotate --revoke-left-valid`.
+func doRevokeLeftValid(ctx context.Context, w *world, _ map[string]string) error {
+	_, err := w.rotator().Run(ctx, "k", rotation.RunOptions{RevokeLeftValid: true})
+	return err
+}
+
 // seedRevokingClaude seeds an anthropic rotation stuck in phase revoking
 // (the Admin API failed the revocation) whose run died before it told the
 // pool that its key was stored (a crash right after recording probing):
@@ -420,6 +443,14 @@ var keyFollowUps = []followUp{
 	{name: "dry-run", do: followDryRun, keeps: true},
 }
 
+// leftValidFollowUps follow a crash of --revoke-left-valid: running it
+// again converges; a rotation and a dry run work from the crashed state.
+var leftValidFollowUps = []followUp{
+	{name: "revoke-left-valid", do: followRevokeLeftValid},
+	{name: "rotate", do: followRotate},
+	{name: "dry-run", do: followDryRun, keeps: true},
+}
+
 var poolFollowUps = []followUp{
 	{name: "pool-add", do: followPoolAdd},
 	{name: "rotate-claim", do: followPoolClaim},
@@ -464,8 +495,11 @@ func runCrashOp(t *testing.T, test string, b CrashBackend, benv []string, op cra
 		t.Fatalf("clean run made no store call: the counter is not wired\n%s", clean.Output)
 	}
 	fus := keyFollowUps
-	if op.pool {
+	switch {
+	case op.pool:
 		fus = poolFollowUps
+	case op.followUps != nil:
+		fus = op.followUps
 	}
 	check := checkKey
 	if op.pool {
@@ -729,6 +763,29 @@ func followRotate(ctx context.Context, w *world) error {
 		return fmt.Errorf("after rotate: CURRENT holds %s, not a key the issuer handed out", id)
 	}
 	return noPending(ctx, w)
+}
+
+// followRevokeLeftValid runs --revoke-left-valid again: it succeeds, the
+// list is empty, and the key it named (idOld) is revoked at the issuer.
+func followRevokeLeftValid(ctx context.Context, w *world) error {
+	res, err := w.rotator().Run(ctx, "k", rotation.RunOptions{RevokeLeftValid: true})
+	if err != nil {
+		return fmt.Errorf("revoke-left-valid: %w", err)
+	}
+	if res.Outcome != rotation.OutcomeLeftValidRevoked && res.Outcome != rotation.OutcomeNothing {
+		return fmt.Errorf("revoke-left-valid: outcome %s: %s", res.Outcome, res.Message)
+	}
+	rec, err := w.st.ReadRecord(ctx, w.name)
+	if err != nil {
+		return err
+	}
+	if lv := rec.Data["left_valid"]; lv != "" || rec.Data["holder"] != "" {
+		return fmt.Errorf("after revoke-left-valid: left_valid %s, holder %q", lv, rec.Data["holder"])
+	}
+	if !slices.Contains(w.revoked(), idOld) {
+		return fmt.Errorf("after revoke-left-valid: %s was not revoked (revocations %v)", idOld, w.revoked())
+	}
+	return nil
 }
 
 func followPut(ctx context.Context, w *world) error {

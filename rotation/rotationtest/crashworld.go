@@ -2,6 +2,7 @@ package rotationtest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -239,6 +240,16 @@ func named(ctx context.Context, w *world) (names, error) {
 	}
 	for _, id := range strings.FieldsFunc(d["key_ids"], func(r rune) bool { return strings.ContainsRune(`{}",:`, r) }) {
 		n.ids[id] = true
+	}
+	// The keys rotations left valid are named until they are revoked.
+	if lv := d["left_valid"]; lv != "" {
+		var es []rotation.LeftValidKey
+		if err := json.Unmarshal([]byte(lv), &es); err != nil {
+			return n, fmt.Errorf("the record's left_valid: %w", err)
+		}
+		for _, e := range es {
+			n.ids[e.KeyID], n.fps[e.Fingerprint] = true, true
+		}
 	}
 	if d["phase"] != string(rotation.PhaseIdle) {
 		n.token = d["token"]

@@ -100,6 +100,20 @@ takes over. --break-lease frees it at once (it logs the holder and its expiry,
 and sends a rotation.lease_broken event); a holder that was alive after all
 stops at its next renewal with exit 11.
 
+A rotation that ends leaving a key valid at the issuer (outcome rolled_back:
+the old key was put back during the grace, and the new one stays valid;
+not_revoked or abandoned: the old key was not revoked) lists that key in the
+rotation record; ` + "`keywarden status`" + ` shows the list and the rotator daemon exports
+keywarden_rotation_keys_left_valid. --revoke-left-valid revokes each listed key
+that has an issuer id (or whose value PREVIOUS still holds), unless it is
+CURRENT's or PENDING's key or, with a revoke_gate, a consumer still reports it,
+and drops it from the list; it exits 0 when the list is empty, 11 when a key
+was refused or cannot be revoked by keywarden (no issuer id), 13 when the
+issuer failed, 15 when consumers still hold a key. A key with no issuer id must
+be revoked by hand; then --forget-left-valid=FINGERPRINT (or =KEY_ID) drops it.
+Once ` + fmt.Sprint(rotation.MaxLeftValid) + ` keys are listed, no rotation starts (exit 11) until the list
+is shortened.
+
 With a revoke_gate, the old key is revoked only once Prometheus has reported no
 consumer holding it (keywarden_key_info with its fingerprint) for the
 configured number of consecutive checks; until then rotate exits 0 with outcome
@@ -109,6 +123,9 @@ answer.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Timeout < 0 {
 				return cli.Exit(cli.ExitConfig, fmt.Errorf("rotate: --timeout %v: give a positive duration, or 0 for no limit", o.Timeout))
+			}
+			if o.Run.ForgetLeftValid != "" && key == "" {
+				return cli.Exit(cli.ExitConfig, errors.New("rotate: --forget-left-valid needs --key: it drops one key's entry"))
 			}
 			if key != "" {
 				o.Keys = []string{key}
@@ -137,6 +154,8 @@ answer.`,
 	f.BoolVar(&o.Run.Wait, "wait", false, "wait out the grace period and revoke, instead of exiting 0 with the time it is due")
 	f.BoolVar(&o.Run.Force, "force", false, "start a rotation even if the schedule says it is not due")
 	f.BoolVar(&o.Run.Abandon, "abandon", false, "drop a parked rotation (or a stray PENDING version): revoke the new key, discard PENDING; CURRENT is untouched")
+	f.BoolVar(&o.Run.RevokeLeftValid, "revoke-left-valid", false, "revoke the keys rotations left valid (keywarden status lists them) and drop them from the list; refuses CURRENT's and PENDING's key and keys with no issuer id; starts no rotation")
+	f.StringVar(&o.Run.ForgetLeftValid, "forget-left-valid", "", "drop the key left valid with this fingerprint or issuer id from the list, revoking nothing: for a key you revoked by hand")
 	f.BoolVar(&o.Run.BreakLease, "break-lease", false, "free the key's lease first, whoever holds it (logged, with an event), then run as usual: for a holder known dead")
 	f.BoolVar(&o.JSON, "json", false, "print one JSON result per key")
 	f.DurationVar(&o.Timeout, "timeout", 0, "give up after this long (default: no limit)")

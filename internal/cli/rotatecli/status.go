@@ -27,7 +27,9 @@ func statusCmd() *cobra.Command {
 CURRENT, PENDING and PREVIOUS version ids with fingerprints, key ids and ages.
 For a key with a rotation section it also reads the rotation record and prints
 the rotation's phase and lease, the last rotation and its outcome, the next
-scheduled run, a revocation that is due, and the size of the key pool. It
+scheduled run, a revocation that is due, the size of the key pool, and the
+keys that rotations left valid at the issuer (rolled back, or ended without
+revoking the old key) until ` + "`rotate --revoke-left-valid`" + ` revokes them. It
 changes nothing. It exits 0, or 1 when a store could not be read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -240,7 +242,23 @@ func printStatus(w io.Writer, st *rotation.KeyStatus, now time.Time) {
 			}
 		}
 	}
+	printLeftValid(w, st, now)
 	for _, e := range st.Errors {
 		fmt.Fprintf(w, "  %-13s %s\n", "error", strings.TrimSpace(e))
+	}
+}
+
+// printLeftValid lists the keys rotations left valid, and how to clear
+// each.
+func printLeftValid(w io.Writer, st *rotation.KeyStatus, now time.Time) {
+	if len(st.LeftValid) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  %-13s %d keys rotations left VALID at the issuer; revoke them with `keywarden rotate --key %s --revoke-left-valid`:\n", "left valid", len(st.LeftValid), st.Key)
+	for _, e := range st.LeftValid {
+		fmt.Fprintf(w, "  %-13s   %s  key id %s  version %s: %s %s\n", "", orDash(e.Fingerprint), orDash(e.KeyID), orDash(e.Version), e.Outcome, when(e.At, now))
+		if e.KeyID == "" {
+			fmt.Fprintf(w, "  %-13s     no issuer id: keywarden can revoke it only while PREVIOUS holds it; else revoke it by hand, then `keywarden rotate --key %s --forget-left-valid=%s`\n", "", st.Key, e.Fingerprint)
+		}
 	}
 }
