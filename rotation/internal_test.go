@@ -240,9 +240,23 @@ func TestLeftValidCorrupt(t *testing.T) {
 		}
 	}
 	s := &state{Phase: PhaseIdle, LeftValid: []LeftValidKey{{KeyID: "a", Fingerprint: "sha256:x", Outcome: OutcomeRolledBack, At: time.Unix(1, 0).UTC()}}}
-	back, err := decode(&driver.Record{Data: s.encode()})
+	enc := s.encode()
+	back, err := decode(&driver.Record{Data: enc})
 	if err != nil || len(back.LeftValid) != 1 || back.LeftValid[0] != s.LeftValid[0] {
 		t.Fatalf("round trip: %v %+v", err, back)
+	}
+	// A record with a list says format 2, which a keywarden older than the
+	// list refuses instead of dropping the list on its next write; one
+	// without stays format 1, which it reads.
+	if enc["v"] != "2" {
+		t.Errorf("a record with a left_valid list has format %q, want 2", enc["v"])
+	}
+	back.LeftValid = nil
+	if v := back.encode()["v"]; v != "1" {
+		t.Errorf("a record without a list has format %q, want 1", v)
+	}
+	if _, err := decode(&driver.Record{Data: map[string]string{"v": "3", "phase": "idle"}}); err == nil || !strings.Contains(err.Error(), "upgrade keywarden") {
+		t.Errorf("format 3: %v", err)
 	}
 	// Merged by id or fingerprint, never twice.
 	l := addLeftValid(s.LeftValid, LeftValidKey{Fingerprint: "sha256:x", Version: "3", Outcome: OutcomeNotRevoked})

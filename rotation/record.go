@@ -48,8 +48,16 @@ func (p Phase) holdsLease() bool {
 	return false
 }
 
-// recordVersion is the format version of the record's data.
-const recordVersion = "1"
+// recordVersion is the format version of the record's data: "1", or "2"
+// for a record holding a left_valid list. A keywarden older than the list
+// reads "1" only and writes back the fields it knows: given a list it
+// would drop it, and with it the only durable name of keys left valid, so
+// such a record says "2", which it refuses ("upgrade keywarden"). A record
+// without a list stays readable by it. This keywarden reads both.
+const (
+	recordVersion     = "1"
+	recordVersionList = "2"
+)
 
 // state is a decoded rotation record. Every field is persisted; the record
 // is written before each step's side effect, so a run killed anywhere
@@ -193,7 +201,11 @@ func putStr(m map[string]string, k, v string) {
 
 // encode returns the record's data.
 func (s *state) encode() map[string]string {
-	m := map[string]string{"v": recordVersion, "phase": string(s.Phase)}
+	v := recordVersion
+	if len(s.LeftValid) > 0 {
+		v = recordVersionList
+	}
+	m := map[string]string{"v": v, "phase": string(s.Phase)}
 	putStr(m, "token", s.Token)
 	putStr(m, "holder", s.Holder)
 	putTime(m, "lease_until", s.LeaseUntil)
@@ -240,8 +252,8 @@ func decode(r *driver.Record) (*state, error) {
 	if len(m) == 0 {
 		return s, nil
 	}
-	if v := m["v"]; v != recordVersion {
-		return nil, codes.Errorf(codes.FailedPrecondition, "the rotation record has format version %q; this keywarden reads %q: upgrade keywarden", v, recordVersion)
+	if v := m["v"]; v != recordVersion && v != recordVersionList {
+		return nil, codes.Errorf(codes.FailedPrecondition, "the rotation record has format version %q; this keywarden reads %q and %q: upgrade keywarden", v, recordVersion, recordVersionList)
 	}
 	var errs []string
 	tm := func(k string) time.Time {
