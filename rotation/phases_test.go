@@ -63,6 +63,8 @@ func TestEveryPhaseHasAWayOut(t *testing.T) {
 		{name: "revoked, not recorded", phase: rotation.PhaseRevoking, crashAt: rotation.AfterRevoke, steps: []recovery{breakLease}},
 		{name: "stray PENDING of an interrupted put", phase: rotation.PhaseIdle, stray: "put-0123", steps: []recovery{abandon, force}},
 		{name: "stray PENDING of an unknown writer", phase: rotation.PhaseIdle, stray: "foreign", steps: []recovery{abandon, force}},
+		{name: "revoking, abandoned: the old key left valid", phase: rotation.PhaseRevoking, crashAt: rotation.AfterRecordRevoking,
+			steps: []recovery{{cmd: "rotate --abandon --break-lease", opts: rotation.RunOptions{Abandon: true, BreakLease: true}}, {cmd: "rotate --revoke-left-valid", opts: rotation.RunOptions{RevokeLeftValid: true}}}},
 		{name: "dead holder's lease (creating)", phase: rotation.PhaseCreating, crashAt: rotation.AfterCreate,
 			steps: []recovery{{cmd: "rotate --dry-run", opts: rotation.RunOptions{DryRun: true}}, breakLease}},
 	} {
@@ -143,6 +145,10 @@ func checkIdleAndUsable(t *testing.T, st driver.Stager, l *rotationtest.Ledger, 
 	}
 	if p := rec.Data["phase"]; p != string(rotation.PhaseIdle) || rec.Data["holder"] != "" {
 		t.Fatalf("after recovery: phase %q, holder %q", p, rec.Data["holder"])
+	}
+	// No way out leaves a key valid that nothing revokes.
+	if lv := rec.Data["left_valid"]; lv != "" {
+		t.Fatalf("after recovery, keys left valid: %s", lv)
 	}
 	if _, err := st.ReadPending(ctx, "k"); !codes.Is(err, codes.NotFound) {
 		t.Fatalf("a PENDING version is left: %v", err)
