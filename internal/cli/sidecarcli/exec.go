@@ -67,9 +67,14 @@ exec exits with the program's exit code.
 				return cli.Exit(cli.ExitConfig, err)
 			}
 			// The program gets the terminal's signals itself too; exec
-			// forwards those sent to it alone (kill PID).
+			// forwards those sent to it alone (kill PID). Catching them,
+			// and the signal a key change sends, also gives the program
+			// their default disposition when exec was started with them
+			// ignored (nohup): a Go program's child inherits an ignored
+			// signal only while the program does not handle it, and a
+			// shell cannot trap a signal ignored on entry.
 			forward := make(chan os.Signal, 4)
-			signal.Notify(forward, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+			signal.Notify(forward, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, execSignal(s.Exec.Signal))
 			defer signal.Stop(forward)
 			src, err := openWaiting(cmd.Context(), k, startTimeout(s), lg, nil)
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -100,6 +101,10 @@ func TestSupervisorRestartsOnChange(t *testing.T) {
 func TestSupervisorSignalsOnChange(t *testing.T) {
 	out := t.TempDir()
 	t.Setenv("OUT", out)
+	// As the exec command does (signal.Notify before the Supervisor runs):
+	// a program inherits a signal this process ignores (go test started
+	// under nohup), and a shell cannot trap a signal ignored on entry.
+	catchHUP(t)
 	src, st := supervisorSource(t)
 	sup := &sidecarcli.Supervisor{Path: "/bin/sh", Args: []string{"-c", child}, Env: "ANTHROPIC_API_KEY", Source: src,
 		Signal: syscall.SIGHUP, Grace: 10 * time.Second, Stdout: io.Discard, Stderr: io.Discard, Log: slog.New(slog.DiscardHandler)}
@@ -119,6 +124,73 @@ func TestSupervisorSignalsOnChange(t *testing.T) {
 	forward <- syscall.SIGTERM
 	if c := <-done; c != 0 {
 		t.Fatalf("exit code %d", c)
+	}
+}
+
+// catchHUP has this process catch SIGHUP for the test, so that a program
+// it starts gets SIGHUP's default disposition, not an inherited SIG_IGN.
+func catchHUP(t *testing.T) {
+	t.Helper()
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGHUP)
+	t.Cleanup(func() { signal.Stop(c) })
+}
+
+// TestExecSignalsUnderNohup: `keywarden exec --on-change signal` started
+// with its signal ignored (nohup for SIGHUP; an init system or a parent
+// for another) still reaches a program that traps it when the key
+// changes: the program does not inherit the ignored signal, which a shell
+// could not trap.
+func TestExecSignalsUnderNohup(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		name string // for --signal and the shell's trap
+	}{{syscall.SIGHUP, "HUP"}, {syscall.SIGUSR1, "USR1"}} {
+		t.Run(tc.name, func(t *testing.T) { execSignalIgnored(t, tc.sig, tc.name) })
+	}
+}
+
+func execSignalIgnored(t *testing.T, sig syscall.Signal, name string) {
+	signal.Ignore(sig)
+	t.Cleanup(func() { signal.Reset(sig) })
+	if !signal.Ignored(sig) {
+		t.Fatalf("%s is not ignored: the test cannot set up nohup's state", name)
+	}
+	dir := t.TempDir()
+	t.Setenv("OUT", dir)
+	store := filepath.Join(dir, "keys.json")
+	st := file.New(store)
+	rotate(t, st, "prod", keyA)
+	cfg := filepath.Join(dir, "kw.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+keys:
+  prod: {store: "file:%s?name=prod&refresh=1s&jitter=100ms"}
+sidecar: {listen: "", metrics_listen: "off"}
+`, store)), 0o600)
+	type result struct {
+		out *tailbuf.Buffer
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := run(t, "exec", "--config", cfg, "--on-change", "signal", "--signal", "SIG"+name, "--", "sh", "-c",
+			`trap 'echo hup >> "$OUT/signals"; exit 0' `+name+`; : > "$OUT/ready"; while :; do sleep 0.02; done`)
+		done <- result{out, err}
+	}()
+	clitest.WaitFor(t, "program", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	rotate(t, st, "prod", keyB)
+	clitest.WaitFor(t, name+" trapped by the program", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "signals"))
+		return string(b) == "hup\n"
+	})
+	// The program exits 0 from its trap; exec ends with it.
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("exec: %v\n%s", r.err, r.out)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("exec did not end with its program")
 	}
 }
 
