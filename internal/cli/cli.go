@@ -13,6 +13,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/keywarden/keywarden/internal/config"
 	"github.com/keywarden/keywarden/internal/version"
@@ -58,6 +59,9 @@ func Root(checks ...ConfigCheck) *cobra.Command {
 		// Every command takes --log-level and --log-format, so every
 		// command checks them (with Logger's rule), whether it logs or not.
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := refuseEmptyFlags(cmd); err != nil {
+				return err
+			}
 			_, err := Logger(cmd, io.Discard)
 			return err
 		},
@@ -67,6 +71,35 @@ func Root(checks ...ConfigCheck) *cobra.Command {
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
 	root.AddCommand(versionCmd(), checkCmd(checks), putCmd())
 	return root
+}
+
+// EmptyOK marks a string flag whose empty value means something (such as
+// "no listener"): refuseEmptyFlags lets it be given empty.
+func EmptyOK(f *pflag.Flag) {
+	if f.Annotations == nil {
+		f.Annotations = map[string][]string{}
+	}
+	f.Annotations[emptyOK] = []string{"true"}
+}
+
+const emptyOK = "keywarden_empty_ok"
+
+// refuseEmptyFlags refuses a string flag given with an empty value
+// (--key=, or --key "$KEY" with KEY unset), unless marked EmptyOK: for
+// most flags empty is what leaving the flag out means, and `rotate
+// --key=` would rotate every key, `--forget-left-valid=` run a rotation.
+func refuseEmptyFlags(cmd *cobra.Command) error {
+	var err error
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if err != nil || f.Value.Type() != "string" || f.Value.String() != "" {
+			return
+		}
+		if _, ok := f.Annotations[emptyOK]; ok {
+			return
+		}
+		err = Exit(ExitConfig, fmt.Errorf("--%s is empty (an unset shell variable?): give it a value, or leave it out", f.Name))
+	})
+	return err
 }
 
 // Main runs root with the process's arguments and returns the exit code.

@@ -63,3 +63,34 @@ func TestLeftValidCLI(t *testing.T) {
 		t.Fatal("a key value was printed")
 	}
 }
+
+// TestForgetLeftValidInput: an empty --forget-left-valid= (an unset shell
+// variable) is refused, not read as "no flag" (which ran a rotation); a
+// key pasted by mistake as its value is never printed, in text or JSON.
+func TestForgetLeftValidInput(t *testing.T) {
+	e := newEnv(t, "issuer: {type: random, prefix: kw-}\n")
+	e.seed(oldKey)
+	before, err := e.st.ReadRecord(context.Background(), "prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// And --key= (which would rotate every key), --config= (which would
+	// use the embedded default store): the rule is every command's.
+	for _, args := range [][]string{{"--key", "prod", "--forget-left-valid="}, {"--key="}, {"--key", "prod", "--config="}} {
+		_, stderr, code := run(t, "", append([]string{"rotate", "--config", e.cfg}, args...)...)
+		flag, _, _ := strings.Cut(args[len(args)-1], "=")
+		if code != 2 || !strings.Contains(stderr, flag+" is empty") {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+		if after, err := e.st.ReadRecord(context.Background(), "prod"); err != nil || after.Rev != before.Rev {
+			t.Fatalf("%v changed the record (a rotation ran?): %v", args, err)
+		}
+	}
+	const pasted = "sk-ant-api03-pasted-by-mistake-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH"
+	for _, args := range [][]string{nil, {"--json"}} {
+		out, stderr, code := run(t, "", append([]string{"rotate", "--config", e.cfg, "--key", "prod", "--forget-left-valid=" + pasted}, args...)...)
+		if code == 0 || strings.Contains(out+stderr, pasted) || strings.Contains(out+stderr, "pasted-by-mistake") {
+			t.Fatalf("--forget-left-valid=KEY %v: exit %d, the key printed?\n%s\n%s", args, code, out, stderr)
+		}
+	}
+}

@@ -75,6 +75,9 @@ embedded default store.`,
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "TCP address to serve (overrides sidecar.listen; \"\" for none)")
 	cmd.Flags().StringVar(&socket, "unix-socket", "", "unix socket to serve (overrides sidecar.unix_socket)")
+	// "" means none: serve no TCP address (only the socket), or no socket.
+	cli.EmptyOK(cmd.Flags().Lookup("listen"))
+	cli.EmptyOK(cmd.Flags().Lookup("unix-socket"))
 	cmd.Flags().StringVar(&metrics, "metrics-listen", "", "address of /healthz, /readyz and /metrics (overrides sidecar.metrics_listen; \"off\" for none)")
 	return cmd
 }
