@@ -301,6 +301,11 @@ type Result struct {
 	// Gate is "forced" when the old key was revoked after the gate's
 	// max_wait although consumers still reported it (policy revoke).
 	Gate string `json:"gate,omitempty"`
+	// LeftValid is how many keys the record lists as left valid at the
+	// issuer after the run (see `rotate --revoke-left-valid`), so that a
+	// CronJob's output and log say it on every run, not only the daemon's
+	// gauge.
+	LeftValid int `json:"left_valid,omitempty"`
 }
 
 // Run runs one rotation step sequence for the named key: it resumes a
@@ -346,6 +351,18 @@ func (r *Rotator) Run(ctx context.Context, name string, o RunOptions) (*Result, 
 	} else if !o.DryRun {
 		r.log.LogAttrs(ctx, slog.LevelInfo, "rotation run", slog.String("key", name), slog.String("outcome", res.Outcome),
 			slog.String("phase", string(res.Phase)), slog.String("message", res.Message), slog.Duration("active", res.Active))
+	}
+	if s := ru.state(); s != nil && len(s.LeftValid) > 0 {
+		res.LeftValid = len(s.LeftValid)
+		if !o.DryRun {
+			var names []string
+			for _, e := range s.LeftValid {
+				names = append(names, e.describe())
+			}
+			r.log.LogAttrs(ctx, slog.LevelWarn, "keys that rotations left valid are still valid at the issuer", slog.String("key", name),
+				slog.Int("left_valid", len(s.LeftValid)), slog.String("keys", strings.Join(names, "; ")),
+				slog.String("fix", "keywarden rotate --key "+name+" --revoke-left-valid"))
+		}
 	}
 	if !o.DryRun && !ru.crashed {
 		r.opts.Metrics.run(name, res.Outcome, res.Active)

@@ -104,6 +104,14 @@ func (ru *run) load(ctx context.Context) error {
 	return nil
 }
 
+// state returns the record as the run last read or wrote it (nil before
+// the first read).
+func (ru *run) state() *state {
+	ru.mu.Lock()
+	defer ru.mu.Unlock()
+	return ru.s
+}
+
 // save writes next as the record, compare-and-swap on the revision read.
 // Phases that hold the lease get this rotator as holder and a fresh expiry;
 // others free it.

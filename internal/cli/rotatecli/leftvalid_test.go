@@ -43,6 +43,14 @@ func TestLeftValidCLI(t *testing.T) {
 	if code != rotation.ExitConflict || !strings.Contains(out, "revoked and dropped from the list: sha256:0000aaaa") || !strings.Contains(out, "keywarden cannot revoke it") {
 		t.Fatalf("--revoke-left-valid: exit %d\n%s\n%s", code, out, stderr)
 	}
+	// Every run says what is left, for a CronJob whose output and log are
+	// all there is (the gauge is the daemon's).
+	out, stderr, code = run(t, "", "rotate", "--config", e.cfg, "--key", "prod")
+	all += out + stderr
+	if code != 0 || !strings.Contains(out, "prod: keys rotations left valid at the issuer: 1 ") ||
+		!strings.Contains(stderr, "keys that rotations left valid are still valid at the issuer") || !strings.Contains(stderr, "sha256:1111bbbb") {
+		t.Fatalf("rotate with a key left valid: exit %d\n%s\n%s", code, out, stderr)
+	}
 	if _, stderr, code := run(t, "", "rotate", "--config", e.cfg, "--forget-left-valid=sha256:1111bbbb"); code != 2 || !strings.Contains(stderr, "needs --key") {
 		t.Fatalf("--forget-left-valid without --key: exit %d %s", code, stderr)
 	}
