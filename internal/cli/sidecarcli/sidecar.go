@@ -20,6 +20,7 @@ import (
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/config"
 	"github.com/keywarden/keywarden/internal/filesink"
+	"github.com/keywarden/keywarden/internal/memlimit"
 	"github.com/keywarden/keywarden/internal/proxy"
 	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/internal/proxy/usage"
@@ -106,6 +107,9 @@ func Sidecar(ctx context.Context, c *config.Config, lg *slog.Logger) error {
 		return cli.Exit(cli.ExitConfig, err)
 	}
 	o.Logger = lg
+	if msg := memlimit.Set(); msg != "" {
+		lg.Info("sidecar: " + msg)
+	}
 	names := make([]string, 0, len(o.Routes)+1)
 	for _, r := range o.Routes {
 		names = append(names, r.Key)
