@@ -73,11 +73,7 @@ func (r *Rotator) SetKeyID(ctx context.Context, name string, stage driver.Stage,
 		}
 	}
 	res := &KeyIDResult{Key: name, Stage: stage, Version: v.ID, Fingerprint: fp, KeyID: id}
-	for attempt := 0; ; attempt++ {
-		if err := ru.load(ctx); err != nil {
-			return nil, err
-		}
-		s := ru.s
+	err = ru.editRecord(ctx, "attach the key id", func(s *state) (*state, error) {
 		res.Replaced = s.keyID(p.KeyID, fp)
 		next := s.clone()
 		if next.KeyIDs == nil {
@@ -91,14 +87,10 @@ func (r *Rotator) SetKeyID(ctx context.Context, name string, stage driver.Stage,
 		if s.OldFP == fp {
 			next.OldKeyID = id
 		}
-		rec, err := k.Store.WriteRecord(ctx, k.Secret, ru.rev, next.encode())
-		if err == nil {
-			ru.rev = rec.Rev
-			break
-		}
-		if !codes.Is(err, codes.Aborted) || attempt == 2 {
-			return nil, ru.storeErr("attach the key id", err)
-		}
+		return next, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	r.log.LogAttrs(ctx, slog.LevelInfo, "key id attached", slog.String("key", name), slog.String("stage", string(stage)),
 		slog.String("version", v.ID), slog.String("fingerprint", fp), slog.String("key_id", id), slog.String("replaced", res.Replaced))

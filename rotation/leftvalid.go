@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
 )
 
@@ -232,42 +232,30 @@ func (r *Rotator) ForgetLeftValid(ctx context.Context, name, which string) (*Res
 	if which == "" {
 		return res, failf(KindConfig, "rotation: %s: --forget-left-valid needs the fingerprint or issuer id of a key listed by `keywarden status`", name)
 	}
-	for attempt := 0; ; attempt++ {
-		if err := ru.load(ctx); err != nil {
-			return res, err
-		}
-		s := ru.s
-		var found *LeftValidKey
-		for _, e := range s.LeftValid {
-			if e.names(which, which) {
-				found = &e
-				break
-			}
-		}
-		if found == nil {
+	var found LeftValidKey
+	err = ru.editRecord(ctx, "drop the key left valid", func(s *state) (*state, error) {
+		i := slices.IndexFunc(s.LeftValid, func(e LeftValidKey) bool { return e.names(which, which) })
+		if i < 0 {
 			var listed []string
 			for _, e := range s.LeftValid {
 				listed = append(listed, e.describe())
 			}
-			return res, failf(KindConfig, "rotation: %s: no key left valid has fingerprint or id %q (listed: %s)", name, which, orNone(strings.Join(listed, "; ")))
+			return nil, failf(KindConfig, "rotation: %s: no key left valid has fingerprint or id %q (listed: %s)", name, which, orNone(strings.Join(listed, "; ")))
 		}
+		found = s.LeftValid[i]
 		next := s.clone()
 		next.LeftValid = dropLeftValid(next.LeftValid, found.Fingerprint, found.KeyID)
-		rec, err := k.Store.WriteRecord(ctx, k.Secret, ru.rev, next.encode())
-		if err == nil {
-			ru.rev, ru.s = rec.Rev, next
-			r.opts.Metrics.leftValid(name, len(next.LeftValid))
-			res.Outcome = OutcomeLeftValidForgotten
-			res.Message = fmt.Sprintf("dropped %s from the keys left valid, revoking nothing (%d still listed)", found.describe(), len(next.LeftValid))
-			ru.log().Warn("an operator dropped a key left valid from the list, as revoked by hand", slog.String("fingerprint", found.Fingerprint),
-				slog.String("key_id", found.KeyID), slog.String("outcome", found.Outcome))
-			ru.emit(ctx, Event{Type: EventLeftValidForgotten, Outcome: OutcomeLeftValidForgotten, Reason: found.describe()})
-			return res, nil
-		}
-		if !codes.Is(err, codes.Aborted) || attempt == 2 {
-			return res, ru.storeErr("drop the key left valid", err)
-		}
+		return next, nil
+	})
+	if err != nil {
+		return res, err
 	}
+	res.Outcome = OutcomeLeftValidForgotten
+	res.Message = fmt.Sprintf("dropped %s from the keys left valid, revoking nothing (%d still listed)", found.describe(), len(ru.s.LeftValid))
+	ru.log().Warn("an operator dropped a key left valid from the list, as revoked by hand", slog.String("fingerprint", found.Fingerprint),
+		slog.String("key_id", found.KeyID), slog.String("outcome", found.Outcome))
+	ru.emit(ctx, Event{Type: EventLeftValidForgotten, Outcome: OutcomeLeftValidForgotten, Reason: found.describe()})
+	return res, nil
 }
 
 // errLeftValidMode is returned for RunOptions that combine a left-valid

@@ -112,6 +112,35 @@ func (ru *run) state() *state {
 	return ru.s
 }
 
+// editRecord changes the record without the lease, for an operator's edit
+// that changes no phase (`key-id`, `--forget-left-valid`; a run under way
+// takes the change in): it reads the record, lets edit build the next one
+// from it (an error from edit ends the edit), and writes that
+// compare-and-swap, reading again when another writer came first (three
+// tries). what names the write in a store error.
+func (ru *run) editRecord(ctx context.Context, what string, edit func(s *state) (*state, error)) error {
+	for attempt := 0; ; attempt++ {
+		if err := ru.load(ctx); err != nil {
+			return err
+		}
+		next, err := edit(ru.state())
+		if err != nil {
+			return err
+		}
+		rec, err := ru.k.Store.WriteRecord(ctx, ru.k.Secret, ru.rev, next.encode())
+		if err == nil {
+			ru.mu.Lock()
+			ru.s, ru.rev = next, rec.Rev
+			ru.mu.Unlock()
+			ru.r.opts.Metrics.leftValid(ru.k.Name, len(next.LeftValid))
+			return nil
+		}
+		if !codes.Is(err, codes.Aborted) || attempt == 2 {
+			return ru.storeErr(what, err)
+		}
+	}
+}
+
 // save writes next as the record, compare-and-swap on the revision read.
 // Phases that hold the lease get this rotator as holder and a fresh expiry;
 // others free it.
