@@ -206,7 +206,7 @@ func printResult(w io.Writer, res *rotation.Result, err error, asJSON bool) {
 	default:
 		fmt.Fprintf(w, "%s: %s: %s\n", res.Key, res.Outcome, res.Message)
 	}
-	if res.LeftValid > 0 && res.Outcome != rotation.OutcomeLeftValidRevoked {
+	if res.LeftValid > 0 {
 		fmt.Fprintf(w, "%s: keys rotations left valid at the issuer: %d (keywarden status lists them); revoke them: keywarden rotate --key %s --revoke-left-valid\n", res.Key, res.LeftValid, res.Key)
 	}
 }
