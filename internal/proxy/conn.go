@@ -535,6 +535,7 @@ func (cc *clientConn) lendWriter() {
 // of a body) are left for the next read. Behind such bytes a peek does not
 // see the end; TCP's state does (peerClosed).
 func (cc *clientConn) gone() bool {
+	cc.releaseReader() // the request waited a watchTick: it may wait long
 	if cc.raw == nil {
 		return false
 	}
@@ -619,9 +620,12 @@ func (cc *clientConn) release() {
 }
 
 // releaseReader lends the read buffer back while the connection has no
-// use for it: during a stream, once the request was read whole (serve
-// takes one again once the next request is there). A thousand held
-// streams keep 8 MiB less.
+// use for it, once the request was read whole (serve takes one again once
+// the next request is there): during a stream, while a new upstream
+// connection is made for the request, and once the request waited a
+// watchTick for its answer. A thousand held streams keep 8 MiB less; a
+// short request on a kept connection keeps its buffer (taking it again
+// costs a system call).
 func (cc *clientConn) releaseReader() {
 	if cc.br == nil || cc.br.Buffered() > 0 || !cc.body.eof {
 		return

@@ -250,3 +250,122 @@ func TestResetIdleConnectionRetried(t *testing.T) {
 		t.Fatalf("%d connections, %d requests served; want 2 and 2", len(conns), served)
 	}
 }
+
+// TestStreamEventsOfEverySize: a stream of events of every size around
+// the stream wait's first read and the connection's read buffer, each
+// after a pause (the proxy waits for it with its buffer lent), arrives
+// whole and in order, over a plain and a TLS upstream; the upstream
+// connection serves the next stream after it.
+func TestStreamEventsOfEverySize(t *testing.T) {
+	sizes := []int{1, 511, 512, 513, 1500, 4095, 4096, 4097, 9000, 40000}
+	var want strings.Builder
+	for i, n := range sizes {
+		want.WriteString(strings.Repeat(string(rune('a'+i)), n))
+	}
+	for _, tlsUp := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "tls"}[tlsUp], func(t *testing.T) {
+			var mu sync.Mutex
+			conns := 0
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "text/event-stream")
+				for i, n := range sizes {
+					time.Sleep(5 * time.Millisecond)
+					io.WriteString(w, strings.Repeat(string(rune('a'+i)), n))
+					w.(http.Flusher).Flush()
+				}
+			}))
+			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					mu.Lock()
+					conns++
+					mu.Unlock()
+				}
+			}
+			if tlsUp {
+				srv.StartTLS()
+			} else {
+				srv.Start()
+			}
+			t.Cleanup(srv.Close)
+			e := newEnv(t, &upstream{srv: srv}, nil)
+			if tlsUp {
+				proxy.TrustUpstream(e.p, srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs)
+			}
+			for i := range 2 {
+				code, _, body := e.do(t, "POST", "/v1/messages", `{"stream":true}`)
+				if code != 200 || body != want.String() {
+					t.Fatalf("stream %d: %d, %d bytes; want 200 and %d bytes as sent", i, code, len(body), want.Len())
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if conns != 1 {
+				t.Fatalf("%d upstream connections for two streams in turn, want 1", conns)
+			}
+		})
+	}
+}
+
+// TestHandshakesBounded: a burst of requests that each need a new TLS
+// connection runs at most MaxHandshakes handshakes at once; the others
+// wait for a slot, and every request is answered once handshakes end.
+func TestHandshakesBounded(t *testing.T) {
+	var mu sync.Mutex
+	inflight, most := 0, 0
+	release := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"type":"message"}`)
+	}))
+	srv.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		mu.Lock()
+		inflight++
+		most = max(most, inflight)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		inflight--
+		mu.Unlock()
+		return nil, nil
+	}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // before the server closes, when the test fails
+	e := newEnv(t, &upstream{srv: srv}, func(o *proxy.Options) { o.HeaderTimeout = time.Minute })
+	proxy.TrustUpstream(e.p, srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs)
+	n := proxy.MaxHandshakes + 16
+	codes := make(chan int, n)
+	for range n {
+		go func() {
+			resp, err := e.srv.Client().Post(e.srv.URL+"/v1/messages", "application/json", strings.NewReader(msgBody))
+			if err != nil {
+				codes <- 0
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	waitFor(t, func() bool { // every slot's handshake reached the upstream
+		mu.Lock()
+		defer mu.Unlock()
+		return inflight >= proxy.MaxHandshakes
+	})
+	time.Sleep(300 * time.Millisecond) // room for a handshake past the bound to arrive
+	mu.Lock()
+	seen := most
+	mu.Unlock()
+	free()
+	for range n {
+		if code := <-codes; code != 200 {
+			t.Errorf("a request of the burst got %d, want 200", code)
+		}
+	}
+	if seen != proxy.MaxHandshakes {
+		t.Fatalf("%d handshakes under way at once, want at most %d", seen, proxy.MaxHandshakes)
+	}
+}

@@ -33,3 +33,6 @@ func AgeIdleConnections(p *Proxy, d time.Duration) {
 		hp.mu.Unlock()
 	}
 }
+
+// MaxHandshakes is the most upstream TLS handshakes under way at once.
+const MaxHandshakes = maxHandshakes

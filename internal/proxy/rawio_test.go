@@ -15,6 +15,18 @@ import (
 // side) and its peer, over TCP or a unix socket.
 func rawPair(t *testing.T, network string) (*rawConn, net.Conn) {
 	t.Helper()
+	c, p := socketPair(t, network)
+	rc, ok := withRawIO(c).(*rawConn)
+	if !ok {
+		t.Fatalf("withRawIO(%T) made no rawConn", c)
+	}
+	return rc, p
+}
+
+// socketPair returns both ends of a connection over TCP or a unix
+// socket, closed when the test ends.
+func socketPair(t *testing.T, network string) (net.Conn, net.Conn) {
+	t.Helper()
 	addr := "127.0.0.1:0"
 	if network == "unix" {
 		addr = filepath.Join(t.TempDir(), "s")
@@ -37,12 +49,8 @@ func rawPair(t *testing.T, network string) (*rawConn, net.Conn) {
 		t.Fatal(err)
 	}
 	p := <-peer
-	rc, ok := withRawIO(c).(*rawConn)
-	if !ok {
-		t.Fatalf("withRawIO(%T) made no rawConn", c)
-	}
-	t.Cleanup(func() { rc.Close(); p.Close() })
-	return rc, p
+	t.Cleanup(func() { c.Close(); p.Close() })
+	return c, p
 }
 
 // resetPair returns a rawConn whose peer reset the connection.

@@ -107,6 +107,15 @@ type upConn struct {
 
 	deadline time.Time // the read deadline set (zero: none)
 
+	// The read buffer lent back while waiting (upbuf.go): whether it is,
+	// the empty reader kept for the next lend, and what a stream's wait
+	// read meanwhile (firstRead[firstOff:firstN]) or the error it met.
+	lent             bool
+	spare            *bufio.Reader
+	firstRead        [firstReadSize]byte
+	firstOff, firstN int
+	firstErr         error
+
 	// While a request is written (see whileFull): whether its client went
 	// away, and how long the upstream may read nothing of it.
 	gone       func() bool
@@ -159,7 +168,7 @@ func (p *hostPool) get(ctx context.Context, timeout time.Duration) (*upConn, err
 		c := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
-		if idle := now.Sub(c.idleAt); idle < p.idleTime && c.br.Buffered() == 0 && (idle < upCheckIdle || c.alive()) {
+		if idle := now.Sub(c.idleAt); idle < p.idleTime && c.buffered() == 0 && (idle < upCheckIdle || c.alive()) {
 			p.mu.Unlock()
 			c.reused = true
 			return c, nil
@@ -201,9 +210,7 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 	}
 	if p.tls != nil {
 		tc := tls.Client(conn, p.tls)
-		hctx, cancel := context.WithTimeout(ctx, tlsTimeout)
-		err := handshake(hctx, tc)
-		cancel()
+		err := handshake(ctx, tc)
 		if err != nil {
 			_ = conn.Close()
 			return nil, fmt.Errorf("%w %s: TLS handshake: %w", errConnect, p.addr, err)
@@ -211,7 +218,7 @@ func (p *hostPool) connect(ctx context.Context) (*upConn, error) {
 		conn = tc
 	}
 	c := &upConn{Conn: conn, raw: raw, rw: rw, pool: p}
-	c.br = bufio.NewReaderSize(c, upReadBufferSize)
+	c.br = newUpReader(c)
 	if rw != nil {
 		rw.whileFull = c.whileFull
 	}
@@ -258,24 +265,39 @@ func (c *upConn) onRead(f func() error) {
 	c.beforeRead = f
 }
 
-// Read reads from the connection, after beforeRead.
-func (c *upConn) Read(p []byte) (int, error) {
-	if c.beforeRead != nil {
-		if err := c.beforeRead(); err != nil {
-			return 0, err
-		}
-	}
-	return c.Conn.Read(p)
-}
+// handshakeSlots bounds the TLS handshakes under way at once, across
+// upstreams. A handshake holds tens of KiB while it runs (the hybrid
+// post-quantum key share's ML-KEM key alone is about 8 KiB, the server's
+// certificates, a deep stack) and is CPU-bound once the server answered:
+// a burst of a thousand new streams ran a thousand at once, and the heap
+// they held set the collector's goal for long after (1,000 streams over
+// TLS: RSS 83-105 MiB across runs, 65-67 MiB with 64 slots; 32 slots
+// measured the same). Each slot is held for one round trip to the
+// upstream and the handshake's CPU: 64 slots open about 2,000
+// connections a second at a 30 ms round trip, more than two cores
+// handshake.
+var handshakeSlots = make(chan struct{}, maxHandshakes)
 
-// handshake runs tc's handshake on a goroutine of its own. Verifying a
-// certificate chain takes a deep stack, and the goroutine that asks for a
-// connection serves its client for the connection's whole life: its stack
-// would keep that depth (a thousand held streams over TLS kept 8 MiB more
-// of stacks), where the handshake's own goroutine gives it back as it ends.
+const maxHandshakes = 64
+
+// handshake runs tc's handshake within tlsTimeout, once one of
+// handshakeSlots is free (waiting for it within ctx), on a goroutine of
+// its own. Verifying a certificate chain takes a deep stack, and the
+// goroutine that asks for a connection serves its client for the
+// connection's whole life: its stack would keep that depth (a thousand
+// held streams over TLS kept 8 MiB more of stacks), where the handshake's
+// own goroutine gives it back as it ends.
 func handshake(ctx context.Context, tc *tls.Conn) error {
+	select {
+	case handshakeSlots <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for one of %d handshakes under way to end: %w", maxHandshakes, ctx.Err())
+	}
+	defer func() { <-handshakeSlots }()
+	hctx, cancel := context.WithTimeout(ctx, tlsTimeout)
+	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- tc.HandshakeContext(ctx) }()
+	go func() { done <- tc.HandshakeContext(hctx) }()
 	return <-done
 }
 
@@ -353,9 +375,18 @@ func (c *upConn) peek() sockState {
 	return st
 }
 
+// hasIdle reports whether p holds an idle connection.
+func (p *hostPool) hasIdle() bool {
+	p.mu.Lock()
+	n := len(p.idle)
+	p.mu.Unlock()
+	return n > 0
+}
+
 // put keeps c for another request, or closes it when the pool is full.
 func (p *hostPool) put(c *upConn) {
 	c.idleAt = time.Now()
+	c.lendReader()
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= p.maxIdle {
 		p.mu.Unlock()
@@ -416,6 +447,7 @@ type exchange struct {
 	resp   *fasthttp.Response
 	gone   func() bool // whether the client went away
 	length int64       // of the body, or negative: unknown
+	stream bool        // a stream: its waits hold no read buffer (awaitStream)
 	read   int64       // of the body, so far
 }
 
@@ -496,6 +528,7 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 // again through a larger one: fasthttp's parser only peeks until the
 // header is whole, so nothing was consumed.
 func (c *upConn) readHeader(resp *fasthttp.Response, end time.Time, gone func() bool) error {
+	c.takeReader()
 	resp.Reset()
 	resp.StreamBody = true
 	resp.Header.SetNoDefaultContentType(true)
@@ -539,7 +572,7 @@ func (c *upConn) readHeader(resp *fasthttp.Response, end time.Time, gone func() 
 // a server's farewell to an idle connection, not an answer. The
 // connection is not used again.
 func (c *upConn) earlyAnswer(resp *fasthttp.Response, end time.Time, gone func() bool) bool {
-	if c.br.Buffered() == 0 && c.peek() != sockData {
+	if c.buffered() == 0 && c.peek() != sockData {
 		return false
 	}
 	if err := c.readHeader(resp, end, gone); err != nil {
@@ -623,18 +656,13 @@ func headerEnd(b []byte) int {
 // every watchTick to ask gone whether the client went away. It leaves a
 // read deadline at most a watchTick away.
 func (c *upConn) await(n int, end time.Time, gone func() bool) error {
+	c.takeReader()
 	if c.br.Buffered() >= n {
 		return nil
 	}
 	now := time.Now()
 	for {
-		// A deadline left from the connection's last wait is kept while
-		// it is at least 7/8 of a tick away: setting one costs as much as
-		// a small request's parsing.
-		next := nextDeadline(now, watchTick, end)
-		if c.deadline.IsZero() || c.deadline.Sub(now) < watchTick-watchTick/8 || c.deadline.After(next) {
-			c.setReadDeadline(next)
-		}
+		c.tick(now, end)
 		_, err := c.br.Peek(n)
 		if err == nil {
 			return nil
@@ -688,7 +716,7 @@ func (x *exchange) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	c := x.c
-	if !c.deadline.IsZero() && (x.length < 0 || x.length-x.read > int64(c.br.Buffered())) {
+	if !c.deadline.IsZero() && (x.length < 0 || x.length-x.read > int64(c.buffered())) {
 		c.setReadDeadline(time.Time{}) // this read may wait for the network
 	}
 	n, err := b.Read(p)
@@ -699,7 +727,10 @@ func (x *exchange) Read(p []byte) (int, error) {
 // wait waits until the upstream sent more of the body (or its end), when
 // none is buffered, asking every watchTick whether the client went away.
 func (x *exchange) wait() error {
-	if x.c.br.Buffered() == 0 && (x.length < 0 || x.read < x.length) && x.resp.BodyStream() != nil {
+	if x.c.buffered() == 0 && (x.length < 0 || x.read < x.length) && x.resp.BodyStream() != nil {
+		if x.stream {
+			return x.c.awaitStream(x.gone)
+		}
 		return x.c.await(1, time.Time{}, x.gone)
 	}
 	return nil
@@ -869,11 +900,13 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 		p.upstreamError(rt, cc, r, mw, err)
 		return
 	}
+	// The request is released once sent (and not to be sent again): a
+	// held stream keeps its answer only.
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	bb.uri = rt.target.requestURI(bb.uri, r.url.EscapedPath(), r.url.RawQuery)
 	if err := rt.target.fillRequest(req, r.method, bb.uri, h, kept, rest, size); err != nil {
+		fasthttp.ReleaseRequest(req)
 		if mw != nil {
 			mw.own = true
 		}
@@ -881,10 +914,14 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 		return
 	}
 
+	if !rt.target.pool.hasIdle() {
+		cc.releaseReader() // a connection is made first: the wait may be long
+	}
 	start := time.Now()
 	x, err := rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable, cc.goneFn)
 	rt.m.ObserveSince(start)
 	if err != nil {
+		fasthttp.ReleaseRequest(req)
 		if rest != nil && !cc.body.eof {
 			cc.close = true // the body was not read to its end
 		}
@@ -907,12 +944,14 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 			x, err = rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable, cc.goneFn)
 			rt.m.ObserveSince(start)
 			if err != nil {
+				fasthttp.ReleaseRequest(req)
 				p.upstreamError(rt, cc, r, mw, err)
 				return
 			}
 			prefix = nil
 		}
 	}
+	fasthttp.ReleaseRequest(req)
 	p.respond(rt, cc, r, &x, prefix, mw)
 }
 
@@ -965,6 +1004,7 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 	pool := p.buffers
 	if flush {
 		pool = p.streamBuffers
+		x.stream = true
 		cc.releaseReader()
 		x.c.onRead(cc.sendFn)
 	}

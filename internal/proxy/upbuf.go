@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// An upstream connection holds its read buffer (upReadBufferSize) only
+// while it reads: a stream waiting for the upstream's next event, and a
+// connection idle in the pool, lend it back to upReaders. A thousand held
+// streams kept 4 MiB of empty buffers, doubled by the collector's headroom.
+//
+// The connection's *bufio.Reader is never replaced while lent, as the
+// answer's body stream reads through that pointer: its contents (the
+// buffer, and the reader's state) move into a spare bufio.Reader that goes
+// to the pool, and come back from whichever pooled reader is taken next.
+// The spare left empty stays with the connection for its next lend, so a
+// lend allocates nothing.
+//
+// A stream's wait reads the first bytes of the next event into firstRead
+// (held with the connection, a tenth of the buffer's size), not into the
+// buffer: upConn.Read hands them to the buffer, once it is back, before
+// reading the network again. Under TLS, records the connection already
+// decrypted are read without a system call, as through the buffer.
+
+// firstReadSize bounds the bytes a stream's wait reads before it takes a
+// buffer again: an SSE event of the Messages API (a content_block_delta,
+// a ping) fits, with its chunk framing.
+const firstReadSize = 512
+
+var upReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, upReadBufferSize) }}
+
+// newUpReader returns a pooled read buffer reading from c.
+func newUpReader(c *upConn) *bufio.Reader {
+	br := upReaders.Get().(*bufio.Reader)
+	br.Reset(c)
+	return br
+}
+
+// lendReader lends c's read buffer back to the pool, when it holds
+// nothing and is of the usual size (a header too large for it made c
+// read through a larger one for good: that one is kept).
+func (c *upConn) lendReader() {
+	if c.lent || c.br.Buffered() > 0 || c.br.Size() != upReadBufferSize {
+		return
+	}
+	spare := c.spare
+	if spare == nil {
+		spare = new(bufio.Reader)
+	}
+	*spare = *c.br
+	spare.Reset(nil)
+	*c.br = bufio.Reader{}
+	upReaders.Put(spare)
+	c.spare, c.lent = nil, true
+}
+
+// takeReader gives c a read buffer again after lendReader.
+func (c *upConn) takeReader() {
+	if !c.lent {
+		return
+	}
+	r := upReaders.Get().(*bufio.Reader)
+	*c.br = *r
+	c.br.Reset(c)
+	*r = bufio.Reader{}
+	c.spare, c.lent = r, false
+}
+
+// buffered returns the bytes c holds that the upstream sent and nothing
+// read yet.
+func (c *upConn) buffered() int { return c.br.Buffered() + c.firstN - c.firstOff }
+
+// awaitStream waits, with c's read buffer lent, until the upstream sent
+// more of a stream (or a read fails: the next read reports it), waking
+// every watchTick to ask gone whether the client went away. What it read
+// waits in firstRead for the buffer's next fill.
+func (c *upConn) awaitStream(gone func() bool) error {
+	c.lendReader()
+	defer c.takeReader()
+	now := time.Now()
+	for {
+		c.tick(now, time.Time{})
+		n, err := c.read(c.firstRead[:])
+		if n > 0 {
+			c.firstOff, c.firstN = 0, n
+			return nil
+		}
+		var ne net.Error
+		if err != nil && (!errors.As(err, &ne) || !ne.Timeout()) {
+			c.firstErr = err
+			return nil
+		}
+		now = time.Now()
+		if err != nil && gone != nil && gone() {
+			return errClientGone
+		}
+	}
+}
+
+// tick sets a read deadline a watchTick after now (or at end, when that
+// comes first), unless the one left from the connection's last wait is at
+// least 7/8 of a tick away: setting one costs as much as a small
+// request's parsing.
+func (c *upConn) tick(now, end time.Time) {
+	next := nextDeadline(now, watchTick, end)
+	if c.deadline.IsZero() || c.deadline.Sub(now) < watchTick-watchTick/8 || c.deadline.After(next) {
+		c.setReadDeadline(next)
+	}
+}
+
+// Read reads from the connection: what a stream's wait read first, then
+// the network, after beforeRead.
+func (c *upConn) Read(p []byte) (int, error) {
+	if c.firstN > c.firstOff {
+		n := copy(p, c.firstRead[c.firstOff:c.firstN])
+		if c.firstOff += n; c.firstOff == c.firstN {
+			c.firstOff, c.firstN = 0, 0
+		}
+		return n, nil
+	}
+	if err := c.firstErr; err != nil {
+		c.firstErr = nil
+		return 0, err
+	}
+	return c.read(p)
+}
+
+// read reads from the network, after beforeRead.
+func (c *upConn) read(p []byte) (int, error) {
+	if c.beforeRead != nil {
+		if err := c.beforeRead(); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Read(p)
+}
