@@ -102,14 +102,9 @@ func codeOf(ctx context.Context, err error) codes.Code {
 	if errors.As(err, &re) {
 		// An answer without an error code the SDK could read, e.g. a proxy's
 		// page or a refusal in another protocol's shape: its status says
-		// enough to stop retrying a refusal.
-		switch s := re.HTTPStatusCode(); {
-		case s == 401:
-			return codes.Unauthenticated
-		case s == 403:
-			return codes.PermissionDenied
-		case s >= 500:
-			return codes.Unavailable
+		// enough to stop retrying a refusal, or to back off.
+		if c := codes.FromHTTPStatus(re.HTTPStatusCode()); c != codes.Unknown {
+			return c
 		}
 	}
 	var (

@@ -162,12 +162,13 @@ func TestTransportAndContextErrors(t *testing.T) {
 
 // An answer whose error the SDK cannot decode (a proxy's page, a refusal in
 // another protocol's shape) is classified by its status: a refusal is not
-// retried as Unknown.
+// retried as Unknown, a 429 backs off; a 404 from something that is not AWS
+// does not say that the secret is missing.
 func TestUndecodableRefusals(t *testing.T) {
 	for _, c := range []struct {
 		status int
 		want   codes.Code
-	}{{401, codes.Unauthenticated}, {403, codes.PermissionDenied}, {502, codes.Unavailable}} {
+	}{{401, codes.Unauthenticated}, {403, codes.PermissionDenied}, {429, codes.ResourceExhausted}, {502, codes.Unavailable}, {404, codes.Unknown}} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
 			w.WriteHeader(c.status)

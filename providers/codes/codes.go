@@ -67,6 +67,26 @@ func (c Code) Retryable() bool {
 	return false
 }
 
+// FromHTTPStatus maps the status of a backend's answer that says nothing
+// more (no error code a driver knows, e.g. a proxy's page) to a portable
+// code: 401 Unauthenticated, 403 PermissionDenied, 429 ResourceExhausted,
+// 5xx Unavailable, anything else Unknown. A driver whose backend gives
+// other statuses a meaning of its own (Vault's 404 for a missing secret)
+// decides those first. It is the only place that reads a bare status.
+func FromHTTPStatus(status int) Code {
+	switch {
+	case status == 401:
+		return Unauthenticated
+	case status == 403:
+		return PermissionDenied
+	case status == 429:
+		return ResourceExhausted
+	case status >= 500 && status <= 599:
+		return Unavailable
+	}
+	return Unknown
+}
+
 // Error is an error carrying a portable code. Its message must never hold a
 // secret value.
 type Error struct {

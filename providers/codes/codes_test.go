@@ -82,3 +82,15 @@ func TestOf(t *testing.T) {
 		t.Error("FromContext(nil) != nil")
 	}
 }
+
+func TestFromHTTPStatus(t *testing.T) {
+	for s, want := range map[int]codes.Code{
+		200: codes.Unknown, 400: codes.Unknown, 401: codes.Unauthenticated, 403: codes.PermissionDenied,
+		404: codes.Unknown, 429: codes.ResourceExhausted, 500: codes.Unavailable, 503: codes.Unavailable,
+		599: codes.Unavailable, 600: codes.Unknown, 0: codes.Unknown,
+	} {
+		if got := codes.FromHTTPStatus(s); got != want {
+			t.Errorf("FromHTTPStatus(%d) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -70,7 +70,8 @@ func mapErr(op string, err error) error {
 	return codes.Wrap(codes.Unknown, msg, err)
 }
 
-// statusCode maps an HTTP status of Vault to a portable code.
+// statusCode maps an HTTP status of Vault to a portable code: the
+// statuses Vault gives a meaning of its own, then codes.FromHTTPStatus.
 func statusCode(re *api.ResponseError) codes.Code {
 	s := re.StatusCode
 	switch {
@@ -78,22 +79,14 @@ func statusCode(re *api.ResponseError) codes.Code {
 		return codes.Aborted
 	case s == 400:
 		return codes.InvalidArgument
-	case s == 401:
-		return codes.Unauthenticated
-	case s == 403:
-		return codes.PermissionDenied
 	case s == 404:
 		return codes.NotFound
 	case s == 405:
 		return codes.Unimplemented
 	case s == 412:
 		return codes.Unavailable
-	case s == 429:
-		return codes.ResourceExhausted
-	case s >= 500:
-		return codes.Unavailable
 	}
-	return codes.Unknown
+	return codes.FromHTTPStatus(s)
 }
 
 // responseError is an *api.ResponseError with a one-line message:

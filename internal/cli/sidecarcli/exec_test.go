@@ -470,7 +470,9 @@ func TestSupervisorKilledTakesTheProgram(t *testing.T) {
 	t.Setenv("OUT", out)
 	killLeftovers(t, out)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSupervisorKilledTakesTheProgram$", "-test.count=1")
-	cmd.Env = append(os.Environ(), envChild+"=1")
+	// The child is killed before its own cleanup: its temporary
+	// directories go in this test's, which is removed.
+	cmd.Env = append(os.Environ(), envChild+"=1", "TMPDIR="+t.TempDir())
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
