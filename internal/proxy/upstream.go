@@ -528,7 +528,7 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 // again through a larger one: fasthttp's parser only peeks until the
 // header is whole, so nothing was consumed.
 func (c *upConn) readHeader(resp *fasthttp.Response, end time.Time, gone func() bool) error {
-	c.takeReader()
+	c.takeReader() // lent while the connection was idle in the pool (put)
 	resp.Reset()
 	resp.StreamBody = true
 	resp.Header.SetNoDefaultContentType(true)
@@ -656,7 +656,6 @@ func headerEnd(b []byte) int {
 // every watchTick to ask gone whether the client went away. It leaves a
 // read deadline at most a watchTick away.
 func (c *upConn) await(n int, end time.Time, gone func() bool) error {
-	c.takeReader()
 	if c.br.Buffered() >= n {
 		return nil
 	}
@@ -900,13 +899,17 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 		p.upstreamError(rt, cc, r, mw, err)
 		return
 	}
-	// The request is released once sent (and not to be sent again): a
-	// held stream keeps its answer only.
+	// The request is released once it is not to be sent again, before the
+	// answer is copied: a held stream keeps its answer only.
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
+	defer func() {
+		if req != nil {
+			fasthttp.ReleaseRequest(req)
+		}
+	}()
 	bb.uri = rt.target.requestURI(bb.uri, r.url.EscapedPath(), r.url.RawQuery)
 	if err := rt.target.fillRequest(req, r.method, bb.uri, h, kept, rest, size); err != nil {
-		fasthttp.ReleaseRequest(req)
 		if mw != nil {
 			mw.own = true
 		}
@@ -921,7 +924,6 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 	x, err := rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable, cc.goneFn)
 	rt.m.ObserveSince(start)
 	if err != nil {
-		fasthttp.ReleaseRequest(req)
 		if rest != nil && !cc.body.eof {
 			cc.close = true // the body was not read to its end
 		}
@@ -944,7 +946,6 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 			x, err = rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable, cc.goneFn)
 			rt.m.ObserveSince(start)
 			if err != nil {
-				fasthttp.ReleaseRequest(req)
 				p.upstreamError(rt, cc, r, mw, err)
 				return
 			}
@@ -952,6 +953,7 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 		}
 	}
 	fasthttp.ReleaseRequest(req)
+	req = nil
 	p.respond(rt, cc, r, &x, prefix, mw)
 }
 
