@@ -3,6 +3,7 @@ package rotation
 import (
 	"context"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -61,16 +62,12 @@ func (r *Rotator) Serve(ctx context.Context, o ServeOptions) error {
 		if k.Schedule == nil {
 			r.log.Info("key has no schedule; rotate it with `keywarden rotate`", slog.String("key", name))
 			// Its record is still read now and then: the keys its
-			// rotations left valid are exported.
+			// rotations left valid are exported (no run ever wakes it).
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for {
-					r.exportLeftValid(ctx, k)
-					if sleepCtx(ctx, leftValidRecheck) != nil {
-						return
-					}
-				}
+				r.exportLeftValid(ctx, k)
+				_ = r.sleepExporting(ctx, k, time.Duration(math.MaxInt64))
 			}()
 			continue
 		}

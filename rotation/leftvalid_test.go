@@ -342,3 +342,30 @@ func TestLeftValidBound(t *testing.T) {
 		t.Fatalf("listed %d, gauge %v", n, w.gauge())
 	}
 }
+
+// TestDaemonExportsLeftValidOfUnscheduledKey: the daemon exports the keys
+// left valid of a key it never rotates (no schedule) from its record, at
+// start, without a run.
+func TestDaemonExportsLeftValidOfUnscheduledKey(t *testing.T) {
+	w := newLeftValidWorld(t, nil)
+	w.rollBack()
+	reg := prometheus.NewRegistry()
+	daemon := &leftValidWorld{t: t, reg: reg}
+	k := &rotation.Key{Name: "k", Store: w.st, Secret: "k", Issuer: w.l, Probe: w.l.Probe(nil), Grace: 10 * time.Minute}
+	r := newRotator(t, rotation.Options{Now: w.clock.Now, Metrics: rotation.NewMetrics(reg), Logger: slog.New(slog.DiscardHandler)}, k)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- r.Serve(ctx, rotation.ServeOptions{}) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for daemon.gauge() != 1 {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("gauge %v, want 1 (the rolled-back key)", daemon.gauge())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+}
