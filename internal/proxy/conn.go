@@ -94,6 +94,13 @@ type clientConn struct {
 	close     bool  // close the connection after this answer
 	expect    bool  // the client waits for "100 Continue" before its body
 	linger    bool  // input may be left unread: close with lingerClose
+
+	// parked is the answer's stream, once it parked (see stream), until
+	// serveFrom starts its wait.
+	parked *stream
+	// closed, when not nil, is closed once the connection is (ServeConn
+	// waits for it: a stream's wait serves on another goroutine).
+	closed chan struct{}
 }
 
 // bodyReader is a request's body as read from the connection: it records
@@ -165,21 +172,47 @@ func readTrailers(br *bufio.Reader) error {
 }
 
 // serve serves the connection's requests until it closes, goes idle for
-// too long, breaks the protocol, or the server shuts down.
-func (cc *clientConn) serve() {
-	defer cc.srv.untrack(cc)
-	defer cc.release()
+// too long, breaks the protocol, or the server shuts down; or until a
+// stream parks (see stream): its wait serves on.
+func (cc *clientConn) serve() { cc.serveFrom(nil) }
+
+// serveFrom serves the connection's requests as serve does, first
+// finishing s, a parked stream whose upstream sent more, when not nil.
+func (cc *clientConn) serveFrom(s *stream) {
 	defer func() {
 		// As net/http's server: a panic ends the connection, not the
 		// process. The stack is logged; the value is an error of this
 		// package, never a key.
 		if v := recover(); v != nil {
+			cc.parked = nil
 			cc.srv.p.log.Error("proxy: panic serving a request; the connection is closed",
 				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
+		if s := cc.parked; s != nil {
+			// Every frame that parked it has returned: its wait may
+			// serve on.
+			cc.parked = nil
+			go s.wait()
+			return
+		}
+		cc.release()
+		cc.srv.untrack(cc)
+		if cc.closed != nil {
+			close(cc.closed)
+		}
 	}()
+	if s != nil {
+		if !s.copy() {
+			cc.parked = s
+			return
+		}
+		s.finish()
+		if !cc.end() {
+			return
+		}
+	}
 	o := &cc.srv.p.opts
-	first := true
+	first := s == nil
 	for {
 		cc.state.Store(connIdle)
 		wait := o.IdleTimeout
@@ -223,6 +256,9 @@ func (cc *clientConn) serve() {
 			_ = cc.SetReadDeadline(time.Time{}) // nothing bounds a body (as net/http)
 		}
 		cc.h.serve(cc)
+		if cc.parked != nil {
+			return
+		}
 		if !cc.end() {
 			return
 		}

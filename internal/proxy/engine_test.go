@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -368,4 +369,83 @@ func TestHandshakesBounded(t *testing.T) {
 	if seen != proxy.MaxHandshakes {
 		t.Fatalf("%d handshakes under way at once, want at most %d", seen, proxy.MaxHandshakes)
 	}
+}
+
+// TestHeldStreamHoldsNoGoroutine: a stream waiting on its upstream is
+// parked: no goroutine stays in the answer's copy (its stack would be held
+// for as long as the stream is), a small one waits for the upstream. The
+// parked stream keeps its client's concurrency slot, ends whole once the
+// upstream sends the rest, and its connection serves the next request.
+func TestHeldStreamHoldsNoGoroutine(t *testing.T) {
+	for _, tlsUp := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "tls"}[tlsUp], func(t *testing.T) { testParked(t, tlsUp) })
+	}
+}
+
+func testParked(t *testing.T, tlsUp bool) {
+	release := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.Method == http.MethodGet {
+			io.WriteString(w, `{"data":[]}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: ping\ndata: {}\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "event: message_stop\ndata: {}\n\n")
+	}))
+	if tlsUp {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	t.Cleanup(srv.Close)
+	e := newEnv(t, &upstream{srv: srv}, func(o *proxy.Options) { o.Concurrency = 1 })
+	if tlsUp {
+		proxy.TrustUpstream(e.p, srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs)
+	}
+	cl := e.srv.Client()
+	resp, err := cl.Post(e.srv.URL+"/v1/messages", "application/json", strings.NewReader(`{"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "event: ping\n" {
+		t.Fatalf("first event: %q, %v", line, err)
+	}
+	waitFor(t, func() bool {
+		st := goroutines()
+		return !strings.Contains(st, "proxy.(*Proxy).respond") && strings.Contains(st, "proxy.(*stream).wait")
+	})
+	if code, _, body := e.do(t, "GET", "/v1/models", ""); code != http.StatusTooManyRequests {
+		t.Fatalf("a request while the stream is parked: %d %s; want 429 (its slot is held)", code, body)
+	}
+	close(release)
+	rest, err := io.ReadAll(br)
+	if err != nil || !strings.HasSuffix(string(rest), "event: message_stop\ndata: {}\n\n") {
+		t.Fatalf("the rest of the stream: %q, %v", rest, err)
+	}
+	resp.Body.Close()
+	resp, err = cl.Get(e.srv.URL + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != `{"data":[]}` {
+		t.Fatalf("after the stream: %d %s", resp.StatusCode, body)
+	}
+}
+
+// goroutines returns the stacks of every goroutine.
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
 }

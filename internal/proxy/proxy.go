@@ -394,7 +394,13 @@ func (h handler) serve(cc *clientConn) {
 			errConcurrency.write(cc, after)
 			return
 		}
-		defer lim.release(c)
+		defer func() {
+			if s := cc.parked; s != nil {
+				s.lim, s.limClient = lim, c // released as the stream ends
+			} else {
+				lim.release(c)
+			}
+		}()
 	}
 	if b, after := p.overBudget(rt, ci); b != nil {
 		rt.m.Request(http.StatusTooManyRequests)
@@ -424,7 +430,13 @@ func (h handler) serve(cc *clientConn) {
 	// mid-stream, the upstream breaking off) that its message_start
 	// already reported were billed all the same: they count, and budgets
 	// see them.
-	defer p.settle(rt, ci, mw)
+	defer func() {
+		if s := cc.parked; s != nil {
+			s.settle, s.ci = true, ci // as the stream ends
+		} else {
+			p.settle(rt, ci, mw)
+		}
+	}()
 	p.forward(rt, cc, r, mw)
 }
 

@@ -41,9 +41,12 @@ type rawConn struct {
 	net.Conn
 	rc syscall.RawConn
 
-	holding bool   // Write appends to held
-	held    []byte // written, not yet sent
-	heldErr error  // the failure of the last held write sent
+	holding bool // Write appends to held
+	// nonblock: Read returns errWouldBlock instead of waiting for the
+	// socket to be readable (upConn.pollStream).
+	nonblock bool
+	held     []byte // written, not yet sent
+	heldErr  error  // the failure of the last held write sent
 
 	// beforeRead, when set, runs before each Read (upConn.onRead).
 	beforeRead func() error
@@ -136,14 +139,15 @@ func (c *rawConn) Read(p []byte) (int, error) {
 			c.sendHeld(fd)
 			if len(c.held) == 0 && c.heldErr == nil {
 				c.emptyHeld()
-				return false // sent: wait for the answer
+				errno = syscall.EAGAIN // nothing read yet
+				return c.nonblock      // sent: wait for the answer
 			}
 			return true // not sent whole: see below
 		}
 		for {
 			n, errno = rawRead(fd, p)
 			if errno != syscall.EINTR {
-				return errno != syscall.EAGAIN
+				return errno != syscall.EAGAIN || c.nonblock
 			}
 		}
 	})
@@ -162,6 +166,8 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
+	case errno == syscall.EAGAIN:
+		return 0, errWouldBlock
 	case errno != 0:
 		return 0, c.opError("read", errno)
 	case n == 0:
@@ -169,6 +175,11 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// errWouldBlock: a non-blocking Read found nothing to read. A temporary
+// net.Error, so that crypto/tls keeps what it read of a record and reads
+// on later, as after a deadline.
+var errWouldBlock = &timeoutError{"proxy: nothing to read yet"}
 
 // sendHeld writes the held bytes to fd, as far as the socket takes them.
 func (c *rawConn) sendHeld(fd uintptr) {

@@ -102,7 +102,10 @@ func (p *Proxy) Attach(ln net.Listener) *Server {
 // ServeConn serves the prefix routes on one client connection until it
 // closes: for callers with a connection of their own (an in-memory pipe).
 func (p *Proxy) ServeConn(c net.Conn) {
-	newClientConn(newServer(p), handler{p: p}, c).serve()
+	cc := newClientConn(newServer(p), handler{p: p}, c)
+	cc.closed = make(chan struct{})
+	cc.serve()
+	<-cc.closed
 }
 
 // Addr returns the bound address (useful with port 0) of "listen" (the

@@ -101,6 +101,42 @@ func (c *upConn) awaitStream(gone func() bool) error {
 	}
 }
 
+// pollStream reads, without waiting, the first bytes of a stream's next
+// event into firstRead when the upstream sent them (or meets the error the
+// next read reports); errWouldBlock when nothing came yet, and the read
+// buffer is then lent (see awaitStream). Only for a connection with raw
+// I/O (c.rw set).
+func (c *upConn) pollStream() error {
+	c.lendReader()
+	c.rw.nonblock = true
+	n, err := c.read(c.firstRead[:])
+	c.rw.nonblock = false
+	if n == 0 && isTimeout(err) {
+		// Nothing yet; or a deadline a wait left passed: the next wait
+		// sets its own.
+		return errWouldBlock
+	}
+	c.takeReader()
+	if n > 0 {
+		c.firstOff, c.firstN = 0, n
+		return nil
+	}
+	c.firstErr = err
+	return nil
+}
+
+// readable reports whether the connection's socket holds bytes to read, or
+// the upstream closed it; a poller's callback (syscall.RawConn.Read) that
+// waits until then. It looks before the first wait, after the poller's
+// readiness was reset: bytes that came since the last read are seen.
+func readable(fd uintptr) bool { return peekSocket(fd) != sockEmpty }
+
+// isTimeout reports whether err is a timeout (a deadline, errWouldBlock).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return err != nil && errors.As(err, &ne) && ne.Timeout()
+}
+
 // tick sets a read deadline a watchTick after now (or at end, when that
 // comes first), unless the one left from the connection's last wait is at
 // least 7/8 of a tick away: setting one costs as much as a small

@@ -726,13 +726,18 @@ func (x *exchange) Read(p []byte) (int, error) {
 // wait waits until the upstream sent more of the body (or its end), when
 // none is buffered, asking every watchTick whether the client went away.
 func (x *exchange) wait() error {
-	if x.c.buffered() == 0 && (x.length < 0 || x.read < x.length) && x.resp.BodyStream() != nil {
+	if x.c.buffered() == 0 && x.more() {
 		if x.stream {
 			return x.c.awaitStream(x.gone)
 		}
 		return x.c.await(1, time.Time{}, x.gone)
 	}
 	return nil
+}
+
+// more reports whether the body has more to read.
+func (x *exchange) more() bool {
+	return (x.length < 0 || x.read < x.length) && x.resp.BodyStream() != nil
 }
 
 // done ends the exchange: its connection goes back to the pool when the
@@ -902,7 +907,11 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 	// The request is released once it is not to be sent again, before the
 	// answer is copied: a held stream keeps its answer only.
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseResponse(resp)
+	defer func() {
+		if cc.parked == nil {
+			fasthttp.ReleaseResponse(resp)
+		} // else the stream's (stream.finish)
+	}()
 	defer func() {
 		if req != nil {
 			fasthttp.ReleaseRequest(req)
@@ -989,15 +998,8 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 	length := int64(resp.Header.ContentLength())
 	flush := length < 0 || usage.ContentFormat(resp.Header.ContentType()) == usage.SSE
 	cc.writeHeader(status, length)
-	// write writes b to the client and hands it to the meter; a failure
-	// is kept in cc.werr.
-	write := func(b []byte) {
-		if _, err := cc.Write(b); err == nil && mw != nil {
-			mw.wrote(b)
-		}
-	}
 	if len(prefix) > 0 {
-		if write(prefix); cc.werr != nil {
+		if writeOut(cc, mw, prefix); cc.werr != nil {
 			x.done(false)
 			cc.abort()
 			return
@@ -1009,38 +1011,58 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 		x.stream = true
 		cc.releaseReader()
 		x.c.onRead(cc.sendFn)
-	}
-	for {
-		// A stream's copy buffer is held while there is something to
-		// copy, not while it waits on the upstream: a thousand held
-		// streams hold none.
-		var n int
-		rerr := x.wait()
-		if rerr == nil {
-			buf := pool.Get()
-			n, rerr = x.Read(buf)
-			if n > 0 {
-				write(buf[:n])
+		if s := newStream(p, rt, cc, r, x, mw); s != nil {
+			if !s.copy() {
+				cc.parked = s // see stream
 			}
-			pool.Put(buf)
-		}
-		if cc.werr != nil {
-			x.done(false)
-			cc.abort()
-			rt.log.Debug("proxy: client went away during the answer", "path", r.url.Path, "error", cc.werr)
-			return
-		}
-		if rerr == io.EOF {
-			x.done(true)
-			return
-		}
-		if rerr != nil {
-			x.done(false)
-			cc.abort()
-			rt.log.Warn("proxy: upstream answer cut", "path", r.url.Path, "error", rerr)
 			return
 		}
 	}
+	// A stream's copy buffer is held while there is something to copy,
+	// not while it waits on the upstream: a thousand held streams hold
+	// none.
+	for !p.copyStep(rt, cc, r, x, mw, pool, x.wait()) {
+	}
+}
+
+// writeOut writes b to the client and hands it to the meter (when not
+// nil); a failure is kept in cc.werr.
+func writeOut(cc *clientConn, mw *meterWriter, b []byte) {
+	if _, err := cc.Write(b); err == nil && mw != nil {
+		mw.wrote(b)
+	}
+}
+
+// copyStep copies to the client what the upstream sent of x's body, after
+// a wait that returned rerr, and reports whether the answer ended: read
+// whole, or cut by a failed write to the client or a failed read from the
+// upstream (the exchange is then done, and the client's answer cut).
+func (p *Proxy) copyStep(rt *route, cc *clientConn, r *request, x *exchange, mw *meterWriter, pool bufferPool, rerr error) bool {
+	if rerr == nil {
+		buf := pool.Get()
+		var n int
+		n, rerr = x.Read(buf)
+		if n > 0 {
+			writeOut(cc, mw, buf[:n])
+		}
+		pool.Put(buf)
+	}
+	switch {
+	case cc.werr != nil:
+		x.done(false)
+		cc.abort()
+		rt.log.Debug("proxy: client went away during the answer", "path", r.url.Path, "error", cc.werr)
+		return true
+	case rerr == io.EOF:
+		x.done(true)
+		return true
+	case rerr != nil:
+		x.done(false)
+		cc.abort()
+		rt.log.Warn("proxy: upstream answer cut", "path", r.url.Path, "error", rerr)
+		return true
+	}
+	return false
 }
 
 // reqBuffers are a request's pooled buffers: the body kept for a retry

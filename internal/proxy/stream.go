@@ -1,0 +1,107 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// A stream that waits on its upstream holds no goroutine. Blocked in its
+// read, a request's goroutine kept its whole stack (8 KiB: the handler's
+// frames, then crypto/tls's read path), and the collector's goal counts
+// stacks: a thousand held streams kept about 17 MiB for it. Instead, once
+// the upstream has nothing more to read, the stream is parked: the
+// goroutine returns, leaving the stream's state here, and a small one (a
+// 2 KiB stack) waits for the upstream's socket to be readable, asking
+// every watchTick whether the client went away, then serves on: it copies
+// what came and parks again, or finishes the answer and reads the
+// connection's next request.
+//
+// What the frames above respond did once the answer ended (forward's and
+// handler.serve's deferred work) is done by finish; clientConn.serveFrom
+// starts the wait once the goroutine that parked has left every frame.
+// Connections without raw I/O (elsewhere than Linux) wait in respond.
+
+// stream is an answer being streamed, parked while its upstream sends
+// nothing.
+type stream struct {
+	p  *Proxy
+	rt *route
+	cc *clientConn
+	r  *request
+	x  exchange
+	mw *meterWriter
+
+	// What the frames above respond leave for finish.
+	lim       *limiter // the limiter to release limClient to
+	limClient *client
+	settle    bool // account for the answer (handler.serve's settle)
+	ci        int
+
+	gone bool // the wait saw the client go away
+}
+
+// newStream parks, when its connection can, the stream that respond
+// copies: false when respond is to copy it waiting itself.
+func newStream(p *Proxy, rt *route, cc *clientConn, r *request, x *exchange, mw *meterWriter) *stream {
+	if x.c.rw == nil {
+		return nil
+	}
+	return &stream{p: p, rt: rt, cc: cc, r: r, x: *x, mw: mw}
+}
+
+// copy copies what the upstream sent until the answer ends (true) or the
+// upstream has nothing more to read (false: the stream is to be parked).
+func (s *stream) copy() bool {
+	x := &s.x
+	for {
+		var rerr error
+		switch {
+		case s.gone:
+			s.gone = false
+			x.c.takeReader() // ending: the body's close may read
+			rerr = errClientGone
+		case x.c.buffered() == 0 && x.more():
+			if rerr = x.c.pollStream(); rerr == errWouldBlock {
+				return false
+			}
+		}
+		if s.p.copyStep(s.rt, s.cc, s.r, x, s.mw, s.p.streamBuffers, rerr) {
+			return true
+		}
+	}
+}
+
+// finish does, once the answer ended, what the frames above respond would
+// have done as they returned: forward releases the answer, handler.serve
+// accounts for it and releases the client's concurrency.
+func (s *stream) finish() {
+	fasthttp.ReleaseResponse(s.x.resp)
+	if s.settle {
+		s.p.settle(s.rt, s.ci, s.mw)
+	}
+	if s.lim != nil {
+		s.lim.release(s.limClient)
+	}
+}
+
+// wait waits until the upstream's socket is readable (or closed), waking
+// every watchTick to ask whether the client went away, then serves the
+// connection on from the stream. It runs on a goroutine of its own.
+func (s *stream) wait() {
+	c := s.x.c
+	now := time.Now()
+	for {
+		c.tick(now, time.Time{})
+		err := c.rw.rc.Read(readable)
+		if err == nil || !isTimeout(err) {
+			break // readable, or a failure the next read reports
+		}
+		now = time.Now()
+		if s.cc.gone() {
+			s.gone = true
+			break
+		}
+	}
+	s.cc.serveFrom(s)
+}
