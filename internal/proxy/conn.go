@@ -203,7 +203,7 @@ func (cc *clientConn) serveFrom(s *stream) {
 	}()
 	if s != nil {
 		if !s.copy() {
-			cc.parked = s
+			s.park()
 			return
 		}
 		s.finish()
@@ -345,6 +345,9 @@ var newChunkedReader = httputil.NewChunkedReader
 // name, as net/http's server would: the guards and the key rule read and
 // change them there. The values share one allocation.
 func (cc *clientConn) fillHeader() {
+	if cc.hdr == nil {
+		cc.hdr = http.Header{} // dropped while a stream was parked
+	}
 	clear(cc.hdr)
 	n, size := 0, 0
 	for _, v := range cc.req.All() {

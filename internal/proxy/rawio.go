@@ -208,6 +208,14 @@ func (c *rawConn) emptyHeld() {
 	}
 }
 
+// dropHeld drops the (empty) hold buffer: a connection that waits long,
+// for a stream's next event, keeps none.
+func (c *rawConn) dropHeld() {
+	if len(c.held) == 0 {
+		c.held = nil
+	}
+}
+
 // writeSome writes p to fd as far as the socket takes it: it returns the
 // bytes written and 0 when all were, EAGAIN when the socket is full, or
 // the error that stopped it.

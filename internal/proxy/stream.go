@@ -25,12 +25,12 @@ import (
 // stream is an answer being streamed, parked while its upstream sends
 // nothing.
 type stream struct {
-	p  *Proxy
-	rt *route
-	cc *clientConn
-	r  *request
-	x  exchange
-	mw *meterWriter
+	p    *Proxy
+	rt   *route
+	cc   *clientConn
+	path string // the request's, for the log
+	x    exchange
+	mw   *meterWriter
 
 	// What the frames above respond leave for finish.
 	lim       *limiter // the limiter to release limClient to
@@ -47,7 +47,7 @@ func newStream(p *Proxy, rt *route, cc *clientConn, r *request, x *exchange, mw 
 	if x.c.rw == nil {
 		return nil
 	}
-	return &stream{p: p, rt: rt, cc: cc, r: r, x: *x, mw: mw}
+	return &stream{p: p, rt: rt, cc: cc, path: r.url.Path, x: *x, mw: mw}
 }
 
 // copy copies what the upstream sent until the answer ends (true) or the
@@ -61,15 +61,22 @@ func (s *stream) copy() bool {
 			s.gone = false
 			x.c.takeReader() // ending: the body's close may read
 			rerr = errClientGone
-		case x.c.buffered() == 0 && x.more():
+		case !x.c.pending() && x.more():
 			if rerr = x.c.pollStream(); rerr == errWouldBlock {
 				return false
 			}
 		}
-		if s.p.copyStep(s.rt, s.cc, s.r, x, s.mw, s.p.streamBuffers, rerr) {
+		if s.p.copyStep(s.rt, s.cc, s.path, x, s.mw, s.p.streamBuffers, rerr) {
 			return true
 		}
 	}
+}
+
+// park readies s to wait: its client's request is not kept (a header map
+// and its values, a thousand held streams' worth of them).
+func (s *stream) park() {
+	s.cc.parked = s
+	s.cc.hdr, s.cc.vals = nil, nil
 }
 
 // finish does, once the answer ended, what the frames above respond would

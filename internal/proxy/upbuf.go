@@ -74,11 +74,18 @@ func (c *upConn) takeReader() {
 // read yet.
 func (c *upConn) buffered() int { return c.br.Buffered() + c.firstN - c.firstOff }
 
+// pending reports whether c holds bytes the upstream sent, or the error
+// its next read reports: reading it does not wait.
+func (c *upConn) pending() bool { return c.buffered() > 0 || c.firstErr != nil }
+
 // awaitStream waits, with c's read buffer lent, until the upstream sent
 // more of a stream (or a read fails: the next read reports it), waking
 // every watchTick to ask gone whether the client went away. What it read
 // waits in firstRead for the buffer's next fill.
 func (c *upConn) awaitStream(gone func() bool) error {
+	if c.firstRead == nil {
+		c.firstRead = new([firstReadSize]byte)
+	}
 	c.lendReader()
 	defer c.takeReader()
 	now := time.Now()
@@ -101,27 +108,27 @@ func (c *upConn) awaitStream(gone func() bool) error {
 	}
 }
 
-// pollStream reads, without waiting, the first bytes of a stream's next
-// event into firstRead when the upstream sent them (or meets the error the
-// next read reports); errWouldBlock when nothing came yet, and the read
-// buffer is then lent (see awaitStream). Only for a connection with raw
-// I/O (c.rw set).
+// pollStream reads into the read buffer, without waiting, what the
+// upstream sent of a stream (or meets the error the next read reports);
+// errWouldBlock when nothing came yet, and the buffer is then lent, as
+// are the connection's hold buffer and firstRead (the wait of a parked
+// stream reads nothing). Only for a connection with raw I/O (c.rw set).
 func (c *upConn) pollStream() error {
-	c.lendReader()
+	c.takeReader()
 	c.rw.nonblock = true
-	n, err := c.read(c.firstRead[:])
+	_, err := c.br.Peek(1)
 	c.rw.nonblock = false
-	if n == 0 && isTimeout(err) {
+	switch {
+	case err == nil:
+		return nil
+	case isTimeout(err):
 		// Nothing yet; or a deadline a wait left passed: the next wait
 		// sets its own.
+		c.lendReader()
+		c.rw.dropHeld()
 		return errWouldBlock
 	}
-	c.takeReader()
-	if n > 0 {
-		c.firstOff, c.firstN = 0, n
-		return nil
-	}
-	c.firstErr = err
+	c.firstErr = err // the Peek took it from the buffer: the read reports it
 	return nil
 }
 

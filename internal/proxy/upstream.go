@@ -112,7 +112,7 @@ type upConn struct {
 	// read meanwhile (firstRead[firstOff:firstN]) or the error it met.
 	lent             bool
 	spare            *bufio.Reader
-	firstRead        [firstReadSize]byte
+	firstRead        *[firstReadSize]byte // allocated by the first awaitStream
 	firstOff, firstN int
 	firstErr         error
 
@@ -726,7 +726,7 @@ func (x *exchange) Read(p []byte) (int, error) {
 // wait waits until the upstream sent more of the body (or its end), when
 // none is buffered, asking every watchTick whether the client went away.
 func (x *exchange) wait() error {
-	if x.c.buffered() == 0 && x.more() {
+	if !x.c.pending() && x.more() {
 		if x.stream {
 			return x.c.awaitStream(x.gone)
 		}
@@ -1013,7 +1013,7 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 		x.c.onRead(cc.sendFn)
 		if s := newStream(p, rt, cc, r, x, mw); s != nil {
 			if !s.copy() {
-				cc.parked = s // see stream
+				s.park()
 			}
 			return
 		}
@@ -1021,7 +1021,7 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 	// A stream's copy buffer is held while there is something to copy,
 	// not while it waits on the upstream: a thousand held streams hold
 	// none.
-	for !p.copyStep(rt, cc, r, x, mw, pool, x.wait()) {
+	for !p.copyStep(rt, cc, r.url.Path, x, mw, pool, x.wait()) {
 	}
 }
 
@@ -1037,7 +1037,7 @@ func writeOut(cc *clientConn, mw *meterWriter, b []byte) {
 // a wait that returned rerr, and reports whether the answer ended: read
 // whole, or cut by a failed write to the client or a failed read from the
 // upstream (the exchange is then done, and the client's answer cut).
-func (p *Proxy) copyStep(rt *route, cc *clientConn, r *request, x *exchange, mw *meterWriter, pool bufferPool, rerr error) bool {
+func (p *Proxy) copyStep(rt *route, cc *clientConn, path string, x *exchange, mw *meterWriter, pool bufferPool, rerr error) bool {
 	if rerr == nil {
 		buf := pool.Get()
 		var n int
@@ -1051,7 +1051,7 @@ func (p *Proxy) copyStep(rt *route, cc *clientConn, r *request, x *exchange, mw 
 	case cc.werr != nil:
 		x.done(false)
 		cc.abort()
-		rt.log.Debug("proxy: client went away during the answer", "path", r.url.Path, "error", cc.werr)
+		rt.log.Debug("proxy: client went away during the answer", "path", path, "error", cc.werr)
 		return true
 	case rerr == io.EOF:
 		x.done(true)
@@ -1059,7 +1059,7 @@ func (p *Proxy) copyStep(rt *route, cc *clientConn, r *request, x *exchange, mw 
 	case rerr != nil:
 		x.done(false)
 		cc.abort()
-		rt.log.Warn("proxy: upstream answer cut", "path", r.url.Path, "error", rerr)
+		rt.log.Warn("proxy: upstream answer cut", "path", path, "error", rerr)
 		return true
 	}
 	return false
