@@ -26,7 +26,8 @@ import (
 // them upstream (upstream.go) and writes the answers back with this file's
 // response writer: the upstream's Content-Length is kept, other bodies are
 // chunked, and every write of a stream is flushed at once. Nothing else
-// runs per request: no goroutine, no context.
+// runs per request: no goroutine, no context; a stream waiting on its
+// upstream parks, and the small goroutine of its wait serves on (stream.go).
 //
 // A client that goes away while its request waits for the upstream's
 // answer is seen without reading its connection: the wait wakes every

@@ -971,9 +971,10 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 // unknown length) is sent to the client whenever the upstream's connection
 // has nothing more to read, before the sidecar waits on it: events that
 // arrived together go out in one write, as nginx sends what it read, and
-// none waits in the sidecar. A failed write to the client, or a failed
-// read from the upstream, ends the exchange at once and cuts the client's
-// answer, as net/http's reverse proxy does.
+// none waits in the sidecar; then the stream parks (stream.go), and
+// cc.parked is set. A failed write to the client, or a failed read from
+// the upstream, ends the exchange at once and cuts the client's answer, as
+// net/http's reverse proxy does.
 func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, prefix []byte, mw *meterWriter) {
 	resp := x.resp
 	status := resp.StatusCode()
