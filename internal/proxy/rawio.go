@@ -42,6 +42,11 @@ type rawConn struct {
 	rc syscall.RawConn
 
 	holding bool // Write appends to held
+	// The state of the Read and of the Write under way, and their poller
+	// callbacks (onReadable, onWritable as func values, made once).
+	r, w            rawOp
+	readFn, writeFn func(fd uintptr) bool
+
 	// nonblock: Read returns errWouldBlock instead of waiting for the
 	// socket to be readable (upConn.pollStream).
 	nonblock bool
@@ -116,7 +121,9 @@ func withRawIO(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &rawConn{Conn: c, rc: rc}
+	rw := &rawConn{Conn: c, rc: rc}
+	rw.readFn, rw.writeFn = rw.onReadable, rw.onWritable
+	return rw
 }
 
 // Read reads from the socket, waiting in the poller while it is empty;
@@ -132,25 +139,10 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	}
 	c.holding = false
 	sending := len(c.held) > 0
-	var n int
-	var errno syscall.Errno
-	err := c.rc.Read(func(fd uintptr) bool {
-		if len(c.held) > 0 {
-			c.sendHeld(fd)
-			if len(c.held) == 0 && c.heldErr == nil {
-				c.emptyHeld()
-				errno = syscall.EAGAIN // nothing read yet
-				return c.nonblock      // sent: wait for the answer
-			}
-			return true // not sent whole: see below
-		}
-		for {
-			n, errno = rawRead(fd, p)
-			if errno != syscall.EINTR {
-				return errno != syscall.EAGAIN || c.nonblock
-			}
-		}
-	})
+	c.r = rawOp{p: p}
+	err := c.rc.Read(c.readFn)
+	n, errno := c.r.n, c.r.errno
+	c.r = rawOp{}
 	if err == nil && sending && (len(c.held) > 0 || c.heldErr != nil) {
 		// The socket was full (the rest waits for room as any write
 		// does), or the write failed.
@@ -180,6 +172,49 @@ func (c *rawConn) Read(p []byte) (int, error) {
 // net.Error, so that crypto/tls keeps what it read of a record and reads
 // on later, as after a deadline.
 var errWouldBlock = &timeoutError{"proxy: nothing to read yet"}
+
+// rawOp is a Read's or a Write's state, which its poller callback
+// (readFn, writeFn) works on: a callback made once per connection, where
+// a closure over the call's variables was a heap allocation per call.
+type rawOp struct {
+	p     []byte
+	n     int           // bytes read, or written so far
+	errno syscall.Errno // the system call's error
+	full  bool          // a write found the socket full
+	watch bool          // a write deadline is set for whileFull
+}
+
+// onReadable is Read's poller callback: it sends what is held, or reads.
+func (c *rawConn) onReadable(fd uintptr) bool {
+	if len(c.held) > 0 {
+		c.sendHeld(fd)
+		if len(c.held) == 0 && c.heldErr == nil {
+			c.emptyHeld()
+			c.r.errno = syscall.EAGAIN // nothing read yet
+			return c.nonblock          // sent: wait for the answer
+		}
+		return true // not sent whole: see Read
+	}
+	for {
+		c.r.n, c.r.errno = rawRead(fd, c.r.p)
+		if c.r.errno != syscall.EINTR {
+			return c.r.errno != syscall.EAGAIN || c.nonblock
+		}
+	}
+}
+
+// onWritable is Write's poller callback.
+func (c *rawConn) onWritable(fd uintptr) bool {
+	n, e := writeSome(fd, c.w.p[c.w.n:])
+	c.w.n += n
+	if e == syscall.EAGAIN {
+		c.w.full = true
+		// Wait for room; first set a deadline when watched.
+		return !c.w.watch && c.whileFull != nil
+	}
+	c.w.errno = e
+	return true
+}
 
 // sendHeld writes the held bytes to fd, as far as the socket takes them.
 func (c *rawConn) sendHeld(fd uintptr) {
@@ -251,24 +286,14 @@ func (c *rawConn) Write(p []byte) (int, error) {
 			}
 		}
 	}
-	var done int
-	var errno syscall.Errno
-	watching := false // a write deadline is set for whileFull
+	c.w = rawOp{p: p}
+	defer func() { c.w = rawOp{} }()
 	var progress time.Time
 	var lastDone int
 	for {
-		full := false
-		err := c.rc.Write(func(fd uintptr) bool {
-			n, e := writeSome(fd, p[done:])
-			done += n
-			if e == syscall.EAGAIN {
-				full = true
-				// Wait for room; first set a deadline when watched.
-				return !watching && c.whileFull != nil
-			}
-			errno = e
-			return true
-		})
+		c.w.full = false
+		err := c.rc.Write(c.writeFn)
+		done, errno, full, watching := c.w.n, c.w.errno, c.w.full, c.w.watch
 		if full && c.whileFull != nil && (err == nil || watching && errors.Is(err, os.ErrDeadlineExceeded)) {
 			now, wdl := time.Now(), c.writeDeadline()
 			if !wdl.IsZero() && !now.Before(wdl) {
@@ -280,7 +305,7 @@ func (c *rawConn) Write(p []byte) (int, error) {
 					_ = c.Conn.SetWriteDeadline(wdl)
 					return done, werr
 				}
-				watching = true
+				c.w.watch = true
 				_ = c.Conn.SetWriteDeadline(nextDeadline(now, watchTick, wdl))
 				continue
 			}

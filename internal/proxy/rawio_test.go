@@ -303,3 +303,28 @@ func TestRawConnHeldWrites(t *testing.T) {
 		}
 	})
 }
+
+// TestRawConnAllocatesNothing: a Read or a Write allocates nothing (their
+// poller callbacks are made once per connection; closures over a call's
+// variables were two allocations a request and its answer).
+func TestRawConnAllocatesNothing(t *testing.T) {
+	c, peer := rawPair(t, "tcp")
+	msg := []byte("0123456789")
+	buf := make([]byte, 64)
+	if n := testing.AllocsPerRun(200, func() {
+		if _, err := peer.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.Read(buf); err != nil || n == 0 {
+			t.Fatal(n, err)
+		}
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(peer, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 0 {
+		t.Fatalf("%v allocations a Read and a Write; want none", n)
+	}
+}

@@ -140,6 +140,9 @@ func readable(fd uintptr) bool { return peekSocket(fd) != sockEmpty }
 
 // isTimeout reports whether err is a timeout (a deadline, errWouldBlock).
 func isTimeout(err error) bool {
+	if err == errWouldBlock {
+		return true
+	}
 	var ne net.Error
 	return err != nil && errors.As(err, &ne) && ne.Timeout()
 }
