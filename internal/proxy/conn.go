@@ -82,8 +82,8 @@ type clientConn struct {
 	hdr  http.Header // req's fields, for the key rule and the guards
 	vals []string    // backing store of hdr's values
 	body bodyReader
-	out  fasthttp.ResponseHeader
-	buf  []byte // scratch (chunk sizes)
+	out  *fasthttp.ResponseHeader // the answer's, until written (see header)
+	buf  []byte                   // scratch (chunk sizes)
 
 	// The answer under way.
 	status    int
@@ -276,8 +276,7 @@ func (b *bodyReader) buffered() bool {
 func (cc *clientConn) begin() {
 	cc.status, cc.wrote, cc.chunked, cc.noBody, cc.remaining, cc.werr = 0, false, false, false, -1, nil
 	cc.close = cc.req.ConnectionClose() || cc.srv.closing.Load()
-	cc.out.Reset()
-	cc.out.SetNoDefaultContentType(true)
+	cc.lendHeader() // left by an answer cut before its header was written
 	cc.fillHeader()
 	if v := cc.hdr["Expect"]; len(v) > 0 {
 		cc.expect = strings.EqualFold(v[0], "100-continue")
@@ -458,7 +457,26 @@ func (r *lingerReader) Read(p []byte) (int, error) {
 
 // header returns the answer's header, to be filled before writeHeader;
 // its Content-Length and Transfer-Encoding are writeHeader's.
-func (cc *clientConn) header() *fasthttp.ResponseHeader { return &cc.out }
+func (cc *clientConn) header() *fasthttp.ResponseHeader {
+	if cc.out == nil {
+		cc.out = responseHeaders.Get().(*fasthttp.ResponseHeader)
+		cc.out.SetNoDefaultContentType(true)
+	}
+	return cc.out
+}
+
+// responseHeaders lend the answers' headers, held from the first header
+// set until the header is written: a held stream keeps none.
+var responseHeaders = sync.Pool{New: func() any { return new(fasthttp.ResponseHeader) }}
+
+// lendHeader gives the answer's header back to the pool.
+func (cc *clientConn) lendHeader() {
+	if cc.out != nil {
+		cc.out.Reset()
+		responseHeaders.Put(cc.out)
+		cc.out = nil
+	}
+}
 
 // writeHeader writes the answer's status line and header. The body is
 // length bytes long, or of unknown length when length is negative: then
@@ -468,7 +486,8 @@ func (cc *clientConn) writeHeader(status int, length int64) {
 		return
 	}
 	cc.wrote, cc.status = true, status
-	h := &cc.out
+	h := cc.header()
+	defer cc.lendHeader()
 	h.SetStatusCode(status)
 	cc.noBody = status < 200 || status == http.StatusNoContent || status == http.StatusNotModified
 	switch {
@@ -657,6 +676,7 @@ func (cc *clientConn) release() {
 	}
 	cc.releaseReader()
 	cc.lendWriter()
+	cc.lendHeader()
 }
 
 // releaseReader lends the read buffer back while the connection has no
