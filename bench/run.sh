@@ -243,14 +243,16 @@ mib() { echo $(($1 / 1024)); }
   echo
   echo "Memory with $STREAMS streams open at once (nginx: master and workers summed; MiB; anon = anonymous part, the rest is the executable's pages):"
   echo
-  echo "| target | idle RSS | idle anon | RSS, all open | anon, all open | RSS after | completed | failed |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  echo "(all open: the largest of five samples in the first half of the hold, right after the burst that opened them; settled: one sample at 8/10 of the hold, all still open.)"
+  echo
+  echo "| target | idle RSS | idle anon | RSS, all open | anon, all open | RSS, settled | anon, settled | RSS after | completed | failed |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 } >>"$report"
 for t in "${RSS_TARGETS[@]}"; do
   j=$("$OUT/benchtool" streams -url "${URL[$t]}" -n "$STREAMS" -hold "$HOLD" -pid "${PROXY_PIDS[$t]}")
   echo "$j" >"$OUT/streams-$t.json"
   read -r after _ < <("$OUT/benchtool" rss -pid "${PROXY_PIDS[$t]}")
-  echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); a=sys.argv; print("| %s | %d | %d | %d | %d | %d | %d | %d |" % (a[1], int(a[2])//1024, int(a[3])//1024, d["rss_kb_all_open"]//1024, d["anon_kb_all_open"]//1024, int(a[4])//1024, d["completed"], d["failed"]))' \
+  echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); a=sys.argv; print("| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d |" % (a[1], int(a[2])//1024, int(a[3])//1024, d["rss_kb_all_open"]//1024, d["anon_kb_all_open"]//1024, d["rss_kb_settled"]//1024, d["anon_kb_settled"]//1024, int(a[4])//1024, d["completed"], d["failed"]))' \
     "$t" "${IDLE_RSS[$t]}" "${IDLE_ANON[$t]}" "$after" >>"$report"
 done
 cat "$report"

@@ -335,7 +335,8 @@ func ttfb(args []string) error {
 
 // streams opens n streams at once, each held open by the upstream for
 // hold, reads the memory of pid (or of several, summed) while all are
-// open, and reports it.
+// open — the largest of five samples in the first half of the hold, and
+// one late in it — and reports it.
 func streams(args []string) error {
 	fs := flag.NewFlagSet("streams", flag.ExitOnError)
 	url := fs.String("url", "", "base URL")
@@ -376,23 +377,29 @@ func streams(args []string) error {
 			}
 		}()
 	}
-	var peak memory
+	var peak, settled memory
 	select {
 	case <-allOpen:
 		// Sample a few times while every stream is open; keep the largest.
+		opened := time.Now()
 		for i := 0; i < 5; i++ {
 			if m, err := memOf(*pids); err == nil && m.RSS > peak.RSS {
 				peak = m
 			}
 			time.Sleep(*hold / 10)
 		}
+		// And once more late in the hold, every stream still open: the
+		// memory they keep, the burst that opened them past.
+		time.Sleep(time.Until(opened.Add(*hold * 8 / 10)))
+		settled, _ = memOf(*pids)
 	case <-ctx.Done():
 	}
 	wg.Wait()
 	if open.Load() != int64(*n) {
 		return fmt.Errorf("only %d of %d streams opened (%d failed)", open.Load(), *n, failed.Load())
 	}
-	return printJSON(map[string]any{"streams": *n, "completed": completed.Load(), "failed": failed.Load(), "rss_kb_all_open": peak.RSS, "anon_kb_all_open": peak.Anon})
+	return printJSON(map[string]any{"streams": *n, "completed": completed.Load(), "failed": failed.Load(), "rss_kb_all_open": peak.RSS, "anon_kb_all_open": peak.Anon,
+		"rss_kb_settled": settled.RSS, "anon_kb_settled": settled.Anon})
 }
 
 // memory is what processes hold in RAM, in kB: RSS (VmRSS) and its
