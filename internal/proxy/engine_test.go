@@ -310,7 +310,8 @@ func TestStreamEventsOfEverySize(t *testing.T) {
 
 // TestHandshakesBounded: a burst of requests that each need a new TLS
 // connection runs at most MaxHandshakes handshakes at once; the others
-// wait for a slot, and every request is answered once handshakes end.
+// wait for a slot before they dial, and every request is answered once
+// handshakes end.
 func TestHandshakesBounded(t *testing.T) {
 	var mu sync.Mutex
 	inflight, most := 0, 0
@@ -330,6 +331,14 @@ func TestHandshakesBounded(t *testing.T) {
 		mu.Unlock()
 		return nil, nil
 	}}
+	dialled := 0
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			dialled++
+			mu.Unlock()
+		}
+	}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	var once sync.Once
@@ -358,7 +367,7 @@ func TestHandshakesBounded(t *testing.T) {
 	})
 	time.Sleep(300 * time.Millisecond) // room for a handshake past the bound to arrive
 	mu.Lock()
-	seen := most
+	seen, conns := most, dialled
 	mu.Unlock()
 	free()
 	for range n {
@@ -368,6 +377,9 @@ func TestHandshakesBounded(t *testing.T) {
 	}
 	if seen != proxy.MaxHandshakes {
 		t.Fatalf("%d handshakes under way at once, want at most %d", seen, proxy.MaxHandshakes)
+	}
+	if conns != proxy.MaxHandshakes {
+		t.Fatalf("%d connections dialled while %d handshakes waited; want the others to wait before dialling", conns, proxy.MaxHandshakes)
 	}
 }
 

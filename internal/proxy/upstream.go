@@ -181,6 +181,15 @@ func (p *hostPool) get(ctx context.Context, timeout time.Duration) (*upConn, err
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	if p.tls != nil {
+		// One of handshakeSlots, waited for within ctx.
+		select {
+		case handshakeSlots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for one of %d handshakes under way to end: %w", maxHandshakes, ctx.Err())
+		}
+		defer func() { <-handshakeSlots }()
+	}
 	return p.connect(ctx)
 }
 
@@ -265,35 +274,31 @@ func (c *upConn) onRead(f func() error) {
 	c.beforeRead = f
 }
 
-// handshakeSlots bounds the TLS handshakes under way at once, across
-// upstreams. A handshake holds tens of KiB while it runs (the hybrid
-// post-quantum key share's ML-KEM key alone is about 8 KiB, the server's
-// certificates, a deep stack) and is CPU-bound once the server answered:
-// a burst of a thousand new streams ran a thousand at once, and the heap
-// they held set the collector's goal for long after (1,000 streams over
-// TLS: RSS 83-105 MiB across runs, 65-67 MiB with 64 slots; 32 slots
-// measured the same). Each slot is held for one round trip to the
-// upstream and the handshake's CPU: 64 slots open about 2,000
-// connections a second at a 30 ms round trip, more than two cores
-// handshake.
+// handshakeSlots bounds the new connections to HTTPS upstreams under way
+// at once (dial and TLS handshake), across upstreams. A handshake holds
+// tens of KiB while it runs (the hybrid post-quantum key share's ML-KEM
+// key alone is about 8 KiB, the server's certificates, a deep stack) and
+// is CPU-bound once the server answered: a burst of a thousand new
+// streams ran a thousand at once, and the heap they held set the
+// collector's goal for long after (1,000 streams over TLS: RSS 83-105 MiB
+// across runs, 65-67 MiB with 64 slots; 32 slots measured the same). The
+// dial is inside the slot too: a request waiting for one holds no socket
+// yet, and waits before dialling deepens its stack (56-57 MiB, against
+// 62-64 with the dial outside; 128 slots: 59-62). Each slot is held for
+// two round trips to the upstream (TCP's and TLS 1.3's) and the
+// handshake's CPU: 64 slots open about 1,000 connections a second at a
+// 30 ms round trip.
 var handshakeSlots = make(chan struct{}, maxHandshakes)
 
 const maxHandshakes = 64
 
-// handshake runs tc's handshake within tlsTimeout, once one of
-// handshakeSlots is free (waiting for it within ctx), on a goroutine of
-// its own. Verifying a certificate chain takes a deep stack, and the
+// handshake runs tc's handshake within tlsTimeout, on a goroutine of its
+// own (get holds one of handshakeSlots meanwhile). Verifying a certificate chain takes a deep stack, and the
 // goroutine that asks for a connection serves its client for the
 // connection's whole life: its stack would keep that depth (a thousand
 // held streams over TLS kept 8 MiB more of stacks), where the handshake's
 // own goroutine gives it back as it ends.
 func handshake(ctx context.Context, tc *tls.Conn) error {
-	select {
-	case handshakeSlots <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for one of %d handshakes under way to end: %w", maxHandshakes, ctx.Err())
-	}
-	defer func() { <-handshakeSlots }()
 	hctx, cancel := context.WithTimeout(ctx, tlsTimeout)
 	defer cancel()
 	done := make(chan error, 1)
