@@ -78,9 +78,9 @@ type clientConn struct {
 
 	state atomic.Int32
 
-	req  fasthttp.RequestHeader
-	hdr  http.Header // req's fields, for the key rule and the guards
-	vals []string    // backing store of hdr's values
+	req  *fasthttp.RequestHeader // lent while a stream is parked (see lendRequest)
+	hdr  http.Header             // req's fields, for the key rule and the guards
+	vals []string                // backing store of hdr's values
 	body bodyReader
 	out  *fasthttp.ResponseHeader // the answer's, until written (see header)
 	buf  []byte                   // scratch (chunk sizes)
@@ -246,6 +246,9 @@ func (cc *clientConn) serveFrom(s *stream) {
 		// common case: a deadline costs as much as parsing it).
 		if !headerIn(cc.br) {
 			_ = cc.SetReadDeadline(time.Now().Add(o.ClientHeaderTimeout))
+		}
+		if cc.req == nil {
+			cc.req = requestHeaderPool.Get().(*fasthttp.RequestHeader)
 		}
 		cc.req.Reset()
 		if err := cc.req.Read(cc.br); err != nil {
@@ -465,6 +468,20 @@ func (cc *clientConn) header() *fasthttp.ResponseHeader {
 	return cc.out
 }
 
+// requestHeaderPool lends the requests' headers: a parked stream, its
+// request read whole and its answer's header written, keeps none.
+var requestHeaderPool = sync.Pool{New: func() any { return new(fasthttp.RequestHeader) }}
+
+// lendRequest gives the request's header back to the pool: once the
+// connection closes, or once nothing reads it any more (stream.park).
+func (cc *clientConn) lendRequest() {
+	if cc.req != nil {
+		cc.req.Reset()
+		requestHeaderPool.Put(cc.req)
+		cc.req = nil
+	}
+}
+
 // responseHeaders lend the answers' headers, held from the first header
 // set until the header is written: a held stream keeps none.
 var responseHeaders = sync.Pool{New: func() any { return new(fasthttp.ResponseHeader) }}
@@ -677,6 +694,7 @@ func (cc *clientConn) release() {
 	cc.releaseReader()
 	cc.lendWriter()
 	cc.lendHeader()
+	cc.lendRequest()
 }
 
 // releaseReader lends the read buffer back while the connection has no
