@@ -474,24 +474,24 @@ var requestHeaderPool = sync.Pool{New: func() any { return new(fasthttp.RequestH
 
 // lendRequest gives the request's header back to the pool: once the
 // connection closes, or once nothing reads it any more (stream.park).
-func (cc *clientConn) lendRequest() {
-	if cc.req != nil {
-		cc.req.Reset()
-		requestHeaderPool.Put(cc.req)
-		cc.req = nil
-	}
-}
+func (cc *clientConn) lendRequest() { lend(&requestHeaderPool, &cc.req) }
 
 // responseHeaders lend the answers' headers, held from the first header
 // set until the header is written: a held stream keeps none.
 var responseHeaders = sync.Pool{New: func() any { return new(fasthttp.ResponseHeader) }}
 
 // lendHeader gives the answer's header back to the pool.
-func (cc *clientConn) lendHeader() {
-	if cc.out != nil {
-		cc.out.Reset()
-		responseHeaders.Put(cc.out)
-		cc.out = nil
+func (cc *clientConn) lendHeader() { lend(&responseHeaders, &cc.out) }
+
+// lend resets *x and gives it back to pool, when it is not nil.
+func lend[T any, P interface {
+	*T
+	Reset()
+}](pool *sync.Pool, x *P) {
+	if *x != nil {
+		(*x).Reset()
+		pool.Put(*x)
+		*x = nil
 	}
 }
 
