@@ -402,8 +402,7 @@ var requestHeaders = func() map[string]string {
 // badRequest answers a request that could not be read, unless the client
 // went away or sent nothing in time.
 func (cc *clientConn) badRequest(err error) {
-	var ne net.Error
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne) && ne.Timeout() {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isTimeout(err) {
 		return
 	}
 	code := http.StatusBadRequest

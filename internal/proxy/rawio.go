@@ -41,17 +41,17 @@ type rawConn struct {
 	net.Conn
 	rc syscall.RawConn
 
-	holding bool // Write appends to held
+	holding bool   // Write appends to held
+	held    []byte // written, not yet sent
+	heldErr error  // the failure of the last held write sent
+
 	// The state of the Read and of the Write under way, and their poller
 	// callbacks (onReadable, onWritable as func values, made once).
 	r, w            rawOp
 	readFn, writeFn func(fd uintptr) bool
-
 	// nonblock: Read returns errWouldBlock instead of waiting for the
 	// socket to be readable (upConn.pollStream).
 	nonblock bool
-	held     []byte // written, not yet sent
-	heldErr  error  // the failure of the last held write sent
 
 	// beforeRead, when set, runs before each Read (upConn.onRead).
 	beforeRead func() error

@@ -20,11 +20,14 @@ import (
 // The spare left empty stays with the connection for its next lend, so a
 // lend allocates nothing.
 //
-// A stream's wait reads the first bytes of the next event into firstRead
-// (held with the connection, a tenth of the buffer's size), not into the
-// buffer: upConn.Read hands them to the buffer, once it is back, before
-// reading the network again. Under TLS, records the connection already
-// decrypted are read without a system call, as through the buffer.
+// A parked stream's wait reads nothing (stream.wait): pollStream reads
+// into the buffer once the socket is readable. On a connection without
+// raw I/O, a stream's wait (awaitStream) reads the first bytes of the next
+// event into firstRead (allocated then, a tenth of the buffer's size),
+// not into the buffer: upConn.Read hands them to the buffer, once it is
+// back, before reading the network again. Under TLS, records the
+// connection already decrypted are read without a system call, as
+// through the buffer.
 
 // firstReadSize bounds the bytes a stream's wait reads before it takes a
 // buffer again: an SSE event of the Messages API (a content_block_delta,
@@ -96,8 +99,7 @@ func (c *upConn) awaitStream(gone func() bool) error {
 			c.firstOff, c.firstN = 0, n
 			return nil
 		}
-		var ne net.Error
-		if err != nil && (!errors.As(err, &ne) || !ne.Timeout()) {
+		if err != nil && !isTimeout(err) {
 			c.firstErr = err
 			return nil
 		}

@@ -671,8 +671,7 @@ func (c *upConn) await(n int, end time.Time, gone func() bool) error {
 		if err == nil {
 			return nil
 		}
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
+		if !isTimeout(err) {
 			return nil
 		}
 		now = time.Now()
@@ -1151,8 +1150,7 @@ func (p *Proxy) upstreamError(rt *route, cc *clientConn, r *request, mw *meterWr
 		return
 	}
 	e := errUpstream
-	var ne net.Error
-	switch timeout := errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded); {
+	switch timeout := isTimeout(err) || errors.Is(err, context.DeadlineExceeded); {
 	case timeout && errors.Is(err, errConnect):
 		e = errConnectTimeout
 	case timeout:
