@@ -293,11 +293,12 @@ var handshakeSlots = make(chan struct{}, maxHandshakes)
 const maxHandshakes = 64
 
 // handshake runs tc's handshake within tlsTimeout, on a goroutine of its
-// own (get holds one of handshakeSlots meanwhile). Verifying a certificate chain takes a deep stack, and the
-// goroutine that asks for a connection serves its client for the
-// connection's whole life: its stack would keep that depth (a thousand
-// held streams over TLS kept 8 MiB more of stacks), where the handshake's
-// own goroutine gives it back as it ends.
+// own (get holds one of handshakeSlots meanwhile). Verifying a
+// certificate chain takes a deep stack, and the goroutine that asks for a
+// connection serves its client for the connection's whole life: its stack
+// would keep that depth (a thousand held streams over TLS kept 8 MiB more
+// of stacks), where the handshake's own goroutine gives it back as it
+// ends.
 func handshake(ctx context.Context, tc *tls.Conn) error {
 	hctx, cancel := context.WithTimeout(ctx, tlsTimeout)
 	defer cancel()
