@@ -1,7 +1,8 @@
 // Command benchtool is the sidecar load run's helper: a small upstream that
 // answers like the Messages API (JSON or SSE), and clients that measure SSE
 // time to first byte and hold many streams open while reading a process's
-// RSS. bench/run.sh drives it; see docs/benchmarks.md.
+// RSS, and the smallest fasthttp proxy as a floor to compare with
+// (minproxy.go). bench/run.sh drives it; see docs/benchmarks.md.
 //
 //	benchtool upstream -listen 127.0.0.1:18080
 //	benchtool upstream -listen 127.0.0.1:18443 -tls-dir /tmp/out   # HTTPS, CA in /tmp/out/ca.pem
@@ -9,6 +10,7 @@
 //	benchtool ttfb -url http://127.0.0.1:8787 -n 2000 -c 16
 //	benchtool streams -url http://127.0.0.1:8787 -n 1000 -hold 10s -pid 1234
 //	benchtool rss -pid 1234
+//	benchtool minproxy -listen 127.0.0.1:18099 -upstream http://127.0.0.1:18080 -key-file KEY
 package main
 
 import (
@@ -42,7 +44,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchtool upstream|ttfb|streams|rss [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchtool upstream|latency|ttfb|streams|rss|minproxy [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -55,6 +57,8 @@ func main() {
 		err = latency(os.Args[2:])
 	case "streams":
 		err = streams(os.Args[2:])
+	case "minproxy":
+		err = minproxy(os.Args[2:])
 	case "rss":
 		fs := flag.NewFlagSet("rss", flag.ExitOnError)
 		pids := fs.String("pid", "", "process ids, separated by commas or spaces (their memory is summed)")
@@ -96,6 +100,15 @@ func upstream(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:18080", "address")
 	tlsDir := fs.String("tls-dir", "", "serve HTTPS; write the generated CA to DIR/ca.pem")
 	_ = fs.Parse(args)
+	// Every answer of the Claude API carries a request id and the twelve
+	// anthropic-ratelimit-* headers (the sidecar reads them into gauges;
+	// nginx passes them on); the bench's answers too.
+	reset := time.Now().Add(time.Minute).UTC().Format(time.RFC3339)
+	var lines [][2]string
+	for _, r := range []string{"Requests", "Tokens", "Input-Tokens", "Output-Tokens"} {
+		base := "Anthropic-Ratelimit-" + r + "-"
+		lines = append(lines, [2]string{base + "Limit", "4000"}, [2]string{base + "Remaining", "3999"}, [2]string{base + "Reset", reset})
+	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if r.Header.Get("X-Api-Key") == "" && r.Header.Get("Authorization") == "" {
@@ -105,6 +118,9 @@ func upstream(args []string) error {
 			return
 		}
 		w.Header().Set("Request-Id", "req_bench")
+		for _, kv := range lines {
+			w.Header()[kv[0]] = []string{kv[1]}
+		}
 		if !strings.Contains(string(body), `"stream":true`) {
 			w.Header().Set("Content-Type", "application/json")
 			io.WriteString(w, message)

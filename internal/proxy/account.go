@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"sync"
-	"unsafe"
 
 	"github.com/valyala/fasthttp"
 
@@ -17,7 +16,8 @@ import (
 type meterWriter struct {
 	m        usage.Meter
 	rl       *telemetry.RateLimitGauges
-	messages bool // a Messages request: its usage is read
+	limits   usage.RateLimits // the answer's rate-limit headers, read as respond copies them
+	messages bool             // a Messages request: its usage is read
 	status   int
 	own      bool // the sidecar answered itself (upstream failure)
 	gone     bool // the client went away before an answer
@@ -28,6 +28,7 @@ var meterPool = sync.Pool{New: func() any { return new(meterWriter) }}
 func getMeterWriter(rl *telemetry.RateLimitGauges, messages bool) *meterWriter {
 	mw := meterPool.Get().(*meterWriter)
 	mw.rl, mw.messages, mw.status, mw.own, mw.gone = rl, messages, 0, false, false
+	mw.limits = usage.RateLimits{}
 	mw.m.Reset(usage.None)
 	return mw
 }
@@ -40,7 +41,7 @@ func putMeterWriter(mw *meterWriter) {
 // header decides what to read of the upstream's answer with status and
 // header h: the usage of a Messages answer (JSON or SSE), the error type
 // of an error answer (JSON); and records the upstream's rate-limit
-// headers.
+// headers, read into w.limits as the header was copied.
 func (w *meterWriter) header(status int, h *fasthttp.ResponseHeader) {
 	w.status = status
 	f := usage.FormatOf(h.ContentType())
@@ -48,8 +49,8 @@ func (w *meterWriter) header(status int, h *fasthttp.ResponseHeader) {
 		f = usage.None
 	}
 	w.m.Reset(f)
-	if rl, ok := usage.ReadRateLimits(peekHeader{h}); ok {
-		w.rl.Set(&rl)
+	if w.limits.Any() {
+		w.rl.Set(&w.limits)
 	}
 }
 
@@ -58,15 +59,6 @@ func (w *meterWriter) wrote(p []byte) {
 	if w.m.Format() != usage.None {
 		_, _ = w.m.Write(p)
 	}
-}
-
-// peekHeader reads a fasthttp header as a usage.Header: the values are
-// parsed at once and never kept, so they are not copied.
-type peekHeader struct{ h *fasthttp.ResponseHeader }
-
-func (p peekHeader) Get(name string) string {
-	b := p.h.Peek(name)
-	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // account records what a forwarded request used: its tokens and cost by

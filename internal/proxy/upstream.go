@@ -993,6 +993,9 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 		case string(k) == "Content-Length", hopHeader(k):
 		default:
 			dst.AddBytesKV(k, v)
+			if mw != nil {
+				mw.limits.Add(k, v) // in the same pass
+			}
 		}
 	}
 	if len(connHdr) > 0 {

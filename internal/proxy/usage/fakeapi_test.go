@@ -156,7 +156,7 @@ func TestMeterFakeAPI(t *testing.T) {
 			t.Fatalf("stream %v: 1-hour premium %v, want %v", tc.stream, usd-old, 700*2.25/1e6)
 		}
 
-		rl, ok := usage.ReadRateLimits(resp.Header)
+		rl, ok := limitsOf(resp.Header)
 		if r, tk := rl[0], rl[1]; !ok || r.Limit != 50 || r.Remaining != int64(49-i) || !r.HasReset || r.Reset.IsZero() ||
 			tk.Limit != 1_000_000 || !tk.HasRemaining || tk.Remaining >= tk.Limit || rl[2].HasLimit || rl[3].HasLimit {
 			t.Fatalf("stream %v: rate limits %+v", tc.stream, rl)

@@ -1,7 +1,11 @@
 package usage_test
 
 import (
+	"net/http"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/keywarden/keywarden/internal/proxy/usage"
 )
@@ -45,4 +49,67 @@ func meterBytes(f usage.Format, chunks ...[]byte) result {
 		m.Write(c)
 	}
 	return resultOf(&m)
+}
+
+// FuzzRateLimitHeader feeds one header line to RateLimits.Add: it must
+// take exactly the twelve rate-limit headers' names, in any case, read a
+// count only if it is a non-negative integer and a reset only if it is an
+// RFC 3339 time, and set nothing else.
+func FuzzRateLimitHeader(f *testing.F) {
+	for _, s := range [][2]string{
+		{"anthropic-ratelimit-requests-limit", "50"}, {"Anthropic-Ratelimit-Tokens-Reset", "2026-12-02T09:00:00Z"},
+		{"ANTHROPIC-RATELIMIT-OUTPUT-TOKENS-REMAINING", "7"}, {"anthropic-ratelimit-input-tokens-limit", "-1"},
+		{"anthropic-ratelimit-requests", "1"}, {"anthropic-ratelimit-requests-limitx", "1"}, {"anthropic-ratelimit-", "1"},
+		{"anthropic-ratelimit-tokens-reset", "yesterday"}, {"request-id", "req_1"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, name, value string) {
+		var rl usage.RateLimits
+		took := rl.Add([]byte(name), []byte(value))
+		canon := ""
+		for _, r := range usage.RateResources {
+			for _, k := range []string{"limit", "remaining", "reset"} {
+				if n := "anthropic-ratelimit-" + r + "-" + k; strings.EqualFold(name, n) {
+					canon = http.CanonicalHeaderKey(n)
+				}
+			}
+		}
+		if took != (canon != "") {
+			t.Fatalf("Add(%q) = %v", name, took)
+		}
+		if !took {
+			if rl.Any() {
+				t.Fatalf("Add(%q) = false but read %+v", name, rl)
+			}
+			return
+		}
+		var set []string
+		for i, r := range rl {
+			if r.HasLimit {
+				set = append(set, usage.RateResources[i]+"-limit")
+			}
+			if r.HasRemaining {
+				set = append(set, usage.RateResources[i]+"-remaining")
+			}
+			if r.HasReset {
+				set = append(set, usage.RateResources[i]+"-reset")
+			}
+		}
+		n, nerr := strconv.ParseInt(value, 10, 64)
+		tm, terr := time.Parse(time.RFC3339, value)
+		want := 0
+		switch kind := strings.ToLower(canon[strings.LastIndexByte(canon, '-')+1:]); {
+		case kind == "reset" && terr == nil, kind != "reset" && nerr == nil && n >= 0:
+			want = 1
+		}
+		if len(set) != want || want == 1 && !strings.EqualFold("anthropic-ratelimit-"+set[0], canon) {
+			t.Fatalf("Add(%q, %q) set %v", name, value, set)
+		}
+		for _, r := range rl {
+			if r.HasLimit && r.Limit != n || r.HasRemaining && r.Remaining != n || r.HasReset && !r.Reset.Equal(tm) {
+				t.Fatalf("Add(%q, %q) read %+v", name, value, r)
+			}
+		}
+	})
 }

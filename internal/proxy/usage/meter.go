@@ -89,11 +89,6 @@ const (
 	SSE
 )
 
-// Header reads a response header by name (http.Header satisfies it).
-type Header interface {
-	Get(name string) string
-}
-
 // FormatOf returns the Format the Meter reads for a Content-Type value:
 // ContentFormat's, or None in a build with the accounting off.
 func FormatOf[T string | []byte](contentType T) Format {
@@ -356,6 +351,8 @@ func trimSpace[T string | []byte](s T) T {
 	return s
 }
 
+// equalFold reports whether s equals lower, a lower-case ASCII string,
+// ignoring the case of s's letters.
 func equalFold[T string | []byte](s T, lower string) bool {
 	if len(s) != len(lower) {
 		return false

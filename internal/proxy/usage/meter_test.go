@@ -222,45 +222,63 @@ func TestCost(t *testing.T) {
 	}
 }
 
-type hdr map[string]string
-
-func (h hdr) Get(k string) string { return h[k] }
-
-func TestReadRateLimits(t *testing.T) {
-	rl, ok := usage.ReadRateLimits(hdr{
-		"Anthropic-Ratelimit-Requests-Limit": "50", "Anthropic-Ratelimit-Requests-Remaining": "49",
-		"Anthropic-Ratelimit-Requests-Reset": "2026-12-02T09:00:00Z", "Anthropic-Ratelimit-Output-Tokens-Remaining": "7",
-		"Anthropic-Ratelimit-Tokens-Limit": "x",
-	})
-	if !ok || rl[0].Limit != 50 || rl[0].Remaining != 49 || rl[0].Reset.Unix() != 1796202000 || !rl[3].HasRemaining || rl[3].Remaining != 7 || rl[3].HasLimit || rl[1].HasLimit {
-		t.Fatalf("got %+v %v", rl, ok)
+// limitsOf reads h's rate-limit headers as the proxy does, a line at a
+// time.
+func limitsOf(h map[string][]string) (rl usage.RateLimits, ok bool) {
+	for k, vs := range h {
+		for _, v := range vs {
+			rl.Add([]byte(k), []byte(v))
+		}
 	}
-	if _, ok := usage.ReadRateLimits(hdr{}); ok {
-		t.Fatal("no headers read as some")
+	return rl, rl.Any()
+}
+
+func TestRateLimitsAdd(t *testing.T) {
+	var rl usage.RateLimits
+	for _, kv := range [][2]string{
+		{"anthropic-ratelimit-requests-limit", "50"}, {"ANTHROPIC-RATELIMIT-REQUESTS-REMAINING", "49"},
+		{"Anthropic-Ratelimit-Requests-Reset", "2026-12-02T09:00:00Z"}, {"anthropic-ratelimit-output-tokens-remaining", "7"},
+		{"anthropic-ratelimit-tokens-limit", "x"}, {"anthropic-ratelimit-tokens", "5"}, {"anthropic-ratelimit-requests-limits", "5"},
+		{"x-anthropic-ratelimit-requests-limit", "5"}, {"content-type", "application/json"},
+	} {
+		rl.Add([]byte(kv[0]), []byte(kv[1]))
+	}
+	if r := rl[0]; !rl.Any() || r.Limit != 50 || r.Remaining != 49 || r.Reset.Unix() != 1796202000 ||
+		!rl[3].HasRemaining || rl[3].Remaining != 7 || rl[3].HasLimit || rl[1].HasLimit || rl[1].HasRemaining || rl[2].HasLimit {
+		t.Fatalf("got %+v", rl)
+	}
+	if (&usage.RateLimits{}).Any() {
+		t.Fatal("an empty set reads as some")
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		var rl usage.RateLimits
+		rl.Add([]byte("anthropic-ratelimit-requests-reset"), []byte("2026-12-02T09:00:00Z"))
+		rl.Add([]byte("anthropic-ratelimit-requests-limit"), []byte("50"))
+	}); n != 0 {
+		t.Fatalf("Add allocates %v times", n)
 	}
 }
 
-// BenchmarkMeter is the accounting's scan cost per answer: a Messages JSON
-// body and a short SSE stream, fed in the chunks a proxy reads.
-func BenchmarkMeter(b *testing.B) {
-	for _, tc := range []struct {
-		name   string
-		format usage.Format
-		body   string
-	}{{"json", usage.JSON, jsonMessage}, {"sse", usage.SSE, sseStream}, {"json-cache", usage.JSON, jsonCache}, {"sse-cache", usage.SSE, sseCache}} {
-		b.Run(tc.name, func(b *testing.B) {
-			body := []byte(tc.body)
-			b.SetBytes(int64(len(body)))
-			b.ReportAllocs()
-			var m usage.Meter
-			for b.Loop() {
-				m.Reset(tc.format)
-				for c := body; len(c) > 0; {
-					n := min(len(c), 128)
-					m.Write(c[:n])
-					c = c[n:]
-				}
-			}
-		})
+// BenchmarkRateLimits reads the twelve rate-limit headers of an answer of
+// the Claude API among its other header lines, as the proxy does while it
+// copies them.
+func BenchmarkRateLimits(b *testing.B) {
+	lines := [][2]string{{"Content-Type", "application/json"}, {"Request-Id", "req_011CV"}, {"Date", "Thu, 03 Dec 2026 20:04:16 GMT"}}
+	for _, r := range usage.RateResources {
+		lines = append(lines, [2]string{"anthropic-ratelimit-" + r + "-limit", "4000"},
+			[2]string{"anthropic-ratelimit-" + r + "-remaining", "3999"},
+			[2]string{"anthropic-ratelimit-" + r + "-reset", "2026-12-03T20:05:00Z"})
 	}
+	b.Run("pass", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var rl usage.RateLimits
+			for _, kv := range lines {
+				rl.Add([]byte(kv[0]), []byte(kv[1]))
+			}
+			if !rl.Any() {
+				b.Fatal("none read")
+			}
+		}
+	})
 }
