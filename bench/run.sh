@@ -20,7 +20,7 @@ STREAMS=${STREAMS:-1000}
 HOLD=${HOLD:-10s}
 TTFB_N=${TTFB_N:-2000}
 LAT_D=${LAT_D:-5s}
-PORT0=${PORT0:-18080} # uses PORT0 .. PORT0+17 (+21 with BASE_BIN)
+PORT0=${PORT0:-18080} # uses PORT0 .. PORT0+19 (+23 with BASE_BIN)
 # BASE_BIN: another keywarden binary (e.g. an earlier commit's) run side by
 # side as sidecar-base and sidecar-base-tls, for a before/after in one run.
 BASE_BIN=${BASE_BIN:-}
@@ -114,6 +114,20 @@ if [ -n "$BASE_BIN" ]; then
   start_sidecar sidecar-base "$BASE_BIN" "${URL[direct]}"
   start_sidecar sidecar-base-tls "$BASE_BIN" "${URL[direct-tls]}"
 fi
+# The floor: the smallest proxy on fasthttp (benchtool minproxy: the same
+# injection, none of the sidecar's work, answers buffered whole, so it is
+# left out of the SSE and memory parts), under the sidecars' settings.
+(umask 077 && printf '%s' "$KEY" >"$OUT/key")
+start_minproxy() { # target upstream-url
+  # shellcheck disable=SC2086 # SIDECAR_ENV is a list of NAME=value words
+  env $SIDECAR_ENV SSL_CERT_FILE="$OUT/ca.pem" "$OUT/benchtool" minproxy -listen "127.0.0.1:$port" -upstream "$2" -key-file "$OUT/key" 2>"$OUT/$1.log" &
+  pids+=($!)
+  PROXY_PIDS[$1]=$!
+  URL[$1]="http://127.0.0.1:$port"
+  port=$((port + 1))
+}
+start_minproxy fasthttp-min "${URL[direct]}"
+start_minproxy fasthttp-min-tls "${URL[direct-tls]}"
 
 # nginx with the same injection, to both upstreams.
 sed -e "s#@DIR@#$OUT#g" -e "s#@UPSTREAM@#127.0.0.1:$UP_PORT#g" -e "s#@TLS_UPSTREAM@#127.0.0.1:$UP_TLS_PORT#g" \
@@ -156,8 +170,8 @@ cpu_ticks() { for p in "$@"; do awk '{print $14+$15}' "/proc/$p/stat"; done | aw
 HZ=$(getconf CLK_TCK)
 PROXY_PIDS[direct]=""
 PROXY_PIDS[direct-tls]=""
-TARGETS=(direct nginx sidecar sidecar-noacct direct-tls nginx-tls sidecar-tls sidecar-noacct-tls)
-[ -n "$BASE_BIN" ] && TARGETS=(direct nginx sidecar sidecar-noacct sidecar-base direct-tls nginx-tls sidecar-tls sidecar-noacct-tls sidecar-base-tls)
+TARGETS=(direct nginx sidecar sidecar-noacct fasthttp-min direct-tls nginx-tls sidecar-tls sidecar-noacct-tls fasthttp-min-tls)
+[ -n "$BASE_BIN" ] && TARGETS=(direct nginx sidecar sidecar-noacct sidecar-base fasthttp-min direct-tls nginx-tls sidecar-tls sidecar-noacct-tls sidecar-base-tls fasthttp-min-tls)
 # The direct call a target's added latency is measured against.
 base_of() { case $1 in *-tls) echo direct-tls ;; *) echo direct ;; esac; }
 ca_flag() { if [ -n "${CA[$1]:-}" ]; then echo "-ca ${CA[$1]}"; fi; }
@@ -173,6 +187,7 @@ report="$OUT/report.md"
   echo "wrk -t$THREADS -c$CONNS -d$DURATION, POST /v1/messages (~250-byte JSON answer), $ROUNDS rounds interleaved."
   echo "\`*-tls\`: the upstream is HTTPS (HTTP/1.1, a generated CA); the proxies listen on plain HTTP."
   echo "\`sidecar-noacct\`: the sidecar built with \`-tags keywarden_nousage\` (usage accounting off)."
+  echo "\`fasthttp-min\`: the floor, \`benchtool minproxy\` (the smallest fasthttp proxy: the same injection, none of the sidecar's work)."
   [ -z "$BASE_BIN" ] || echo "\`sidecar-base\`: $BASE_BIN, side by side."
   echo "Sidecars run with: ${SIDECAR_ENV:-the Go runtime defaults} (see SIDECAR_ENV in bench/run.sh)."
   echo
@@ -227,6 +242,7 @@ done
   echo "|---|---:|---:|---:|---:|---:|"
 } >>"$report"
 for t in "${TARGETS[@]}"; do
+  case $t in fasthttp-min*) continue ;; esac # buffers answers whole
   j=$("$OUT/benchtool" ttfb -url "${URL[$t]}" -n "$TTFB_N" -c 16 $(ca_flag "$t"))
   echo "$j" >"$OUT/ttfb-$t.json"
   echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("| %s | %d | %d | %d | %d | %d |" % (sys.argv[1], d["ttfb_p50_us"], d["ttfb_p99_us"], d["total_p50_us"], d["total_p99_us"], d["failed"]))' "$t" >>"$report"

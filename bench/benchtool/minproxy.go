@@ -49,8 +49,9 @@ func minproxy(args []string) error {
 			req.Header.Del("Authorization")
 			req.Header.Del("Connection")
 			req.SetHost(u.Host)
+			req.URI().SetScheme(u.Scheme)
 			if err := hc.Do(req, &ctx.Response); err != nil {
-				ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+				ctx.Error("minproxy: "+err.Error(), fasthttp.StatusBadGateway)
 			}
 		},
 		NoDefaultServerHeader: true,
