@@ -168,6 +168,10 @@ done
 # CPU per request is robust to other load on the machine, unlike requests/s.
 cpu_ticks() { for p in "$@"; do awk '{print $14+$15}' "/proc/$p/stat"; done | awk '{s+=$1} END {print s+0}'; }
 HZ=$(getconf CLK_TCK)
+# The machine's stolen and total CPU ticks so far (/proc/stat's cpu line:
+# steal is its 8th value; guest time is inside user): a virtual machine's
+# host can take CPU time from it while a round runs.
+steal_ticks() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit}' /proc/stat; }
 PROXY_PIDS[direct]=""
 PROXY_PIDS[direct-tls]=""
 TARGETS=(direct nginx sidecar sidecar-noacct fasthttp-min direct-tls nginx-tls sidecar-tls sidecar-noacct-tls fasthttp-min-tls)
@@ -191,8 +195,10 @@ report="$OUT/report.md"
   [ -z "$BASE_BIN" ] || echo "\`sidecar-base\`: $BASE_BIN, side by side."
   echo "Sidecars run with: ${SIDECAR_ENV:-the Go runtime defaults} (see SIDECAR_ENV in bench/run.sh)."
   echo
-  echo "| round | target | requests/s | p50 ms | p99 ms | errors | proxy CPU µs/request |"
-  echo "|---|---|---:|---:|---:|---:|---:|"
+  echo "steal: the share of the machine's CPU time the hypervisor gave to other guests during the round (/proc/stat); above a few percent, the round's requests/s and latencies are the host's, not the proxies'."
+  echo
+  echo "| round | target | requests/s | p50 ms | p99 ms | errors | proxy CPU µs/request | steal |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|"
 } >"$report"
 
 # Warm every path once.
@@ -202,6 +208,7 @@ for r in $(seq 1 "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     f="$OUT/wrk-$t-$r.txt"
     c0=0; [ -n "${PROXY_PIDS[$t]}" ] && c0=$(cpu_ticks ${PROXY_PIDS[$t]})
+    s0=$(steal_ticks)
     wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s bench/post.lua "${URL[$t]}/v1/messages" >"$f"
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
     p50=$(awk '$1=="50%" {print $2}' "$f" | to_ms)
@@ -213,7 +220,8 @@ for r in $(seq 1 "$ROUNDS"); do
       c1=$(cpu_ticks ${PROXY_PIDS[$t]})
       cpu=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
     fi
-    echo "| $r | $t | $rps | $p50 | $p99 | $errs | $cpu |" >>"$report"
+    steal=$(steal_ticks | awk -v a="$s0" '{split(a, x); d = $2 - x[2]; printf "%.0f%%", d > 0 ? 100 * ($1 - x[1]) / d : 0}')
+    echo "| $r | $t | $rps | $p50 | $p99 | $errs | $cpu | $steal |" >>"$report"
   done
 done
 

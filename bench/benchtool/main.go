@@ -9,6 +9,7 @@
 //	benchtool latency -url http://127.0.0.1:8787 -d 5s          # concurrency 1
 //	benchtool ttfb -url http://127.0.0.1:8787 -n 2000 -c 16
 //	benchtool streams -url http://127.0.0.1:8787 -n 1000 -hold 10s -pid 1234
+//	benchtool streams -json -url http://127.0.0.1:8787 -n 1000 -hold 10s -pid 1234   # long non-streaming calls
 //	benchtool rss -pid 1234
 //	benchtool minproxy -listen 127.0.0.1:18099 -upstream http://127.0.0.1:18080 -key-file KEY
 package main
@@ -90,7 +91,8 @@ var sseEvents = []string{
 const ping = "event: ping\ndata: {\"type\": \"ping\"}\n\n"
 
 // upstream answers POST /v1/messages with a fixed message, or with an SSE
-// stream when the body asks for one; x-bench-hold keeps a stream open that
+// stream when the body asks for one; x-bench-hold delays a message that
+// long (a long call), or keeps a stream open that
 // long with a ping every x-bench-interval (default 1s). A request without
 // x-api-key gets the API's 401. With -tls-dir it serves HTTPS (HTTP/1.1
 // only, as the Claude API does) with a certificate for 127.0.0.1 and
@@ -109,6 +111,7 @@ func upstream(args []string) error {
 		base := "Anthropic-Ratelimit-" + r + "-"
 		lines = append(lines, [2]string{base + "Limit", "4000"}, [2]string{base + "Remaining", "3999"}, [2]string{base + "Reset", reset})
 	}
+	var held atomic.Int64 // long non-streaming calls waiting
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if r.Header.Get("X-Api-Key") == "" && r.Header.Get("Authorization") == "" {
@@ -122,6 +125,17 @@ func upstream(args []string) error {
 			w.Header()[kv[0]] = []string{kv[1]}
 		}
 		if !strings.Contains(string(body), `"stream":true`) {
+			if hold, _ := time.ParseDuration(r.Header.Get("X-Bench-Hold")); hold > 0 {
+				// A long call: the answer comes after hold; X-Bench-Held
+				// says how many such calls were waiting when it did.
+				n := held.Add(1)
+				select {
+				case <-time.After(hold):
+				case <-r.Context().Done():
+				}
+				w.Header().Set("X-Bench-Held", strconv.FormatInt(max(n, held.Load()), 10))
+				held.Add(-1)
+			}
 			w.Header().Set("Content-Type", "application/json")
 			io.WriteString(w, message)
 			return
@@ -285,9 +299,14 @@ func client(conns int) *http.Client {
 	}}
 }
 
+// streamRequest is a streaming Messages request.
 func streamRequest(ctx context.Context, url string, hdr map[string]string) *http.Request {
-	req, _ := http.NewRequestWithContext(ctx, "POST", url+"/v1/messages",
-		strings.NewReader(`{"model":"claude-sonnet-4-5","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"Hi"}]}`))
+	return messagesRequest(ctx, url, `{"model":"claude-sonnet-4-5","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"Hi"}]}`, hdr)
+}
+
+// messagesRequest is a Messages request with body, as an SDK sends it.
+func messagesRequest(ctx context.Context, url, body string, hdr map[string]string) *http.Request {
+	req, _ := http.NewRequestWithContext(ctx, "POST", url+"/v1/messages", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Api-Key", "placeholder")
 	req.Header.Set("Anthropic-Version", "2023-06-01")
@@ -359,7 +378,11 @@ func streams(args []string) error {
 	n := fs.Int("n", 1000, "concurrent streams")
 	hold := fs.Duration("hold", 10*time.Second, "how long the upstream holds each stream open")
 	pids := fs.String("pid", "", "processes whose memory to read while the streams are open, separated by commas or spaces (summed)")
+	long := fs.Bool("json", false, "long non-streaming calls instead of streams: each answer comes whole after -hold")
 	_ = fs.Parse(args)
+	if *long {
+		return longCalls(*url, *n, *hold, *pids)
+	}
 	cl := client(*n)
 	ctx, cancel := context.WithTimeout(context.Background(), *hold+2*time.Minute)
 	defer cancel()
@@ -416,6 +439,56 @@ func streams(args []string) error {
 	}
 	return printJSON(map[string]any{"streams": *n, "completed": completed.Load(), "failed": failed.Load(), "rss_kb_all_open": peak.RSS, "anon_kb_all_open": peak.Anon,
 		"rss_kb_settled": settled.RSS, "anon_kb_settled": settled.Anon})
+}
+
+// longCalls sends n non-streaming calls at once, each answered by the
+// upstream after hold, and reads the memory of pids while they wait: the
+// largest of five samples from a fifth of the hold on (the burst of
+// connections is over by then), and one at 8/10 of it. held is the most
+// calls the upstream saw waiting at once (n when all waited together).
+func longCalls(url string, n int, hold time.Duration, pids string) error {
+	cl := client(n)
+	ctx, cancel := context.WithTimeout(context.Background(), hold+2*time.Minute)
+	defer cancel()
+	var failed, completed, most atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := cl.Do(messagesRequest(ctx, url, `{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}`,
+				map[string]string{"X-Bench-Hold": hold.String()}))
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"usage"`)) {
+				failed.Add(1)
+				return
+			}
+			completed.Add(1)
+			if h, err := strconv.ParseInt(resp.Header.Get("X-Bench-Held"), 10, 64); err == nil {
+				for m := most.Load(); h > m && !most.CompareAndSwap(m, h); m = most.Load() {
+				}
+			}
+		}()
+	}
+	var peak, settled memory
+	time.Sleep(time.Until(start.Add(hold / 5)))
+	for i := 0; i < 5; i++ {
+		if m, err := memOf(pids); err == nil && m.RSS > peak.RSS {
+			peak = m
+		}
+		time.Sleep(hold / 10)
+	}
+	time.Sleep(time.Until(start.Add(hold * 8 / 10)))
+	settled, _ = memOf(pids)
+	wg.Wait()
+	return printJSON(map[string]any{"calls": n, "held_at_once": most.Load(), "completed": completed.Load(), "failed": failed.Load(),
+		"rss_kb_all_open": peak.RSS, "anon_kb_all_open": peak.Anon, "rss_kb_settled": settled.RSS, "anon_kb_settled": settled.Anon})
 }
 
 // memory is what processes hold in RAM, in kB: RSS (VmRSS) and its

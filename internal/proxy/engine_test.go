@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -380,6 +381,14 @@ func TestHandshakesBounded(t *testing.T) {
 	}
 	if conns != proxy.MaxHandshakes {
 		t.Fatalf("%d connections dialled while %d handshakes waited; want the others to wait before dialling", conns, proxy.MaxHandshakes)
+	}
+	// The wait is seen in the metrics: the connections past the bound, each
+	// having waited at least the pause above; those within it did not.
+	m := e.scrape(t)
+	waits, _ := strconv.Atoi(metricValue(m, "\nkeywarden_sidecar_upstream_connect_waits_total"))
+	waited, _ := strconv.ParseFloat(metricValue(m, "\nkeywarden_sidecar_upstream_connect_wait_seconds_total"), 64)
+	if want := n - proxy.MaxHandshakes; waits != want || waited < float64(want)*0.3 {
+		t.Fatalf("metrics: %d waits for a handshake slot, %.2f s in all; want %d, at least %.1f s", waits, waited, want, float64(want)*0.3)
 	}
 }
 

@@ -315,6 +315,7 @@ func (p *Proxy) newUpstream(rt *route, maxIdle int) error {
 		if hp, err = newHostPool(up, maxIdle, p.opts.IdleTimeout); err != nil {
 			return err
 		}
+		hp.waited = p.opts.Metrics.ConnectWaited
 		p.pools[k] = hp
 	}
 	rt.target = upstreamTarget{pool: hp, path: strings.TrimSuffix(up.EscapedPath(), "/"), query: up.RawQuery}

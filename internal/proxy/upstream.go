@@ -85,6 +85,7 @@ type hostPool struct {
 	proxy    *url.URL // the proxy of the environment, or nil
 	maxIdle  int
 	idleTime time.Duration
+	waited   func(time.Duration) // counts a wait for a handshake slot
 
 	mu     sync.Mutex
 	idle   []*upConn // the most recently used last
@@ -182,11 +183,18 @@ func (p *hostPool) get(ctx context.Context, timeout time.Duration) (*upConn, err
 		defer cancel()
 	}
 	if p.tls != nil {
-		// One of handshakeSlots, waited for within ctx.
+		// One of handshakeSlots, waited for within ctx; a wait is counted.
 		select {
 		case handshakeSlots <- struct{}{}:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for one of %d handshakes under way to end: %w", maxHandshakes, ctx.Err())
+		default:
+			start := time.Now()
+			select {
+			case handshakeSlots <- struct{}{}:
+				p.waited(time.Since(start))
+			case <-ctx.Done():
+				p.waited(time.Since(start))
+				return nil, fmt.Errorf("waiting for one of %d handshakes under way to end: %w", maxHandshakes, ctx.Err())
+			}
 		}
 		defer func() { <-handshakeSlots }()
 	}

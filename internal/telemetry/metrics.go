@@ -34,6 +34,8 @@ type Metrics struct {
 	retries      *prometheus.CounterVec
 	unauthorized *prometheus.CounterVec
 	limited      *prometheus.CounterVec
+	connWaits    prometheus.Counter
+	connWaited   prometheus.Counter
 	keys         *keyCollector
 	usage        *usageMetrics
 
@@ -66,11 +68,19 @@ func New() *Metrics {
 			Namespace: Namespace, Subsystem: "sidecar", Name: "rate_limited_total",
 			Help: "Requests refused with 429 by the sidecar's own limits, by limit: rate or concurrency.",
 		}, []string{"route", "limit"}),
+		connWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "sidecar", Name: "upstream_connect_waits_total",
+			Help: "New HTTPS upstream connections that waited for a handshake slot (all of the sidecar's slots were dialling or handshaking).",
+		}),
+		connWaited: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "sidecar", Name: "upstream_connect_wait_seconds_total",
+			Help: "Time new HTTPS upstream connections spent waiting for a handshake slot.",
+		}),
 		keys:   &keyCollector{},
 		usage:  newUsageMetrics(),
 		routes: map[string]*Route{},
 	}
-	m.Registry.MustRegister(m.requests, m.upstream, m.retries, m.unauthorized, m.limited, m.keys,
+	m.Registry.MustRegister(m.requests, m.upstream, m.retries, m.unauthorized, m.limited, m.connWaits, m.connWaited, m.keys,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Registry.MustRegister(m.usage.collectors()...)
 	return m
@@ -128,6 +138,13 @@ func (r *Route) Request(code int) {
 		r.codes[code].Store(cc) // a racing Store holds the same child
 	}
 	cc.c.Inc()
+}
+
+// ConnectWaited counts a new upstream connection that waited d for a
+// handshake slot (a wait cut short by its request's end counts too).
+func (m *Metrics) ConnectWaited(d time.Duration) {
+	m.connWaits.Inc()
+	m.connWaited.Add(d.Seconds())
 }
 
 // ObserveSince observes the time since start as an upstream latency.
