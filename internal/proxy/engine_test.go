@@ -470,3 +470,99 @@ func goroutines() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
 }
+
+// TestLongCallWaitsOutsideTLS: a call whose answer takes longer than a
+// watchTick (a long non-streaming Messages call) waits for its upstream's
+// socket to be readable, not inside crypto/tls's read; its answer then
+// comes whole, a client that leaves still ends the upstream request, and
+// the header timeout still holds.
+func TestLongCallWaitsOutsideTLS(t *testing.T) {
+	for _, tlsUp := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "tls"}[tlsUp], func(t *testing.T) { testLongCall(t, tlsUp) })
+	}
+}
+
+func testLongCall(t *testing.T, tlsUp bool) {
+	release := make(chan struct{})
+	cancelled := make(chan struct{}, 4)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		hold := release
+		if r.Header.Get("X-Test-Hold") == "forever" {
+			hold = nil
+		}
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			cancelled <- struct{}{}
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"type":"message","usage":{"input_tokens":1,"output_tokens":2}}`)
+	}))
+	if tlsUp {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	t.Cleanup(srv.Close)
+	e := newEnv(t, &upstream{srv: srv}, func(o *proxy.Options) { o.HeaderTimeout = 3 * time.Second })
+	if tlsUp {
+		proxy.TrustUpstream(e.p, srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs)
+	}
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	call := func(ctx context.Context, hold string) chan result {
+		done := make(chan result, 1)
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/v1/messages", strings.NewReader(msgBody))
+			req.Header.Set("X-Test-Hold", hold)
+			resp, err := e.srv.Client().Do(req)
+			if err != nil {
+				done <- result{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			done <- result{resp.StatusCode, string(b), err}
+		}()
+		return done
+	}
+	waiting := func() {
+		t.Helper()
+		waitFor(t, func() bool { return strings.Contains(goroutines(), "proxy.(*upConn).awaitReadable") })
+		for _, g := range strings.Split(goroutines(), "\n\n") {
+			if strings.Contains(g, "keywarden/internal/proxy.") && strings.Contains(g, "crypto/tls.(*Conn).Read") {
+				t.Fatalf("a proxy goroutine waits in a TLS read:\n%s", g)
+			}
+		}
+	}
+
+	// Past a watchTick the call waits for readability, in no TLS read; its
+	// answer comes whole.
+	done := call(context.Background(), "")
+	waiting()
+	close(release)
+	if r := <-done; r.err != nil || r.code != 200 || !strings.Contains(r.body, `"output_tokens":2`) {
+		t.Fatalf("the long call: %d %q %v", r.code, r.body, r.err)
+	}
+
+	// A client that leaves during such a wait ends the upstream request.
+	ctx, cancel := context.WithCancel(context.Background())
+	call(ctx, "forever")
+	waiting()
+	cancel()
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream request went on after its client left")
+	}
+
+	// The header timeout ends such a wait: a 504.
+	if r := <-call(context.Background(), "forever"); r.code != http.StatusGatewayTimeout {
+		t.Fatalf("a call past the header timeout: %d %q %v; want 504", r.code, r.body, r.err)
+	}
+}

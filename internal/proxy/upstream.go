@@ -673,6 +673,59 @@ func (c *upConn) await(n int, end time.Time, gone func() bool) error {
 	if c.br.Buffered() >= n {
 		return nil
 	}
+	return c.awaitRead(n, end, gone, c.rw != nil)
+}
+
+// awaitReadable is await for a long wait (a watchTick passed) on a
+// connection with raw I/O that holds nothing yet: the wait for the answer
+// of a long call. It reads what came without waiting, and while nothing
+// came it waits for the socket to be readable, with its read buffer and
+// hold buffer lent, as a parked stream does, and not under crypto/tls's
+// record read (eleven frames deeper). Bytes that are not the
+// answer (a TLS 1.3 server's session tickets after the first handshake)
+// wake the wait, are read, and it waits again. A part of the answer read,
+// it waits for the rest reading (awaitRead). Answers that come within the
+// first tick never get here: it costs them nothing.
+func (c *upConn) awaitReadable(n int, end time.Time, gone func() bool) error {
+	defer c.takeReader()
+	now := time.Now()
+	for {
+		c.takeReader()
+		c.tick(now, end) // before any read: one past its deadline is not even tried
+		c.rw.nonblock = true
+		_, err := c.br.Peek(n)
+		c.rw.nonblock = false
+		switch {
+		case err == nil:
+			return nil
+		case !isTimeout(err):
+			return nil // the read reports it
+		case c.br.Buffered() > 0:
+			return c.awaitRead(n, end, gone, false)
+		}
+		if !end.IsZero() && !now.Before(end) {
+			return errHeaderTimeout
+		}
+		c.lendReader()
+		c.rw.dropHeld()
+		err = c.rw.rc.Read(readable)
+		now = time.Now()
+		switch {
+		case err == nil:
+		case !isTimeout(err):
+			return nil // the read reports it
+		case !end.IsZero() && !now.Before(end):
+			return errHeaderTimeout
+		case gone != nil && gone():
+			return errClientGone
+		}
+	}
+}
+
+// awaitRead is await through reads that wait in the poller; once a
+// watchTick passed with nothing read, it goes on in awaitReadable when
+// long is set.
+func (c *upConn) awaitRead(n int, end time.Time, gone func() bool, long bool) error {
 	now := time.Now()
 	for {
 		c.tick(now, end)
@@ -689,6 +742,9 @@ func (c *upConn) await(n int, end time.Time, gone func() bool) error {
 		}
 		if gone != nil && gone() {
 			return errClientGone
+		}
+		if long && c.br.Buffered() == 0 && !c.pending() {
+			return c.awaitReadable(n, end, gone)
 		}
 	}
 }
