@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -152,16 +153,19 @@ func TestKeylessUnderLoad(t *testing.T) {
 	if rejected == 0 {
 		t.Fatal("the revoked tokens were never rejected: the revocation was not exercised")
 	}
-	for _, m := range []*margins{&libM, &sideM} {
-		for i, d := range m.list {
+	// The sources still refresh: their lists are read under their locks.
+	snapshot := func(m *margins) []time.Duration { m.mu.Lock(); defer m.mu.Unlock(); return slices.Clone(m.list) }
+	lists := [][]time.Duration{snapshot(&libM), snapshot(&sideM)}
+	for _, list := range lists {
+		for i, d := range list {
 			if d <= 0 {
 				t.Errorf("replacement %d came %v after the old token expired", i+1, -d)
 			}
 		}
 	}
 	lo, hi := time.Duration(1<<62), time.Duration(0)
-	for _, m := range []*margins{&libM, &sideM} {
-		for _, d := range m.list {
+	for _, list := range lists {
+		for _, d := range list {
 			lo, hi = min(lo, d), max(hi, d)
 		}
 	}
