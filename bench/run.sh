@@ -220,7 +220,7 @@ for r in $(seq 1 "$ROUNDS"); do
       c1=$(cpu_ticks ${PROXY_PIDS[$t]})
       cpu=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
     fi
-    steal=$(steal_ticks | awk -v a="$s0" '{split(a, x); d = $2 - x[2]; printf "%.0f%%", d > 0 ? 100 * ($1 - x[1]) / d : 0}')
+    steal=$(steal_ticks | awk -v a="$s0" '{split(a, x); d = $2 - x[2]; printf "%.0f%%", (d > 0 ? 100 * ($1 - x[1]) / d : 0)}')
     echo "| $r | $t | $rps | $p50 | $p99 | $errs | $cpu | $steal |" >>"$report"
   done
 done

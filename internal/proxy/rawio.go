@@ -50,7 +50,7 @@ type rawConn struct {
 	r, w            rawOp
 	readFn, writeFn func(fd uintptr) bool
 	// nonblock: Read returns errWouldBlock instead of waiting for the
-	// socket to be readable (upConn.pollStream).
+	// socket to be readable (upConn.poll).
 	nonblock bool
 
 	// beforeRead, when set, runs before each Read (upConn.onRead).

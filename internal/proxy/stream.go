@@ -64,7 +64,7 @@ func (s *stream) copy() bool {
 			x.c.takeReader() // ending: the body's close may read
 			rerr = errClientGone
 		case !x.c.pending() && x.more():
-			if rerr = x.c.pollStream(); rerr == errWouldBlock {
+			if rerr = x.c.poll(1); rerr == errWouldBlock {
 				return false
 			}
 		}

@@ -20,7 +20,7 @@ import (
 // The spare left empty stays with the connection for its next lend, so a
 // lend allocates nothing.
 //
-// A parked stream's wait reads nothing (stream.wait): pollStream reads
+// A parked stream's wait reads nothing (stream.wait): poll reads
 // into the buffer once the socket is readable. On a connection without
 // raw I/O, a stream's wait (awaitStream) reads the first bytes of the next
 // event into firstRead (allocated then, a tenth of the buffer's size),
@@ -110,28 +110,30 @@ func (c *upConn) awaitStream(gone func() bool) error {
 	}
 }
 
-// pollStream reads into the read buffer, without waiting, what the
-// upstream sent of a stream (or meets the error the next read reports);
-// errWouldBlock when nothing came yet, and the buffer is then lent, as
-// are the connection's hold buffer and firstRead (the wait of a parked
-// stream reads nothing). Only for a connection with raw I/O (c.rw set).
-func (c *upConn) pollStream() error {
+// poll reads into the read buffer, without waiting, what the upstream
+// sent, until the buffer holds n bytes. Nil when it does, or when a read
+// failed (kept in firstErr: the next read reports it, after what the
+// buffer holds); errWouldBlock when fewer came (or a deadline a wait left
+// passed: the next wait sets its own). When nothing came, the buffer is
+// lent, as are the connection's hold buffer and firstRead: a wait for the
+// socket to be readable reads nothing (a parked stream's, a long call's).
+// Only for a connection with raw I/O (c.rw set).
+func (c *upConn) poll(n int) error {
 	c.takeReader()
 	c.rw.nonblock = true
-	_, err := c.br.Peek(1)
+	_, err := c.br.Peek(n)
 	c.rw.nonblock = false
 	switch {
 	case err == nil:
 		return nil
-	case isTimeout(err):
-		// Nothing yet; or a deadline a wait left passed: the next wait
-		// sets its own.
+	case !isTimeout(err):
+		c.firstErr = err // the Peek took it from the buffer
+		return nil
+	case c.br.Buffered() == 0:
 		c.lendReader()
 		c.rw.dropHeld()
-		return errWouldBlock
 	}
-	c.firstErr = err // the Peek took it from the buffer: the read reports it
-	return nil
+	return errWouldBlock
 }
 
 // readable reports whether the connection's socket holds bytes to read, or

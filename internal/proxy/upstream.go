@@ -690,25 +690,14 @@ func (c *upConn) awaitReadable(n int, end time.Time, gone func() bool) error {
 	defer c.takeReader()
 	now := time.Now()
 	for {
-		c.takeReader()
 		c.tick(now, end) // before any read: one past its deadline is not even tried
-		c.rw.nonblock = true
-		_, err := c.br.Peek(n)
-		c.rw.nonblock = false
-		switch {
-		case err == nil:
-			return nil
-		case !isTimeout(err):
-			return nil // the read reports it
-		case c.br.Buffered() > 0:
+		if c.poll(n) == nil {
+			return nil // n bytes came, or a read failed: the read reports it
+		}
+		if c.buffered() > 0 {
 			return c.awaitRead(n, end, gone, false)
 		}
-		if !end.IsZero() && !now.Before(end) {
-			return errHeaderTimeout
-		}
-		c.lendReader()
-		c.rw.dropHeld()
-		err = c.rw.rc.Read(readable)
+		err := c.rw.rc.Read(readable)
 		now = time.Now()
 		switch {
 		case err == nil:
