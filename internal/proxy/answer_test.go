@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -300,5 +301,83 @@ func TestUpstreamHandshakeNeverEnds(t *testing.T) {
 	}
 	if logs := e.logs.String(); !strings.Contains(logs, "TLS handshake") {
 		t.Errorf("the log does not name the handshake:\n%s", logs)
+	}
+}
+
+// TestAnswerHeaderLines: the upstream's header lines reach the client as
+// the upstream spelled them, each once, but for the hop-by-hop headers,
+// those its Connection header lists, its Content-Length (the sidecar
+// frames the body) and its Date (the sidecar sends its own, as nginx
+// does); a name with a space in it is dropped.
+func TestAnswerHeaderLines(t *testing.T) {
+	const body = `{"ok":true}`
+	up := rawUpstream(t, "HTTP/1.1 200 OK\r\n"+
+		"content-type: application/json\r\n"+
+		"Date: Mon, 01 Jan 2001 00:00:00 GMT\r\n"+
+		"request-id: req_1\r\n"+
+		"X-mIxEd-Case: a, b\r\n"+
+		"Set-Cookie: a=1\r\n"+
+		"set-cookie: b=2\r\n"+
+		"Server: upstream\r\n"+
+		"connection: X-Drop, keep-alive\r\n"+
+		"x-drop: listed\r\n"+
+		"Keep-Alive: timeout=5\r\n"+
+		"Proxy-Connection: keep-alive\r\n"+
+		"Proxy-Authenticate: Basic\r\n"+
+		"upgrade: h2c\r\n"+
+		"Bad Name: x\r\n"+
+		"anthropic-ratelimit-requests-remaining: 7\r\n"+
+		"Content-Length: 11\r\n"+
+		"\r\n"+body)
+	e := newEnv(t, up, nil)
+	w := dialWire(t, e.srv.Addr())
+	w.send("POST /v1/messages HTTP/1.1\r\nHost: sidecar\r\nContent-Length: " + strconv.Itoa(len(msgBody)) + "\r\n\r\n" + msgBody)
+	status, err := w.br.ReadString('\n')
+	if err != nil || status != "HTTP/1.1 200 OK\r\n" {
+		t.Fatalf("status line %q (%v)", status, err)
+	}
+	var lines []string
+	for {
+		l, err := w.br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("header: %v after %q", err, lines)
+		}
+		if l == "\r\n" {
+			break
+		}
+		lines = append(lines, strings.TrimSuffix(l, "\r\n"))
+	}
+	count := func(name string) (n int, last string) {
+		for _, l := range lines {
+			if k, v, _ := strings.Cut(l, ":"); strings.EqualFold(k, name) {
+				n, last = n+1, strings.TrimSpace(v)
+			}
+		}
+		return n, last
+	}
+	for _, want := range []string{"request-id: req_1", "X-mIxEd-Case: a, b", "anthropic-ratelimit-requests-remaining: 7"} {
+		if !slices.Contains(lines, want) {
+			t.Errorf("line %q not sent as the upstream spelled it: %q", want, lines)
+		}
+	}
+	for name, want := range map[string]string{"Content-Type": "application/json", "Server": "upstream", "Content-Length": "11"} {
+		if n, v := count(name); n != 1 || v != want {
+			t.Errorf("%s sent %d times, last %q; want once, %q", name, n, v, want)
+		}
+	}
+	if n, _ := count("Set-Cookie"); n != 2 {
+		t.Errorf("Set-Cookie sent %d times, want 2: %q", n, lines)
+	}
+	if n, v := count("Date"); n != 1 || strings.Contains(v, "2001") {
+		t.Errorf("Date sent %d times, last %q; want the sidecar's, once", n, v)
+	}
+	for _, name := range []string{"Connection", "X-Drop", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Upgrade", "Bad Name", "Bad"} {
+		if n, _ := count(name); n != 0 {
+			t.Errorf("%s sent to the client: %q", name, lines)
+		}
+	}
+	got := make([]byte, len(body))
+	if _, err := io.ReadFull(w.br, got); err != nil || string(got) != body {
+		t.Fatalf("body %q (%v), want %q", got, err, body)
 	}
 }

@@ -83,6 +83,7 @@ type clientConn struct {
 	vals []string                // backing store of hdr's values
 	body bodyReader
 	out  *fasthttp.ResponseHeader // the answer's, until written (see header)
+	open bool                     // the answer's header is being written (openHeader)
 	buf  []byte                   // scratch (chunk sizes)
 
 	// The answer under way.
@@ -498,12 +499,61 @@ func lend[T any, P interface {
 // length bytes long, or of unknown length when length is negative: then
 // it is chunked (or, to an HTTP/1.0 client, ended by closing).
 func (cc *clientConn) writeHeader(status int, length int64) {
+	if h := cc.frame(status, length); h != nil {
+		cc.writeRaw(h.Header())
+		cc.lendHeader()
+	}
+}
+
+// openHeader writes what writeHeader writes but the blank line that ends
+// the header: the lines headerLine writes follow, until closeHeader.
+func (cc *clientConn) openHeader(status int, length int64) {
+	if h := cc.frame(status, length); h != nil {
+		b := h.Header()
+		cc.writeRaw(b[:len(b)-len(crlf)])
+		cc.lendHeader()
+		cc.open = true
+	}
+}
+
+// headerLine writes a header line, between openHeader and closeHeader.
+func (cc *clientConn) headerLine(k, v []byte) {
+	if cc.open {
+		bw := cc.bw
+		_, _ = bw.Write(k)
+		_, _ = bw.WriteString(": ")
+		_, _ = bw.Write(v)
+		_, _ = bw.WriteString("\r\n")
+	}
+}
+
+// closeHeader ends the header openHeader began.
+func (cc *clientConn) closeHeader() {
+	if cc.open {
+		cc.open = false
+		cc.writeRaw(crlf)
+	}
+}
+
+var crlf = []byte("\r\n")
+
+// writeRaw writes b to the client's write buffer, keeping a failure in
+// cc.werr.
+func (cc *clientConn) writeRaw(b []byte) {
+	if _, err := cc.w().Write(b); err != nil && cc.werr == nil {
+		cc.werr = err
+	}
+}
+
+// frame sets the answer's status and framing (see writeHeader) in its
+// header, and returns the header, to be written and lent (lendHeader);
+// nil when the header was written already.
+func (cc *clientConn) frame(status int, length int64) *fasthttp.ResponseHeader {
 	if cc.wrote {
-		return
+		return nil
 	}
 	cc.wrote, cc.status = true, status
 	h := cc.header()
-	defer cc.lendHeader()
 	h.SetStatusCode(status)
 	cc.noBody = status < 200 || status == http.StatusNoContent || status == http.StatusNotModified
 	switch {
@@ -522,9 +572,7 @@ func (cc *clientConn) writeHeader(status int, length int64) {
 	if cc.close {
 		h.SetConnectionClose()
 	}
-	if err := h.Write(cc.w()); err != nil && cc.werr == nil {
-		cc.werr = err
-	}
+	return h
 }
 
 // Write writes p to the answer's body.

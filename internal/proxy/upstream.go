@@ -546,6 +546,7 @@ func (c *upConn) readHeader(resp *fasthttp.Response, end time.Time, gone func() 
 	resp.Reset()
 	resp.StreamBody = true
 	resp.Header.SetNoDefaultContentType(true)
+	resp.Header.DisableNormalizing() // its lines go out as the upstream spelled them (respond)
 	for interim := 0; ; {
 		if err := c.awaitHeader(end, gone); err != nil {
 			return err
@@ -818,15 +819,64 @@ var hopHeaders = []string{
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-// hopHeader reports whether the header k is in hopHeaders.
+// hopHeader reports whether the header k is in hopHeaders, in any case.
 func hopHeader(k []byte) bool {
 	for _, n := range hopHeaders {
-		if string(k) == n {
+		if bytes.EqualFold(k, []byte(n)) {
 			return true
 		}
 	}
 	return false
 }
+
+// answerHeaderKept reports whether the answer's header line named k is
+// sent on to the client: not the hop-by-hop headers (hopHeaders), nor
+// those the upstream's Connection header lists (listed: "a, b"), nor
+// Content-Length (the client's framing is the sidecar's) and Date (the
+// sidecar sends its own, as nginx does), nor a name with a space in it
+// (fasthttp's parser tolerates one, closing the connection after).
+func answerHeaderKept(k []byte, listed []byte) bool {
+	switch {
+	case bytes.EqualFold(k, strContentLength), bytes.EqualFold(k, strDate),
+		hopHeader(k), bytes.IndexByte(k, ' ') >= 0:
+		return false
+	case len(listed) == 0:
+		return true
+	}
+	for name := range bytes.SplitSeq(listed, []byte(",")) {
+		if bytes.EqualFold(bytes.TrimSpace(name), k) {
+			return false
+		}
+	}
+	return true
+}
+
+// connectionListed returns the names h's Connection header lists, comma
+// separated, other than close and keep-alive (nil mostly: close is no
+// name, Keep-Alive is dropped anyway).
+func connectionListed(h *fasthttp.ResponseHeader) []byte {
+	var listed []byte
+	for k, v := range h.All() {
+		if !bytes.EqualFold(k, strConnection) {
+			continue
+		}
+		for name := range bytes.SplitSeq(v, []byte(",")) {
+			name = bytes.TrimSpace(name)
+			if len(name) > 0 && !bytes.EqualFold(name, strClose) && !bytes.EqualFold(name, strKeepAlive) {
+				listed = append(append(listed, name...), ',')
+			}
+		}
+	}
+	return listed
+}
+
+var (
+	strContentLength = []byte("Content-Length")
+	strDate          = []byte("Date")
+	strConnection    = []byte("Connection")
+	strClose         = []byte("close")
+	strKeepAlive     = []byte("keep-alive")
+)
 
 // removeHopHeaders removes the hop-by-hop headers from h, and those named
 // in its Connection header.
@@ -1037,29 +1087,25 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 	resp := x.resp
 	status := resp.StatusCode()
 	rt.m.Request(status)
-	dst := cc.header()
-	var connHdr []byte
+	length := int64(resp.Header.ContentLength())
+	flush := length < 0 || usage.ContentFormat(resp.Header.ContentType()) == usage.SSE
+	// The upstream's header lines go out as they are read (names as the
+	// upstream spelled them: its header is read without normalizing),
+	// after the sidecar's own (the status line, Date, the framing).
+	cc.openHeader(status, length)
+	listed := connectionListed(&resp.Header)
 	for k, v := range resp.Header.All() {
-		switch {
-		case string(k) == "Connection":
-			connHdr = append(append(connHdr, ','), v...)
-		case string(k) == "Content-Length", hopHeader(k):
-		default:
-			dst.AddBytesKV(k, v)
+		if answerHeaderKept(k, listed) {
+			cc.headerLine(k, v)
 			if mw != nil {
 				mw.limits.Add(k, v) // in the same pass
 			}
 		}
 	}
-	if len(connHdr) > 0 {
-		eachListed(string(connHdr), dst.Del)
-	}
+	cc.closeHeader()
 	if mw != nil {
 		mw.header(status, &resp.Header)
 	}
-	length := int64(resp.Header.ContentLength())
-	flush := length < 0 || usage.ContentFormat(resp.Header.ContentType()) == usage.SSE
-	cc.writeHeader(status, length)
 	if len(prefix) > 0 {
 		if writeOut(cc, mw, prefix); cc.werr != nil {
 			x.done(false)
