@@ -822,11 +822,17 @@ var hopHeaders = []string{
 // hopHeader reports whether the header k is in hopHeaders, in any case.
 func hopHeader(k []byte) bool {
 	for _, n := range hopHeaders {
-		if bytes.EqualFold(k, []byte(n)) {
+		if foldEqual(k, n) {
 			return true
 		}
 	}
 	return false
+}
+
+// foldEqual reports whether k is name in any case (ASCII), comparing the
+// lengths first: most header lines are none of the names asked about.
+func foldEqual(k []byte, name string) bool {
+	return len(k) == len(name) && bytes.EqualFold(k, []byte(name))
 }
 
 // answerHeaderKept reports whether the answer's header line named k is
@@ -837,14 +843,14 @@ func hopHeader(k []byte) bool {
 // (fasthttp's parser tolerates one, closing the connection after).
 func answerHeaderKept(k []byte, listed []byte) bool {
 	switch {
-	case bytes.EqualFold(k, strContentLength), bytes.EqualFold(k, strDate),
+	case foldEqual(k, "Content-Length"), foldEqual(k, "Date"),
 		hopHeader(k), bytes.IndexByte(k, ' ') >= 0:
 		return false
 	case len(listed) == 0:
 		return true
 	}
 	for name := range bytes.SplitSeq(listed, []byte(",")) {
-		if bytes.EqualFold(bytes.TrimSpace(name), k) {
+		if foldEqual(k, string(bytes.TrimSpace(name))) {
 			return false
 		}
 	}
@@ -857,26 +863,18 @@ func answerHeaderKept(k []byte, listed []byte) bool {
 func connectionListed(h *fasthttp.ResponseHeader) []byte {
 	var listed []byte
 	for k, v := range h.All() {
-		if !bytes.EqualFold(k, strConnection) {
+		if !foldEqual(k, "Connection") {
 			continue
 		}
 		for name := range bytes.SplitSeq(v, []byte(",")) {
 			name = bytes.TrimSpace(name)
-			if len(name) > 0 && !bytes.EqualFold(name, strClose) && !bytes.EqualFold(name, strKeepAlive) {
+			if len(name) > 0 && !foldEqual(name, "close") && !foldEqual(name, "keep-alive") {
 				listed = append(append(listed, name...), ',')
 			}
 		}
 	}
 	return listed
 }
-
-var (
-	strContentLength = []byte("Content-Length")
-	strDate          = []byte("Date")
-	strConnection    = []byte("Connection")
-	strClose         = []byte("close")
-	strKeepAlive     = []byte("keep-alive")
-)
 
 // removeHopHeaders removes the hop-by-hop headers from h, and those named
 // in its Connection header.
