@@ -837,41 +837,37 @@ func foldEqual(k []byte, name string) bool {
 
 // answerHeaderKept reports whether the answer's header line named k is
 // sent on to the client: not the hop-by-hop headers (hopHeaders), nor
-// those the upstream's Connection header lists (listed: "a, b"), nor
-// Content-Length (the client's framing is the sidecar's) and Date (the
-// sidecar sends its own, as nginx does), nor a name with a space in it
-// (fasthttp's parser tolerates one, closing the connection after).
-func answerHeaderKept(k []byte, listed []byte) bool {
-	switch {
-	case foldEqual(k, "Content-Length"), foldEqual(k, "Date"),
-		hopHeader(k), bytes.IndexByte(k, ' ') >= 0:
+// those the upstream's Connection header lists (listed, as
+// connectionListed returns it), nor Content-Length (the client's framing
+// is the sidecar's) and Date (the sidecar sends its own, as nginx does),
+// nor a name with a space in it (fasthttp's parser tolerates one, closing
+// the connection after).
+func answerHeaderKept(k []byte, listed string) bool {
+	if foldEqual(k, "Content-Length") || foldEqual(k, "Date") || hopHeader(k) || bytes.IndexByte(k, ' ') >= 0 {
 		return false
-	case len(listed) == 0:
+	}
+	if listed == "" {
 		return true
 	}
-	for name := range bytes.SplitSeq(listed, []byte(",")) {
-		if foldEqual(k, string(bytes.TrimSpace(name))) {
-			return false
-		}
-	}
-	return true
+	kept := true
+	eachListed(listed, func(name string) { kept = kept && !foldEqual(k, name) })
+	return kept
 }
 
-// connectionListed returns the names h's Connection header lists, comma
-// separated, other than close and keep-alive (nil mostly: close is no
-// name, Keep-Alive is dropped anyway).
-func connectionListed(h *fasthttp.ResponseHeader) []byte {
-	var listed []byte
+// connectionListed returns the header names h's Connection header lists
+// (eachListed reads it), comma separated, but close and keep-alive: ""
+// mostly (close names no header, and Keep-Alive is not sent anyway).
+func connectionListed(h *fasthttp.ResponseHeader) string {
+	var listed string
 	for k, v := range h.All() {
-		if !foldEqual(k, "Connection") {
+		if !foldEqual(k, "Connection") || foldEqual(v, "close") || foldEqual(v, "keep-alive") {
 			continue
 		}
-		for name := range bytes.SplitSeq(v, []byte(",")) {
-			name = bytes.TrimSpace(name)
-			if len(name) > 0 && !foldEqual(name, "close") && !foldEqual(name, "keep-alive") {
-				listed = append(append(listed, name...), ',')
+		eachListed(string(v), func(name string) {
+			if !strings.EqualFold(name, "close") && !strings.EqualFold(name, "keep-alive") {
+				listed += name + ","
 			}
-		}
+		})
 	}
 	return listed
 }
@@ -895,7 +891,7 @@ func deleteListed(h http.Header, v string) {
 
 // eachListed calls f with each header name in the list v (the value of a
 // Connection header): the one reading of that list, for requests and
-// answers.
+// answers (connectionListed, answerHeaderKept).
 func eachListed(v string, f func(name string)) {
 	for name := range strings.SplitSeq(v, ",") {
 		if name = strings.TrimSpace(name); name != "" {
