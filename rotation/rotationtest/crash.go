@@ -267,6 +267,7 @@ var crashOps = []crashOp{
 	// A revocation the issuer refused, abandoned: the old key is listed
 	// as left valid; `rotate --revoke-left-valid` revokes it and drops it.
 	{name: "revoke-left-valid", seed: seedLeftValid, do: doRevokeLeftValid, followUps: leftValidFollowUps},
+	{name: "revoke-left-valid.anthropic", issuer: issuerClaude, seed: seedLeftValidClaude, do: doRevokeLeftValid, followUps: leftValidFollowUps},
 	{name: "key-id", seed: seedKey, do: func(ctx context.Context, w *world, _ map[string]string) error {
 		_, err := w.rotator().SetKeyID(ctx, "k", driver.Current, "apikey_attached")
 		return err
@@ -375,6 +376,22 @@ func seedLeftValid(ctx context.Context, w *world) (map[string]string, error) {
 	return nil, nil
 }
 
+// seedLeftValidClaude is seedLeftValid with the Admin API as the issuer:
+// its revocation of the old key failed, and an operator abandoned the
+// rotation.
+func seedLeftValidClaude(ctx context.Context, w *world) (map[string]string, error) {
+	if _, err := seedRevokingClaude(ctx, w); err != nil {
+		return nil, err
+	}
+	if _, err := w.rotator().Run(ctx, "k", rotation.RunOptions{Abandon: true}); err != nil {
+		return nil, fmt.Errorf("abandon: %w", err)
+	}
+	if old := w.oldKeyID(); w.keyRevoked(old) {
+		return nil, fmt.Errorf("seed: the old key %s is revoked already: nothing is left valid", old)
+	}
+	return nil, nil
+}
+
 // doRevokeLeftValid runs `keywarden rotate --revoke-left-valid`.
 func doRevokeLeftValid(ctx context.Context, w *world, _ map[string]string) error {
 	_, err := w.rotator().Run(ctx, "k", rotation.RunOptions{RevokeLeftValid: true})
@@ -388,6 +405,9 @@ func doRevokeLeftValid(ctx context.Context, w *world, _ map[string]string) error
 func seedRevokingClaude(ctx context.Context, w *world) (map[string]string, error) {
 	first, err := seedClaude(ctx, w)
 	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(w.dir, oldKeyFile), []byte(first.ID), 0o600); err != nil {
 		return nil, err
 	}
 	if _, err := seedRunOn(ctx, w, rotation.PhaseProbing, stopAt(rotation.AfterRecordProbing)); err != nil {
@@ -782,10 +802,34 @@ func followRevokeLeftValid(ctx context.Context, w *world) error {
 	if lv := rec.Data["left_valid"]; lv != "" || rec.Data["holder"] != "" {
 		return fmt.Errorf("after revoke-left-valid: left_valid %s, holder %q", lv, rec.Data["holder"])
 	}
-	if !slices.Contains(w.revoked(), idOld) {
-		return fmt.Errorf("after revoke-left-valid: %s was not revoked (revocations %v)", idOld, w.revoked())
+	if old := w.oldKeyID(); !w.keyRevoked(old) {
+		return fmt.Errorf("after revoke-left-valid: %s was not revoked (revocations %v)", old, w.revoked())
 	}
 	return nil
+}
+
+// oldKeyFile holds, in a world's folder, the issuer id of the key CURRENT
+// held before the seeded rotation, when the issuer chose it (the Admin
+// API's; idOld otherwise).
+const oldKeyFile = "old-key.id"
+
+// oldKeyID returns the issuer id of CURRENT's key before the seeded
+// rotation.
+func (w *world) oldKeyID() string {
+	if b, err := os.ReadFile(filepath.Join(w.dir, oldKeyFile)); err == nil {
+		return string(b)
+	}
+	return idOld
+}
+
+// keyRevoked reports whether the issuer revoked the key with issuer id id
+// (the Admin API: it is no longer active).
+func (w *world) keyRevoked(id string) bool {
+	if w.issuer == issuerClaude {
+		i := slices.IndexFunc(w.api.Keys(), func(k anthropictest.Key) bool { return k.ID == id })
+		return i >= 0 && w.api.Keys()[i].Status != anthropictest.StatusActive
+	}
+	return slices.Contains(w.revoked(), id)
 }
 
 func followPut(ctx context.Context, w *world) error {
