@@ -5,10 +5,14 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"net/http"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/keywarden/keywarden/internal/proxy/usage"
 )
 
 // FuzzReadHeader feeds arbitrary bytes to the upstream answer's reader as
@@ -65,6 +69,78 @@ func FuzzReadHeader(f *testing.F) {
 		}
 		if !bytes.Contains(b, crlfcrlf) {
 			t.Fatalf("a header without CRLF CRLF taken from %q", b)
+		}
+	})
+}
+
+// FuzzAnswerHeader feeds arbitrary bytes to the upstream answer's reader,
+// as FuzzReadHeader, and writes each answer it takes to a client as the
+// sidecar does (writeAnswerHeader). The client's header must parse with
+// net/http's strict reader, with the upstream's status and the sidecar's
+// framing (its Content-Length, or chunked), one Date, and none of the
+// hop-by-hop headers nor those the upstream's Connection header lists.
+func FuzzAnswerHeader(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nrequest-id: r\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nConnection: X-Drop, close\r\nX-Drop: 1\r\nKeep-Alive: 5\r\nDate: x\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 401 Unauthorized\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nServer: s\r\nContent-Length: 2\r\n\r\nno",
+		"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nUpgrade: h2c\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nBad Name: x\r\nX-A: a\r\n  folded\r\n\r\n",
+		"HTTP/1.0 200 OK\r\nanthropic-ratelimit-requests-remaining: 7\r\n\r\nold",
+	} {
+		f.Add([]byte(s))
+	}
+	hop := append(slices.Clone(hopHeaders), "Proxy-Connection")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		up, down := net.Pipe()
+		go func() {
+			_, _ = up.Write(b)
+			_ = up.Close()
+		}()
+		defer down.Close()
+		c := &upConn{Conn: down}
+		c.br = bufio.NewReaderSize(c, upReadBufferSize)
+		var resp fasthttp.Response
+		if err := c.readHeader(&resp, time.Now().Add(10*time.Second), nil); err != nil {
+			return
+		}
+		var out bytes.Buffer
+		cc := &clientConn{req: new(fasthttp.RequestHeader), bw: bufio.NewWriter(&out)}
+		length := int64(resp.Header.ContentLength())
+		var limits usage.RateLimits
+		writeAnswerHeader(cc, &resp.Header, length, &limits)
+		if err := cc.bw.Flush(); err != nil || cc.werr != nil {
+			t.Fatalf("write: %v, %v", err, cc.werr)
+		}
+		got, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(out.Bytes())), &http.Request{Method: http.MethodPost})
+		if err != nil {
+			t.Fatalf("the client cannot read the answer's header %q (from %q): %v", out.Bytes(), b, err)
+		}
+		if got.StatusCode != resp.StatusCode() {
+			t.Fatalf("status %d sent for %d", got.StatusCode, resp.StatusCode())
+		}
+		for _, n := range hop {
+			if v := got.Header.Values(n); len(v) > 0 {
+				t.Fatalf("hop-by-hop %s: %q sent (from %q)", n, v, b)
+			}
+		}
+		listed := connectionListed(&resp.Header)
+		eachListed(listed, func(name string) {
+			if v := got.Header.Values(name); len(v) > 0 {
+				t.Fatalf("%s, listed in Connection, sent: %q (from %q)", name, v, b)
+			}
+		})
+		if n := len(got.Header.Values("Date")); n != 1 {
+			t.Fatalf("%d Date headers sent", n)
+		}
+		noBody := got.StatusCode == http.StatusNoContent || got.StatusCode == http.StatusNotModified
+		switch {
+		case noBody:
+		case length >= 0 && got.ContentLength != length:
+			t.Fatalf("Content-Length %d sent for a body of %d (from %q)", got.ContentLength, length, b)
+		case length < 0 && !slices.Equal(got.TransferEncoding, []string{"chunked"}):
+			t.Fatalf("a body of unknown length sent as %q (from %q)", got.TransferEncoding, b)
 		}
 	})
 }

@@ -1083,20 +1083,11 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 	rt.m.Request(status)
 	length := int64(resp.Header.ContentLength())
 	flush := length < 0 || usage.ContentFormat(resp.Header.ContentType()) == usage.SSE
-	// The upstream's header lines go out as they are read (names as the
-	// upstream spelled them: its header is read without normalizing),
-	// after the sidecar's own (the status line, Date, the framing).
-	cc.openHeader(status, length)
-	listed := connectionListed(&resp.Header)
-	for k, v := range resp.Header.All() {
-		if answerHeaderKept(k, listed) {
-			cc.headerLine(k, v)
-			if mw != nil {
-				mw.limits.Add(k, v) // in the same pass
-			}
-		}
+	var limits *usage.RateLimits
+	if mw != nil {
+		limits = &mw.limits
 	}
-	cc.closeHeader()
+	writeAnswerHeader(cc, &resp.Header, length, limits)
 	if mw != nil {
 		mw.header(status, &resp.Header)
 	}
@@ -1125,6 +1116,26 @@ func (p *Proxy) respond(rt *route, cc *clientConn, r *request, x *exchange, pref
 	// none.
 	for !p.copyStep(rt, cc, r.url.Path, x, mw, pool, x.wait()) {
 	}
+}
+
+// writeAnswerHeader writes the answer's header h to the client, its body
+// length bytes long (negative: unknown), and reads its rate-limit headers
+// into limits (when not nil) in the same pass. The upstream's lines go
+// out as they were read (names as the upstream spelled them: its header
+// is read without normalizing), after the sidecar's own (the status line,
+// Date, the framing), but those answerHeaderKept drops.
+func writeAnswerHeader(cc *clientConn, h *fasthttp.ResponseHeader, length int64, limits *usage.RateLimits) {
+	cc.openHeader(h.StatusCode(), length)
+	listed := connectionListed(h)
+	for k, v := range h.All() {
+		if answerHeaderKept(k, listed) {
+			cc.headerLine(k, v)
+			if limits != nil {
+				limits.Add(k, v)
+			}
+		}
+	}
+	cc.closeHeader()
 }
 
 // writeOut writes b to the client and hands it to the meter (when not
