@@ -38,23 +38,7 @@ func FuzzReadHeader(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		up, down := net.Pipe()
-		go func() {
-			_, _ = up.Write(b)
-			_ = up.Close()
-		}()
-		defer down.Close()
-		c := &upConn{Conn: down}
-		c.br = bufio.NewReaderSize(c, upReadBufferSize)
-		var resp fasthttp.Response
-		done := make(chan error, 1)
-		go func() { done <- c.readHeader(&resp, time.Now().Add(10*time.Second), nil) }()
-		var err error
-		select {
-		case err = <-done:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("readHeader still waits after the connection ended: %q", b)
-		}
+		resp, err := readAnswer(t, b)
 		if errors.Is(err, errHeaderTimeout) {
 			t.Fatalf("readHeader waited for the header timeout on %q", b)
 		}
@@ -71,6 +55,30 @@ func FuzzReadHeader(f *testing.F) {
 			t.Fatalf("a header without CRLF CRLF taken from %q", b)
 		}
 	})
+}
+
+// readAnswer reads b, followed by the end of the connection, as an
+// upstream's answer (readHeader, its body left unread); t fails if the
+// reader still waits 20 s after.
+func readAnswer(t *testing.T, b []byte) (*fasthttp.Response, error) {
+	up, down := net.Pipe()
+	go func() {
+		_, _ = up.Write(b)
+		_ = up.Close()
+	}()
+	t.Cleanup(func() { down.Close() })
+	c := &upConn{Conn: down}
+	c.br = bufio.NewReaderSize(c, upReadBufferSize)
+	resp := new(fasthttp.Response)
+	done := make(chan error, 1)
+	go func() { done <- c.readHeader(resp, time.Now().Add(10*time.Second), nil) }()
+	select {
+	case err := <-done:
+		return resp, err
+	case <-time.After(20 * time.Second):
+		t.Fatalf("readHeader still waits after the connection ended: %q", b)
+		return nil, nil
+	}
 }
 
 // FuzzAnswerHeader feeds arbitrary bytes to the upstream answer's reader,
@@ -93,16 +101,8 @@ func FuzzAnswerHeader(f *testing.F) {
 	}
 	hop := append(slices.Clone(hopHeaders), "Proxy-Connection")
 	f.Fuzz(func(t *testing.T, b []byte) {
-		up, down := net.Pipe()
-		go func() {
-			_, _ = up.Write(b)
-			_ = up.Close()
-		}()
-		defer down.Close()
-		c := &upConn{Conn: down}
-		c.br = bufio.NewReaderSize(c, upReadBufferSize)
-		var resp fasthttp.Response
-		if err := c.readHeader(&resp, time.Now().Add(10*time.Second), nil); err != nil {
+		resp, err := readAnswer(t, b)
+		if err != nil {
 			return
 		}
 		var out bytes.Buffer
