@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http/httpproxy"
 
 	"github.com/keywarden/keywarden/internal/proxy/usage"
@@ -476,7 +475,7 @@ var errClientGone = errors.New("proxy: the client went away")
 // connection is woken at once and the request fails. A request that could
 // not be written on a reused connection (the upstream closed it) is sent
 // again once on a new one when its body can be had again.
-func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response, headerTimeout time.Duration, replayable bool, gone func() bool) (exchange, error) {
+func (p *hostPool) send(ctx context.Context, req *upRequest, resp *fasthttp.Response, headerTimeout time.Duration, replayable bool, gone func() bool) (exchange, error) {
 	for try := 0; ; try++ {
 		c, err := p.get(ctx, headerTimeout)
 		if err != nil {
@@ -494,7 +493,7 @@ func (p *hostPool) send(ctx context.Context, req *fasthttp.Request, resp *fastht
 		bw := writerPool.Get().(*bufio.Writer)
 		bw.Reset(c.Conn)
 		c.gone, c.stallLimit = gone, headerTimeout
-		err = req.Write(bw)
+		err = req.write(bw)
 		if err == nil {
 			err = bw.Flush()
 		}
@@ -926,49 +925,6 @@ func (u *upstreamTarget) requestURI(buf []byte, path, query string) []byte {
 	return buf
 }
 
-// errInvalidHeader: a header that net/http's client would not send either
-// (net/http's server in front refuses them already; this is the upstream
-// side's own check).
-var errInvalidHeader = errors.New("proxy: invalid header field")
-
-// fillRequest puts method, target, h and the body into req. It fails on a
-// header name or value that is not valid HTTP.
-func (u *upstreamTarget) fillRequest(req *fasthttp.Request, method string, target []byte, h http.Header, body []byte, stream io.Reader, size int64) error {
-	for k, vs := range h {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return errInvalidHeader
-		}
-		for _, v := range vs {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return errInvalidHeader
-			}
-		}
-	}
-	req.Reset()
-	rh := &req.Header
-	rh.DisableNormalizing()
-	rh.SetNoDefaultContentType(true)
-	rh.SetMethod(method)
-	rh.SetRequestURIBytes(target)
-	rh.SetHost(u.pool.host)
-	for k, vs := range h {
-		switch k {
-		case "Host", "Content-Length":
-			continue
-		}
-		for _, v := range vs {
-			rh.Add(k, v)
-		}
-	}
-	switch {
-	case stream != nil:
-		req.SetBodyStream(stream, int(size))
-	case body != nil:
-		req.SetBodyRaw(body)
-	}
-	return nil
-}
-
 // forward sends r upstream with the route's key and copies the answer to
 // the client, flushing every write of a stream or of a body of unknown
 // length; on a 401 that rejects the key it sends r once more with another
@@ -1008,7 +964,7 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 	}
 	// The request is released once it is not to be sent again, before the
 	// answer is copied: a held stream keeps its answer only.
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	req, resp := getUpRequest(), fasthttp.AcquireResponse()
 	defer func() {
 		if cc.parked == nil {
 			fasthttp.ReleaseResponse(resp)
@@ -1016,7 +972,7 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 	}()
 	defer func() {
 		if req != nil {
-			fasthttp.ReleaseRequest(req)
+			putUpRequest(req)
 		}
 	}()
 	bb.uri = rt.target.requestURI(bb.uri, r.url.EscapedPath(), r.url.RawQuery)
@@ -1063,7 +1019,7 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 			prefix = nil
 		}
 	}
-	fasthttp.ReleaseRequest(req)
+	putUpRequest(req)
 	req = nil
 	p.respond(rt, cc, r, &x, prefix, mw)
 }

@@ -2,9 +2,12 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -275,5 +278,88 @@ func TestUpstreamLargeAnswerHeader(t *testing.T) {
 		if code != 200 || h.Get("X-Big") != big || body != `{"ok":true}` {
 			t.Fatalf("request %d: %d, X-Big of %d bytes, body %q", i, code, len(h.Get("X-Big")), body)
 		}
+	}
+}
+
+// TestUpstreamRequestFraming: the request the upstream gets is framed as
+// the client's body allows: a body kept for a retry (up to MaxRetryBody)
+// goes with its Content-Length, a larger one is streamed with the
+// client's Content-Length, one of unknown length past the bound is
+// streamed chunked; a GET without a body has no Content-Length, a POST
+// without one "Content-Length: 0". Each arrives whole, byte for byte.
+func TestUpstreamRequestFraming(t *testing.T) {
+	type seen struct {
+		method   string
+		length   int64
+		te       []string
+		clHeader string
+		sum      [32]byte
+		n        int
+	}
+	got := make(chan seen, 1)
+	up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("upstream read the body: %v", err)
+		}
+		got <- seen{r.Method, r.ContentLength, r.TransferEncoding, r.Header.Get("Content-Length"), sha256.Sum256(b), len(b)}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, "{}")
+	})
+	e := newEnv(t, up, nil) // MaxRetryBody: the default 1 MiB
+	big := []byte(`{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"` + strings.Repeat("a", 3<<20) + `"}]}`)
+	small := []byte(helloBody)
+	for _, tc := range []struct {
+		name    string
+		method  string
+		body    []byte
+		chunked bool // the client sends the body chunked (no length)
+		length  int64
+		te      []string
+	}{
+		{"GET without a body", "GET", nil, false, 0, nil},
+		{"POST without a body", "POST", []byte{}, false, 0, nil},
+		{"a small body", "POST", small, false, int64(len(small)), nil},
+		{"a small chunked body, kept", "POST", small, true, int64(len(small)), nil},
+		{"a large body, streamed", "POST", big, false, int64(len(big)), nil},
+		{"a large chunked body, streamed chunked", "POST", big, true, -1, []string{"chunked"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var body io.Reader
+			if tc.body != nil {
+				body = bytes.NewReader(tc.body)
+				if tc.chunked {
+					body = io.MultiReader(body) // no length known: net/http sends it chunked
+				}
+			}
+			req, err := http.NewRequest(tc.method, e.srv.URL+"/v1/messages", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.method == "GET" {
+				req.URL.Path = "/v1/models"
+			}
+			resp, err := e.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			s := <-got
+			if s.method != tc.method || s.length != tc.length || !slices.Equal(s.te, tc.te) {
+				t.Fatalf("upstream got %s, length %d, transfer-encoding %q; want %s, %d, %q", s.method, s.length, s.te, tc.method, tc.length, tc.te)
+			}
+			if want := map[string]string{"GET": "", "POST": "0"}[tc.method]; tc.body == nil || len(tc.body) == 0 {
+				if s.clHeader != want {
+					t.Fatalf("a %s without a body went with Content-Length %q, want %q", tc.method, s.clHeader, want)
+				}
+			}
+			if s.n != len(tc.body) || s.sum != sha256.Sum256(tc.body) {
+				t.Fatalf("upstream got %d bytes of body, not the client's %d", s.n, len(tc.body))
+			}
+		})
 	}
 }
