@@ -9,6 +9,7 @@
 #
 #   bench/pair.sh OLD_BINARY NEW_BINARY          # 10 rounds of 4s
 #   ROUNDS=15 DURATION=6s bench/pair.sh a b
+#   SCRIPT=bench/sdk.lua bench/pair.sh a b    # an SDK-shaped request
 #
 # Build the binaries as the image does (make build BIN=...; a worktree at
 # the older commit for OLD). SIDECAR_ENV as in run.sh.
@@ -20,6 +21,7 @@ B=$(realpath "$2")
 ROUNDS=${ROUNDS:-10}
 DURATION=${DURATION:-4s}
 PORT0=${PORT0:-18180} # uses PORT0 .. PORT0+4
+SCRIPT=${SCRIPT:-bench/post.lua}
 SIDECAR_ENV=${SIDECAR_ENV-GOMAXPROCS=1 GOMEMLIMIT=64MiB}
 OUT=$(mktemp -d /tmp/keywarden-pair.XXXXXX)
 bench/install.sh
@@ -56,7 +58,7 @@ start new "$B" $((PORT0 + 3))
 PB=${pids[-1]}
 for port in $((PORT0 + 1)) $((PORT0 + 3)); do
   for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
-  wrk -t1 -c8 -d2s -s bench/post.lua "http://127.0.0.1:$port/v1/messages" >/dev/null
+  wrk -t1 -c8 -d2s -s "$SCRIPT" "http://127.0.0.1:$port/v1/messages" >/dev/null
 done
 
 HZ=$(getconf CLK_TCK)
@@ -65,9 +67,9 @@ echo "| round | old requests | old CPU µs/request | new requests | new CPU µs/
 echo "|---:|---:|---:|---:|---:|---:|"
 for r in $(seq 1 "$ROUNDS"); do
   a0=$(ticks "$PA"); b0=$(ticks "$PB")
-  wrk -t1 -c32 -d"$DURATION" -s bench/post.lua "http://127.0.0.1:$((PORT0 + 1))/v1/messages" >"$OUT/a.txt" &
+  wrk -t1 -c32 -d"$DURATION" -s "$SCRIPT" "http://127.0.0.1:$((PORT0 + 1))/v1/messages" >"$OUT/a.txt" &
   w=$!
-  wrk -t1 -c32 -d"$DURATION" -s bench/post.lua "http://127.0.0.1:$((PORT0 + 3))/v1/messages" >"$OUT/b.txt"
+  wrk -t1 -c32 -d"$DURATION" -s "$SCRIPT" "http://127.0.0.1:$((PORT0 + 3))/v1/messages" >"$OUT/b.txt"
   wait "$w"
   a1=$(ticks "$PA"); b1=$(ticks "$PB")
   na=$(awk '/requests in/ {print $1}' "$OUT/a.txt"); nb=$(awk '/requests in/ {print $1}' "$OUT/b.txt")

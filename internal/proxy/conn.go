@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 )
@@ -347,34 +348,28 @@ var newChunkedReader = httputil.NewChunkedReader
 
 // fillHeader puts the request's header fields into hdr, by canonical
 // name, as net/http's server would: the guards and the key rule read and
-// change them there. The values share one allocation.
+// change them there. Names and values share one allocation, written once
+// and never changed (the strings are views of it).
 func (cc *clientConn) fillHeader() {
 	if cc.hdr == nil {
 		cc.hdr = http.Header{} // dropped while a stream was parked
 	}
 	clear(cc.hdr)
 	n, size := 0, 0
-	for _, v := range cc.req.All() {
+	for k, v := range cc.req.All() {
 		n++
-		size += len(v)
+		size += len(k) + len(v)
 	}
 	arena := make([]byte, 0, size)
-	for _, v := range cc.req.All() {
-		arena = append(arena, v...)
-	}
-	all := string(arena)
 	if cap(cc.vals) < n {
 		cc.vals = make([]string, n)
 	}
-	vals, off := cc.vals[:n], 0
-	i := 0
+	vals, i := cc.vals[:n], 0
 	for k, v := range cc.req.All() {
-		vals[i] = all[off : off+len(v)]
-		off += len(v)
-		key, ok := requestHeaders[string(k)]
-		if !ok {
-			key = string(k)
-		}
+		start := len(arena)
+		arena = append(append(arena, k...), v...)
+		key := view(arena[start : start+len(k)])
+		vals[i] = view(arena[start+len(k):])
 		if old := cc.hdr[key]; old != nil {
 			cc.hdr[key] = append(old[:len(old):len(old)], vals[i])
 		} else {
@@ -384,21 +379,14 @@ func (cc *clientConn) fillHeader() {
 	}
 }
 
-// requestHeaders are the names of the headers the SDKs send, so that
-// reading them allocates nothing.
-var requestHeaders = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{
-		"Host", "Content-Type", "Content-Length", "User-Agent", "Accept", "Accept-Encoding", "Connection",
-		"Transfer-Encoding", "Expect", "X-Api-Key", "Authorization", "Anthropic-Version", "Anthropic-Beta",
-		"X-Keywarden-Token", "X-Stainless-Lang", "X-Stainless-Package-Version", "X-Stainless-Os",
-		"X-Stainless-Arch", "X-Stainless-Runtime", "X-Stainless-Runtime-Version", "X-Stainless-Retry-Count",
-		"X-Stainless-Timeout", "X-Stainless-Helper-Method", "Anthropic-Dangerous-Direct-Browser-Access",
-	} {
-		m[k] = k
+// view returns b as a string without copying it: b must never change
+// after (fillHeader's arena is written once).
+func view(b []byte) string {
+	if len(b) == 0 {
+		return ""
 	}
-	return m
-}()
+	return unsafe.String(&b[0], len(b))
+}
 
 // badRequest answers a request that could not be read, unless the client
 // went away or sent nothing in time.
