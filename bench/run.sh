@@ -29,6 +29,10 @@ BASE_BIN=${BASE_BIN:-}
 # and GOMEMLIMIT=64MiB under a 96Mi limit). SIDECAR_ENV= runs Go's defaults
 # on this machine (GOMAXPROCS = its cores, no memory limit).
 SIDECAR_ENV=${SIDECAR_ENV-GOMAXPROCS=1 GOMEMLIMIT=64MiB}
+# NGINX_WORKERS: nginx's worker_processes (auto: one per core). For a
+# like-for-like run of the sidecar as deployed under a 1-CPU limit
+# (GOMAXPROCS=1), give nginx one worker: NGINX_WORKERS=1.
+NGINX_WORKERS=${NGINX_WORKERS:-auto}
 OUT=${OUT:-$(mktemp -d /tmp/keywarden-bench.XXXXXX)}
 
 bench/install.sh
@@ -132,7 +136,7 @@ start_minproxy fasthttp-min-tls "${URL[direct-tls]}"
 # nginx with the same injection, to both upstreams.
 sed -e "s#@DIR@#$OUT#g" -e "s#@UPSTREAM@#127.0.0.1:$UP_PORT#g" -e "s#@TLS_UPSTREAM@#127.0.0.1:$UP_TLS_PORT#g" \
   -e "s#@LISTEN@#127.0.0.1:$NGINX_PORT#g" -e "s#@TLS_LISTEN@#127.0.0.1:$NGINX_TLS_PORT#g" \
-  -e "s#@KEY@#$KEY#g" bench/nginx.conf.tmpl >"$OUT/nginx.conf"
+  -e "s#@KEY@#$KEY#g" -e "s#@WORKERS@#$NGINX_WORKERS#g" bench/nginx.conf.tmpl >"$OUT/nginx.conf"
 mkdir -p "$OUT/client_body" "$OUT/proxy"
 nginx -c "$OUT/nginx.conf" -p "$OUT" -g 'daemon off;' 2>"$OUT/nginx.stderr" &
 NGINX_PID=$!
@@ -193,7 +197,7 @@ report="$OUT/report.md"
   echo "\`sidecar-noacct\`: the sidecar built with \`-tags keywarden_nousage\` (usage accounting off)."
   echo "\`fasthttp-min\`: the floor, \`benchtool minproxy\` (the smallest fasthttp proxy: the same injection, none of the sidecar's work)."
   [ -z "$BASE_BIN" ] || echo "\`sidecar-base\`: $BASE_BIN, side by side."
-  echo "Sidecars run with: ${SIDECAR_ENV:-the Go runtime defaults} (see SIDECAR_ENV in bench/run.sh)."
+  echo "Sidecars run with: ${SIDECAR_ENV:-the Go runtime defaults} (see SIDECAR_ENV in bench/run.sh); nginx with worker_processes $NGINX_WORKERS."
   echo
   echo "steal: the share of the machine's CPU time the hypervisor gave to other guests during the round (/proc/stat); above a few percent, the round's requests/s and latencies are the host's, not the proxies'."
   echo
