@@ -85,7 +85,6 @@ type clientConn struct {
 	body bodyReader
 	out  *fasthttp.ResponseHeader // the answer's, until written (see header)
 	open bool                     // the answer's header is being written (openHeader)
-	buf  []byte                   // scratch (chunk sizes)
 
 	// The answer under way.
 	status    int
@@ -306,7 +305,7 @@ func (cc *clientConn) end() bool {
 		cc.writeHeader(http.StatusOK, 0)
 	}
 	if cc.chunked && cc.werr == nil {
-		_, _ = cc.w().WriteString("0\r\n\r\n")
+		_, _ = cc.w().WriteString(lastChunk)
 	}
 	if cc.remaining > 0 {
 		cc.close = true // an answer cut short: the client must see the end
@@ -487,14 +486,13 @@ func lend[T any, P interface {
 // length bytes long, or of unknown length when length is negative: then
 // it is chunked (or, to an HTTP/1.0 client, ended by closing).
 func (cc *clientConn) writeHeader(status int, length int64) {
-	if h := cc.frame(status, length); h != nil {
-		cc.writeRaw(h.Header())
-		cc.lendHeader()
-	}
+	cc.openHeader(status, length)
+	cc.closeHeader()
 }
 
-// openHeader writes what writeHeader writes but the blank line that ends
-// the header: the lines headerLine writes follow, until closeHeader.
+// openHeader writes the answer's status line and header (see writeHeader)
+// but the blank line that ends it: the lines headerLine writes follow,
+// until closeHeader.
 func (cc *clientConn) openHeader(status int, length int64) {
 	if h := cc.frame(status, length); h != nil {
 		b := h.Header()
@@ -577,12 +575,7 @@ func (cc *clientConn) Write(p []byte) (int, error) {
 	n := len(p)
 	switch {
 	case cc.chunked:
-		bw := cc.w()
-		cc.buf = strconv.AppendInt(cc.buf[:0], int64(len(p)), 16)
-		cc.buf = append(cc.buf, '\r', '\n')
-		_, _ = bw.Write(cc.buf)
-		_, _ = bw.Write(p)
-		_, cc.werr = bw.WriteString("\r\n")
+		cc.werr = writeChunk(cc.w(), p)
 	case cc.remaining >= 0:
 		if int64(n) > cc.remaining {
 			n = int(cc.remaining)

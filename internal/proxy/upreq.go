@@ -121,20 +121,38 @@ func writeChunked(w *bufio.Writer, src io.Reader) error {
 	for {
 		n, err := src.Read(buf[:])
 		if n > 0 {
-			_, _ = w.WriteString(strconv.FormatInt(int64(n), 16))
-			_, _ = w.WriteString("\r\n")
-			_, _ = w.Write(buf[:n])
-			_, _ = w.WriteString("\r\n")
-			if ferr := w.Flush(); ferr != nil {
-				return ferr
+			if werr := writeChunk(w, buf[:n]); werr != nil {
+				return werr
+			}
+			if werr := w.Flush(); werr != nil {
+				return werr
 			}
 		}
 		switch {
 		case err == io.EOF:
-			_, err = w.WriteString("0\r\n\r\n")
+			_, err = w.WriteString(lastChunk)
 			return err
 		case err != nil:
 			return err
 		}
 	}
 }
+
+// writeChunk writes p as one chunk of a chunked body (RFC 9112 §7.1): the
+// one framing of a chunk, for answers to clients and requests upstream.
+func writeChunk(w *bufio.Writer, p []byte) error {
+	n, shift := len(p), 4
+	for n>>shift != 0 {
+		shift += 4
+	}
+	for shift -= 4; shift >= 0; shift -= 4 { // the size in hex, with no scratch to escape
+		_ = w.WriteByte("0123456789abcdef"[n>>shift&0xf])
+	}
+	_, _ = w.WriteString("\r\n")
+	_, _ = w.Write(p)
+	_, err := w.WriteString("\r\n")
+	return err
+}
+
+// lastChunk ends a chunked body (no trailer).
+const lastChunk = "0\r\n\r\n"

@@ -826,8 +826,9 @@ func (w *world) oldKeyID() string {
 // (the Admin API: it is no longer active).
 func (w *world) keyRevoked(id string) bool {
 	if w.issuer == issuerClaude {
-		i := slices.IndexFunc(w.api.Keys(), func(k anthropictest.Key) bool { return k.ID == id })
-		return i >= 0 && w.api.Keys()[i].Status != anthropictest.StatusActive
+		keys := w.api.Keys()
+		i := slices.IndexFunc(keys, func(k anthropictest.Key) bool { return k.ID == id })
+		return i >= 0 && keys[i].Status != anthropictest.StatusActive
 	}
 	return slices.Contains(w.revoked(), id)
 }
