@@ -24,8 +24,28 @@ type RateLimit struct {
 // RateLimits are the rate-limit headers of one response, by RateResources.
 type RateLimits [4]RateLimit
 
-// ratePrefix is the names' common start, in lower case.
-const ratePrefix = "anthropic-ratelimit-"
+// rateKinds are the headers of each resource, in the order of a
+// RateLimit's fields.
+var rateKinds = [3]string{"limit", "remaining", "reset"}
+
+// rateHeaders maps each rate-limit header's lower-case name,
+// anthropic-ratelimit-{resource}-{kind}, to its resource (RateResources
+// index) times 3 plus its kind (rateKinds index); rateNameMin and
+// rateNameMax are the shortest and longest names' lengths.
+var rateHeaders, rateNameMin, rateNameMax = func() (map[string]int, int, int) {
+	m, shortest, longest := map[string]int{}, 1<<30, 0
+	for i, r := range RateResources {
+		for k, kind := range rateKinds {
+			n := "anthropic-ratelimit-" + r + "-" + kind
+			m[n], shortest, longest = i*3+k, min(shortest, len(n)), max(longest, len(n))
+		}
+	}
+	return m, shortest, longest
+}()
+
+// rateNameBuf holds a header name in lower case: a fixed size, so that it
+// stays on the stack.
+const rateNameBuf = 64
 
 // Add reads one header line of a response: if name is one of the
 // anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-
@@ -33,26 +53,34 @@ const ratePrefix = "anthropic-ratelimit-"
 // rl (counts are non-negative integers, resets RFC 3339 times; a value
 // that is neither is left out). It reports whether name was one. Nothing
 // is kept of name or value. The proxy calls it for each line as it copies
-// an answer's header: one pass, no lookups.
+// an answer's header: one pass; a name of another length or first letter
+// costs no lookup, a lower-case one (the API's spelling) one, any other
+// two.
 func (rl *RateLimits) Add(name, value []byte) bool {
-	if !enabled || len(name) <= len(ratePrefix) || name[0]|0x20 != 'a' || !equalFold(name[:len(ratePrefix)], ratePrefix) {
+	if !enabled || len(name) < rateNameMin || len(name) > rateNameMax || name[0]|0x20 != 'a' {
 		return false
 	}
-	rest := name[len(ratePrefix):]
-	for i, r := range RateResources {
-		if len(rest) <= len(r)+1 || rest[len(r)] != '-' || !equalFold(rest[:len(r)], r) {
-			continue
-		}
-		for k, kind := range [3]string{"limit", "remaining", "reset"} {
-			if equalFold(rest[len(r)+1:], kind) {
-				// The value is parsed, never kept (a failed parse's
-				// error, which would name it, is dropped): no copy.
-				rl.set(i, k, unsafe.String(unsafe.SliceData(value), len(value)))
-				return true
+	ik, ok := rateHeaders[unsafe.String(unsafe.SliceData(name), len(name))]
+	if !ok {
+		var low [rateNameBuf]byte
+		upper := false
+		for i, c := range name {
+			if 'A' <= c && c <= 'Z' {
+				c, upper = c+'a'-'A', true
 			}
+			low[i] = c
+		}
+		if !upper {
+			return false
+		}
+		if ik, ok = rateHeaders[string(low[:len(name)])]; !ok {
+			return false
 		}
 	}
-	return false
+	// The value is parsed, never kept (a failed parse's error, which
+	// would name it, is dropped): no copy.
+	rl.set(ik/3, ik%3, unsafe.String(unsafe.SliceData(value), len(value)))
+	return true
 }
 
 // Any reports whether a rate-limit header was read.
