@@ -49,21 +49,8 @@ for c in aws gcp vault; do
 done
 CGO_ENABLED=0 go build -trimpath -o "$OUT/benchtool" ./bench/benchtool
 
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $1 did not open" >&2
-  exit 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 UP_PORT=$PORT0
 UP_TLS_PORT=$((PORT0 + 1))
@@ -89,23 +76,9 @@ URL[nginx-tls]="http://127.0.0.1:$NGINX_TLS_PORT"
 # A fake key in a real file store, and the sidecars on it, limits off: the
 # product's build and the one without usage accounting, each on each
 # upstream, trusting the bench CA through SSL_CERT_FILE.
-KEY="sk-ant-api03-bench-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 port=$((PORT0 + 4))
 start_sidecar() { # target binary upstream-url
-  local cfg="$OUT/$1.yaml"
-  cat >"$cfg" <<EOF
-keys:
-  bench: {store: "file://$OUT/keys.json?name=bench"}
-sidecar:
-  listen: 127.0.0.1:$port
-  metrics_listen: 127.0.0.1:$((port + 1))
-  routes: [{prefix: /, key: bench, upstream: "$3"}]
-  rate_limit: {rps: 0, concurrency: 0}
-EOF
-  [ -f "$OUT/keys.json" ] || printf '%s' "$KEY" | "$OUT/keywarden" put bench --config "$cfg" >/dev/null
-  # shellcheck disable=SC2086 # SIDECAR_ENV is a list of NAME=value words
-  env $SIDECAR_ENV SSL_CERT_FILE="$OUT/ca.pem" "$2" sidecar --config "$cfg" --log-level warn 2>"$OUT/$1.log" &
-  pids+=($!)
+  run_sidecar "$1" "$2" "$port" "$3"
   PROXY_PIDS[$1]=$!
   URL[$1]="http://127.0.0.1:$port"
   port=$((port + 2))
@@ -168,10 +141,6 @@ for c in aws gcp vault; do
   kill "${PROXY_PIDS[sidecar-$c]}"
 done
 
-# CPU time (clock ticks) used so far by the given processes; the proxies'
-# CPU per request is robust to other load on the machine, unlike requests/s.
-cpu_ticks() { for p in "$@"; do awk '{print $14+$15}' "/proc/$p/stat"; done | awk '{s+=$1} END {print s+0}'; }
-HZ=$(getconf CLK_TCK)
 # The machine's stolen and total CPU ticks so far (/proc/stat's cpu line:
 # steal is its 8th value; guest time is inside user): a virtual machine's
 # host can take CPU time from it while a round runs.
