@@ -22,7 +22,7 @@ FUZZTIME       ?= 2m
 FUZZTIME_SHORT ?= 50000x
 FUZZPAR        ?= 2
 
-.PHONY: prometheus build run test test-go fuzz fuzz-short e2e lint bench bench-load clean vaultserver image image-test deploy-test
+.PHONY: prometheus pushgateway build run test test-go fuzz fuzz-short e2e lint bench bench-load clean vaultserver image image-test deploy-test
 
 ## build: a static, stamped binary in bin/
 build:
@@ -39,7 +39,7 @@ test: lint test-go fuzz-short deploy-test
 
 # One real Vault core (internal/vaultserver, its own Go module) serves every
 # package's tests; its first build downloads ~4 GB of modules and takes ~8 min.
-test-go: vaultserver prometheus
+test-go: vaultserver prometheus pushgateway
 	bin/vaultserver -exec -- $(GO) test $(TESTFLAGS) ./...
 	# The proxy's raw socket calls are made only without -race (see internal/proxy/rawio_race.go).
 	$(GO) test -count=1 -timeout 20m ./internal/proxy/...
@@ -48,6 +48,11 @@ test-go: vaultserver prometheus
 ## installed once here so that parallel test packages never run apt-get at the same time)
 prometheus:
 	scripts/install-prometheus.sh >/dev/null
+
+## pushgateway: the real Prometheus Pushgateway the `rotate --push-gateway` tests start (Debian's
+## prometheus-pushgateway, as root; installed once here, like prometheus)
+pushgateway:
+	scripts/install-pushgateway.sh >/dev/null
 
 ## fuzz: every native Go fuzz target of the module (each func FuzzXxx, found by `go test -list`
 ## in each package whose tests hold one) for FUZZTIME each, e.g. make fuzz FUZZTIME=10m.

@@ -24,6 +24,7 @@ type Metrics struct {
 	expires   *prometheus.GaugeVec
 	poolExp   *prometheus.GaugeVec
 	left      *prometheus.GaugeVec
+	lastRun   *prometheus.GaugeVec
 
 	mu         sync.Mutex
 	poolSeries map[string][][]string // label values of poolExp's series, by key
@@ -40,9 +41,15 @@ type Metrics struct {
 //   - keywarden_rotation_duration_seconds{key}: time a run worked, grace
 //     waits excluded.
 //   - keywarden_rotation_last_success_timestamp_seconds{key}: when a new key
-//     was last promoted.
+//     was last promoted (also read from the rotation record by Status).
+//   - keywarden_rotation_last_run_timestamp_seconds{key,outcome}: when a
+//     run last ended with this outcome (the outcomes of runs_total); the
+//     gauge that stands in for runs_total where counters mean nothing, as
+//     in the one-run-per-process pushes of `keywarden rotate
+//     --push-gateway`, whose group holds the last run's outcome only.
 //   - keywarden_rotation_revoke_due_timestamp_seconds{key}: when the old key
-//     of the rotation in grace is due for revocation (0 when none).
+//     of the rotation in grace is due for revocation (0 when none; Status
+//     sets it too).
 //   - keywarden_rotation_probe_attempts_total{key,result}: probe attempts.
 //   - keywarden_pool_keys{key}: keys left in the issuer's pool that a draw
 //     can use: for an issuer that is a PoolInspector (anthropic), archived,
@@ -55,7 +62,7 @@ type Metrics struct {
 //     keywarden_key_info is; the series of a key that left the pool is
 //     deleted.
 //   - keywarden_rotation_gate_holders{key}: consumers that reported the
-//     old key at the revoke gate's last check.
+//     old key at the revoke gate's last check (or when Status asked).
 //   - keywarden_rotation_gate_timeouts_total{key,policy}: revoke gates
 //     whose max_wait ended with the old key still held (policy hold: the
 //     key stays valid; revoke: it was revoked anyway).
@@ -115,39 +122,54 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "keywarden", Subsystem: "rotation", Name: "keys_left_valid",
 			Help: "Keys that rotations ended leaving valid at the issuer, as listed in the rotation record; cleared by rotate --revoke-left-valid or --forget-left-valid.",
 		}, []string{"key"}),
+		lastRun: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "keywarden", Subsystem: "rotation", Name: "last_run_timestamp_seconds",
+			Help: "Unix time a rotation run last ended with this outcome.",
+		}, []string{"key", "outcome"}),
 		poolSeries: map[string][][]string{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.runs, m.duration, m.lastOK, m.revokeDue, m.pool, m.probes, m.holders, m.timeouts, m.expires, m.poolExp, m.left)
+		reg.MustRegister(m.runs, m.duration, m.lastOK, m.revokeDue, m.pool, m.probes, m.holders, m.timeouts, m.expires, m.poolExp, m.left, m.lastRun)
 	}
 	return m
 }
 
-func (m *Metrics) run(key, outcome string, d time.Duration) {
+// unixSeconds is t as a gauge value: Unix seconds, 0 for the zero time.
+func unixSeconds(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
+}
+
+func (m *Metrics) run(key, outcome string, end time.Time, d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.runs.WithLabelValues(key, outcome).Inc()
 	m.duration.WithLabelValues(key).Observe(d.Seconds())
+	m.lastRun.WithLabelValues(key, outcome).Set(unixSeconds(end))
 }
 
 func (m *Metrics) rotated(key string, at time.Time, revokeDue time.Time) {
-	if m == nil {
+	m.lastSuccess(key, at)
+	m.due(key, revokeDue)
+}
+
+// lastSuccess exports when a new key was last promoted; a zero at (never)
+// exports nothing.
+func (m *Metrics) lastSuccess(key string, at time.Time) {
+	if m == nil || at.IsZero() {
 		return
 	}
-	m.lastOK.WithLabelValues(key).Set(float64(at.UnixNano()) / 1e9)
-	m.due(key, revokeDue)
+	m.lastOK.WithLabelValues(key).Set(unixSeconds(at))
 }
 
 func (m *Metrics) due(key string, t time.Time) {
 	if m == nil {
 		return
 	}
-	v := 0.0
-	if !t.IsZero() {
-		v = float64(t.UnixNano()) / 1e9
-	}
-	m.revokeDue.WithLabelValues(key).Set(v)
+	m.revokeDue.WithLabelValues(key).Set(unixSeconds(t))
 }
 
 func (m *Metrics) poolKeys(key string, n int) {
@@ -195,11 +217,7 @@ func (m *Metrics) expiry(key string, t time.Time) {
 	if m == nil {
 		return
 	}
-	v := 0.0
-	if !t.IsZero() {
-		v = float64(t.UnixNano()) / 1e9
-	}
-	m.expires.WithLabelValues(key).Set(v)
+	m.expires.WithLabelValues(key).Set(unixSeconds(t))
 }
 
 // poolKeyExpiry exports the expiry of each pool key whose expiry is known
@@ -216,11 +234,7 @@ func (m *Metrics) poolKeyExpiry(key string, keys []PoolKey) {
 			continue
 		}
 		lv := []string{key, k.Fingerprint, strconv.FormatBool(k.Unusable == "")}
-		v := 0.0
-		if !k.ExpiresAt.IsZero() {
-			v = float64(k.ExpiresAt.UnixNano()) / 1e9
-		}
-		m.poolExp.WithLabelValues(lv...).Set(v)
+		m.poolExp.WithLabelValues(lv...).Set(unixSeconds(k.ExpiresAt))
 		now = append(now, lv)
 	}
 	for _, old := range m.poolSeries[key] {

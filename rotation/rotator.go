@@ -365,7 +365,7 @@ func (r *Rotator) Run(ctx context.Context, name string, o RunOptions) (*Result, 
 		}
 	}
 	if !o.DryRun && !ru.crashed {
-		r.opts.Metrics.run(name, res.Outcome, res.Active)
+		r.opts.Metrics.run(name, res.Outcome, r.opts.Now(), res.Active)
 	}
 	return res, err
 }

@@ -128,7 +128,12 @@ func ReadStages(ctx context.Context, st driver.Stager, secret, field string, now
 }
 
 // Status reads the key's stages and rotation record. It writes nothing and
-// calls no issuer other than to count a pool.
+// calls no issuer other than to count a pool and ask when CURRENT expires.
+// It exports what it read to Options.Metrics, so that the state gauges
+// (revoke due, last success, pool, expiries, keys left valid, gate
+// holders) hold the key's true state even when no run has seen it: what a
+// restarted daemon shows, and what `keywarden rotate --push-gateway`
+// pushes.
 func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 	k, err := r.key(name)
 	if err != nil {
@@ -162,6 +167,7 @@ func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 				gs.Error = err.Error()
 			} else {
 				gs.Holders = hs
+				r.opts.Metrics.gateHolders(name, len(hs))
 			}
 			st.Gate = gs
 		}
@@ -177,6 +183,8 @@ func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 			st.NextRun = nextDue(k.Schedule, base)
 		}
 	}
+	r.opts.Metrics.due(name, st.RevokeDue)
+	r.opts.Metrics.lastSuccess(name, st.LastRotated)
 	if exp, ok := ru.currentExpiry(ctx); ok {
 		st.CurrentExpires = exp
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"strings"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/keywarden/keywarden/internal/proxy/settings"
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/rotation"
+	"github.com/keywarden/keywarden/rotation/pushgw"
 )
 
 // Rotation configures the rotation of one key. The rotation commands read
@@ -188,6 +190,31 @@ type Rotator struct {
 	// Webhook receives every key's rotation events, unless the key has its
 	// own.
 	Webhook *RotationWebhook `yaml:"webhook"`
+	// PushGateway is where `keywarden rotate` pushes each key's rotation
+	// state gauges after every run (rotation/pushgw; --push-gateway and
+	// --push-label override it). The daemon serves them on /metrics
+	// instead.
+	PushGateway *RotatorPushGateway `yaml:"push_gateway"`
+}
+
+// RotatorPushGateway is a Prometheus Pushgateway; package pushgw owns the
+// default and the validation.
+type RotatorPushGateway struct {
+	// URL is the gateway's base URL, e.g. http://pushgateway.monitoring:9091.
+	URL string `yaml:"url"`
+	// Labels are added to every group's grouping key, e.g.
+	// {namespace: llm-production}.
+	Labels map[string]string `yaml:"labels"`
+	// Timeout bounds each push (default 10s).
+	Timeout Duration `yaml:"timeout"`
+}
+
+// PushOptions returns the push settings the file gives (zero: no push).
+func (r *Rotator) PushOptions() pushgw.Options {
+	if r.PushGateway == nil {
+		return pushgw.Options{}
+	}
+	return pushgw.Options{URL: r.PushGateway.URL, Labels: maps.Clone(r.PushGateway.Labels), Timeout: r.PushGateway.Timeout.D}
 }
 
 // Defaults of rotation.
@@ -197,7 +224,7 @@ const (
 )
 
 func init() {
-	for _, v := range []any{RotationIssuer{}, RotationProbe{}, RotationWebhook{}, RotationRevokeGate{}, RotationBasicAuth{}} {
+	for _, v := range []any{RotationIssuer{}, RotationProbe{}, RotationWebhook{}, RotationRevokeGate{}, RotationBasicAuth{}, RotatorPushGateway{}} {
 		registerFields(v)
 	}
 }
@@ -482,8 +509,22 @@ func (r *Rotator) validate(path string, c *Config) []string {
 			add("%s.metrics_listen: %v (e.g. %s), or off", path, err, DefaultRotatorMetricsListen)
 		}
 	}
+	if r.PushGateway != nil {
+		if r.PushGateway.URL == "" {
+			add("%s.push_gateway.url: required (e.g. http://pushgateway.monitoring:9091)", path)
+		} else if err := r.PushOptions().Check(); err != nil {
+			add("%s.push_gateway: %v", path, err)
+		}
+	}
 	if r.Webhook != nil {
 		errs = append(errs, r.Webhook.validate(path+".webhook")...)
+	}
+	if r.PushGateway != nil {
+		if r.PushGateway.URL == "" {
+			add("%s.push_gateway.url: required (e.g. http://pushgateway.monitoring:9091)", path)
+		} else if err := r.PushOptions().Check(); err != nil {
+			add("%s.push_gateway: %v", path, err)
+		}
 	}
 	return errs
 }

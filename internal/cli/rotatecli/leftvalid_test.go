@@ -44,7 +44,7 @@ func TestLeftValidCLI(t *testing.T) {
 		t.Fatalf("--revoke-left-valid: exit %d\n%s\n%s", code, out, stderr)
 	}
 	// Every run says what is left, for a CronJob whose output and log are
-	// all there is (the gauge is the daemon's).
+	// all there is (the gauge is the daemon's, or pushed with --push-gateway).
 	out, stderr, code = run(t, "", "rotate", "--config", e.cfg, "--key", "prod")
 	all += out + stderr
 	if code != 0 || !strings.Contains(out, "prod: keys rotations left valid at the issuer: 1 ") ||

@@ -22,6 +22,7 @@ import (
 	"github.com/keywarden/keywarden/internal/config"
 	"github.com/keywarden/keywarden/providers/redact"
 	"github.com/keywarden/keywarden/rotation"
+	"github.com/keywarden/keywarden/rotation/pushgw"
 )
 
 // Commands returns the rotate, rotator, status, pool, key-id and audit
@@ -64,11 +65,15 @@ type RotateOptions struct {
 	Run     rotation.RunOptions
 	JSON    bool
 	Timeout time.Duration
+	// Push is where to push each key's state gauges after its run
+	// (rotator.push_gateway, --push-gateway, --push-label).
+	Push pushgw.Options
 }
 
 func rotateCmd() *cobra.Command {
 	var o RotateOptions
-	var key string
+	var key, pushURL string
+	var pushLabels map[string]string
 	cmd := &cobra.Command{
 		Use:   "rotate",
 		Short: "Run one rotation step sequence for each rotated key (for a CronJob); the exit code tells the outcome",
@@ -83,7 +88,9 @@ or --wait waits for it.
 
 Exit codes:
   0   done, or nothing due (also: waiting for the grace period)
-  1   other failure (interrupted)
+  1   other failure (interrupted), or every run succeeded but pushing the
+      metrics to --push-gateway failed (a retry is safe: it runs again and
+      pushes again)
   2   configuration error
   10  the new key failed its probe; CURRENT is untouched (parked or discarded)
   11  conflict: another rotator holds the key, or the store changed
@@ -103,7 +110,7 @@ stops at its next renewal with exit 11.
 A rotation that ends leaving a key valid at the issuer (outcome rolled_back:
 the old key was put back during the grace, and the new one stays valid;
 not_revoked or abandoned: the old key was not revoked) lists that key in the
-rotation record; ` + "`keywarden status`" + ` shows the list and the rotator daemon exports
+rotation record; ` + "`keywarden status`" + ` shows the list and the rotator daemon (or --push-gateway) exports
 keywarden_rotation_keys_left_valid. --revoke-left-valid revokes each listed key
 that has an issuer id (or whose value PREVIOUS still holds), unless it is
 CURRENT's or PENDING's key or, with a revoke_gate, a consumer still reports it,
@@ -113,6 +120,14 @@ issuer failed, 15 when consumers still hold a key. A key with no issuer id must
 be revoked by hand; then --forget-left-valid=FINGERPRINT (or =KEY_ID) drops it.
 Once ` + fmt.Sprint(rotation.MaxLeftValid) + ` keys are listed, no rotation starts (exit 11) until the list
 is shortened.
+
+With --push-gateway (or rotator.push_gateway), rotate pushes each key's rotation
+state gauges to a Prometheus Pushgateway after its run, also after a failed one:
+the daemon's gauges (revoke due, last success, pool keys and their expiry, key
+expiry, keys left valid, gate holders) read from the store and the issuer, and
+keywarden_rotation_last_run_timestamp_seconds{key,outcome} in place of the
+run counters; one group per key (job keywarden-rotate, rotation=KEY, and each
+--push-label), replaced as a whole. --dry-run pushes nothing.
 
 With a revoke_gate, the old key is revoked only once Prometheus has reported no
 consumer holding it (keywarden_key_info with its fingerprint) for the
@@ -132,6 +147,9 @@ answer.`,
 			}
 			c, err := loadConfig(cmd)
 			if err != nil {
+				return err
+			}
+			if o.Push, err = pushOptions(cmd, c, pushURL, pushLabels); err != nil {
 				return err
 			}
 			lg, err := logger(cmd)
@@ -159,13 +177,18 @@ answer.`,
 	f.BoolVar(&o.Run.BreakLease, "break-lease", false, "free the key's lease first, whoever holds it (logged, with an event), then run as usual: for a holder known dead")
 	f.BoolVar(&o.JSON, "json", false, "print one JSON result per key")
 	f.DurationVar(&o.Timeout, "timeout", 0, "give up after this long (default: no limit)")
+	f.StringVar(&pushURL, "push-gateway", "", "after the runs, push each key's rotation state gauges to this Prometheus Pushgateway (overrides rotator.push_gateway.url; \"off\" for none)")
+	f.StringToStringVar(&pushLabels, "push-label", nil, "NAME=VALUE added to each pushed group's grouping key, e.g. namespace=$(POD_NAMESPACE) (repeatable; added to rotator.push_gateway.labels)")
 	return cmd
 }
 
-// Rotate runs each selected key once and prints its result to w. It returns
-// the first failing key's error.
+// Rotate runs each selected key once and prints its result to w; with
+// o.Push it then pushes each key's state gauges (pushgw). It returns the
+// first failing key's error, or, when every run succeeded but a push
+// failed, that error with exit code cli.ExitFailed.
 func Rotate(ctx context.Context, c *config.Config, o RotateOptions, lg *slog.Logger, w io.Writer) error {
-	r, err := Build(ctx, c, BuildOptions{Keys: o.Keys, Logger: lg})
+	pm := pushMetrics(o)
+	r, err := Build(ctx, c, BuildOptions{Keys: o.Keys, Logger: lg, Metrics: pm.metrics})
 	if err != nil {
 		return err
 	}
@@ -177,6 +200,9 @@ func Rotate(ctx context.Context, c *config.Config, o RotateOptions, lg *slog.Log
 			first = err
 		}
 		printResult(w, res, err, o.JSON)
+	}
+	if perr := pushState(ctx, r, o, pm, lg); perr != nil && first == nil {
+		return cli.Exit(cli.ExitFailed, perr)
 	}
 	return first
 }

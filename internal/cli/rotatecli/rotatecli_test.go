@@ -73,7 +73,13 @@ func (e *env) seed(value string) {
 
 func (e *env) current() string {
 	e.t.Helper()
-	v, err := e.st.Read(context.Background(), "prod", driver.Current)
+	return e.currentOf("prod")
+}
+
+// currentOf returns the value of secret name's CURRENT version.
+func (e *env) currentOf(name string) string {
+	e.t.Helper()
+	v, err := e.st.Read(context.Background(), name, driver.Current)
 	if err != nil {
 		e.t.Fatal(err)
 	}

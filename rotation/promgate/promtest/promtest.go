@@ -36,19 +36,30 @@ type Server struct {
 // there is none, or fails it under CI=true.
 func Binary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("PROMETHEUS"); p != "" {
+	return Tool(t, "PROMETHEUS", "install-prometheus.sh", "prometheus")
+}
+
+// Tool returns the path of a binary a test needs: $env, or the first of
+// names on PATH, or the path the module's scripts/<script> prints (it
+// installs the binary when it can). It skips t when there is none, or
+// fails it under CI=true, where every tool must be there.
+func Tool(t testing.TB, env, script string, names ...string) string {
+	t.Helper()
+	if p := os.Getenv(env); p != "" {
 		return p
 	}
-	if p, err := exec.LookPath("prometheus"); err == nil {
-		return p
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
 	}
 	if root, err := moduleRoot(); err == nil {
-		out, err := exec.Command(filepath.Join(root, "scripts", "install-prometheus.sh")).Output()
+		out, err := exec.Command(filepath.Join(root, "scripts", script)).Output()
 		if p := strings.TrimSpace(string(out)); err == nil && p != "" {
 			return p
 		}
 	}
-	msg := "no prometheus binary: run scripts/install-prometheus.sh (as root) or set PROMETHEUS"
+	msg := fmt.Sprintf("no %s binary: run scripts/%s (as root) or set %s", names[0], script, env)
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
@@ -96,11 +107,22 @@ func Start(t testing.TB, scrape time.Duration, targets ...Target) *Server {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+	startProcess(t, bin, dir, "http://"+addr+"/-/ready", "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--web.console.templates="+dir, "--web.console.libraries="+dir)
-	logf, err := os.Create(filepath.Join(dir, "prometheus.log"))
+	return &Server{URL: "http://" + addr}
+}
+
+// startProcess runs bin with args, its output in dir, until the test ends,
+// and returns once ready answers 200 OK; it fails t when the process exits
+// first or is not ready within 60 s.
+func startProcess(t testing.TB, bin, dir, ready string, args ...string) {
+	t.Helper()
+	name := filepath.Base(bin)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, args...)
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -115,24 +137,23 @@ func Start(t testing.TB, scrape time.Duration, targets ...Target) *Server {
 		<-exited
 		logf.Close()
 	})
-	s := &Server{URL: "http://" + addr}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get(s.URL + "/-/ready")
+		resp, err := http.Get(ready)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return s
+				return
 			}
 		}
 		select {
 		case <-exited:
 			log, _ := os.ReadFile(logf.Name())
-			t.Fatalf("promtest: prometheus exited at start:\n%s", tail(string(log), 2000))
+			t.Fatalf("promtest: %s exited at start:\n%s", name, tail(string(log), 2000))
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("promtest: prometheus not ready within 60s")
+			t.Fatalf("promtest: %s not ready within 60s", name)
 		}
 	}
 }
