@@ -128,7 +128,10 @@ declare -A IDLE_RSS IDLE_ANON
 NGINX_PIDS=("$NGINX_PID" $(pgrep -P "$NGINX_PID" || true))
 PROXY_PIDS[nginx]="${NGINX_PIDS[*]}"
 PROXY_PIDS[nginx-tls]="${NGINX_PIDS[*]}"
-idle_mem() { read -r "IDLE_RSS[$1]" "IDLE_ANON[$1]" < <("$OUT/benchtool" rss -pid "${PROXY_PIDS[$1]}"); }
+idle_mem() {
+  read -r "IDLE_RSS[$1]" "IDLE_ANON[$1]" < <("$OUT/benchtool" rss -pid "${PROXY_PIDS[$1]}")
+  echo "${IDLE_RSS[$1]}" >"$OUT/idle-$1.kb"
+}
 RSS_TARGETS=(nginx sidecar nginx-tls sidecar-tls)
 [ -n "$BASE_BIN" ] && RSS_TARGETS+=(sidecar-base sidecar-base-tls)
 for t in "${RSS_TARGETS[@]}"; do idle_mem "$t"; done
@@ -252,5 +255,7 @@ for t in "${RSS_TARGETS[@]}"; do
   echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); a=sys.argv; print("| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d |" % (a[1], int(a[2])//1024, int(a[3])//1024, d["rss_kb_all_open"]//1024, d["anon_kb_all_open"]//1024, d["rss_kb_settled"]//1024, d["anon_kb_settled"]//1024, int(a[4])//1024, d["completed"], d["failed"]))' \
     "$t" "${IDLE_RSS[$t]}" "${IDLE_ANON[$t]}" "$after" >>"$report"
 done
+echo >>"$report"
+bench/targets.py "$OUT" >>"$report"
 cat "$report"
 echo >&2 "raw outputs in $OUT"
