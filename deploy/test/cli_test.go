@@ -9,10 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // keywarden builds the keywarden binary once per test binary.
@@ -61,6 +64,9 @@ func TestContainerArgs(t *testing.T) {
 		for _, w := range workloadsOf(r.objs) {
 			for _, c := range w.containers() {
 				if isKeywarden(c) {
+					for _, name := range unsetRefs(c) {
+						t.Errorf("%s in %s: the arguments use $(%s), which the container's env does not set (Kubernetes would pass it literally)", w, r.name, name)
+					}
 					seen[strings.Join(append(append([]string{}, c.Command...), c.Args...), " ")] = fmt.Sprintf("%s in %s", w, r.name)
 				}
 			}
@@ -81,6 +87,26 @@ func TestContainerArgs(t *testing.T) {
 		}
 	}
 }
+
+// unsetRefs returns the names of the $(NAME) references in c's command
+// and arguments that c's env does not define.
+func unsetRefs(c corev1.Container) []string {
+	set := map[string]bool{}
+	for _, e := range c.Env {
+		set[e.Name] = true
+	}
+	var out []string
+	for _, a := range append(append([]string{}, c.Command...), c.Args...) {
+		for _, m := range envRef.FindAllStringSubmatch(a, -1) {
+			if !set[m[1]] {
+				out = append(out, m[1])
+			}
+		}
+	}
+	return out
+}
+
+var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 
 // TestProbeEndpoints runs `keywarden sidecar` and `keywarden rotator` as the
 // manifests do (config file, health and metrics on a port of the pod IP,

@@ -28,7 +28,7 @@ var kustomizations = []struct {
 	{"overlays/development", map[string]int{"ConfigMap": 2, "CronJob": 2, "Deployment": 1, "NetworkPolicy": 3, "Service": 1, "ServiceAccount": 2}},
 	// The rotator runs as a daemon in staging: only the audit CronJob.
 	{"overlays/staging", map[string]int{"ConfigMap": 2, "CronJob": 1, "Deployment": 2, "NetworkPolicy": 4, "Service": 1, "ServiceAccount": 2}},
-	{"overlays/production", map[string]int{"ConfigMap": 2, "CronJob": 2, "Deployment": 1, "NetworkPolicy": 3, "PodDisruptionBudget": 1, "Service": 1, "ServiceAccount": 2}},
+	{"overlays/production", map[string]int{"ConfigMap": 2, "CronJob": 2, "Deployment": 1, "NetworkPolicy": 4, "PodDisruptionBudget": 1, "Service": 1, "ServiceAccount": 2}},
 	// Keyless: the application and its sidecar only; no rotator, no store.
 	{"overlays/keyless", map[string]int{"ConfigMap": 1, "Deployment": 1, "NetworkPolicy": 1, "Service": 1, "ServiceAccount": 1}},
 }
