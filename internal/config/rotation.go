@@ -519,13 +519,6 @@ func (r *Rotator) validate(path string, c *Config) []string {
 	if r.Webhook != nil {
 		errs = append(errs, r.Webhook.validate(path+".webhook")...)
 	}
-	if r.PushGateway != nil {
-		if r.PushGateway.URL == "" {
-			add("%s.push_gateway.url: required (e.g. http://pushgateway.monitoring:9091)", path)
-		} else if err := r.PushOptions().Check(); err != nil {
-			add("%s.push_gateway: %v", path, err)
-		}
-	}
 	return errs
 }
 

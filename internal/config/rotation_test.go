@@ -136,11 +136,17 @@ func TestRotationErrors(t *testing.T) {
 		{"lease", "keys: {p: {store: \"env://K\"}}\nrotator: {lease: 5s}\n", "rotator.lease: 5s is shorter than 10s"},
 		{"rotator metrics", "keys: {p: {store: \"env://K\"}}\nrotator: {metrics_listen: \"9788\"}\n", "rotator.metrics_listen: \"9788\" is not host:port"},
 		{"rotator webhook", "keys: {p: {store: \"env://K\"}}\nrotator: {webhook: {timeout: 1s}}\n", "rotator.webhook.url: missing"},
+		{"push gateway url", "keys: {p: {store: \"env://K\"}}\nrotator: {push_gateway: {timeout: 1s}}\n", "rotator.push_gateway.url: required"},
+		{"push gateway label", "keys: {p: {store: \"env://K\"}}\nrotator: {push_gateway: {url: \"http://pg:9091\", labels: {key: x}}}\n", `rotator.push_gateway: pushgw: label "key" is taken`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Parse([]byte(tc.doc))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v\nwant an error containing %q", err, tc.want)
+			}
+			// Each rule is said once.
+			if n := strings.Count(err.Error(), tc.want); n != 1 {
+				t.Fatalf("%q is said %d times in %v", tc.want, n, err)
 			}
 		})
 	}
