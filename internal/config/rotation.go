@@ -524,7 +524,7 @@ func (r *Rotator) validate(path string, c *Config) []string {
 
 func checkHTTPURL(add func(string, ...any), field, v string) {
 	u, err := url.Parse(v)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if err != nil || !netrule.IsHTTP(u) {
 		add("%s: %q is not an http(s) URL", field, v)
 		return
 	}

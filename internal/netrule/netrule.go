@@ -30,12 +30,18 @@ func IsLoopback(addr string) bool {
 	return err == nil && IsLoopbackHost(host)
 }
 
+// IsHTTP reports whether u is an absolute http or https URL with a host:
+// the shape every URL keywarden calls must have, secret or not.
+func IsHTTP(u *url.URL) bool {
+	return (u.Scheme == "https" || u.Scheme == "http") && u.Host != ""
+}
+
 // CheckSecure checks that u can carry a secret: https, or http to this
 // machine, with a host and no user info. Its error names neither u's user
 // info nor anything else of u; callers prefix what the URL is for.
 func CheckSecure(u *url.URL) error {
 	switch {
-	case u.Scheme != "https" && u.Scheme != "http" || u.Host == "" || u.Opaque != "":
+	case !IsHTTP(u): // a host means no opaque part
 		return fmt.Errorf("not an absolute http(s) URL")
 	case u.User != nil:
 		return fmt.Errorf("must not carry credentials (user info)")

@@ -23,6 +23,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/keywarden/keywarden/internal/netrule"
 	"github.com/keywarden/keywarden/rotation"
 )
 
@@ -71,7 +72,7 @@ func New(o Options) (*Client, error) {
 	switch {
 	case o.URL == "":
 		return nil, errors.New("promgate: no Prometheus URL")
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+	case err != nil || !netrule.IsHTTP(u):
 		return nil, fmt.Errorf("promgate: %q is not an http(s) URL", o.URL)
 	case u.User != nil:
 		return nil, errors.New("promgate: the Prometheus URL must not carry credentials; use bearer_token_file or basic_auth")

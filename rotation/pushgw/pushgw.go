@@ -27,6 +27,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/push"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
+
+	"github.com/keywarden/keywarden/internal/netrule"
 )
 
 // Job is the job label of every group keywarden pushes.
@@ -70,7 +72,7 @@ func (o Options) Check() error {
 	}
 	// The URL is not echoed before it is known to hold no credentials.
 	u, err := url.Parse(o.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if err != nil || !netrule.IsHTTP(u) {
 		return errors.New("pushgw: the Pushgateway URL is not an http(s) URL (e.g. http://pushgateway.monitoring:9091)")
 	}
 	if u.User != nil {
