@@ -40,11 +40,14 @@ var rateHeaders, rateNameMin, rateNameMax = func() (map[string]int, int, int) {
 			m[n], shortest, longest = i*3+k, min(shortest, len(n)), max(longest, len(n))
 		}
 	}
+	if longest > rateNameBuf {
+		panic("usage: a rate-limit header name is longer than rateNameBuf")
+	}
 	return m, shortest, longest
 }()
 
 // rateNameBuf holds a header name in lower case: a fixed size, so that it
-// stays on the stack.
+// stays on the stack (rateHeaders' start-up checks every name fits).
 const rateNameBuf = 64
 
 // Add reads one header line of a response: if name is one of the

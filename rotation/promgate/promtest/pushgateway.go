@@ -37,7 +37,7 @@ type Sample struct {
 	Value  float64
 }
 
-// Samples returns the gauge and untyped series the gateway serves on
+// Samples returns the gauge, counter and untyped series the gateway serves on
 // /metrics (what was pushed, and its own push_time_seconds and
 // push_failure_time_seconds per group), and the body as text.
 func (p *Pushgateway) Samples(t testing.TB) ([]Sample, string) {
