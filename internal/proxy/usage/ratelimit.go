@@ -28,16 +28,20 @@ type RateLimits [4]RateLimit
 // RateLimit's fields.
 var rateKinds = [3]string{"limit", "remaining", "reset"}
 
-// rateHeaders maps each rate-limit header's lower-case name,
+// rateHeaders maps each rate-limit header's name,
 // anthropic-ratelimit-{resource}-{kind}, to its resource (RateResources
-// index) times 3 plus its kind (rateKinds index); rateNameMin and
-// rateNameMax are the shortest and longest names' lengths.
+// index) times 3 plus its kind (rateKinds index), in the two spellings
+// answers carry: lower case (the Claude API's) and canonical
+// (Anthropic-Ratelimit-Requests-Limit: Go's net/http and other servers
+// that write header names as net/http.CanonicalHeaderKey does).
+// rateNameMin and rateNameMax are the shortest and longest names' lengths.
 var rateHeaders, rateNameMin, rateNameMax = func() (map[string]int, int, int) {
 	m, shortest, longest := map[string]int{}, 1<<30, 0
 	for i, r := range RateResources {
 		for k, kind := range rateKinds {
 			n := "anthropic-ratelimit-" + r + "-" + kind
-			m[n], shortest, longest = i*3+k, min(shortest, len(n)), max(longest, len(n))
+			m[n], m[canonical(n)] = i*3+k, i*3+k
+			shortest, longest = min(shortest, len(n)), max(longest, len(n))
 		}
 	}
 	if longest > rateNameBuf {
@@ -45,6 +49,19 @@ var rateHeaders, rateNameMin, rateNameMax = func() (map[string]int, int, int) {
 	}
 	return m, shortest, longest
 }()
+
+// canonical returns the lower-case header name n as
+// net/http.CanonicalHeaderKey writes it: each letter after a hyphen, and
+// the first, in upper case.
+func canonical(n string) string {
+	b := []byte(n)
+	for i, c := range b {
+		if (i == 0 || b[i-1] == '-') && 'a' <= c && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
 
 // rateNameBuf holds a header name in lower case: a fixed size, so that it
 // stays on the stack (rateHeaders' start-up checks every name fits).
@@ -57,8 +74,8 @@ const rateNameBuf = 64
 // that is neither is left out). It reports whether name was one. Nothing
 // is kept of name or value. The proxy calls it for each line as it copies
 // an answer's header: one pass; a name of another length or first letter
-// costs no lookup, a lower-case one (the API's spelling) one, any other
-// two.
+// costs no lookup, a lower-case (the API's spelling) or canonical one one,
+// any other two.
 func (rl *RateLimits) Add(name, value []byte) bool {
 	if !enabled || len(name) < rateNameMin || len(name) > rateNameMax || name[0]|0x20 != 'a' {
 		return false
