@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net/http"
 	"slices"
 )
 
@@ -15,10 +14,13 @@ import (
 // http.RoundTripper (the sidecar's upstream engine). Transport.RoundTrip
 // follows the same course, so the library and the sidecar share one rule:
 //
-//	a, err := t.Begin(ctx, h)         // the key goes into h
+//	a, err := t.Begin(ctx, h)         // the key goes into h (Fields)
 //	... send; on a 401 ...
 //	next, kind := a.Rejected(ctx, body, classified, replayable)
 //	if next != nil { a.Retry(h2, next, kind); send again }
+//
+// h is the request's header as Fields: HTTPFields(req.Header) for an
+// http.Request, or the engine's own.
 //
 // An Attempt is used by one request at a time.
 type Attempt struct {
@@ -33,7 +35,7 @@ func (a *Attempt) Key() *Key { return a.key }
 // Begin takes the key for a request and sets the auth and version headers
 // on h (see SetHeaders). A short-lived token within its last moments, or
 // expired, is waited for first: one is never sent past its expiry.
-func (t *Transport) Begin(ctx context.Context, h http.Header) (Attempt, error) {
+func (t *Transport) Begin(ctx context.Context, h Fields) (Attempt, error) {
 	t.init()
 	if t.Source == nil {
 		return Attempt{}, errors.New("providers: Transport has no Source")
@@ -80,8 +82,8 @@ func (a *Attempt) Rejected(ctx context.Context, body []byte, classified, replaya
 }
 
 // Retry reports the retry with next (of the kind Rejected returned) and
-// sets its headers on h, the retry's own header map.
-func (a *Attempt) Retry(h http.Header, next *Key, kind EventKind) {
+// sets its headers on h, the retry's own header.
+func (a *Attempt) Retry(h Fields, next *Key, kind EventKind) {
 	a.t.emit(Event{Kind: kind, Key: next})
 	a.t.setHeaders(h, next)
 }

@@ -322,7 +322,7 @@ func TestMergeOAuthBeta(t *testing.T) {
 		if tc.in != nil {
 			h[hdrBeta] = tc.in
 		}
-		mergeOAuthBeta(h)
+		mergeOAuthBeta(HTTPFields(h))
 		if fmt.Sprint(h[hdrBeta]) != fmt.Sprint(tc.want) {
 			t.Errorf("merge(%q) = %q, want %q", tc.in, h[hdrBeta], tc.want)
 		}

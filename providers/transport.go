@@ -239,7 +239,7 @@ func (t *Transport) roundTrip(out *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := t.Begin(out.Context(), out.Header)
+	a, err := t.Begin(out.Context(), HTTPFields(out.Header))
 	if err != nil {
 		closeBody(out)
 		return nil, err
@@ -260,7 +260,7 @@ func (t *Transport) roundTrip(out *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	_ = resp.Body.Close()
-	a.Retry(retry.Header, next, kind)
+	a.Retry(HTTPFields(retry.Header), next, kind)
 	return t.base().RoundTrip(retry)
 }
 
@@ -294,22 +294,49 @@ func (t *Transport) emit(ev Event) {
 	}
 }
 
+// Fields is a request's header as the key rule reads and changes it (see
+// Attempt): fields by canonical name (as net/http.CanonicalHeaderKey
+// writes it), each with its values. HTTPFields makes an http.Header one; an
+// engine that keeps a request's header its own way implements it there.
+type Fields interface {
+	// Values returns the values of the field name, or nil when absent.
+	Values(name string) []string
+	// Replace sets the values of the field name to vs, adding the field
+	// when absent. vs may be shared: neither side changes it afterwards.
+	Replace(name string, vs []string)
+	// Del removes the field name.
+	Del(name string)
+}
+
+// HTTPFields is an http.Header as Fields: the names it is given are
+// canonical already, so they are used as map keys as they are.
+type HTTPFields http.Header
+
+// Values returns h[name].
+func (h HTTPFields) Values(name string) []string { return h[name] }
+
+// Replace sets h[name] to vs.
+func (h HTTPFields) Replace(name string, vs []string) { h[name] = vs }
+
+// Del deletes h[name].
+func (h HTTPFields) Del(name string) { delete(h, name) }
+
 // setHeaders puts k in the auth header, removes the other auth header, and
 // applies the version policy. The values are shared slices: no allocation.
-func (t *Transport) setHeaders(h http.Header, k *Key) {
+func (t *Transport) setHeaders(h Fields, k *Key) {
 	if k.OAuth {
-		delete(h, hdrAPIKey)
-		h[hdrAuth] = t.bearerHeader(k)
+		h.Del(hdrAPIKey)
+		h.Replace(hdrAuth, t.bearerHeader(k))
 		mergeOAuthBeta(h)
 	} else if t.Auth == AuthBearer {
-		delete(h, hdrAPIKey)
-		h[hdrAuth] = t.bearerHeader(k)
+		h.Del(hdrAPIKey)
+		h.Replace(hdrAuth, t.bearerHeader(k))
 	} else {
-		delete(h, hdrAuth)
-		h[hdrAPIKey] = k.HeaderValue()
+		h.Del(hdrAuth)
+		h.Replace(hdrAPIKey, k.HeaderValue())
 	}
-	if t.version != nil && (t.VersionPolicy == VersionEnforce || len(h[hdrVersion]) == 0) {
-		h[hdrVersion] = t.version
+	if t.version != nil && (t.VersionPolicy == VersionEnforce || len(h.Values(hdrVersion)) == 0) {
+		h.Replace(hdrVersion, t.version)
 	}
 }
 
@@ -335,17 +362,17 @@ var oauthBetaValue = []string{OAuthBeta}
 // mergeOAuthBeta adds OAuthBeta to the client's anthropic-beta values: the
 // client's own values are kept in their order, and OAuthBeta is not added
 // twice. Several header lines are joined into one comma-separated line.
-func mergeOAuthBeta(h http.Header) {
+func mergeOAuthBeta(h Fields) {
 	const beta = OAuthBeta
-	vs := h[hdrBeta]
+	vs := h.Values(hdrBeta)
 	if len(vs) == 0 || (len(vs) == 1 && strings.TrimSpace(vs[0]) == "") {
-		h[hdrBeta] = oauthBetaValue
+		h.Replace(hdrBeta, oauthBetaValue)
 		return
 	}
 	if len(vs) == 1 && !strings.Contains(vs[0], beta) {
 		// The common case: one line without it; append, keeping the
 		// client's spelling.
-		h[hdrBeta] = []string{strings.TrimRight(vs[0], ", \t") + "," + beta}
+		h.Replace(hdrBeta, []string{strings.TrimRight(vs[0], ", \t") + "," + beta})
 		return
 	}
 	var b strings.Builder
@@ -371,7 +398,7 @@ func mergeOAuthBeta(h http.Header) {
 		b.WriteByte(',')
 	}
 	b.WriteString(beta)
-	h[hdrBeta] = []string{b.String()}
+	h.Replace(hdrBeta, []string{b.String()})
 }
 
 // prepareBody makes out's body replayable when it can be: it reports true

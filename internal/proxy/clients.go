@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
-	"net/http"
 	"strings"
 
 	"github.com/keywarden/keywarden/internal/proxy/settings"
@@ -82,7 +81,7 @@ func (p *Proxy) tokens() bool {
 // matches. The token's digest is compared with every client's in constant
 // time, so that neither a token, its length nor which client matched
 // leaks through timing.
-func (p *Proxy) identify(h http.Header) (idx int, ok bool) {
+func (p *Proxy) identify(h *fields) (idx int, ok bool) {
 	tok, found := presentedToken(h)
 	if !found {
 		return 0, false
@@ -97,14 +96,14 @@ func (p *Proxy) identify(h http.Header) (idx int, ok bool) {
 	return match, match >= 0
 }
 
-func presentedToken(h http.Header) (string, bool) {
-	if v := h[TokenHeader]; len(v) == 1 {
+func presentedToken(h *fields) (string, bool) {
+	if v := h.Values(TokenHeader); len(v) == 1 {
 		return v[0], true
 	}
-	if v := h["X-Api-Key"]; len(v) == 1 {
+	if v := h.Values("X-Api-Key"); len(v) == 1 {
 		return v[0], true
 	}
-	if v := h["Authorization"]; len(v) == 1 && len(v[0]) > 7 && strings.EqualFold(v[0][:7], "bearer ") {
+	if v := h.Values("Authorization"); len(v) == 1 && len(v[0]) > 7 && strings.EqualFold(v[0][:7], "bearer ") {
 		return v[0][7:], true
 	}
 	return "", false

@@ -80,7 +80,7 @@ type clientConn struct {
 	state atomic.Int32
 
 	req  *fasthttp.RequestHeader // lent while a stream is parked (see lendRequest)
-	hdr  http.Header             // req's fields, for the key rule and the guards
+	hdr  fields                  // req's fields, for the key rule and the guards
 	vals []string                // backing store of hdr's values
 	body bodyReader
 	out  *fasthttp.ResponseHeader // the answer's, until written (see header)
@@ -155,7 +155,7 @@ func (cc *clientConn) continueIfAsked() {
 			_ = cc.w().Flush()
 		}
 	}
-	delete(cc.hdr, "Expect")
+	cc.hdr.Del("Expect")
 }
 
 // readTrailers reads the trailer section of a chunked body up to its
@@ -282,7 +282,7 @@ func (cc *clientConn) begin() {
 	cc.close = cc.req.ConnectionClose() || cc.srv.closing.Load()
 	cc.lendHeader() // left by an answer cut before its header was written
 	cc.fillHeader()
-	if v := cc.hdr["Expect"]; len(v) > 0 {
+	if v := cc.hdr.Values("Expect"); len(v) > 0 {
 		cc.expect = strings.EqualFold(v[0], "100-continue")
 	} else {
 		cc.expect = false
@@ -350,10 +350,6 @@ var newChunkedReader = httputil.NewChunkedReader
 // change them there. Names and values share one allocation, written once
 // and never changed (the strings are views of it).
 func (cc *clientConn) fillHeader() {
-	if cc.hdr == nil {
-		cc.hdr = http.Header{} // dropped while a stream was parked
-	}
-	clear(cc.hdr)
 	n, size := 0, 0
 	for k, v := range cc.req.All() {
 		n++
@@ -364,16 +360,13 @@ func (cc *clientConn) fillHeader() {
 		cc.vals = make([]string, n)
 	}
 	vals, i := cc.vals[:n], 0
+	cc.hdr = cc.hdr[:0]
+	index := newFieldsIndex(n)
 	for k, v := range cc.req.All() {
 		start := len(arena)
 		arena = append(append(arena, k...), v...)
-		key := view(arena[start : start+len(k)])
 		vals[i] = view(arena[start+len(k):])
-		if old := cc.hdr[key]; old != nil {
-			cc.hdr[key] = append(old[:len(old):len(old)], vals[i])
-		} else {
-			cc.hdr[key] = vals[i : i+1 : i+1]
-		}
+		cc.hdr.add(view(arena[start:start+len(k)]), vals[i:i+1:i+1], index)
 		i++
 	}
 }
@@ -745,7 +738,7 @@ func (cc *clientConn) releaseReader() {
 // newClientConn wraps an accepted connection.
 func newClientConn(s *Server, h handler, c net.Conn) *clientConn {
 	c = withRawIO(c)
-	cc := &clientConn{Conn: c, srv: s, h: h, hdr: http.Header{}, addr: c.RemoteAddr().String()}
+	cc := &clientConn{Conn: c, srv: s, h: h, addr: c.RemoteAddr().String()}
 	cc.goneFn, cc.sendFn = cc.gone, cc.sendPending
 	if rc, ok := c.(*rawConn); ok {
 		rc.whileFull = cc.whileFull

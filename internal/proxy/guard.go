@@ -64,13 +64,8 @@ func ClientAddressHeader(name string) bool {
 
 // stripClientHeaders removes the client token and every client-address
 // header from h.
-func stripClientHeaders(h http.Header) {
-	delete(h, TokenHeader)
-	for name := range h {
-		if ClientAddressHeader(name) {
-			delete(h, name)
-		}
-	}
+func stripClientHeaders(h *fields) {
+	h.drop(func(name string) bool { return name == TokenHeader || ClientAddressHeader(name) })
 }
 
 // cleanPath reports whether p is a plain absolute path: no empty, "." or

@@ -333,7 +333,7 @@ type handler struct {
 type request struct {
 	method string
 	url    *url.URL // path (decoded) and query (url.ParseRequestURI, as net/http's server)
-	header http.Header
+	header *fields
 	addr   string // the client's address
 }
 
@@ -356,7 +356,7 @@ func (h handler) serve(cc *clientConn) {
 		p.refuse(cc, p.refused, &errBadTarget)
 		return
 	}
-	r := &request{method: method, url: u, header: cc.hdr, addr: cc.addr}
+	r := &request{method: method, url: u, header: &cc.hdr, addr: cc.addr}
 	ci := 0
 	if p.tokens() {
 		var ok bool
@@ -417,7 +417,7 @@ func (h handler) serve(cc *clientConn) {
 		// (downloads: lists, batch results, file contents), where the
 		// client's compression is kept. identity, not no header: without
 		// one any coding is acceptable (RFC 9110, 12.5.3).
-		r.header["Accept-Encoding"] = hdrIdentity
+		r.header.Replace("Accept-Encoding", hdrIdentity)
 	}
 	if path != u.Path {
 		u.Path, u.RawPath = path, "" // the prefix removed, as http.StripPrefix does

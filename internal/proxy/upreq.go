@@ -47,14 +47,15 @@ var errInvalidHeader = errors.New("proxy: invalid header field")
 // It fails on a header name or value that is not valid HTTP, as net/http's
 // client does. Content-Length is sent as fasthttp's client sends it: for a
 // body, and for every method but GET and HEAD even when empty.
-func (u *upstreamTarget) fillRequest(req *upRequest, method string, target []byte, h http.Header, body []byte, stream io.Reader, size int64) error {
+func (u *upstreamTarget) fillRequest(req *upRequest, method string, target []byte, h fields, body []byte, stream io.Reader, size int64) error {
 	b := append(req.head[:0], method...)
 	b = append(b, ' ')
 	b = append(b, target...)
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, u.pool.host...)
 	b = append(b, "\r\n"...)
-	for k, vs := range h {
+	for _, f := range h {
+		k, vs := f.name, f.vals
 		switch k {
 		case "Host", "Content-Length":
 			continue

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -873,19 +874,17 @@ func connectionListed(h *fasthttp.ResponseHeader) string {
 
 // removeHopHeaders removes the hop-by-hop headers from h, and those named
 // in its Connection header.
-func removeHopHeaders(h http.Header) {
-	for _, v := range h["Connection"] {
+func removeHopHeaders(h *fields) {
+	for _, v := range h.Values("Connection") {
 		deleteListed(h, v)
 	}
-	for _, n := range hopHeaders {
-		delete(h, n)
-	}
+	h.drop(func(name string) bool { return slices.Contains(hopHeaders, name) })
 }
 
 // deleteListed deletes from h the headers named in the list v (the value
 // of a Connection header).
-func deleteListed(h http.Header, v string) {
-	eachListed(v, func(name string) { delete(h, http.CanonicalHeaderKey(name)) })
+func deleteListed(h *fields, v string) {
+	eachListed(v, func(name string) { h.Del(http.CanonicalHeaderKey(name)) })
 }
 
 // eachListed calls f with each header name in the list v (the value of a
@@ -976,7 +975,7 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 		}
 	}()
 	bb.uri = rt.target.requestURI(bb.uri, r.url.EscapedPath(), r.url.RawQuery)
-	if err := rt.target.fillRequest(req, r.method, bb.uri, h, kept, rest, size); err != nil {
+	if err := rt.target.fillRequest(req, r.method, bb.uri, *h, kept, rest, size); err != nil {
 		if mw != nil {
 			mw.own = true
 		}
@@ -1008,7 +1007,7 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 		if next != nil {
 			x.done(classified)
 			a.Retry(h, next, kind)
-			_ = rt.target.fillRequest(req, r.method, bb.uri, h, kept, nil, size) // checked above
+			_ = rt.target.fillRequest(req, r.method, bb.uri, *h, kept, nil, size) // checked above
 			start = time.Now()
 			x, err = rt.target.pool.send(ctx, req, resp, p.opts.HeaderTimeout, replayable, cc.goneFn)
 			rt.m.ObserveSince(start)
