@@ -332,7 +332,7 @@ type handler struct {
 // request is what the guards and the forwarding read of a request.
 type request struct {
 	method string
-	url    *url.URL // path (decoded) and query (url.ParseRequestURI, as net/http's server)
+	url    url.URL // path (decoded) and query (parseTarget: url.ParseRequestURI's reading, as net/http's server)
 	header *fields
 	addr   string // the client's address
 }
@@ -351,12 +351,12 @@ func (h handler) serve(cc *clientConn) {
 		p.refuse(cc, p.refused, &errNotProxy)
 		return
 	}
-	u, err := url.ParseRequestURI(string(uri))
-	if err != nil {
+	r := &request{method: method, header: &cc.hdr, addr: cc.addr}
+	if parseTarget(string(uri), &r.url) != nil {
 		p.refuse(cc, p.refused, &errBadTarget)
 		return
 	}
-	r := &request{method: method, url: u, header: &cc.hdr, addr: cc.addr}
+	u := &r.url
 	ci := 0
 	if p.tokens() {
 		var ok bool

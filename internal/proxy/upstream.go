@@ -551,13 +551,14 @@ func (c *upConn) readHeader(resp *fasthttp.Response, end time.Time, gone func() 
 		if err := c.awaitHeader(end, gone); err != nil {
 			return err
 		}
-		err := resp.Header.Read(c.br)
-		var small *fasthttp.ErrSmallBuffer
-		if errors.As(err, &small) && c.br.Size() < upMaxHeaderSize {
-			c.br = bufio.NewReaderSize(c.br, upMaxHeaderSize) // reads what the small one holds first
-			continue
-		}
-		if err != nil {
+		if err := resp.Header.Read(c.br); err != nil {
+			// (small is declared here, not before: errors.As moves it to
+			// the heap, and a request without an error allocates nothing.)
+			var small *fasthttp.ErrSmallBuffer
+			if errors.As(err, &small) && c.br.Size() < upMaxHeaderSize {
+				c.br = bufio.NewReaderSize(c.br, upMaxHeaderSize) // reads what the small one holds first
+				continue
+			}
 			return err
 		}
 		status := resp.Header.StatusCode()
@@ -782,6 +783,26 @@ func (x *exchange) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readFull reads the answer's body into p until p is full or the body
+// ends, as io.ReadFull does (io.EOF when nothing was read,
+// io.ErrUnexpectedEOF when part of p was): a method, so that the exchange
+// is not passed as an io.Reader, which would move every request's exchange
+// to the heap for the sake of a 401.
+func (x *exchange) readFull(p []byte) (n int, err error) {
+	for n < len(p) && err == nil {
+		var m int
+		m, err = x.Read(p[n:])
+		n += m
+	}
+	switch {
+	case n == len(p):
+		return n, nil
+	case n > 0 && err == io.EOF:
+		return n, io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
 // wait waits until the upstream sent more of the body (or its end), when
 // none is buffered, asking every watchTick whether the client went away.
 func (x *exchange) wait() error {
@@ -1000,7 +1021,7 @@ func (p *Proxy) forward(rt *route, cc *clientConn, r *request, mw *meterWriter) 
 	if resp.StatusCode() == http.StatusUnauthorized {
 		eb := errBufs.Get().(*[providers.MaxErrorBody + 1]byte)
 		defer errBufs.Put(eb)
-		n, err := io.ReadFull(&x, eb[:])
+		n, err := x.readFull(eb[:])
 		prefix = eb[:n]
 		classified := err == io.EOF || err == io.ErrUnexpectedEOF
 		next, kind := a.Rejected(ctx, prefix, classified, replayable)

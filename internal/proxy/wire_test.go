@@ -10,10 +10,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/keywarden/keywarden/internal/proxy"
+	"github.com/keywarden/keywarden/providers"
 )
 
 // The client side of the wire, byte by byte, over real sockets: what a
@@ -361,5 +363,42 @@ func TestUpstreamRequestFraming(t *testing.T) {
 				t.Fatalf("upstream got %d bytes of body, not the client's %d", s.n, len(tc.body))
 			}
 		})
+	}
+}
+
+// TestUnauthorizedBodyBound: a 401 is classified by the start of its body,
+// at most providers.MaxErrorBody bytes. A rejection of that size is
+// classified, so the request goes again with the rotated key; one byte
+// larger, it cannot be, and stands as the upstream sent it, whole. (The
+// boundary of io.ReadFull's reading, which the proxy's own loop keeps.)
+func TestUnauthorizedBodyBound(t *testing.T) {
+	for _, tc := range []struct {
+		size  int
+		retry bool
+	}{{providers.MaxErrorBody, true}, {providers.MaxErrorBody + 1, false}, {3 * providers.MaxErrorBody, false}} {
+		rejection := `{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}`
+		rejection += strings.Repeat(" ", tc.size-len(rejection))
+		var calls atomic.Int32
+		up := newUpstreamFunc(t, func(w http.ResponseWriter, r *http.Request) {
+			calls.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			if r.Header.Get("X-Api-Key") != keyB {
+				w.WriteHeader(http.StatusUnauthorized)
+				io.WriteString(w, rejection)
+				return
+			}
+			io.WriteString(w, `{"ok":true}`)
+		})
+		e := newEnv(t, up, nil)
+		e.store.rotate(t, keyB)
+		code, _, body := e.do(t, "POST", "/v1/messages", msgBody)
+		switch {
+		case tc.retry && (code != 200 || calls.Load() != 2):
+			t.Errorf("a %d-byte rejection: %d after %d upstream calls, want 200 after 2", tc.size, code, calls.Load())
+		case !tc.retry && (code != 401 || body != rejection || calls.Load() != 1):
+			t.Errorf("a %d-byte rejection: %d (%d body bytes, whole %v) after %d upstream calls, want it as sent after 1",
+				tc.size, code, len(body), body == rejection, calls.Load())
+		}
+		e.assertNoKeys(t)
 	}
 }
