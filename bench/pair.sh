@@ -5,7 +5,10 @@
 # falls on both alike; each round prints both CPU costs per request and
 # their ratio, and the last line the median ratio. Load runs with one
 # build per round (run.sh) move 20-40% round to round on this kind of
-# machine; the paired ratio moves a few percent.
+# machine; the paired ratio moves a few percent. One slot can read a few
+# percent lower than the other (one binary in both slots: 0.972 over 20
+# rounds, single rounds 0.95-1.09): for a difference under about 5%, run
+# both orders (a b, then b a) and the A/A (a a), as docs/benchmarks.md does.
 #
 #   bench/pair.sh OLD_BINARY NEW_BINARY          # 10 rounds of 4s
 #   ROUNDS=15 DURATION=6s bench/pair.sh a b
