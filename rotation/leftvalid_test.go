@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/file"
@@ -101,18 +103,35 @@ func (w *leftValidWorld) status() *rotation.KeyStatus {
 // gauge reads keywarden_rotation_keys_left_valid{key="k"} (-1: absent).
 func (w *leftValidWorld) gauge() float64 {
 	w.t.Helper()
+	if v, ok := w.sample("keywarden_rotation_keys_left_valid", nil); ok {
+		return v
+	}
+	return -1
+}
+
+// sample returns the value of the first series of the gauge name whose
+// labels include want.
+func (w *leftValidWorld) sample(name string, want map[string]string) (float64, bool) {
+	w.t.Helper()
 	mfs, err := w.reg.Gather()
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "keywarden_rotation_keys_left_valid" {
-			for _, m := range mf.GetMetric() {
-				return m.GetGauge().GetValue()
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for n, v := range want {
+				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == n && l.GetValue() == v }) {
+					continue series
+				}
 			}
+			return m.GetGauge().GetValue(), true
 		}
 	}
-	return -1
+	return 0, false
 }
 
 // noValues checks that no key value the ledger minted appears in s.
@@ -266,6 +285,11 @@ func TestLeftValidNoID(t *testing.T) {
 	}
 	if len(w.status().LeftValid) != 0 || w.gauge() != 0 {
 		t.Fatal("not forgotten")
+	}
+	// The forget is a run: its last_run series is there (rotate
+	// --push-gateway replaces the key's group with what a run recorded).
+	if v, _ := w.sample("keywarden_rotation_last_run_timestamp_seconds", map[string]string{"key": "k", "outcome": rotation.OutcomeLeftValidForgotten}); v != float64(w.clock.Now().Unix()) {
+		t.Fatalf("last run of the forget: %v, want %d", v, w.clock.Now().Unix())
 	}
 	w.noValues("the log", w.logs.String())
 }

@@ -324,7 +324,16 @@ func (r *Rotator) Run(ctx context.Context, name string, o RunOptions) (*Result, 
 			return &Result{Key: name, Outcome: KindConfig.String(), Message: err.Error()}, err
 		}
 		if o.ForgetLeftValid != "" {
-			return r.ForgetLeftValid(ctx, name, o.ForgetLeftValid)
+			// Recorded as a run like any other (last_run's series, which a
+			// push of the key's state would otherwise drop).
+			begun := r.opts.Now()
+			res, err := r.ForgetLeftValid(ctx, name, o.ForgetLeftValid)
+			if err != nil && res.Outcome == "" {
+				res.Outcome, res.Message = KindOf(err).String(), err.Error()
+			}
+			res.Active = r.opts.Now().Sub(begun)
+			r.opts.Metrics.run(name, res.Outcome, r.opts.Now(), res.Active)
+			return res, err
 		}
 	}
 	ru := &run{r: r, k: k, o: o, begun: r.opts.Now(), res: &Result{Key: name}}
