@@ -329,7 +329,10 @@ func (r *Rotator) Run(ctx context.Context, name string, o RunOptions) (*Result, 
 			begun := r.opts.Now()
 			res, err := r.ForgetLeftValid(ctx, name, o.ForgetLeftValid)
 			if err != nil && res.Outcome == "" {
-				res.Outcome, res.Message = KindOf(err).String(), err.Error()
+				// The outcome only: the error may quote what the operator
+				// typed (a key pasted by mistake), and the CLI prints it
+				// redacted; a Message would print it as it is.
+				res.Outcome = KindOf(err).String()
 			}
 			res.Active = r.opts.Now().Sub(begun)
 			r.opts.Metrics.run(name, res.Outcome, r.opts.Now(), res.Active)
