@@ -334,8 +334,9 @@ func (r *Rotator) Run(ctx context.Context, name string, o RunOptions) (*Result, 
 				// redacted; a Message would print it as it is.
 				res.Outcome = KindOf(err).String()
 			}
-			res.Active = r.opts.Now().Sub(begun)
-			r.opts.Metrics.run(name, res.Outcome, r.opts.Now(), res.Active)
+			end := r.opts.Now()
+			res.Active = end.Sub(begun)
+			r.opts.Metrics.run(name, res.Outcome, end, res.Active)
 			return res, err
 		}
 	}

@@ -1,5 +1,7 @@
 package proxy
 
+import "slices"
+
 // fields is a request's header as the guards and the key rule read and
 // change it (providers.Fields): each name once, in canonical form
 // (fasthttp writes the request's names as net/http.CanonicalHeaderKey
@@ -80,22 +82,16 @@ func (f *fields) Replace(name string, vs []string) {
 	*f = append(*f, field{name: name, vals: vs})
 }
 
-// Del removes the field name, keeping the others' order.
+// Del removes the field name, keeping the others' order (slices.Delete
+// clears the freed slot: no view of a dropped value stays reachable).
 func (f *fields) Del(name string) {
 	if i := f.index(name); i >= 0 {
-		*f = append((*f)[:i], (*f)[i+1:]...)
+		*f = slices.Delete(*f, i, i+1)
 	}
 }
 
 // drop removes every field whose name gone reports, keeping the others'
 // order: one pass over the fields.
 func (f *fields) drop(gone func(name string) bool) {
-	kept := (*f)[:0]
-	for _, fl := range *f {
-		if !gone(fl.name) {
-			kept = append(kept, fl)
-		}
-	}
-	clear((*f)[len(kept):]) // no view of a dropped value stays reachable
-	*f = kept
+	*f = slices.DeleteFunc(*f, func(fl field) bool { return gone(fl.name) })
 }

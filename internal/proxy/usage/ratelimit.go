@@ -1,6 +1,7 @@
 package usage
 
 import (
+	"net/textproto"
 	"strconv"
 	"time"
 	"unsafe"
@@ -40,7 +41,7 @@ var rateHeaders, rateNameMin, rateNameMax = func() (map[string]int, int, int) {
 	for i, r := range RateResources {
 		for k, kind := range rateKinds {
 			n := "anthropic-ratelimit-" + r + "-" + kind
-			m[n], m[canonical(n)] = i*3+k, i*3+k
+			m[n], m[textproto.CanonicalMIMEHeaderKey(n)] = i*3+k, i*3+k
 			shortest, longest = min(shortest, len(n)), max(longest, len(n))
 		}
 	}
@@ -49,19 +50,6 @@ var rateHeaders, rateNameMin, rateNameMax = func() (map[string]int, int, int) {
 	}
 	return m, shortest, longest
 }()
-
-// canonical returns the lower-case header name n as
-// net/http.CanonicalHeaderKey writes it: each letter after a hyphen, and
-// the first, in upper case.
-func canonical(n string) string {
-	b := []byte(n)
-	for i, c := range b {
-		if (i == 0 || b[i-1] == '-') && 'a' <= c && c <= 'z' {
-			b[i] = c - 'a' + 'A'
-		}
-	}
-	return string(b)
-}
 
 // rateNameBuf holds a header name in lower case: a fixed size, so that it
 // stays on the stack (rateHeaders' start-up checks every name fits).
