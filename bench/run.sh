@@ -20,6 +20,9 @@ STREAMS=${STREAMS:-1000}
 HOLD=${HOLD:-10s}
 TTFB_N=${TTFB_N:-2000}
 LAT_D=${LAT_D:-5s}
+# SCRIPT: the wrk script of the throughput part: bench/post.lua (three
+# headers) or bench/sdk.lua (the fifteen the Python SDK sends).
+SCRIPT=${SCRIPT:-bench/post.lua}
 PORT0=${PORT0:-18080} # uses PORT0 .. PORT0+19 (+23 with BASE_BIN)
 # BASE_BIN: another keywarden binary (e.g. an earlier commit's) run side by
 # side as sidecar-base and sidecar-base-tls, for a before/after in one run.
@@ -164,7 +167,7 @@ report="$OUT/report.md"
   echo "## Load run $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
   echo "$(nproc) cores, $(uname -r), $(go version | cut -d' ' -f3), $(nginx -v 2>&1 | cut -d' ' -f3), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)."
-  echo "wrk -t$THREADS -c$CONNS -d$DURATION, POST /v1/messages (~250-byte JSON answer), $ROUNDS rounds interleaved."
+  echo "wrk -t$THREADS -c$CONNS -d$DURATION, POST /v1/messages ($SCRIPT; ~250-byte JSON answer), $ROUNDS rounds interleaved."
   echo "\`*-tls\`: the upstream is HTTPS (HTTP/1.1, a generated CA); the proxies listen on plain HTTP."
   echo "\`sidecar-noacct\`: the sidecar built with \`-tags keywarden_nousage\` (usage accounting off)."
   echo "\`fasthttp-min\`: the floor, \`benchtool minproxy\` (the smallest fasthttp proxy: the same injection, none of the sidecar's work)."
@@ -178,14 +181,14 @@ report="$OUT/report.md"
 } >"$report"
 
 # Warm every path once.
-for t in "${TARGETS[@]}"; do wrk -t1 -c8 -d2s -s bench/post.lua "${URL[$t]}/v1/messages" >/dev/null; done
+for t in "${TARGETS[@]}"; do wrk -t1 -c8 -d2s -s "$SCRIPT" "${URL[$t]}/v1/messages" >/dev/null; done
 
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     f="$OUT/wrk-$t-$r.txt"
     c0=0; [ -n "${PROXY_PIDS[$t]}" ] && c0=$(cpu_ticks ${PROXY_PIDS[$t]})
     s0=$(steal_ticks)
-    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s bench/post.lua "${URL[$t]}/v1/messages" >"$f"
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$SCRIPT" "${URL[$t]}/v1/messages" >"$f"
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
     p50=$(awk '$1=="50%" {print $2}' "$f" | to_ms)
     p99=$(awk '$1=="99%" {print $2}' "$f" | to_ms)
