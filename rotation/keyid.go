@@ -4,9 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
-	"unicode"
 
+	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
 )
@@ -44,8 +43,14 @@ func (r *Rotator) SetKeyID(ctx context.Context, name string, stage driver.Stage,
 	default:
 		return nil, failf(KindConfig, "rotation: stage %q: want CURRENT, PREVIOUS or PENDING", stage)
 	}
-	if id == "" || len(id) > maxKeyIDLen || strings.IndexFunc(id, func(c rune) bool { return unicode.IsSpace(c) || !unicode.IsPrint(c) }) >= 0 {
-		return nil, failf(KindConfig, "rotation: key id %q is not an issuer key id (no spaces or control characters, at most %d bytes)", id, maxKeyIDLen)
+	// The id is printed in full (output, events, status): one shaped like
+	// a key (pasted by mistake) is refused, and never quoted.
+	if err := providers.CheckKeyID(id); id == "" || len(id) > maxKeyIDLen || err != nil {
+		why := fmt.Sprintf("empty, or longer than %d bytes", maxKeyIDLen)
+		if err != nil {
+			why = err.Error()
+		}
+		return nil, failf(KindConfig, "rotation: the key id given is not an issuer key id (%s)", why)
 	}
 	ru := &run{r: r, k: k, res: &Result{Key: name}}
 	var v *driver.Version

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
 )
@@ -199,7 +200,10 @@ func putStr(m map[string]string, k, v string) {
 	}
 }
 
-// encode returns the record's data.
+// encode returns the record's data. The texts for people (reasons, gate
+// holders) are redacted (providers.RedactKeys): they quote errors, and
+// some stores keep the record where a reader of metadata sees it (GCP:
+// annotations); status prints them.
 func (s *state) encode() map[string]string {
 	v := recordVersion
 	if len(s.LeftValid) > 0 {
@@ -219,9 +223,9 @@ func (s *state) encode() map[string]string {
 	putTime(m, "promoted_at", s.PromotedAt)
 	putTime(m, "revoke_due", s.RevokeDue)
 	putTime(m, "revoked_at", s.RevokedAt)
-	putStr(m, "reason", s.Reason)
+	putStr(m, "reason", providers.RedactKeys(s.Reason))
 	putStr(m, "last_outcome", s.LastOutcome)
-	putStr(m, "last_reason", s.LastReason)
+	putStr(m, "last_reason", providers.RedactKeys(s.LastReason))
 	putTime(m, "last_attempt_at", s.LastAttemptAt)
 	putTime(m, "last_rotated_at", s.LastRotatedAt)
 	putTime(m, "last_finished_at", s.LastFinishedAt)
@@ -233,7 +237,7 @@ func (s *state) encode() map[string]string {
 	if s.GateZeros > 0 {
 		m["gate_zeros"] = strconv.Itoa(s.GateZeros)
 	}
-	putStr(m, "gate_holders", s.GateHolders)
+	putStr(m, "gate_holders", providers.RedactKeys(s.GateHolders))
 	if len(s.KeyIDs) > 0 {
 		b, _ := json.Marshal(s.KeyIDs)
 		m["key_ids"] = string(b)

@@ -313,7 +313,21 @@ type Result struct {
 // over, or starts a new rotation when one is due (or o.Force). It returns
 // what it did; a failed run returns an *Error whose Kind gives the exit
 // code, together with a Result describing the state.
+//
+// The Result's text (Message, Plan) is redacted (providers.RedactKeys):
+// it quotes errors of issuers, probes, stores and gates, and what an
+// operator typed, and it is printed as it is (`rotate --json`), unlike an
+// error, which the CLI redacts.
 func (r *Rotator) Run(ctx context.Context, name string, o RunOptions) (*Result, error) {
+	res, err := r.runKey(ctx, name, o)
+	res.Message = providers.RedactKeys(res.Message)
+	for i, p := range res.Plan {
+		res.Plan[i] = providers.RedactKeys(p)
+	}
+	return res, err
+}
+
+func (r *Rotator) runKey(ctx context.Context, name string, o RunOptions) (*Result, error) {
 	k, err := r.key(name)
 	if err != nil {
 		return &Result{Key: name, Outcome: KindConfig.String(), Message: err.Error()}, err

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
 )
@@ -402,6 +403,9 @@ func (ru *run) emit(ctx context.Context, e Event) {
 	}
 	e.Key = ru.k.Name
 	e.Time = ru.now().UTC()
+	// Reason quotes errors (an issuer's, a probe's, a gate's): webhooks
+	// get it as it is.
+	e.Reason = providers.RedactKeys(e.Reason)
 	if ru.s != nil {
 		e.Phase = ru.s.Phase
 		if e.NewVersion == "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/codes"
 	"github.com/keywarden/keywarden/providers/driver"
 )
@@ -17,7 +18,9 @@ type VersionStatus struct {
 	Age         time.Duration `json:"age_ns,omitempty"`
 }
 
-// KeyStatus is what `keywarden status` shows for a key.
+// KeyStatus is what `keywarden status` shows for a key. Its texts that
+// quote errors (reasons, errors) are redacted (providers.RedactKeys): status
+// prints them as they are.
 type KeyStatus struct {
 	Key      string         `json:"key"`
 	Issuer   string         `json:"issuer"`
@@ -110,7 +113,7 @@ func ReadStages(ctx context.Context, st driver.Stager, secret, field string, now
 		}
 		if err != nil {
 			if !codes.Is(err, codes.NotFound) {
-				errs = append(errs, "read "+string(stage)+": "+err.Error())
+				errs = append(errs, "read "+string(stage)+": "+providers.RedactKeys(err.Error()))
 			}
 			return nil
 		}
@@ -152,8 +155,10 @@ func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 			v.KeyID = s.keyID(v.KeyID, v.Fingerprint)
 		}
 	}
-	st.Phase, st.Holder, st.LeaseUntil, st.Reason = s.Phase, s.Holder, s.LeaseUntil, s.Reason
-	st.LastAttempt, st.LastRotated, st.LastOutcome, st.LastReason = s.LastAttemptAt, s.LastRotatedAt, s.LastOutcome, s.LastReason
+	// The reasons quote errors; a record written by an older keywarden
+	// holds them unredacted (encode redacts them now).
+	st.Phase, st.Holder, st.LeaseUntil, st.Reason = s.Phase, s.Holder, s.LeaseUntil, providers.RedactKeys(s.Reason)
+	st.LastAttempt, st.LastRotated, st.LastOutcome, st.LastReason = s.LastAttemptAt, s.LastRotatedAt, s.LastOutcome, providers.RedactKeys(s.LastReason)
 	st.LastFinished, st.LastRevoked, st.Rotations = s.LastFinishedAt, s.RevokedAt, s.Rotations
 	st.LeftValid = s.LeftValid
 	if s.Phase == PhaseGrace || s.Phase == PhaseRevoking {
@@ -164,7 +169,7 @@ func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 			gs := &GateStatus{Consumers: g.Consumers.Describe(), Zeros: s.GateZeros, Checks: g.checks(),
 				LastCheck: s.GateLast, Deadline: ru.gateDeadline(), Policy: g.policy()}
 			if hs, err := ru.askGate(ctx); err != nil {
-				gs.Error = err.Error()
+				gs.Error = providers.RedactKeys(err.Error())
 			} else {
 				gs.Holders = hs
 				r.opts.Metrics.gateHolders(name, len(hs))
@@ -189,7 +194,7 @@ func (r *Rotator) Status(ctx context.Context, name string) (*KeyStatus, error) {
 		st.CurrentExpires = exp
 	}
 	if n, keys, ok, err := ru.countPool(ctx); err != nil {
-		st.Errors = append(st.Errors, "count the pool: "+err.Error())
+		st.Errors = append(st.Errors, "count the pool: "+providers.RedactKeys(err.Error()))
 	} else if ok {
 		st.PoolKeys, st.Pool = n, keys
 	}

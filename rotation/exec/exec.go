@@ -192,17 +192,31 @@ func (l *limited) Bytes() []byte { return l.buf.Bytes() }
 type tail struct {
 	b   []byte
 	max int
+	cut bool // bytes before b were dropped
 }
 
 func (t *tail) Write(p []byte) (int, error) {
 	t.b = append(t.b, p...)
 	if len(t.b) > t.max {
 		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+		t.cut = true
 	}
 	return len(p), nil
 }
 
-func (t *tail) String() string { return string(t.b) }
+// String returns what was kept. When the start was cut, the word the cut
+// fell in is dropped too: it may be the end of a key, which redaction
+// (by value or by shape) no longer recognises without its start.
+func (t *tail) String() string {
+	if !t.cut {
+		return string(t.b)
+	}
+	i := bytes.IndexAny(t.b, " \t\r\n")
+	if i < 0 {
+		return "…"
+	}
+	return "…" + string(t.b[i:])
+}
 
 var (
 	_ io.Writer = (*tail)(nil)

@@ -2,7 +2,9 @@ package exec_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -110,6 +112,24 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("the error leaks the key: %s", providers.Fingerprint(err.Error()))
 			}
 		})
+	}
+}
+
+// TestErrorLongStderr: a command that printed a key to stderr (a script
+// under `set -x`) and then more than the 4 KiB of stderr that an error
+// keeps: the cut falls inside the key, whose end redaction cannot tell
+// from other text; the error drops the word the cut fell in.
+func TestErrorLongStderr(t *testing.T) {
+	key := "sk-ant-api03-" + rand.Text()[:26] + rand.Text()[:14]
+	// After the key: "\n", 4075 bytes, "\n": the last 4096 bytes start 19
+	// bytes before the key's end.
+	body := `printf '+ KEY=%s\n' "` + key + `" >&2; head -c 4075 /dev/zero | tr '\0' x >&2; echo >&2; exit 1`
+	_, err := issuer(t, exec.Options{Command: []string{script(t, body)}}).Create(context.Background(), "tok")
+	if err == nil || !strings.Contains(err.Error(), "exit status 1") || !strings.Contains(err.Error(), "xxxx") {
+		t.Fatalf("want exit status 1 and the stderr's tail, got %d bytes", len(fmt.Sprint(err)))
+	}
+	if strings.Contains(err.Error(), key[len(key)-16:]) {
+		t.Fatalf("the error holds the end of the key: %s", providers.Fingerprint(err.Error()))
 	}
 }
 

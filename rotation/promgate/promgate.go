@@ -98,6 +98,9 @@ func New(o Options) (*Client, error) {
 		o.Client = &http.Client{Timeout: o.Timeout}
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/api/v1/query"
+	// The URL is printed (status, messages, errors): without its query and
+	// fragment, which no query sends and which may hold a token.
+	u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = "", false, "", ""
 	return &Client{o: o, base: u}, nil
 }
 
@@ -113,8 +116,14 @@ func validLabel(s string) bool {
 	return true
 }
 
-// Describe names the Prometheus server asked.
-func (c *Client) Describe() string { return "prometheus " + c.o.URL }
+// Describe names the Prometheus server asked: its URL without query or
+// fragment.
+func (c *Client) Describe() string {
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/api/v1/query")
+	u.RawPath = ""
+	return "prometheus " + u.String()
+}
 
 // Query returns the PromQL query that lists the holders of the key named
 // key with fingerprint fp.

@@ -2,6 +2,7 @@ package promgate_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -171,6 +172,28 @@ func TestQuery(t *testing.T) {
 	want := `keywarden_key_info{fingerprint="sk-ant-api03-…sha256:1f2e3d4c",key="anthropic-prod",namespace="pr\"od"}`
 	if got != want {
 		t.Fatalf("query\n %s\nwant\n %s", got, want)
+	}
+}
+
+// TestURLQueryNotShown: a token in the Prometheus URL's query (which no
+// query sends: the gate's own replaces it) is shown nowhere: not by
+// Describe (status, messages, events), not in an error.
+func TestURLQueryNotShown(t *testing.T) {
+	key := "sk-ant-api03-" + rand.Text()[:26] + rand.Text()[:14]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusBadGateway)
+	}))
+	defer srv.Close()
+	c, err := promgate.New(promgate.Options{URL: srv.URL + "/prom/?access_token=" + key + "#" + key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown := c.Describe()
+	if _, err := c.Holders(context.Background(), "prod", "sha256:1f2e3d4c"); err != nil {
+		shown += " " + err.Error()
+	}
+	if !strings.HasPrefix(shown, "prometheus "+srv.URL+"/prom ") || !strings.Contains(shown, "HTTP 502") || strings.Contains(shown, key[13:]) {
+		t.Fatalf("want the URL without query, and the error; got %d bytes, the key in them: %v", len(shown), strings.Contains(shown, key[13:]))
 	}
 }
 

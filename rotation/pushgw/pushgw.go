@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/keywarden/keywarden/internal/netrule"
+	"github.com/keywarden/keywarden/providers"
 )
 
 // Job is the job label of every group keywarden pushes.
@@ -93,6 +94,11 @@ func (o Options) Check() error {
 		}
 		if o.Labels[n] == "" {
 			return fmt.Errorf("pushgw: label %q has an empty value", n)
+		}
+		// The value goes to the gateway (its URL, every pushed series):
+		// one shaped like a key was pasted by mistake, and is not quoted.
+		if providers.RedactKeys(o.Labels[n]) != o.Labels[n] {
+			return fmt.Errorf("pushgw: label %q: the value is shaped like a key (sk-…, a bearer token or a JWT); give the label's value (a namespace, a cluster), never a key", n)
 		}
 	}
 	return nil

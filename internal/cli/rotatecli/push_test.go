@@ -3,8 +3,11 @@ package rotatecli_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -237,5 +240,35 @@ func TestRotatePushGatewayConfig(t *testing.T) {
 	e.appendConfig("rotator:\n  push_gateway: {url: \"pushgateway:9091\"}\n")
 	if _, stderr, code := run(t, "", "check", "--config", e.cfg); code != cli.ExitConfig || !strings.Contains(stderr, "rotator.push_gateway: pushgw: the Pushgateway URL is not an http(s) URL") {
 		t.Errorf("check: exit %d\n%s", code, stderr)
+	}
+}
+
+// TestRotatePushLabelInput: a key pasted by mistake as a --push-label
+// value is refused (exit 2) before anything runs or is pushed (the value
+// would be a label of every pushed series, and in the gateway's URL), and
+// printed nowhere.
+func TestRotatePushLabelInput(t *testing.T) {
+	var mu sync.Mutex
+	var pushed []string
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		pushed = append(pushed, r.URL.String())
+	}))
+	defer gw.Close()
+	e := newEnv(t, "issuer: {type: random}\n")
+	e.seed(oldKey)
+	pasted := pastedKey(t)
+	for _, args := range [][]string{nil, {"--json"}} {
+		out, stderr, code := run(t, "", append([]string{"rotate", "--config", e.cfg, "--push-gateway", gw.URL, "--push-label", "namespace=" + pasted}, args...)...)
+		if code != cli.ExitConfig || !strings.Contains(stderr, `label "namespace": the value is shaped like a key`) ||
+			strings.Contains(out+stderr, pasted) || strings.Contains(out+stderr, pasted[13:]) {
+			t.Fatalf("--push-label namespace=KEY %v: exit %d, want 2, the key printed nowhere", args, code)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(pushed) > 0 || e.current() != oldKey {
+		t.Fatalf("%d pushes; rotated: %v", len(pushed), e.current() != oldKey)
 	}
 }

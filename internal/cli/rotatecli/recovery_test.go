@@ -2,6 +2,7 @@ package rotatecli_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,7 +86,7 @@ func TestKeyIDCLI(t *testing.T) {
 	}{
 		{[]string{"key-id", "prod", "kid_1", "--stage", "sideways"}, `key-id: --stage "sideways": want current, previous or pending`},
 		{[]string{"key-id", "prod", "kid_1", "--stage", "previous"}, "rotation: prod has no PREVIOUS version"},
-		{[]string{"key-id", "prod", "kid 1"}, `rotation: key id "kid 1" is not an issuer key id`},
+		{[]string{"key-id", "prod", "kid 1"}, "rotation: the key id given is not an issuer key id (providers: key id holds white space at byte 3"},
 	} {
 		_, stderr, code := run(t, "", append(tc.args, "--config", e.cfg)...)
 		if code != cli.ExitConfig || !strings.Contains(stderr, tc.want) {
@@ -94,6 +95,38 @@ func TestKeyIDCLI(t *testing.T) {
 	}
 	if cur := e.current(); cur != oldKey {
 		t.Fatal("key-id changed CURRENT")
+	}
+}
+
+// pastedKey returns a real-looking Claude key, as pasted by mistake into a
+// flag or a config value: "sk-ant-api03-" and 40 random characters.
+func pastedKey(t *testing.T) string {
+	t.Helper()
+	return "sk-ant-api03-" + rand.Text()[:26] + rand.Text()[:14]
+}
+
+// TestKeyIDInput: a key pasted by mistake as key-id's ID is refused (exit
+// 2) before anything is written, and printed nowhere: not on stdout (text
+// or --json), not in the record, not in status.
+func TestKeyIDInput(t *testing.T) {
+	e := newEnv(t, "issuer: {type: random}\n")
+	e.seed(oldKey)
+	pasted := pastedKey(t)
+	all := ""
+	for _, args := range [][]string{nil, {"--json"}} {
+		out, stderr, code := run(t, "", append([]string{"key-id", "prod", pasted, "--config", e.cfg}, args...)...)
+		all += out + stderr
+		if code != cli.ExitConfig || !strings.Contains(stderr, "not an issuer key id") {
+			t.Errorf("key-id KEY %v: exit %d, want 2\n%s", args, code, strings.ReplaceAll(stderr, pasted[13:], "<the key>"))
+		}
+	}
+	if _, ok := e.record()["key_ids"]; ok {
+		t.Error("the key was recorded as an id")
+	}
+	out, stderr, _ := run(t, "", "status", "--config", e.cfg, "--json")
+	all += out + stderr
+	if strings.Contains(all, pasted) || strings.Contains(all, pasted[13:]) {
+		t.Fatal("the key given as an id was printed")
 	}
 }
 
