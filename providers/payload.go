@@ -181,7 +181,7 @@ func checkKeyID(id string) error {
 	if i, class := badByte([]byte(id)); i >= 0 {
 		return codes.Errorf(codes.InvalidArgument, "key id holds %s at byte %d; an id is printable ASCII without spaces", class, i)
 	}
-	if RedactKeys(id) != id {
+	if KeyShaped(id) {
 		return codes.Errorf(codes.InvalidArgument, "key id is shaped like a key (sk-…, a bearer token or a JWT), not an id: give the key's id (such as apikey_01…), never the key itself")
 	}
 	return nil

@@ -291,6 +291,31 @@ func stripUserInfo(s string) string {
 // service account's).
 var keyLike = regexp.MustCompile(`sk-[A-Za-z0-9_\-]{12,}|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*`)
 
+// KeyShaped reports whether s, a name, id or label value that keywarden
+// prints as it is, holds a value shaped like a key (the pattern of
+// RedactKeys): a key pasted by mistake. Such input is refused, and never
+// quoted. A short match inside a word is no key: "task-summary-prod" holds
+// "sk-summary-prod", which starts after a letter and is shorter than any
+// real key (keyMinLen); a match that starts s or follows a character other
+// than a letter or digit counts at any length, as does a long one glued to
+// a word.
+func KeyShaped(s string) bool {
+	for _, m := range keyLike.FindAllStringIndex(s, -1) {
+		if m[0] == 0 || !isAlnum(s[m[0]-1]) || m[1]-m[0] >= keyMinLen {
+			return true
+		}
+	}
+	return false
+}
+
+// keyMinLen: every API key is longer (an Anthropic key about 108
+// characters, OpenAI's 51 and more).
+const keyMinLen = 40
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
 // RedactKeys replaces every key-shaped value in s with its fingerprint. It
 // is the one pattern of "looks like a key" that every message, log record
 // (package redact) and printed store URL goes through.

@@ -313,6 +313,12 @@ func (k Key) MarshalJSON() ([]byte, error) {
 func (k *Key) HeaderValue() []string { return k.header }
 
 func newKey(v *driver.Version, field string) (*Key, error) {
+	// The version id is printed as it is (check's table, the key_info
+	// metric's label, status): one shaped like a key (a hand-written file
+	// store with "id" and "value" swapped) is refused, and never quoted.
+	if KeyShaped(v.ID) {
+		return nil, codes.Errorf(codes.InvalidArgument, "a version's id is shaped like a key (sk-…, a bearer token or a JWT); ids are printed, so the key must be in the version's value, never in its id")
+	}
 	p, err := decodePayload(v.Value, field)
 	if err != nil {
 		return nil, fmt.Errorf("version %s: %w", v.ID, err)
@@ -926,7 +932,7 @@ func (s *Source) read(ctx context.Context) (cur, prev *Key, err error) {
 	switch {
 	case err == nil:
 		if prev, err = newKey(pv, s.opts.Field); err != nil {
-			s.log.Warn("providers: ignoring undecodable PREVIOUS version", "version", pv.ID, "error", err)
+			s.log.Warn("providers: ignoring undecodable PREVIOUS version", "version", RedactKeys(pv.ID), "error", err)
 			prev = nil
 		}
 	case codes.Is(err, codes.NotFound):

@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"log/slog"
 	"os"
@@ -308,5 +309,32 @@ func TestJSONLogDurations(t *testing.T) {
 	}
 	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil || rec.Timeout != "30s" || rec.G.D != "1.5s" || rec.N != 7 {
 		t.Fatalf("got %s (%v), want timeout \"30s\", g.d \"1.5s\", n 7", buf.Bytes(), err)
+	}
+}
+
+// TestCheckVersionIDShapedLikeKey: a hand-written file store whose version
+// holds the key in its id too (pasted in both fields) would show it where
+// ids are printed as they are: check's table, the sidecar's key_info
+// metric, status. The read is refused as bad input (exit 2), and the key
+// is printed nowhere.
+func TestCheckVersionIDShapedLikeKey(t *testing.T) {
+	key := "sk-ant-api03-" + rand.Text()[:26] + rand.Text()[:14]
+	dir := t.TempDir()
+	store, err := json.Marshal(map[string]any{"secrets": map[string]any{"prod": map[string]any{
+		"versions": []map[string]string{{"id": key, "value": key}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "keys.json"), store, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "kw.yaml")
+	if err := os.WriteFile(cfg, []byte("keys: {prod: {store: \"file://"+dir+"/keys.json?name=prod\"}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := run(t, "", "check", "--config", cfg)
+	all := strings.ReplaceAll(out+errOut, key[13:], "<the key>")
+	if code != cli.ExitConfig || !strings.Contains(out, "id is shaped like a key") || strings.Contains(out+errOut, key[13:]) {
+		t.Fatalf("check: exit %d, want 2, a refusal and the key nowhere:\n%s", code, all)
 	}
 }

@@ -141,18 +141,18 @@ func scrape(ctx context.Context, c *http.Client, target string, now func() time.
 		if errors.As(err, &ue) {
 			err = ue.Err // the URL is named below, without a password
 		}
-		return nil, fmt.Errorf("top: scrape %s (is the sidecar running, with its metrics there?): %w", req.URL.Redacted(), err)
+		return nil, fmt.Errorf("top: scrape %s (is the sidecar running, with its metrics there?): %w", shownURL(req.URL), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("top: GET %s: %s", req.URL.Redacted(), resp.Status)
+		return nil, fmt.Errorf("top: GET %s: %s", shownURL(req.URL), resp.Status)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		return nil, fmt.Errorf("top: read %s: %w", req.URL.Redacted(), err)
+		return nil, fmt.Errorf("top: read %s: %w", shownURL(req.URL), err)
 	}
 	if len(b) > maxBody {
-		return nil, fmt.Errorf("top: %s: the metrics body is larger than %d MiB", req.URL.Redacted(), maxBody>>20)
+		return nil, fmt.Errorf("top: %s: the metrics body is larger than %d MiB", shownURL(req.URL), maxBody>>20)
 	}
 	return parse(b, at)
 }

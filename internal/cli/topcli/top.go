@@ -143,6 +143,15 @@ func dialable(addr string) string {
 	return net.JoinHostPort(host, port)
 }
 
+// shownURL returns the metrics URL as top prints it (its header, its
+// errors): without the password, the query and the fragment, which a
+// scrape of the sidecar never needs and which may hold a token.
+func shownURL(u *url.URL) string {
+	c := *u
+	c.RawQuery, c.ForceQuery, c.Fragment, c.RawFragment = "", false, "", ""
+	return c.Redacted()
+}
+
 // isTerminal reports whether w is a terminal (a character device).
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
@@ -178,7 +187,7 @@ func (r *runner) run(ctx context.Context) error {
 	var err error
 	redacted := r.url
 	if u, perr := url.Parse(r.url); perr == nil {
-		redacted = u.Redacted()
+		redacted = shownURL(u)
 	}
 	for i := 0; r.n == 0 || i < r.n; i++ {
 		if i > 0 {

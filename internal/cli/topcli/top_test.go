@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
@@ -450,5 +451,29 @@ func TestInterruptEndsLiveView(t *testing.T) {
 	io.Copy(io.Discard, stdout)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("after SIGINT: %v\n%s", err, stderr.String())
+	}
+}
+
+// TestTopShowsNoKey: a token in --metrics-url's query or fragment (which
+// no scrape of the sidecar needs) is not printed in top's header or its
+// errors, and an error quoting the scraped body (an endpoint that is not
+// the sidecar's) prints a key in it as its fingerprint, on stdout as on
+// stderr.
+func TestTopShowsNoKey(t *testing.T) {
+	key := "sk-ant-api03-" + rand.Text()[:26] + rand.Text()[:14]
+	srv := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/body" {
+			io.WriteString(w, "keywarden_x "+key+"\n")
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	for path, want := range map[string]string{"/metrics": "503 Service Unavailable", "/body": "parse metrics"} {
+		out, errOut, code := top(t, "top", "-n", "2", "--interval", "1ms", "--metrics-url", srv+path+"?token="+key+"#"+key)
+		if code == 0 || !strings.Contains(out, "keywarden top  "+srv+path+"  ") || !strings.Contains(out+errOut, want) ||
+			strings.Contains(out+errOut, key[13:]) {
+			t.Errorf("%s: exit %d, want the URL without its query and %q, the key nowhere:\n%s", path, code, want,
+				strings.ReplaceAll(out+errOut, key[13:], "<the key>"))
+		}
 	}
 }

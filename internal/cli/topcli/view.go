@@ -14,6 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/proxy/usage"
 )
 
@@ -201,7 +202,9 @@ func render(w io.Writer, h header, v *view, err error) {
 	}
 	fmt.Fprintln(w)
 	if err != nil {
-		fmt.Fprintf(w, "error: %s\n", clean(err.Error(), 0))
+		// As every command prints an error (cli.ErrText): a body's text
+		// quoted by the parser's error may hold anything.
+		fmt.Fprintf(w, "error: %s\n", clean(cli.ErrText(err), 0))
 		return
 	}
 	if v.hasRates {

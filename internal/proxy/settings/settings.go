@@ -6,6 +6,7 @@
 package settings
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -186,9 +187,12 @@ func plainPath(p string) bool {
 }
 
 // CheckPrefix checks a route's path prefix: "/" or a clean path that does
-// not hide API paths.
+// not hide API paths, and not shaped like a key (providers.KeyShaped: the prefix
+// names the route in metrics and logs), which is refused unquoted.
 func CheckPrefix(p string) error {
 	switch {
+	case providers.KeyShaped(p):
+		return errors.New(keyShapedHint)
 	case !strings.HasPrefix(p, "/"):
 		return fmt.Errorf("%q must start with /", p)
 	case !plainPath(p):
@@ -327,8 +331,12 @@ const (
 
 // checkLabelName checks a name that becomes a metric label value (of a
 // client or a budget): 1–63 letters, digits, '_', '.' or '-', starting with
-// a letter or digit.
+// a letter or digit, and not shaped like a key (providers.KeyShaped), which is
+// refused without being quoted.
 func checkLabelName(what, name string) error {
+	if providers.KeyShaped(name) {
+		return fmt.Errorf("%s name: %s", what, keyShapedHint)
+	}
 	ok := name != "" && len(name) <= 63
 	for i := 0; ok && i < len(name); i++ {
 		c := name[i]
@@ -339,6 +347,9 @@ func checkLabelName(what, name string) error {
 	}
 	return nil
 }
+
+// keyShapedHint is the refusal of a value providers.KeyShaped matches.
+const keyShapedHint = "the value is shaped like a key (sk-…, a bearer token or a JWT); give a name, never a key"
 
 // CheckClientName checks a client's name, a metric label (see
 // checkLabelName), and not LocalClient (which names the clients of a
