@@ -151,6 +151,8 @@ done
 # steal is its 8th value; guest time is inside user): a virtual machine's
 # host can take CPU time from it while a round runs.
 steal_ticks() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit}' /proc/stat; }
+# steal_since TICKS: the share stolen since steal_ticks printed TICKS.
+steal_since() { steal_ticks | awk -v a="$1" '{split(a, x); d = $2 - x[2]; printf "%.0f%%", (d > 0 ? 100 * ($1 - x[1]) / d : 0)}'; }
 PROXY_PIDS[direct]=""
 PROXY_PIDS[direct-tls]=""
 TARGETS=(direct nginx sidecar sidecar-noacct fasthttp-min direct-tls nginx-tls sidecar-tls sidecar-noacct-tls fasthttp-min-tls)
@@ -174,7 +176,7 @@ report="$OUT/report.md"
   [ -z "$BASE_BIN" ] || echo "\`sidecar-base\`: $BASE_BIN, side by side."
   echo "Sidecars run with: ${SIDECAR_ENV:-the Go runtime defaults} (see SIDECAR_ENV in bench/run.sh); nginx with worker_processes $NGINX_WORKERS."
   echo
-  echo "steal: the share of the machine's CPU time the hypervisor gave to other guests during the round (/proc/stat); above a few percent, the round's requests/s and latencies are the host's, not the proxies'."
+  echo "steal: the share of the machine's CPU time the hypervisor gave to other guests during the measurement (/proc/stat); above a few percent, its requests/s and latencies are the host's, not the proxies'."
   echo
   echo "| round | target | requests/s | p50 ms | p99 ms | errors | proxy CPU µs/request | steal |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
@@ -199,7 +201,7 @@ for r in $(seq 1 "$ROUNDS"); do
       c1=$(cpu_ticks ${PROXY_PIDS[$t]})
       cpu=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
     fi
-    steal=$(steal_ticks | awk -v a="$s0" '{split(a, x); d = $2 - x[2]; printf "%.0f%%", (d > 0 ? 100 * ($1 - x[1]) / d : 0)}')
+    steal=$(steal_since "$s0")
     echo "| $r | $t | $rps | $p50 | $p99 | $errs | $cpu | $steal |" >>"$report"
   done
 done
@@ -212,16 +214,19 @@ done
   echo
   echo "Latency at concurrency 1 (one request at a time for $LAT_D, keep-alive; µs; added = over the direct call to the same upstream, in the same round):"
   echo
-  echo "| round | target | p50 | p99 | added p50 | added p99 | requests | failed |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|"
+  echo "| round | target | p50 | p99 | added p50 | added p99 | requests | failed | steal |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 } >>"$report"
+declare -A STEAL
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
+    s0=$(steal_ticks)
     "$OUT/benchtool" latency -url "${URL[$t]}" -d "$LAT_D" $(ca_flag "$t") >"$OUT/latency-$t-$r.json"
+    STEAL[$t]=$(steal_since "$s0")
   done
   for t in "${TARGETS[@]}"; do
-    python3 -c 'import json,sys; d=json.load(open(sys.argv[3])); b=json.load(open(sys.argv[4])); print("| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %d |" % (sys.argv[1], sys.argv[2], d["p50_us"], d["p99_us"], d["p50_us"]-b["p50_us"], d["p99_us"]-b["p99_us"], d["requests"], d["failed"]))' \
-      "$r" "$t" "$OUT/latency-$t-$r.json" "$OUT/latency-$(base_of "$t")-$r.json" >>"$report"
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[3])); b=json.load(open(sys.argv[4])); print("| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %d | %s |" % (sys.argv[1], sys.argv[2], d["p50_us"], d["p99_us"], d["p50_us"]-b["p50_us"], d["p99_us"]-b["p99_us"], d["requests"], d["failed"], sys.argv[5]))' \
+      "$r" "$t" "$OUT/latency-$t-$r.json" "$OUT/latency-$(base_of "$t")-$r.json" "${STEAL[$t]}" >>"$report"
   done
 done
 
@@ -229,15 +234,16 @@ done
   echo
   echo "SSE time to first byte ($TTFB_N streams, 16 at a time; µs):"
   echo
-  echo "| round | target | TTFB p50 | TTFB p99 | whole stream p50 | whole stream p99 | failed |"
-  echo "|---|---|---:|---:|---:|---:|---:|"
+  echo "| round | target | TTFB p50 | TTFB p99 | whole stream p50 | whole stream p99 | failed | steal |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|"
 } >>"$report"
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     case $t in fasthttp-min*) continue ;; esac # buffers answers whole
+    s0=$(steal_ticks)
     "$OUT/benchtool" ttfb -url "${URL[$t]}" -n "$TTFB_N" -c 16 $(ca_flag "$t") >"$OUT/ttfb-$t-$r.json"
-    python3 -c 'import json,sys; d=json.load(open(sys.argv[3])); print("| %s | %s | %d | %d | %d | %d | %d |" % (sys.argv[1], sys.argv[2], d["ttfb_p50_us"], d["ttfb_p99_us"], d["total_p50_us"], d["total_p99_us"], d["failed"]))' \
-      "$r" "$t" "$OUT/ttfb-$t-$r.json" >>"$report"
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[3])); print("| %s | %s | %d | %d | %d | %d | %d | %s |" % (sys.argv[1], sys.argv[2], d["ttfb_p50_us"], d["ttfb_p99_us"], d["total_p50_us"], d["total_p99_us"], d["failed"], sys.argv[4]))' \
+      "$r" "$t" "$OUT/ttfb-$t-$r.json" "$(steal_since "$s0")" >>"$report"
   done
 done
 
