@@ -2,7 +2,6 @@ package rotation_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,13 +10,10 @@ import (
 	"testing"
 
 	"github.com/keywarden/keywarden/providers/driver"
+	"github.com/keywarden/keywarden/providers/providertest"
 	"github.com/keywarden/keywarden/rotation"
 	"github.com/keywarden/keywarden/rotation/rotationtest"
 )
-
-// quotedKey returns a real-looking Claude key for an error to quote:
-// "sk-ant-api03-" and 40 random characters.
-func quotedKey() string { return "sk-ant-api03-" + rand.Text()[:26] + rand.Text()[:14] }
 
 // quotingIssuer is an issuer whose Create fails quoting a key, as a
 // vendor's tool may in its error (a key it was given, or one it made).
@@ -63,7 +59,7 @@ func TestErrorTextRedacted(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			quoted := quotedKey()
+			quoted := string(providertest.FakeKey())
 			l := rotationtest.NewLedger()
 			st, _ := seeded(t, l)
 			var mu sync.Mutex
@@ -113,7 +109,7 @@ func TestErrorTextRedacted(t *testing.T) {
 		})
 	}
 	t.Run("status", func(t *testing.T) {
-		quoted := quotedKey()
+		quoted := string(providertest.FakeKey())
 		l := rotationtest.NewLedger()
 		st, _ := seeded(t, l)
 		// A record an older keywarden wrote, whose reasons quote a key.

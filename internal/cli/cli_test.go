@@ -3,7 +3,6 @@ package cli_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"log/slog"
 	"os"
@@ -318,7 +317,7 @@ func TestJSONLogDurations(t *testing.T) {
 // metric, status. The read is refused as bad input (exit 2), and the key
 // is printed nowhere.
 func TestCheckVersionIDShapedLikeKey(t *testing.T) {
-	key := "sk-ant-api03-" + rand.Text()[:26] + rand.Text()[:14]
+	key := string(providertest.FakeKey())
 	dir := t.TempDir()
 	store, err := json.Marshal(map[string]any{"secrets": map[string]any{"prod": map[string]any{
 		"versions": []map[string]string{{"id": key, "value": key}}}}})

@@ -1,19 +1,12 @@
 package config_test
 
 import (
-	"crypto/rand"
 	"strings"
 	"testing"
 
 	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/providers/providertest"
 )
-
-// pastedKey returns a real-looking Claude key, as pasted by mistake into a
-// config field: "sk-ant-api03-" and 40 random characters.
-func pastedKey(t *testing.T) string {
-	t.Helper()
-	return "sk-ant-api03-" + rand.Text()[:26] + rand.Text()[:14]
-}
 
 // TestNamesShapedLikeKeys: a key pasted by mistake as a name the sidecar
 // prints as it is — a key's name, a client's or a budget's (label values
@@ -21,7 +14,7 @@ func pastedKey(t *testing.T) string {
 // route label) — is refused, and the refusal does not quote it. A name
 // that only holds "sk-" inside a word is no key, and is kept.
 func TestNamesShapedLikeKeys(t *testing.T) {
-	key := pastedKey(t)
+	key := string(providertest.FakeKey())
 	for _, doc := range []string{
 		"keys: {" + key + ": {store: \"env://P\"}}",
 		"keys: {prod: {store: \"env://P\"}}\nsidecar: {clients: [{name: " + key + ", token_env: T}]}",

@@ -2,7 +2,6 @@ package exec_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/driver"
 	"github.com/keywarden/keywarden/providers/file"
+	"github.com/keywarden/keywarden/providers/providertest"
 	"github.com/keywarden/keywarden/rotation"
 	"github.com/keywarden/keywarden/rotation/exec"
 )
@@ -120,7 +120,7 @@ func TestErrors(t *testing.T) {
 // keeps: the cut falls inside the key, whose end redaction cannot tell
 // from other text; the error drops the word the cut fell in.
 func TestErrorLongStderr(t *testing.T) {
-	key := "sk-ant-api03-" + rand.Text()[:26] + rand.Text()[:14]
+	key := string(providertest.FakeKey())
 	// After the key: "\n", 4075 bytes, "\n": the last 4096 bytes start 19
 	// bytes before the key's end.
 	body := `printf '+ KEY=%s\n' "` + key + `" >&2; head -c 4075 /dev/zero | tr '\0' x >&2; echo >&2; exit 1`

@@ -2,7 +2,6 @@ package promgate_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/keywarden/keywarden/providers/providertest"
 	"github.com/keywarden/keywarden/rotation/promgate"
 )
 
@@ -179,7 +179,7 @@ func TestQuery(t *testing.T) {
 // query sends: the gate's own replaces it) is shown nowhere: not by
 // Describe (status, messages, events), not in an error.
 func TestURLQueryNotShown(t *testing.T) {
-	key := "sk-ant-api03-" + rand.Text()[:26] + rand.Text()[:14]
+	key := string(providertest.FakeKey())
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusBadGateway)
 	}))

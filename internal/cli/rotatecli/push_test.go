@@ -14,6 +14,7 @@ import (
 	"github.com/keywarden/keywarden/internal/anthropictest"
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/cli/clitest"
+	"github.com/keywarden/keywarden/providers/providertest"
 	"github.com/keywarden/keywarden/rotation"
 	"github.com/keywarden/keywarden/rotation/promgate/promtest"
 	"github.com/keywarden/keywarden/rotation/pushgw"
@@ -258,7 +259,7 @@ func TestRotatePushLabelInput(t *testing.T) {
 	defer gw.Close()
 	e := newEnv(t, "issuer: {type: random}\n")
 	e.seed(oldKey)
-	pasted := pastedKey(t)
+	pasted := string(providertest.FakeKey())
 	for _, args := range [][]string{nil, {"--json"}} {
 		out, stderr, code := run(t, "", append([]string{"rotate", "--config", e.cfg, "--push-gateway", gw.URL, "--push-label", "namespace=" + pasted}, args...)...)
 		if code != cli.ExitConfig || !strings.Contains(stderr, `label "namespace": the value is shaped like a key`) ||

@@ -2,7 +2,6 @@ package rotatecli_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/cli/rotatecli"
 	"github.com/keywarden/keywarden/internal/config"
+	"github.com/keywarden/keywarden/providers/providertest"
 	"github.com/keywarden/keywarden/rotation"
 )
 
@@ -98,20 +98,13 @@ func TestKeyIDCLI(t *testing.T) {
 	}
 }
 
-// pastedKey returns a real-looking Claude key, as pasted by mistake into a
-// flag or a config value: "sk-ant-api03-" and 40 random characters.
-func pastedKey(t *testing.T) string {
-	t.Helper()
-	return "sk-ant-api03-" + rand.Text()[:26] + rand.Text()[:14]
-}
-
 // TestKeyIDInput: a key pasted by mistake as key-id's ID is refused (exit
 // 2) before anything is written, and printed nowhere: not on stdout (text
 // or --json), not in the record, not in status.
 func TestKeyIDInput(t *testing.T) {
 	e := newEnv(t, "issuer: {type: random}\n")
 	e.seed(oldKey)
-	pasted := pastedKey(t)
+	pasted := string(providertest.FakeKey())
 	all := ""
 	for _, args := range [][]string{nil, {"--json"}} {
 		out, stderr, code := run(t, "", append([]string{"key-id", "prod", pasted, "--config", e.cfg}, args...)...)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
@@ -460,7 +459,7 @@ func TestInterruptEndsLiveView(t *testing.T) {
 // the sidecar's) prints a key in it as its fingerprint, on stdout as on
 // stderr.
 func TestTopShowsNoKey(t *testing.T) {
-	key := "sk-ant-api03-" + rand.Text()[:26] + rand.Text()[:14]
+	key := string(providertest.FakeKey())
 	srv := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/body" {
 			io.WriteString(w, "keywarden_x "+key+"\n")
