@@ -182,7 +182,7 @@ func checkKeyID(id string) error {
 		return codes.Errorf(codes.InvalidArgument, "key id holds %s at byte %d; an id is printable ASCII without spaces", class, i)
 	}
 	if KeyShaped(id) {
-		return codes.Errorf(codes.InvalidArgument, "key id is shaped like a key (sk-…, a bearer token or a JWT), not an id: give the key's id (such as apikey_01…), never the key itself")
+		return codes.Errorf(codes.InvalidArgument, "key id is %s, not an id: give the key's id (such as apikey_01…), never the key itself", KeyShapes)
 	}
 	return nil
 }

@@ -308,6 +308,10 @@ func KeyShaped(s string) bool {
 	return false
 }
 
+// KeyShapes names what KeyShaped finds, for the refusals of input it
+// matches: they say what was found, never the input.
+const KeyShapes = "shaped like a key (sk-…, a bearer token or a JWT)"
+
 // keyMinLen: every API key is longer (an Anthropic key about 108
 // characters, OpenAI's 51 and more).
 const keyMinLen = 40

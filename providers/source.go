@@ -317,7 +317,7 @@ func newKey(v *driver.Version, field string) (*Key, error) {
 	// metric's label, status): one shaped like a key (a hand-written file
 	// store with "id" and "value" swapped) is refused, and never quoted.
 	if KeyShaped(v.ID) {
-		return nil, codes.Errorf(codes.InvalidArgument, "a version's id is shaped like a key (sk-…, a bearer token or a JWT); ids are printed, so the key must be in the version's value, never in its id")
+		return nil, codes.Errorf(codes.InvalidArgument, "a version's id is %s; ids are printed, so the key must be in the version's value, never in its id", KeyShapes)
 	}
 	p, err := decodePayload(v.Value, field)
 	if err != nil {

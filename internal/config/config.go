@@ -210,7 +210,7 @@ func (c *Config) validate() error {
 			// /readyz): a key pasted as a name is refused, and named
 			// nowhere, not even by the path of its field.
 			p = "keys.<a name shaped like a key>"
-			add("%s: the name is shaped like a key (sk-…, a bearer token or a JWT); name the key (such as prod), never write the key itself here", p)
+			add("%s: the name is %s; name the key (such as prod), never write the key itself here", p, providers.KeyShapes)
 		} else if !validKeyName(name) {
 			add("%s: key name must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", p)
 		}

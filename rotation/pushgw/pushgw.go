@@ -98,7 +98,7 @@ func (o Options) Check() error {
 		// The value goes to the gateway (its URL, every pushed series):
 		// one shaped like a key was pasted by mistake, and is not quoted.
 		if providers.KeyShaped(o.Labels[n]) {
-			return fmt.Errorf("pushgw: label %q: the value is shaped like a key (sk-…, a bearer token or a JWT); give the label's value (a namespace, a cluster), never a key", n)
+			return fmt.Errorf("pushgw: label %q: the value is %s; give the label's value (a namespace, a cluster), never a key", n, providers.KeyShapes)
 		}
 	}
 	return nil

@@ -349,7 +349,7 @@ func checkLabelName(what, name string) error {
 }
 
 // keyShapedHint is the refusal of a value providers.KeyShaped matches.
-const keyShapedHint = "the value is shaped like a key (sk-…, a bearer token or a JWT); give a name, never a key"
+const keyShapedHint = "the value is " + providers.KeyShapes + "; give a name, never a key"
 
 // CheckClientName checks a client's name, a metric label (see
 // checkLabelName), and not LocalClient (which names the clients of a
