@@ -187,6 +187,22 @@ func checkKeyID(id string) error {
 	return nil
 }
 
+// ErrKeyShapedID is CheckVersionID's refusal.
+var ErrKeyShapedID = codes.Errorf(codes.InvalidArgument, "a version's id is %s; ids are printed, so the key must be in the version's value, never in its id: fix the store", KeyShapes)
+
+// CheckVersionID refuses (ErrKeyShapedID) the id of a store's version
+// shaped like a key: a hand-written file store with "id" and "value"
+// swapped, a store's bug. Version ids are printed as they are (check's
+// table, the key_info metric's label, rotation's results, events, record
+// and status), so every reader of versions refuses such a one, never
+// quoting it.
+func CheckVersionID(id string) error {
+	if KeyShaped(id) {
+		return ErrKeyShapedID
+	}
+	return nil
+}
+
 // badByte returns the offset and class of the first byte that is not
 // printable ASCII (0x21-0x7e), or -1.
 func badByte(b []byte) (int, string) {

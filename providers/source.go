@@ -313,11 +313,8 @@ func (k Key) MarshalJSON() ([]byte, error) {
 func (k *Key) HeaderValue() []string { return k.header }
 
 func newKey(v *driver.Version, field string) (*Key, error) {
-	// The version id is printed as it is (check's table, the key_info
-	// metric's label, status): one shaped like a key (a hand-written file
-	// store with "id" and "value" swapped) is refused, and never quoted.
-	if KeyShaped(v.ID) {
-		return nil, codes.Errorf(codes.InvalidArgument, "a version's id is %s; ids are printed, so the key must be in the version's value, never in its id", KeyShapes)
+	if err := CheckVersionID(v.ID); err != nil {
+		return nil, err
 	}
 	p, err := decodePayload(v.Value, field)
 	if err != nil {

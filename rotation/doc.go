@@ -43,8 +43,11 @@
 //	idle           a PENDING (stray, e.g. a put)   stop, exit 11; --abandon discards it
 //	creating       no PENDING with the token       Issuer.Create(token), PutPending(token); a key
 //	                                               consumers cannot read: record discarding (no
-//	                                               pending_version), revoke it, record idle
-//	creating       PENDING with the token          use it (no second Create); record probing
+//	                                               pending_version), revoke it, record idle; a
+//	                                               version id shaped like a key: DiscardPending,
+//	                                               then the same
+//	creating       PENDING with the token          use it (no second Create); record probing; its
+//	                                               id shaped like a key: as just above
 //	probing        PENDING = pending_version       Activate, Probe; pass: record promoting
 //	                                               (old = CURRENT); fail: park or discard
 //	parked         PENDING = pending_version       probe again (--abandon discards it)
@@ -101,5 +104,9 @@
 // optionally count_tokens for a model) and httpprobe.
 //
 // Key values never appear in logs, errors, events or metrics: only version
-// ids, key ids and fingerprints.
+// ids, key ids and fingerprints. A version whose id the store gives shaped
+// like a key (providers.KeyShaped) is refused where it is read, and its
+// id never quoted (a new rotation checks CURRENT and PENDING before it
+// writes anything); a new version's, known only once written, is
+// discarded at once.
 package rotation

@@ -53,17 +53,12 @@ func (r *Rotator) SetKeyID(ctx context.Context, name string, stage driver.Stage,
 		return nil, failf(KindConfig, "rotation: the key id given is not an issuer key id (%s)", why)
 	}
 	ru := &run{r: r, k: k, res: &Result{Key: name}}
-	var v *driver.Version
-	if stage == driver.Pending {
-		v, err = k.Store.ReadPending(ctx, k.Secret)
-	} else {
-		v, err = k.Store.Read(ctx, k.Secret, stage)
-	}
-	if codes.Is(err, codes.NotFound) {
-		return nil, failf(KindConfig, "rotation: %s has no %s version", name, stage)
-	}
+	v, err := ru.version(ctx, stage)
 	if err != nil {
-		return nil, ru.storeErr("read "+string(stage), err)
+		return nil, err
+	}
+	if v == nil {
+		return nil, failf(KindConfig, "rotation: %s has no %s version", name, stage)
 	}
 	p, fp := fingerprintOf(v, k.Field)
 	if p.Key.IsZero() {

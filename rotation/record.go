@@ -249,7 +249,10 @@ func (s *state) encode() map[string]string {
 	return m
 }
 
-// decode reads a record. A record without data is an idle key.
+// decode reads a record. A record without data is an idle key. A version
+// id shaped like a key, which a record written before rotation refused
+// such ids may hold, is read redacted (shownID): it is printed (status,
+// events, results, messages), and it names no version a run takes in.
 func decode(r *driver.Record) (*state, error) {
 	s := &state{Phase: PhaseIdle}
 	m := r.Data
@@ -281,10 +284,10 @@ func decode(r *driver.Record) (*state, error) {
 	s.Holder = m["holder"]
 	s.LeaseUntil = tm("lease_until")
 	s.StartedAt = tm("started_at")
-	s.PendingVersion = m["pending_version"]
+	s.PendingVersion = shownID(m["pending_version"])
 	s.NewKeyID = m["new_key_id"]
 	s.NewFP = m["new_fp"]
-	s.OldVersion = m["old_version"]
+	s.OldVersion = shownID(m["old_version"])
 	s.OldKeyID = m["old_key_id"]
 	s.OldFP = m["old_fp"]
 	s.PromotedAt = tm("promoted_at")
@@ -323,6 +326,9 @@ func decode(r *driver.Record) (*state, error) {
 			return e.KeyID == "" && e.Fingerprint == "" || e.Outcome == ""
 		}) {
 			errs = append(errs, "left_valid")
+		}
+		for i := range s.LeftValid {
+			s.LeftValid[i].Version = shownID(s.LeftValid[i].Version)
 		}
 	}
 	if len(errs) > 0 {

@@ -512,28 +512,14 @@ func (ru *run) finish() *Result {
 	return ru.res
 }
 
-// currentVersion reads CURRENT, nil when there is none.
+// currentVersion reads CURRENT, nil when there is none (see version).
 func (ru *run) currentVersion(ctx context.Context) (*driver.Version, error) {
-	v, err := ru.k.Store.Read(ctx, ru.k.Secret, driver.Current)
-	if codes.Is(err, codes.NotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, ru.storeErr("read CURRENT", err)
-	}
-	return v, nil
+	return ru.version(ctx, driver.Current)
 }
 
-// pendingVersion reads PENDING, nil when there is none.
+// pendingVersion reads PENDING, nil when there is none (see version).
 func (ru *run) pendingVersion(ctx context.Context) (*driver.Version, error) {
-	v, err := ru.k.Store.ReadPending(ctx, ru.k.Secret)
-	if codes.Is(err, codes.NotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, ru.storeErr("read PENDING", err)
-	}
-	return v, nil
+	return ru.version(ctx, driver.Pending)
 }
 
 // due reports whether a new rotation is due, and when the next one is:
@@ -623,6 +609,12 @@ func (ru *run) begin(ctx context.Context) (done bool, err error) {
 		return true, err
 	} else if pv != nil {
 		return true, fail(KindConflict, fmt.Errorf("rotation: %s: the store holds a PENDING version %s that no recorded rotation wrote (an interrupted `keywarden put`?); run `keywarden rotate --key %s --abandon` to discard it", ru.k.Name, pv.ID, ru.k.Name))
+	}
+	// CURRENT becomes the old version, whose id the run records and
+	// prints: one shaped like a key is refused (see version) before
+	// anything is written.
+	if _, err := ru.currentVersion(ctx); err != nil {
+		return true, err
 	}
 	next := ru.s.clone()
 	next.clearRotation()

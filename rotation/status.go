@@ -100,25 +100,23 @@ type GateStatus struct {
 // ReadStages describes the CURRENT, PENDING and PREVIOUS versions of
 // secret in st (nil for a stage that does not exist): ids, fingerprints,
 // key ids and ages at now, never values. errs lists the stages that could
-// not be read. It serves `keywarden status` for keys with and without a
-// rotation.
+// not be read, and those whose id is shaped like a key (shown redacted:
+// rotation refuses them). It serves `keywarden status` for keys with and
+// without a rotation.
 func ReadStages(ctx context.Context, st driver.Stager, secret, field string, now time.Time) (current, pending, previous *VersionStatus, errs []string) {
 	version := func(stage driver.Stage) *VersionStatus {
-		var v *driver.Version
-		var err error
-		if stage == driver.Pending {
-			v, err = st.ReadPending(ctx, secret)
-		} else {
-			v, err = st.Read(ctx, secret, stage)
-		}
+		v, err := readStage(ctx, st, secret, stage)
 		if err != nil {
 			if !codes.Is(err, codes.NotFound) {
 				errs = append(errs, "read "+string(stage)+": "+providers.RedactKeys(err.Error()))
 			}
 			return nil
 		}
+		if err := providers.CheckVersionID(v.ID); err != nil {
+			errs = append(errs, "read "+string(stage)+": "+err.Error())
+		}
 		p, fp := fingerprintOf(v, field)
-		vs := &VersionStatus{Version: v.ID, Fingerprint: fp, KeyID: p.KeyID, Created: v.Created}
+		vs := &VersionStatus{Version: shownID(v.ID), Fingerprint: fp, KeyID: p.KeyID, Created: v.Created}
 		if !v.Created.IsZero() {
 			vs.Age = now.Sub(v.Created).Round(time.Second)
 		}

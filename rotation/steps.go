@@ -38,6 +38,9 @@ func (ru *run) create(ctx context.Context) error {
 	}
 	k, s := ru.k, ru.s
 	pv, err := ru.strayPending(ctx)
+	if errors.Is(err, providers.ErrKeyShapedID) {
+		return ru.refuseOwnPending(ctx, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -77,7 +80,7 @@ func (ru *run) create(ctx context.Context) error {
 		}
 		value, err := checkedValue(cred, k.Field, curRaw)
 		if err != nil {
-			return ru.refuseIssued(ctx, cred, err)
+			return ru.refuseIssued(ctx, cred, KindIssuer, fmt.Sprintf("the %s issuer returned a key that consumers could not read: %v", k.Issuer.Type(), err))
 		}
 		pv, err = k.Store.PutPending(ctx, k.Secret, s.Token, value)
 		if err != nil {
@@ -88,6 +91,9 @@ func (ru *run) create(ctx context.Context) error {
 		}
 		if err := ru.step(ctx, AfterPutPending); err != nil {
 			return err
+		}
+		if providers.CheckVersionID(pv.ID) != nil {
+			return ru.refuseStoredID(ctx, pv.ID, cred)
 		}
 	}
 	p, fp := fingerprintOf(pv, k.Field)
@@ -109,22 +115,23 @@ func (ru *run) create(ctx context.Context) error {
 	return ru.step(ctx, AfterCommit)
 }
 
-// refuseIssued drops a key the issuer returned that readers could not
-// decode (cause says why): it never reaches the store. The rotation takes
-// the path of a discarded probe failure: the record is written first
-// (discarding, with the key's id and fingerprint and no PENDING version),
-// then the key is revoked at the issuer and the rotation ends, failing
-// with an issuer error.
-func (ru *run) refuseIssued(ctx context.Context, cred Credential, cause error) error {
-	k, s := ru.k, ru.s
+// refuseIssued drops a key the issuer returned that is not to be stored
+// (readers could not decode it; or the store gave its version an id
+// shaped like a key, see refuseStoredID): reason says why, kind whose
+// failure it is. The rotation takes the path of a discarded probe
+// failure: the record is written first (discarding, with the key's id and
+// fingerprint and no PENDING version), then the key is revoked at the
+// issuer and the rotation ends, failing with an error of kind.
+func (ru *run) refuseIssued(ctx context.Context, cred Credential, kind Kind, reason string) error {
+	s := ru.s
 	next := s.clone()
 	next.Phase = PhaseDiscarding
 	next.PendingVersion, next.NewKeyID, next.NewFP = "", "", cred.Key.Fingerprint()
 	if providers.CheckKeyID(cred.KeyID) == nil {
 		next.NewKeyID = cred.KeyID
 	}
-	next.Reason = fmt.Sprintf("the %s issuer returned a key that consumers could not read: %v", k.Issuer.Type(), cause)
-	next.LastOutcome, next.LastReason = KindIssuer.String(), next.Reason
+	next.Reason = reason
+	next.LastOutcome, next.LastReason = kind.String(), next.Reason
 	next.LastFinishedAt = ru.now()
 	if err := ru.save(ctx, next); err != nil {
 		return err
@@ -134,6 +141,39 @@ func (ru *run) refuseIssued(ctx context.Context, cred Credential, cause error) e
 		return err
 	}
 	return ru.discard(ctx)
+}
+
+// refuseStoredID ends a rotation whose new key the store wrote as a
+// PENDING version with an id shaped like a key (providers.ErrKeyShapedID): that
+// version is discarded at once, its id given back to the store only,
+// never printed or recorded, and the key is refused as refuseIssued
+// refuses one (revoked at the issuer; the run fails with a store error).
+// The discard comes first, while the record still says creating with the
+// rotation's token: a run killed in between finds the PENDING of its
+// token again (refuseOwnPending) and comes back here.
+func (ru *run) refuseStoredID(ctx context.Context, id string, cred Credential) error {
+	if err := ru.k.Store.DiscardPending(ctx, ru.k.Secret, id); err != nil {
+		return ru.storeErr("discard the new PENDING version, whose id is "+providers.KeyShapes, err)
+	}
+	if err := ru.step(ctx, AfterDiscard); err != nil {
+		return err
+	}
+	return ru.refuseIssued(ctx, cred, KindStore, "the store gave the new key's PENDING version an id "+providers.KeyShapes+
+		"; the version was discarded: ids are printed, so a store must never give a key as one")
+}
+
+// refuseOwnPending resumes, in phase creating, a refuseStoredID that a
+// killed run left undone: PENDING was refused for its key-shaped id
+// (refusal), and when it holds this rotation's token, the run wrote it,
+// and its key is refused from its value. Another writer's PENDING stays
+// refused.
+func (ru *run) refuseOwnPending(ctx context.Context, refusal error) error {
+	pv, err := ru.k.Store.ReadPending(ctx, ru.k.Secret)
+	if err != nil || pv.Token != ru.s.Token {
+		return refusal
+	}
+	p, _ := fingerprintOf(pv, ru.k.Field)
+	return ru.refuseStoredID(ctx, pv.ID, Credential{Key: p.Key, KeyID: p.KeyID})
 }
 
 // issuedCredential returns the key a discarding rotation refused before it
@@ -529,6 +569,8 @@ func (ru *run) discard(ctx context.Context) error {
 		return fail(KindConflict, fmt.Errorf("rotation: %s: %s; the new key %s was discarded", k.Name, reason, orNone(s.NewFP)))
 	case KindIssuer.String():
 		return fail(KindIssuer, fmt.Errorf("rotation: %s: %s; the key was revoked at the issuer and never stored; CURRENT is untouched", k.Name, reason))
+	case KindStore.String():
+		return fail(KindStore, fmt.Errorf("rotation: %s: %s; the key was revoked at the issuer; CURRENT is untouched", k.Name, reason))
 	}
 	return fail(KindProbe, fmt.Errorf("rotation: %s: the new key %s failed its probe and was discarded (revoked at the issuer, PENDING removed); CURRENT is untouched: %s", k.Name, orNone(s.NewFP), reason))
 }
@@ -730,16 +772,16 @@ func (ru *run) revocationCredential(ctx context.Context, cur *driver.Version, ve
 	k, s := ru.k, ru.s
 	cred := Credential{KeyID: s.keyID(id, fp)}
 	if version != "" {
-		prev, err := k.Store.Read(ctx, k.Secret, driver.Previous)
-		switch {
-		case err == nil && prev.ID == version:
+		prev, err := ru.version(ctx, driver.Previous)
+		if err != nil {
+			return Credential{}, err
+		}
+		if prev != nil && prev.ID == version {
 			p, _ := fingerprintOf(prev, k.Field)
 			cred.Key = p.Key
 			if cred.KeyID == "" {
 				cred.KeyID = p.KeyID
 			}
-		case err != nil && !codes.Is(err, codes.NotFound):
-			return Credential{}, ru.storeErr("read PREVIOUS", err)
 		}
 	}
 	others := s.otherIDs(cred.KeyID)

@@ -100,8 +100,7 @@ func New(o Options) (*Client, error) {
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/api/v1/query"
 	// The URL is printed (status, messages, errors): without its query and
 	// fragment, which no query sends and which may hold a token.
-	u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = "", false, "", ""
-	return &Client{o: o, base: u}, nil
+	return &Client{o: o, base: netrule.WithoutQuery(u)}, nil
 }
 
 func validLabel(s string) bool {

@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keywarden/keywarden/internal/cli"
+	"github.com/keywarden/keywarden/internal/netrule"
 	"github.com/keywarden/keywarden/internal/proxy/settings"
 )
 
@@ -144,13 +145,10 @@ func dialable(addr string) string {
 }
 
 // shownURL returns the metrics URL as top prints it (its header, its
-// errors): without the password, the query and the fragment, which a
-// scrape of the sidecar never needs and which may hold a token.
-func shownURL(u *url.URL) string {
-	c := *u
-	c.RawQuery, c.ForceQuery, c.Fragment, c.RawFragment = "", false, "", ""
-	return c.Redacted()
-}
+// errors): without the password, the query and the fragment
+// (netrule.WithoutQuery), which a scrape of the sidecar never needs and
+// which may hold a token.
+func shownURL(u *url.URL) string { return netrule.WithoutQuery(u).Redacted() }
 
 // isTerminal reports whether w is a terminal (a character device).
 func isTerminal(w io.Writer) bool {

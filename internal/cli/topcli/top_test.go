@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -474,5 +475,31 @@ func TestTopShowsNoKey(t *testing.T) {
 			t.Errorf("%s: exit %d, want the URL without its query and %q, the key nowhere:\n%s", path, code, want,
 				strings.ReplaceAll(out+errOut, key[13:], "<the key>"))
 		}
+	}
+}
+
+// TestTopRedactsLabelValues: a label value of the scraped body shaped
+// like a key (an endpoint that is not the sidecar's, or a client, model,
+// budget or key name that is a key pasted by mistake) is printed as its
+// fingerprint, in every table that shows label values.
+func TestTopRedactsLabelValues(t *testing.T) {
+	key := string(providertest.FakeKey())
+	body := strings.NewReplacer("KEY", key).Replace(`# TYPE keywarden_sidecar_client_requests_total counter
+keywarden_sidecar_client_requests_total{client="KEY",error_type="KEY"} 3
+# TYPE keywarden_sidecar_tokens_total counter
+keywarden_sidecar_tokens_total{client="KEY",model="KEY",kind="input"} 10
+# TYPE keywarden_sidecar_budget_used_ratio gauge
+keywarden_sidecar_budget_used_ratio{budget="KEY"} 0.5
+# TYPE keywarden_upstream_ratelimit_limit gauge
+keywarden_upstream_ratelimit_limit{key="KEY",resource="KEY"} 50
+`)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, body) }))
+	defer srv.Close()
+	out, errOut, code := top(t, "top", "--once", "--metrics-url", srv.URL+"/metrics")
+	// Every label is cut at 40 runes: a key shown as it is leaves its first
+	// 40 characters, the 16 after its prefix among them.
+	if code != 0 || strings.Count(out, "[redacted ") < 8 || strings.Contains(out+errOut, key[13:29]) {
+		t.Fatalf("exit %d, want every label value redacted, the key nowhere:\n%s%s", code,
+			strings.ReplaceAll(out, key[13:40], "<the key>"), strings.ReplaceAll(errOut, key[13:40], "<the key>"))
 	}
 }

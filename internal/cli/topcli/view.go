@@ -16,6 +16,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/cli"
 	"github.com/keywarden/keywarden/internal/proxy/usage"
+	"github.com/keywarden/keywarden/providers"
 )
 
 // view is what one refresh shows: the totals of a scrape and, when there
@@ -353,14 +354,17 @@ func usd(v float64) string {
 	return fmt.Sprintf("%.6f", v)
 }
 
-// clean makes an untrusted string safe to print in a table: every
-// character that is not printable (escape codes, tabs, newlines, invalid
-// UTF-8) becomes '?', an empty string "-", and a string longer than width
-// runes (0: no bound) is cut with "…".
+// clean makes an untrusted string safe to print in a table: a value
+// shaped like a key becomes its fingerprint (providers.RedactKeys: the
+// scraped body is whatever answers on the address, and a label value may
+// hold a key), every character that is not printable (escape codes, tabs,
+// newlines, invalid UTF-8) becomes '?', an empty string "-", and a string
+// longer than width runes (0: no bound) is cut with "…".
 func clean(s string, width int) string {
 	if s == "" {
 		return "-"
 	}
+	s = providers.RedactKeys(s)
 	var b strings.Builder
 	n := 0
 	for _, r := range s {
