@@ -64,8 +64,10 @@ NGINX_TLS_PORT=$((PORT0 + 3))
 # with a CA generated into $OUT/ca.pem.
 "$OUT/benchtool" upstream -listen "127.0.0.1:$UP_PORT" &
 pids+=($!)
+UP_PID=$!
 "$OUT/benchtool" upstream -listen "127.0.0.1:$UP_TLS_PORT" -tls-dir "$OUT" &
 pids+=($!)
+UP_TLS_PID=$!
 wait_port "$UP_PORT"
 wait_port "$UP_TLS_PORT"
 
@@ -159,6 +161,8 @@ TARGETS=(direct nginx sidecar sidecar-noacct fasthttp-min direct-tls nginx-tls s
 [ -n "$BASE_BIN" ] && TARGETS=(direct nginx sidecar sidecar-noacct sidecar-base fasthttp-min direct-tls nginx-tls sidecar-tls sidecar-noacct-tls sidecar-base-tls fasthttp-min-tls)
 # The direct call a target's added latency is measured against.
 base_of() { case $1 in *-tls) echo direct-tls ;; *) echo direct ;; esac; }
+# The upstream process a target's requests reach.
+upstream_of() { case $1 in *-tls) echo "$UP_TLS_PID" ;; *) echo "$UP_PID" ;; esac; }
 ca_flag() { if [ -n "${CA[$1]:-}" ]; then echo "-ca ${CA[$1]}"; fi; }
 
 # wrk latency in ms, whatever unit wrk printed.
@@ -178,8 +182,10 @@ report="$OUT/report.md"
   echo
   echo "steal: the share of the machine's CPU time the hypervisor gave to other guests during the measurement (/proc/stat); above a few percent, its requests/s and latencies are the host's, not the proxies'."
   echo
-  echo "| round | target | requests/s | p50 ms | p99 ms | errors | proxy CPU µs/request | steal |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|"
+  echo "upstream CPU: the upstream's own CPU per request behind each target. It shares this machine's cores with the proxy and wrk, so a proxy that makes it work harder loses requests/s here that it would not lose to a remote upstream."
+  echo
+  echo "| round | target | requests/s | p50 ms | p99 ms | errors | proxy CPU µs/request | steal | upstream CPU µs/request |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 } >"$report"
 
 # Warm every path once.
@@ -190,6 +196,7 @@ for r in $(seq 1 "$ROUNDS"); do
     f="$OUT/wrk-$t-$r.txt"
     c0=0; [ -n "${PROXY_PIDS[$t]}" ] && c0=$(cpu_ticks ${PROXY_PIDS[$t]})
     s0=$(steal_ticks)
+    u0=$(cpu_ticks "$(upstream_of "$t")")
     wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$SCRIPT" "${URL[$t]}/v1/messages" >"$f"
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
     p50=$(awk '$1=="50%" {print $2}' "$f" | to_ms)
@@ -202,7 +209,8 @@ for r in $(seq 1 "$ROUNDS"); do
       cpu=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
     fi
     steal=$(steal_since "$s0")
-    echo "| $r | $t | $rps | $p50 | $p99 | $errs | $cpu | $steal |" >>"$report"
+    up=$(awk -v d=$(($(cpu_ticks "$(upstream_of "$t")") - u0)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+    echo "| $r | $t | $rps | $p50 | $p99 | $errs | $cpu | $steal | $up |" >>"$report"
   done
 done
 
