@@ -44,15 +44,17 @@
 //	creating       no PENDING with the token       Issuer.Create(token), PutPending(token); a key
 //	                                               consumers cannot read: record discarding (no
 //	                                               pending_version), revoke it, record idle; a
-//	                                               version id shaped like a key: DiscardPending,
-//	                                               then the same
+//	                                               version id shaped like a key: the same, the
+//	                                               version discarded after the revoke
 //	creating       PENDING with the token          use it (no second Create); record probing; its
 //	                                               id shaped like a key: as just above
 //	probing        PENDING = pending_version       Activate, Probe; pass: record promoting
 //	                                               (old = CURRENT); fail: park or discard
 //	parked         PENDING = pending_version       probe again (--abandon discards it)
 //	discarding     PENDING = pending_version/none  Revoke the new key, DiscardPending, record idle
-//	discarding     no pending_version (refused)    Issuer.Create(token) again, Revoke it, record idle
+//	discarding     no pending_version (refused)    Issuer.Create(token) again, Revoke it, discard
+//	                                               a PENDING with the token (its id shaped like a
+//	                                               key, never recorded), record idle
 //	discarding     no pending_version nor new_fp   a Releaser gives the token's key back; others:
 //	               (abandoned in creating)         Issuer.Create(token) again, Revoke it; record idle
 //	promoting      CURRENT = old_version           Promote(pending, old); record grace

@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -93,7 +94,7 @@ func (ru *run) create(ctx context.Context) error {
 			return err
 		}
 		if providers.CheckVersionID(pv.ID) != nil {
-			return ru.refuseStoredID(ctx, pv.ID, cred)
+			return ru.refuseStoredID(ctx, cred)
 		}
 	}
 	p, fp := fingerprintOf(pv, k.Field)
@@ -144,20 +145,16 @@ func (ru *run) refuseIssued(ctx context.Context, cred Credential, kind Kind, rea
 }
 
 // refuseStoredID ends a rotation whose new key the store wrote as a
-// PENDING version with an id shaped like a key (providers.ErrKeyShapedID): that
-// version is discarded at once, its id given back to the store only,
-// never printed or recorded, and the key is refused as refuseIssued
-// refuses one (revoked at the issuer; the run fails with a store error).
-// The discard comes first, while the record still says creating with the
-// rotation's token: a run killed in between finds the PENDING of its
-// token again (refuseOwnPending) and comes back here.
-func (ru *run) refuseStoredID(ctx context.Context, id string, cred Credential) error {
-	if err := ru.k.Store.DiscardPending(ctx, ru.k.Secret, id); err != nil {
-		return ru.storeErr("discard the new PENDING version, whose id is "+providers.KeyShapes, err)
-	}
-	if err := ru.step(ctx, AfterDiscard); err != nil {
-		return err
-	}
+// PENDING version with an id shaped like a key (providers.ErrKeyShapedID):
+// the key is refused as refuseIssued refuses one (the record says
+// discarding first, without the id, which is never recorded or printed;
+// then the key is revoked at the issuer), and discard finds that version
+// by the rotation's token and discards it. The record comes before the
+// discard: a run killed after the discard but before the record would
+// find its token's PENDING gone, write it again, and a store that is
+// idempotent on the token (AWS's ClientRequestToken) would answer with the
+// discarded version.
+func (ru *run) refuseStoredID(ctx context.Context, cred Credential) error {
 	return ru.refuseIssued(ctx, cred, KindStore, "the store gave the new key's PENDING version an id "+providers.KeyShapes+
 		"; the version was discarded: ids are printed, so a store must never give a key as one")
 }
@@ -173,7 +170,24 @@ func (ru *run) refuseOwnPending(ctx context.Context, refusal error) error {
 		return refusal
 	}
 	p, _ := fingerprintOf(pv, ru.k.Field)
-	return ru.refuseStoredID(ctx, pv.ID, Credential{Key: p.Key, KeyID: p.KeyID})
+	return ru.refuseStoredID(ctx, Credential{Key: p.Key, KeyID: p.KeyID})
+}
+
+// unrecordedPending returns the id of a PENDING version this rotation
+// wrote (its token) that the record does not name, "" when there is none:
+// one whose id the store gave shaped like a key (refuseStoredID). The id
+// is only given back to the store, never printed.
+func (ru *run) unrecordedPending(ctx context.Context) (string, error) {
+	pv, err := readStage(ctx, ru.k.Store, ru.k.Secret, driver.Pending)
+	switch {
+	case codes.Is(err, codes.NotFound):
+		return "", nil
+	case err != nil:
+		return "", ru.storeErr("read PENDING", err)
+	case pv.Token != ru.s.Token:
+		return "", nil
+	}
+	return pv.ID, nil
 }
 
 // issuedCredential returns the key a discarding rotation refused before it
@@ -498,18 +512,28 @@ func (ru *run) discard(ctx context.Context) error {
 		return err
 	}
 	k, s := ru.k, ru.s
-	cred, pending, err := ru.pendingCredential(ctx)
-	if err != nil {
-		return err
-	}
-	switch {
-	case !pending && s.refusedIssued():
+	var cred Credential
+	var pending bool
+	var unrecorded string // this rotation's PENDING that the record does not name
+	var err error
+	if s.refusedIssued() {
+		// The refused key never reached the store, or reached it as a
+		// version whose id is shaped like a key (refuseStoredID), which
+		// pendingCredential would refuse to read.
+		if unrecorded, err = ru.unrecordedPending(ctx); err != nil {
+			return err
+		}
 		if cred, err = ru.issuedCredential(ctx); err != nil {
 			return err
 		}
-	case !pending && s.abandonedUnstored():
-		if cred, err = ru.unstoredCredential(ctx); err != nil {
+	} else {
+		if cred, pending, err = ru.pendingCredential(ctx); err != nil {
 			return err
+		}
+		if !pending && s.abandonedUnstored() {
+			if cred, err = ru.unstoredCredential(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	if s.Token != "" && pending && cred.Key.IsZero() && cred.KeyID == "" {
@@ -535,10 +559,10 @@ func (ru *run) discard(ctx context.Context) error {
 			return err
 		}
 	}
-	if s.PendingVersion != "" {
-		if err := k.Store.DiscardPending(ctx, k.Secret, s.PendingVersion); err != nil {
+	if id := cmp.Or(s.PendingVersion, unrecorded); id != "" {
+		if err := k.Store.DiscardPending(ctx, k.Secret, id); err != nil {
 			if codes.Is(err, codes.Aborted) {
-				return fail(KindConflict, fmt.Errorf("rotation: %s: discard PENDING version %s: PENDING holds another version: %w", k.Name, s.PendingVersion, err))
+				return fail(KindConflict, fmt.Errorf("rotation: %s: discard PENDING version %s: PENDING holds another version: %w", k.Name, orNone(s.PendingVersion), err))
 			}
 			return ru.storeErr("discard PENDING", err)
 		}

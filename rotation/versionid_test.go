@@ -227,8 +227,8 @@ func TestKeyShapedVersionID(t *testing.T) {
 		r := w.rotator(false, "")
 		res, err := w.run(r, rotation.RunOptions{Force: true})
 		checkIDRefused(t, err, "the store gave the new key's PENDING version an id")
-		want := []rotation.Boundary{rotation.AfterLease, rotation.AfterCreate, rotation.AfterPutPending, rotation.AfterDiscard,
-			rotation.AfterRecordDiscarding, rotation.AfterRevokeNew, rotation.AfterDone}
+		want := []rotation.Boundary{rotation.AfterLease, rotation.AfterCreate, rotation.AfterPutPending,
+			rotation.AfterRecordDiscarding, rotation.AfterRevokeNew, rotation.AfterDiscard, rotation.AfterDone}
 		if !slices.Equal(res.Steps, want) {
 			t.Fatalf("steps %v, want %v", res.Steps, want)
 		}
@@ -247,8 +247,8 @@ func TestKeyShapedVersionID(t *testing.T) {
 // of the issuer, idempotent on the token) revoked, CURRENT untouched, the
 // id printed nowhere.
 func TestKeyShapedCreatedIDCrashes(t *testing.T) {
-	for _, b := range []rotation.Boundary{rotation.AfterLease, rotation.AfterCreate, rotation.AfterPutPending, rotation.AfterDiscard,
-		rotation.AfterRecordDiscarding, rotation.AfterRevokeNew} {
+	for _, b := range []rotation.Boundary{rotation.AfterLease, rotation.AfterCreate, rotation.AfterPutPending,
+		rotation.AfterRecordDiscarding, rotation.AfterRevokeNew, rotation.AfterDiscard} {
 		t.Run(string(b), func(t *testing.T) {
 			w := newIDWorld(t, true)
 			if _, err := w.run(w.rotator(false, b), rotation.RunOptions{Force: true}); !errors.Is(err, errKilled) {

@@ -59,8 +59,11 @@ const crashWorkers = 4
 // several store or API calls (the driver's PutPending, Promote,
 // DiscardPending and WriteRecord, `put` (stage.Put), the key pool's Add,
 // Claim and Commit, whole rotations (Rotator.Run) with the exec issuer and
-// with the anthropic issuer against a fake Claude API, --abandon of each
-// kind of stuck rotation, and `key-id`) on every backend, it first runs
+// with the anthropic issuer against a fake Claude API, and with the exec
+// issuer on a store that gives the new PENDING version an id shaped like
+// a key (refused: the next run finishes the refusal, is refused in turn
+// and prints no key), --abandon of each kind of stuck rotation, and
+// `key-id`) on every backend, it first runs
 // the operation in a child process that counts its calls, then, for every
 // k, runs it in a child that exits after its k-th call, and checks the
 // store from this process with a fresh driver. A call is one to the store
@@ -144,6 +147,18 @@ type crashOp struct {
 	do func(ctx context.Context, w *world, args map[string]string) error
 	// followUps replaces keyFollowUps for the operation (nil: those).
 	followUps []followUp
+	// store wraps the key's store as the backend opens it, alike in the
+	// parent and in every child (nil: as it is): a driver that misbehaves.
+	store func(driver.Stager) driver.Stager
+}
+
+// open opens the key's store for op on b (see CrashBackend.Open).
+func (op crashOp) open(t testing.TB, b CrashBackend, c *crashtest.Counter, secret string) driver.Stager {
+	st := b.Open(t, c, secret)
+	if op.store != nil {
+		st = op.store(st)
+	}
+	return st
 }
 
 // Key ids of the values the harness writes.
@@ -229,6 +244,10 @@ var crashOps = []crashOp{
 	// The new key fails its probe and is discarded (the run fails with
 	// exit 10, as it should).
 	{name: "rotate.discard", seed: seedKey, do: doRotateWith(discardOnFailure, failingProbe)},
+	// The store gives the new key's PENDING version an id shaped like a
+	// key: the run discards it, revokes the key and fails (exit 12), as
+	// does every later rotation on that store.
+	{name: "rotate.keyshaped-pending-id", seed: seedKey, do: doRotateRefused, followUps: keyShapedFollowUps, store: wrapKeyShapedPending},
 	{name: "rotate.discard.anthropic", issuer: issuerClaude, seed: func(ctx context.Context, w *world) (map[string]string, error) {
 		_, err := seedClaude(ctx, w)
 		return nil, err
@@ -436,11 +455,12 @@ func crashChild(t *testing.T, backends []CrashBackend) {
 	}
 	name := os.Getenv(envSecret)
 	b := backends[bi]
-	w := &world{st: b.Open(t, c, name), name: name, dir: os.Getenv(envDir), c: c,
-		issuer: crashOps[oi].issuer, apiURL: os.Getenv(envAPI),
+	op := crashOps[oi]
+	w := &world{st: op.open(t, b, c, name), name: name, dir: os.Getenv(envDir), c: c,
+		issuer: op.issuer, apiURL: os.Getenv(envAPI),
 		open: func(secret string) driver.Stager { return b.Open(t, c, secret) }}
 	c.Arm()
-	if err := crashOps[oi].do(context.Background(), w, args); err != nil {
+	if err := op.do(context.Background(), w, args); err != nil {
 		fmt.Printf("crash child: %s: %v\n", crashtest.Case(), err)
 		os.Exit(1)
 	}
@@ -485,7 +505,7 @@ func runCrashOp(t *testing.T, test string, b CrashBackend, benv []string, op cra
 	instance := func(k int64) (*world, crashtest.Result, error) {
 		n := seq.Add(1)
 		name := providertest.UniqueName(b.Prefix + "kwcrash-" + strings.ReplaceAll(strings.ToLower(op.name), ".", "-"))
-		w := &world{st: b.Open(t, nil, name), name: name, dir: filepath.Join(dir, fmt.Sprint(n)), issuer: op.issuer,
+		w := &world{st: op.open(t, b, nil, name), name: name, dir: filepath.Join(dir, fmt.Sprint(n)), issuer: op.issuer,
 			open: func(secret string) driver.Stager { return b.Open(t, nil, secret) }}
 		if err := os.Mkdir(w.dir, 0o700); err != nil {
 			return nil, crashtest.Result{}, err
@@ -878,9 +898,13 @@ func followAbandon(ctx context.Context, w *world) error {
 }
 
 // followDryRun plans a run (--dry-run --force): the plan changes nothing
-// (CURRENT, PENDING and the issuer's state stay) and never proposes to
-// revoke or discard CURRENT's key.
-func followDryRun(ctx context.Context, w *world) error {
+// (CURRENT, PENDING and the issuer's state stay), never proposes to
+// revoke or discard CURRENT's key, and shows no key.
+func followDryRun(ctx context.Context, w *world) error { return dryRun(ctx, w, nil) }
+
+// dryRun is followDryRun, a plan failing otherwise than with a conflict
+// when refused (nil: never) accepts its error.
+func dryRun(ctx context.Context, w *world, refused func(error) bool) error {
 	before, err := current(ctx, w)
 	if err != nil {
 		return err
@@ -897,8 +921,8 @@ func followDryRun(ctx context.Context, w *world) error {
 	pendBefore, _ := w.st.ReadPending(ctx, w.name)
 	issuerBefore := w.issuerState()
 	for _, o := range []rotation.RunOptions{{DryRun: true, Force: true}, {DryRun: true, Abandon: true}} {
-		res, err := w.rotator().Run(ctx, "k", o)
-		if err != nil && rotation.KindOf(err) != rotation.KindConflict {
+		res, err := runShown(ctx, w, o)
+		if err != nil && rotation.KindOf(err) != rotation.KindConflict && (refused == nil || !refused(err)) {
 			return fmt.Errorf("dry run (abandon %v): %w", o.Abandon, err)
 		}
 		if res == nil {
