@@ -9,94 +9,39 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/keywarden/keywarden/providers"
 	"github.com/keywarden/keywarden/providers/driver"
 	"github.com/keywarden/keywarden/providers/file"
-	"github.com/keywarden/keywarden/providers/providertest"
 	"github.com/keywarden/keywarden/rotation"
 	"github.com/keywarden/keywarden/rotation/rotationtest"
 )
 
-// keyIDStore gives some versions of a file store ids shaped like a key
-// (the key, a dot and the store's own id), as a hand-written store with
-// "id" and "value" swapped, or a store's bug, would: the versions it was
-// told to disguise, and with puts, every version PutPending writes.
-// Promote and DiscardPending take the disguised ids back.
-type keyIDStore struct {
-	*file.Store
-	key  string
-	puts bool
-
-	mu  sync.Mutex
-	ids map[string]bool // the file store's ids to disguise
-}
-
-func (s *keyIDStore) disguise(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.ids[id] = true
-}
-
-// shown returns v as the store gives it: disguised when its id is one.
-func (s *keyIDStore) shown(v *driver.Version, err error) (*driver.Version, error) {
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.ids[v.ID] {
-		return v, nil
-	}
-	c := *v
-	c.ID = s.key + "." + v.ID
-	return &c, nil
-}
-
-func (s *keyIDStore) real(id string) string { return strings.TrimPrefix(id, s.key+".") }
-
-func (s *keyIDStore) Read(ctx context.Context, name string, stage driver.Stage) (*driver.Version, error) {
-	return s.shown(s.Store.Read(ctx, name, stage))
-}
-
-func (s *keyIDStore) ReadPending(ctx context.Context, name string) (*driver.Version, error) {
-	return s.shown(s.Store.ReadPending(ctx, name))
-}
-
-func (s *keyIDStore) PutPending(ctx context.Context, name, token string, value []byte) (*driver.Version, error) {
-	v, err := s.Store.PutPending(ctx, name, token, value)
-	if err == nil && s.puts {
-		s.disguise(v.ID)
-	}
-	return s.shown(v, err)
-}
-
-func (s *keyIDStore) Promote(ctx context.Context, name, pendingID, currentID string) error {
-	return s.Store.Promote(ctx, name, s.real(pendingID), s.real(currentID))
-}
-
-func (s *keyIDStore) DiscardPending(ctx context.Context, name, pendingID string) error {
-	return s.Store.DiscardPending(ctx, name, s.real(pendingID))
-}
-
-// idWorld is a ledger key on a keyIDStore, with the events and logs of
-// its runs kept.
+// idWorld is a ledger key on a file store that gives some versions ids
+// shaped like a key (rotationtest.KeyShapedIDs), with the events and logs
+// of its runs kept.
 type idWorld struct {
 	t      *testing.T
 	l      *rotationtest.Ledger
-	st     *keyIDStore
+	fs     *file.Store // the store itself
+	st     rotationtest.KeyShapedIDs
 	seed   rotation.Credential
 	events recorder
 	logs   bytes.Buffer
+
+	disguised string // a version id given shaped like a key
 }
 
+// newIDWorld returns a world whose store gives the version disguised
+// names a key-shaped id, and with puts, every rotation's PENDING version.
 func newIDWorld(t *testing.T, puts bool) *idWorld {
 	w := &idWorld{t: t, l: rotationtest.NewLedger()}
-	fs, seed := seeded(t, w.l)
-	w.st, w.seed = &keyIDStore{Store: fs, key: string(providertest.FakeKey()), puts: puts, ids: map[string]bool{}}, seed
+	w.fs, w.seed = seeded(t, w.l)
+	w.st = rotationtest.KeyShapedIDs{Stager: w.fs, Disguise: func(s driver.Stage, id, token string) bool {
+		return id == w.disguised || puts && rotationtest.RotationPending(s, id, token)
+	}}
 	return w
 }
 
@@ -106,7 +51,7 @@ func newIDWorld(t *testing.T, puts bool) *idWorld {
 func (w *idWorld) rotator(fixed bool, stop rotation.Boundary) *rotation.Rotator {
 	var st driver.Stager = w.st
 	if fixed {
-		st = w.st.Store
+		st = w.fs
 	}
 	o := rotation.Options{Holder: "a", Notifiers: []rotation.Notifier{&w.events},
 		Logger: slog.New(slog.NewTextHandler(&w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -131,12 +76,12 @@ func (w *idWorld) run(r *rotation.Rotator, o rotation.RunOptions) (*rotation.Res
 	return res, err
 }
 
-// checkNoKey fails the test when text holds the key, which its failure
-// shows as "<the key>".
+// checkNoKey fails the test when text holds a value shaped like a key (a
+// disguised version id), which its failure shows redacted.
 func (w *idWorld) checkNoKey(what, text string) {
 	w.t.Helper()
-	if key := w.st.key; strings.Contains(text, key[13:29]) {
-		w.t.Fatalf("%s quote the version id shaped like a key:\n%s", what, strings.ReplaceAll(text, key[13:], "<the key>"))
+	if providers.KeyShaped(text) {
+		w.t.Fatalf("%s quote the version id shaped like a key:\n%s", what, providers.RedactKeys(text))
 	}
 }
 
@@ -201,11 +146,11 @@ func TestKeyShapedVersionID(t *testing.T) {
 	ctx := context.Background()
 	t.Run("current", func(t *testing.T) {
 		w := newIDWorld(t, false)
-		cur, err := w.st.Store.Read(ctx, "k", driver.Current)
+		cur, err := w.fs.Read(ctx, "k", driver.Current)
 		if err != nil {
 			t.Fatal(err)
 		}
-		w.st.disguise(cur.ID)
+		w.disguised = cur.ID
 		r := w.rotator(false, "")
 		_, err = w.run(r, rotation.RunOptions{Force: true})
 		checkIDRefused(t, err, "read CURRENT")
@@ -232,7 +177,7 @@ func TestKeyShapedVersionID(t *testing.T) {
 		if !slices.Equal(res.Steps, want) {
 			t.Fatalf("steps %v, want %v", res.Steps, want)
 		}
-		checkRefused(t, w.st.Store, w.l, w.seed)
+		checkRefused(t, w.fs, w.l, w.seed)
 		w.checkIdle()
 		w.checkPrinted(r)
 		if res, err := w.run(w.rotator(true, ""), rotation.RunOptions{Force: true}); err != nil || res.Outcome != rotation.OutcomeRevoked {
@@ -257,7 +202,7 @@ func TestKeyShapedCreatedIDCrashes(t *testing.T) {
 			r := w.rotator(false, "")
 			_, err := w.run(r, rotation.RunOptions{})
 			checkIDRefused(t, err, "the store gave the new key's PENDING version an id")
-			checkRefused(t, w.st.Store, w.l, w.seed)
+			checkRefused(t, w.fs, w.l, w.seed)
 			w.checkIdle()
 			w.checkPrinted(r)
 		})
@@ -288,9 +233,9 @@ func TestKeyShapedIDInOldRecord(t *testing.T) {
 		data[k] = v
 	}
 	data["v"] = "2"
-	data["pending_version"] = w.st.key + "." + data["pending_version"]
-	data["old_version"] = w.st.key + "." + data["old_version"]
-	data["left_valid"] = `[{"key_id":"apikey_09","fingerprint":"sk-ant-api03-…sha256:0badf00d","version":"` + w.st.key + `.0","outcome":"rolled_back","at":"2026-11-01T00:00:00Z"}]`
+	data["pending_version"] = rotationtest.KeyShapedID(data["pending_version"])
+	data["old_version"] = rotationtest.KeyShapedID(data["old_version"])
+	data["left_valid"] = `[{"key_id":"apikey_09","fingerprint":"sk-ant-api03-…sha256:0badf00d","version":"` + rotationtest.KeyShapedID("0") + `","outcome":"rolled_back","at":"2026-11-01T00:00:00Z"}]`
 	if _, err := w.st.WriteRecord(ctx, "k", rec.Rev, data); err != nil {
 		t.Fatal(err)
 	}

@@ -19,33 +19,45 @@ import (
 	"github.com/keywarden/keywarden/rotation"
 )
 
-// keyShapedPending is a store whose driver gives the PENDING version of
-// every rotation an id shaped like a key (keyShapedID of the backend's own
-// id), as a store's bug would: PutPending, ReadPending and Read of the
-// PENDING stage return it, and Promote and DiscardPending take it back.
-// The versions of one-shot writes (put, the harness's seeds) keep their
-// ids: stage.Replace checks the id it promoted against CURRENT's, and a
-// key-shaped CURRENT is another refusal. The mapping is a function of the
-// id alone, so the child that crashes and every later process (each opens
-// the store again) see the same ids, and it makes no call of its own.
-type keyShapedPending struct{ driver.Stager }
+// KeyShapedIDs is a store whose driver gives some versions ids shaped
+// like a key (KeyShapedID of the backend's own id), as a store's bug, or a
+// hand-written store with "id" and "value" swapped, would: those Disguise
+// picks, from what Read, ReadPending and PutPending return. Promote and
+// DiscardPending take the ids back. The mapping is a function of the id
+// alone, so every process that opens the store again (a crash's child,
+// the follow-ups) sees the same ids, and it makes no call of its own.
+type KeyShapedIDs struct {
+	driver.Stager
+	// Disguise reports whether the version id, read at stage (PENDING for
+	// PutPending) and written with token, is given shaped like a key.
+	Disguise func(stage driver.Stage, id, token string) bool
+}
 
-// wrapKeyShapedPending is crashOp.store for keyShapedPending.
-func wrapKeyShapedPending(st driver.Stager) driver.Stager { return keyShapedPending{st} }
+// RotationPending is a KeyShapedIDs.Disguise: the PENDING versions of
+// rotations. The versions of one-shot writes (put, the harness's seeds)
+// keep their ids: stage.Replace checks the id it promoted against
+// CURRENT's, and a key-shaped CURRENT is another refusal.
+func RotationPending(s driver.Stage, _, token string) bool {
+	return s == driver.Pending && !stage.IsOneShot(token)
+}
 
-// keyShapedPrefix starts every id keyShapedPending makes: an Anthropic
-// key's.
+// wrapKeyShapedPending is crashOp.store for KeyShapedIDs of RotationPending.
+func wrapKeyShapedPending(st driver.Stager) driver.Stager {
+	return KeyShapedIDs{Stager: st, Disguise: RotationPending}
+}
+
+// keyShapedPrefix starts every id KeyShapedID makes: an Anthropic key's.
 const keyShapedPrefix = "sk-ant-api03-"
 
-// keyShapedID returns the key-shaped id of the backend's version id: the
+// KeyShapedID returns the key-shaped id of a backend's version id: the
 // prefix, the hex SHA-256 of id, then id in hex, so that realID can tell
 // it back.
-func keyShapedID(id string) string {
+func KeyShapedID(id string) string {
 	sum := sha256.Sum256([]byte(id))
 	return keyShapedPrefix + hex.EncodeToString(sum[:]) + hex.EncodeToString([]byte(id))
 }
 
-// realID returns the backend's id of an id keyShapedID made, and any other
+// realID returns the backend's id of an id KeyShapedID made, and any other
 // id as it is.
 func realID(id string) string {
 	s, ok := strings.CutPrefix(id, keyShapedPrefix)
@@ -62,46 +74,46 @@ func realID(id string) string {
 	return string(raw)
 }
 
-// disguised returns v, a PENDING version written with token, as the store
-// gives it: with a key-shaped id unless a one-shot write wrote it.
-func disguised(v *driver.Version, token string, err error) (*driver.Version, error) {
-	if err != nil || stage.IsOneShot(token) {
+// shown returns v, read at stage and written with token, as the store
+// gives it: with a key-shaped id when Disguise picks it.
+func (s KeyShapedIDs) shown(st driver.Stage, token string, v *driver.Version, err error) (*driver.Version, error) {
+	if err != nil || !s.Disguise(st, v.ID, token) {
 		return v, err
 	}
 	c := *v
-	c.ID = keyShapedID(v.ID)
+	c.ID = KeyShapedID(v.ID)
 	if !providers.KeyShaped(c.ID) {
 		return nil, codes.Errorf(codes.Internal, "rotationtest: the id made of version %s is not shaped like a key", v.ID)
 	}
 	return &c, nil
 }
 
-func (s keyShapedPending) Read(ctx context.Context, name string, st driver.Stage) (*driver.Version, error) {
+func (s KeyShapedIDs) Read(ctx context.Context, name string, st driver.Stage) (*driver.Version, error) {
 	v, err := s.Stager.Read(ctx, name, st)
-	if st != driver.Pending || err != nil {
-		return v, err
+	if err != nil {
+		return nil, err
 	}
-	return disguised(v, v.Token, nil)
+	return s.shown(st, v.Token, v, nil)
 }
 
-func (s keyShapedPending) ReadPending(ctx context.Context, name string) (*driver.Version, error) {
+func (s KeyShapedIDs) ReadPending(ctx context.Context, name string) (*driver.Version, error) {
 	v, err := s.Stager.ReadPending(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	return disguised(v, v.Token, nil)
+	return s.shown(driver.Pending, v.Token, v, nil)
 }
 
-func (s keyShapedPending) PutPending(ctx context.Context, name, token string, value []byte) (*driver.Version, error) {
+func (s KeyShapedIDs) PutPending(ctx context.Context, name, token string, value []byte) (*driver.Version, error) {
 	v, err := s.Stager.PutPending(ctx, name, token, value)
-	return disguised(v, token, err)
+	return s.shown(driver.Pending, token, v, err)
 }
 
-func (s keyShapedPending) Promote(ctx context.Context, name, pendingID, currentID string) error {
+func (s KeyShapedIDs) Promote(ctx context.Context, name, pendingID, currentID string) error {
 	return s.Stager.Promote(ctx, name, realID(pendingID), realID(currentID))
 }
 
-func (s keyShapedPending) DiscardPending(ctx context.Context, name, pendingID string) error {
+func (s KeyShapedIDs) DiscardPending(ctx context.Context, name, pendingID string) error {
 	return s.Stager.DiscardPending(ctx, name, realID(pendingID))
 }
 
